@@ -1,0 +1,95 @@
+//! Newtypes for the two kinds of credential the broker handles: the app
+//! secret and the access token. Their `Debug` and `Display` never show the
+//! value, so a stray `{:?}` in a log line cannot leak one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+/// An app secret (or WeCom corpsecret). Only [`Secret::expose`] reveals it,
+/// and only the upstream request builder calls that.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(Arc::from(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// An access token. Logs show its [`fingerprint`](AccessToken::fingerprint);
+/// only token responses carry the value itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct AccessToken(Arc<str>);
+
+impl AccessToken {
+    pub fn new(value: impl Into<String>) -> Self {
+        AccessToken(Arc::from(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 6 hex characters of the token's SHA-256: enough to tell two
+    /// tokens apart in a log, useless to an attacker.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+}
+
+/// The fingerprint of any token-like string (see [`AccessToken::fingerprint`]).
+pub fn fingerprint(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    digest[..3].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccessToken({})", self.fingerprint())
+    }
+}
+
+impl fmt::Display for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_never_show_the_value() {
+        let secret = Secret::new("s3cr3t-value");
+        assert!(!format!("{secret:?} {secret}").contains("s3cr3t"));
+        let token = AccessToken::new("87_tokenvalue");
+        let shown = format!("{token:?} {token}");
+        assert!(!shown.contains("tokenvalue"));
+        assert!(shown.contains(&token.fingerprint()));
+    }
+
+    #[test]
+    fn fingerprint_is_six_hex_chars_of_sha256() {
+        // sha256("abc") = ba7816bf...
+        assert_eq!(fingerprint("abc"), "ba7816");
+    }
+}
