@@ -61,6 +61,19 @@ pub fn fingerprint(value: &str) -> String {
     digest[..3].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+// Tokens are persisted by the stores, so they serialize as the bare string.
+impl serde::Serialize for AccessToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AccessToken {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(AccessToken::new)
+    }
+}
+
 impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AccessToken({})", self.fingerprint())

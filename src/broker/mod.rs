@@ -1,0 +1,311 @@
+//! The broker: one [`AppHandle`] per configured app. Each app's refresher
+//! task is the only writer of its token; request handlers only read the
+//! published [`AppView`] and never call WeChat themselves.
+
+mod backoff;
+mod budget;
+mod refresher;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::AppConfig;
+use crate::metrics::Metrics;
+use crate::secret::AccessToken;
+use crate::store::Store;
+use crate::wechat::TokenSource;
+
+pub use budget::DailyBudget;
+use refresher::{Command, Refresher};
+
+/// A token the broker holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub value: AccessToken,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Unix seconds.
+    pub fetched_at: u64,
+}
+
+impl TokenRecord {
+    pub fn expires_in(&self, now_secs: u64) -> u64 {
+        self.expires_at.saturating_sub(now_secs)
+    }
+
+    pub fn is_valid(&self, now_secs: u64) -> bool {
+        self.expires_at > now_secs
+    }
+}
+
+/// The last upstream failure, as shown in `/v1/apps`, `/readyz` and 503s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    pub errcode: Option<i64>,
+    pub errmsg: String,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// What readers see of an app; replaced whole by the refresher.
+#[derive(Debug, Clone, Default)]
+pub struct AppView {
+    pub token: Option<Arc<TokenRecord>>,
+    pub last_error: Option<LastError>,
+    pub fetches_today: u32,
+    /// The Beijing day (`YYYYMMDD`) `fetches_today` counts.
+    pub fetches_day: u32,
+    /// While failing: the unix second of the next upstream attempt.
+    pub retry_at: Option<u64>,
+}
+
+impl AppView {
+    /// Upstream calls made this Beijing day.
+    pub fn fetches_on(&self, now_secs: u64) -> u32 {
+        if self.fetches_day == crate::clock::beijing_day(now_secs) {
+            self.fetches_today
+        } else {
+            0
+        }
+    }
+
+    pub fn valid_token(&self, now_secs: u64) -> Option<&Arc<TokenRecord>> {
+        self.token.as_ref().filter(|token| token.is_valid(now_secs))
+    }
+}
+
+/// Why a reader got no token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no valid token yet; next attempt in {retry_after}s")]
+    Unavailable {
+        retry_after: u64,
+        last_error: Option<LastError>,
+    },
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+/// What an invalidation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidateOutcome {
+    /// The reported token was current; a new one was fetched.
+    Refreshed,
+    /// The reported token is no longer the current one; nothing to do.
+    AlreadyRotated,
+    /// The reported token was current but the last refresh is too recent
+    /// (`min_forced_interval`), or the app is holding off after failures.
+    RateLimited,
+    /// The refresh was attempted and failed.
+    Failed,
+}
+
+impl InvalidateOutcome {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            InvalidateOutcome::Refreshed => "refreshed",
+            InvalidateOutcome::AlreadyRotated => "already_rotated",
+            InvalidateOutcome::RateLimited => "rate_limited",
+            InvalidateOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One app's read side. Cheap to clone.
+#[derive(Clone)]
+pub struct AppHandle {
+    shared: Arc<AppShared>,
+}
+
+struct AppShared {
+    config: Arc<AppConfig>,
+    view: watch::Sender<AppView>,
+    commands: mpsc::Sender<Command>,
+    clock: Clock,
+}
+
+/// Invalidations waiting for the refresher beyond this many are refused
+/// with the current token, which is what they would have got anyway.
+const COMMAND_QUEUE: usize = 4096;
+
+impl AppHandle {
+    pub fn config(&self) -> &AppConfig {
+        &self.shared.config
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    pub fn now_secs(&self) -> u64 {
+        self.shared.clock.now_secs()
+    }
+
+    /// The current token if it is valid now. Never waits.
+    pub fn valid_token(&self) -> Option<Arc<TokenRecord>> {
+        let now = self.now_secs();
+        self.shared.view.borrow().valid_token(now).cloned()
+    }
+
+    /// A snapshot of the app's state.
+    pub fn view(&self) -> AppView {
+        self.shared.view.borrow().clone()
+    }
+
+    /// A valid token, waiting up to `wait` for one when there is none.
+    pub async fn token(&self, wait: Duration) -> Result<Arc<TokenRecord>, TokenError> {
+        if let Some(token) = self.valid_token() {
+            return Ok(token);
+        }
+        let mut changes = self.shared.view.subscribe();
+        let clock = self.shared.clock;
+        let waited = tokio::time::timeout(
+            wait,
+            changes.wait_for(|view| view.valid_token(clock.now_secs()).is_some()),
+        )
+        .await;
+        match waited {
+            Ok(Ok(view)) => Ok(view
+                .valid_token(clock.now_secs())
+                .cloned()
+                .expect("wait_for returned a view with a valid token")),
+            Ok(Err(_closed)) => Err(TokenError::ShuttingDown),
+            Err(_elapsed) => Err(self.unavailable()),
+        }
+    }
+
+    fn unavailable(&self) -> TokenError {
+        let view = self.shared.view.borrow();
+        let now = self.now_secs();
+        TokenError::Unavailable {
+            retry_after: view.retry_at.map_or(1, |at| at.saturating_sub(now).max(1)),
+            last_error: view.last_error.clone(),
+        }
+    }
+
+    /// Reports `reported` as rejected by WeChat. The refresher fetches a new
+    /// token only if `reported` is still the current one (see
+    /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
+    pub async fn invalidate(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
+        let (reply, outcome) = oneshot::channel();
+        let command = Command::Invalidate {
+            reported: AccessToken::new(reported),
+            reply,
+        };
+        match self.shared.commands.try_send(command) {
+            Ok(()) => outcome.await.map_err(|_| TokenError::ShuttingDown),
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(InvalidateOutcome::RateLimited),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(TokenError::ShuttingDown),
+        }
+    }
+}
+
+/// Everything a refresher needs besides its app.
+#[derive(Clone)]
+pub struct BrokerContext {
+    pub store: Arc<dyn Store>,
+    pub metrics: Metrics,
+    pub clock: Clock,
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
+/// All configured apps, in configuration order.
+#[derive(Clone)]
+pub struct Broker {
+    apps: Arc<[AppHandle]>,
+    clock: Clock,
+    metrics: Metrics,
+}
+
+impl Broker {
+    /// Starts one refresher task per app on `context.tasks`; they stop when
+    /// `context.cancel` is cancelled.
+    pub fn start(
+        apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>,
+        context: &BrokerContext,
+    ) -> Broker {
+        let handles = apps
+            .into_iter()
+            .map(|(config, source)| {
+                let (view, _) = watch::channel(AppView::default());
+                let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+                let handle = AppHandle {
+                    shared: Arc::new(AppShared {
+                        config: config.clone(),
+                        view,
+                        commands,
+                        clock: context.clock,
+                    }),
+                };
+                let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
+                context.tasks.spawn(refresher.run());
+                handle
+            })
+            .collect();
+        Broker {
+            apps: handles,
+            clock: context.clock,
+            metrics: context.metrics.clone(),
+        }
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppHandle> {
+        self.apps.iter().find(|app| app.name() == name)
+    }
+
+    pub fn apps(&self) -> &[AppHandle] {
+        &self.apps
+    }
+
+    /// The app `GET /v1/token` means: the only one, if there is only one.
+    pub fn default_app(&self) -> Option<&AppHandle> {
+        match &*self.apps {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.apps.iter().map(AppHandle::name).collect()
+    }
+
+    pub fn now_secs(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
+    /// Sets the time-dependent gauges; called right before a scrape, since
+    /// a token stops being valid without any event to report it.
+    pub fn update_gauges(&self) {
+        let now = self.now_secs();
+        for app in self.apps.iter() {
+            let view = app.view();
+            let name = app.name();
+            let valid = view.valid_token(now).is_some();
+            self.metrics
+                .token_valid
+                .with_label_values(&[name])
+                .set(i64::from(valid));
+            if let Some(token) = &view.token {
+                self.metrics
+                    .token_expiry
+                    .with_label_values(&[name])
+                    .set(token.expires_at as f64);
+            }
+            self.metrics
+                .fetches_today
+                .with_label_values(&[name])
+                .set(i64::from(view.fetches_on(now)));
+            self.metrics
+                .daily_budget
+                .with_label_values(&[name])
+                .set(i64::from(app.config().daily_budget));
+        }
+    }
+}

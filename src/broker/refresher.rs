@@ -1,0 +1,450 @@
+//! The refresher: one task per app, the only writer of its token. It waits
+//! for the next deadline (proactive refresh, a retry, a stable-grant
+//! re-check), for an invalidation, or for cancellation, and calls upstream
+//! at most once at a time, which is what makes every fetch single-flight.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::backoff::Backoff;
+use super::budget::DailyBudget;
+use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
+use crate::clock::{next_beijing_midnight, Clock};
+use crate::config::{AppConfig, AppKind, Grant};
+use crate::metrics::Metrics;
+use crate::secret::AccessToken;
+use crate::store::{grant_label, Store, StoreKey, StoredApp, StoredToken};
+use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource};
+
+pub(super) enum Command {
+    Invalidate {
+        reported: AccessToken,
+        reply: oneshot::Sender<InvalidateOutcome>,
+    },
+}
+
+/// How long a configuration error holds the app before the next attempt.
+const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
+/// The shortest wait between two stable-grant asks that returned the
+/// same token, so a misjudged rotation window can never become a spin.
+const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
+
+/// Why an attempt did not produce a token.
+enum AttemptError {
+    Upstream(FetchError),
+    BudgetSpent,
+}
+
+pub(super) struct Refresher {
+    app: Arc<AppConfig>,
+    key: StoreKey,
+    source: Arc<dyn TokenSource>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    clock: Clock,
+    handle: AppHandle,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+    budget: DailyBudget,
+    backoff: Backoff,
+    /// When the next scheduled upstream attempt is due.
+    next_attempt: Instant,
+    /// Set after a failure: no attempt, forced or not, before this.
+    hold_until: Option<Instant>,
+    /// The last upstream call made for an invalidation.
+    last_forced: Option<Instant>,
+}
+
+impl Refresher {
+    pub(super) fn new(
+        app: Arc<AppConfig>,
+        source: Arc<dyn TokenSource>,
+        handle: AppHandle,
+        commands: mpsc::Receiver<Command>,
+        context: &BrokerContext,
+    ) -> Self {
+        Refresher {
+            key: StoreKey::for_app(&app),
+            budget: DailyBudget::new(app.daily_budget, context.clock.now_secs()),
+            app,
+            source,
+            store: context.store.clone(),
+            metrics: context.metrics.clone(),
+            clock: context.clock,
+            handle,
+            commands,
+            cancel: context.cancel.clone(),
+            backoff: Backoff::default(),
+            next_attempt: Instant::now(),
+            hold_until: None,
+            last_forced: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let cancel = self.cancel.clone();
+        cancel
+            .run_until_cancelled(async move {
+                self.warm_start().await;
+                loop {
+                    tokio::select! {
+                        command = self.commands.recv() => match command {
+                            Some(Command::Invalidate { reported, reply }) => {
+                                let outcome = self.invalidate(&reported).await;
+                                // The asker may have given up; that is fine.
+                                let _ = reply.send(outcome);
+                            }
+                            None => break,
+                        },
+                        () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                    }
+                }
+            })
+            .await;
+    }
+
+    fn now_secs(&self) -> u64 {
+        self.clock.now_secs()
+    }
+
+    fn current(&self) -> Option<Arc<TokenRecord>> {
+        self.handle.shared.view.borrow().token.clone()
+    }
+
+    /// Rule 7: a stored token with more than `refresh_before` left means no
+    /// upstream call at all on start.
+    async fn warm_start(&mut self) {
+        let record = match self.store.load(&self.key).await {
+            Ok(record) => record,
+            Err(err) => {
+                warn!(app = %self.app.name, error = %err, "ignoring unreadable stored state");
+                self.count_store_error(err.op_label());
+                None
+            }
+        };
+        let Some(record) = record else { return };
+        if !record.belongs_to(&self.key) {
+            warn!(
+                app = %self.app.name,
+                stored_appid = %record.appid,
+                stored_grant = %record.grant,
+                "ignoring stored state written for another app or grant"
+            );
+            return;
+        }
+        self.budget.restore(record.day, record.fetches);
+        let now = self.now_secs();
+        let token = record
+            .token
+            .map(|stored| TokenRecord {
+                value: stored.access_token,
+                expires_at: stored.expires_at,
+                fetched_at: stored.fetched_at,
+            })
+            .filter(|token| token.is_valid(now));
+        if let Some(token) = token {
+            info!(
+                app = %self.app.name,
+                token = %token.value.fingerprint(),
+                expires_in = token.expires_in(now),
+                "loaded stored token"
+            );
+            self.next_attempt = self.refresh_due(&token);
+            self.publish(|view| view.token = Some(Arc::new(token)));
+        }
+        self.publish_budget();
+    }
+
+    /// When a token should be replaced: `refresh_before` ahead of expiry,
+    /// but never earlier than half its life, so a `refresh_before` longer
+    /// than the lifetime upstream hands out cannot turn into a refresh loop.
+    fn refresh_due(&self, token: &TokenRecord) -> Instant {
+        let lifetime = token.expires_at.saturating_sub(token.fetched_at);
+        let lead = self.app.refresh_before.as_secs().min(lifetime / 2);
+        self.clock.instant_at(token.expires_at.saturating_sub(lead))
+    }
+
+    async fn scheduled_refresh(&mut self) {
+        let current = self.current();
+        match self.attempt(false).await {
+            Ok((grant, sent_at)) => {
+                let same = current
+                    .as_ref()
+                    .is_some_and(|token| token.value == grant.token);
+                if same && self.app.grant == Grant::Stable && self.app.kind == AppKind::Wechat {
+                    self.keep_stable_token(grant, sent_at);
+                } else {
+                    self.adopt(grant, sent_at);
+                }
+            }
+            Err(err) => self.on_failure(err),
+        }
+        self.persist().await;
+    }
+
+    /// Rule 3: before its rotation window, `stable_token` returns the token
+    /// we already hold with its remaining lifetime. That is a success; ask
+    /// again after a fraction of the time left, never spinning.
+    fn keep_stable_token(&mut self, grant: TokenGrant, sent_at: u64) {
+        self.backoff.reset();
+        self.hold_until = None;
+        let now = self.now_secs();
+        let expires_at = sent_at + grant.expires_in;
+        let left = Duration::from_secs(expires_at.saturating_sub(now));
+        let wait = (left / 4).max(STABLE_RECHECK_FLOOR);
+        info!(
+            app = %self.app.name,
+            token = %grant.token.fingerprint(),
+            expires_in = grant.expires_in,
+            recheck_in = ?wait,
+            "stable token not rotated yet"
+        );
+        self.next_attempt = Instant::now() + wait;
+        self.publish(|view| {
+            if let Some(token) = &view.token {
+                view.token = Some(Arc::new(TokenRecord {
+                    expires_at: expires_at.min(token.expires_at),
+                    ..(**token).clone()
+                }));
+            }
+            view.last_error = None;
+            view.retry_at = None;
+        });
+    }
+
+    /// Rule 4: refresh only if `reported` is still current and the last
+    /// refresh is older than `min_forced_interval`.
+    async fn invalidate(&mut self, reported: &AccessToken) -> InvalidateOutcome {
+        let outcome = self.try_invalidate(reported).await;
+        self.metrics
+            .forced_refreshes
+            .with_label_values(&[&self.app.name, outcome.metric_label()])
+            .inc();
+        outcome
+    }
+
+    async fn try_invalidate(&mut self, reported: &AccessToken) -> InvalidateOutcome {
+        let Some(current) = self.current().filter(|token| token.value == *reported) else {
+            return InvalidateOutcome::AlreadyRotated;
+        };
+        let now = Instant::now();
+        let interval = self.app.min_forced_interval;
+        let fetched_ago = Duration::from_secs(self.now_secs().saturating_sub(current.fetched_at));
+        let recently_forced = self
+            .last_forced
+            .is_some_and(|at| now.duration_since(at) < interval);
+        let held = self.hold_until.is_some_and(|until| now < until);
+        if fetched_ago < interval || recently_forced || held {
+            return InvalidateOutcome::RateLimited;
+        }
+        self.last_forced = Some(now);
+        info!(app = %self.app.name, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        let result = match self.attempt(false).await {
+            // A stable-grant ask that hands back the rejected token again
+            // means WeChat has not rotated it: only then force (20 a day).
+            Ok((grant, _)) if self.is_stable() && grant.token == *reported => {
+                self.attempt(true).await
+            }
+            other => other,
+        };
+        let outcome = match result {
+            Ok((grant, sent_at)) => {
+                self.adopt(grant, sent_at);
+                InvalidateOutcome::Refreshed
+            }
+            Err(err) => {
+                self.on_failure(err);
+                InvalidateOutcome::Failed
+            }
+        };
+        self.persist().await;
+        outcome
+    }
+
+    fn is_stable(&self) -> bool {
+        self.app.kind == AppKind::Wechat && self.app.grant == Grant::Stable
+    }
+
+    /// One upstream call, within the daily budget. Returns the grant and
+    /// the unix second the request was sent, the earliest WeChat could
+    /// have issued the token, so `expires_at` is never later than WeChat's.
+    async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
+        let sent_at = self.now_secs();
+        if !self.budget.try_spend(sent_at) {
+            return Err(AttemptError::BudgetSpent);
+        }
+        self.publish_budget();
+        let started = StdInstant::now();
+        let result = self.source.fetch(force_refresh).await;
+        let app = self.app.name.as_str();
+        self.metrics
+            .upstream_fetch_duration
+            .with_label_values(&[app])
+            .observe(started.elapsed().as_secs_f64());
+        let result_label = match &result {
+            Ok(_) => "ok",
+            Err(err) => err.result_label(),
+        };
+        self.metrics
+            .upstream_fetches
+            .with_label_values(&[app, result_label])
+            .inc();
+        if let Err(err) = &result {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[app, err.errcode_label()])
+                .inc();
+        }
+        result
+            .map(|grant| (grant, sent_at))
+            .map_err(AttemptError::Upstream)
+    }
+
+    fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
+        self.backoff.reset();
+        self.hold_until = None;
+        let token = TokenRecord {
+            value: grant.token,
+            expires_at: sent_at + grant.expires_in,
+            fetched_at: self.now_secs(),
+        };
+        info!(
+            app = %self.app.name,
+            grant = grant_label(self.app.kind, self.app.grant),
+            token = %token.value.fingerprint(),
+            expires_in = grant.expires_in,
+            "token refreshed"
+        );
+        self.next_attempt = self.refresh_due(&token);
+        self.metrics
+            .token_last_refresh
+            .with_label_values(&[&self.app.name])
+            .set(token.fetched_at as f64);
+        self.publish(|view| {
+            view.token = Some(Arc::new(token));
+            view.last_error = None;
+            view.retry_at = None;
+        });
+    }
+
+    /// Rule 5: what a failure means decides when the next attempt is.
+    fn on_failure(&mut self, err: AttemptError) {
+        let now = self.now_secs();
+        let app = self.app.name.as_str();
+        let (wait, last_error) = match err {
+            AttemptError::BudgetSpent => {
+                let wait = Duration::from_secs(next_beijing_midnight(now) - now);
+                error!(
+                    app,
+                    daily_budget = self.budget.limit(),
+                    "daily_budget spent: no upstream call until Beijing midnight; raise daily_budget if this is expected"
+                );
+                let errmsg = format!(
+                    "daily_budget of {} upstream calls spent; next attempt at Beijing midnight",
+                    self.budget.limit()
+                );
+                (
+                    wait,
+                    LastError {
+                        errcode: None,
+                        errmsg,
+                        at: now,
+                    },
+                )
+            }
+            AttemptError::Upstream(err) => {
+                let wait = match err.class() {
+                    ErrorClass::Retry => {
+                        let wait = self.backoff.next_delay();
+                        warn!(app, error = %err, retry_in = ?wait, "token fetch failed; retrying");
+                        wait
+                    }
+                    ErrorClass::Config => {
+                        error!(
+                            app,
+                            errcode = err.errcode(),
+                            fix = err.fix().unwrap_or_default(),
+                            error = %err,
+                            retry_in = ?CONFIG_ERROR_HOLD,
+                            "token fetch refused: configuration error"
+                        );
+                        CONFIG_ERROR_HOLD
+                    }
+                    ErrorClass::QuotaExhausted => {
+                        let wait = Duration::from_secs(next_beijing_midnight(now) - now);
+                        error!(
+                            app,
+                            errcode = err.errcode(),
+                            retry_in = ?wait,
+                            "wechat daily quota reached (45009): no attempt until Beijing midnight"
+                        );
+                        wait
+                    }
+                };
+                let errmsg = match &err {
+                    FetchError::Api { errmsg, .. } => errmsg.clone(),
+                    other => other.to_string(),
+                };
+                (
+                    wait,
+                    LastError {
+                        errcode: err.errcode(),
+                        errmsg,
+                        at: now,
+                    },
+                )
+            }
+        };
+        let until = Instant::now() + wait;
+        self.hold_until = Some(until);
+        self.next_attempt = until;
+        let retry_at = now + wait.as_secs().max(1);
+        self.publish(|view| {
+            view.last_error = Some(last_error);
+            view.retry_at = Some(retry_at);
+        });
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
+        self.handle.shared.view.send_modify(change);
+    }
+
+    fn publish_budget(&self) {
+        let (used, day) = (self.budget.used(), self.budget.day());
+        self.publish(|view| {
+            view.fetches_today = used;
+            view.fetches_day = day;
+        });
+    }
+
+    /// Rule 6 and 8: the token and the day's count survive restarts.
+    async fn persist(&mut self) {
+        let record = StoredApp {
+            appid: self.key.appid.clone(),
+            grant: self.key.grant.to_owned(),
+            token: self.current().map(|token| StoredToken {
+                access_token: token.value.clone(),
+                expires_at: token.expires_at,
+                fetched_at: token.fetched_at,
+            }),
+            day: self.budget.day(),
+            fetches: self.budget.used(),
+        };
+        if let Err(err) = self.store.save(&self.key, &record).await {
+            warn!(app = %self.app.name, error = %err, "could not persist token state");
+            self.count_store_error(err.op_label());
+        }
+    }
+
+    fn count_store_error(&self, op: &str) {
+        self.metrics
+            .store_errors
+            .with_label_values(&[self.store.backend(), op])
+            .inc();
+    }
+}

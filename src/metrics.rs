@@ -1,0 +1,272 @@
+//! The daemon's Prometheus metrics (DESIGN.md section 7): one owned
+//! registry per daemon, so several daemons can live in one test process.
+//! Every label is bounded: app names come from the config, errcodes from a
+//! fixed list, client names are capped.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// How many distinct `Wxbroker-Client` names get their own label.
+const MAX_CLIENT_LABELS: usize = 64;
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub token_valid: IntGaugeVec,
+    pub token_expiry: GaugeVec,
+    pub token_last_refresh: GaugeVec,
+    pub upstream_fetches: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub upstream_fetch_duration: HistogramVec,
+    pub fetches_today: IntGaugeVec,
+    pub daily_budget: IntGaugeVec,
+    pub forced_refreshes: IntCounterVec,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub client_requests: IntCounterVec,
+    pub proxy_requests: IntCounterVec,
+    pub store_errors: IntCounterVec,
+    pub cluster_degraded: IntGaugeVec,
+    known_clients: std::sync::Arc<Mutex<HashSet<String>>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new("wxbroker_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        register(&registry, build_info);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
+
+        let fast_buckets = vec![
+            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
+        ];
+        let fetch_buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        Metrics {
+            token_valid: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_token_valid",
+                    "1 while the app holds a valid token.",
+                    &["app"],
+                ),
+            ),
+            token_expiry: register(
+                &registry,
+                gauge(
+                    "wxbroker_token_expiry_timestamp_seconds",
+                    "Unix time at which the current token expires.",
+                    &["app"],
+                ),
+            ),
+            token_last_refresh: register(
+                &registry,
+                gauge(
+                    "wxbroker_token_last_refresh_timestamp_seconds",
+                    "Unix time of the last successful token fetch.",
+                    &["app"],
+                ),
+            ),
+            upstream_fetches: register(
+                &registry,
+                counter(
+                    "wxbroker_upstream_fetches_total",
+                    "Upstream token calls by result (ok, errcode, transport).",
+                    &["app", "result"],
+                ),
+            ),
+            upstream_errors: register(
+                &registry,
+                counter(
+                    "wxbroker_upstream_errors_total",
+                    "Failed upstream token calls by errcode.",
+                    &["app", "errcode"],
+                ),
+            ),
+            upstream_fetch_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "wxbroker_upstream_fetch_duration_seconds",
+                        "Duration of upstream token calls.",
+                    )
+                    .buckets(fetch_buckets),
+                    &["app"],
+                )
+                .expect("valid metric"),
+            ),
+            fetches_today: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_fetches_today",
+                    "Upstream token calls this Beijing day.",
+                    &["app"],
+                ),
+            ),
+            daily_budget: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_daily_budget",
+                    "Configured cap on upstream token calls per Beijing day.",
+                    &["app"],
+                ),
+            ),
+            forced_refreshes: register(
+                &registry,
+                counter(
+                    "wxbroker_forced_refreshes_total",
+                    "Invalidations by outcome (refreshed, already_rotated, rate_limited).",
+                    &["app", "outcome"],
+                ),
+            ),
+            requests: register(
+                &registry,
+                counter(
+                    "wxbroker_requests_total",
+                    "HTTP requests by listener, route template and status.",
+                    &["listener", "route", "status"],
+                ),
+            ),
+            request_duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "wxbroker_request_duration_seconds",
+                        "HTTP request handling time by route template.",
+                    )
+                    .buckets(fast_buckets),
+                    &["route"],
+                )
+                .expect("valid metric"),
+            ),
+            client_requests: register(
+                &registry,
+                counter(
+                    "wxbroker_client_requests_total",
+                    "Requests by Wxbroker-Client name (64 names, then \"other\").",
+                    &["client"],
+                ),
+            ),
+            proxy_requests: register(
+                &registry,
+                counter(
+                    "wxbroker_proxy_requests_total",
+                    "Proxied requests by outcome.",
+                    &["app", "outcome"],
+                ),
+            ),
+            store_errors: register(
+                &registry,
+                counter(
+                    "wxbroker_store_errors_total",
+                    "Failed store operations.",
+                    &["backend", "op"],
+                ),
+            ),
+            cluster_degraded: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_cluster_degraded",
+                    "1 while the app refreshes without the cluster store.",
+                    &["app"],
+                ),
+            ),
+            known_clients: Default::default(),
+            registry,
+        }
+    }
+
+    /// Counts a request from a named client, folding names past the cap
+    /// into "other" so a hostile client cannot grow the label set.
+    pub fn count_client(&self, client: &str) {
+        let label = {
+            let mut known = self.known_clients.lock().expect("client set poisoned");
+            if known.contains(client) {
+                client
+            } else if known.len() < MAX_CLIENT_LABELS {
+                known.insert(client.to_owned());
+                client
+            } else {
+                "other"
+            }
+        };
+        self.client_requests.with_label_values(&[label]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric registers once");
+    metric
+}
+
+fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_labels_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..100 {
+            metrics.count_client(&format!("svc{i}"));
+        }
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with("wxbroker_client_requests_total{"))
+            .count();
+        assert_eq!(labelled, MAX_CLIENT_LABELS + 1);
+        assert!(text.contains(r#"wxbroker_client_requests_total{client="other"} 36"#));
+    }
+
+    #[test]
+    fn two_registries_coexist() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.token_valid.with_label_values(&["shop"]).set(1);
+        assert!(!String::from_utf8(b.render()).unwrap().contains("shop"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The file store: one JSON file per app in the state directory, replaced
+//! atomically (temp file, fsync, rename, directory fsync) so a crash at any
+//! point leaves either the old record or the new one, never half of either.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::{Store, StoreError, StoreKey, StoredApp};
+
+pub struct FileStore {
+    dir: Arc<Path>,
+}
+
+impl FileStore {
+    /// Opens (creating, mode 0700) the state directory.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let io = |op, source| StoreError::Io {
+            op,
+            path: dir.to_path_buf(),
+            source,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| io("create", source))?;
+        Ok(FileStore {
+            dir: Arc::from(dir),
+        })
+    }
+
+    pub fn record_path(&self, key: &StoreKey) -> PathBuf {
+        self.dir.join(format!("{}.json", key.name))
+    }
+}
+
+impl Store for FileStore {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>> {
+        let path = self.record_path(key);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || read_record(&path))
+                .await
+                .expect("file store read panicked")
+        })
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        state: &'a StoredApp,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let path = self.record_path(key);
+        let dir = self.dir.clone();
+        let bytes = serde_json::to_vec_pretty(state).expect("a stored record always serializes");
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &path, &bytes))
+                .await
+                .expect("file store write panicked")
+        })
+    }
+}
+
+fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "read",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })
+}
+
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+    let io = |op, source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    };
+    let write_temp = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temp)?;
+        // `mode` only applies when the file is created; a leftover temp file
+        // from a crash may carry other bits.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    if let Err(source) = write_temp() {
+        let _ = fs::remove_file(&temp);
+        return Err(io("write", source));
+    }
+    fs::rename(&temp, path).map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        io("rename", source)
+    })?;
+    // The rename is durable only once the directory entry is.
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|source| io("sync", source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::AccessToken;
+    use crate::store::StoredToken;
+
+    fn key() -> StoreKey {
+        StoreKey {
+            name: "shop".into(),
+            appid: "wx1".into(),
+            grant: "classic",
+        }
+    }
+
+    fn record() -> StoredApp {
+        StoredApp {
+            appid: "wx1".into(),
+            grant: "classic".into(),
+            token: Some(StoredToken {
+                access_token: AccessToken::new("tok"),
+                expires_at: 100,
+                fetched_at: 10,
+            }),
+            day: 20260101,
+            fetches: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn round_trips_with_private_modes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        let store = FileStore::open(&dir).unwrap();
+        assert_eq!(store.load(&key()).await.unwrap(), None);
+        store.save(&key(), &record()).await.unwrap();
+        assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&store.record_path(&key())), 0o600);
+        let leftovers: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp file is left behind");
+    }
+
+    #[tokio::test]
+    async fn corrupt_file_is_an_error_then_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        fs::write(store.record_path(&key()), b"{\"appid\": \"wx1\", \"tok").unwrap();
+        assert!(matches!(
+            store.load(&key()).await,
+            Err(StoreError::Corrupt { .. })
+        ));
+        store.save(&key(), &record()).await.unwrap();
+        assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+    }
+}

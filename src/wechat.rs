@@ -1,0 +1,364 @@
+//! The upstream protocol: how a token is asked of WeChat (classic
+//! `/cgi-bin/token`, `/cgi-bin/stable_token`, WeCom `gettoken`), how the
+//! answer is parsed, and the one place where a failure is classified into
+//! what the refresher should do about it (DESIGN.md section 4, rule 5).
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::config::{AppConfig, AppKind, Grant};
+use crate::secret::{AccessToken, Secret};
+
+/// A token as WeChat handed it out.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    pub token: AccessToken,
+    pub expires_in: u64,
+}
+
+/// Why one upstream token call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("wechat errcode {errcode}: {errmsg}")]
+    Api { errcode: i64, errmsg: String },
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("transport error: {0}")]
+    Transport(String),
+    #[error("upstream answered http status {0}")]
+    Http(u16),
+    #[error("malformed upstream answer: {0}")]
+    Malformed(String),
+}
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: retry with exponential backoff and full jitter.
+    Retry,
+    /// Wrong credentials or setup: an operator must act; try rarely.
+    Config,
+    /// The app's daily quota is spent: nothing helps before Beijing midnight.
+    QuotaExhausted,
+}
+
+/// Errcodes that mean the configuration is wrong, with the fix to log.
+const CONFIG_ERRCODES: &[(i64, &str)] = &[
+    (
+        40001,
+        "the app secret is wrong: check secret_env/secret_file against the WeChat console",
+    ),
+    (
+        40125,
+        "the app secret is wrong: check secret_env/secret_file against the WeChat console",
+    ),
+    (40002, "invalid grant_type: check the app's kind and grant"),
+    (
+        40013,
+        "the appid is wrong: check appid (the corpid for wecom apps)",
+    ),
+    (
+        40164,
+        "add this server's IP to the IP whitelist of the WeChat console",
+    ),
+    (
+        61004,
+        "add this server's IP to the IP whitelist of the WeChat console",
+    ),
+    (
+        40243,
+        "the app secret is frozen: unfreeze or reset it in the WeChat console",
+    ),
+    (41002, "appid missing: set appid"),
+    (
+        41004,
+        "secret missing: set secret_env, secret_file or secret",
+    ),
+    (
+        50004,
+        "the API is forbidden for this account: check its status in the WeChat console",
+    ),
+    (
+        50007,
+        "the account is frozen: check its status in the WeChat console",
+    ),
+    (
+        89501,
+        "an administrator must confirm this IP in the WeChat console",
+    ),
+    (
+        89503,
+        "an administrator must confirm this IP in the WeChat console",
+    ),
+    (
+        89506,
+        "an administrator refused this IP: add it in the WeChat console",
+    ),
+    (
+        89507,
+        "an administrator refused this IP: wait one hour, then retry",
+    ),
+];
+
+const QUOTA_ERRCODE: i64 = 45009;
+
+/// Errcodes that get their own metric label; every other code is "other",
+/// so a misbehaving upstream cannot grow the label set without bound.
+const LABELLED_ERRCODES: &[&str] = &[
+    "-1", "40001", "40002", "40013", "40014", "40125", "40164", "40243", "41002", "41004", "42001",
+    "45009", "45011", "50004", "50007", "61004", "89501", "89503", "89506", "89507",
+];
+
+impl FetchError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            FetchError::Api { errcode, .. } if *errcode == QUOTA_ERRCODE => {
+                ErrorClass::QuotaExhausted
+            }
+            FetchError::Api { errcode, .. } if config_fix(*errcode).is_some() => ErrorClass::Config,
+            _ => ErrorClass::Retry,
+        }
+    }
+
+    pub fn errcode(&self) -> Option<i64> {
+        match self {
+            FetchError::Api { errcode, .. } => Some(*errcode),
+            _ => None,
+        }
+    }
+
+    /// The bounded `errcode` label for `wxbroker_upstream_errors_total`.
+    pub fn errcode_label(&self) -> &'static str {
+        match self {
+            FetchError::Api { errcode, .. } => {
+                let code = errcode.to_string();
+                LABELLED_ERRCODES
+                    .iter()
+                    .find(|known| **known == code)
+                    .copied()
+                    .unwrap_or("other")
+            }
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Transport(_) => "transport",
+            FetchError::Http(_) => "http",
+            FetchError::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The `result` label for `wxbroker_upstream_fetches_total`.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            FetchError::Api { .. } => "errcode",
+            _ => "transport",
+        }
+    }
+
+    /// What an operator should do, for configuration errors.
+    pub fn fix(&self) -> Option<&'static str> {
+        self.errcode().and_then(config_fix)
+    }
+}
+
+fn config_fix(errcode: i64) -> Option<&'static str> {
+    CONFIG_ERRCODES
+        .iter()
+        .find(|(code, _)| *code == errcode)
+        .map(|(_, fix)| *fix)
+}
+
+/// Whether a token-consuming API's errcode means "this token is dead".
+pub fn is_token_rejected(errcode: i64) -> bool {
+    matches!(errcode, 40001 | 40014 | 42001)
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    #[serde(default)]
+    errcode: Option<i64>,
+    #[serde(default)]
+    errmsg: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+/// Parses a token endpoint's body. WeChat answers errors with HTTP 200, and
+/// WeCom adds `"errcode":0` to successes, so the errcode decides.
+pub fn parse_token_answer(body: &[u8]) -> Result<TokenGrant, FetchError> {
+    let answer: TokenAnswer = serde_json::from_slice(body)
+        .map_err(|err| FetchError::Malformed(format!("not a token answer: {err}")))?;
+    if let Some(errcode) = answer.errcode.filter(|code| *code != 0) {
+        return Err(FetchError::Api {
+            errcode,
+            errmsg: answer.errmsg.unwrap_or_default(),
+        });
+    }
+    match (answer.access_token, answer.expires_in) {
+        (Some(token), Some(expires_in)) if !token.is_empty() && expires_in > 0 => Ok(TokenGrant {
+            token: AccessToken::new(token),
+            expires_in,
+        }),
+        _ => Err(FetchError::Malformed(
+            "answer has no access_token or expires_in".into(),
+        )),
+    }
+}
+
+/// Anything that can hand out a token for one app. The refresher only sees
+/// this, so its unit tests can drive it with a scripted fake.
+pub trait TokenSource: Send + Sync + 'static {
+    /// One upstream call. `force_refresh` matters to the stable grant only.
+    fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>>;
+}
+
+/// The real upstream for one configured app.
+pub struct WechatSource {
+    http: reqwest::Client,
+    kind: AppKind,
+    grant: Grant,
+    appid: String,
+    secret: Secret,
+    api_base: String,
+    timeout: Duration,
+}
+
+impl WechatSource {
+    pub fn new(http: reqwest::Client, app: &AppConfig) -> Self {
+        WechatSource {
+            http,
+            kind: app.kind,
+            grant: app.grant,
+            appid: app.appid.clone(),
+            secret: app.secret.clone(),
+            api_base: app.api_base.clone(),
+            timeout: app.fetch_timeout,
+        }
+    }
+
+    fn request(&self, force_refresh: bool) -> reqwest::RequestBuilder {
+        match (self.kind, self.grant) {
+            (AppKind::Wecom, _) => self
+                .http
+                .get(format!("{}/cgi-bin/gettoken", self.api_base))
+                .query(&[
+                    ("corpid", &*self.appid),
+                    ("corpsecret", self.secret.expose()),
+                ]),
+            (AppKind::Wechat, Grant::Classic) => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.api_base))
+                .query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", &*self.appid),
+                    ("secret", self.secret.expose()),
+                ]),
+            (AppKind::Wechat, Grant::Stable) => self
+                .http
+                .post(format!("{}/cgi-bin/stable_token", self.api_base))
+                .json(&serde_json::json!({
+                    "grant_type": "client_credential",
+                    "appid": self.appid,
+                    "secret": self.secret.expose(),
+                    "force_refresh": force_refresh,
+                })),
+        }
+    }
+
+    async fn call(&self, force_refresh: bool) -> Result<TokenGrant, FetchError> {
+        let exchange = async {
+            let response = self
+                .request(force_refresh)
+                .send()
+                .await
+                .map_err(transport_error)?;
+            let status = response.status();
+            let body = response.bytes().await.map_err(transport_error)?;
+            if !status.is_success() {
+                return Err(FetchError::Http(status.as_u16()));
+            }
+            parse_token_answer(&body)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(FetchError::Timeout(self.timeout)))
+    }
+}
+
+impl TokenSource for WechatSource {
+    fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
+        Box::pin(self.call(force_refresh))
+    }
+}
+
+/// reqwest errors quote the URL, and a classic token URL carries the secret
+/// in its query, so the URL is stripped before the error goes anywhere.
+fn transport_error(err: reqwest::Error) -> FetchError {
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FetchError::Transport(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_success_and_wecom_success() {
+        let grant = parse_token_answer(br#"{"access_token":"abc","expires_in":7200}"#).unwrap();
+        assert_eq!((grant.token.expose(), grant.expires_in), ("abc", 7200));
+        let grant = parse_token_answer(
+            br#"{"errcode":0,"errmsg":"ok","access_token":"w","expires_in":7000}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.expires_in, 7000);
+    }
+
+    #[test]
+    fn parses_errors_and_garbage() {
+        let err = parse_token_answer(br#"{"errcode":40013,"errmsg":"invalid appid"}"#).unwrap_err();
+        assert_eq!(err.errcode(), Some(40013));
+        assert!(matches!(
+            parse_token_answer(b"<html>500</html>"),
+            Err(FetchError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_token_answer(br#"{"expires_in":7200}"#),
+            Err(FetchError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn classifies_as_rule_five_says() {
+        let api = |errcode| FetchError::Api {
+            errcode,
+            errmsg: String::new(),
+        };
+        for code in [-1, 45011, 12345] {
+            assert_eq!(api(code).class(), ErrorClass::Retry, "{code}");
+        }
+        for code in [
+            40001, 40125, 40002, 40013, 40164, 61004, 40243, 41002, 41004, 50004, 50007, 89501,
+            89503, 89506, 89507,
+        ] {
+            assert_eq!(api(code).class(), ErrorClass::Config, "{code}");
+            assert!(api(code).fix().is_some());
+        }
+        assert_eq!(api(45009).class(), ErrorClass::QuotaExhausted);
+        assert_eq!(FetchError::Http(502).class(), ErrorClass::Retry);
+        assert_eq!(
+            FetchError::Timeout(Duration::from_secs(1)).class(),
+            ErrorClass::Retry
+        );
+        assert_eq!(api(40164).errcode_label(), "40164");
+        assert_eq!(api(99999).errcode_label(), "other");
+    }
+}
