@@ -1,10 +1,145 @@
 //! wxbroker: a sidecar daemon that owns WeChat access tokens.
+//!
+//! How the pieces fit:
+//!
+//! - [`config`] turns the TOML file into validated settings.
+//! - [`wechat`] speaks WeChat's token protocol and classifies its failures.
+//! - [`broker`] runs one refresher task per app, the only writer of that
+//!   app's token; readers get the current token without waiting.
+//! - [`store`] keeps tokens and daily fetch counts across restarts.
+//! - [`server`] serves the token API on TCP and a Unix socket, and
+//!   `/metrics`, `/livez`, `/readyz` on the operations listener.
+//! - [`metrics`] owns the Prometheus registry.
+//! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
+//! - [`client`] is the small HTTP client `wxbroker token` uses.
+//!
+//! [`start`] wires them together from already-bound [`Listeners`], so tests
+//! and `demo` bind ephemeral ports themselves.
 
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod demo;
+pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod secret;
+pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod wechat;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use broker::{Broker, BrokerContext};
+use clock::Clock;
+use config::{Config, StoreBackend};
+use metrics::Metrics;
+use server::ApiState;
+pub use server::Listeners;
+use store::{FileStore, MemoryStore, Store, StoreError};
+use wechat::{TokenSource, WechatSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("store.backend = \"redis\": cluster mode is not available in this build")]
+    RedisUnavailable,
+    #[error("could not build the upstream HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+}
+
+/// A running daemon: its broker, metrics, and the tasks to stop.
+pub struct Daemon {
+    pub broker: Broker,
+    pub metrics: Metrics,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Daemon {
+    /// Stops accepting, drains connections, stops the refreshers, and
+    /// removes the socket file.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Starts the broker and serves on `listeners`.
+pub async fn start(config: &Config, listeners: Listeners) -> Result<Daemon, StartError> {
+    let metrics = Metrics::new();
+    let store: Arc<dyn Store> = match &config.store.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+        StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
+        StoreBackend::Redis { .. } => return Err(StartError::RedisUnavailable),
+    };
+    let http = reqwest::Client::builder()
+        .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(StartError::HttpClient)?;
+    let apps = config
+        .apps
+        .iter()
+        .map(|app| {
+            let source: Arc<dyn TokenSource> = Arc::new(WechatSource::new(http.clone(), app));
+            (Arc::new(app.clone()), source)
+        })
+        .collect();
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let context = BrokerContext {
+        store,
+        metrics: metrics.clone(),
+        clock: Clock::new(),
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+    };
+    let broker = Broker::start(apps, &context);
+    let state = Arc::new(ApiState {
+        broker: broker.clone(),
+        metrics: metrics.clone(),
+        token_wait: config.server.token_wait_timeout,
+    });
+    if let Some(addr) = listeners.api_tcp_addr() {
+        info!(%addr, "token api listening on tcp");
+    }
+    if let Some(path) = listeners.unix_path() {
+        info!(path = %path.display(), "token api listening on unix socket");
+    }
+    if let Some(addr) = listeners.metrics_addr() {
+        info!(%addr, "metrics and probes listening");
+    }
+    server::spawn(listeners, state, &config.server, &tasks, &cancel);
+    Ok(Daemon {
+        broker,
+        metrics,
+        tasks,
+        cancel,
+    })
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: &Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
+    let daemon = start(config, listeners).await?;
+    shutdown.await;
+    info!("shutting down");
+    daemon.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! The command line (DESIGN.md section 2).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wxbroker",
+    version,
+    about = "Owns WeChat access tokens and serves them to local services"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Run the daemon against the built-in WeChat simulator (no credentials needed).
+    Demo(DemoArgs),
+    /// Run the WeChat simulator alone, for your own integration tests.
+    Simulate(SimulateArgs),
+    /// Print the current token (for shell scripts).
+    Token(TokenArgs),
+    /// Validate a config file and print the effective settings, secrets masked.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The TOML configuration file.
+    #[arg(long, env = "WXBROKER_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Token API over TCP.
+    #[arg(long, default_value = "127.0.0.1:8930")]
+    pub listen: SocketAddr,
+    /// Token API over a Unix socket.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("wxbroker-demo.sock"))]
+    pub socket: PathBuf,
+    /// /metrics, /livez and /readyz.
+    #[arg(long, default_value = "127.0.0.1:9930")]
+    pub metrics_listen: SocketAddr,
+    /// Where the simulated WeChat API listens (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub simulator_listen: SocketAddr,
+    /// Token lifetime the simulator hands out, e.g. "2m".
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8940.
+    #[arg(long, default_value = "127.0.0.1:8940")]
+    pub listen: SocketAddr,
+    /// An account as APPID:SECRET or APPID:SECRET:wecom; repeatable.
+    /// Without any, one account wxdemo0000000001:demo-secret is created.
+    #[arg(long = "account", value_parser = parse_account)]
+    pub accounts: Vec<SimAccount>,
+    /// Token lifetime (expires_in), e.g. "2h" or "30s".
+    #[arg(long, default_value = "2h", value_parser = parse_duration)]
+    pub token_lifetime: Duration,
+    /// How long a replaced classic token stays valid.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub overlap: Duration,
+    /// The stable_token rotation window.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub stable_window: Duration,
+    /// Token calls allowed per app per Beijing day before 45009.
+    #[arg(long, default_value_t = 2000)]
+    pub daily_limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimAccount {
+    pub appid: String,
+    pub secret: String,
+    pub wecom: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The app; may be omitted when the broker serves only one.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The broker's TCP address.
+    #[arg(
+        long,
+        conflicts_with = "socket",
+        default_value = "http://127.0.0.1:8930"
+    )]
+    pub url: String,
+    /// The broker's Unix socket (instead of --url).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The name sent as Wxbroker-Client.
+    #[arg(long, default_value = "wxbroker-cli")]
+    pub client: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| err.to_string())
+}
+
+fn parse_account(text: &str) -> Result<SimAccount, String> {
+    let mut parts = text.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(appid), Some(secret), kind, None) if !appid.is_empty() && !secret.is_empty() => {
+            let wecom = match kind {
+                None | Some("wechat") => false,
+                Some("wecom") => true,
+                Some(other) => {
+                    return Err(format!(
+                        "unknown account kind {other:?}; use wechat or wecom"
+                    ))
+                }
+            };
+            Ok(SimAccount {
+                appid: appid.to_owned(),
+                secret: secret.to_owned(),
+                wecom,
+            })
+        }
+        _ => Err("expected APPID:SECRET or APPID:SECRET:wecom".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn accounts_parse() {
+        let account = parse_account("wx1:s3:wecom").unwrap();
+        assert!(account.wecom);
+        assert!(parse_account("wx1").is_err());
+        assert!(parse_account("wx1:s:other").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! `wxbroker demo`: the daemon against the built-in simulator, with short
+//! token lifetimes so a newcomer sees refreshes within a minute or two.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError};
+use crate::simulator::{AccountKind, SimConfig, Simulator};
+
+/// The simulated accounts: one classic-grant, one stable-grant app.
+pub const ACCOUNTS: [(&str, &str, &str, &str); 2] = [
+    ("shop", "classic", "wxdemo0000000001", "demo-secret-shop"),
+    ("mini", "stable", "wxdemo0000000002", "demo-secret-mini"),
+];
+
+/// A simulator whose tokens live `lifetime`, holding the demo accounts.
+pub fn simulator(lifetime: Duration) -> Simulator {
+    let simulator = Simulator::new(SimConfig {
+        token_lifetime: lifetime,
+        stable_window: lifetime / 4,
+        ..SimConfig::default()
+    });
+    for (_, _, appid, secret) in ACCOUNTS {
+        simulator.add_account(appid, secret, AccountKind::Wechat);
+    }
+    simulator
+}
+
+/// The broker configuration for the demo: refresh a quarter of a lifetime
+/// ahead, so a 2-minute token is replaced every 90 seconds.
+pub fn config(
+    simulator_url: &str,
+    listen: SocketAddr,
+    socket: &Path,
+    metrics_listen: SocketAddr,
+    lifetime: Duration,
+) -> Result<Config, ConfigError> {
+    let refresh_before = (lifetime / 4).max(Duration::from_secs(1));
+    let mut text = format!(
+        "[server]\nlisten = \"{listen}\"\nunix_socket = \"{}\"\nsocket_mode = \"0600\"\nmetrics_listen = \"{metrics_listen}\"\n\n[store]\nbackend = \"memory\"\n",
+        socket.display()
+    );
+    for (name, grant, appid, secret) in ACCOUNTS {
+        text.push_str(&format!(
+            "\n[[apps]]\nname = \"{name}\"\ngrant = \"{grant}\"\nappid = \"{appid}\"\nsecret = \"{secret}\"\nrefresh_before = \"{}s\"\napi_base = \"{simulator_url}\"\n",
+            refresh_before.as_secs()
+        ));
+    }
+    Config::from_toml_str("demo", &text)
+}
+
+/// What the demo prints once it is up: where to look and what to paste.
+pub fn banner(
+    listen: SocketAddr,
+    socket: &Path,
+    metrics_listen: SocketAddr,
+    simulator_url: &str,
+    lifetime: Duration,
+) -> String {
+    let socket = socket.display();
+    format!(
+        "\nwxbroker demo: a broker in front of a simulated WeChat API ({simulator_url})\n\
+         tokens live {lifetime}; each is refreshed a quarter of that before it expires.\n\n\
+         token API (tcp):   http://{listen}\n\
+         token API (unix):  {socket}\n\
+         metrics & probes:  http://{metrics_listen}/metrics  /livez  /readyz\n\n\
+         try:\n\
+         \x20 curl -s -H 'Wxbroker-Client: demo' http://{listen}/v1/apps/shop/token\n\
+         \x20 curl -s -H 'Wxbroker-Client: demo' 'http://{listen}/v1/apps/mini/token?format=text'\n\
+         \x20 curl -s --unix-socket {socket} http://localhost/v1/apps\n\
+         \x20 curl -s -X POST -H 'Wxbroker-Client: demo' -d '{{\"access_token\":\"<a token that failed>\"}}' http://{listen}/v1/apps/shop/token/invalidate\n\
+         \x20 curl -s http://{metrics_listen}/metrics | grep ^wxbroker_token\n\
+         \x20 cargo run --release -- token --app shop\n\n\
+         watch the log for \"token refreshed\"; Ctrl-C stops.\n",
+        lifetime = humantime::format_duration(lifetime),
+    )
+}

@@ -1,0 +1,143 @@
+//! The API's errors, and the one place each maps to an HTTP status, a
+//! stable `code` and a JSON body (DESIGN.md section 5).
+
+use serde_json::json;
+
+use crate::broker::{LastError, TokenError};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("no app named '{name}'; configured: {configured}")]
+    AppNotFound { name: String, configured: String },
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("several apps are configured ({configured}); use /v1/apps/{{app}}/token")]
+    NoDefaultApp { configured: String },
+    #[error("{method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("requests over TCP must carry a Wxbroker-Client header naming the calling service ([A-Za-z0-9._-]{{1,64}})")]
+    MissingClientHeader,
+    #[error("requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused")]
+    ProxiedRequestRefused,
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("app '{app}' has no valid token; retry in {retry_after}s")]
+    TokenUnavailable {
+        app: String,
+        retry_after: u64,
+        last_error: Option<LastError>,
+    },
+    #[error("upstream error: {0}")]
+    UpstreamError(String),
+    #[error("upstream did not answer in time")]
+    UpstreamTimeout,
+}
+
+impl ApiError {
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            ApiError::AppNotFound { .. }
+            | ApiError::RouteNotFound { .. }
+            | ApiError::NoDefaultApp { .. } => S::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
+            ApiError::BadRequest(_) => S::BAD_REQUEST,
+            ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
+            ApiError::ProxiedRequestRefused => S::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
+            ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
+            ApiError::UpstreamError(_) => S::BAD_GATEWAY,
+            ApiError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::AppNotFound { .. } => "app_not_found",
+            ApiError::RouteNotFound { .. } => "route_not_found",
+            ApiError::NoDefaultApp { .. } => "no_default_app",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::MissingClientHeader => "missing_client_header",
+            ApiError::ProxiedRequestRefused => "proxied_request_refused",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::TokenUnavailable { .. } => "token_unavailable",
+            ApiError::UpstreamError(_) => "upstream_error",
+            ApiError::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, where one applies.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::TokenUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// `{"error":{"code":..,"message":..}}`, plus `retry_after` and the last
+    /// upstream `errcode`/`errmsg` for `token_unavailable`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let ApiError::TokenUnavailable {
+            retry_after,
+            last_error,
+            ..
+        } = self
+        {
+            error["retry_after"] = json!(retry_after);
+            if let Some(last) = last_error {
+                error["errcode"] = json!(last.errcode);
+                error["errmsg"] = json!(last.errmsg);
+            }
+        }
+        json!({ "error": error })
+    }
+
+    pub fn from_token_error(app: &str, err: TokenError) -> Self {
+        match err {
+            TokenError::Unavailable {
+                retry_after,
+                last_error,
+            } => ApiError::TokenUnavailable {
+                app: app.to_owned(),
+                retry_after,
+                last_error,
+            },
+            TokenError::ShuttingDown => ApiError::TokenUnavailable {
+                app: app.to_owned(),
+                retry_after: 1,
+                last_error: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_unavailable_carries_retry_and_upstream_error() {
+        let err = ApiError::TokenUnavailable {
+            app: "shop".into(),
+            retry_after: 7,
+            last_error: Some(LastError {
+                errcode: Some(40164),
+                errmsg: "invalid ip".into(),
+                at: 1,
+            }),
+        };
+        assert_eq!(err.status(), 503);
+        let body = err.to_json();
+        assert_eq!(body["error"]["code"], "token_unavailable");
+        assert_eq!(body["error"]["retry_after"], 7);
+        assert_eq!(body["error"]["errcode"], 40164);
+        assert_eq!(err.retry_after(), Some(7));
+    }
+}

@@ -1,0 +1,176 @@
+//! The listeners: the token API on TCP and on a Unix socket, and the
+//! operations listener for Prometheus and probes. Binding is separate from
+//! serving so tests (and `demo`) can bind ephemeral ports themselves.
+
+mod listener;
+mod ops;
+pub mod respond;
+pub mod routes;
+pub mod unix;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use listener::Handler;
+use respond::Body;
+pub use routes::{ApiState, ListenerKind};
+pub use unix::{UnixBindError, UnixSocket};
+
+/// The sockets the daemon serves on, bound before it starts.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub api_tcp: Option<TcpListener>,
+    pub api_unix: Option<UnixSocket>,
+    pub metrics: Option<TcpListener>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{key} {addr}: {source}")]
+    Tcp {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Unix(#[from] UnixBindError),
+}
+
+impl Listeners {
+    /// Binds what the `[server]` section asks for.
+    pub async fn bind(server: &ServerConfig) -> Result<Self, BindError> {
+        let tcp = |key: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| BindError::Tcp { key, addr, source })
+        };
+        let api_tcp = match server.listen {
+            Some(addr) => Some(tcp("server.listen", addr).await?),
+            None => None,
+        };
+        let metrics = match server.metrics_listen {
+            Some(addr) => Some(tcp("server.metrics_listen", addr).await?),
+            None => None,
+        };
+        let api_unix = match &server.unix_socket {
+            Some(path) => Some(
+                UnixSocket::bind(path, server.socket_mode, server.socket_group.as_deref()).await?,
+            ),
+            None => None,
+        };
+        Ok(Listeners {
+            api_tcp,
+            api_unix,
+            metrics,
+        })
+    }
+
+    pub fn api_tcp_addr(&self) -> Option<SocketAddr> {
+        self.api_tcp.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn unix_path(&self) -> Option<PathBuf> {
+        self.api_unix.as_ref().map(|socket| socket.path.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ApiHandler {
+    state: Arc<ApiState>,
+    kind: ListenerKind,
+}
+
+impl Handler for ApiHandler {
+    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+        routes::handle(self.state.clone(), self.kind, request).await
+    }
+}
+
+#[derive(Clone)]
+struct OpsHandler {
+    broker: Broker,
+    metrics: Metrics,
+}
+
+impl Handler for OpsHandler {
+    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+        ops::handle(&self.broker, &self.metrics, &request)
+    }
+}
+
+/// Spawns a serving task per listener on `tasks`; each stops accepting on
+/// `cancel`, drains, and (for the Unix socket) removes its file.
+pub fn spawn(
+    listeners: Listeners,
+    state: Arc<ApiState>,
+    server: &ServerConfig,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    // One limit across listeners: it protects the process, not a socket.
+    let connections = Arc::new(Semaphore::new(server.max_connections));
+    if let Some(tcp) = listeners.api_tcp {
+        let handler = ApiHandler {
+            state: state.clone(),
+            kind: ListenerKind::Tcp {
+                require_client_header: server.require_client_header,
+            },
+        };
+        tasks.spawn(listener::serve(
+            "tcp",
+            tcp,
+            handler,
+            connections.clone(),
+            cancel.clone(),
+        ));
+    }
+    if let Some(UnixSocket { listener, path }) = listeners.api_unix {
+        let handler = ApiHandler {
+            state: state.clone(),
+            kind: ListenerKind::Unix,
+        };
+        let serving = listener::serve(
+            "unix",
+            listener,
+            handler,
+            connections.clone(),
+            cancel.clone(),
+        );
+        tasks.spawn(async move {
+            serving.await;
+            UnixSocket::remove_file(&path);
+        });
+    }
+    if let Some(metrics) = listeners.metrics {
+        let handler = OpsHandler {
+            broker: state.broker.clone(),
+            metrics: state.metrics.clone(),
+        };
+        // Probes and scrapes must get through even when clients hold every
+        // API connection, so the ops listener has its own small limit.
+        let ops_connections = Arc::new(Semaphore::new(64));
+        tasks.spawn(listener::serve(
+            "metrics",
+            metrics,
+            handler,
+            ops_connections,
+            cancel.clone(),
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! The operations listener (`metrics_listen`): `/metrics`, `/livez`,
+//! `/readyz`. No client header: Prometheus and kubelet probes can't send one.
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::respond::{self, Body};
+use super::routes;
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+pub fn handle(broker: &Broker, metrics: &Metrics, request: &Request<Incoming>) -> Response<Body> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return respond::error(&ApiError::MethodNotAllowed {
+            method: request.method().to_string(),
+            allowed: "GET",
+        });
+    }
+    let response = match request.uri().path() {
+        "/metrics" => {
+            broker.update_gauges();
+            let mut response = respond::text(StatusCode::OK, metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/livez" => routes::live(),
+        "/readyz" => routes::ready(broker),
+        path => respond::error(&ApiError::RouteNotFound {
+            method: request.method().to_string(),
+            path: path.chars().take(256).collect(),
+        }),
+    };
+    let route = match request.uri().path() {
+        path @ ("/metrics" | "/livez" | "/readyz") => path,
+        _ => "other",
+    };
+    metrics
+        .requests
+        .with_label_values(&["metrics", route, response.status().as_str()])
+        .inc();
+    response
+}

@@ -1,0 +1,132 @@
+//! Building responses: JSON bodies, token answers, errors. Every response
+//! that carries a token says `Cache-Control: no-store`.
+
+use std::fmt::Write;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::broker::TokenRecord;
+use crate::error::ApiError;
+
+pub type Body = Full<Bytes>;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).expect("a JSON value always serializes");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, TEXT);
+    response
+}
+
+pub fn error(err: &ApiError) -> Response<Body> {
+    let mut response = json(err.status(), &err.to_json());
+    if let Some(seconds) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+/// Whether the token is wanted as `text/plain` (`?format=text`).
+pub fn wants_text(query: Option<&str>) -> bool {
+    query.is_some_and(|query| query.split('&').any(|pair| pair == "format=text"))
+}
+
+/// The token answer. Written by hand rather than through `serde_json::Value`:
+/// this is the hot path, and app names and tokens need no escaping (names
+/// are `[a-z0-9_-]`, tokens come from WeChat as `[A-Za-z0-9_-]`; anything
+/// else is escaped by serde_json below).
+pub fn token(
+    app: &str,
+    token: &TokenRecord,
+    now_secs: u64,
+    as_text: bool,
+    refreshed: Option<bool>,
+) -> Response<Body> {
+    let mut response = if as_text {
+        text(StatusCode::OK, Bytes::from(token.value.expose().to_owned()))
+    } else {
+        let value = token.value.expose();
+        let mut body = String::with_capacity(96 + value.len());
+        body.push_str("{\"app\":");
+        push_json_str(&mut body, app);
+        body.push_str(",\"access_token\":");
+        push_json_str(&mut body, value);
+        let _ = write!(
+            body,
+            ",\"expires_in\":{},\"expires_at\":{}",
+            token.expires_in(now_secs),
+            token.expires_at
+        );
+        if let Some(refreshed) = refreshed {
+            body.push_str(",\"refreshed\":");
+            body.push_str(if refreshed { "true" } else { "false" });
+        }
+        body.push('}');
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        response.headers_mut().insert(CONTENT_TYPE, JSON);
+        response
+    };
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+fn push_json_str(out: &mut String, value: &str) {
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if plain {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).expect("a string always serializes"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::AccessToken;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn token_body_is_valid_json_with_no_store() {
+        let record = TokenRecord {
+            value: AccessToken::new("87_ab\"c"),
+            expires_at: 1_000,
+            fetched_at: 0,
+        };
+        let response = token("shop", &record, 400, false, Some(true));
+        assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"app":"shop","access_token":"87_ab\"c","expires_in":600,"expires_at":1000,"refreshed":true})
+        );
+    }
+
+    #[test]
+    fn format_text_is_recognised() {
+        assert!(wants_text(Some("format=text")));
+        assert!(wants_text(Some("a=b&format=text")));
+        assert!(!wants_text(Some("format=json")));
+        assert!(!wants_text(None));
+    }
+}

@@ -1,0 +1,395 @@
+//! The token API (DESIGN.md section 5), the same on TCP and on the Unix
+//! socket: routing, the TCP-only client header rule, and the handlers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use tracing::debug;
+
+use super::respond::{self, Body};
+use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::grant_label;
+
+/// Token routes take small JSON bodies only.
+const TOKEN_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What the API handlers share.
+pub struct ApiState {
+    pub broker: Broker,
+    pub metrics: Metrics,
+    pub token_wait: Duration,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Tcp { require_client_header: bool },
+    Unix,
+}
+
+impl ListenerKind {
+    fn label(self) -> &'static str {
+        match self {
+            ListenerKind::Tcp { .. } => "tcp",
+            ListenerKind::Unix => "unix",
+        }
+    }
+}
+
+/// A parsed path; the `&'static str` templates are the `route` label.
+enum Route<'a> {
+    Livez,
+    Readyz,
+    Apps,
+    DefaultToken,
+    AppToken(&'a str),
+    Invalidate(&'a str),
+    NotFound,
+}
+
+impl Route<'_> {
+    fn parse(path: &str) -> Route<'_> {
+        let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some("livez"), None, ..) => Route::Livez,
+            (Some("readyz"), None, ..) => Route::Readyz,
+            (Some("v1"), Some("apps"), None, ..) => Route::Apps,
+            (Some("v1"), Some("token"), None, ..) => Route::DefaultToken,
+            (Some("v1"), Some("apps"), Some(app), Some("token"), None, _) => Route::AppToken(app),
+            (Some("v1"), Some("apps"), Some(app), Some("token"), Some("invalidate"), None) => {
+                Route::Invalidate(app)
+            }
+            _ => Route::NotFound,
+        }
+    }
+
+    fn template(&self) -> &'static str {
+        match self {
+            Route::Livez => "/livez",
+            Route::Readyz => "/readyz",
+            Route::Apps => "/v1/apps",
+            Route::DefaultToken => "/v1/token",
+            Route::AppToken(_) => "/v1/apps/{app}/token",
+            Route::Invalidate(_) => "/v1/apps/{app}/token/invalidate",
+            Route::NotFound => "other",
+        }
+    }
+}
+
+pub async fn handle(
+    state: Arc<ApiState>,
+    listener: ListenerKind,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let route = Route::parse(parts.uri.path());
+    let template = route.template();
+    let response = match dispatch(&state, listener, route, &parts, body).await {
+        Ok(response) => response,
+        Err(err) => respond::error(&err),
+    };
+    let status = response.status();
+    state
+        .metrics
+        .requests
+        .with_label_values(&[listener.label(), template, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .request_duration
+        .with_label_values(&[template])
+        .observe(started.elapsed().as_secs_f64());
+    debug!(
+        listener = listener.label(),
+        route = template,
+        status = status.as_u16(),
+        "request"
+    );
+    response
+}
+
+async fn dispatch(
+    state: &ApiState,
+    listener: ListenerKind,
+    route: Route<'_>,
+    request: &http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, ApiError> {
+    check_not_relayed(&request.headers)?;
+    let is_api = !matches!(route, Route::Livez | Route::Readyz);
+    if is_api {
+        let client = client_name(&request.headers);
+        if let ListenerKind::Tcp {
+            require_client_header: true,
+        } = listener
+        {
+            client.ok_or(ApiError::MissingClientHeader)?;
+        }
+        if let Some(client) = client {
+            state.metrics.count_client(client);
+        }
+    }
+    let method = &request.method;
+    let query = request.uri.query();
+    match route {
+        Route::Livez => {
+            allow_get(method)?;
+            Ok(live())
+        }
+        Route::Readyz => {
+            allow_get(method)?;
+            Ok(ready(&state.broker))
+        }
+        Route::Apps => {
+            allow_get(method)?;
+            Ok(apps(&state.broker))
+        }
+        Route::DefaultToken => {
+            allow_get(method)?;
+            let app = state
+                .broker
+                .default_app()
+                .ok_or_else(|| ApiError::NoDefaultApp {
+                    configured: state.broker.names().join(", "),
+                })?;
+            token(state, app, query).await
+        }
+        Route::AppToken(name) => {
+            allow_get(method)?;
+            token(state, find_app(&state.broker, name)?, query).await
+        }
+        Route::Invalidate(name) => {
+            if method != Method::POST {
+                return Err(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    allowed: "POST",
+                });
+            }
+            let app = find_app(&state.broker, name)?;
+            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+            invalidate(state, app, &body, query).await
+        }
+        Route::NotFound => Err(ApiError::RouteNotFound {
+            method: method.to_string(),
+            path: request.uri.path().chars().take(256).collect(),
+        }),
+    }
+}
+
+/// A request that came through a reverse proxy may come from anywhere;
+/// the token API is for local callers only (DESIGN.md section 6).
+fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED) {
+        return Err(ApiError::ProxiedRequestRefused);
+    }
+    Ok(())
+}
+
+/// The `Wxbroker-Client` header, if present and well-formed.
+fn client_name(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("wxbroker-client")?.to_str().ok()?;
+    let well_formed = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    well_formed.then_some(value)
+}
+
+fn allow_get(method: &Method) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "GET",
+        })
+    }
+}
+
+fn find_app<'a>(broker: &'a Broker, name: &str) -> Result<&'a AppHandle, ApiError> {
+    broker.app(name).ok_or_else(|| ApiError::AppNotFound {
+        name: name.chars().take(64).collect(),
+        configured: broker.names().join(", "),
+    })
+}
+
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(err) => Err(ApiError::BadRequest(format!(
+            "could not read the body: {err}"
+        ))),
+    }
+}
+
+async fn token(
+    state: &ApiState,
+    app: &AppHandle,
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let token = app
+        .token(state.token_wait)
+        .await
+        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
+    Ok(respond::token(
+        app.name(),
+        &token,
+        app.now_secs(),
+        respond::wants_text(query),
+        None,
+    ))
+}
+
+#[derive(Deserialize)]
+struct InvalidateRequest {
+    access_token: String,
+}
+
+async fn invalidate(
+    state: &ApiState,
+    app: &AppHandle,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let request: InvalidateRequest = serde_json::from_slice(body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
+        ))
+    })?;
+    let outcome = app
+        .invalidate(&request.access_token)
+        .await
+        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
+    let token = app
+        .token(state.token_wait)
+        .await
+        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
+    Ok(respond::token(
+        app.name(),
+        &token,
+        app.now_secs(),
+        respond::wants_text(query),
+        Some(outcome == InvalidateOutcome::Refreshed),
+    ))
+}
+
+pub fn live() -> Response<Body> {
+    respond::json(StatusCode::OK, &json!({ "live": true }))
+}
+
+/// Ready while every app holds a valid token; otherwise says which and why.
+pub fn ready(broker: &Broker) -> Response<Body> {
+    let now = broker.now_secs();
+    let not_ready: Vec<_> = broker
+        .apps()
+        .iter()
+        .filter_map(|app| {
+            let view = app.view();
+            if view.valid_token(now).is_some() {
+                return None;
+            }
+            let reason = match &view.last_error {
+                Some(error) => match error.errcode {
+                    Some(code) => format!("errcode {code}: {}", error.errmsg),
+                    None => error.errmsg.clone(),
+                },
+                None if view.token.is_some() => "token expired; refreshing".to_owned(),
+                None => "no token fetched yet".to_owned(),
+            };
+            Some(json!({ "app": app.name(), "reason": reason }))
+        })
+        .collect();
+    if not_ready.is_empty() {
+        respond::json(StatusCode::OK, &json!({ "ready": true }))
+    } else {
+        respond::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "apps": not_ready }),
+        )
+    }
+}
+
+fn apps(broker: &Broker) -> Response<Body> {
+    let now = broker.now_secs();
+    let apps: Vec<_> = broker
+        .apps()
+        .iter()
+        .map(|app| {
+            let config = app.config();
+            let view = app.view();
+            let valid = view.valid_token(now);
+            json!({
+                "name": config.name,
+                "kind": match config.kind {
+                    crate::config::AppKind::Wechat => "wechat",
+                    crate::config::AppKind::Wecom => "wecom",
+                },
+                "grant": grant_label(config.kind, config.grant),
+                "appid": config.appid,
+                "valid": valid.is_some(),
+                "expires_in": valid.map_or(0, |token| token.expires_in(now)),
+                "fetched_at": view.token.as_ref().map(|token| token.fetched_at),
+                "fetches_today": view.fetches_on(now),
+                "daily_budget": config.daily_budget,
+                "last_error": view.last_error,
+            })
+        })
+        .collect();
+    respond::json(StatusCode::OK, &json!({ "apps": apps }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_to_templates() {
+        let cases = [
+            ("/livez", "/livez"),
+            ("/v1/apps", "/v1/apps"),
+            ("/v1/token", "/v1/token"),
+            ("/v1/apps/shop/token", "/v1/apps/{app}/token"),
+            (
+                "/v1/apps/shop/token/invalidate",
+                "/v1/apps/{app}/token/invalidate",
+            ),
+            ("/v1/apps/shop/token/invalidate/x", "other"),
+            ("/v1/apps/shop", "other"),
+            ("/", "other"),
+        ];
+        for (path, template) in cases {
+            assert_eq!(Route::parse(path).template(), template, "{path}");
+        }
+    }
+
+    #[test]
+    fn client_names_are_validated() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(client_name(&headers), None);
+        headers.insert("wxbroker-client", "orders-api.v2".parse().unwrap());
+        assert_eq!(client_name(&headers), Some("orders-api.v2"));
+        headers.insert("wxbroker-client", "bad name".parse().unwrap());
+        assert_eq!(client_name(&headers), None);
+        headers.insert("wxbroker-client", "x".repeat(65).parse().unwrap());
+        assert_eq!(client_name(&headers), None);
+    }
+}
