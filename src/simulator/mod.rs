@@ -1,1 +1,260 @@
-//! The fake WeChat API.
+//! The fake WeChat API: an in-process, HTTP-speaking model of WeChat's token
+//! endpoints (`/cgi-bin/token`, `/cgi-bin/stable_token`, WeCom's
+//! `/cgi-bin/gettoken`), a handful of token-consuming APIs (`/tcb/*`,
+//! `quota/get`), fault injection and inspection. It is the test oracle for
+//! the broker, so it follows WeChat's rules, not the broker's wishes; the
+//! `demo` and `simulate` commands serve it too.
+//!
+//! This file owns the public face: [`SimConfig`], [`Simulator`] (a cheap
+//! `Clone` handle on shared state) and [`SimHandle`] (a running server).
+//! The rules live in `state.rs`, the HTTP side in `routes.rs` and friends.
+
+mod admin;
+mod clock;
+mod endpoint;
+mod faults;
+mod params;
+mod quota;
+mod reply;
+mod routes;
+mod server;
+mod state;
+mod tcb;
+mod token_api;
+mod tokens;
+mod wx_error;
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use endpoint::Endpoint;
+pub use faults::Fault;
+
+use state::State;
+use tokens::TokenStatus;
+
+/// The rules the simulator enforces. Defaults are WeChat's.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// `expires_in` of newly issued tokens.
+    pub token_lifetime: Duration,
+    /// How long the previous classic token stays valid after a new one is
+    /// issued (also the overlap after a forced stable rotation).
+    pub classic_overlap: Duration,
+    /// A stable token rotates on a plain call only in the last
+    /// `stable_window` of its life.
+    pub stable_window: Duration,
+    /// Minimum time between two `force_refresh: true` stable calls.
+    pub stable_force_min_interval: Duration,
+    /// `force_refresh: true` stable calls allowed per Beijing day.
+    pub stable_force_daily_limit: u32,
+    /// Classic (and WeCom) token fetches allowed per app per Beijing day;
+    /// past it WeChat answers 45009.
+    pub daily_limit: u32,
+    /// When set, token calls from any other peer get 40164.
+    pub ip_whitelist: Option<Vec<IpAddr>>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            token_lifetime: Duration::from_secs(7200),
+            classic_overlap: Duration::from_secs(300),
+            stable_window: Duration::from_secs(300),
+            stable_force_min_interval: Duration::from_secs(30),
+            stable_force_daily_limit: 20,
+            daily_limit: 2000,
+            ip_whitelist: None,
+        }
+    }
+}
+
+/// Which WeChat product an account belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountKind {
+    /// Official Account, Mini Program, Mini Game: `/cgi-bin/token` and
+    /// `/cgi-bin/stable_token`.
+    Wechat,
+    /// WeCom (企业微信): `/cgi-bin/gettoken` with corpid and corpsecret.
+    Wecom,
+}
+
+/// The last request an endpoint received, for tests that check what a
+/// proxy forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// The raw query string without its `access_token` parameter.
+    pub query: String,
+    pub body: Vec<u8>,
+    /// Header names lowercased, values lossily decoded.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A handle on one simulated WeChat. Clones share the same state.
+#[derive(Clone)]
+pub struct Simulator {
+    state: Arc<Mutex<State>>,
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Self {
+        Simulator {
+            state: Arc::new(Mutex::new(State::new(config))),
+        }
+    }
+
+    /// Lock the shared state. A panic elsewhere while holding the lock
+    /// leaves the state usable (every update is a few field writes), so a
+    /// poisoned lock is recovered rather than cascading the panic.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers (or replaces) an account.
+    pub fn add_account(&self, appid: &str, secret: &str, kind: AccountKind) {
+        self.lock().add_account(appid, secret, kind);
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops
+    /// accepting, lets open connections finish briefly, and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::serve(self, listener, shutdown).await
+    }
+
+    /// Binds `127.0.0.1:0` and serves there in a spawned task until the
+    /// returned handle is shut down or dropped.
+    pub async fn spawn(self) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(self.clone().serve(listener, async move {
+            // Dropping the sender counts as a shutdown too.
+            let _ = stopped.await;
+        }));
+        Ok(SimHandle {
+            addr,
+            sim: self,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Calls made to `endpoint`, failed ones included.
+    pub fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.lock().calls(endpoint)
+    }
+
+    /// Calls to all token-issuing endpoints together.
+    pub fn total_token_calls(&self) -> u64 {
+        let state = self.lock();
+        Endpoint::ALL
+            .into_iter()
+            .filter(|e| e.issues_tokens())
+            .map(|e| state.calls(e))
+            .sum()
+    }
+
+    /// Whether `token` would be accepted right now by a WeChat API.
+    pub fn token_valid(&self, token: &str) -> bool {
+        matches!(self.lock().token_status(token), TokenStatus::Valid(_))
+    }
+
+    /// Whether the simulator ever issued `token` (valid or not).
+    pub fn token_ever_issued(&self, token: &str) -> bool {
+        self.lock().tokens.ever_issued(token)
+    }
+
+    /// Queues a fault for the next token calls.
+    pub fn inject(&self, fault: Fault) {
+        tracing::info!(?fault, "simulator fault injected");
+        self.lock().faults.push(fault);
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Latency added to every token call from now on.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
+    }
+
+    /// `expires_in` of tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.lock().config.token_lifetime = lifetime;
+    }
+
+    /// Moves the simulator's clock forward: tokens expire and quota days
+    /// roll over as if `by` had passed.
+    pub fn advance(&self, by: Duration) {
+        tracing::info!(secs = by.as_secs_f64(), "simulator clock advanced");
+        self.lock().clock.advance(by);
+    }
+
+    /// Issues a classic token as if another party had called
+    /// `/cgi-bin/token`, invalidating the current one after the overlap
+    /// (counts as a call and against the quota; `None` for an unknown or
+    /// WeCom account, or when the quota is spent).
+    pub fn issue_classic_directly(&self, appid: &str) -> Option<String> {
+        self.lock().issue_classic_directly(appid)
+    }
+
+    /// The last request `endpoint` received.
+    pub fn last_request(&self, endpoint: Endpoint) -> Option<RecordedRequest> {
+        self.lock().last_request(endpoint)
+    }
+
+    /// A snapshot of the current configuration.
+    pub fn config(&self) -> SimConfig {
+        self.lock().config.clone()
+    }
+}
+
+/// A simulator serving on a local port. Dropping it stops the server.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    pub sim: Simulator,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`, the `api_base` to give the broker.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "simulator server failed"),
+                Err(error) => tracing::warn!(%error, "simulator server task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The WeChat endpoints the simulator answers, their stable names (used by
+//! the `/__sim/calls` admin route) and which URL path each lives at.
+
+/// One simulated WeChat endpoint. Calls are counted and recorded per endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `GET /cgi-bin/token` (classic grant).
+    Token,
+    /// `POST /cgi-bin/stable_token`.
+    StableToken,
+    /// WeCom `GET /cgi-bin/gettoken`.
+    WecomGetToken,
+    /// `POST /tcb/invokecloudfunction`.
+    InvokeCloudFunction,
+    /// `POST /tcb/databasequery`.
+    DatabaseQuery,
+    /// `POST /tcb/databaseadd`.
+    DatabaseAdd,
+    /// `POST /tcb/databaseupdate`.
+    DatabaseUpdate,
+    /// `POST /tcb/databasedelete`.
+    DatabaseDelete,
+    /// `POST /tcb/batchdownloadfile`.
+    BatchDownloadFile,
+    /// `POST /tcb/uploadfile`.
+    UploadFile,
+    /// `POST /tcb/batchdeletefile`.
+    BatchDeleteFile,
+    /// `GET` or `POST /cgi-bin/openapi/quota/get`.
+    QuotaGet,
+}
+
+impl Endpoint {
+    /// Every endpoint, in a fixed order (the order `/__sim/calls` lists them).
+    pub const ALL: [Endpoint; 12] = [
+        Endpoint::Token,
+        Endpoint::StableToken,
+        Endpoint::WecomGetToken,
+        Endpoint::InvokeCloudFunction,
+        Endpoint::DatabaseQuery,
+        Endpoint::DatabaseAdd,
+        Endpoint::DatabaseUpdate,
+        Endpoint::DatabaseDelete,
+        Endpoint::BatchDownloadFile,
+        Endpoint::UploadFile,
+        Endpoint::BatchDeleteFile,
+        Endpoint::QuotaGet,
+    ];
+
+    /// The snake_case name used in admin answers and log fields.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Token => "token",
+            Endpoint::StableToken => "stable_token",
+            Endpoint::WecomGetToken => "wecom_gettoken",
+            Endpoint::InvokeCloudFunction => "invoke_cloud_function",
+            Endpoint::DatabaseQuery => "database_query",
+            Endpoint::DatabaseAdd => "database_add",
+            Endpoint::DatabaseUpdate => "database_update",
+            Endpoint::DatabaseDelete => "database_delete",
+            Endpoint::BatchDownloadFile => "batch_download_file",
+            Endpoint::UploadFile => "upload_file",
+            Endpoint::BatchDeleteFile => "batch_delete_file",
+            Endpoint::QuotaGet => "quota_get",
+        }
+    }
+
+    /// The inverse of [`Endpoint::name`].
+    pub fn from_name(name: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// True for the endpoints that issue tokens; only these see faults,
+    /// latency and the IP whitelist.
+    pub fn issues_tokens(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Token | Endpoint::StableToken | Endpoint::WecomGetToken
+        )
+    }
+
+    /// The endpoint served at a URL path, if any.
+    pub(crate) fn from_path(path: &str) -> Option<Endpoint> {
+        let endpoint = match path {
+            "/cgi-bin/token" => Endpoint::Token,
+            "/cgi-bin/stable_token" => Endpoint::StableToken,
+            "/cgi-bin/gettoken" => Endpoint::WecomGetToken,
+            "/tcb/invokecloudfunction" => Endpoint::InvokeCloudFunction,
+            "/tcb/databasequery" => Endpoint::DatabaseQuery,
+            "/tcb/databaseadd" => Endpoint::DatabaseAdd,
+            "/tcb/databaseupdate" => Endpoint::DatabaseUpdate,
+            "/tcb/databasedelete" => Endpoint::DatabaseDelete,
+            "/tcb/batchdownloadfile" => Endpoint::BatchDownloadFile,
+            "/tcb/uploadfile" => Endpoint::UploadFile,
+            "/tcb/batchdeletefile" => Endpoint::BatchDeleteFile,
+            "/cgi-bin/openapi/quota/get" => Endpoint::QuotaGet,
+            _ => return None,
+        };
+        Some(endpoint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::from_name(e.name()), Some(e));
+        }
+    }
+}

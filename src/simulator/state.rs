@@ -1,0 +1,316 @@
+//! All mutable simulator state behind one `std::sync::Mutex` (never held
+//! across an `.await`): accounts, the token book, quotas, the fault queue,
+//! call counters and recorded requests; and WeChat's issuing rules for the
+//! three token families, which need all of these at once.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tracing::{debug, info};
+
+use super::clock::{Clock, SimTime};
+use super::faults::FaultQueue;
+use super::quota::{Counter, Quotas};
+use super::tokens::{Family, TokenBook, TokenStatus};
+use super::wx_error::WxError;
+use super::{AccountKind, Endpoint, RecordedRequest, SimConfig};
+use crate::secret::fingerprint;
+
+/// WeChat's daily limit on plain `stable_token` calls; large enough that
+/// only a runaway loop reaches it, so it is not configurable.
+const STABLE_DAILY_LIMIT: u32 = 500_000;
+
+#[derive(Debug)]
+struct Account {
+    secret: String,
+    kind: AccountKind,
+}
+
+/// A successful token answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    pub token: String,
+    pub expires_in: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub config: SimConfig,
+    pub clock: Clock,
+    pub tokens: TokenBook,
+    pub faults: FaultQueue,
+    pub latency: Duration,
+    accounts: HashMap<String, Account>,
+    quotas: Quotas,
+    last_force: HashMap<String, SimTime>,
+    calls: HashMap<Endpoint, u64>,
+    last: HashMap<Endpoint, RecordedRequest>,
+}
+
+impl State {
+    pub(crate) fn new(config: SimConfig) -> Self {
+        State {
+            config,
+            clock: Clock::new(),
+            tokens: TokenBook::default(),
+            faults: FaultQueue::default(),
+            latency: Duration::ZERO,
+            accounts: HashMap::new(),
+            quotas: Quotas::default(),
+            last_force: HashMap::new(),
+            calls: HashMap::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn add_account(&mut self, appid: &str, secret: &str, kind: AccountKind) {
+        info!(appid, ?kind, "simulator account added");
+        self.accounts.insert(
+            appid.to_owned(),
+            Account {
+                secret: secret.to_owned(),
+                kind,
+            },
+        );
+    }
+
+    pub(crate) fn count_call(&mut self, endpoint: Endpoint) {
+        *self.calls.entry(endpoint).or_default() += 1;
+    }
+
+    pub(crate) fn calls(&self, endpoint: Endpoint) -> u64 {
+        self.calls.get(&endpoint).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn record(&mut self, endpoint: Endpoint, request: RecordedRequest) {
+        self.last.insert(endpoint, request);
+    }
+
+    pub(crate) fn last_request(&self, endpoint: Endpoint) -> Option<RecordedRequest> {
+        self.last.get(&endpoint).cloned()
+    }
+
+    pub(crate) fn token_status(&self, token: &str) -> TokenStatus {
+        self.tokens.status(token, self.clock.now())
+    }
+
+    /// `GET /cgi-bin/token`: every success mints a new token; the previous
+    /// one keeps `classic_overlap` more (never past its own expiry) and any
+    /// older one dies at once.
+    pub(crate) fn grant_classic(
+        &mut self,
+        appid: &str,
+        secret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Grant, WxError> {
+        self.check_wechat_account(appid, secret)?;
+        self.check_ip(peer, AccountKind::Wechat)?;
+        self.take_quota(appid, Counter::Classic, self.config.daily_limit)?;
+        Ok(self.rotate_classic(appid))
+    }
+
+    /// Another party fetching a classic token behind everyone's back: no
+    /// faults, latency or whitelist, but the app's quota still applies.
+    pub(crate) fn issue_classic_directly(&mut self, appid: &str) -> Option<String> {
+        self.count_call(Endpoint::Token);
+        let is_wechat = matches!(
+            self.accounts.get(appid),
+            Some(Account {
+                kind: AccountKind::Wechat,
+                ..
+            })
+        );
+        if !is_wechat {
+            return None;
+        }
+        self.take_quota(appid, Counter::Classic, self.config.daily_limit)
+            .ok()?;
+        Some(self.rotate_classic(appid).token)
+    }
+
+    fn rotate_classic(&mut self, appid: &str) -> Grant {
+        let now = self.clock.now();
+        let (current, previous) = self.tokens.lineage(appid, Family::Classic);
+        if let Some(previous) = previous {
+            self.tokens.cap(&previous, now);
+        }
+        if let Some(current) = current {
+            self.tokens.cap(&current, now + self.config.classic_overlap);
+        }
+        self.mint(appid, Family::Classic)
+    }
+
+    /// `POST /cgi-bin/stable_token`: the same token while it has more than
+    /// `stable_window` left, a new one (overlapping until the old expires)
+    /// inside the window, and a rate-limited forced rotation on request.
+    pub(crate) fn grant_stable(
+        &mut self,
+        appid: &str,
+        secret: &str,
+        force_refresh: bool,
+        peer: Option<IpAddr>,
+    ) -> Result<Grant, WxError> {
+        self.check_wechat_account(appid, secret)?;
+        self.check_ip(peer, AccountKind::Wechat)?;
+        let now = self.clock.now();
+        let day = self.clock.beijing_day();
+        if !self
+            .quotas
+            .has_room(appid, Counter::Stable, day, STABLE_DAILY_LIMIT)
+        {
+            return Err(quota_exhausted(appid));
+        }
+        if force_refresh {
+            if !self.quotas.has_room(
+                appid,
+                Counter::StableForce,
+                day,
+                self.config.stable_force_daily_limit,
+            ) {
+                return Err(quota_exhausted(appid));
+            }
+            if let Some(&last) = self.last_force.get(appid) {
+                if now < last + self.config.stable_force_min_interval {
+                    debug!(appid, "stable force refresh too soon");
+                    return Err(WxError::from_code(45011));
+                }
+            }
+            self.quotas.take(appid, Counter::Stable, day);
+            self.quotas.take(appid, Counter::StableForce, day);
+            self.last_force.insert(appid.to_owned(), now);
+            if let Some((current, _)) = self.tokens.current(appid, Family::Stable, now) {
+                self.tokens.cap(&current, now + self.config.classic_overlap);
+            }
+            return Ok(self.mint(appid, Family::Stable));
+        }
+        self.quotas.take(appid, Counter::Stable, day);
+        match self.tokens.current(appid, Family::Stable, now) {
+            Some((token, left)) if left > self.config.stable_window => Ok(Grant {
+                token,
+                expires_in: left.as_secs(),
+            }),
+            // Inside the window (or none yet): rotate; the old token simply
+            // runs out at its own expiry.
+            _ => Ok(self.mint(appid, Family::Stable)),
+        }
+    }
+
+    /// WeCom `gettoken`: WeCom hands out its cached token until it expires.
+    pub(crate) fn grant_wecom(
+        &mut self,
+        corpid: &str,
+        corpsecret: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Grant, WxError> {
+        match self.accounts.get(corpid) {
+            Some(a) if a.kind == AccountKind::Wecom => {
+                if a.secret != corpsecret {
+                    return Err(WxError::wecom(40001, "invalid credential"));
+                }
+            }
+            _ => return Err(WxError::wecom(40013, "invalid corpid")),
+        }
+        self.check_ip(peer, AccountKind::Wecom)?;
+        let day = self.clock.beijing_day();
+        if !self
+            .quotas
+            .has_room(corpid, Counter::Wecom, day, self.config.daily_limit)
+        {
+            return Err(WxError::wecom(45009, "api freq out of limit"));
+        }
+        self.quotas.take(corpid, Counter::Wecom, day);
+        let now = self.clock.now();
+        match self.tokens.current(corpid, Family::Wecom, now) {
+            Some((token, left)) => Ok(Grant {
+                token,
+                expires_in: left.as_secs(),
+            }),
+            None => Ok(self.mint(corpid, Family::Wecom)),
+        }
+    }
+
+    /// Today's classic-token quota of the app that owns `token`:
+    /// (limit, used), for `quota/get`.
+    pub(crate) fn classic_quota_of(&self, token: &str) -> Option<(u32, u32)> {
+        let appid = self.tokens.owner(token)?;
+        let used = self
+            .quotas
+            .used(appid, Counter::Classic, self.clock.beijing_day());
+        Some((self.config.daily_limit, used))
+    }
+
+    fn mint(&mut self, appid: &str, family: Family) -> Grant {
+        let lifetime = self.config.token_lifetime;
+        let token = self.tokens.issue(appid, family, self.clock.now(), lifetime);
+        info!(
+            appid,
+            ?family,
+            token_fp = %fingerprint(&token),
+            expires_in = lifetime.as_secs(),
+            "simulator issued token"
+        );
+        Grant {
+            token,
+            expires_in: lifetime.as_secs(),
+        }
+    }
+
+    fn check_wechat_account(&self, appid: &str, secret: &str) -> Result<(), WxError> {
+        match self.accounts.get(appid) {
+            Some(a) if a.kind == AccountKind::Wechat => {
+                if a.secret == secret {
+                    Ok(())
+                } else {
+                    Err(WxError::wechat(40125, "invalid appsecret"))
+                }
+            }
+            // A WeCom corpid is as unknown to WeChat as a typo.
+            _ => Err(WxError::wechat(40013, "invalid appid")),
+        }
+    }
+
+    /// The whitelist applies to network callers only (`peer` is `None` for
+    /// in-process calls).
+    fn check_ip(&self, peer: Option<IpAddr>, kind: AccountKind) -> Result<(), WxError> {
+        let (Some(whitelist), Some(peer)) = (&self.config.ip_whitelist, peer) else {
+            return Ok(());
+        };
+        let peer = peer.to_canonical();
+        if whitelist.iter().any(|ip| ip.to_canonical() == peer) {
+            return Ok(());
+        }
+        debug!(%peer, "simulator refused ip not in whitelist");
+        Err(match kind {
+            AccountKind::Wechat => {
+                let v6 = match peer {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped().to_string(),
+                    IpAddr::V6(v6) => v6.to_string(),
+                };
+                WxError::wechat(
+                    40164,
+                    &format!("invalid ip {peer} ipv6 {v6}, not in whitelist"),
+                )
+            }
+            // WeCom's own code for the same condition.
+            AccountKind::Wecom => WxError::wecom(
+                60020,
+                &format!("not allow to access from your ip, from ip: {peer}"),
+            ),
+        })
+    }
+
+    fn take_quota(&mut self, appid: &str, counter: Counter, limit: u32) -> Result<(), WxError> {
+        let day = self.clock.beijing_day();
+        if !self.quotas.has_room(appid, counter, day, limit) {
+            return Err(quota_exhausted(appid));
+        }
+        self.quotas.take(appid, counter, day);
+        Ok(())
+    }
+}
+
+fn quota_exhausted(appid: &str) -> WxError {
+    info!(appid, "simulator daily quota reached");
+    WxError::from_code(45009)
+}

@@ -1,0 +1,127 @@
+//! The token-issuing endpoints over HTTP: applies latency and the next
+//! queued fault, validates parameters the way WeChat does (grant_type, then
+//! appid, then secret), and answers from the rules in `state.rs`.
+
+use hyper::{Method, Response};
+use serde_json::{json, Map, Value};
+use tokio::time::sleep;
+use tracing::debug;
+
+use super::faults::FaultAction;
+use super::params::{self, get};
+use super::reply::{self, Body};
+use super::routes::{DropConnection, SimRequest};
+use super::state::Grant;
+use super::wx_error::WxError;
+use super::{Endpoint, Simulator};
+
+pub(crate) async fn handle(
+    sim: &Simulator,
+    endpoint: Endpoint,
+    request: &SimRequest,
+) -> Result<Response<Body>, DropConnection> {
+    let (fault, latency) = {
+        let mut state = sim.lock();
+        (state.faults.take(), state.latency)
+    };
+    if !latency.is_zero() {
+        sleep(latency).await;
+    }
+    if let Some(fault) = fault {
+        debug!(
+            endpoint = endpoint.name(),
+            ?fault,
+            "simulator applying fault"
+        );
+        match fault {
+            FaultAction::Errcode(errcode) => {
+                return Ok(reply::wx_error(&WxError::from_code(errcode)))
+            }
+            FaultAction::Http500Html => return Ok(reply::html_500()),
+            FaultAction::MalformedJson => return Ok(reply::malformed_json()),
+            FaultAction::DropConnection => return Err(DropConnection),
+            FaultAction::Delay(delay) => sleep(delay).await,
+        }
+    }
+    let outcome = match endpoint {
+        Endpoint::Token => classic(sim, request),
+        Endpoint::StableToken => stable(sim, request),
+        Endpoint::WecomGetToken => wecom(sim, request),
+        // Routing only sends token endpoints here.
+        _ => return Ok(reply::not_found()),
+    };
+    Ok(match outcome {
+        Ok(body) => reply::ok(&body),
+        Err(error) => {
+            debug!(
+                endpoint = endpoint.name(),
+                errcode = error.errcode,
+                "simulator token call refused"
+            );
+            reply::wx_error(&error)
+        }
+    })
+}
+
+fn classic(sim: &Simulator, request: &SimRequest) -> Result<Value, WxError> {
+    let query = params::parse_query(&request.query);
+    if get(&query, "grant_type") != Some("client_credential") {
+        return Err(WxError::wechat(40002, "invalid grant_type"));
+    }
+    let appid = get(&query, "appid").ok_or_else(|| WxError::wechat(41002, "appid missing"))?;
+    let secret =
+        get(&query, "secret").ok_or_else(|| WxError::wechat(41004, "appsecret missing"))?;
+    let grant = sim
+        .lock()
+        .grant_classic(appid, secret, Some(request.peer))?;
+    Ok(wechat_body(grant))
+}
+
+fn stable(sim: &Simulator, request: &SimRequest) -> Result<Value, WxError> {
+    if request.method != Method::POST {
+        return Err(WxError::wechat(43002, "require POST method"));
+    }
+    let body: Map<String, Value> = serde_json::from_slice(&request.body)
+        .map_err(|_| WxError::wechat(47001, "data format error"))?;
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_str)
+            .filter(|value| !value.is_empty())
+    };
+    if text("grant_type") != Some("client_credential") {
+        return Err(WxError::wechat(40002, "invalid grant_type"));
+    }
+    let appid = text("appid").ok_or_else(|| WxError::wechat(41002, "appid missing"))?;
+    let secret = text("secret").ok_or_else(|| WxError::wechat(41004, "appsecret missing"))?;
+    // WeChat wants a real boolean here; anything else is a format error.
+    let force_refresh = match body.get("force_refresh") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => *force,
+        Some(_) => return Err(WxError::wechat(47001, "data format error")),
+    };
+    let grant = sim
+        .lock()
+        .grant_stable(appid, secret, force_refresh, Some(request.peer))?;
+    Ok(wechat_body(grant))
+}
+
+fn wecom(sim: &Simulator, request: &SimRequest) -> Result<Value, WxError> {
+    let query = params::parse_query(&request.query);
+    let corpid = get(&query, "corpid").ok_or_else(|| WxError::wecom(41002, "corpid missing"))?;
+    let corpsecret =
+        get(&query, "corpsecret").ok_or_else(|| WxError::wecom(41004, "corpsecret missing"))?;
+    let grant = sim
+        .lock()
+        .grant_wecom(corpid, corpsecret, Some(request.peer))?;
+    Ok(json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "access_token": grant.token,
+        "expires_in": grant.expires_in,
+    }))
+}
+
+/// WeChat's success body has no errcode at all.
+fn wechat_body(grant: Grant) -> Value {
+    json!({ "access_token": grant.token, "expires_in": grant.expires_in })
+}
