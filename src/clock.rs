@@ -39,9 +39,13 @@ impl Clock {
         self.now().as_secs()
     }
 
-    /// The tokio instant at which the clock reads `unix_secs`.
-    pub fn instant_at(&self, unix_secs: u64) -> Instant {
-        let target = Duration::from_secs(unix_secs);
+    pub fn now_ms(&self) -> u64 {
+        self.now().as_millis() as u64
+    }
+
+    /// The tokio instant at which the clock reads `unix_ms`.
+    pub fn instant_at_ms(&self, unix_ms: u64) -> Instant {
+        let target = Duration::from_millis(unix_ms);
         match target.checked_sub(self.base_unix) {
             Some(offset) => self.base_instant + offset,
             None => self.base_instant,
@@ -111,8 +115,9 @@ mod tests {
         let clock = Clock::starting_at(Duration::from_secs(1_000));
         tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(clock.now_secs(), 1_005);
+        assert_eq!(clock.now_ms(), 1_005_000);
         assert_eq!(
-            clock.instant_at(1_010),
+            clock.instant_at_ms(1_010_000),
             Instant::now() + Duration::from_secs(5)
         );
     }

@@ -24,23 +24,36 @@ use crate::wechat::TokenSource;
 pub use budget::DailyBudget;
 use refresher::{Command, Refresher};
 
-/// A token the broker holds.
+/// A token the broker holds. Times are kept in milliseconds so refresh
+/// deadlines do not drift by rounding; the API shows seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
     pub value: AccessToken,
-    /// Unix seconds.
-    pub expires_at: u64,
-    /// Unix seconds.
-    pub fetched_at: u64,
+    /// Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// Unix milliseconds.
+    pub fetched_at_ms: u64,
 }
 
 impl TokenRecord {
-    pub fn expires_in(&self, now_secs: u64) -> u64 {
-        self.expires_at.saturating_sub(now_secs)
+    /// Unix seconds, rounded down.
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at_ms / 1000
     }
 
-    pub fn is_valid(&self, now_secs: u64) -> bool {
-        self.expires_at > now_secs
+    /// Unix seconds, rounded down.
+    pub fn fetched_at(&self) -> u64 {
+        self.fetched_at_ms / 1000
+    }
+
+    /// Whole seconds left, rounded down: a client that trusts it never
+    /// uses the token past its expiry.
+    pub fn expires_in(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms) / 1000
+    }
+
+    pub fn is_valid(&self, now_ms: u64) -> bool {
+        self.expires_at_ms > now_ms
     }
 }
 
@@ -75,8 +88,8 @@ impl AppView {
         }
     }
 
-    pub fn valid_token(&self, now_secs: u64) -> Option<&Arc<TokenRecord>> {
-        self.token.as_ref().filter(|token| token.is_valid(now_secs))
+    pub fn valid_token(&self, now_ms: u64) -> Option<&Arc<TokenRecord>> {
+        self.token.as_ref().filter(|token| token.is_valid(now_ms))
     }
 }
 
@@ -147,9 +160,13 @@ impl AppHandle {
         self.shared.clock.now_secs()
     }
 
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
     /// The current token if it is valid now. Never waits.
     pub fn valid_token(&self) -> Option<Arc<TokenRecord>> {
-        let now = self.now_secs();
+        let now = self.now_ms();
         self.shared.view.borrow().valid_token(now).cloned()
     }
 
@@ -167,12 +184,12 @@ impl AppHandle {
         let clock = self.shared.clock;
         let waited = tokio::time::timeout(
             wait,
-            changes.wait_for(|view| view.valid_token(clock.now_secs()).is_some()),
+            changes.wait_for(|view| view.valid_token(clock.now_ms()).is_some()),
         )
         .await;
         match waited {
             Ok(Ok(view)) => Ok(view
-                .valid_token(clock.now_secs())
+                .valid_token(clock.now_ms())
                 .cloned()
                 .expect("wait_for returned a view with a valid token")),
             Ok(Err(_closed)) => Err(TokenError::ShuttingDown),
@@ -280,10 +297,14 @@ impl Broker {
         self.clock.now_secs()
     }
 
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Sets the time-dependent gauges; called right before a scrape, since
     /// a token stops being valid without any event to report it.
     pub fn update_gauges(&self) {
-        let now = self.now_secs();
+        let now = self.now_ms();
         for app in self.apps.iter() {
             let view = app.view();
             let name = app.name();
@@ -296,12 +317,12 @@ impl Broker {
                 self.metrics
                     .token_expiry
                     .with_label_values(&[name])
-                    .set(token.expires_at as f64);
+                    .set(token.expires_at_ms as f64 / 1000.0);
             }
             self.metrics
                 .fetches_today
                 .with_label_values(&[name])
-                .set(i64::from(view.fetches_on(now)));
+                .set(i64::from(view.fetches_on(now / 1000)));
             self.metrics
                 .daily_budget
                 .with_label_values(&[name])
@@ -309,3 +330,6 @@ impl Broker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -112,6 +112,10 @@ impl Refresher {
         self.clock.now_secs()
     }
 
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     fn current(&self) -> Option<Arc<TokenRecord>> {
         self.handle.shared.view.borrow().token.clone()
     }
@@ -138,13 +142,13 @@ impl Refresher {
             return;
         }
         self.budget.restore(record.day, record.fetches);
-        let now = self.now_secs();
+        let now = self.now_ms();
         let token = record
             .token
             .map(|stored| TokenRecord {
                 value: stored.access_token,
-                expires_at: stored.expires_at,
-                fetched_at: stored.fetched_at,
+                expires_at_ms: stored.expires_at * 1000,
+                fetched_at_ms: stored.fetched_at * 1000,
             })
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
@@ -164,9 +168,10 @@ impl Refresher {
     /// but never earlier than half its life, so a `refresh_before` longer
     /// than the lifetime upstream hands out cannot turn into a refresh loop.
     fn refresh_due(&self, token: &TokenRecord) -> Instant {
-        let lifetime = token.expires_at.saturating_sub(token.fetched_at);
-        let lead = self.app.refresh_before.as_secs().min(lifetime / 2);
-        self.clock.instant_at(token.expires_at.saturating_sub(lead))
+        let lifetime = token.expires_at_ms.saturating_sub(token.fetched_at_ms);
+        let lead = (self.app.refresh_before.as_millis() as u64).min(lifetime / 2);
+        self.clock
+            .instant_at_ms(token.expires_at_ms.saturating_sub(lead))
     }
 
     async fn scheduled_refresh(&mut self) {
@@ -193,9 +198,9 @@ impl Refresher {
     fn keep_stable_token(&mut self, grant: TokenGrant, sent_at: u64) {
         self.backoff.reset();
         self.hold_until = None;
-        let now = self.now_secs();
-        let expires_at = sent_at + grant.expires_in;
-        let left = Duration::from_secs(expires_at.saturating_sub(now));
+        let now = self.now_ms();
+        let expires_at_ms = sent_at + grant.expires_in * 1000;
+        let left = Duration::from_millis(expires_at_ms.saturating_sub(now));
         let wait = (left / 4).max(STABLE_RECHECK_FLOOR);
         info!(
             app = %self.app.name,
@@ -208,7 +213,7 @@ impl Refresher {
         self.publish(|view| {
             if let Some(token) = &view.token {
                 view.token = Some(Arc::new(TokenRecord {
-                    expires_at: expires_at.min(token.expires_at),
+                    expires_at_ms: expires_at_ms.min(token.expires_at_ms),
                     ..(**token).clone()
                 }));
             }
@@ -234,7 +239,8 @@ impl Refresher {
         };
         let now = Instant::now();
         let interval = self.app.min_forced_interval;
-        let fetched_ago = Duration::from_secs(self.now_secs().saturating_sub(current.fetched_at));
+        let fetched_ago =
+            Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
         let recently_forced = self
             .last_forced
             .is_some_and(|at| now.duration_since(at) < interval);
@@ -271,11 +277,11 @@ impl Refresher {
     }
 
     /// One upstream call, within the daily budget. Returns the grant and
-    /// the unix second the request was sent, the earliest WeChat could
+    /// the unix millisecond the request was sent, the earliest WeChat could
     /// have issued the token, so `expires_at` is never later than WeChat's.
     async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
-        let sent_at = self.now_secs();
-        if !self.budget.try_spend(sent_at) {
+        let sent_at = self.now_ms();
+        if !self.budget.try_spend(sent_at / 1000) {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
@@ -310,8 +316,8 @@ impl Refresher {
         self.hold_until = None;
         let token = TokenRecord {
             value: grant.token,
-            expires_at: sent_at + grant.expires_in,
-            fetched_at: self.now_secs(),
+            expires_at_ms: sent_at + grant.expires_in * 1000,
+            fetched_at_ms: self.now_ms(),
         };
         info!(
             app = %self.app.name,
@@ -324,7 +330,7 @@ impl Refresher {
         self.metrics
             .token_last_refresh
             .with_label_values(&[&self.app.name])
-            .set(token.fetched_at as f64);
+            .set(token.fetched_at_ms as f64 / 1000.0);
         self.publish(|view| {
             view.token = Some(Arc::new(token));
             view.last_error = None;
@@ -429,8 +435,8 @@ impl Refresher {
             grant: self.key.grant.to_owned(),
             token: self.current().map(|token| StoredToken {
                 access_token: token.value.clone(),
-                expires_at: token.expires_at,
-                fetched_at: token.fetched_at,
+                expires_at: token.expires_at(),
+                fetched_at: token.fetched_at(),
             }),
             day: self.budget.day(),
             fetches: self.budget.used(),

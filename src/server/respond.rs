@@ -54,7 +54,7 @@ pub fn wants_text(query: Option<&str>) -> bool {
 pub fn token(
     app: &str,
     token: &TokenRecord,
-    now_secs: u64,
+    now_ms: u64,
     as_text: bool,
     refreshed: Option<bool>,
 ) -> Response<Body> {
@@ -70,8 +70,8 @@ pub fn token(
         let _ = write!(
             body,
             ",\"expires_in\":{},\"expires_at\":{}",
-            token.expires_in(now_secs),
-            token.expires_at
+            token.expires_in(now_ms),
+            token.expires_at()
         );
         if let Some(refreshed) = refreshed {
             body.push_str(",\"refreshed\":");
@@ -109,10 +109,10 @@ mod tests {
     async fn token_body_is_valid_json_with_no_store() {
         let record = TokenRecord {
             value: AccessToken::new("87_ab\"c"),
-            expires_at: 1_000,
-            fetched_at: 0,
+            expires_at_ms: 1_000_500,
+            fetched_at_ms: 0,
         };
-        let response = token("shop", &record, 400, false, Some(true));
+        let response = token("shop", &record, 400_000, false, Some(true));
         assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -253,7 +253,7 @@ async fn token(
     Ok(respond::token(
         app.name(),
         &token,
-        app.now_secs(),
+        app.now_ms(),
         respond::wants_text(query),
         None,
     ))
@@ -286,7 +286,7 @@ async fn invalidate(
     Ok(respond::token(
         app.name(),
         &token,
-        app.now_secs(),
+        app.now_ms(),
         respond::wants_text(query),
         Some(outcome == InvalidateOutcome::Refreshed),
     ))
@@ -298,7 +298,7 @@ pub fn live() -> Response<Body> {
 
 /// Ready while every app holds a valid token; otherwise says which and why.
 pub fn ready(broker: &Broker) -> Response<Body> {
-    let now = broker.now_secs();
+    let now = broker.now_ms();
     let not_ready: Vec<_> = broker
         .apps()
         .iter()
@@ -329,7 +329,7 @@ pub fn ready(broker: &Broker) -> Response<Body> {
 }
 
 fn apps(broker: &Broker) -> Response<Body> {
-    let now = broker.now_secs();
+    let now = broker.now_ms();
     let apps: Vec<_> = broker
         .apps()
         .iter()
@@ -347,8 +347,8 @@ fn apps(broker: &Broker) -> Response<Body> {
                 "appid": config.appid,
                 "valid": valid.is_some(),
                 "expires_in": valid.map_or(0, |token| token.expires_in(now)),
-                "fetched_at": view.token.as_ref().map(|token| token.fetched_at),
-                "fetches_today": view.fetches_on(now),
+                "fetched_at": view.token.as_ref().map(|token| token.fetched_at()),
+                "fetches_today": view.fetches_on(now / 1000),
                 "daily_budget": config.daily_budget,
                 "last_error": view.last_error,
             })

@@ -1,0 +1,480 @@
+//! Refresher tests on tokio's paused clock against a scripted in-process
+//! source: hours and days of token life run in milliseconds, and every
+//! assertion is about exact call counts and times.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::clock::{next_beijing_midnight, Clock};
+use crate::config::{AppKind, Grant, SecretSource};
+use crate::secret::Secret;
+use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
+use crate::wechat::{FetchError, TokenGrant};
+
+const LIFETIME: u64 = 7200;
+/// 2026-11-24 10:00 Beijing time.
+const START: u64 = 1_795_975_200;
+
+/// A fake WeChat for one app. Classic: each call issues a new token.
+/// Stable: the same token while more than `window` is left, unless forced.
+struct FakeSource {
+    stable_window: Option<Duration>,
+    delay: Duration,
+    script: Mutex<VecDeque<FetchError>>,
+    issued: AtomicU64,
+    calls: Mutex<Vec<(Instant, bool)>>,
+    current: Mutex<Option<(AccessToken, Instant)>>,
+}
+
+impl FakeSource {
+    fn classic() -> Arc<Self> {
+        Arc::new(Self::new(None))
+    }
+
+    fn stable(window: Duration) -> Arc<Self> {
+        Arc::new(Self::new(Some(window)))
+    }
+
+    fn new(stable_window: Option<Duration>) -> Self {
+        FakeSource {
+            stable_window,
+            delay: Duration::from_millis(50),
+            script: Mutex::default(),
+            issued: AtomicU64::new(0),
+            calls: Mutex::default(),
+            current: Mutex::default(),
+        }
+    }
+
+    /// The next `count` calls fail with `err`.
+    fn fail_next(&self, err: FetchError, count: usize) {
+        self.script
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat(err).take(count));
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+
+    fn forced_calls(&self) -> usize {
+        self.calls.lock().unwrap().iter().filter(|(_, f)| *f).count()
+    }
+
+    fn call_times(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().map(|(at, _)| *at).collect()
+    }
+
+    fn answer(&self, force: bool) -> Result<TokenGrant, FetchError> {
+        self.calls.lock().unwrap().push((Instant::now(), force));
+        if let Some(err) = self.script.lock().unwrap().pop_front() {
+            return Err(err);
+        }
+        let now = Instant::now();
+        let mut current = self.current.lock().unwrap();
+        if let (Some(window), Some((token, expires))) = (self.stable_window, current.as_ref()) {
+            let left = expires.saturating_duration_since(now);
+            if !force && left > window {
+                return Ok(TokenGrant {
+                    token: token.clone(),
+                    expires_in: left.as_secs(),
+                });
+            }
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        let token = AccessToken::new(format!("tok-{n}"));
+        *current = Some((token.clone(), now + Duration::from_secs(LIFETIME)));
+        Ok(TokenGrant {
+            token,
+            expires_in: LIFETIME,
+        })
+    }
+}
+
+impl TokenSource for FakeSource {
+    fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.answer(force_refresh)
+        })
+    }
+}
+
+fn app(grant: Grant) -> AppConfig {
+    AppConfig {
+        name: "shop".into(),
+        kind: AppKind::Wechat,
+        grant,
+        appid: "wx1".into(),
+        secret: Secret::new("s"),
+        secret_source: SecretSource::Inline,
+        refresh_before: Duration::from_secs(300),
+        daily_budget: 1000,
+        min_forced_interval: Duration::from_secs(30),
+        api_base: "http://127.0.0.1:1".into(),
+        fetch_timeout: Duration::from_secs(10),
+    }
+}
+
+struct Running {
+    handle: AppHandle,
+    clock: Clock,
+    cancel: CancellationToken,
+}
+
+fn start_with(config: AppConfig, source: Arc<FakeSource>, store: Arc<dyn Store>) -> Running {
+    let clock = Clock::starting_at(Duration::from_secs(START));
+    let cancel = CancellationToken::new();
+    let context = BrokerContext {
+        store,
+        metrics: Metrics::new(),
+        clock,
+        tasks: TaskTracker::new(),
+        cancel: cancel.clone(),
+    };
+    let broker = Broker::start(vec![(Arc::new(config), source)], &context);
+    Running {
+        handle: broker.apps()[0].clone(),
+        clock,
+        cancel,
+    }
+}
+
+fn start(config: AppConfig, source: Arc<FakeSource>) -> Running {
+    start_with(config, source, Arc::new(MemoryStore::new()))
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Advances the paused clock in steps, checking at each that readers get
+/// a valid token without waiting.
+async fn run_for(running: &Running, total: Duration, step: Duration) {
+    let end = Instant::now() + total;
+    while Instant::now() < end {
+        tokio::time::sleep(step).await;
+        let token = running.handle.valid_token();
+        assert!(token.is_some(), "no valid token at {:?}", running.clock.now());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn proactive_refresh_happens_refresh_before_expiry() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    running.handle.token(Duration::from_secs(10)).await.unwrap();
+    run_for(&running, Duration::from_secs(10 * LIFETIME), Duration::from_secs(60)).await;
+    // One fetch at start, then one every lifetime - refresh_before (6900 s).
+    let expected = 1 + (10 * LIFETIME) / (LIFETIME - 300);
+    assert_eq!(source.calls() as u64, expected);
+    let times = source.call_times();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_secs(6900) && gap <= Duration::from_secs(6901),
+            "{gap:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_cold_readers_make_one_fetch() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let readers: Vec<_> = (0..1000)
+        .map(|_| {
+            let handle = running.handle.clone();
+            tokio::spawn(async move { handle.token(Duration::from_secs(10)).await })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    for reader in readers {
+        tokens.insert(reader.await.unwrap().unwrap().value.clone());
+    }
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_keep_the_old_token_while_a_refresh_is_slow() {
+    let mut slow = FakeSource::new(None);
+    slow.delay = Duration::from_secs(5);
+    let source = Arc::new(slow);
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    // Into the refresh: it started at expiry - 300 s and takes 5 s.
+    tokio::time::sleep(Duration::from_secs(LIFETIME - 300) + Duration::from_secs(2)).await;
+    assert_eq!(source.calls(), 2, "the refresh is in flight");
+    assert_eq!(running.handle.valid_token().unwrap().value, first.value);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_ne!(running.handle.valid_token().unwrap().value, first.value);
+}
+
+#[tokio::test(start_paused = true)]
+async fn readers_give_up_after_the_wait_when_there_is_no_token() {
+    let source = FakeSource::classic();
+    source.fail_next(
+        FetchError::Api {
+            errcode: 40164,
+            errmsg: "invalid ip".into(),
+        },
+        1,
+    );
+    let running = start(app(Grant::Classic), source.clone());
+    let started = Instant::now();
+    let err = running.handle.token(Duration::from_secs(10)).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    match err {
+        TokenError::Unavailable {
+            retry_after,
+            last_error,
+        } => {
+            assert!((589..=600).contains(&retry_after), "{retry_after}");
+            assert_eq!(last_error.unwrap().errcode, Some(40164));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stable_grant_same_token_is_rechecked_without_spinning() {
+    // The broker asks 20 minutes ahead; WeChat rotates only in the last 5.
+    let source = FakeSource::stable(Duration::from_secs(300));
+    let mut config = app(Grant::Stable);
+    config.refresh_before = Duration::from_secs(1200);
+    let running = start(config, source.clone());
+    let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    run_for(&running, Duration::from_secs(LIFETIME), Duration::from_secs(10)).await;
+    let second = running.handle.valid_token().unwrap();
+    assert_ne!(first.value, second.value, "rotated before expiry");
+    // 1200 s left -> 900 -> 675 -> 506 -> 380 -> 285 (rotates): a handful.
+    let calls = source.calls();
+    assert!((4..=8).contains(&calls), "{calls} calls");
+    assert_eq!(source.forced_calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidating_the_current_token_refreshes_once() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    // Within min_forced_interval of the fetch: refused.
+    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    assert_eq!(outcome, InvalidateOutcome::RateLimited);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let storm: Vec<_> = (0..200)
+        .map(|_| {
+            let handle = running.handle.clone();
+            let reported = first.value.expose().to_owned();
+            tokio::spawn(async move { handle.invalidate(&reported).await.unwrap() })
+        })
+        .collect();
+    let mut refreshed = 0;
+    for outcome in storm {
+        match outcome.await.unwrap() {
+            InvalidateOutcome::Refreshed => refreshed += 1,
+            InvalidateOutcome::AlreadyRotated => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((refreshed, source.calls()), (1, 2));
+    // The old token again: already rotated, no call.
+    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    assert_eq!(outcome, InvalidateOutcome::AlreadyRotated);
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stable_invalidation_forces_only_when_wechat_returns_the_same_token() {
+    let source = FakeSource::stable(Duration::from_secs(300));
+    let running = start(app(Grant::Stable), source.clone());
+    let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    assert_eq!(outcome, InvalidateOutcome::Refreshed);
+    // One normal ask (same token back), then one forced.
+    assert_eq!((source.calls(), source.forced_calls()), (3, 1));
+    assert_ne!(running.handle.valid_token().unwrap().value, first.value);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_back_off_under_the_ceiling() {
+    let source = FakeSource::classic();
+    source.fail_next(
+        FetchError::Api {
+            errcode: -1,
+            errmsg: "system error".into(),
+        },
+        12,
+    );
+    let running = start(app(Grant::Classic), source.clone());
+    running.handle.token(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(source.calls(), 13);
+    let times = source.call_times();
+    let ceilings = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60, 60];
+    for (pair, ceiling) in times.windows(2).zip(ceilings) {
+        let gap = pair[1] - pair[0];
+        // Each wait is below its ceiling (plus the fake's 50 ms answer time).
+        assert!(gap <= Duration::from_millis(ceiling * 1000 + 50), "{gap:?} > {ceiling}s");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn configuration_errors_are_tried_once_per_ten_minutes() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    source.fail_next(
+        FetchError::Api {
+            errcode: 40125,
+            errmsg: "invalid appsecret".into(),
+        },
+        1000,
+    );
+    // From the proactive refresh to 30 minutes past expiry: the valid token
+    // is served until it expires, and attempts come 600 s apart.
+    let due = Duration::from_secs(LIFETIME - 300);
+    tokio::time::sleep(due + Duration::from_secs(1)).await;
+    assert_eq!(running.handle.valid_token().unwrap().value, first.value);
+    assert_eq!(running.handle.view().last_error.unwrap().errcode, Some(40125));
+    tokio::time::sleep(Duration::from_secs(2100)).await;
+    assert!(running.handle.valid_token().is_none());
+    // Attempts at due, +600, +1200, +1800.
+    assert_eq!(source.calls(), 1 + 4);
+    let times = source.call_times();
+    for pair in times[1..].windows(2) {
+        let gap = (pair[1] - pair[0]).as_secs();
+        assert!((600..=601).contains(&gap), "{gap}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_exhausted_waits_for_beijing_midnight() {
+    let source = FakeSource::classic();
+    source.fail_next(
+        FetchError::Api {
+            errcode: 45009,
+            errmsg: "reach max api daily quota limit".into(),
+        },
+        1,
+    );
+    let running = start(app(Grant::Classic), source.clone());
+    let until_midnight = next_beijing_midnight(START) - START;
+    tokio::time::sleep(Duration::from_secs(until_midnight - 1)).await;
+    assert_eq!(source.calls(), 1);
+    assert!(running.handle.valid_token().is_none());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(source.calls(), 2);
+    assert!(running.handle.valid_token().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_holds_over_days_of_invalidation_storms() {
+    let source = FakeSource::classic();
+    let mut config = app(Grant::Classic);
+    config.daily_budget = 20;
+    let running = start(config, source.clone());
+    // Three days; every 10 s a client reports the current token as dead.
+    let days = 3;
+    let end = Instant::now() + Duration::from_secs(days * 86_400);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if let Some(token) = running.handle.valid_token() {
+            running.handle.invalidate(token.value.expose()).await.unwrap();
+        }
+    }
+    let mut per_day = std::collections::BTreeMap::<u32, u32>::new();
+    let clock_start = Instant::now() - Duration::from_secs(days * 86_400);
+    for at in source.call_times() {
+        let unix = START + (at - clock_start).as_secs();
+        *per_day.entry(crate::clock::beijing_day(unix)).or_default() += 1;
+    }
+    assert!(per_day.values().all(|&n| n <= 20), "{per_day:?}");
+    assert!(per_day.len() >= 3, "{per_day:?}");
+    assert_eq!(running.handle.view().fetches_on(running.clock.now_secs()), *per_day.values().last().unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_healthy_day_costs_about_thirteen_fetches() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    running.handle.token(Duration::from_secs(10)).await.unwrap();
+    run_for(&running, Duration::from_secs(3 * 86_400), Duration::from_secs(300)).await;
+    let per_day = source.calls() as f64 / 3.0;
+    assert!((12.0..=13.5).contains(&per_day), "{per_day}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn warm_start_with_a_fresh_stored_token_makes_no_call() {
+    let store = Arc::new(MemoryStore::new());
+    let config = app(Grant::Classic);
+    let key = StoreKey::for_app(&config);
+    let record = |expires_in: u64| StoredApp {
+        appid: "wx1".into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: AccessToken::new("stored"),
+            expires_at: START + expires_in,
+            fetched_at: START - 100,
+        }),
+        day: crate::clock::beijing_day(START),
+        fetches: 7,
+    };
+    store.save(&key, &record(3600)).await.unwrap();
+    let source = FakeSource::classic();
+    let running = start_with(config.clone(), source.clone(), store.clone());
+    let token = running.handle.token(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(token.value.expose(), "stored");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(source.calls(), 0);
+    assert_eq!(running.handle.view().fetches_today, 7, "the day's count survives");
+    drop(running);
+
+    // Inside the refresh window: one call at once.
+    store.save(&key, &record(200)).await.unwrap();
+    let source = FakeSource::classic();
+    let _running = start_with(config, source.clone(), store);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_for_another_app_is_ignored() {
+    let store = Arc::new(MemoryStore::new());
+    let config = app(Grant::Classic);
+    let key = StoreKey::for_app(&config);
+    let foreign = StoredApp {
+        appid: "wx-other".into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: AccessToken::new("foreign"),
+            expires_at: START + 3600,
+            fetched_at: START,
+        }),
+        day: crate::clock::beijing_day(START),
+        fetches: 999,
+    };
+    store.save(&key, &foreign).await.unwrap();
+    let source = FakeSource::classic();
+    let running = start_with(config, source.clone(), store.clone());
+    let token = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    assert_ne!(token.value.expose(), "foreign");
+    assert_eq!(source.calls(), 1);
+    // The record is written right after the token is published.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let replaced = store.load(&key).await.unwrap().unwrap();
+    assert_eq!(replaced.appid, "wx1");
+    assert_eq!(replaced.fetches, 1);
+}
