@@ -1,0 +1,204 @@
+//! Configuration: the TOML file as written (`raw`: serde, unknown keys
+//! rejected) and the validated [`Config`] the daemon runs on. Every error
+//! names the file, the app and the key (see [`ConfigError`]).
+//!
+//! Loading is split in steps that each do one thing: `raw` parses,
+//! `validate` applies defaults and rules and resolves secrets, `render`
+//! shows the effective settings for `check-config`, `warnings` lists what
+//! is allowed but risky. Secrets live in [`Secret`] from the moment they
+//! are read, so neither `Debug` nor any message can show one.
+
+use std::fmt;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::secret::Secret;
+
+mod error;
+mod raw;
+mod render;
+mod validate;
+mod warnings;
+
+pub use error::{ConfigError, Location};
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from, for error messages.
+    pub source: String,
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Option<SocketAddr>,
+    pub unix_socket: Option<PathBuf>,
+    pub socket_mode: u32,
+    pub socket_group: Option<String>,
+    pub require_client_header: bool,
+    pub max_connections: usize,
+    pub metrics_listen: Option<SocketAddr>,
+    pub wechat_compat_listen: Option<SocketAddr>,
+    /// How long a reader waits for a token when none is valid (then 503).
+    pub token_wait_timeout: Duration,
+}
+
+/// `Debug` is written by hand: a Redis URL may carry a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    Memory,
+    File { path: PathBuf },
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppKind {
+    Wechat,
+    Wecom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Grant {
+    Classic,
+    Stable,
+}
+
+/// Where an app's secret came from (the value itself is in [`AppConfig::secret`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    Inline,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    pub name: String,
+    pub kind: AppKind,
+    pub grant: Grant,
+    pub appid: String,
+    pub secret: Secret,
+    pub secret_source: SecretSource,
+    pub refresh_before: Duration,
+    pub daily_budget: u32,
+    pub min_forced_interval: Duration,
+    /// Without a trailing slash, e.g. `https://api.weixin.qq.com`.
+    pub api_base: String,
+    /// Upper bound for one upstream token call.
+    pub fetch_timeout: Duration,
+}
+
+impl fmt::Debug for StoreBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreBackend::Memory => f.write_str("Memory"),
+            StoreBackend::File { path } => f.debug_struct("File").field("path", path).finish(),
+            StoreBackend::Redis { url } => f
+                .debug_struct("Redis")
+                .field("url", &render::mask_url(url))
+                .finish(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`, taking
+    /// `secret_env` values from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with_env(path, &process_env)
+    }
+
+    /// [`Config::load`] with an injected environment lookup.
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str_with_env(&path.display().to_string(), &text, env)
+    }
+
+    /// Parses and validates TOML `text`. `source` names it in messages
+    /// (usually the file path); if it names an existing file, [`warnings`]
+    /// also checks that file's permissions.
+    ///
+    /// [`warnings`]: Config::warnings
+    pub fn from_toml_str(source: &str, text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_env(source, text, &process_env)
+    }
+
+    /// [`Config::from_toml_str`] with an injected environment lookup, so
+    /// tests (which run in parallel threads) need not mutate the process
+    /// environment.
+    pub fn from_toml_str_with_env(
+        source: &str,
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = raw::RawConfig::parse(text).map_err(|e| syntax_error(source, text, &e))?;
+        validate::config(source, raw, env).map_err(|p| p.into_error(source))
+    }
+
+    /// The app named `name`, if configured.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// The effective settings, defaults included, as TOML for
+    /// `check-config`. Secrets and Redis passwords are masked.
+    pub fn render_effective(&self) -> String {
+        render::effective(self)
+    }
+
+    /// Settings that are accepted but risky (inline secrets, non-loopback
+    /// listeners, files readable by every user, ...), one line each, in
+    /// the same `{source}: {key}: {message}` form as errors.
+    pub fn warnings(&self) -> Vec<String> {
+        warnings::collect(self)
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    // A non-UTF-8 value is kept (lossily) rather than reported as unset;
+    // validation then refuses it as containing non-printable characters.
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Keeps the toml crate's message and position but not its source
+/// snippet: the quoted line could be `secret = "..."`.
+fn syntax_error(source: &str, text: &str, err: &toml::de::Error) -> ConfigError {
+    ConfigError::Syntax {
+        origin: source.to_owned(),
+        location: err
+            .span()
+            .map(|span| Location::of_offset(text, span.start))
+            .unwrap_or_default(),
+        message: err.message().trim_end().replace('\n', "; "),
+    }
+}
