@@ -8,6 +8,29 @@
 //! This file owns the public face: [`SimConfig`], [`Simulator`] (a cheap
 //! `Clone` handle on shared state) and [`SimHandle`] (a running server).
 //! The rules live in `state.rs`, the HTTP side in `routes.rs` and friends.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! use wxbroker::simulator::{AccountKind, Endpoint, Fault, SimConfig, Simulator};
+//!
+//! let sim = Simulator::new(SimConfig::default());
+//! sim.add_account("wx1234567890abcdef", "secret", AccountKind::Wechat);
+//! let wechat = sim.spawn().await?;
+//! // Give the broker `wechat.base_url()` as its `api_base`, then:
+//! wechat.sim.inject(Fault::Errcode { errcode: -1, count: 2 });
+//! assert!(wechat.sim.calls(Endpoint::Token) <= 1);
+//! wechat.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Over HTTP the same controls live under `/__sim/`: `GET calls`,
+//! `POST fault` (`{"kind":"errcode","errcode":40164,"count":3}`, kinds
+//! `errcode`, `http500`, `malformed`, `drop`, `delay` with `ms`),
+//! `POST clear`, `POST latency` (`{"ms":..}`), `POST lifetime`
+//! (`{"secs":..}`), `POST advance` (`{"secs":..}`), `GET valid?token=T`,
+//! `POST accounts` (`{"appid":..,"secret":..,"kind":"wechat"|"wecom"}`),
+//! `GET last?endpoint=NAME` and `GET config`.
 
 mod admin;
 mod clock;

@@ -314,3 +314,67 @@ fn quota_exhausted(appid: &str) -> WxError {
     info!(appid, "simulator daily quota reached");
     WxError::from_code(45009)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn state(config: SimConfig) -> State {
+        let mut state = State::new(config);
+        state.add_account("wx1", "s", AccountKind::Wechat);
+        state.add_account("ww1", "c", AccountKind::Wecom);
+        state
+    }
+
+    #[test]
+    fn classic_chain_keeps_only_the_previous_token() {
+        let mut s = state(SimConfig::default());
+        let a = s.grant_classic("wx1", "s", None).unwrap().token;
+        let b = s.grant_classic("wx1", "s", None).unwrap().token;
+        let c = s.grant_classic("wx1", "s", None).unwrap().token;
+        assert_eq!(s.token_status(&a), TokenStatus::NotLatest);
+        assert_eq!(s.token_status(&b), TokenStatus::Valid(Family::Classic));
+        s.clock.advance(Duration::from_secs(301));
+        assert_eq!(s.token_status(&b), TokenStatus::NotLatest);
+        assert_eq!(s.token_status(&c), TokenStatus::Valid(Family::Classic));
+    }
+
+    #[test]
+    fn whitelist_skips_in_process_calls_and_uses_each_products_code() {
+        let mut s = state(SimConfig {
+            ip_whitelist: Some(vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))]),
+            ..SimConfig::default()
+        });
+        let outsider = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert!(s.grant_classic("wx1", "s", None).is_ok());
+        assert_eq!(
+            s.grant_classic("wx1", "s", outsider).unwrap_err().errcode,
+            40164
+        );
+        assert_eq!(
+            s.grant_wecom("ww1", "c", outsider).unwrap_err().errcode,
+            60020
+        );
+        // An IPv4-mapped IPv6 peer is the same host.
+        let mapped = Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
+        assert!(s.grant_classic("wx1", "s", mapped).is_ok());
+    }
+
+    #[test]
+    fn errors_do_not_spend_quota() {
+        let mut s = state(SimConfig {
+            daily_limit: 1,
+            ..SimConfig::default()
+        });
+        assert_eq!(
+            s.grant_classic("wx1", "bad", None).unwrap_err().errcode,
+            40125
+        );
+        assert!(s.grant_classic("wx1", "s", None).is_ok());
+        assert_eq!(
+            s.grant_classic("wx1", "s", None).unwrap_err().errcode,
+            45009
+        );
+    }
+}
