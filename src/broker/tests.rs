@@ -67,15 +67,24 @@ impl FakeSource {
     }
 
     fn forced_calls(&self) -> usize {
-        self.calls.lock().unwrap().iter().filter(|(_, f)| *f).count()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, f)| *f)
+            .count()
     }
 
     fn call_times(&self) -> Vec<Instant> {
-        self.calls.lock().unwrap().iter().map(|(at, _)| *at).collect()
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .collect()
     }
 
     fn answer(&self, force: bool) -> Result<TokenGrant, FetchError> {
-        self.calls.lock().unwrap().push((Instant::now(), force));
         if let Some(err) = self.script.lock().unwrap().pop_front() {
             return Err(err);
         }
@@ -103,6 +112,10 @@ impl FakeSource {
 impl TokenSource for FakeSource {
     fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
         Box::pin(async move {
+            self.calls
+                .lock()
+                .unwrap()
+                .push((Instant::now(), force_refresh));
             tokio::time::sleep(self.delay).await;
             self.answer(force_refresh)
         })
@@ -166,7 +179,11 @@ async fn run_for(running: &Running, total: Duration, step: Duration) {
     while Instant::now() < end {
         tokio::time::sleep(step).await;
         let token = running.handle.valid_token();
-        assert!(token.is_some(), "no valid token at {:?}", running.clock.now());
+        assert!(
+            token.is_some(),
+            "no valid token at {:?}",
+            running.clock.now()
+        );
     }
 }
 
@@ -175,7 +192,12 @@ async fn proactive_refresh_happens_refresh_before_expiry() {
     let source = FakeSource::classic();
     let running = start(app(Grant::Classic), source.clone());
     running.handle.token(Duration::from_secs(10)).await.unwrap();
-    run_for(&running, Duration::from_secs(10 * LIFETIME), Duration::from_secs(60)).await;
+    run_for(
+        &running,
+        Duration::from_secs(10 * LIFETIME),
+        Duration::from_secs(60),
+    )
+    .await;
     // One fetch at start, then one every lifetime - refresh_before (6900 s).
     let expected = 1 + (10 * LIFETIME) / (LIFETIME - 300);
     assert_eq!(source.calls() as u64, expected);
@@ -212,10 +234,11 @@ async fn readers_keep_the_old_token_while_a_refresh_is_slow() {
     let mut slow = FakeSource::new(None);
     slow.delay = Duration::from_secs(5);
     let source = Arc::new(slow);
+    let started = Instant::now();
     let running = start(app(Grant::Classic), source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
     // Into the refresh: it started at expiry - 300 s and takes 5 s.
-    tokio::time::sleep(Duration::from_secs(LIFETIME - 300) + Duration::from_secs(2)).await;
+    tokio::time::sleep_until(started + Duration::from_secs(LIFETIME - 300 + 2)).await;
     assert_eq!(source.calls(), 2, "the refresh is in flight");
     assert_eq!(running.handle.valid_token().unwrap().value, first.value);
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -234,7 +257,11 @@ async fn readers_give_up_after_the_wait_when_there_is_no_token() {
     );
     let running = start(app(Grant::Classic), source.clone());
     let started = Instant::now();
-    let err = running.handle.token(Duration::from_secs(10)).await.unwrap_err();
+    let err = running
+        .handle
+        .token(Duration::from_secs(10))
+        .await
+        .unwrap_err();
     assert_eq!(started.elapsed(), Duration::from_secs(10));
     match err {
         TokenError::Unavailable {
@@ -256,7 +283,12 @@ async fn stable_grant_same_token_is_rechecked_without_spinning() {
     config.refresh_before = Duration::from_secs(1200);
     let running = start(config, source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
-    run_for(&running, Duration::from_secs(LIFETIME), Duration::from_secs(10)).await;
+    run_for(
+        &running,
+        Duration::from_secs(LIFETIME),
+        Duration::from_secs(10),
+    )
+    .await;
     let second = running.handle.valid_token().unwrap();
     assert_ne!(first.value, second.value, "rotated before expiry");
     // 1200 s left -> 900 -> 675 -> 506 -> 380 -> 285 (rotates): a handful.
@@ -271,7 +303,11 @@ async fn invalidating_the_current_token_refreshes_once() {
     let running = start(app(Grant::Classic), source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
     // Within min_forced_interval of the fetch: refused.
-    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    let outcome = running
+        .handle
+        .invalidate(first.value.expose())
+        .await
+        .unwrap();
     assert_eq!(outcome, InvalidateOutcome::RateLimited);
     tokio::time::sleep(Duration::from_secs(31)).await;
     let storm: Vec<_> = (0..200)
@@ -291,7 +327,11 @@ async fn invalidating_the_current_token_refreshes_once() {
     }
     assert_eq!((refreshed, source.calls()), (1, 2));
     // The old token again: already rotated, no call.
-    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    let outcome = running
+        .handle
+        .invalidate(first.value.expose())
+        .await
+        .unwrap();
     assert_eq!(outcome, InvalidateOutcome::AlreadyRotated);
     assert_eq!(source.calls(), 2);
 }
@@ -302,7 +342,11 @@ async fn stable_invalidation_forces_only_when_wechat_returns_the_same_token() {
     let running = start(app(Grant::Stable), source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let outcome = running.handle.invalidate(first.value.expose()).await.unwrap();
+    let outcome = running
+        .handle
+        .invalidate(first.value.expose())
+        .await
+        .unwrap();
     assert_eq!(outcome, InvalidateOutcome::Refreshed);
     // One normal ask (same token back), then one forced.
     assert_eq!((source.calls(), source.forced_calls()), (3, 1));
@@ -320,14 +364,21 @@ async fn transient_errors_back_off_under_the_ceiling() {
         12,
     );
     let running = start(app(Grant::Classic), source.clone());
-    running.handle.token(Duration::from_secs(3600)).await.unwrap();
+    running
+        .handle
+        .token(Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert_eq!(source.calls(), 13);
     let times = source.call_times();
     let ceilings = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60, 60, 60];
     for (pair, ceiling) in times.windows(2).zip(ceilings) {
         let gap = pair[1] - pair[0];
         // Each wait is below its ceiling (plus the fake's 50 ms answer time).
-        assert!(gap <= Duration::from_millis(ceiling * 1000 + 50), "{gap:?} > {ceiling}s");
+        assert!(
+            gap <= Duration::from_millis(ceiling * 1000 + 50),
+            "{gap:?} > {ceiling}s"
+        );
     }
 }
 
@@ -348,7 +399,10 @@ async fn configuration_errors_are_tried_once_per_ten_minutes() {
     let due = Duration::from_secs(LIFETIME - 300);
     tokio::time::sleep(due + Duration::from_secs(1)).await;
     assert_eq!(running.handle.valid_token().unwrap().value, first.value);
-    assert_eq!(running.handle.view().last_error.unwrap().errcode, Some(40125));
+    assert_eq!(
+        running.handle.view().last_error.unwrap().errcode,
+        Some(40125)
+    );
     tokio::time::sleep(Duration::from_secs(2100)).await;
     assert!(running.handle.valid_token().is_none());
     // Attempts at due, +600, +1200, +1800.
@@ -385,6 +439,7 @@ async fn budget_holds_over_days_of_invalidation_storms() {
     let source = FakeSource::classic();
     let mut config = app(Grant::Classic);
     config.daily_budget = 20;
+    let started = Instant::now();
     let running = start(config, source.clone());
     // Three days; every 10 s a client reports the current token as dead.
     let days = 3;
@@ -392,18 +447,24 @@ async fn budget_holds_over_days_of_invalidation_storms() {
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_secs(10)).await;
         if let Some(token) = running.handle.valid_token() {
-            running.handle.invalidate(token.value.expose()).await.unwrap();
+            running
+                .handle
+                .invalidate(token.value.expose())
+                .await
+                .unwrap();
         }
     }
     let mut per_day = std::collections::BTreeMap::<u32, u32>::new();
-    let clock_start = Instant::now() - Duration::from_secs(days * 86_400);
     for at in source.call_times() {
-        let unix = START + (at - clock_start).as_secs();
+        let unix = START + (at - started).as_secs();
         *per_day.entry(crate::clock::beijing_day(unix)).or_default() += 1;
     }
     assert!(per_day.values().all(|&n| n <= 20), "{per_day:?}");
     assert!(per_day.len() >= 3, "{per_day:?}");
-    assert_eq!(running.handle.view().fetches_on(running.clock.now_secs()), *per_day.values().last().unwrap());
+    assert_eq!(
+        running.handle.view().fetches_on(running.clock.now_secs()),
+        *per_day.values().last().unwrap()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -411,7 +472,12 @@ async fn a_healthy_day_costs_about_thirteen_fetches() {
     let source = FakeSource::classic();
     let running = start(app(Grant::Classic), source.clone());
     running.handle.token(Duration::from_secs(10)).await.unwrap();
-    run_for(&running, Duration::from_secs(3 * 86_400), Duration::from_secs(300)).await;
+    run_for(
+        &running,
+        Duration::from_secs(3 * 86_400),
+        Duration::from_secs(300),
+    )
+    .await;
     let per_day = source.calls() as f64 / 3.0;
     assert!((12.0..=13.5).contains(&per_day), "{per_day}");
 }
@@ -427,7 +493,7 @@ async fn warm_start_with_a_fresh_stored_token_makes_no_call() {
         token: Some(StoredToken {
             access_token: AccessToken::new("stored"),
             expires_at: START + expires_in,
-            fetched_at: START - 100,
+            fetched_at: START + expires_in - LIFETIME,
         }),
         day: crate::clock::beijing_day(START),
         fetches: 7,
@@ -439,7 +505,11 @@ async fn warm_start_with_a_fresh_stored_token_makes_no_call() {
     assert_eq!(token.value.expose(), "stored");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(source.calls(), 0);
-    assert_eq!(running.handle.view().fetches_today, 7, "the day's count survives");
+    assert_eq!(
+        running.handle.view().fetches_today,
+        7,
+        "the day's count survives"
+    );
     drop(running);
 
     // Inside the refresh window: one call at once.
