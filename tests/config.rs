@@ -315,7 +315,7 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("empty appid", doc(SERVER, "name = \"shop\"\nappid = \"\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps.shop.appid", "non-empty"),
         ("appid with space", doc(SERVER, "name = \"shop\"\nappid = \"wx 1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps.shop.appid", "without spaces"),
         ("no secret", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"", ""), "apps.shop", "set exactly one of secret_env, secret_file or secret (none is set)"),
-        ("two secrets", app_with("secret_file = \"/x\""), "apps.shop", "secret_env, secret_file are all set"),
+        ("two secrets", app_with("secret_file = \"/x\""), "apps.shop", "(secret_env and secret_file are set)"),
         ("unset env", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"NOT_SET\"", ""), "apps.shop.secret_env", "environment variable NOT_SET is not set"),
         ("empty env", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"EMPTY_SECRET\"", ""), "apps.shop.secret_env", "environment variable EMPTY_SECRET is empty"),
         ("bad env name", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"shop-secret\"", ""), "apps.shop.secret_env", "not a plausible environment variable name"),
