@@ -16,7 +16,7 @@ use std::time::Duration;
 use humantime::format_duration;
 
 use super::error::Problem;
-use super::raw::{Loose, RawApp, RawConfig, RawLog, RawServer, RawStore};
+use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawStore};
 use super::{
     AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, SecretSource, ServerConfig,
     StoreBackend, StoreConfig,
@@ -442,61 +442,55 @@ fn secret(
     app: &str,
     env_name: Option<String>,
     file: Option<String>,
-    inline: Option<super::raw::InlineSecret>,
+    inline: Option<InlineSecret>,
     env: Env<'_>,
 ) -> Result<(Secret, SecretSource), Problem> {
-    let set: Vec<&str> = [
-        ("secret_env", env_name.is_some()),
-        ("secret_file", file.is_some()),
-        ("secret", inline.is_some()),
-    ]
-    .iter()
-    .filter_map(|&(k, set)| set.then_some(k))
-    .collect();
-    if set.len() != 1 {
-        let found = match set.len() {
-            0 => "none is set".to_owned(),
-            _ => format!("{} are all set", set.join(", ")),
-        };
-        return Err(Problem::new(
-            format!("apps.{app}"),
-            format!("set exactly one of secret_env, secret_file or secret ({found})"),
-        ));
+    match (env_name, file, inline) {
+        (Some(name), None, None) => {
+            let key = format!("apps.{app}.secret_env");
+            let value = env_secret(&key, &name, env)?;
+            let described = format!("the secret in environment variable {name}");
+            let secret = checked_secret(&key, &described, value)?;
+            Ok((secret, SecretSource::Env(name)))
+        }
+        (None, Some(file), None) => {
+            let key = format!("apps.{app}.secret_file");
+            let shown = if looks_like_secret(&file) {
+                "the file (its name looks like a secret, so it is not shown)".to_owned()
+            } else {
+                file.clone()
+            };
+            let path = PathBuf::from(file);
+            let value = read_secret_file(&key, &path, &shown)?;
+            let described = format!("the secret in {shown}");
+            let secret = checked_secret(&key, &described, value)?;
+            Ok((secret, SecretSource::File(path)))
+        }
+        (None, None, Some(InlineSecret(inline))) => {
+            let key = format!("apps.{app}.secret");
+            let secret = checked_secret(&key, "the secret", inline.expose().to_owned())?;
+            Ok((secret, SecretSource::Inline))
+        }
+        (env_name, file, inline) => {
+            let set: Vec<&str> = [
+                ("secret_env", env_name.is_some()),
+                ("secret_file", file.is_some()),
+                ("secret", inline.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            let found = if set.is_empty() {
+                "none is set".to_owned()
+            } else {
+                format!("{} are set", set.join(" and "))
+            };
+            Err(Problem::new(
+                format!("apps.{app}"),
+                format!("set exactly one of secret_env, secret_file or secret ({found})"),
+            ))
+        }
     }
-
-    if let Some(name) = env_name {
-        let key = format!("apps.{app}.secret_env");
-        let value = env_secret(&key, &name, env)?;
-        let described = format!("the secret in environment variable {name}");
-        return Ok((
-            checked_secret(&key, &described, value)?,
-            SecretSource::Env(name),
-        ));
-    }
-    if let Some(file) = file {
-        let key = format!("apps.{app}.secret_file");
-        let path = PathBuf::from(&file);
-        let shown = if looks_like_secret(&file) {
-            "the file (its name looks like a secret, so it is not shown)".to_owned()
-        } else {
-            path.display().to_string()
-        };
-        let value = read_secret_file(&key, &path, &shown)?;
-        let described = format!("the secret in {shown}");
-        return Ok((
-            checked_secret(&key, &described, value)?,
-            SecretSource::File(path),
-        ));
-    }
-    let Some(inline) = inline else {
-        unreachable!("exactly one secret source is set");
-    };
-    let key = format!("apps.{app}.secret");
-    let value = inline.0.expose().to_owned();
-    Ok((
-        checked_secret(&key, "the secret", value)?,
-        SecretSource::Inline,
-    ))
 }
 
 fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {

@@ -1,0 +1,615 @@
+//! Configuration loading as an operator meets it: a file goes in, either a
+//! `Config` with the right values or an error naming the key comes out, and
+//! a secret shows up nowhere.
+//!
+//! Every test injects its environment (`from_toml_str_with_env`) instead of
+//! setting process variables: tests run in parallel threads.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wxbroker::config::{
+    AppKind, Config, ConfigError, Grant, LogFormat, SecretSource, StoreBackend,
+};
+
+const SOURCE: &str = "wxbroker.toml";
+const SHOP_SECRET: &str = "0123456789abcdef0123456789abcdef";
+const CRM_SECRET: &str = "CrmSecret-Value_1234567890abcdefghijklmnopq";
+
+const SERVER: &str = "listen = \"127.0.0.1:8930\"";
+const APP: &str = "name = \"shop\"\nappid = \"wx1234567890abcdef\"\nsecret_env = \"SHOP_SECRET\"";
+
+fn env(name: &str) -> Option<String> {
+    let vars: HashMap<&str, &str> = [
+        ("SHOP_SECRET", SHOP_SECRET),
+        ("CRM_SECRET", CRM_SECRET),
+        ("EMPTY_SECRET", ""),
+        ("NEWLINE_SECRET", "from-env-with-newline\n"),
+    ]
+    .into_iter()
+    .collect();
+    vars.get(name).map(|v| v.to_string())
+}
+
+/// A document with the given `[server]` body and one `[[apps]]` body, plus
+/// any further tables.
+fn doc(server: &str, app: &str, rest: &str) -> String {
+    format!("[server]\n{server}\n\n[[apps]]\n{app}\n\n{rest}\n")
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(SOURCE, text, &env)
+}
+
+fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("expected a valid config, got: {e}\n---\n{text}"))
+}
+
+fn err(text: &str) -> ConfigError {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, got {config:?}\n---\n{text}"),
+        Err(e) => e,
+    }
+}
+
+fn app_with(extra: &str) -> String {
+    doc(SERVER, &format!("{APP}\n{extra}"), "")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+// ----- values -----
+
+#[test]
+fn the_full_example_parses_with_every_value() {
+    let text = fs::read_to_string(fixture("full.toml")).unwrap();
+    let config = ok(&text);
+    assert_eq!(config.source, SOURCE);
+
+    let s = &config.server;
+    assert_eq!(s.listen, Some("127.0.0.1:8930".parse().unwrap()));
+    assert_eq!(
+        s.unix_socket.as_deref(),
+        Some(Path::new("/run/wxbroker/wxbroker.sock"))
+    );
+    assert_eq!(s.socket_mode, 0o640);
+    assert_eq!(s.socket_group.as_deref(), Some("wxclients"));
+    assert!(s.require_client_header);
+    assert_eq!(s.max_connections, 2048);
+    assert_eq!(s.metrics_listen, Some("127.0.0.1:9930".parse().unwrap()));
+    assert_eq!(
+        s.wechat_compat_listen,
+        Some("127.0.0.1:8931".parse().unwrap())
+    );
+    assert_eq!(s.token_wait_timeout, Duration::from_secs(5));
+
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::File {
+            path: "/var/lib/wxbroker".into()
+        }
+    );
+    assert_eq!(config.store.key_prefix, "prod-wx");
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.level, "info,wxbroker=debug");
+
+    assert_eq!(config.apps.len(), 2);
+    let shop = config.app("shop").unwrap();
+    assert_eq!(shop.kind, AppKind::Wechat);
+    assert_eq!(shop.grant, Grant::Stable);
+    assert_eq!(shop.appid, "wx1234567890abcdef");
+    assert_eq!(shop.secret.expose(), SHOP_SECRET);
+    assert_eq!(shop.secret_source, SecretSource::Env("SHOP_SECRET".into()));
+    assert_eq!(shop.refresh_before, Duration::from_secs(600));
+    assert_eq!(shop.daily_budget, 500);
+    assert_eq!(shop.min_forced_interval, Duration::from_secs(60));
+    assert_eq!(
+        shop.api_base, "http://127.0.0.1:9000",
+        "trailing slash dropped"
+    );
+    assert_eq!(shop.fetch_timeout, Duration::from_secs(3));
+
+    let crm = config.app("crm").unwrap();
+    assert_eq!(crm.kind, AppKind::Wecom);
+    assert_eq!(crm.grant, Grant::Classic);
+    assert_eq!(crm.secret.expose(), CRM_SECRET);
+    assert_eq!(crm.refresh_before, Duration::from_secs(5400));
+    assert_eq!(crm.api_base, "https://qyapi.weixin.qq.com");
+    assert!(config.app("nope").is_none());
+}
+
+#[test]
+fn defaults_fill_every_omitted_key() {
+    let config = ok(&doc("unix_socket = \"/tmp/wx.sock\"", APP, ""));
+    let s = &config.server;
+    assert_eq!(s.listen, None);
+    assert_eq!(s.unix_socket.as_deref(), Some(Path::new("/tmp/wx.sock")));
+    assert_eq!(s.socket_mode, 0o660);
+    assert_eq!(s.socket_group, None);
+    assert!(s.require_client_header);
+    assert_eq!(s.max_connections, 1024);
+    assert_eq!(s.metrics_listen, None);
+    assert_eq!(s.wechat_compat_listen, None);
+    assert_eq!(s.token_wait_timeout, Duration::from_secs(10));
+
+    assert_eq!(config.store.backend, StoreBackend::Memory);
+    assert_eq!(config.store.key_prefix, "wxbroker");
+    assert_eq!(config.log.format, LogFormat::Pretty);
+    assert_eq!(config.log.level, "info");
+
+    let app = &config.apps[0];
+    assert_eq!(app.kind, AppKind::Wechat);
+    assert_eq!(app.grant, Grant::Classic);
+    assert_eq!(app.refresh_before, Duration::from_secs(300));
+    assert_eq!(app.daily_budget, 1000);
+    assert_eq!(app.min_forced_interval, Duration::from_secs(30));
+    assert_eq!(app.api_base, "https://api.weixin.qq.com");
+    assert_eq!(app.fetch_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn a_wecom_app_defaults_to_the_wecom_api() {
+    let config = ok(&app_with("kind = \"wecom\""));
+    assert_eq!(config.apps[0].api_base, "https://qyapi.weixin.qq.com");
+    assert_eq!(config.apps[0].grant, Grant::Classic);
+}
+
+#[test]
+fn redis_store_and_its_url_schemes() {
+    for url in [
+        "redis://127.0.0.1:6379/0",
+        "rediss://h:6380",
+        "redis+unix:///run/r.sock",
+    ] {
+        let config = ok(&doc(
+            SERVER,
+            APP,
+            &format!("[store]\nbackend = \"redis\"\nurl = \"{url}\""),
+        ));
+        assert_eq!(
+            config.store.backend,
+            StoreBackend::Redis { url: url.into() }
+        );
+    }
+}
+
+#[test]
+fn socket_mode_is_an_octal_string() {
+    let with_mode = |mode: &str| {
+        doc(
+            &format!("unix_socket = \"/tmp/s\"\nsocket_mode = {mode}"),
+            APP,
+            "",
+        )
+    };
+    assert_eq!(ok(&with_mode("\"0600\"")).server.socket_mode, 0o600);
+    assert_eq!(ok(&with_mode("\"660\"")).server.socket_mode, 0o660);
+    assert_eq!(ok(&with_mode("\"0o666\"")).server.socket_mode, 0o666);
+    for bad in ["\"0680\"", "\"rw-rw----\"", "\"4755\"", "660", "0o660"] {
+        let e = err(&with_mode(bad));
+        assert_eq!(e.key(), Some("server.socket_mode"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn durations_are_human_strings() {
+    for (text, secs) in [
+        ("\"300s\"", 300),
+        ("\"5m\"", 300),
+        ("\"1h\"", 3600),
+        ("\"1h 30m\"", 5400),
+    ] {
+        let config = ok(&app_with(&format!("refresh_before = {text}")));
+        assert_eq!(
+            config.apps[0].refresh_before,
+            Duration::from_secs(secs),
+            "{text}"
+        );
+    }
+    let config = ok(&app_with(
+        "min_forced_interval = \"0s\"\nfetch_timeout = \"1500ms\"",
+    ));
+    assert_eq!(config.apps[0].min_forced_interval, Duration::ZERO);
+    assert_eq!(config.apps[0].fetch_timeout, Duration::from_millis(1500));
+    let config = ok(&doc(
+        &format!("{SERVER}\ntoken_wait_timeout = \"60s\""),
+        APP,
+        "",
+    ));
+    assert_eq!(config.server.token_wait_timeout, Duration::from_secs(60));
+}
+
+// ----- errors -----
+
+#[test]
+fn unknown_keys_are_rejected_naming_the_key_and_line() {
+    let e = err(&doc(&format!("{SERVER}\nlisen = \"127.0.0.1:1\""), APP, ""));
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("wxbroker.toml: line 3, column 1: unknown field `lisen`"),
+        "{shown}"
+    );
+    assert!(matches!(e, ConfigError::Syntax { .. }));
+
+    let e = err(&app_with("secret_envv = \"X\""));
+    assert!(e.to_string().contains("unknown field `secret_envv`"), "{e}");
+    let e = err(&doc(SERVER, APP, "[metrics]\nlisten = \"x\""));
+    assert!(e.to_string().contains("unknown field `metrics`"), "{e}");
+}
+
+#[test]
+fn toml_syntax_errors_keep_the_toml_message() {
+    let e = err("[server\nlisten = 1");
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+    assert!(
+        e.to_string().starts_with("wxbroker.toml: line 1, column "),
+        "{e}"
+    );
+    // A wrong type is reported by toml too, with the line.
+    let e = err(&doc(SERVER, &format!("{APP}\ndaily_budget = \"many\""), ""));
+    assert!(
+        e.to_string()
+            .starts_with("wxbroker.toml: line 8, column 16: invalid type"),
+        "{e}"
+    );
+}
+
+/// (what, document, key the error must name, text the message must contain)
+fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
+    let unix = "unix_socket = \"/tmp/wx.sock\"";
+    vec![
+        ("no server", format!("[[apps]]\n{APP}"), "server", "set listen, unix_socket or both"),
+        ("no listener", doc("max_connections = 5", APP, ""), "server", "set listen, unix_socket or both"),
+        ("host name", doc("listen = \"localhost:8930\"", APP, ""), "server.listen", "localhost:8930"),
+        (
+            "open listen, no header",
+            doc("listen = \"0.0.0.0:8930\"\nrequire_client_header = false", APP, ""),
+            "server.require_client_header",
+            "must be true",
+        ),
+        ("mode without socket", doc(&format!("{SERVER}\nsocket_mode = \"0600\""), APP, ""), "server.socket_mode", "unix_socket"),
+        ("group without socket", doc(&format!("{SERVER}\nsocket_group = \"wx\""), APP, ""), "server.socket_group", "unix_socket"),
+        ("empty group", doc(&format!("{unix}\nsocket_group = \"\""), APP, ""), "server.socket_group", "non-empty"),
+        ("long socket path", doc(&format!("unix_socket = \"/{}\"", "s".repeat(120)), APP, ""), "server.unix_socket", "limited to 107"),
+        ("empty socket path", doc("unix_socket = \"\"", APP, ""), "server.unix_socket", "must not be empty"),
+        ("zero connections", doc(&format!("{SERVER}\nmax_connections = 0"), APP, ""), "server.max_connections", "at least 1"),
+        ("clashing listeners", doc(&format!("{SERVER}\nmetrics_listen = \"127.0.0.1:8930\""), APP, ""), "server.metrics_listen", "already used by server.listen"),
+        ("bad compat addr", doc(&format!("{SERVER}\nwechat_compat_listen = \"8931\""), APP, ""), "server.wechat_compat_listen", "IP:PORT"),
+        ("long wait", doc(&format!("{SERVER}\ntoken_wait_timeout = \"2m\""), APP, ""), "server.token_wait_timeout", "at most 1m"),
+        ("unknown backend", doc(SERVER, APP, "[store]\nbackend = \"sqlite\""), "store.backend", "\"sqlite\" is not one of \"memory\", \"file\", \"redis\""),
+        ("file without path", doc(SERVER, APP, "[store]\nbackend = \"file\""), "store.path", "required"),
+        ("redis without url", doc(SERVER, APP, "[store]\nbackend = \"redis\""), "store.url", "required"),
+        ("redis bad scheme", doc(SERVER, APP, "[store]\nbackend = \"redis\"\nurl = \"http://h\""), "store.url", "must start with redis://"),
+        ("redis no host", doc(SERVER, APP, "[store]\nbackend = \"redis\"\nurl = \"redis://\""), "store.url", "no host"),
+        ("url with file", doc(SERVER, APP, "[store]\nbackend = \"file\"\npath = \"/x\"\nurl = \"redis://h\""), "store.url", "applies only to backend \"redis\""),
+        ("path with memory", doc(SERVER, APP, "[store]\npath = \"/x\""), "store.path", "applies only to backend \"file\""),
+        ("empty prefix", doc(SERVER, APP, "[store]\nkey_prefix = \"\""), "store.key_prefix", "non-empty"),
+        ("log format", doc(SERVER, APP, "[log]\nformat = \"xml\""), "log.format", "\"xml\""),
+        ("log level", doc(SERVER, APP, "[log]\nlevel = \"verbose\""), "log.level", "not a level"),
+        ("no apps", format!("[server]\n{SERVER}"), "apps", "at least one [[apps]]"),
+        ("missing name", doc(SERVER, "appid = \"wx1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps[0].name", "required"),
+        ("bad name", doc(SERVER, "name = \"Shop\"\nappid = \"wx1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps[0].name", "a-z, 0-9, _ and -"),
+        ("long name", doc(SERVER, &format!("name = \"{}\"", "a".repeat(33)), ""), "apps[0].name", "1 to 32"),
+        (
+            "duplicate name",
+            doc(SERVER, APP, &format!("[[apps]]\n{APP}")),
+            "apps[1].name",
+            "already the name of apps[0]",
+        ),
+        (
+            "same appid and grant",
+            doc(SERVER, APP, "[[apps]]\nname = \"twin\"\nappid = \"wx1234567890abcdef\"\nsecret_env = \"SHOP_SECRET\""),
+            "apps.twin.appid",
+            "app \"shop\" already uses this appid",
+        ),
+        ("kind", app_with("kind = \"miniprogram\""), "apps.shop.kind", "\"miniprogram\" is not one of"),
+        ("grant", app_with("grant = \"fast\""), "apps.shop.grant", "\"fast\""),
+        ("grant on wecom", app_with("kind = \"wecom\"\ngrant = \"classic\""), "apps.shop.grant", "grant applies to wechat apps only"),
+        ("missing appid", doc(SERVER, "name = \"shop\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps.shop.appid", "required"),
+        ("empty appid", doc(SERVER, "name = \"shop\"\nappid = \"\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps.shop.appid", "non-empty"),
+        ("appid with space", doc(SERVER, "name = \"shop\"\nappid = \"wx 1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps.shop.appid", "without spaces"),
+        ("no secret", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"", ""), "apps.shop", "set exactly one of secret_env, secret_file or secret (none is set)"),
+        ("two secrets", app_with("secret_file = \"/x\""), "apps.shop", "(secret_env and secret_file are set)"),
+        ("unset env", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"NOT_SET\"", ""), "apps.shop.secret_env", "environment variable NOT_SET is not set"),
+        ("empty env", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"EMPTY_SECRET\"", ""), "apps.shop.secret_env", "environment variable EMPTY_SECRET is empty"),
+        ("bad env name", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"shop-secret\"", ""), "apps.shop.secret_env", "not a plausible environment variable name"),
+        ("missing file", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"/nonexistent/shop\"", ""), "apps.shop.secret_file", "cannot read /nonexistent/shop"),
+        ("empty inline", doc(SERVER, "name = \"shop\"\nappid = \"wx1\"\nsecret = \"\"", ""), "apps.shop.secret", "the secret is empty"),
+        ("refresh too long", app_with("refresh_before = \"2h\""), "apps.shop.refresh_before", "must be shorter than the token lifetime (2h)"),
+        ("refresh zero", app_with("refresh_before = \"0s\""), "apps.shop.refresh_before", "greater than zero"),
+        ("refresh as integer", app_with("refresh_before = 300"), "apps.shop.refresh_before", "quoted duration"),
+        ("refresh as words", app_with("refresh_before = \"soon\""), "apps.shop.refresh_before", "\"soon\" is not a duration"),
+        ("budget zero", app_with("daily_budget = 0"), "apps.shop.daily_budget", "at least 1"),
+        ("budget negative", app_with("daily_budget = -3"), "apps.shop.daily_budget", "at least 1"),
+        ("forced interval", app_with("min_forced_interval = \"often\""), "apps.shop.min_forced_interval", "not a duration"),
+        ("fetch timeout zero", app_with("fetch_timeout = \"0s\""), "apps.shop.fetch_timeout", "greater than zero"),
+        ("fetch timeout long", app_with("fetch_timeout = \"61s\""), "apps.shop.fetch_timeout", "at most 1m"),
+        ("api base scheme", app_with("api_base = \"api.weixin.qq.com\""), "apps.shop.api_base", "must start with https://"),
+    ]
+}
+
+#[test]
+fn each_invalid_value_is_named_by_its_key() {
+    for (what, text, key, message) in invalid_cases() {
+        let e = err(&text);
+        let shown = e.to_string();
+        assert_eq!(e.key(), Some(key), "{what}: {shown}");
+        assert!(
+            shown.starts_with(&format!("{SOURCE}: {key}: ")),
+            "{what}: {shown}"
+        );
+        assert!(
+            shown.contains(message),
+            "{what}: {shown:?} lacks {message:?}"
+        );
+    }
+}
+
+#[test]
+fn the_refresh_before_message_reads_as_documented() {
+    let e = err(&app_with("refresh_before = \"2h\""));
+    assert_eq!(
+        e.to_string(),
+        "wxbroker.toml: apps.shop.refresh_before: must be shorter than the token lifetime (2h)"
+    );
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let e = Config::load(Path::new("/nonexistent/wxbroker.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/wxbroker.toml: cannot read"),
+        "{e}"
+    );
+}
+
+// ----- secrets -----
+
+#[test]
+fn secret_from_env_file_and_inline() {
+    let config = ok(&doc(
+        SERVER,
+        "name = \"shop\"\nappid = \"wx1\"\nsecret_env = \"NEWLINE_SECRET\"",
+        "",
+    ));
+    assert_eq!(config.apps[0].secret.expose(), "from-env-with-newline");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop");
+    fs::write(&path, "from-file\n").unwrap();
+    let app = format!(
+        "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+        path.display()
+    );
+    let config = ok(&doc(SERVER, &app, ""));
+    assert_eq!(config.apps[0].secret.expose(), "from-file");
+    assert_eq!(
+        config.apps[0].secret_source,
+        SecretSource::File(path.clone())
+    );
+
+    fs::write(&path, "\n").unwrap();
+    let e = err(&doc(SERVER, &app, ""));
+    assert_eq!(e.key(), Some("apps.shop.secret_file"));
+    assert!(
+        e.to_string()
+            .contains(&format!("{} is empty", path.display())),
+        "{e}"
+    );
+
+    let config = ok(&doc(
+        SERVER,
+        "name = \"shop\"\nappid = \"wx1\"\nsecret = \"inline-one\"",
+        "",
+    ));
+    assert_eq!(config.apps[0].secret.expose(), "inline-one");
+    assert_eq!(config.apps[0].secret_source, SecretSource::Inline);
+    assert!(config
+        .warnings()
+        .iter()
+        .any(|w| w.contains("apps.shop.secret: ")));
+}
+
+#[test]
+fn a_secret_never_shows_in_debug_render_or_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("crm");
+    fs::write(&file, format!("{CRM_SECRET}\n")).unwrap();
+    let text = format!(
+        "{}\n[[apps]]\nname = \"inline\"\nappid = \"wx2\"\nsecret = \"inline-s3cr3t\"\n\
+         [[apps]]\nname = \"filed\"\nkind = \"wecom\"\nappid = \"ww1\"\nsecret_file = \"{}\"\n\
+         [store]\nbackend = \"redis\"\nurl = \"redis://user:redis-pa55@h:6379/0\"\n",
+        doc(SERVER, APP, ""),
+        file.display()
+    );
+    let config = ok(&text);
+    let everything = format!(
+        "{config:?}\n{}\n{}",
+        config.render_effective(),
+        config.warnings().join("\n")
+    );
+    for secret in [SHOP_SECRET, CRM_SECRET, "inline-s3cr3t", "redis-pa55"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+    assert!(everything.contains("redis://user:***@h:6379/0"));
+}
+
+#[test]
+fn a_secret_never_shows_in_errors() {
+    let secret = "Sup3rS3cretValue";
+    let app = |secret_line: &str| {
+        format!("name = \"shop\"\nappid = \"wx1\"\n{secret_line}\nfetch_timeout = \"2m\"")
+    };
+    let cases = [
+        // a later key is wrong: the error is about it, not the secret
+        app(&format!("secret = \"{secret}\"")),
+        // unterminated string, a value outside quotes, a number
+        app(&format!("secret = \"{secret}")),
+        app(&format!("secret = {secret}")),
+        app("secret = 3141592653589793"),
+        // a space inside the secret
+        app(&format!("secret = \"{secret} x\"")),
+        // the secret pasted where a variable name or path belongs
+        app(&format!("secret_env = \"{SHOP_SECRET}\"")),
+        app(&format!("secret_file = \"{SHOP_SECRET}\"")),
+        // a misspelt key holding the secret
+        app(&format!("secert = \"{secret}\"")),
+    ];
+    for text in cases {
+        let e = err(&doc(SERVER, &text, ""));
+        let shown = format!("{e}\n{e:?}");
+        for value in [secret, "3141592653589793", SHOP_SECRET] {
+            assert!(!shown.contains(value), "leaked in:\n{shown}");
+        }
+    }
+}
+
+// ----- render_effective -----
+
+#[test]
+fn render_effective_shows_defaults_and_parses_back() {
+    let text = fs::read_to_string(fixture("full.toml")).unwrap();
+    for config in [
+        ok(&text),
+        ok(&app_with("")),
+        ok(&app_with("kind = \"wecom\"")),
+    ] {
+        let rendered = config.render_effective();
+        let again = parse(&rendered)
+            .unwrap_or_else(|e| panic!("render does not parse back: {e}\n{rendered}"));
+        assert_eq!(again.render_effective(), rendered);
+    }
+    let rendered = ok(&app_with("")).render_effective();
+    for line in [
+        "[server]",
+        "listen = \"127.0.0.1:8930\"",
+        "# unix_socket: not set (disabled)",
+        "max_connections = 1024",
+        "token_wait_timeout = \"10s\"",
+        "backend = \"memory\"",
+        "key_prefix = \"wxbroker\"",
+        "format = \"pretty\"",
+        "grant = \"classic\"",
+        "secret_env = \"SHOP_SECRET\"",
+        "refresh_before = \"5m\"",
+        "api_base = \"https://api.weixin.qq.com\"",
+    ] {
+        assert!(
+            rendered.lines().any(|l| l == line),
+            "missing {line:?} in\n{rendered}"
+        );
+    }
+    let rendered = ok(&text).render_effective();
+    assert!(rendered.contains("socket_mode = \"0640\""), "{rendered}");
+    assert!(
+        rendered.contains("refresh_before = \"1h 30m\""),
+        "{rendered}"
+    );
+    assert!(
+        !rendered.contains("grant = \"classic\""),
+        "wecom apps have no grant:\n{rendered}"
+    );
+}
+
+#[test]
+fn render_effective_masks_an_inline_secret() {
+    let config = ok(&doc(
+        SERVER,
+        "name = \"shop\"\nappid = \"wx1\"\nsecret = \"inline-value\"",
+        "",
+    ));
+    let rendered = config.render_effective();
+    assert!(rendered.contains("secret = \"***\""), "{rendered}");
+    assert!(!rendered.contains("inline-value"));
+}
+
+// ----- warnings -----
+
+#[test]
+fn a_plain_config_has_no_warnings() {
+    assert_eq!(ok(&app_with("")).warnings(), Vec::<String>::new());
+    let text = fs::read_to_string(fixture("full.toml")).unwrap();
+    assert_eq!(ok(&text).warnings(), Vec::<String>::new());
+}
+
+#[test]
+fn risky_settings_are_warned_about() {
+    let server = "listen = \"0.0.0.0:8930\"\nmetrics_listen = \"[::]:9930\"\n\
+                  wechat_compat_listen = \"10.0.0.5:8931\"\nunix_socket = \"/tmp/s\"\n\
+                  socket_mode = \"0666\"";
+    let app = format!(
+        "{APP}\nrefresh_before = \"119m\"\ndaily_budget = 100\nmin_forced_interval = \"0s\"\n\
+         api_base = \"http://wechat.example.com\""
+    );
+    let warnings = ok(&doc(server, &app, "")).warnings();
+    for key in [
+        "server.listen",
+        "server.metrics_listen",
+        "server.wechat_compat_listen",
+        "server.socket_mode",
+        "apps.shop.refresh_before",
+        "apps.shop.min_forced_interval",
+        "apps.shop.api_base",
+    ] {
+        let prefix = format!("{SOURCE}: {key}: ");
+        assert!(
+            warnings.iter().any(|w| w.starts_with(&prefix)),
+            "no warning for {key} in {warnings:#?}"
+        );
+    }
+    assert_eq!(warnings.len(), 7, "{warnings:#?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn files_readable_by_others_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("shop");
+    fs::write(&secret, "s3cr3t\n").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+    let text = doc(
+        SERVER,
+        &format!(
+            "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+            secret.display()
+        ),
+        "[[apps]]\nname = \"inline\"\nappid = \"wx2\"\nsecret = \"inline-s3cr3t\"",
+    );
+    let config_file = dir.path().join("wxbroker.toml");
+    fs::write(&config_file, &text).unwrap();
+    fs::set_permissions(&config_file, fs::Permissions::from_mode(0o644)).unwrap();
+
+    let config = Config::load(&config_file).unwrap();
+    assert_eq!(config.source, config_file.display().to_string());
+    let warnings = config.warnings();
+    let has = |needle: &str| warnings.iter().any(|w| w.contains(needle));
+    assert!(has("apps.shop.secret_file: "), "{warnings:#?}");
+    assert!(has("mode 0644"), "{warnings:#?}");
+    assert!(
+        has("holds inline secrets (apps.inline.secret)"),
+        "{warnings:#?}"
+    );
+
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(&config_file, fs::Permissions::from_mode(0o640)).unwrap();
+    let warnings = Config::load(&config_file).unwrap().warnings();
+    // Only the inline secret itself is left to warn about.
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains("apps.inline.secret: "),
+        "{warnings:#?}"
+    );
+}
