@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 use broker::{Broker, BrokerContext};
 use clock::Clock;
@@ -134,9 +134,6 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    for warning in config.warnings() {
-        warn!("{warning}");
-    }
     let daemon = start(config, listeners).await?;
     shutdown.await;
     info!("shutting down");

@@ -59,6 +59,9 @@ async fn serve(path: &std::path::Path) -> ExitCode {
 }
 
 async fn serve_config(config: &Config) -> anyhow::Result<()> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let listeners = Listeners::bind(&config.server).await?;
     wxbroker::run(config, listeners, shutdown_signal()).await?;
     Ok(())

@@ -1,0 +1,234 @@
+//! Test support: a simulator and a broker on ephemeral ports (TCP, a Unix
+//! socket in a temp dir, the operations listener), clients for both API
+//! transports, and bounded waits.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use wxbroker::client::{self, Target};
+use wxbroker::config::Config;
+use wxbroker::server::UnixSocket;
+use wxbroker::simulator::{AccountKind, SimConfig, SimHandle, Simulator};
+use wxbroker::{Daemon, Listeners};
+
+pub const APPID: &str = "wx1234567890abcdef";
+pub const SECRET: &str = "s3cr3t-for-tests-0123456789abcdef";
+pub const STABLE_APPID: &str = "wxfedcba0987654321";
+pub const STABLE_SECRET: &str = "stable-s3cr3t-0123456789abcdef";
+pub const CORPID: &str = "ww1234567890abcdef";
+pub const CORPSECRET: &str = "corp-s3cr3t-0123456789abcdef";
+
+/// Bounds every wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .expect("timed out waiting")
+}
+
+/// Polls `condition` every 20 ms until it holds, failing after [`WAIT`].
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A simulator holding the test accounts.
+pub async fn simulator(config: SimConfig) -> SimHandle {
+    let sim = Simulator::new(config);
+    sim.add_account(APPID, SECRET, AccountKind::Wechat);
+    sim.add_account(STABLE_APPID, STABLE_SECRET, AccountKind::Wechat);
+    sim.add_account(CORPID, CORPSECRET, AccountKind::Wecom);
+    sim.spawn().await.expect("simulator starts")
+}
+
+/// A `[[apps]]` entry for the classic test account against `sim`.
+pub fn classic_app(name: &str, sim: &SimHandle, extra: &str) -> String {
+    format!(
+        "[[apps]]\nname = \"{name}\"\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\napi_base = \"{}\"\n{extra}\n",
+        sim.base_url()
+    )
+}
+
+pub fn stable_app(name: &str, sim: &SimHandle, extra: &str) -> String {
+    format!(
+        "[[apps]]\nname = \"{name}\"\ngrant = \"stable\"\nappid = \"{STABLE_APPID}\"\nsecret = \"{STABLE_SECRET}\"\napi_base = \"{}\"\n{extra}\n",
+        sim.base_url()
+    )
+}
+
+pub fn wecom_app(name: &str, sim: &SimHandle, extra: &str) -> String {
+    format!(
+        "[[apps]]\nname = \"{name}\"\nkind = \"wecom\"\nappid = \"{CORPID}\"\nsecret = \"{CORPSECRET}\"\napi_base = \"{}\"\n{extra}\n",
+        sim.base_url()
+    )
+}
+
+/// A broker on ephemeral ports, with its temp dir.
+pub struct Broker {
+    pub daemon: Option<Daemon>,
+    pub config: Config,
+    pub tcp: SocketAddr,
+    pub metrics: SocketAddr,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+/// What a test needs to say about the broker beyond its apps.
+#[derive(Default)]
+pub struct Options {
+    /// Extra `[server]` lines.
+    pub server: String,
+    /// The whole `[store]` section; memory when empty.
+    pub store: String,
+    /// Reuse this directory (for restarts).
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    pub async fn start(apps: &str) -> Broker {
+        Self::start_with(apps, Options::default()).await
+    }
+
+    pub async fn start_with(apps: &str, options: Options) -> Broker {
+        let dir = options
+            .dir
+            .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+        let socket = dir.path().join("wxbroker.sock");
+        let store = if options.store.is_empty() {
+            "[store]\nbackend = \"memory\"\n".to_owned()
+        } else {
+            options
+                .store
+                .replace("{dir}", &dir.path().display().to_string())
+        };
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:1\"\ntoken_wait_timeout = \"3s\"\n{}\n{store}\n{apps}",
+            socket.display(),
+            options.server,
+        );
+        let config = Config::from_toml_str("test.toml", &text).expect("test config is valid");
+        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listeners = Listeners {
+            api_tcp: Some(api),
+            api_unix: Some(UnixSocket::bind(&socket, 0o600, None).await.unwrap()),
+            metrics: Some(ops),
+        };
+        let tcp = listeners.api_tcp_addr().unwrap();
+        let metrics = listeners.metrics_addr().unwrap();
+        let daemon = wxbroker::start(&config, listeners)
+            .await
+            .expect("broker starts");
+        Broker {
+            daemon: Some(daemon),
+            config,
+            tcp,
+            metrics,
+            socket,
+            dir,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(WAIT)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("broker running")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.tcp)
+    }
+
+    /// GET over TCP with a client header; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = within(
+            self.http
+                .get(self.url(path))
+                .header("wxbroker-client", "tests")
+                .send(),
+        )
+        .await
+        .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = within(
+            self.http
+                .post(self.url(path))
+                .header("wxbroker-client", "tests")
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send(),
+        )
+        .await
+        .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The app's token over TCP; panics unless 200.
+    pub async fn token(&self, app: &str) -> String {
+        let (status, body) = self.get(&format!("/v1/apps/{app}/token")).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// One request over the Unix socket.
+    pub async fn unix(&self, method: Method, path: &str, body: Option<&str>) -> (u16, Value) {
+        let reply = client::send(
+            &Target::Unix(self.socket.clone()),
+            method,
+            path,
+            "tests",
+            body.map(|b| bytes::Bytes::from(b.to_owned())),
+            WAIT,
+        )
+        .await
+        .expect("unix request");
+        (
+            reply.status.as_u16(),
+            serde_json::from_slice(&reply.body).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The operations listener's /metrics text.
+    pub async fn metrics_text(&self) -> String {
+        within(async {
+            self.http
+                .get(format!("http://{}/metrics", self.metrics))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .await
+        .expect("metrics")
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(daemon) = self.daemon.take() {
+            within(daemon.shutdown()).await;
+        }
+        self.dir
+    }
+}
