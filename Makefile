@@ -1,0 +1,25 @@
+# The README's commands. `make test` is what CI runs.
+
+.PHONY: test test-deps fmt-check clippy doc unit bench
+
+test: test-deps fmt-check clippy doc unit
+
+# Installs what the tests need (a real redis-server, Prometheus and promtool,
+# Node.js) when it is missing.
+test-deps:
+	@scripts/install-test-deps.sh
+
+fmt-check:
+	cargo fmt --all -- --check
+
+clippy:
+	cargo clippy --all-targets --locked -- -D warnings
+
+doc:
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+
+unit:
+	cargo test --locked
+
+bench:
+	scripts/bench.sh

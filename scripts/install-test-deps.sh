@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the programs the test suite drives for real, if any is missing:
+# redis-server (cluster mode), prometheus and promtool (metrics and alert
+# rules), node (the Node.js client). Debian packages; needs root.
+set -euo pipefail
+
+declare -A package_for=(
+  [redis-server]=redis-server
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [node]=nodejs
+)
+
+missing=()
+for tool in "${!package_for[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_for[$tool]}")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+echo "installing test dependencies: $packages"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: not root; install these Debian packages first: $packages" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $packages >/dev/null
