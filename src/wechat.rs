@@ -346,8 +346,8 @@ mod tests {
             assert_eq!(api(code).class(), ErrorClass::Retry, "{code}");
         }
         for code in [
-            40001, 40125, 40002, 40013, 40164, 61004, 60020, 40243, 41002, 41004, 50004, 50007, 89501,
-            89503, 89506, 89507,
+            40001, 40125, 40002, 40013, 40164, 61004, 60020, 40243, 41002, 41004, 50004, 50007,
+            89501, 89503, 89506, 89507,
         ] {
             assert_eq!(api(code).class(), ErrorClass::Config, "{code}");
             assert!(api(code).fix().is_some());
