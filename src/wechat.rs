@@ -68,6 +68,10 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
         "add this server's IP to the IP whitelist of the WeChat console",
     ),
     (
+        60020,
+        "add this server's IP to the trusted IPs of the WeCom app",
+    ),
+    (
         40243,
         "the app secret is frozen: unfreeze or reset it in the WeChat console",
     ),
