@@ -232,3 +232,84 @@ impl Broker {
         self.dir
     }
 }
+
+/// A `wxbroker serve` child process, killed (by its own handle) on drop.
+pub struct ChildBroker {
+    pub child: std::process::Child,
+    pub stderr_path: PathBuf,
+}
+
+impl ChildBroker {
+    /// Starts the real binary on `config_path`, logging to a file.
+    pub fn spawn(config_path: &std::path::Path, log_level: &str) -> ChildBroker {
+        let stderr_path = config_path.with_extension(format!("{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", log_level)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("wxbroker starts");
+        ChildBroker { child, stderr_path }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        self.child.wait().expect("child exits")
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_for_ok(url: &str) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ok = client
+            .get(url)
+            .header("wxbroker-client", "tests")
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
