@@ -285,6 +285,9 @@ impl Refresher {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
+        // Counted durably before the call: a crash right after it must not
+        // hand the next start an unspent budget.
+        self.persist().await;
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.app.name.as_str();
