@@ -128,7 +128,7 @@ async fn sigkill_during_writes_never_leaves_a_half_written_record() {
     let mut last_count = 0;
     for round in 0..8u64 {
         let mut broker = ChildBroker::spawn(&config_path, "warn");
-        wait_for_ok(&token_url).await;
+        broker.wait_ready(&token_url).await;
         // Every invalidation of the current token refreshes and rewrites
         // the record; kill at a different point of that churn each round.
         let churn = Duration::from_millis(100 + round * 37);

@@ -22,6 +22,8 @@ pub const APPID: &str = "wx1234567890abcdef";
 pub const SECRET: &str = "s3cr3t-for-tests-0123456789abcdef";
 pub const STABLE_APPID: &str = "wxfedcba0987654321";
 pub const STABLE_SECRET: &str = "stable-s3cr3t-0123456789abcdef";
+pub const OTHER_APPID: &str = "wx0000000000other1";
+pub const OTHER_SECRET: &str = "other-s3cr3t-0123456789abcdef";
 pub const CORPID: &str = "ww1234567890abcdef";
 pub const CORPSECRET: &str = "corp-s3cr3t-0123456789abcdef";
 
@@ -51,6 +53,7 @@ pub async fn simulator(config: SimConfig) -> SimHandle {
     let sim = Simulator::new(config);
     sim.add_account(APPID, SECRET, AccountKind::Wechat);
     sim.add_account(STABLE_APPID, STABLE_SECRET, AccountKind::Wechat);
+    sim.add_account(OTHER_APPID, OTHER_SECRET, AccountKind::Wechat);
     sim.add_account(CORPID, CORPSECRET, AccountKind::Wecom);
     sim.spawn().await.expect("simulator starts")
 }
@@ -255,6 +258,33 @@ impl ChildBroker {
         ChildBroker { child, stderr_path }
     }
 
+    /// Waits until `url` answers 200; fails with the daemon's log if it
+    /// exits or never gets there.
+    pub async fn wait_ready(&mut self, url: &str) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wxbroker exited with {status}:\n{}", self.log());
+            }
+            let ok = client
+                .get(url)
+                .header("wxbroker-client", "tests")
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url} never answered 200:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
@@ -280,28 +310,6 @@ impl Drop for ChildBroker {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
         }
-    }
-}
-
-/// Waits until `url` answers 200.
-pub async fn wait_for_ok(url: &str) {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let ok = client
-            .get(url)
-            .header("wxbroker-client", "tests")
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
