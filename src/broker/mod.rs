@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::Store;
+use crate::store::{Store, StoredToken};
 use crate::wechat::TokenSource;
 
 pub use budget::DailyBudget;
@@ -54,6 +54,23 @@ impl TokenRecord {
 
     pub fn is_valid(&self, now_ms: u64) -> bool {
         self.expires_at_ms > now_ms
+    }
+
+    /// As stored: whole seconds, rounded down.
+    pub fn to_stored(&self) -> StoredToken {
+        StoredToken {
+            access_token: self.value.clone(),
+            expires_at: self.expires_at(),
+            fetched_at: self.fetched_at(),
+        }
+    }
+
+    pub fn from_stored(stored: StoredToken) -> Self {
+        TokenRecord {
+            value: stored.access_token,
+            expires_at_ms: stored.expires_at * 1000,
+            fetched_at_ms: stored.fetched_at * 1000,
+        }
     }
 }
 

@@ -152,6 +152,7 @@ mod tests {
             name: "shop".into(),
             appid: "wx1".into(),
             grant: "classic",
+            cluster_grant: "classic".into(),
         }
     }
 
