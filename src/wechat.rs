@@ -115,6 +115,18 @@ const LABELLED_ERRCODES: &[&str] = &[
     "45009", "45011", "50004", "50007", "60020", "61004", "89501", "89503", "89506", "89507",
 ];
 
+/// The labels of failures that carry no errcode; see `errcode_label`.
+const UNCODED_LABELS: &[&str] = &["timeout", "transport", "http", "malformed", "other"];
+
+/// Every value [`FetchError::errcode_label`] can return.
+pub fn errcode_labels() -> impl Iterator<Item = &'static str> {
+    LABELLED_ERRCODES.iter().chain(UNCODED_LABELS).copied()
+}
+
+/// Every `result` label of `wxbroker_upstream_fetches_total`: "ok" and
+/// the values of [`FetchError::result_label`].
+pub const RESULT_LABELS: [&str; 3] = ["ok", "errcode", "transport"];
+
 impl FetchError {
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -137,6 +137,13 @@ pub enum InvalidateOutcome {
 }
 
 impl InvalidateOutcome {
+    pub const ALL: [InvalidateOutcome; 4] = [
+        InvalidateOutcome::Refreshed,
+        InvalidateOutcome::AlreadyRotated,
+        InvalidateOutcome::RateLimited,
+        InvalidateOutcome::Failed,
+    ];
+
     pub fn metric_label(self) -> &'static str {
         match self {
             InvalidateOutcome::Refreshed => "refreshed",
@@ -278,6 +285,7 @@ impl Broker {
                         clock: context.clock,
                     }),
                 };
+                context.metrics.init_app(&config.name);
                 let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
                 context.tasks.spawn(refresher.run());
                 handle
@@ -335,6 +343,12 @@ impl Broker {
                     .token_expiry
                     .with_label_values(&[name])
                     .set(token.expires_at_ms as f64 / 1000.0);
+                // From the token, not the refresh event, so a token loaded
+                // on a warm start shows when it was fetched.
+                self.metrics
+                    .token_last_refresh
+                    .with_label_values(&[name])
+                    .set(token.fetched_at_ms as f64 / 1000.0);
             }
             self.metrics
                 .fetches_today

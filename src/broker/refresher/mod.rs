@@ -375,13 +375,10 @@ impl Refresher {
             grant = grant_label(self.app.kind, self.app.grant),
             token = %token.value.fingerprint(),
             expires_in = grant.expires_in,
+            duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
             "token refreshed"
         );
         self.next_attempt = self.refresh_due(&token);
-        self.metrics
-            .token_last_refresh
-            .with_label_values(&[&self.app.name])
-            .set(token.fetched_at_ms as f64 / 1000.0);
         self.publish(|view| {
             view.token = Some(Arc::new(token));
             view.last_error = None;
