@@ -30,6 +30,9 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const COUNTER_TTL_SECS: i64 = 3 * 86_400;
 /// Pause between attempts to resubscribe after Redis went away.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
+/// After a failed connect, commands fail at once for this long instead of
+/// each waiting out its own connect timeout.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
 /// Stores the record only if its token is newer than the stored one:
 /// ordered by `fetched_at`, then by the token itself to break ties. Brokers
@@ -68,8 +71,14 @@ return 0
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
-    connection: Mutex<Option<ConnectionManager>>,
+    connection: Mutex<Connection>,
     owner: String,
+}
+
+#[derive(Default)]
+struct Connection {
+    manager: Option<ConnectionManager>,
+    failed_at: Option<tokio::time::Instant>,
 }
 
 impl RedisStore {
@@ -83,7 +92,7 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             prefix: prefix.to_owned(),
-            connection: Mutex::new(None),
+            connection: Mutex::new(Connection::default()),
             owner: format!(
                 "{}-{}-{:016x}",
                 hostname(),
@@ -104,23 +113,44 @@ impl RedisStore {
 
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
         let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
+        if let Some(manager) = slot.manager.as_ref() {
+            return Ok(manager.clone());
         }
+        if slot
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RECONNECT_PAUSE)
+        {
+            return Err(StoreError::Redis {
+                op: "connect",
+                message: "unreachable (retrying shortly)".to_owned(),
+            });
+        }
+        // Once created, the manager reconnects by itself; only the first
+        // connection needs this.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(COMMAND_TIMEOUT)
             .set_response_timeout(COMMAND_TIMEOUT)
             .set_number_of_retries(1)
-            .set_max_delay(1_000);
-        let connection = tokio::time::timeout(
+            .set_factor(50)
+            .set_max_delay(200);
+        let connected = tokio::time::timeout(
             COMMAND_TIMEOUT * 2,
             self.client.get_connection_manager_with_config(config),
         )
         .await
-        .map_err(|_| timeout_error("connect"))?
-        .map_err(|err| redis_error("connect", err))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        .map_err(|_| timeout_error("connect"))
+        .and_then(|result| result.map_err(|err| redis_error("connect", err)));
+        match connected {
+            Ok(manager) => {
+                slot.manager = Some(manager.clone());
+                slot.failed_at = None;
+                Ok(manager)
+            }
+            Err(err) => {
+                slot.failed_at = Some(tokio::time::Instant::now());
+                Err(err)
+            }
+        }
     }
 
     /// Runs one command against Redis with [`COMMAND_TIMEOUT`].

@@ -161,7 +161,10 @@ impl Refresher {
     /// token was adopted.
     pub(super) async fn adopt_stored(&mut self, reported: Option<&AccessToken>) -> bool {
         let record = match self.store.load(&self.key).await {
-            Ok(record) => record.filter(|record| record.belongs_to(&self.key)),
+            Ok(record) => {
+                self.set_degraded(false);
+                record.filter(|record| record.belongs_to(&self.key))
+            }
             Err(err) => {
                 self.count_store_error(err.op_label());
                 return false;

@@ -333,9 +333,12 @@ impl Refresher {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
-        // Counted durably before the call: a crash right after it must not
-        // hand the next start an unspent budget.
-        self.persist().await;
+        if self.store.cluster().is_none() {
+            // Counted durably before the call: a crash right after it must
+            // not hand the next start an unspent budget. (A shared store
+            // counts on its own counter, already incremented.)
+            self.persist().await;
+        }
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.app.name.as_str();
