@@ -128,6 +128,7 @@ impl Broker {
             api_tcp: Some(api),
             api_unix: Some(UnixSocket::bind(&socket, 0o600, None).await.unwrap()),
             metrics: Some(ops),
+            compat: None,
         };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();
