@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::broker::{LastError, TokenError};
+use crate::server::proxy::{ProxyError, PROXY_BODY_LIMIT};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -97,6 +98,21 @@ impl ApiError {
             }
         }
         json!({ "error": error })
+    }
+
+    pub fn from_proxy_error(app: &str, err: ProxyError) -> Self {
+        match err {
+            ProxyError::BadPath(why) => ApiError::BadRequest(format!(
+                "{why}: the proxy forwards only to paths under the app's api_base"
+            )),
+            ProxyError::TooLarge => ApiError::PayloadTooLarge {
+                limit: PROXY_BODY_LIMIT,
+            },
+            ProxyError::BadBody(message) => ApiError::BadRequest(message),
+            ProxyError::Token(err) => ApiError::from_token_error(app, err),
+            ProxyError::Timeout(_) => ApiError::UpstreamTimeout,
+            ProxyError::Upstream(message) => ApiError::UpstreamError(message),
+        }
     }
 
     pub fn from_token_error(app: &str, err: TokenError) -> Self {

@@ -7,8 +7,10 @@
 //! - [`broker`] runs one refresher task per app, the only writer of that
 //!   app's token; readers get the current token without waiting.
 //! - [`store`] keeps tokens and daily fetch counts across restarts.
-//! - [`server`] serves the token API on TCP and a Unix socket, and
-//!   `/metrics`, `/livez`, `/readyz` on the operations listener.
+//! - [`server`] serves the token API on TCP and a Unix socket (with a
+//!   token-injecting proxy to WeChat), the WeChat-compatible listener for
+//!   unchanged SDKs, and `/metrics`, `/livez`, `/readyz` on the operations
+//!   listener.
 //! - [`metrics`] owns the Prometheus registry.
 //! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
 //! - [`client`] is the small HTTP client `wxbroker token` uses.
@@ -33,6 +35,7 @@ pub mod wechat;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,6 +45,7 @@ use broker::{Broker, BrokerContext};
 use clock::Clock;
 use config::{Config, StoreBackend};
 use metrics::Metrics;
+use server::proxy::{Proxy, PROXY_TIMEOUT};
 use server::ApiState;
 pub use server::Listeners;
 use store::{FileStore, MemoryStore, RedisStore, Store, StoreError};
@@ -73,8 +77,33 @@ impl Daemon {
     }
 }
 
+/// Fixed behaviour that tests need to shorten; not part of the
+/// configuration file.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Deadline of one proxied upstream attempt; [`PROXY_TIMEOUT`].
+    pub proxy_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            proxy_timeout: PROXY_TIMEOUT,
+        }
+    }
+}
+
 /// Starts the broker and serves on `listeners`.
 pub async fn start(config: &Config, listeners: Listeners) -> Result<Daemon, StartError> {
+    start_with(config, listeners, Tuning::default()).await
+}
+
+/// [`start`] with non-default [`Tuning`].
+pub async fn start_with(
+    config: &Config,
+    listeners: Listeners,
+    tuning: Tuning,
+) -> Result<Daemon, StartError> {
     let metrics = Metrics::new();
     let store: Arc<dyn Store> = match &config.store.backend {
         StoreBackend::Memory => Arc::new(MemoryStore::new()),
@@ -107,12 +136,21 @@ pub async fn start(config: &Config, listeners: Listeners) -> Result<Daemon, Star
         broker: broker.clone(),
         metrics: metrics.clone(),
         token_wait: config.server.token_wait_timeout,
+        proxy: Proxy::new(
+            Proxy::http_client().map_err(StartError::HttpClient)?,
+            tuning.proxy_timeout,
+            config.server.token_wait_timeout,
+            metrics.clone(),
+        ),
     });
     if let Some(addr) = listeners.api_tcp_addr() {
         info!(%addr, "token api listening on tcp");
     }
     if let Some(path) = listeners.unix_path() {
         info!(path = %path.display(), "token api listening on unix socket");
+    }
+    if let Some(addr) = listeners.compat_addr() {
+        info!(%addr, "wechat-compatible api listening");
     }
     if let Some(addr) = listeners.metrics_addr() {
         info!(%addr, "metrics and probes listening");

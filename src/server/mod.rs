@@ -1,9 +1,13 @@
-//! The listeners: the token API on TCP and on a Unix socket, and the
-//! operations listener for Prometheus and probes. Binding is separate from
-//! serving so tests (and `demo`) can bind ephemeral ports themselves.
+//! The listeners: the token API on TCP and on a Unix socket, the
+//! WeChat-compatible listener, and the operations listener for Prometheus
+//! and probes. Binding is separate from serving so tests (and `demo`) can
+//! bind ephemeral ports themselves. The token API's proxy route and the
+//! compatible listener share one forwarding core, [`proxy`].
 
+pub mod compat;
 mod listener;
 mod ops;
+pub mod proxy;
 pub mod respond;
 pub mod routes;
 pub mod unix;
@@ -22,6 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use compat::CompatState;
 use listener::Handler;
 use respond::Body;
 pub use routes::{ApiState, ListenerKind};
@@ -33,6 +38,8 @@ pub struct Listeners {
     pub api_tcp: Option<TcpListener>,
     pub api_unix: Option<UnixSocket>,
     pub metrics: Option<TcpListener>,
+    /// The WeChat-compatible listener (`wechat_compat_listen`).
+    pub compat: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +71,10 @@ impl Listeners {
             Some(addr) => Some(tcp("server.metrics_listen", addr).await?),
             None => None,
         };
+        let compat = match server.wechat_compat_listen {
+            Some(addr) => Some(tcp("server.wechat_compat_listen", addr).await?),
+            None => None,
+        };
         let api_unix = match &server.unix_socket {
             Some(path) => Some(
                 UnixSocket::bind(path, server.socket_mode, server.socket_group.as_deref()).await?,
@@ -74,6 +85,7 @@ impl Listeners {
             api_tcp,
             api_unix,
             metrics,
+            compat,
         })
     }
 
@@ -83,6 +95,10 @@ impl Listeners {
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn compat_addr(&self) -> Option<SocketAddr> {
+        self.compat.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn unix_path(&self) -> Option<PathBuf> {
@@ -99,6 +115,17 @@ struct ApiHandler {
 impl Handler for ApiHandler {
     async fn call(&self, request: Request<Incoming>) -> Response<Body> {
         routes::handle(self.state.clone(), self.kind, request).await
+    }
+}
+
+#[derive(Clone)]
+struct CompatHandler {
+    state: Arc<CompatState>,
+}
+
+impl Handler for CompatHandler {
+    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+        compat::handle(&self.state, request).await
     }
 }
 
@@ -158,6 +185,19 @@ pub fn spawn(
             serving.await;
             UnixSocket::remove_file(&path);
         });
+    }
+    if let Some(compat) = listeners.compat {
+        let handler = CompatHandler {
+            state: Arc::new(CompatState::new(state.clone())),
+        };
+        tasks.spawn(listener::serve(
+            "compat",
+            compat,
+            handler,
+            connections.clone(),
+            server.idle_timeout,
+            cancel.clone(),
+        ));
     }
     if let Some(metrics) = listeners.metrics {
         let handler = OpsHandler {

@@ -6,12 +6,21 @@ use std::fmt::Write;
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{Either, Full};
 
 use crate::broker::TokenRecord;
 use crate::error::ApiError;
 
-pub type Body = Full<Bytes>;
+/// A response body: whole (every answer the broker writes itself, token
+/// answers included, never boxed) or streamed (a proxied upstream answer,
+/// whose failures mid-body surface as I/O errors).
+pub type Body = Either<Full<Bytes>, UnsyncBoxBody<Bytes, std::io::Error>>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(bytes.into()))
+}
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
@@ -19,14 +28,14 @@ const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let body = serde_json::to_vec(value).expect("a JSON value always serializes");
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, JSON);
     response
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, TEXT);
     response
@@ -78,12 +87,40 @@ pub fn token(
             body.push_str(if refreshed { "true" } else { "false" });
         }
         body.push('}');
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(full(body));
         response.headers_mut().insert(CONTENT_TYPE, JSON);
         response
     };
     response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
     response
+}
+
+/// A token in the shape of WeChat's own token endpoints, for the
+/// WeChat-compatible listener: `{"access_token":..,"expires_in":..}`, with
+/// WeCom's `"errcode":0,"errmsg":"ok"` in front when `wecom`.
+pub fn wechat_token(token: &TokenRecord, now_ms: u64, wecom: bool) -> Response<Body> {
+    let value = token.value.expose();
+    let mut body = String::with_capacity(64 + value.len());
+    body.push('{');
+    if wecom {
+        body.push_str("\"errcode\":0,\"errmsg\":\"ok\",");
+    }
+    body.push_str("\"access_token\":");
+    push_json_str(&mut body, value);
+    let _ = write!(body, ",\"expires_in\":{}}}", token.expires_in(now_ms));
+    let mut response = Response::new(full(body));
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
+/// A WeChat-shaped error, `{"errcode":..,"errmsg":..}`, sent with HTTP 200
+/// as WeChat sends its own: SDKs decide on the errcode, not the status.
+pub fn wechat_error(errcode: i64, errmsg: &str) -> Response<Body> {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "errcode": errcode, "errmsg": errmsg }),
+    )
 }
 
 fn push_json_str(out: &mut String, value: &str) {
@@ -120,6 +157,31 @@ mod tests {
             value,
             serde_json::json!({"app":"shop","access_token":"87_ab\"c","expires_in":600,"expires_at":1000,"refreshed":true})
         );
+    }
+
+    #[tokio::test]
+    async fn wechat_shaped_token_answers() {
+        let record = TokenRecord {
+            value: AccessToken::new("87_abc"),
+            expires_at_ms: 1_000_500,
+            fetched_at_ms: 0,
+        };
+        for (wecom, expected) in [
+            (
+                false,
+                serde_json::json!({"access_token":"87_abc","expires_in":600}),
+            ),
+            (
+                true,
+                serde_json::json!({"errcode":0,"errmsg":"ok","access_token":"87_abc","expires_in":600}),
+            ),
+        ] {
+            let response = wechat_token(&record, 400_000, wecom);
+            assert_eq!(response.headers()[CACHE_CONTROL], "no-store");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(value, expected);
+        }
     }
 
     #[test]

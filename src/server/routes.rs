@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
 use crate::error::ApiError;
@@ -19,13 +20,14 @@ use crate::metrics::Metrics;
 use crate::store::grant_label;
 
 /// Token routes take small JSON bodies only.
-const TOKEN_BODY_LIMIT: usize = 1024 * 1024;
+pub(super) const TOKEN_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What the API handlers share.
 pub struct ApiState {
     pub broker: Broker,
     pub metrics: Metrics,
     pub token_wait: Duration,
+    pub proxy: Proxy,
 }
 
 /// Which listener a request came in on.
@@ -52,11 +54,23 @@ enum Route<'a> {
     DefaultToken,
     AppToken(&'a str),
     Invalidate(&'a str),
+    /// The app, and the raw path below `/v1/apps/{app}/proxy/`.
+    Proxy(&'a str, &'a str),
     NotFound,
 }
 
 impl Route<'_> {
     fn parse(path: &str) -> Route<'_> {
+        if let Some((app, rest)) = path
+            .strip_prefix("/v1/apps/")
+            .and_then(|rest| rest.split_once('/'))
+        {
+            if let Some(forwarded) = rest.strip_prefix("proxy") {
+                if forwarded.is_empty() || forwarded.starts_with('/') {
+                    return Route::Proxy(app, forwarded.strip_prefix('/').unwrap_or(""));
+                }
+            }
+        }
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         match (
             parts.next(),
@@ -86,6 +100,7 @@ impl Route<'_> {
             Route::DefaultToken => "/v1/token",
             Route::AppToken(_) => "/v1/apps/{app}/token",
             Route::Invalidate(_) => "/v1/apps/{app}/token/invalidate",
+            Route::Proxy(..) => "/v1/apps/{app}/proxy",
             Route::NotFound => "other",
         }
     }
@@ -185,6 +200,20 @@ async fn dispatch(
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             invalidate(state, app, &body, query).await
         }
+        Route::Proxy(name, path) => {
+            let app = find_app(&state.broker, name)?;
+            let forward = Forward {
+                method,
+                path,
+                query,
+                headers: &request.headers,
+            };
+            state
+                .proxy
+                .forward(app, forward, body)
+                .await
+                .map_err(|err| ApiError::from_proxy_error(app.name(), err))
+        }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),
@@ -194,7 +223,7 @@ async fn dispatch(
 
 /// A request that came through a reverse proxy may come from anywhere;
 /// the token API is for local callers only (DESIGN.md section 6).
-fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
     if headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED) {
         return Err(ApiError::ProxiedRequestRefused);
     }
@@ -229,7 +258,7 @@ fn find_app<'a>(broker: &'a Broker, name: &str) -> Result<&'a AppHandle, ApiErro
     })
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
@@ -373,6 +402,12 @@ mod tests {
                 "/v1/apps/{app}/token/invalidate",
             ),
             ("/v1/apps/shop/token/invalidate/x", "other"),
+            (
+                "/v1/apps/shop/proxy/tcb/databasequery",
+                "/v1/apps/{app}/proxy",
+            ),
+            ("/v1/apps/shop/proxy", "/v1/apps/{app}/proxy"),
+            ("/v1/apps/shop/proxyx", "other"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];

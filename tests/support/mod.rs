@@ -16,7 +16,7 @@ use wxbroker::client::{self, Target};
 use wxbroker::config::Config;
 use wxbroker::server::UnixSocket;
 use wxbroker::simulator::{AccountKind, SimConfig, SimHandle, Simulator};
-use wxbroker::{Daemon, Listeners};
+use wxbroker::{Daemon, Listeners, Tuning};
 
 pub const APPID: &str = "wx1234567890abcdef";
 pub const SECRET: &str = "s3cr3t-for-tests-0123456789abcdef";
@@ -88,6 +88,8 @@ pub struct Broker {
     pub metrics: SocketAddr,
     pub socket: PathBuf,
     pub dir: tempfile::TempDir,
+    /// The WeChat-compatible listener, when [`Options::compat`] asked for one.
+    pub compat: Option<SocketAddr>,
     http: reqwest::Client,
 }
 
@@ -100,6 +102,10 @@ pub struct Options {
     pub store: String,
     /// Reuse this directory (for restarts).
     pub dir: Option<tempfile::TempDir>,
+    /// Also bind the WeChat-compatible listener on an ephemeral port.
+    pub compat: bool,
+    /// Non-default fixed behaviour (a short proxy timeout).
+    pub tuning: Option<Tuning>,
 }
 
 impl Broker {
@@ -131,10 +137,16 @@ impl Broker {
             api_tcp: Some(api),
             api_unix: Some(UnixSocket::bind(&socket, 0o600, None).await.unwrap()),
             metrics: Some(ops),
+            compat: if options.compat {
+                Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
+            } else {
+                None
+            },
         };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();
-        let daemon = wxbroker::start(&config, listeners)
+        let compat = listeners.compat_addr();
+        let daemon = wxbroker::start_with(&config, listeners, options.tuning.unwrap_or_default())
             .await
             .expect("broker starts");
         Broker {
@@ -144,6 +156,7 @@ impl Broker {
             metrics,
             socket,
             dir,
+            compat,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(WAIT)
@@ -187,6 +200,51 @@ impl Broker {
         .expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The HTTP client the helpers use (no proxy, bounded by [`WAIT`]).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `http://ADDR{path}` on the WeChat-compatible listener.
+    pub fn compat_url(&self, path: &str) -> String {
+        let addr = self.compat.expect("started with Options::compat");
+        format!("http://{addr}{path}")
+    }
+
+    /// One request over TCP with a client header; returns status, headers
+    /// and the raw body.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> (u16, http::HeaderMap, bytes::Bytes) {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header("wxbroker-client", "tests");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_vec());
+        }
+        let response = within(request.send()).await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = within(response.bytes()).await.expect("body");
+        (status, headers, body)
+    }
+
+    /// The value of a counter or gauge in /metrics, 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap_or(0.0))
     }
 
     /// The app's token over TCP; panics unless 200.
@@ -418,4 +476,101 @@ impl Drop for RedisServer {
 /// The `[store]` section for a Redis store at `url`.
 pub fn redis_store(url: &str) -> String {
     format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"test\"\n")
+}
+
+/// A scripted upstream that issues a fixed classic token and never answers
+/// anything else: the proxy's timeout is the only way out. Stops (with all
+/// its connections) when dropped.
+pub struct StallingUpstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The token [`StallingUpstream`] issues.
+pub const STALL_TOKEN: &str = "87_stalling-upstream-token-0123456789";
+
+impl StallingUpstream {
+    pub async fn start() -> StallingUpstream {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let service =
+                    service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        if request.uri().path() != "/cgi-bin/token" {
+                            std::future::pending::<()>().await;
+                        }
+                        let body =
+                            format!("{{\"access_token\":\"{STALL_TOKEN}\",\"expires_in\":7200}}");
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                connections.spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        StallingUpstream { addr, task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for StallingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Everything `tracing` (and `log`) emits in this test process, at every
+/// level, for tests asserting that a token never reaches a log line. The
+/// first call installs the collector.
+pub fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+
+    static LOGS: OnceLock<std::sync::Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogSink(sink.clone()))
+            .try_init();
+        logs
+    });
+    let bytes = logs.lock().unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+struct LogSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

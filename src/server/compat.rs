@@ -1,0 +1,322 @@
+//! The WeChat-compatible listener (`[server] wechat_compat_listen`): WeChat's
+//! own API shape, so an unchanged SDK works once its API base URL points
+//! here. The token endpoints (`/cgi-bin/token`, `/cgi-bin/stable_token`,
+//! WeCom's `/cgi-bin/gettoken`) answer from the broker's cache and never
+//! call WeChat; any other path goes through the shared proxy with the
+//! app's current token in place of the one the client holds.
+//!
+//! No client header is required (SDKs cannot send one), so this listener
+//! belongs on loopback. Errors are WeChat-shaped, `{"errcode":..,"errmsg":..}`
+//! with HTTP 200, as WeChat sends its own.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use tracing::debug;
+
+use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
+use super::respond::{self, Body};
+use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
+use crate::broker::AppHandle;
+use crate::config::{AppKind, Grant};
+use crate::secret::AccessToken;
+
+/// How many recently served tokens each app remembers, so a client still
+/// holding one after a refresh is recognised as that app's.
+const REMEMBERED_TOKENS: usize = 4;
+
+/// The listener's state: the API's, plus the tokens lately served per app
+/// (in the broker's app order).
+pub struct CompatState {
+    api: Arc<ApiState>,
+    served: Vec<Mutex<VecDeque<AccessToken>>>,
+}
+
+/// A WeChat error answer.
+struct WxError {
+    errcode: i64,
+    errmsg: String,
+}
+
+impl WxError {
+    fn new(errcode: i64, errmsg: impl Into<String>) -> Self {
+        WxError {
+            errcode,
+            errmsg: errmsg.into(),
+        }
+    }
+
+    fn from_proxy(app: &str, err: &ProxyError) -> Self {
+        match err {
+            ProxyError::BadPath(why) => WxError::new(40066, format!("invalid url: {why}")),
+            ProxyError::TooLarge => WxError::new(
+                45002,
+                format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
+            ),
+            ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
+            ProxyError::Token(_) => no_token(app),
+            ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
+            ProxyError::Upstream(message) => {
+                WxError::new(-1, format!("system error: upstream unreachable: {message}"))
+            }
+        }
+    }
+
+    fn into_response(self) -> Response<Body> {
+        respond::wechat_error(self.errcode, &self.errmsg)
+    }
+}
+
+fn no_token(app: &str) -> WxError {
+    WxError::new(
+        -1,
+        format!("system error: wxbroker holds no valid token for app '{app}'; retry later"),
+    )
+}
+
+impl CompatState {
+    pub fn new(api: Arc<ApiState>) -> Self {
+        let served = api
+            .broker
+            .apps()
+            .iter()
+            .map(|_| Mutex::new(VecDeque::with_capacity(REMEMBERED_TOKENS)))
+            .collect();
+        CompatState { api, served }
+    }
+
+    fn remember(&self, index: usize, token: &AccessToken) {
+        let mut served = self.served[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if served.front() != Some(token) {
+            served.push_front(token.clone());
+            served.truncate(REMEMBERED_TOKENS);
+        }
+    }
+
+    fn recognises(&self, index: usize, app: &AppHandle, token: &str) -> bool {
+        if app
+            .valid_token()
+            .is_some_and(|current| current.value.expose() == token)
+        {
+            return true;
+        }
+        self.served[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .any(|served| served.expose() == token)
+    }
+}
+
+pub async fn handle(state: &CompatState, request: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let (route, response) = dispatch(state, &parts, body).await;
+    let metrics = &state.api.metrics;
+    let status = response.status();
+    metrics
+        .requests
+        .with_label_values(&["compat", route, status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[route])
+        .observe(started.elapsed().as_secs_f64());
+    debug!(
+        listener = "compat",
+        route,
+        status = status.as_u16(),
+        "request"
+    );
+    response
+}
+
+async fn dispatch(
+    state: &CompatState,
+    request: &http::request::Parts,
+    body: Incoming,
+) -> (&'static str, Response<Body>) {
+    let route = match request.uri.path() {
+        "/cgi-bin/token" => "/cgi-bin/token",
+        "/cgi-bin/stable_token" => "/cgi-bin/stable_token",
+        "/cgi-bin/gettoken" => "/cgi-bin/gettoken",
+        _ => "/{path}",
+    };
+    if check_not_relayed(&request.headers).is_err() {
+        let refused = WxError::new(
+            40164,
+            "invalid ip: requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused",
+        );
+        return (route, refused.into_response());
+    }
+    let query = request.uri.query().unwrap_or("");
+    let answer = match route {
+        "/cgi-bin/token" => classic_token(state, &request.method, query).await,
+        "/cgi-bin/stable_token" => stable_token(state, &request.method, body).await,
+        "/cgi-bin/gettoken" => wecom_token(state, &request.method, query).await,
+        _ => proxied(state, request, body).await,
+    };
+    (route, answer.unwrap_or_else(WxError::into_response))
+}
+
+/// `GET /cgi-bin/token?grant_type=client_credential&appid=A[&secret=..]`;
+/// the secret is ignored.
+async fn classic_token(
+    state: &CompatState,
+    method: &Method,
+    query: &str,
+) -> Result<Response<Body>, WxError> {
+    if method != Method::GET {
+        return Err(WxError::new(43001, "require GET method"));
+    }
+    check_grant_type(query_param(query, "grant_type").as_deref())?;
+    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
+    let index = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
+        .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+    serve_token(state, index, false).await
+}
+
+#[derive(Deserialize)]
+struct StableRequest {
+    #[serde(default)]
+    grant_type: Option<String>,
+    #[serde(default)]
+    appid: Option<String>,
+}
+
+/// `POST /cgi-bin/stable_token` with `{"grant_type":..,"appid":..}`. The
+/// secret is ignored, and so is `force_refresh`: the broker alone decides
+/// when to spend one of the day's forced refreshes.
+async fn stable_token(
+    state: &CompatState,
+    method: &Method,
+    body: Incoming,
+) -> Result<Response<Body>, WxError> {
+    if method != Method::POST {
+        return Err(WxError::new(43002, "require POST method"));
+    }
+    let body = read_body(body, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|err| WxError::new(47001, format!("data format error: {err}")))?;
+    let request: StableRequest =
+        serde_json::from_slice(&body).map_err(|_| WxError::new(47001, "data format error"))?;
+    check_grant_type(request.grant_type.as_deref())?;
+    let appid = request.appid.filter(|appid| !appid.is_empty());
+    let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
+    let index = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Stable))
+        .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
+    serve_token(state, index, false).await
+}
+
+/// WeCom's `GET /cgi-bin/gettoken?corpid=C[&corpsecret=..]`.
+async fn wecom_token(
+    state: &CompatState,
+    method: &Method,
+    query: &str,
+) -> Result<Response<Body>, WxError> {
+    if method != Method::GET {
+        return Err(WxError::new(43001, "require GET method"));
+    }
+    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
+    let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
+    let index = find_by_appid(state, &corpid, AppKind::Wecom, None)
+        .ok_or_else(|| WxError::new(40013, "invalid corpid"))?;
+    serve_token(state, index, true).await
+}
+
+fn check_grant_type(grant_type: Option<&str>) -> Result<(), WxError> {
+    match grant_type {
+        Some("client_credential") => Ok(()),
+        _ => Err(WxError::new(40002, "invalid grant_type")),
+    }
+}
+
+/// The app with this appid (or corpid) and kind, preferring the grant the
+/// endpoint implies when both grants of one appid are configured.
+fn find_by_appid(
+    state: &CompatState,
+    appid: &str,
+    kind: AppKind,
+    grant: Option<Grant>,
+) -> Option<usize> {
+    let apps = state.api.broker.apps();
+    let matching = |app: &AppHandle| app.config().appid == appid && app.config().kind == kind;
+    let preferred = apps
+        .iter()
+        .position(|app| matching(app) && grant.map_or(true, |grant| grant == app.config().grant));
+    preferred.or_else(|| apps.iter().position(matching))
+}
+
+async fn serve_token(
+    state: &CompatState,
+    index: usize,
+    wecom: bool,
+) -> Result<Response<Body>, WxError> {
+    let app = &state.api.broker.apps()[index];
+    let token = app
+        .token(state.api.token_wait)
+        .await
+        .map_err(|_| no_token(app.name()))?;
+    state.remember(index, &token.value);
+    Ok(respond::wechat_token(&token, app.now_ms(), wecom))
+}
+
+/// Any other path: forwarded to the app's `api_base` with its token.
+async fn proxied(
+    state: &CompatState,
+    request: &http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, WxError> {
+    let query = request.uri.query();
+    let app = app_for_call(state, query.unwrap_or(""))?;
+    let path = request.uri.path();
+    let forward = Forward {
+        method: &request.method,
+        path: path.strip_prefix('/').unwrap_or(path),
+        query,
+        headers: &request.headers,
+    };
+    state
+        .api
+        .proxy
+        .forward(app, forward, body)
+        .await
+        .map_err(|err| WxError::from_proxy(app.name(), &err))
+}
+
+/// Which app a forwarded call is for: the one named by an `appid` query
+/// parameter, else the one whose token (current or lately served) the
+/// client holds, else the only app.
+fn app_for_call<'a>(state: &'a CompatState, query: &str) -> Result<&'a AppHandle, WxError> {
+    let apps = state.api.broker.apps();
+    if let Some(appid) = query_param(query, "appid") {
+        if let Some(app) = apps.iter().find(|app| app.config().appid == appid) {
+            return Ok(app);
+        }
+    }
+    let held = query_param(query, "access_token").filter(|token| !token.is_empty());
+    if let Some(held) = &held {
+        let found = apps
+            .iter()
+            .enumerate()
+            .find(|(index, app)| state.recognises(*index, app, held));
+        if let Some((_, app)) = found {
+            return Ok(app);
+        }
+    }
+    match (apps, held) {
+        ([only], _) => Ok(only),
+        (_, Some(_)) => Err(WxError::new(
+            40001,
+            "invalid credential, access_token is invalid or not latest: no configured app holds this token",
+        )),
+        (_, None) => Err(WxError::new(41001, "access_token missing")),
+    }
+}
