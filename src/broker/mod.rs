@@ -62,14 +62,15 @@ impl TokenRecord {
             access_token: self.value.clone(),
             expires_at: self.expires_at(),
             fetched_at: self.fetched_at(),
+            fetched_at_ms: self.fetched_at_ms,
         }
     }
 
     pub fn from_stored(stored: StoredToken) -> Self {
         TokenRecord {
+            fetched_at_ms: stored.fetched_ms(),
             value: stored.access_token,
             expires_at_ms: stored.expires_at * 1000,
-            fetched_at_ms: stored.fetched_at * 1000,
         }
     }
 }

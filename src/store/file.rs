@@ -164,6 +164,7 @@ mod tests {
                 access_token: AccessToken::new("tok"),
                 expires_at: 100,
                 fetched_at: 10,
+                fetched_at_ms: 0,
             }),
             day: 20260101,
             fetches: 3,

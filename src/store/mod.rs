@@ -71,14 +71,30 @@ pub struct StoredToken {
     pub expires_at: u64,
     /// Unix seconds.
     pub fetched_at: u64,
+    /// Unix milliseconds: orders two refreshes within one second.
+    #[serde(default)]
+    pub fetched_at_ms: u64,
 }
 
-/// The order in which tokens replace each other in a shared store: the
-/// later fetch wins, and of two fetched in the same second, the greater
-/// token, so every broker picks the same one.
-pub fn is_newer(candidate: &StoredToken, than: &StoredToken) -> bool {
-    (candidate.fetched_at, candidate.access_token.expose())
-        > (than.fetched_at, than.access_token.expose())
+impl StoredToken {
+    /// When it was fetched, in milliseconds; records written before the
+    /// millisecond field existed give whole seconds.
+    pub fn fetched_ms(&self) -> u64 {
+        if self.fetched_at_ms > 0 {
+            self.fetched_at_ms
+        } else {
+            self.fetched_at * 1000
+        }
+    }
+
+    /// Whether a broker holding `held` should take this (shared) token
+    /// instead: it is another token, fetched no earlier. A shared store
+    /// only ever replaces its record with a strictly later fetch, so of
+    /// tokens fetched at once while the store was away, the first stored
+    /// wins and everyone adopts it.
+    pub fn supersedes(&self, held: &StoredToken) -> bool {
+        self.access_token != held.access_token && self.fetched_ms() >= held.fetched_ms()
+    }
 }
 
 /// One app's durable state.

@@ -34,23 +34,22 @@ const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
 /// each waiting out its own connect timeout.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
-/// Stores the record only if its token is newer than the stored one:
-/// ordered by `fetched_at`, then by the token itself to break ties. Brokers
-/// that fetched on their own while Redis was away thus converge on one
-/// token when it returns, and rewriting the same token is a no-op (no
-/// publish, so brokers never wake each other in a loop). Publishes on a
-/// change. The same order is [`crate::store::is_newer`].
+/// Stores the record only if its token was fetched strictly later than the
+/// stored one's. Brokers that fetched on their own while Redis was away
+/// thus converge on one token when it returns (see
+/// [`crate::store::StoredToken::supersedes`]), and rewriting the same token
+/// is a no-op: no publish, so brokers never wake each other in a loop.
+/// Publishes on a change.
 const SAVE_IF_NEWER: &str = r"
 local current = redis.call('GET', KEYS[1])
 if current then
   local ok, decoded = pcall(cjson.decode, current)
   if ok and type(decoded) == 'table' and type(decoded.token) == 'table' then
-    local stored_at = tonumber(decoded.token.fetched_at) or 0
-    local new_at = tonumber(ARGV[3])
-    if stored_at > new_at then
-      return 0
+    local stored_ms = tonumber(decoded.token.fetched_at_ms) or 0
+    if stored_ms == 0 then
+      stored_ms = (tonumber(decoded.token.fetched_at) or 0) * 1000
     end
-    if stored_at == new_at and tostring(decoded.token.access_token) >= ARGV[4] then
+    if stored_ms >= tonumber(ARGV[3]) then
       return 0
     end
   end
@@ -230,7 +229,7 @@ impl Store for RedisStore {
             }
             let json = serde_json::to_string(state).expect("a stored record always serializes");
             let (token_key, channel) = (self.key(key, "token"), self.key(key, "updated"));
-            let fetched_at = token.fetched_at;
+            let fetched_ms = token.fetched_ms();
             let _: i64 = self
                 .run("save", async |mut c| {
                     redis::Script::new(SAVE_IF_NEWER)
@@ -238,8 +237,7 @@ impl Store for RedisStore {
                         .key(&channel)
                         .arg(&json)
                         .arg(ttl_ms)
-                        .arg(fetched_at)
-                        .arg(token.access_token.expose())
+                        .arg(fetched_ms)
                         .invoke_async(&mut c)
                         .await
                 })

@@ -16,11 +16,13 @@ use tracing::{error, info, warn};
 use super::Refresher;
 use crate::broker::TokenRecord;
 use crate::secret::AccessToken;
-use crate::store::{is_newer, LockToken};
+use crate::store::LockToken;
 
 /// How often a broker re-reads the shared record in case it missed a
 /// published update.
 pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a broker waiting on another's lock looks again.
+const LOCK_RECHECK: Duration = Duration::from_millis(250);
 /// How soon to try Redis again while it is away and the token is fine.
 const STORE_RETRY: Duration = Duration::from_secs(2);
 /// A classic-grant token this close to expiry is refreshed even without
@@ -46,62 +48,66 @@ impl Refresher {
             return Turn::Mine(None);
         };
         let ttl = self.app.fetch_timeout * 2 + Duration::from_secs(5);
-        match cluster.try_lock(&self.key, ttl).await {
-            Ok(Some(lock)) => {
-                self.set_degraded(false);
-                if self.adopt_stored(reported).await {
-                    self.end_turn(Some(lock)).await;
-                    return Turn::Settled;
+        // Another broker may hold the lock for up to its lifetime (longer
+        // only if it died holding it, and then the lock expires).
+        let give_up = Instant::now() + ttl;
+        loop {
+            match cluster.try_lock(&self.key, ttl).await {
+                Ok(Some(lock)) => {
+                    self.set_degraded(false);
+                    // Someone may have refreshed while we waited for the lock.
+                    if self.adopt_stored(reported).await {
+                        self.end_turn(Some(lock)).await;
+                        return Turn::Settled;
+                    }
+                    return Turn::Mine(Some(lock));
                 }
-                Turn::Mine(Some(lock))
-            }
-            Ok(None) => {
-                self.set_degraded(false);
-                // Another broker is fetching: wait for its result, bounded
-                // by the lock's lifetime (it may have died holding it).
-                let deadline = Instant::now() + ttl;
-                loop {
-                    let woken = match self.updates.as_mut() {
-                        Some(updates) => tokio::time::timeout_at(deadline, updates.recv())
-                            .await
-                            .is_ok_and(|update| update.is_some()),
-                        None => false,
-                    };
+                Ok(None) => {
+                    self.set_degraded(false);
+                    if Instant::now() >= give_up {
+                        self.next_attempt = Instant::now() + LOCK_RECHECK;
+                        return Turn::Later;
+                    }
+                    // Another broker is fetching: take its token as soon as
+                    // it is published, or the lock once it is released (its
+                    // fetch may have failed).
+                    if let Some(updates) = self.updates.as_mut() {
+                        let _ = tokio::time::timeout(LOCK_RECHECK, updates.recv()).await;
+                    } else {
+                        tokio::time::sleep(LOCK_RECHECK).await;
+                    }
                     if self.adopt_stored(reported).await {
                         return Turn::Settled;
                     }
-                    if !woken {
-                        break;
-                    }
                 }
-                self.next_attempt = Instant::now() + Duration::from_millis(200);
-                Turn::Later
-            }
-            Err(err) => {
-                self.count_store_error(err.op_label());
-                if self.may_fetch_alone() {
-                    error!(
-                        app = %self.app.name,
-                        error = %err,
-                        "cluster store unreachable: refreshing without the fleet's lock"
-                    );
-                    self.set_degraded(true);
-                    Turn::Mine(None)
-                } else {
-                    warn!(
-                        app = %self.app.name,
-                        error = %err,
-                        "cluster store unreachable: keeping the current token and waiting for it"
-                    );
-                    let retry = Instant::now() + STORE_RETRY;
-                    self.next_attempt = match self.alone_deadline() {
-                        Some(deadline) => retry.min(deadline),
-                        None => retry,
-                    };
-                    Turn::Later
-                }
+                Err(err) => return self.without_store(err),
             }
         }
+    }
+
+    /// Redis is away: refresh alone if that is safe enough, else wait.
+    fn without_store(&mut self, err: crate::store::StoreError) -> Turn {
+        self.count_store_error(err.op_label());
+        if self.may_fetch_alone() {
+            error!(
+                app = %self.app.name,
+                error = %err,
+                "cluster store unreachable: refreshing without the fleet's lock"
+            );
+            self.set_degraded(true);
+            return Turn::Mine(None);
+        }
+        warn!(
+            app = %self.app.name,
+            error = %err,
+            "cluster store unreachable: keeping the current token and waiting for it"
+        );
+        let retry = Instant::now() + STORE_RETRY;
+        self.next_attempt = match self.alone_deadline() {
+            Some(deadline) => retry.min(deadline),
+            None => retry,
+        };
+        Turn::Later
     }
 
     pub(super) async fn end_turn(&mut self, lock: Option<LockToken>) {
@@ -174,7 +180,7 @@ impl Refresher {
         let current = self.current().filter(|token| token.is_valid(now));
         let stored = record.and_then(|record| record.token);
         let newer = match (&stored, &current) {
-            (Some(stored), Some(current)) => is_newer(stored, &current.to_stored()),
+            (Some(stored), Some(current)) => stored.supersedes(&current.to_stored()),
             (Some(_), None) => true,
             (None, _) => false,
         };

@@ -20,7 +20,7 @@ use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{grant_label, Store, StoreKey, StoredApp, StoredToken};
+use crate::store::{grant_label, Store, StoreKey, StoredApp};
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource};
 
 pub(super) enum Command {
@@ -506,11 +506,7 @@ impl Refresher {
         let record = StoredApp {
             appid: self.key.appid.clone(),
             grant: self.key.grant.to_owned(),
-            token: self.current().map(|token| StoredToken {
-                access_token: token.value.clone(),
-                expires_at: token.expires_at(),
-                fetched_at: token.fetched_at(),
-            }),
+            token: self.current().map(|token| token.to_stored()),
             day: self.budget.day(),
             fetches: self.budget.used(),
         };
