@@ -250,7 +250,7 @@ fn find_by_appid(
     let matching = |app: &AppHandle| app.config().appid == appid && app.config().kind == kind;
     let preferred = apps
         .iter()
-        .position(|app| matching(app) && grant.map_or(true, |grant| grant == app.config().grant));
+        .position(|app| matching(app) && grant.is_none_or(|grant| grant == app.config().grant));
     preferred.or_else(|| apps.iter().position(matching))
 }
 

@@ -411,7 +411,7 @@ async fn peek(mut response: reqwest::Response) -> Result<Answer, reqwest::Error>
     let small_json = is_json(&headers)
         && response
             .content_length()
-            .map_or(true, |n| n <= PEEK_LIMIT as u64);
+            .is_none_or(|n| n <= PEEK_LIMIT as u64);
     let mut read = Vec::new();
     if small_json {
         let mut size = 0;

@@ -72,6 +72,10 @@ pub struct RedisStore {
     prefix: String,
     connection: Mutex<Connection>,
     owner: String,
+    /// Locks asked for whose answer never came: a frozen Redis runs the
+    /// command once it thaws, leaving a lock nobody knows it holds. Each is
+    /// released (if still ours) before the next lock attempt.
+    unanswered_locks: Mutex<Vec<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -92,6 +96,7 @@ impl RedisStore {
             client,
             prefix: prefix.to_owned(),
             connection: Mutex::new(Connection::default()),
+            unanswered_locks: Mutex::new(Vec::new()),
             owner: format!(
                 "{}-{}-{:016x}",
                 hostname(),
@@ -163,6 +168,31 @@ impl RedisStore {
             .await
             .map_err(|_| timeout_error(op))?
             .map_err(|err| redis_error(op, err))
+    }
+}
+
+impl RedisStore {
+    async fn release_unanswered_locks(&self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut *self.unanswered_locks.lock().await);
+        for (index, (lock_key, owner)) in pending.iter().enumerate() {
+            let released: Result<i64, StoreError> = self
+                .run("unlock", async |mut c| {
+                    redis::Script::new(UNLOCK)
+                        .key(lock_key)
+                        .arg(owner)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await;
+            if let Err(err) = released {
+                self.unanswered_locks
+                    .lock()
+                    .await
+                    .extend(pending[index..].iter().cloned());
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -258,17 +288,24 @@ impl Cluster for RedisStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<LockToken>, StoreError>> {
         Box::pin(async move {
+            self.release_unanswered_locks().await?;
             let lock_key = self.key(key, "lock");
             let owner = format!("{}-{:08x}", self.owner, rand::random::<u32>());
             let options = redis::SetOptions::default()
                 .conditional_set(redis::ExistenceCheck::NX)
                 .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
-            let taken: Option<String> = self
+            let taken: Result<Option<String>, StoreError> = self
                 .run("lock", async |mut c| {
                     c.set_options(&lock_key, &owner, options).await
                 })
-                .await?;
-            Ok(taken.map(|_| LockToken(owner)))
+                .await;
+            if taken.is_err() {
+                self.unanswered_locks
+                    .lock()
+                    .await
+                    .push((lock_key, owner.clone()));
+            }
+            Ok(taken?.map(|_| LockToken(owner)))
         })
     }
 

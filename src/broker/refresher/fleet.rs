@@ -185,26 +185,30 @@ impl Refresher {
             (None, _) => false,
         };
         let stored = stored.map(TokenRecord::from_stored);
+        if self.fetched_alone {
+            // Tokens fetched alone by several brokers may have invalidated
+            // each other. A shared token fetched later than ours is at
+            // least as good; otherwise the fleet needs one fetch under the
+            // lock to agree on a token known to be good.
+            return match stored {
+                Some(stored) if newer && stored.is_valid(now) => {
+                    self.fetched_alone = false;
+                    self.take_stored(stored);
+                    true
+                }
+                _ => {
+                    self.next_attempt = Instant::now();
+                    false
+                }
+            };
+        }
         match stored {
             Some(stored)
                 if newer
                     && stored.is_valid(now)
                     && reported.is_none_or(|reported| stored.value != *reported) =>
             {
-                info!(
-                    app = %self.app.name,
-                    token = %stored.value.fingerprint(),
-                    expires_in = stored.expires_in(now),
-                    "adopted the fleet's token"
-                );
-                self.next_attempt = self.refresh_due(&stored);
-                self.backoff.reset();
-                self.hold_until = None;
-                self.publish(|view| {
-                    view.token = Some(Arc::new(stored));
-                    view.last_error = None;
-                    view.retry_at = None;
-                });
+                self.take_stored(stored);
                 true
             }
             _ => {
@@ -216,5 +220,22 @@ impl Refresher {
                 false
             }
         }
+    }
+
+    fn take_stored(&mut self, stored: TokenRecord) {
+        info!(
+            app = %self.app.name,
+            token = %stored.value.fingerprint(),
+            expires_in = stored.expires_in(self.now_ms()),
+            "adopted the fleet's token"
+        );
+        self.next_attempt = self.refresh_due(&stored);
+        self.backoff.reset();
+        self.hold_until = None;
+        self.publish(|view| {
+            view.token = Some(Arc::new(stored));
+            view.last_error = None;
+            view.retry_at = None;
+        });
     }
 }

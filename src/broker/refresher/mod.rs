@@ -66,6 +66,10 @@ pub(super) struct Refresher {
     next_poll: Instant,
     /// Cluster mode: refreshing without the shared store.
     degraded: bool,
+    /// Cluster mode: the current token was fetched without the fleet's
+    /// lock, so it may already be dead upstream (another broker fetching
+    /// alone invalidates it); it is never offered to the fleet.
+    fetched_alone: bool,
 }
 
 /// The next wake-up from the cluster, or never outside cluster mode.
@@ -102,6 +106,7 @@ impl Refresher {
             updates: None,
             next_poll: Instant::now() + fleet::POLL_INTERVAL,
             degraded: false,
+            fetched_alone: false,
         }
     }
 
@@ -368,6 +373,7 @@ impl Refresher {
     fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
         self.backoff.reset();
         self.hold_until = None;
+        self.fetched_alone = self.degraded;
         let token = TokenRecord {
             value: grant.token,
             expires_at_ms: sent_at + grant.expires_in * 1000,
@@ -503,6 +509,9 @@ impl Refresher {
 
     /// Rule 6 and 8: the token and the day's count survive restarts.
     async fn persist(&mut self) {
+        if self.fetched_alone {
+            return;
+        }
         let record = StoredApp {
             appid: self.key.appid.clone(),
             grant: self.key.grant.to_owned(),
