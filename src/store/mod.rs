@@ -14,6 +14,7 @@ use crate::config::{AppConfig, AppKind, Grant};
 use crate::secret::AccessToken;
 
 pub use file::FileStore;
+pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 
 /// Which app a stored record belongs to. Records carry the appid and grant
