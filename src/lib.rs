@@ -51,15 +51,13 @@ use metrics::Metrics;
 use server::ApiState;
 pub use server::Listeners;
 use sink::{SinkError, SinkHandle};
-use store::{FileStore, MemoryStore, Store, StoreError};
+use store::{FileStore, MemoryStore, RedisStore, Store, StoreError};
 use wechat::{TokenSource, WechatSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("store.backend = \"redis\": cluster mode is not available in this build")]
-    RedisUnavailable,
     #[error("could not build the upstream HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
 }
@@ -149,7 +147,7 @@ pub async fn start(config: &Config, listeners: Listeners) -> Result<Daemon, Star
     let store: Arc<dyn Store> = match &config.store.backend {
         StoreBackend::Memory => Arc::new(MemoryStore::new()),
         StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
-        StoreBackend::Redis { .. } => return Err(StartError::RedisUnavailable),
+        StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
     };
     let http = reqwest::Client::builder()
         .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))

@@ -192,6 +192,25 @@ impl Metrics {
         }
     }
 
+    /// Creates the app's series whose label values are known up front, at
+    /// zero, so they are exposed before the first event: `increase()` then
+    /// sees the first error, and a panel shows 0 rather than "no data".
+    pub fn init_app(&self, app: &str) {
+        self.token_valid.with_label_values(&[app]);
+        self.upstream_fetch_duration.with_label_values(&[app]);
+        self.cluster_degraded.with_label_values(&[app]);
+        for result in crate::wechat::RESULT_LABELS {
+            self.upstream_fetches.with_label_values(&[app, result]);
+        }
+        for errcode in crate::wechat::errcode_labels() {
+            self.upstream_errors.with_label_values(&[app, errcode]);
+        }
+        for outcome in crate::broker::InvalidateOutcome::ALL {
+            self.forced_refreshes
+                .with_label_values(&[app, outcome.metric_label()]);
+        }
+    }
+
     /// Counts a request from a named client, folding names past the cap
     /// into "other" so a hostile client cannot grow the label set.
     pub fn count_client(&self, client: &str) {
@@ -261,6 +280,24 @@ mod tests {
             .count();
         assert_eq!(labelled, MAX_CLIENT_LABELS + 1);
         assert!(text.contains(r#"wxbroker_client_requests_total{client="other"} 36"#));
+    }
+
+    #[test]
+    fn app_series_exist_before_any_event() {
+        let metrics = Metrics::new();
+        metrics.init_app("shop");
+        let text = String::from_utf8(metrics.render()).unwrap();
+        for series in [
+            r#"wxbroker_token_valid{app="shop"} 0"#,
+            r#"wxbroker_upstream_fetches_total{app="shop",result="ok"} 0"#,
+            r#"wxbroker_upstream_errors_total{app="shop",errcode="40164"} 0"#,
+            r#"wxbroker_upstream_errors_total{app="shop",errcode="other"} 0"#,
+            r#"wxbroker_upstream_fetch_duration_seconds_count{app="shop"} 0"#,
+            r#"wxbroker_forced_refreshes_total{app="shop",outcome="rate_limited"} 0"#,
+            r#"wxbroker_cluster_degraded{app="shop"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 
     #[test]

@@ -68,6 +68,10 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
         "add this server's IP to the IP whitelist of the WeChat console",
     ),
     (
+        60020,
+        "add this server's IP to the trusted IPs of the WeCom app",
+    ),
+    (
         40243,
         "the app secret is frozen: unfreeze or reset it in the WeChat console",
     ),
@@ -108,8 +112,20 @@ const QUOTA_ERRCODE: i64 = 45009;
 /// so a misbehaving upstream cannot grow the label set without bound.
 const LABELLED_ERRCODES: &[&str] = &[
     "-1", "40001", "40002", "40013", "40014", "40125", "40164", "40243", "41002", "41004", "42001",
-    "45009", "45011", "50004", "50007", "61004", "89501", "89503", "89506", "89507",
+    "45009", "45011", "50004", "50007", "60020", "61004", "89501", "89503", "89506", "89507",
 ];
+
+/// The labels of failures that carry no errcode; see `errcode_label`.
+const UNCODED_LABELS: &[&str] = &["timeout", "transport", "http", "malformed", "other"];
+
+/// Every value [`FetchError::errcode_label`] can return.
+pub fn errcode_labels() -> impl Iterator<Item = &'static str> {
+    LABELLED_ERRCODES.iter().chain(UNCODED_LABELS).copied()
+}
+
+/// Every `result` label of `wxbroker_upstream_fetches_total`: "ok" and
+/// the values of [`FetchError::result_label`].
+pub const RESULT_LABELS: [&str; 3] = ["ok", "errcode", "transport"];
 
 impl FetchError {
     pub fn class(&self) -> ErrorClass {
@@ -346,8 +362,8 @@ mod tests {
             assert_eq!(api(code).class(), ErrorClass::Retry, "{code}");
         }
         for code in [
-            40001, 40125, 40002, 40013, 40164, 61004, 40243, 41002, 41004, 50004, 50007, 89501,
-            89503, 89506, 89507,
+            40001, 40125, 40002, 40013, 40164, 61004, 60020, 40243, 41002, 41004, 50004, 50007,
+            89501, 89503, 89506, 89507,
         ] {
             assert_eq!(api(code).class(), ErrorClass::Config, "{code}");
             assert!(api(code).fix().is_some());

@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::AppConfig;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::Store;
+use crate::store::{Store, StoredToken};
 use crate::wechat::TokenSource;
 
 pub use budget::DailyBudget;
@@ -54,6 +54,23 @@ impl TokenRecord {
 
     pub fn is_valid(&self, now_ms: u64) -> bool {
         self.expires_at_ms > now_ms
+    }
+
+    /// As stored: whole seconds, rounded down.
+    pub fn to_stored(&self) -> StoredToken {
+        StoredToken {
+            access_token: self.value.clone(),
+            expires_at: self.expires_at(),
+            fetched_at: self.fetched_at(),
+        }
+    }
+
+    pub fn from_stored(stored: StoredToken) -> Self {
+        TokenRecord {
+            value: stored.access_token,
+            expires_at_ms: stored.expires_at * 1000,
+            fetched_at_ms: stored.fetched_at * 1000,
+        }
     }
 }
 
@@ -143,6 +160,13 @@ pub enum InvalidateOutcome {
 }
 
 impl InvalidateOutcome {
+    pub const ALL: [InvalidateOutcome; 4] = [
+        InvalidateOutcome::Refreshed,
+        InvalidateOutcome::AlreadyRotated,
+        InvalidateOutcome::RateLimited,
+        InvalidateOutcome::Failed,
+    ];
+
     pub fn metric_label(self) -> &'static str {
         match self {
             InvalidateOutcome::Refreshed => "refreshed",
@@ -292,6 +316,7 @@ impl Broker {
                         clock: context.clock,
                     }),
                 };
+                context.metrics.init_app(&config.name);
                 let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
                 context.tasks.spawn(refresher.run());
                 handle
@@ -349,6 +374,12 @@ impl Broker {
                     .token_expiry
                     .with_label_values(&[name])
                     .set(token.expires_at_ms as f64 / 1000.0);
+                // From the token, not the refresh event, so a token loaded
+                // on a warm start shows when it was fetched.
+                self.metrics
+                    .token_last_refresh
+                    .with_label_values(&[name])
+                    .set(token.fetched_at_ms as f64 / 1000.0);
             }
             self.metrics
                 .fetches_today

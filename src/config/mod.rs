@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub wechat_compat_listen: Option<SocketAddr>,
     /// How long a reader waits for a token when none is valid (then 503).
     pub token_wait_timeout: Duration,
+    /// A connection that sends no complete request head for this long is
+    /// closed: slow senders (slowloris) and idle keep-alive connections.
+    pub idle_timeout: Duration,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.

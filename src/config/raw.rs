@@ -35,6 +35,7 @@ pub(crate) struct RawServer {
     pub metrics_listen: Option<String>,
     pub wechat_compat_listen: Option<String>,
     pub token_wait_timeout: Option<Loose>,
+    pub idle_timeout: Option<Loose>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,7 @@ pub(crate) fn effective(config: &Config) -> String {
     out.addr("metrics_listen", server.metrics_listen);
     out.addr("wechat_compat_listen", server.wechat_compat_listen);
     out.duration("token_wait_timeout", server.token_wait_timeout);
+    out.duration("idle_timeout", server.idle_timeout);
 
     out.table("[store]");
     match &config.store.backend {

@@ -38,6 +38,10 @@ const DEFAULT_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers blocked longer than this are better served by a 503 they can
 /// retry than by a hung request.
 const MAX_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Long enough for pooled keep-alive clients, short enough that idle and
+/// slow-header connections do not pile up against `max_connections`.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_KEY_PREFIX: &str = "wxbroker";
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -139,6 +143,14 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         MAX_TOKEN_WAIT_TIMEOUT,
     )?;
 
+    let idle_timeout = duration(
+        "server.idle_timeout",
+        raw.idle_timeout.as_ref(),
+        DEFAULT_IDLE_TIMEOUT,
+    )?;
+    positive("server.idle_timeout", idle_timeout)?;
+    at_most("server.idle_timeout", idle_timeout, MAX_IDLE_TIMEOUT)?;
+
     Ok(ServerConfig {
         listen,
         unix_socket,
@@ -149,6 +161,7 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         metrics_listen,
         wechat_compat_listen,
         token_wait_timeout,
+        idle_timeout,
     })
 }
 

@@ -22,8 +22,10 @@ use tracing::{debug, warn};
 
 use super::respond::Body;
 
-/// How long a client may take to send a request's headers (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The request line and headers together; token requests need a few
+/// hundred bytes, proxied SDK requests a few KiB.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
 /// How long in-flight requests get to finish once shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
@@ -58,19 +60,25 @@ pub trait Handler: Clone + Send + Sync + 'static {
 }
 
 /// Serves `listener` until `cancel`, then drains open connections for up
-/// to [`DRAIN_DEADLINE`].
+/// to [`DRAIN_DEADLINE`]. A connection that sends no complete request head
+/// for `idle_timeout` is closed: hyper's header read timer runs from the
+/// moment it waits for a request, so it bounds slow senders and idle
+/// keep-alive connections alike.
 pub async fn serve<L: Accept, H: Handler>(
     name: &'static str,
     listener: L,
     handler: H,
     connections: Arc<Semaphore>,
+    idle_timeout: Duration,
     cancel: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(idle_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     loop {
         let permit = tokio::select! {

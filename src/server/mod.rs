@@ -137,6 +137,7 @@ pub fn spawn(
             tcp,
             handler,
             connections.clone(),
+            server.idle_timeout,
             cancel.clone(),
         ));
     }
@@ -150,6 +151,7 @@ pub fn spawn(
             listener,
             handler,
             connections.clone(),
+            server.idle_timeout,
             cancel.clone(),
         );
         tasks.spawn(async move {
@@ -170,6 +172,7 @@ pub fn spawn(
             metrics,
             handler,
             ops_connections,
+            server.idle_timeout,
             cancel.clone(),
         ));
     }

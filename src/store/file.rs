@@ -29,6 +29,7 @@ impl FileStore {
             .mode(0o700)
             .create(dir)
             .map_err(|source| io("create", source))?;
+        remove_leftover_temp_files(dir);
         Ok(FileStore {
             dir: Arc::from(dir),
         })
@@ -68,6 +69,20 @@ impl Store for FileStore {
                 .await
                 .expect("file store write panicked")
         })
+    }
+}
+
+/// A crash between creating a temp file and renaming it leaves the temp
+/// file behind; the record itself is intact, so the leftover just goes.
+fn remove_leftover_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().contains(".json.tmp.") {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -168,6 +183,7 @@ mod tests {
             name: "shop".into(),
             appid: "wx1".into(),
             grant: "classic",
+            cluster_grant: "classic".into(),
         }
     }
 
@@ -211,5 +227,14 @@ mod tests {
         ));
         store.save(&key(), &record()).await.unwrap();
         assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_on_open() {
+        let root = tempfile::tempdir().unwrap();
+        let leftover = root.path().join("shop.json.tmp.4242");
+        fs::write(&leftover, b"{\"half").unwrap();
+        FileStore::open(root.path()).unwrap();
+        assert!(!leftover.exists());
     }
 }

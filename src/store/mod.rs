@@ -4,18 +4,23 @@
 
 mod file;
 mod memory;
+mod redis;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppConfig, AppKind, Grant};
-use crate::secret::AccessToken;
+use crate::secret::{fingerprint, AccessToken};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub use file::FileStore;
 pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// Which app a stored record belongs to. Records carry the appid and grant
 /// too, so a record written for another app is recognised and ignored.
@@ -24,15 +29,29 @@ pub struct StoreKey {
     pub name: String,
     pub appid: String,
     pub grant: &'static str,
+    /// What tells this app's token apart in a shared store: the grant, and
+    /// for WeCom a fingerprint of the secret, since each WeCom app (agent)
+    /// of one corpid has its own secret and its own token.
+    pub cluster_grant: String,
 }
 
 impl StoreKey {
     pub fn for_app(app: &AppConfig) -> Self {
+        let grant = grant_label(app.kind, app.grant);
+        let cluster_grant = match app.kind {
+            AppKind::Wecom => format!("{grant}-{}", fingerprint(app.secret.expose())),
+            AppKind::Wechat => grant.to_owned(),
+        };
         StoreKey {
             name: app.name.clone(),
             appid: app.appid.clone(),
-            grant: grant_label(app.kind, app.grant),
+            grant,
+            cluster_grant,
         }
+    }
+
+    pub fn cluster_grant(&self) -> &str {
+        &self.cluster_grant
     }
 }
 
@@ -53,6 +72,14 @@ pub struct StoredToken {
     pub expires_at: u64,
     /// Unix seconds.
     pub fetched_at: u64,
+}
+
+/// The order in which tokens replace each other in a shared store: the
+/// later fetch wins, and of two fetched in the same second, the greater
+/// token, so every broker picks the same one.
+pub fn is_newer(candidate: &StoredToken, than: &StoredToken) -> bool {
+    (candidate.fetched_at, candidate.access_token.expose())
+        > (than.fetched_at, than.access_token.expose())
 }
 
 /// One app's durable state.
@@ -85,6 +112,8 @@ pub enum StoreError {
     },
     #[error("corrupt record {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("redis {op}: {message}")]
+    Redis { op: &'static str, message: String },
 }
 
 impl StoreError {
@@ -93,6 +122,7 @@ impl StoreError {
         match self {
             StoreError::Io { op, .. } => op,
             StoreError::Corrupt { .. } => "decode",
+            StoreError::Redis { op, .. } => op,
         }
     }
 }
@@ -114,4 +144,46 @@ pub trait Store: Send + Sync + 'static {
         key: &'a StoreKey,
         state: &'a StoredApp,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The coordination a store shared by several brokers offers.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
+}
+
+/// Proof of holding an app's refresh lock.
+#[derive(Debug)]
+pub struct LockToken(pub String);
+
+/// What brokers sharing a store use to act as one (DESIGN.md section 9).
+pub trait Cluster: Send + Sync {
+    /// Takes the app's refresh lock for `ttl`, unless another broker holds it.
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<Option<LockToken>, StoreError>>;
+
+    /// Releases the lock if it is still ours.
+    fn unlock<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        lock: LockToken,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Counts one upstream call on the fleet's counter for `day`; returns
+    /// the new count.
+    fn count_fetch<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        day: u32,
+    ) -> BoxFuture<'a, Result<u32, StoreError>>;
+
+    /// The fleet's count for `day`.
+    fn fetches<'a>(&'a self, key: &'a StoreKey, day: u32)
+        -> BoxFuture<'a, Result<u32, StoreError>>;
+
+    /// Wake-ups whenever another broker stores a new token (and whenever
+    /// the subscription is re-established), until `cancel`.
+    fn watch(&self, key: &StoreKey, cancel: CancellationToken) -> mpsc::Receiver<()>;
 }

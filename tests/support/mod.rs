@@ -24,6 +24,8 @@ pub const APPID: &str = "wx1234567890abcdef";
 pub const SECRET: &str = "s3cr3t-for-tests-0123456789abcdef";
 pub const STABLE_APPID: &str = "wxfedcba0987654321";
 pub const STABLE_SECRET: &str = "stable-s3cr3t-0123456789abcdef";
+pub const OTHER_APPID: &str = "wx0000000000other1";
+pub const OTHER_SECRET: &str = "other-s3cr3t-0123456789abcdef";
 pub const CORPID: &str = "ww1234567890abcdef";
 pub const CORPSECRET: &str = "corp-s3cr3t-0123456789abcdef";
 
@@ -53,6 +55,7 @@ pub async fn simulator(config: SimConfig) -> SimHandle {
     let sim = Simulator::new(config);
     sim.add_account(APPID, SECRET, AccountKind::Wechat);
     sim.add_account(STABLE_APPID, STABLE_SECRET, AccountKind::Wechat);
+    sim.add_account(OTHER_APPID, OTHER_SECRET, AccountKind::Wechat);
     sim.add_account(CORPID, CORPSECRET, AccountKind::Wecom);
     sim.spawn().await.expect("simulator starts")
 }
@@ -233,4 +236,188 @@ impl Broker {
         }
         self.dir
     }
+}
+
+/// A `wxbroker serve` child process, killed (by its own handle) on drop.
+pub struct ChildBroker {
+    pub child: std::process::Child,
+    pub stderr_path: PathBuf,
+}
+
+impl ChildBroker {
+    /// Starts the real binary on `config_path`, logging to a file.
+    pub fn spawn(config_path: &std::path::Path, log_level: &str) -> ChildBroker {
+        let stderr_path = config_path.with_extension(format!("{}.log", std::process::id()));
+        let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .env("RUST_LOG", log_level)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("wxbroker starts");
+        ChildBroker { child, stderr_path }
+    }
+
+    /// Waits until `url` answers 200; fails with the daemon's log if it
+    /// exits or never gets there.
+    pub async fn wait_ready(&mut self, url: &str) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wxbroker exited with {status}:\n{}", self.log());
+            }
+            let ok = client
+                .get(url)
+                .header("wxbroker-client", "tests")
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url} never answered 200:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        self.child.wait().expect("child exits")
+    }
+}
+
+impl Drop for ChildBroker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `redis-server` on a free loopback port, with no persistence;
+/// killed (by its own handle) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        Self::start_on(free_port()).await
+    }
+
+    pub async fn start_on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make test installs it)");
+        let server = RedisServer {
+            port,
+            child: Some(child),
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !server.answers_ping().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut answer = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut answer)).await,
+            Ok(Ok(_)) if &answer == b"+PONG\r\n"
+        )
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGKILL; the data is gone with it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // SIGKILL ends a stopped process too, but a continued one
+            // exits without leaving a zombie-in-waiting behind.
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// The `[store]` section for a Redis store at `url`.
+pub fn redis_store(url: &str) -> String {
+    format!("[store]\nbackend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"test\"\n")
 }

@@ -11,6 +11,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod fleet;
+
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
 use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
@@ -58,6 +60,20 @@ pub(super) struct Refresher {
     hold_until: Option<Instant>,
     /// The last upstream call made for an invalidation.
     last_forced: Option<Instant>,
+    /// Cluster mode: wake-ups when another broker stored a new token.
+    updates: Option<mpsc::Receiver<()>>,
+    /// Cluster mode: when to re-read the shared record anyway.
+    next_poll: Instant,
+    /// Cluster mode: refreshing without the shared store.
+    degraded: bool,
+}
+
+/// The next wake-up from the cluster, or never outside cluster mode.
+async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
+    match updates {
+        Some(updates) => updates.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Refresher {
@@ -83,6 +99,9 @@ impl Refresher {
             next_attempt: Instant::now(),
             hold_until: None,
             last_forced: None,
+            updates: None,
+            next_poll: Instant::now() + fleet::POLL_INTERVAL,
+            degraded: false,
         }
     }
 
@@ -90,9 +109,20 @@ impl Refresher {
         let cancel = self.cancel.clone();
         cancel
             .run_until_cancelled(async move {
+                if let Some(cluster) = self.store.clone().cluster() {
+                    self.updates = Some(cluster.watch(&self.key, self.cancel.child_token()));
+                }
                 self.warm_start().await;
                 loop {
+                    let clustered = self.updates.is_some();
                     tokio::select! {
+                        Some(()) = next_update(&mut self.updates) => {
+                            self.adopt_stored(None).await;
+                        }
+                        () = tokio::time::sleep_until(self.next_poll), if clustered => {
+                            self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
+                            self.adopt_stored(None).await;
+                        }
                         command = self.commands.recv() => match command {
                             Some(Command::Invalidate { reported, reply }) => {
                                 let outcome = self.invalidate(&reported).await;
@@ -142,6 +172,13 @@ impl Refresher {
             return;
         }
         self.budget.restore(record.day, record.fetches);
+        if let Some(cluster) = self.store.clone().cluster() {
+            // The fleet's count, not whatever the record last carried.
+            match cluster.fetches(&self.key, self.budget.day()).await {
+                Ok(count) => self.budget.restore(self.budget.day(), count),
+                Err(err) => self.count_store_error(err.op_label()),
+            }
+        }
         let now = self.now_ms();
         let token = record
             .token
@@ -175,6 +212,10 @@ impl Refresher {
     }
 
     async fn scheduled_refresh(&mut self) {
+        let lock = match self.take_turn(None).await {
+            fleet::Turn::Mine(lock) => lock,
+            fleet::Turn::Settled | fleet::Turn::Later => return,
+        };
         let current = self.current();
         match self.attempt(false).await {
             Ok((grant, sent_at)) => {
@@ -190,6 +231,7 @@ impl Refresher {
             Err(err) => self.on_failure(err),
         }
         self.persist().await;
+        self.end_turn(lock).await;
     }
 
     /// Rule 3: before its rotation window, `stable_token` returns the token
@@ -248,6 +290,11 @@ impl Refresher {
         if fetched_ago < interval || recently_forced || held {
             return InvalidateOutcome::RateLimited;
         }
+        let lock = match self.take_turn(Some(reported)).await {
+            fleet::Turn::Mine(lock) => lock,
+            fleet::Turn::Settled => return InvalidateOutcome::AlreadyRotated,
+            fleet::Turn::Later => return InvalidateOutcome::RateLimited,
+        };
         self.last_forced = Some(now);
         info!(app = %self.app.name, token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(false).await {
@@ -269,6 +316,7 @@ impl Refresher {
             }
         };
         self.persist().await;
+        self.end_turn(lock).await;
         outcome
     }
 
@@ -281,10 +329,13 @@ impl Refresher {
     /// have issued the token, so `expires_at` is never later than WeChat's.
     async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
         let sent_at = self.now_ms();
-        if !self.budget.try_spend(sent_at / 1000) {
+        if !self.spend_budget(sent_at / 1000).await {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
+        // Counted durably before the call: a crash right after it must not
+        // hand the next start an unspent budget.
+        self.persist().await;
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.app.name.as_str();
@@ -324,13 +375,10 @@ impl Refresher {
             grant = grant_label(self.app.kind, self.app.grant),
             token = %token.value.fingerprint(),
             expires_in = grant.expires_in,
+            duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
             "token refreshed"
         );
         self.next_attempt = self.refresh_due(&token);
-        self.metrics
-            .token_last_refresh
-            .with_label_values(&[&self.app.name])
-            .set(token.fetched_at_ms as f64 / 1000.0);
         self.publish(|view| {
             view.token = Some(Arc::new(token));
             view.last_error = None;
@@ -414,6 +462,28 @@ impl Refresher {
             view.last_error = Some(last_error);
             view.retry_at = Some(retry_at);
         });
+    }
+
+    /// Counts one upstream call against the day's budget: the fleet's
+    /// shared counter in cluster mode (this broker's own count while the
+    /// store is away), else this broker's.
+    async fn spend_budget(&mut self, now_secs: u64) -> bool {
+        let store = self.store.clone();
+        if let (Some(cluster), false) = (store.cluster(), self.degraded) {
+            self.budget.roll(now_secs);
+            let day = self.budget.day();
+            match cluster.count_fetch(&self.key, day).await {
+                Ok(count) => {
+                    self.budget.restore(day, count);
+                    return count <= self.budget.limit();
+                }
+                Err(err) => {
+                    warn!(app = %self.app.name, error = %err, "cannot count on the fleet's budget; counting locally");
+                    self.count_store_error(err.op_label());
+                }
+            }
+        }
+        self.budget.try_spend(now_secs)
     }
 
     fn publish(&self, change: impl FnOnce(&mut super::AppView)) {

@@ -1,0 +1,211 @@
+//! The refresher in cluster mode (DESIGN.md section 9): before an upstream
+//! call it takes the fleet's lock and re-reads the shared record, since
+//! another broker may have refreshed already; after it, the new record is
+//! stored and published. Brokers that did not fetch adopt the published
+//! token at once (or at the next poll). With Redis away, each broker keeps
+//! serving its valid token; a stable-grant app refreshes alone (safe: the
+//! stable token is shared upstream), a classic-grant one only when its
+//! token is about to run out, and says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::Refresher;
+use crate::broker::TokenRecord;
+use crate::secret::AccessToken;
+use crate::store::{is_newer, LockToken};
+
+/// How often a broker re-reads the shared record in case it missed a
+/// published update.
+pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon to try Redis again while it is away and the token is fine.
+const STORE_RETRY: Duration = Duration::from_secs(2);
+/// A classic-grant token this close to expiry is refreshed even without
+/// the fleet's lock: a token of one's own beats none.
+const ALONE_LEAD_MAX: Duration = Duration::from_secs(60);
+
+/// Whose turn it is to call upstream.
+pub(super) enum Turn {
+    /// Ours: call upstream (holding the lock, if the store gave one).
+    Mine(Option<LockToken>),
+    /// Another broker's fetch made ours unnecessary; its token is adopted.
+    Settled,
+    /// Not now: try again at `next_attempt`.
+    Later,
+}
+
+impl Refresher {
+    /// Decides whether this broker should call upstream now. `reported` is
+    /// the token an invalidation names; `None` for a scheduled refresh.
+    pub(super) async fn take_turn(&mut self, reported: Option<&AccessToken>) -> Turn {
+        let store = self.store.clone();
+        let Some(cluster) = store.cluster() else {
+            return Turn::Mine(None);
+        };
+        let ttl = self.app.fetch_timeout * 2 + Duration::from_secs(5);
+        match cluster.try_lock(&self.key, ttl).await {
+            Ok(Some(lock)) => {
+                self.set_degraded(false);
+                if self.adopt_stored(reported).await {
+                    self.end_turn(Some(lock)).await;
+                    return Turn::Settled;
+                }
+                Turn::Mine(Some(lock))
+            }
+            Ok(None) => {
+                self.set_degraded(false);
+                // Another broker is fetching: wait for its result, bounded
+                // by the lock's lifetime (it may have died holding it).
+                let deadline = Instant::now() + ttl;
+                loop {
+                    let woken = match self.updates.as_mut() {
+                        Some(updates) => tokio::time::timeout_at(deadline, updates.recv())
+                            .await
+                            .is_ok_and(|update| update.is_some()),
+                        None => false,
+                    };
+                    if self.adopt_stored(reported).await {
+                        return Turn::Settled;
+                    }
+                    if !woken {
+                        break;
+                    }
+                }
+                self.next_attempt = Instant::now() + Duration::from_millis(200);
+                Turn::Later
+            }
+            Err(err) => {
+                self.count_store_error(err.op_label());
+                if self.may_fetch_alone() {
+                    error!(
+                        app = %self.app.name,
+                        error = %err,
+                        "cluster store unreachable: refreshing without the fleet's lock"
+                    );
+                    self.set_degraded(true);
+                    Turn::Mine(None)
+                } else {
+                    warn!(
+                        app = %self.app.name,
+                        error = %err,
+                        "cluster store unreachable: keeping the current token and waiting for it"
+                    );
+                    let retry = Instant::now() + STORE_RETRY;
+                    self.next_attempt = match self.alone_deadline() {
+                        Some(deadline) => retry.min(deadline),
+                        None => retry,
+                    };
+                    Turn::Later
+                }
+            }
+        }
+    }
+
+    pub(super) async fn end_turn(&mut self, lock: Option<LockToken>) {
+        let store = self.store.clone();
+        if let (Some(cluster), Some(lock)) = (store.cluster(), lock) {
+            if let Err(err) = cluster.unlock(&self.key, lock).await {
+                // It expires on its own; others wait at most its lifetime.
+                warn!(app = %self.app.name, error = %err, "could not release the refresh lock");
+                self.count_store_error(err.op_label());
+            }
+        }
+    }
+
+    /// A stable-grant app may always refresh alone: every broker gets the
+    /// same token from `stable_token`. A classic-grant one only close to
+    /// expiry, since each classic fetch invalidates the fleet's token.
+    fn may_fetch_alone(&self) -> bool {
+        if self.is_stable() {
+            return true;
+        }
+        match self.alone_deadline() {
+            Some(deadline) => Instant::now() >= deadline,
+            None => true,
+        }
+    }
+
+    /// When a classic-grant token counts as about to run out.
+    fn alone_deadline(&self) -> Option<Instant> {
+        let token = self
+            .current()
+            .filter(|token| token.is_valid(self.now_ms()))?;
+        let lead = ALONE_LEAD_MAX.min(self.app.refresh_before / 2);
+        let lead_ms = lead.as_millis() as u64;
+        Some(
+            self.clock
+                .instant_at_ms(token.expires_at_ms.saturating_sub(lead_ms)),
+        )
+    }
+
+    fn set_degraded(&mut self, degraded: bool) {
+        if self.degraded != degraded {
+            self.degraded = degraded;
+            if !degraded {
+                info!(app = %self.app.name, "cluster store reachable again");
+            }
+        }
+        self.metrics
+            .cluster_degraded
+            .with_label_values(&[&self.app.name])
+            .set(i64::from(degraded));
+    }
+
+    /// Takes over the shared record's token if it is newer than ours (and,
+    /// for an invalidation, not the reported one). If the shared record is
+    /// older or gone (Redis restarted empty) while ours is valid, offers
+    /// ours, so the fleet converges on the newest token. Returns whether a
+    /// token was adopted.
+    pub(super) async fn adopt_stored(&mut self, reported: Option<&AccessToken>) -> bool {
+        let record = match self.store.load(&self.key).await {
+            Ok(record) => record.filter(|record| record.belongs_to(&self.key)),
+            Err(err) => {
+                self.count_store_error(err.op_label());
+                return false;
+            }
+        };
+        let now = self.now_ms();
+        let current = self.current().filter(|token| token.is_valid(now));
+        let stored = record.and_then(|record| record.token);
+        let newer = match (&stored, &current) {
+            (Some(stored), Some(current)) => is_newer(stored, &current.to_stored()),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let stored = stored.map(TokenRecord::from_stored);
+        match stored {
+            Some(stored)
+                if newer
+                    && stored.is_valid(now)
+                    && reported.is_none_or(|reported| stored.value != *reported) =>
+            {
+                info!(
+                    app = %self.app.name,
+                    token = %stored.value.fingerprint(),
+                    expires_in = stored.expires_in(now),
+                    "adopted the fleet's token"
+                );
+                self.next_attempt = self.refresh_due(&stored);
+                self.backoff.reset();
+                self.hold_until = None;
+                self.publish(|view| {
+                    view.token = Some(Arc::new(stored));
+                    view.last_error = None;
+                    view.retry_at = None;
+                });
+                true
+            }
+            _ => {
+                if current.is_some() && !newer {
+                    // Ours is at least as new as the fleet's: make sure the
+                    // fleet has it (a no-op when the record is already ours).
+                    self.persist().await;
+                }
+                false
+            }
+        }
+    }
+}

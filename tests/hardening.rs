@@ -1,0 +1,315 @@
+//! Who can reach the daemon and what a hostile or broken client can do to
+//! it (DESIGN.md section 6): the client header and relay rules, socket
+//! permissions, connection and size limits, slowloris, garbage input.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wxbroker::config::Config;
+use wxbroker::server::{UnixBindError, UnixSocket};
+use wxbroker::simulator::SimConfig;
+
+/// Sends raw bytes, returns whatever comes back until the server closes
+/// (or 5 s pass).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status_of(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn tcp_requests_need_a_client_header_and_relayed_requests_are_refused() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start(&classic_app("shop", &sim, "")).await;
+    broker.token("shop").await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let get = |headers: &[(&str, &str)]| {
+        let mut request = client.get(broker.url("/v1/apps/shop/token"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let code = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let missing = code(get(&[]).await.unwrap()).await;
+    assert_eq!(missing, (412, "missing_client_header".to_owned()));
+    let malformed = code(get(&[("wxbroker-client", "has spaces")]).await.unwrap()).await;
+    assert_eq!(malformed, (412, "missing_client_header".to_owned()));
+    for relay in ["x-forwarded-for", "forwarded"] {
+        let relayed = code(
+            get(&[("wxbroker-client", "svc"), (relay, "for=203.0.113.9")])
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            relayed,
+            (403, "proxied_request_refused".to_owned()),
+            "{relay}"
+        );
+    }
+    // Probes need no header; the Unix socket needs none either.
+    assert_eq!(get(&[]).await.unwrap().status(), 412);
+    let live = client.get(broker.url("/livez")).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let (status, _) = broker
+        .unix(http::Method::GET, "/v1/apps/shop/token", None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_non_loopback_listen_needs_the_client_header_and_is_warned_about() {
+    let app = "[[apps]]\nname = \"shop\"\nappid = \"wx1\"\nsecret = \"s3cr3t-value\"\n";
+    let open = format!("[server]\nlisten = \"0.0.0.0:8930\"\nrequire_client_header = false\n{app}");
+    let err = Config::from_toml_str("open.toml", &open).unwrap_err();
+    assert!(
+        err.to_string().contains("server.require_client_header"),
+        "{err}"
+    );
+    let guarded = format!("[server]\nlisten = \"0.0.0.0:8930\"\n{app}");
+    let config = Config::from_toml_str("guarded.toml", &guarded).unwrap();
+    let warnings = config.warnings().join("\n");
+    assert!(warnings.contains("server.listen"), "{warnings}");
+}
+
+#[tokio::test]
+async fn the_unix_socket_gets_its_mode_and_group_and_stale_files_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("api.sock");
+    let socket = UnixSocket::bind(&path, 0o640, Some("root")).await.unwrap();
+    let metadata = std::fs::metadata(&path).unwrap();
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o640);
+    assert_eq!(std::os::unix::fs::MetadataExt::gid(&metadata), 0);
+    // A live socket is never taken over.
+    assert!(matches!(
+        UnixSocket::bind(&path, 0o640, None).await,
+        Err(UnixBindError::InUse(_))
+    ));
+    drop(socket);
+    UnixSocket::bind(&path, 0o600, None)
+        .await
+        .expect("a stale socket is replaced");
+    let unknown = dir.path().join("other.sock");
+    let err = UnixSocket::bind(&unknown, 0o600, Some("no-such-group-here"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-group-here"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_after_idle_timeout() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start_with(
+        &classic_app("shop", &sim, ""),
+        Options {
+            server: "idle_timeout = \"1s\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    broker.token("shop").await;
+    // Slowloris: half a request head, then silence.
+    let started = Instant::now();
+    let answer = raw_exchange(broker.tcp, b"GET /v1/token HTTP/1.1\r\nHost: x\r\n").await;
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(900) && held < Duration::from_secs(4),
+        "closed after {held:?}: {answer:?}"
+    );
+    // An idle keep-alive connection is closed too.
+    let mut stream = TcpStream::connect(broker.tcp).await.unwrap();
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 4096];
+    let n = stream.read(&mut buffer).await.unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buffer[..n])), Some(200));
+    let closed = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            if stream.read(&mut buffer).await.unwrap_or(0) == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_holds_back_new_connections_not_the_process() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start_with(
+        &classic_app("shop", &sim, ""),
+        Options {
+            server: "max_connections = 4\nidle_timeout = \"1s\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // Fresh connections only: a pooled one would hold a permit of its own.
+    let fresh = || {
+        reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let get_token = || async {
+        let response = fresh()
+            .get(broker.url("/v1/apps/shop/token?format=text"))
+            .header("wxbroker-client", "tests")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+    get_token().await;
+    // Four silent connections take every permit.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(broker.tcp).await.unwrap());
+    }
+    // The fifth waits in the backlog until the idle ones time out.
+    let started = Instant::now();
+    let token = within(get_token()).await;
+    assert!(sim.sim.token_valid(&token));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "served before any permit was free: {:?}",
+        started.elapsed()
+    );
+    // The operations listener has its own limit: probes still get through.
+    let metrics = broker.metrics_text().await;
+    assert!(metrics.contains("wxbroker_build_info"));
+}
+
+#[tokio::test]
+async fn oversized_heads_and_garbage_get_clean_errors() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start(&classic_app("shop", &sim, "")).await;
+    broker.token("shop").await;
+    let huge = format!(
+        "GET /v1/token HTTP/1.1\r\nHost: x\r\nWxbroker-Client: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let answer = raw_exchange(broker.tcp, huge.as_bytes()).await;
+    assert_eq!(status_of(&answer), Some(431), "{answer:.200}");
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let answer = raw_exchange(
+        broker.tcp,
+        format!("GET /v1/token HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status_of(&answer), Some(431), "{answer:.200}");
+    let answer = raw_exchange(broker.tcp, b"\x16\x03\x01\x02\x00garbage\r\n\r\n").await;
+    assert_eq!(status_of(&answer), Some(400), "{answer:.200}");
+    let answer = raw_exchange(
+        broker.tcp,
+        b"GET /v1/apps/\xff\xfe/token HTTP/1.1\r\nHost: x\r\nWxbroker-Client: t\r\n\r\n",
+    )
+    .await;
+    assert!(
+        matches!(status_of(&answer), Some(400 | 404)),
+        "{answer:.200}"
+    );
+    let answer = raw_exchange(
+        broker.tcp,
+        b"GET /v1/apps/../../etc/passwd HTTP/1.1\r\nHost: x\r\nWxbroker-Client: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), Some(404), "{answer:.200}");
+    assert!(!answer.contains("root:"), "{answer:.200}");
+}
+
+/// A well-behaved client keeps getting its token, with no error, while
+/// hostile clients throw everything at the daemon at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_crowd_does_not_disturb_a_well_behaved_client() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = std::sync::Arc::new(
+        Broker::start_with(
+            &classic_app("shop", &sim, ""),
+            Options {
+                server: "idle_timeout = \"2s\"".into(),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+    let token = broker.token("shop").await;
+    let addr = broker.tcp;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // 300 connections that never send a byte.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let hostile = [
+        b"\x00\x01\x02\x03 nonsense\r\n\r\n".to_vec(),
+        format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "b".repeat(40_000)).into_bytes(),
+        b"GET /v1/apps/%2e%2e/token HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        b"GET /v1/apps/\xc3\x28/token HTTP/1.1\r\nHost: x\r\nWxbroker-Client: x\r\n\r\n".to_vec(),
+        b"POST /v1/apps/shop/token/invalidate HTTP/1.1\r\nHost: x\r\nWxbroker-Client: x\r\nContent-Length: 99999999\r\n\r\n{".to_vec(),
+        b"GET /v1/token HTTP/1.1\r\nHost: x\r\n".to_vec(),
+        b"GET /v1/token HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nWxbroker-Client: x\r\n\r\n".to_vec(),
+    ];
+    let attackers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, hostile) = (stop.clone(), hostile.clone());
+            tokio::spawn(async move {
+                let mut sent = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2000 {
+                    let request = &hostile[sent as usize % hostile.len()];
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(300),
+                        raw_exchange(addr, request),
+                    )
+                    .await;
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+
+    let mut served = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let (status, body) = broker.get("/v1/apps/shop/token").await;
+        assert_eq!(status, 200, "the well-behaved client failed: {body}");
+        assert_eq!(body["access_token"], token.as_str());
+        served += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut thrown = 0;
+    for attacker in attackers {
+        thrown += within(attacker).await.unwrap();
+    }
+    assert!(served > 50, "only {served} good requests");
+    assert!(thrown > 20, "only {thrown} hostile requests");
+    assert_eq!(sim.sim.total_token_calls(), 1);
+    drop(idle);
+}

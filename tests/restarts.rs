@@ -1,0 +1,170 @@
+//! Durable state across restarts (DESIGN.md section 4, rules 6–8): a warm
+//! restart makes no upstream call, corrupt and foreign records are replaced,
+//! and SIGKILL at any moment never leaves a half-written record.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use wxbroker::simulator::{Endpoint, SimConfig};
+use wxbroker::store::StoredApp;
+
+const FILE_STORE: &str = "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n";
+
+/// Whether the record at `path` holds `token`.
+fn holds(path: &std::path::Path, token: &str) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<StoredApp>(&bytes).ok())
+        .and_then(|stored| stored.token)
+        .is_some_and(|stored| stored.access_token.expose() == token)
+}
+
+fn file_store(dir: Option<tempfile::TempDir>) -> Options {
+    Options {
+        store: FILE_STORE.into(),
+        dir,
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn warm_restart_serves_the_stored_token_without_an_upstream_call() {
+    let sim = simulator(SimConfig::default()).await;
+    let apps = classic_app("shop", &sim, "");
+    let broker = Broker::start_with(&apps, file_store(None)).await;
+    let token = broker.token("shop").await;
+    let record = broker.dir.path().join("state/shop.json");
+    wait_until("the token is stored", || holds(&record, &token)).await;
+    let dir = broker.stop().await;
+
+    let broker = Broker::start_with(&apps, file_store(Some(dir))).await;
+    assert_eq!(broker.token("shop").await, token);
+    let (_, apps_status) = broker.get("/v1/apps").await;
+    assert_eq!(
+        apps_status["apps"][0]["fetches_today"], 1,
+        "the count survived"
+    );
+    assert_eq!(
+        sim.sim.total_token_calls(),
+        1,
+        "no upstream call on restart"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_ignored_and_replaced() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("shop.json"),
+        b"{\"appid\":\"wx1234567890abcdef\",\"tok",
+    )
+    .unwrap();
+    let broker = Broker::start_with(&classic_app("shop", &sim, ""), file_store(Some(dir))).await;
+    let token = broker.token("shop").await;
+    assert_eq!(sim.sim.total_token_calls(), 1);
+    let record = broker.dir.path().join("state/shop.json");
+    wait_until("the record is replaced", || holds(&record, &token)).await;
+    let metrics = broker.metrics_text().await;
+    assert!(
+        metrics.contains(r#"wxbroker_store_errors_total{backend="file",op="decode"} 1"#),
+        "the corrupt record is counted"
+    );
+}
+
+#[tokio::test]
+async fn a_record_for_another_appid_is_ignored_and_replaced() {
+    let sim = simulator(SimConfig::default()).await;
+    let apps = classic_app("shop", &sim, "");
+    let broker = Broker::start_with(&apps, file_store(None)).await;
+    let token = broker.token("shop").await;
+    let record = broker.dir.path().join("state/shop.json");
+    wait_until("the token is stored", || holds(&record, &token)).await;
+    let dir = broker.stop().await;
+
+    // The same app name now points at the stable account: another grant
+    // and appid, so the stored classic token must not be served.
+    let apps = stable_app("shop", &sim, "");
+    let broker = Broker::start_with(&apps, file_store(Some(dir))).await;
+    let stable = broker.token("shop").await;
+    assert_ne!(stable, token);
+    assert_eq!(sim.sim.calls(Endpoint::StableToken), 1);
+}
+
+/// Kills the real binary with SIGKILL while it rewrites its record as fast
+/// as it can, then checks the record: always whole, always loadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_writes_never_leaves_a_half_written_record() {
+    let sim = simulator(SimConfig {
+        daily_limit: 1_000_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config_path = dir.path().join("wxbroker.toml");
+    let state = dir.path().join("state");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n{}",
+            state.display(),
+            classic_app(
+                "shop",
+                &sim,
+                "daily_budget = 100000\nmin_forced_interval = \"0s\""
+            )
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token_url = format!("http://127.0.0.1:{port}/v1/apps/shop/token?format=text");
+    let invalidate_url = format!("http://127.0.0.1:{port}/v1/apps/shop/token/invalidate");
+    let record = state.join("shop.json");
+    let mut last_count = 0;
+    for round in 0..8u64 {
+        let mut broker = ChildBroker::spawn(&config_path, "warn");
+        broker.wait_ready(&token_url).await;
+        // Every invalidation of the current token refreshes and rewrites
+        // the record; kill at a different point of that churn each round.
+        let churn = Duration::from_millis(100 + round * 37);
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < churn {
+            let Ok(response) = client
+                .get(&token_url)
+                .header("wxbroker-client", "tests")
+                .send()
+                .await
+            else {
+                break;
+            };
+            let token = response.text().await.unwrap_or_default();
+            let _ = client
+                .post(&invalidate_url)
+                .header("wxbroker-client", "tests")
+                .body(format!("{{\"access_token\":\"{token}\"}}"))
+                .send()
+                .await;
+        }
+        broker.kill();
+        let bytes = std::fs::read(&record).expect("the record exists after the first fetch");
+        let stored: StoredApp = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|err| panic!("round {round}: torn record ({err}): {bytes:?}"));
+        assert!(stored.token.is_some());
+        // Each start took over the stored day's count: it only grows.
+        assert!(stored.fetches >= last_count.max(1), "round {round}");
+        last_count = stored.fetches;
+    }
+    // Calls are counted durably before they are made: a kill can only
+    // overcount (by the one call it interrupted), never undercount.
+    let calls = sim.sim.total_token_calls();
+    let counted = u64::from(last_count);
+    assert!(
+        (calls..=calls + 8).contains(&counted),
+        "{counted} counted of {calls}"
+    );
+}
