@@ -59,7 +59,7 @@ impl FakeSource {
         self.script
             .lock()
             .unwrap()
-            .extend(std::iter::repeat(err).take(count));
+            .extend(std::iter::repeat_n(err, count));
     }
 
     fn calls(&self) -> usize {
