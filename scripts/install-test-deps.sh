@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs the test suite drives for real, if any is missing:
 # redis-server (cluster mode), prometheus and promtool (metrics and alert
-# rules), node (the Node.js client). Debian packages; needs root.
+# rules), node (the Node.js client), systemd-analyze (verifies the systemd
+# unit). Debian packages; needs root.
 set -euo pipefail
 
 declare -A package_for=(
@@ -9,6 +10,7 @@ declare -A package_for=(
   [prometheus]=prometheus
   [promtool]=prometheus
   [node]=nodejs
+  [systemd-analyze]=systemd
 )
 
 missing=()

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate a config file and print the effective settings, secrets masked.
     CheckConfig(ConfigArgs),
+    /// Ask a running broker for /readyz or /livez; exit 0 on 200 (for health checks).
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +44,52 @@ pub struct ConfigArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Fetch every app's token, write the sinks, then exit: 0 when every
+    /// app got a token, 1 naming those that did not (for init containers
+    /// and cron jobs).
+    #[arg(long)]
+    pub exit_after_token: bool,
+    /// How long start-up waits for each app's first token attempt: systemd
+    /// is told READY=1 when every app has a token or an error, or when this
+    /// passes; --exit-after-token gives up after it.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// readyz: every app holds a valid token; livez: the daemon is serving.
+    #[arg(value_enum, default_value_t = ProbeEndpoint::Readyz)]
+    pub endpoint: ProbeEndpoint,
+    /// Base URL of the operations listener (metrics_listen) or of the
+    /// token API over TCP; no path.
+    #[arg(
+        long,
+        conflicts_with = "socket",
+        default_value = "http://127.0.0.1:9930"
+    )]
+    pub url: String,
+    /// Probe over the token API's Unix socket instead of --url.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Give up (and fail) after this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeEndpoint {
+    Readyz,
+    Livez,
+}
+
+impl ProbeEndpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            ProbeEndpoint::Readyz => "/readyz",
+            ProbeEndpoint::Livez => "/livez",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +199,42 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_and_probe_flags() {
+        let cli = Cli::parse_from([
+            "wxbroker",
+            "serve",
+            "--config",
+            "/etc/wxbroker/wxbroker.toml",
+            "--exit-after-token",
+            "--start-timeout",
+            "5s",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.exit_after_token);
+        assert_eq!(args.start_timeout, Duration::from_secs(5));
+
+        let cli = Cli::parse_from(["wxbroker", "probe", "livez", "--url", "http://127.0.0.1:1"]);
+        let Command::Probe(args) = cli.command else {
+            panic!("not probe")
+        };
+        assert_eq!(args.endpoint, ProbeEndpoint::Livez);
+        assert_eq!(args.url, "http://127.0.0.1:1");
+        let cli = Cli::parse_from([
+            "wxbroker",
+            "probe",
+            "--socket",
+            "/run/wxbroker/wxbroker.sock",
+        ]);
+        let Command::Probe(args) = cli.command else {
+            panic!("not probe")
+        };
+        assert_eq!(args.endpoint, ProbeEndpoint::Readyz);
+        assert!(Cli::try_parse_from(["wxbroker", "probe", "--url", "x", "--socket", "y"]).is_err());
     }
 
     #[test]

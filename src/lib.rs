@@ -13,7 +13,10 @@
 //!   listener.
 //! - [`metrics`] owns the Prometheus registry.
 //! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
-//! - [`client`] is the small HTTP client `wxbroker token` uses.
+//! - [`client`] is the small HTTP client `wxbroker token` and
+//!   `wxbroker probe` use.
+//! - [`sink`] keeps an optional file per app holding its current token.
+//! - [`notify`] tells systemd when the daemon is ready and when it stops.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -27,9 +30,11 @@ pub mod demo;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod secret;
 pub mod server;
 pub mod simulator;
+pub mod sink;
 pub mod store;
 pub mod wechat;
 
@@ -48,6 +53,7 @@ use metrics::Metrics;
 use server::proxy::{Proxy, PROXY_TIMEOUT};
 use server::ApiState;
 pub use server::Listeners;
+use sink::{SinkError, SinkHandle};
 use store::{FileStore, MemoryStore, RedisStore, Store, StoreError};
 use wechat::{TokenSource, WechatSource};
 
@@ -63,11 +69,72 @@ pub enum StartError {
 pub struct Daemon {
     pub broker: Broker,
     pub metrics: Metrics,
+    sinks: Vec<SinkHandle>,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
 
+/// An app without a valid token, and why (as `/readyz` says it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub app: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.app, self.reason)
+    }
+}
+
 impl Daemon {
+    /// Waits, at most `timeout`, until every app has either a valid token
+    /// or a failed first attempt on record, then returns the apps without a
+    /// valid token. What systemd's `READY=1` and `--exit-after-token` wait
+    /// for: the start-up outcome is known, good or bad.
+    pub async fn first_attempts(&self, timeout: Duration) -> Vec<NotReady> {
+        let wait_all = async {
+            for app in self.broker.apps() {
+                let mut views = app.subscribe();
+                // An error means the refresher stopped: nothing more to wait for.
+                let _ = views.wait_for(|view| view.settled(app.now_ms())).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait_all).await;
+        self.not_ready()
+    }
+
+    /// The apps without a valid token right now.
+    pub fn not_ready(&self) -> Vec<NotReady> {
+        self.broker
+            .apps()
+            .iter()
+            .filter_map(|app| {
+                let reason = app.view().unready_reason(app.now_ms())?;
+                Some(NotReady {
+                    app: app.name().to_owned(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes every configured sink file hold its app's current token,
+    /// returning the writes that failed.
+    pub async fn flush_sinks(&self) -> Result<(), Vec<SinkError>> {
+        let mut failed = Vec::new();
+        for sink in &self.sinks {
+            if let Err(err) = sink.flush().await {
+                failed.push(err);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
+    }
+
     /// Stops accepting, drains connections, stops the refreshers, and
     /// removes the socket file.
     pub async fn shutdown(self) {
@@ -132,6 +199,15 @@ pub async fn start_with(
         cancel: cancel.clone(),
     };
     let broker = Broker::start(apps, &context);
+    let sinks = broker
+        .apps()
+        .iter()
+        .filter_map(|app| {
+            let config = app.config().sink.clone()?;
+            info!(app = %app.name(), path = %config.path.display(), "token sink configured");
+            Some(sink::spawn(app.clone(), config, &tasks, &cancel))
+        })
+        .collect();
     let state = Arc::new(ApiState {
         broker: broker.clone(),
         metrics: metrics.clone(),
@@ -159,6 +235,7 @@ pub async fn start_with(
     Ok(Daemon {
         broker,
         metrics,
+        sinks,
         tasks,
         cancel,
     })

@@ -2,16 +2,17 @@
 //! sets up logging, and runs the chosen command. Exit codes: 0 success,
 //! 1 runtime failure, 2 usage or configuration error.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use http::Method;
-use wxbroker::cli::{Cli, Command, DemoArgs, SimulateArgs, TokenArgs};
+use wxbroker::cli::{Cli, Command, DemoArgs, ProbeArgs, ServeArgs, SimulateArgs, TokenArgs};
 use wxbroker::client::{self, Target};
 use wxbroker::config::{Config, LogFormat};
 use wxbroker::simulator::{AccountKind, SimConfig, Simulator};
-use wxbroker::{demo, logging, Listeners};
+use wxbroker::{demo, logging, notify, Daemon, Listeners};
 
 const RUNTIME_FAILURE: u8 = 1;
 const CONFIG_ERROR: u8 = 2;
@@ -27,11 +28,12 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(&args.config.config).await,
+            Command::Serve(args) => serve(&args).await,
             Command::CheckConfig(args) => check_config(&args.config),
             Command::Demo(args) => report(run_demo(args).await),
             Command::Simulate(args) => report(simulate(args).await),
             Command::Token(args) => report(token(args).await),
+            Command::Probe(args) => report(probe(args).await),
         }
     })
 }
@@ -46,8 +48,8 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn serve(path: &std::path::Path) -> ExitCode {
-    let config = match Config::load(path) {
+async fn serve(args: &ServeArgs) -> ExitCode {
+    let config = match Config::load(&args.config.config) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -55,16 +57,85 @@ async fn serve(path: &std::path::Path) -> ExitCode {
         }
     };
     logging::init(config.log.format, &config.log.level);
-    report(serve_config(&config).await)
+    report(serve_config(&config, args).await)
 }
 
-async fn serve_config(config: &Config) -> anyhow::Result<()> {
+async fn serve_config(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
     let listeners = Listeners::bind(&config.server).await?;
-    wxbroker::run(config, listeners, shutdown_signal()).await?;
+    let daemon = wxbroker::start(config, listeners).await?;
+    let shutdown = shutdown_signal();
+    let outcome = if args.exit_after_token {
+        exit_after_token(&daemon, args, shutdown).await
+    } else {
+        serve_until(&daemon, args, shutdown).await;
+        Ok(())
+    };
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    if outcome.is_ok() && args.exit_after_token {
+        tracing::info!("every app holds a token; exiting as asked (--exit-after-token)");
+    }
+    outcome
+}
+
+/// Serves until `shutdown`, telling systemd (when it runs us with
+/// `Type=notify`) READY=1 once every app's first token attempt is done,
+/// and STOPPING=1 when the shutdown begins.
+async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Output = ()>) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        not_ready = daemon.first_attempts(args.start_timeout) => {
+            let status = if not_ready.is_empty() {
+                format!("serving; {} app(s) hold a valid token", daemon.broker.apps().len())
+            } else {
+                format!("serving; no valid token for {}", join(&not_ready))
+            };
+            send_notification(&format!("READY=1\nSTATUS={}", notify::status_line(&status)));
+            shutdown.as_mut().await;
+        }
+        () = shutdown.as_mut() => {}
+    }
+    send_notification("STOPPING=1\nSTATUS=shutting down");
+}
+
+/// `serve --exit-after-token`: wait for every app's first attempt, make
+/// sure the sinks hold the tokens, and report.
+async fn exit_after_token(
+    daemon: &Daemon,
+    args: &ServeArgs,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let not_ready = tokio::select! {
+        not_ready = daemon.first_attempts(args.start_timeout) => not_ready,
+        () = shutdown => anyhow::bail!("interrupted before every app had a token"),
+    };
+    if !not_ready.is_empty() {
+        anyhow::bail!("no token for: {}", join(&not_ready));
+    }
+    if let Err(failed) = daemon.flush_sinks().await {
+        let failed: Vec<String> = failed.iter().map(|err| format!("{err:#}")).collect();
+        anyhow::bail!("could not write the token sinks: {}", failed.join("; "));
+    }
     Ok(())
+}
+
+fn join(items: &[impl std::fmt::Display]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn send_notification(state: &str) {
+    match notify::notify(state) {
+        Ok(true) => tracing::debug!(state, "notified systemd"),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "could not notify systemd (NOTIFY_SOCKET)"),
+    }
 }
 
 fn check_config(path: &std::path::Path) -> ExitCode {
@@ -188,6 +259,43 @@ async fn token(args: TokenArgs) -> anyhow::Result<()> {
     anyhow::bail!(
         "the broker at {target} answered {}: {message}",
         reply.status
+    )
+}
+
+async fn probe(args: ProbeArgs) -> anyhow::Result<()> {
+    let target = match args.socket {
+        Some(path) => Target::Unix(path),
+        None => {
+            let base = args.url.trim_end_matches('/');
+            let rest = base.strip_prefix("http://").unwrap_or(base);
+            if rest.contains('/') {
+                anyhow::bail!(
+                    "--url takes the broker's base URL, such as http://127.0.0.1:9930; \
+                     name the endpoint as an argument (readyz or livez)"
+                );
+            }
+            Target::Tcp(base.to_owned())
+        }
+    };
+    let path = args.endpoint.path();
+    let reply = client::send(
+        &target,
+        Method::GET,
+        path,
+        "wxbroker-probe",
+        None,
+        args.timeout,
+    )
+    .await?;
+    let body = String::from_utf8_lossy(&reply.body);
+    if reply.status == http::StatusCode::OK {
+        println!("{path}: {}", body.trim_end());
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{path} at {target} answered {}: {}",
+        reply.status,
+        body.trim_end()
     )
 }
 

@@ -109,6 +109,29 @@ impl AppView {
     pub fn valid_token(&self, now_ms: u64) -> Option<&Arc<TokenRecord>> {
         self.token.as_ref().filter(|token| token.is_valid(now_ms))
     }
+
+    /// Whether the app is past its first upstream attempt: it holds a
+    /// valid token, or the attempt failed (with the failure recorded).
+    pub fn settled(&self, now_ms: u64) -> bool {
+        self.valid_token(now_ms).is_some() || self.last_error.is_some()
+    }
+
+    /// Why the app has no valid token, or `None` when it has one.
+    pub fn unready_reason(&self, now_ms: u64) -> Option<String> {
+        if self.valid_token(now_ms).is_some() {
+            return None;
+        }
+        Some(match &self.last_error {
+            Some(LastError {
+                errcode: Some(code),
+                errmsg,
+                ..
+            }) => format!("errcode {code}: {errmsg}"),
+            Some(error) => error.errmsg.clone(),
+            None if self.token.is_some() => "token expired; refreshing".to_owned(),
+            None => "no token fetched yet".to_owned(),
+        })
+    }
 }
 
 /// Why a reader got no token.
@@ -198,6 +221,14 @@ impl AppHandle {
     /// A snapshot of the app's state.
     pub fn view(&self) -> AppView {
         self.shared.view.borrow().clone()
+    }
+
+    /// A receiver of the views the refresher publishes: `borrow` is the
+    /// current one, `changed` resolves at the next publish. A publish does
+    /// not always change the token (the daily count, a retry time), so
+    /// compare before acting.
+    pub fn subscribe(&self) -> watch::Receiver<AppView> {
+        self.shared.view.subscribe()
     }
 
     /// A valid token, waiting up to `wait` for one when there is none.

@@ -135,6 +135,7 @@ fn app(grant: Grant) -> AppConfig {
         min_forced_interval: Duration::from_secs(30),
         api_base: "http://127.0.0.1:1".into(),
         fetch_timeout: Duration::from_secs(10),
+        sink: None,
     }
 }
 

@@ -113,6 +113,28 @@ pub struct AppConfig {
     pub api_base: String,
     /// Upper bound for one upstream token call.
     pub fetch_timeout: Duration,
+    /// A file kept holding the current token, if configured.
+    pub sink: Option<SinkConfig>,
+}
+
+/// `[[apps]] sink`: a file the broker rewrites atomically with the app's
+/// current token, for programs that can only read a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkConfig {
+    /// An absolute path; its directory must exist.
+    pub path: PathBuf,
+    pub format: SinkFormat,
+    /// Permission bits of the file, e.g. `0o600`.
+    pub mode: u32,
+}
+
+/// What a sink file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkFormat {
+    /// `{"access_token":..,"expires_at":..,"expires_in":..,"app":..}`.
+    Json,
+    /// The bare token and a newline.
+    Raw,
 }
 
 impl fmt::Debug for StoreBackend {

@@ -69,6 +69,17 @@ pub(crate) struct RawApp {
     pub min_forced_interval: Option<Loose>,
     pub api_base: Option<String>,
     pub fetch_timeout: Option<Loose>,
+    pub sink: Option<RawSink>,
+}
+
+/// `sink = { path = "...", format = "json", mode = "0600" }`: a file the
+/// current token is written to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSink {
+    pub path: Option<String>,
+    pub format: Option<String>,
+    pub mode: Option<Loose>,
 }
 
 /// An inline `secret = "..."`. Wrapped in [`Secret`] from the moment it is
@@ -113,6 +124,7 @@ mod tests {
             "[store]\nbogus = 1",
             "[log]\nbogus = 1",
             "[[apps]]\nbogus = 1",
+            "[[apps]]\nsink = { bogus = 1 }",
         ] {
             let err = RawConfig::parse(text).unwrap_err();
             assert!(err.message().contains("bogus"), "{text}: {err}");

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{AppKind, Config, Grant, LogFormat, SecretSource, StoreBackend};
+use super::{AppKind, Config, Grant, LogFormat, SecretSource, SinkFormat, StoreBackend};
 
 pub(crate) fn effective(config: &Config) -> String {
     let mut out = Out::default();
@@ -83,8 +83,30 @@ pub(crate) fn effective(config: &Config) -> String {
         out.duration("min_forced_interval", app.min_forced_interval);
         out.string("api_base", &app.api_base);
         out.duration("fetch_timeout", app.fetch_timeout);
+        match &app.sink {
+            Some(sink) => {
+                let format = match sink.format {
+                    SinkFormat::Json => "json",
+                    SinkFormat::Raw => "raw",
+                };
+                out.raw(
+                    "sink",
+                    &format!(
+                        "{{ path = {}, format = {}, mode = {} }}",
+                        quoted(&sink.path.to_string_lossy()),
+                        quoted(format),
+                        quoted(&format!("{:04o}", sink.mode))
+                    ),
+                );
+            }
+            None => out.comment("sink: not set (disabled)"),
+        }
     }
     out.0
+}
+
+fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
 }
 
 /// Builds the text line by line, quoting values the TOML way.
@@ -105,7 +127,7 @@ impl Out {
     }
 
     fn string(&mut self, key: &str, value: &str) {
-        self.raw(key, &toml::Value::String(value.to_owned()).to_string());
+        self.raw(key, &quoted(value));
     }
 
     fn opt_string(&mut self, key: &str, value: Option<&str>) {

@@ -16,10 +16,10 @@ use std::time::Duration;
 use humantime::format_duration;
 
 use super::error::Problem;
-use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawStore};
+use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore};
 use super::{
     AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, SecretSource, ServerConfig,
-    StoreBackend, StoreConfig,
+    SinkConfig, SinkFormat, StoreBackend, StoreConfig,
 };
 use crate::secret::Secret;
 
@@ -31,6 +31,8 @@ pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// A token file is as sensitive as the token: owner only unless widened.
+const DEFAULT_SINK_MODE: u32 = 0o600;
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers blocked longer than this are better served by a 503 they can
@@ -329,6 +331,22 @@ fn apps(raw: Vec<RawApp>, env: Env<'_>) -> Result<Vec<AppConfig>, Problem> {
                 ));
             }
         }
+        if let Some(sink) = &app.sink {
+            // Two apps writing one file would each overwrite the other's token.
+            if let Some(twin) = apps
+                .iter()
+                .find(|a| a.sink.as_ref().is_some_and(|s| s.path == sink.path))
+            {
+                return Err(Problem::new(
+                    format!("apps.{}.sink.path", app.name),
+                    format!(
+                        "\"{}\" is already the sink of app \"{}\"",
+                        sink.path.display(),
+                        twin.name
+                    ),
+                ));
+            }
+        }
         apps.push(app);
     }
     Ok(apps)
@@ -435,6 +453,8 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
     positive(&key("fetch_timeout"), fetch_timeout)?;
     at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
 
+    let sink = raw.sink.map(|raw| sink(&key("sink"), raw)).transpose()?;
+
     Ok(AppConfig {
         name,
         kind,
@@ -447,7 +467,45 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
         min_forced_interval,
         api_base,
         fetch_timeout,
+        sink,
     })
+}
+
+/// `sink = { path, format, mode }`; `key` is `apps.{name}.sink`.
+fn sink(key: &str, raw: RawSink) -> Result<SinkConfig, Problem> {
+    let path_key = format!("{key}.path");
+    let path = path(&path_key, raw.path)?
+        .ok_or_else(|| Problem::new(&path_key, "required (the file to write the token to)"))?;
+    // The daemon's working directory is wherever it was started (`/` under
+    // systemd), so a relative path would land somewhere unexpected.
+    if !path.is_absolute() {
+        return Err(Problem::new(
+            path_key,
+            format!("\"{}\" must be an absolute path", path.display()),
+        ));
+    }
+    if path.file_name().is_none() || path.as_os_str().to_string_lossy().ends_with('/') {
+        return Err(Problem::new(
+            path_key,
+            format!("\"{}\" must name a file, not a directory", path.display()),
+        ));
+    }
+    let format = choice(
+        &format!("{key}.format"),
+        raw.format.as_deref(),
+        SinkFormat::Json,
+        &[("json", SinkFormat::Json), ("raw", SinkFormat::Raw)],
+    )?;
+    let mode = octal_mode(&format!("{key}.mode"), raw.mode.as_ref(), DEFAULT_SINK_MODE)?;
+    if mode & 0o600 != 0o600 {
+        // The broker replaces the file as its owner; a mode without owner
+        // read and write is a typo (e.g. "0060"), not a policy.
+        return Err(Problem::new(
+            format!("{key}.mode"),
+            format!("\"{mode:04o}\" must give the owner read and write (0600 or wider)"),
+        ));
+    }
+    Ok(SinkConfig { path, format, mode })
 }
 
 /// Exactly one of `secret_env`, `secret_file`, `secret`.
@@ -721,11 +779,15 @@ fn at_most(key: &str, value: Duration, max: Duration) -> Result<(), Problem> {
     Ok(())
 }
 
+fn socket_mode(key: &str, value: Option<&Loose>) -> Result<u32, Problem> {
+    octal_mode(key, value, DEFAULT_SOCKET_MODE)
+}
+
 /// An octal permission string such as "0660" (or "660", "0o660"). A bare
 /// TOML integer is refused: `660` would silently mean 0o1224.
-fn socket_mode(key: &str, value: Option<&Loose>) -> Result<u32, Problem> {
+fn octal_mode(key: &str, value: Option<&Loose>, default: u32) -> Result<u32, Problem> {
     let text = match value {
-        None => return Ok(DEFAULT_SOCKET_MODE),
+        None => return Ok(default),
         Some(Loose::String(text)) => text,
         Some(other) => {
             return Err(Problem::new(

@@ -104,6 +104,17 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
                 ),
             );
         }
+        if let Some(sink) = app.sink.as_ref().filter(|s| s.mode & 0o006 != 0) {
+            warn(
+                &key("sink.mode"),
+                format!(
+                    "{:04o} lets every local user read (or replace) the token in {}; \
+                     prefer \"0640\" and a shared group",
+                    sink.mode,
+                    sink.path.display()
+                ),
+            );
+        }
         if app.min_forced_interval.is_zero() {
             warn(
                 &key("min_forced_interval"),

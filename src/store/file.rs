@@ -63,10 +63,9 @@ impl Store for FileStore {
         state: &'a StoredApp,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let path = self.record_path(key);
-        let dir = self.dir.clone();
         let bytes = serde_json::to_vec_pretty(state).expect("a stored record always serializes");
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || write_atomically(&dir, &path, &bytes))
+            tokio::task::spawn_blocking(move || write_record(&path, &bytes))
                 .await
                 .expect("file store write panicked")
         })
@@ -107,38 +106,70 @@ fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
         })
 }
 
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let temp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-    let io = |op, source| StoreError::Io {
-        op,
+fn write_record(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically(path, bytes, 0o600).map_err(|err| StoreError::Io {
+        op: err.op,
         path: path.to_path_buf(),
-        source,
+        source: err.source,
+    })
+}
+
+/// Which step of [`write_atomically`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub(crate) struct AtomicWriteError {
+    /// `write`, `rename` or `sync`.
+    pub op: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Replaces `path` with `bytes` (mode `mode`) so that a reader, or a
+/// crash, sees the old content or the new, never part of either: a temp
+/// file in the same directory, fsync, rename over `path`, directory fsync.
+/// The token sinks use it too.
+pub(crate) fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(), AtomicWriteError> {
+    let fail = |op: &'static str| move |source| AtomicWriteError { op, source };
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
+    let mut temp_name = path.file_name().unwrap_or_default().to_owned();
+    temp_name.push(format!(".tmp.{}", std::process::id()));
+    let temp = dir.join(temp_name);
     let write_temp = || -> std::io::Result<()> {
+        // A temp file left by a crash may carry other bits, or deny the
+        // owner write access: start from a fresh one.
+        match fs::remove_file(&temp) {
+            Err(err) if err.kind() != ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
+            .create_new(true)
+            .mode(mode)
             .open(&temp)?;
-        // `mode` only applies when the file is created; a leftover temp file
-        // from a crash may carry other bits.
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        // `mode` at creation is narrowed by the umask; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()
     };
     if let Err(source) = write_temp() {
         let _ = fs::remove_file(&temp);
-        return Err(io("write", source));
+        return Err(fail("write")(source));
     }
     fs::rename(&temp, path).map_err(|source| {
         let _ = fs::remove_file(&temp);
-        io("rename", source)
+        fail("rename")(source)
     })?;
     // The rename is durable only once the directory entry is.
     File::open(dir)
         .and_then(|dir| dir.sync_all())
-        .map_err(|source| io("sync", source))
+        .map_err(fail("sync"))
 }
 
 #[cfg(test)]

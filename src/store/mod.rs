@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use file::FileStore;
+pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 
