@@ -51,10 +51,13 @@ fn token_like(body: &[u8]) -> Option<String> {
         && token.bytes().any(|b| b.is_ascii_uppercase())
         && token.bytes().any(|b| b.is_ascii_lowercase())
         && token.bytes().any(|b| b.is_ascii_digit());
+    if !plausible {
+        return None;
+    }
     let once = body
         .windows(token.len())
         .filter(|w| *w == token.as_bytes())
         .count()
         == 1;
-    (plausible && once).then_some(token)
+    once.then_some(token)
 }
