@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use broker::{Broker, BrokerContext};
 use clock::Clock;
@@ -69,7 +69,10 @@ pub enum StartError {
 pub struct Daemon {
     pub broker: Broker,
     pub metrics: Metrics,
-    sinks: Vec<SinkHandle>,
+    sinks: std::sync::Mutex<Vec<SinkHandle>>,
+    /// The configuration in effect (what a reload compares against).
+    running: std::sync::Mutex<Config>,
+    http: reqwest::Client,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -94,7 +97,7 @@ impl Daemon {
     /// for: the start-up outcome is known, good or bad.
     pub async fn first_attempts(&self, timeout: Duration) -> Vec<NotReady> {
         let wait_all = async {
-            for app in self.broker.apps() {
+            for app in self.broker.apps().iter() {
                 let mut views = app.subscribe();
                 // An error means the refresher stopped: nothing more to wait for.
                 let _ = views.wait_for(|view| view.settled(app.now_ms())).await;
@@ -123,7 +126,8 @@ impl Daemon {
     /// returning the writes that failed.
     pub async fn flush_sinks(&self) -> Result<(), Vec<SinkError>> {
         let mut failed = Vec::new();
-        for sink in &self.sinks {
+        let sinks = self.sinks.lock().expect("sink list poisoned").clone();
+        for sink in &sinks {
             if let Err(err) = sink.flush().await {
                 failed.push(err);
             }
@@ -133,6 +137,56 @@ impl Daemon {
         } else {
             Err(failed)
         }
+    }
+
+    /// Applies a new configuration's apps (SIGHUP): new apps start, removed
+    /// ones stop, changed ones restart (keeping their token when appid,
+    /// kind and grant are unchanged, so a changed secret is used from the
+    /// next fetch), unchanged ones are left alone. Listener, store and log
+    /// settings need a restart; a change to them is logged and ignored.
+    pub fn reload(&self, config: &Config) -> broker::Reconciled {
+        let mut running = self.running.lock().expect("running config poisoned");
+        let fixed = [
+            ("[server]", config.server != running.server),
+            ("[store]", config.store != running.store),
+            ("[log]", config.log != running.log),
+        ];
+        for (section, changed) in fixed {
+            if changed {
+                warn!(
+                    section,
+                    "reload: changes to this section take effect after a restart"
+                );
+            }
+        }
+        let report = self.broker.reconcile(app_sources(config, &self.http));
+        let mut sinks = self.sinks.lock().expect("sink list poisoned");
+        let gone = |name: &str| {
+            report
+                .removed
+                .iter()
+                .chain(&report.restarted)
+                .any(|gone| gone == name)
+        };
+        sinks.retain(|sink| !gone(sink.app()));
+        for name in report.added.iter().chain(&report.restarted) {
+            if let Some(sink) = self
+                .broker
+                .app(name)
+                .and_then(|app| spawn_sink(&app, &self.tasks))
+            {
+                sinks.push(sink);
+            }
+        }
+        running.apps = config.apps.clone();
+        info!(
+            added = ?report.added,
+            restarted = ?report.restarted,
+            removed = ?report.removed,
+            unchanged = ?report.kept,
+            "configuration reloaded"
+        );
+        report
     }
 
     /// Stops accepting, drains connections, stops the refreshers, and
@@ -181,14 +235,7 @@ pub async fn start_with(
         .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(StartError::HttpClient)?;
-    let apps = config
-        .apps
-        .iter()
-        .map(|app| {
-            let source: Arc<dyn TokenSource> = Arc::new(WechatSource::new(http.clone(), app));
-            (Arc::new(app.clone()), source)
-        })
-        .collect();
+    let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let context = BrokerContext {
@@ -202,11 +249,7 @@ pub async fn start_with(
     let sinks = broker
         .apps()
         .iter()
-        .filter_map(|app| {
-            let config = app.config().sink.clone()?;
-            info!(app = %app.name(), path = %config.path.display(), "token sink configured");
-            Some(sink::spawn(app.clone(), config, &tasks, &cancel))
-        })
+        .filter_map(|app| spawn_sink(app, &tasks))
         .collect();
     let state = Arc::new(ApiState {
         broker: broker.clone(),
@@ -235,10 +278,34 @@ pub async fn start_with(
     Ok(Daemon {
         broker,
         metrics,
-        sinks,
+        sinks: std::sync::Mutex::new(sinks),
+        running: std::sync::Mutex::new(config.clone()),
+        http,
         tasks,
         cancel,
     })
+}
+
+/// Each app with the upstream source that fetches its token.
+fn app_sources(
+    config: &Config,
+    http: &reqwest::Client,
+) -> Vec<(Arc<config::AppConfig>, Arc<dyn TokenSource>)> {
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            let source: Arc<dyn TokenSource> = Arc::new(WechatSource::new(http.clone(), app));
+            (Arc::new(app.clone()), source)
+        })
+        .collect()
+}
+
+/// Starts the app's sink task, if it has a sink; it stops with the app.
+fn spawn_sink(app: &broker::AppHandle, tasks: &TaskTracker) -> Option<SinkHandle> {
+    let config = app.config().sink.clone()?;
+    info!(app = %app.name(), path = %config.path.display(), "token sink configured");
+    Some(sink::spawn(app.clone(), config, tasks, app.stopped()))
 }
 
 /// Runs the daemon until `shutdown` resolves.

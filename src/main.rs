@@ -83,22 +83,51 @@ async fn serve_config(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Serves until `shutdown`, telling systemd (when it runs us with
 /// `Type=notify`) READY=1 once every app's first token attempt is done,
-/// and STOPPING=1 when the shutdown begins.
+/// and STOPPING=1 when the shutdown begins; reloads on SIGHUP.
 async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Output = ()>) {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut shutdown = std::pin::pin!(shutdown);
-    tokio::select! {
-        not_ready = daemon.first_attempts(args.start_timeout) => {
-            let status = if not_ready.is_empty() {
-                format!("serving; {} app(s) hold a valid token", daemon.broker.apps().len())
-            } else {
-                format!("serving; no valid token for {}", join(&not_ready))
-            };
-            send_notification(&format!("READY=1\nSTATUS={}", notify::status_line(&status)));
-            shutdown.as_mut().await;
+    let mut hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    let mut first_attempts = std::pin::pin!(daemon.first_attempts(args.start_timeout));
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            not_ready = &mut first_attempts, if !ready => {
+                ready = true;
+                let status = if not_ready.is_empty() {
+                    format!("serving; {} app(s) hold a valid token", daemon.broker.apps().len())
+                } else {
+                    format!("serving; no valid token for {}", join(&not_ready))
+                };
+                send_notification(&format!("READY=1\nSTATUS={}", notify::status_line(&status)));
+            }
+            _ = hangups.recv() => {
+                send_notification("RELOADING=1");
+                reload(daemon, &args.config.config);
+                send_notification("READY=1");
+            }
+            () = shutdown.as_mut() => break,
         }
-        () = shutdown.as_mut() => {}
     }
     send_notification("STOPPING=1\nSTATUS=shutting down");
+}
+
+/// Re-reads the configuration (and secret files) and applies it; a file
+/// that does not validate changes nothing.
+fn reload(daemon: &Daemon, path: &std::path::Path) {
+    tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+    match Config::load(path) {
+        Ok(config) => {
+            for warning in config.warnings() {
+                tracing::warn!("{warning}");
+            }
+            daemon.reload(&config);
+        }
+        Err(err) => tracing::error!(
+            error = %err,
+            "reload rejected: the running configuration stays in effect"
+        ),
+    }
 }
 
 /// `serve --exit-after-token`: wait for every app's first attempt, make

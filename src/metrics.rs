@@ -211,6 +211,18 @@ impl Metrics {
         }
     }
 
+    /// Drops a removed app's gauges, so a reload that removes an app does
+    /// not leave its last token state (and the alerts on it) behind.
+    /// Counters stay: they are history.
+    pub fn forget_app(&self, app: &str) {
+        let _ = self.token_valid.remove_label_values(&[app]);
+        let _ = self.token_expiry.remove_label_values(&[app]);
+        let _ = self.token_last_refresh.remove_label_values(&[app]);
+        let _ = self.fetches_today.remove_label_values(&[app]);
+        let _ = self.daily_budget.remove_label_values(&[app]);
+        let _ = self.cluster_degraded.remove_label_values(&[app]);
+    }
+
     /// Counts a request from a named client, folding names past the cap
     /// into "other" so a hostile client cannot grow the label set.
     pub fn count_client(&self, client: &str) {

@@ -54,6 +54,11 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
+    /// The app whose token this sink writes.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
     /// Makes sure the file holds the app's current token (if it has one),
     /// writing it now if it does not, and says whether it does.
     pub async fn flush(&self) -> Result<(), SinkError> {

@@ -9,6 +9,7 @@ mod refresher;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -94,9 +95,34 @@ pub struct AppView {
     pub fetches_day: u32,
     /// While failing: the unix second of the next upstream attempt.
     pub retry_at: Option<u64>,
+    /// The tokens held before the current one, newest first (a few): a
+    /// client may still hold one, and it still tells which app it is for.
+    pub previous: Arc<[AccessToken]>,
 }
 
+/// How many replaced tokens an [`AppView`] remembers.
+const REMEMBERED_TOKENS: usize = 4;
+
 impl AppView {
+    /// Makes `token` the current one, remembering the one it replaces.
+    pub fn install(&mut self, token: Arc<TokenRecord>) {
+        if let Some(old) = self.token.take().filter(|old| old.value != token.value) {
+            self.previous = std::iter::once(old.value.clone())
+                .chain(self.previous.iter().cloned())
+                .take(REMEMBERED_TOKENS)
+                .collect();
+        }
+        self.token = Some(token);
+    }
+
+    /// Whether `token` is the current token or one of the last few.
+    pub fn knows(&self, token: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_some_and(|current| current.value.expose() == token)
+            || self.previous.iter().any(|old| old.expose() == token)
+    }
+
     /// Upstream calls made this Beijing day.
     pub fn fetches_on(&self, now_secs: u64) -> u32 {
         if self.fetches_day == crate::clock::beijing_day(now_secs) {
@@ -189,6 +215,7 @@ struct AppShared {
     view: watch::Sender<AppView>,
     commands: mpsc::Sender<Command>,
     clock: Clock,
+    cancel: CancellationToken,
 }
 
 /// Invalidations waiting for the refresher beyond this many are refused
@@ -289,12 +316,65 @@ pub struct BrokerContext {
     pub cancel: CancellationToken,
 }
 
-/// All configured apps, in configuration order.
+/// All configured apps, in configuration order. A reload replaces the set
+/// atomically; readers holding a handle finish with it.
 #[derive(Clone)]
 pub struct Broker {
-    apps: Arc<[AppHandle]>,
-    clock: Clock,
-    metrics: Metrics,
+    apps: Arc<ArcSwap<Vec<AppHandle>>>,
+    context: BrokerContext,
+}
+
+/// What [`Broker::reconcile`] did, by app name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    /// New apps, started.
+    pub added: Vec<String>,
+    /// Apps whose settings changed: restarted, keeping their token when
+    /// the appid, kind and grant are the same.
+    pub restarted: Vec<String>,
+    /// Apps no longer configured, stopped.
+    pub removed: Vec<String>,
+    /// Apps whose settings are unchanged, untouched.
+    pub kept: Vec<String>,
+}
+
+impl AppHandle {
+    /// Starts the app's refresher on `context.tasks`, publishing `seed`
+    /// first (a reload carries the running app's token over).
+    fn spawn(
+        config: Arc<AppConfig>,
+        source: Arc<dyn TokenSource>,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> AppHandle {
+        let (view, _) = watch::channel(seed);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = AppHandle {
+            shared: Arc::new(AppShared {
+                config: config.clone(),
+                view,
+                commands,
+                clock: context.clock,
+                cancel: context.cancel.child_token(),
+            }),
+        };
+        context.metrics.init_app(&config.name);
+        let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
+        context.tasks.spawn(refresher.run());
+        handle
+    }
+
+    /// Cancelled when the app stops (removed by a reload, or shutdown).
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+
+    /// Whether `other` names the same upstream token (appid, kind, grant),
+    /// so a token held for one is good for the other.
+    fn same_token_as(&self, other: &AppConfig) -> bool {
+        let config = self.config();
+        config.appid == other.appid && config.kind == other.kind && config.grant == other.grant
+    }
 }
 
 impl Broker {
@@ -306,87 +386,133 @@ impl Broker {
     ) -> Broker {
         let handles = apps
             .into_iter()
-            .map(|(config, source)| {
-                let (view, _) = watch::channel(AppView::default());
-                let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-                let handle = AppHandle {
-                    shared: Arc::new(AppShared {
-                        config: config.clone(),
-                        view,
-                        commands,
-                        clock: context.clock,
-                    }),
-                };
-                context.metrics.init_app(&config.name);
-                let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
-                context.tasks.spawn(refresher.run());
-                handle
-            })
+            .map(|(config, source)| AppHandle::spawn(config, source, context, AppView::default()))
             .collect();
         Broker {
-            apps: handles,
-            clock: context.clock,
-            metrics: context.metrics.clone(),
+            apps: Arc::new(ArcSwap::from_pointee(handles)),
+            context: context.clone(),
         }
     }
 
-    pub fn app(&self, name: &str) -> Option<&AppHandle> {
-        self.apps.iter().find(|app| app.name() == name)
+    /// Makes the running apps match `apps`: starts new ones, restarts
+    /// changed ones, stops removed ones, and leaves unchanged ones alone
+    /// (their tokens and refresh schedules untouched).
+    pub fn reconcile(&self, apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>) -> Reconciled {
+        let running = self.apps.load_full();
+        let mut report = Reconciled::default();
+        let mut next = Vec::with_capacity(apps.len());
+        let mut replaced = Vec::new();
+        for (config, source) in apps {
+            let name = config.name.clone();
+            match running.iter().find(|app| app.name() == name) {
+                Some(app) if *app.config() == *config => {
+                    next.push(app.clone());
+                    report.kept.push(name);
+                }
+                Some(app) => {
+                    let seed = if app.same_token_as(&config) {
+                        app.view()
+                    } else {
+                        AppView::default()
+                    };
+                    next.push(AppHandle::spawn(config, source, &self.context, seed));
+                    replaced.push(app.clone());
+                    report.restarted.push(name);
+                }
+                None => {
+                    next.push(AppHandle::spawn(
+                        config,
+                        source,
+                        &self.context,
+                        AppView::default(),
+                    ));
+                    report.added.push(name);
+                }
+            }
+        }
+        let removed: Vec<AppHandle> = running
+            .iter()
+            .filter(|app| !next.iter().any(|kept| kept.name() == app.name()))
+            .cloned()
+            .collect();
+        self.apps.store(Arc::new(next));
+        for app in replaced.iter().chain(&removed) {
+            app.stopped().cancel();
+        }
+        for app in removed {
+            self.context.metrics.forget_app(app.name());
+            report.removed.push(app.name().to_owned());
+        }
+        report
     }
 
-    pub fn apps(&self) -> &[AppHandle] {
-        &self.apps
+    pub fn app(&self, name: &str) -> Option<AppHandle> {
+        self.apps
+            .load()
+            .iter()
+            .find(|app| app.name() == name)
+            .cloned()
+    }
+
+    /// The apps now configured.
+    pub fn apps(&self) -> Arc<Vec<AppHandle>> {
+        self.apps.load_full()
     }
 
     /// The app `GET /v1/token` means: the only one, if there is only one.
-    pub fn default_app(&self) -> Option<&AppHandle> {
-        match &*self.apps {
-            [only] => Some(only),
+    pub fn default_app(&self) -> Option<AppHandle> {
+        match self.apps.load().as_slice() {
+            [only] => Some(only.clone()),
             _ => None,
         }
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        self.apps.iter().map(AppHandle::name).collect()
+    pub fn names(&self) -> Vec<String> {
+        self.apps
+            .load()
+            .iter()
+            .map(|app| app.name().to_owned())
+            .collect()
     }
 
     pub fn now_secs(&self) -> u64 {
-        self.clock.now_secs()
+        self.context.clock.now_secs()
     }
 
     pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        self.context.clock.now_ms()
     }
 
     /// Sets the time-dependent gauges; called right before a scrape, since
     /// a token stops being valid without any event to report it.
     pub fn update_gauges(&self) {
         let now = self.now_ms();
-        for app in self.apps.iter() {
+        let metrics = &self.context.metrics;
+        for app in self.apps.load().iter() {
             let view = app.view();
             let name = app.name();
             let valid = view.valid_token(now).is_some();
-            self.metrics
+            metrics
                 .token_valid
                 .with_label_values(&[name])
                 .set(i64::from(valid));
             if let Some(token) = &view.token {
-                self.metrics
+                metrics
                     .token_expiry
                     .with_label_values(&[name])
                     .set(token.expires_at_ms as f64 / 1000.0);
                 // From the token, not the refresh event, so a token loaded
                 // on a warm start shows when it was fetched.
-                self.metrics
+                metrics
                     .token_last_refresh
                     .with_label_values(&[name])
                     .set(token.fetched_at_ms as f64 / 1000.0);
             }
-            self.metrics
+            metrics
                 .fetches_today
                 .with_label_values(&[name])
                 .set(i64::from(view.fetches_on(now / 1000)));
-            self.metrics
+            metrics
                 .daily_budget
                 .with_label_values(&[name])
                 .set(i64::from(app.config().daily_budget));

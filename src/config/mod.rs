@@ -35,7 +35,7 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: Option<SocketAddr>,
     pub unix_socket: Option<PathBuf>,
@@ -60,7 +60,7 @@ pub enum StoreBackend {
     Redis { url: String },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub backend: StoreBackend,
     pub key_prefix: String,
@@ -72,7 +72,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -98,7 +98,7 @@ pub enum SecretSource {
     Inline,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppConfig {
     pub name: String,
     pub kind: AppKind,

@@ -9,8 +9,7 @@
 //! belongs on loopback. Errors are WeChat-shaped, `{"errcode":..,"errmsg":..}`
 //! with HTTP 200, as WeChat sends its own.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
@@ -23,17 +22,10 @@ use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
 use crate::broker::AppHandle;
 use crate::config::{AppKind, Grant};
-use crate::secret::AccessToken;
 
-/// How many recently served tokens each app remembers, so a client still
-/// holding one after a refresh is recognised as that app's.
-const REMEMBERED_TOKENS: usize = 4;
-
-/// The listener's state: the API's, plus the tokens lately served per app
-/// (in the broker's app order).
+/// The listener's state: the API's.
 pub struct CompatState {
     api: Arc<ApiState>,
-    served: Vec<Mutex<VecDeque<AccessToken>>>,
 }
 
 /// A WeChat error answer.
@@ -80,37 +72,7 @@ fn no_token(app: &str) -> WxError {
 
 impl CompatState {
     pub fn new(api: Arc<ApiState>) -> Self {
-        let served = api
-            .broker
-            .apps()
-            .iter()
-            .map(|_| Mutex::new(VecDeque::with_capacity(REMEMBERED_TOKENS)))
-            .collect();
-        CompatState { api, served }
-    }
-
-    fn remember(&self, index: usize, token: &AccessToken) {
-        let mut served = self.served[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if served.front() != Some(token) {
-            served.push_front(token.clone());
-            served.truncate(REMEMBERED_TOKENS);
-        }
-    }
-
-    fn recognises(&self, index: usize, app: &AppHandle, token: &str) -> bool {
-        if app
-            .valid_token()
-            .is_some_and(|current| current.value.expose() == token)
-        {
-            return true;
-        }
-        self.served[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-            .any(|served| served.expose() == token)
+        CompatState { api }
     }
 }
 
@@ -178,9 +140,9 @@ async fn classic_token(
     check_grant_type(query_param(query, "grant_type").as_deref())?;
     let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
-    let index = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
+    let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    serve_token(state, index, false).await
+    serve_token(state, &app, false).await
 }
 
 #[derive(Deserialize)]
@@ -210,9 +172,9 @@ async fn stable_token(
     check_grant_type(request.grant_type.as_deref())?;
     let appid = request.appid.filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
-    let index = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Stable))
+    let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Stable))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    serve_token(state, index, false).await
+    serve_token(state, &app, false).await
 }
 
 /// WeCom's `GET /cgi-bin/gettoken?corpid=C[&corpsecret=..]`.
@@ -226,9 +188,9 @@ async fn wecom_token(
     }
     let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
     let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
-    let index = find_by_appid(state, &corpid, AppKind::Wecom, None)
+    let app = find_by_appid(state, &corpid, AppKind::Wecom, None)
         .ok_or_else(|| WxError::new(40013, "invalid corpid"))?;
-    serve_token(state, index, true).await
+    serve_token(state, &app, true).await
 }
 
 fn check_grant_type(grant_type: Option<&str>) -> Result<(), WxError> {
@@ -245,26 +207,24 @@ fn find_by_appid(
     appid: &str,
     kind: AppKind,
     grant: Option<Grant>,
-) -> Option<usize> {
+) -> Option<AppHandle> {
     let apps = state.api.broker.apps();
-    let matching = |app: &AppHandle| app.config().appid == appid && app.config().kind == kind;
+    let matching = |app: &&AppHandle| app.config().appid == appid && app.config().kind == kind;
     let preferred = apps
         .iter()
-        .position(|app| matching(app) && grant.is_none_or(|grant| grant == app.config().grant));
-    preferred.or_else(|| apps.iter().position(matching))
+        .find(|app| matching(app) && grant.is_none_or(|grant| grant == app.config().grant));
+    preferred.or_else(|| apps.iter().find(matching)).cloned()
 }
 
 async fn serve_token(
     state: &CompatState,
-    index: usize,
+    app: &AppHandle,
     wecom: bool,
 ) -> Result<Response<Body>, WxError> {
-    let app = &state.api.broker.apps()[index];
     let token = app
         .token(state.api.token_wait)
         .await
         .map_err(|_| no_token(app.name()))?;
-    state.remember(index, &token.value);
     Ok(respond::wechat_token(&token, app.now_ms(), wecom))
 }
 
@@ -286,7 +246,7 @@ async fn proxied(
     state
         .api
         .proxy
-        .forward(app, forward, body)
+        .forward(&app, forward, body)
         .await
         .map_err(|err| WxError::from_proxy(app.name(), &err))
 }
@@ -294,25 +254,21 @@ async fn proxied(
 /// Which app a forwarded call is for: the one named by an `appid` query
 /// parameter, else the one whose token (current or lately served) the
 /// client holds, else the only app.
-fn app_for_call<'a>(state: &'a CompatState, query: &str) -> Result<&'a AppHandle, WxError> {
+fn app_for_call(state: &CompatState, query: &str) -> Result<AppHandle, WxError> {
     let apps = state.api.broker.apps();
     if let Some(appid) = query_param(query, "appid") {
         if let Some(app) = apps.iter().find(|app| app.config().appid == appid) {
-            return Ok(app);
+            return Ok(app.clone());
         }
     }
     let held = query_param(query, "access_token").filter(|token| !token.is_empty());
     if let Some(held) = &held {
-        let found = apps
-            .iter()
-            .enumerate()
-            .find(|(index, app)| state.recognises(*index, app, held));
-        if let Some((_, app)) = found {
-            return Ok(app);
+        if let Some(app) = apps.iter().find(|app| app.view().knows(held)) {
+            return Ok(app.clone());
         }
     }
-    match (apps, held) {
-        ([only], _) => Ok(only),
+    match (apps.as_slice(), held) {
+        ([only], _) => Ok(only.clone()),
         (_, Some(_)) => Err(WxError::new(
             40001,
             "invalid credential, access_token is invalid or not latest: no configured app holds this token",

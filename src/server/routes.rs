@@ -183,11 +183,11 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::NoDefaultApp {
                     configured: state.broker.names().join(", "),
                 })?;
-            token(state, app, query).await
+            token(state, &app, query).await
         }
         Route::AppToken(name) => {
             allow_get(method)?;
-            token(state, find_app(&state.broker, name)?, query).await
+            token(state, &find_app(&state.broker, name)?, query).await
         }
         Route::Invalidate(name) => {
             if method != Method::POST {
@@ -198,7 +198,7 @@ async fn dispatch(
             }
             let app = find_app(&state.broker, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
-            invalidate(state, app, &body, query).await
+            invalidate(state, &app, &body, query).await
         }
         Route::Proxy(name, path) => {
             let app = find_app(&state.broker, name)?;
@@ -210,7 +210,7 @@ async fn dispatch(
             };
             state
                 .proxy
-                .forward(app, forward, body)
+                .forward(&app, forward, body)
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
@@ -251,7 +251,7 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn find_app<'a>(broker: &'a Broker, name: &str) -> Result<&'a AppHandle, ApiError> {
+fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
         configured: broker.names().join(", "),

@@ -355,6 +355,15 @@ impl ChildBroker {
         let _ = self.child.wait();
     }
 
+    /// SIGHUP: reload the configuration.
+    pub fn hangup(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         std::process::Command::new("kill")

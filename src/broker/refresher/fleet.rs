@@ -233,7 +233,7 @@ impl Refresher {
         self.backoff.reset();
         self.hold_until = None;
         self.publish(|view| {
-            view.token = Some(Arc::new(stored));
+            view.install(Arc::new(stored));
             view.last_error = None;
             view.retry_at = None;
         });

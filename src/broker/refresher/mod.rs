@@ -88,6 +88,7 @@ impl Refresher {
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Self {
+        let cancel = handle.stopped().clone();
         Refresher {
             key: StoreKey::for_app(&app),
             budget: DailyBudget::new(app.daily_budget, context.clock.now_secs()),
@@ -98,7 +99,7 @@ impl Refresher {
             clock: context.clock,
             handle,
             commands,
-            cancel: context.cancel.clone(),
+            cancel,
             backoff: Backoff::default(),
             next_attempt: Instant::now(),
             hold_until: None,
@@ -158,6 +159,13 @@ impl Refresher {
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
     async fn warm_start(&mut self) {
+        if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
+            // Carried over from the app's previous settings by a reload.
+            let view = self.handle.view();
+            self.budget.restore(view.fetches_day, view.fetches_today);
+            self.next_attempt = self.refresh_due(&token);
+            return;
+        }
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
             Err(err) => {
@@ -201,7 +209,7 @@ impl Refresher {
                 "loaded stored token"
             );
             self.next_attempt = self.refresh_due(&token);
-            self.publish(|view| view.token = Some(Arc::new(token)));
+            self.publish(|view| view.install(Arc::new(token)));
         }
         self.publish_budget();
     }
@@ -389,7 +397,7 @@ impl Refresher {
         );
         self.next_attempt = self.refresh_due(&token);
         self.publish(|view| {
-            view.token = Some(Arc::new(token));
+            view.install(Arc::new(token));
             view.last_error = None;
             view.retry_at = None;
         });
