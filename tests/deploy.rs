@@ -595,3 +595,92 @@ fn the_dockerfile_builds_locked_and_runs_unprivileged() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot connect"), "{stderr}");
 }
+
+// ----- docker compose (a fleet on Redis) -----
+
+/// A compose service with its `<<: *anchor` merge applied (yaml-rust2
+/// resolves the alias but leaves merging to the reader).
+fn service<'a>(compose: &'a Yaml, name: &str) -> HashMap<&'a str, &'a Yaml> {
+    let service = &compose["services"][name];
+    let own = service
+        .as_hash()
+        .unwrap_or_else(|| panic!("service {name} is missing"));
+    let mut merged = HashMap::new();
+    if let Some(base) = own.get(&Yaml::String("<<".into())).and_then(Yaml::as_hash) {
+        for (key, value) in base {
+            merged.insert(str_of(key, "key"), value);
+        }
+    }
+    for (key, value) in own {
+        merged.insert(str_of(key, "key"), value);
+    }
+    merged
+}
+
+fn volume_sources(service: &HashMap<&str, &Yaml>) -> BTreeSet<String> {
+    service
+        .get("volumes")
+        .map(|volumes| list(volumes))
+        .unwrap_or_default()
+        .iter()
+        .map(|mount| str_of(mount, "volume").split(':').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_compose_fleet_shares_one_redis_and_gives_each_app_its_own_broker() {
+    let compose = &YamlLoader::load_from_str(&read("deploy/docker-compose.yml")).unwrap()[0];
+    let config = Config::from_toml_str_with_env(
+        "deploy/compose/wxbroker.toml",
+        &read("deploy/compose/wxbroker.toml"),
+        &|name| (name == "SHOP_SECRET").then(|| "compose-test-secret".to_owned()),
+    )
+    .expect("the fleet's config is valid");
+    let StoreBackend::Redis { url } = &config.store.backend else {
+        panic!("the fleet shares a redis store");
+    };
+    let redis_host = url
+        .trim_start_matches("redis://")
+        .split([':', '/'])
+        .next()
+        .unwrap();
+    assert!(
+        compose["services"][redis_host].as_hash().is_some(),
+        "the store url names the compose service {redis_host}"
+    );
+    let socket = config.server.unix_socket.clone().expect("apps use the socket");
+    let socket_dir = socket.parent().unwrap().to_str().unwrap();
+    let config_target = compose["configs"]["wxbroker"]["file"].as_str().unwrap();
+    assert_eq!(
+        repo("deploy").join(config_target).canonicalize().unwrap(),
+        repo("deploy/compose/wxbroker.toml").canonicalize().unwrap()
+    );
+    let mut sockets = BTreeSet::new();
+    for (broker, app) in [("broker-a", "app-a"), ("broker-b", "app-b")] {
+        let broker = service(compose, broker);
+        let app = service(compose, app);
+        let command: Vec<&str> = list(broker["command"]).iter().map(|c| str_of(c, "arg")).collect();
+        assert_eq!(command[0], "serve");
+        let config_mount = list(broker["configs"])
+            .iter()
+            .find_map(|c| c["target"].as_str())
+            .unwrap();
+        assert_eq!(command.last(), Some(&config_mount), "serve reads the mounted config");
+        let env = broker["environment"].as_hash().unwrap();
+        assert!(env.contains_key(&Yaml::String("SHOP_SECRET".into())));
+        // Each app shares a socket volume with its own broker only.
+        let shared: Vec<_> = volume_sources(&broker)
+            .intersection(&volume_sources(&app))
+            .cloned()
+            .collect();
+        assert_eq!(shared.len(), 1, "one socket volume per host");
+        let mounts = list(broker["volumes"]);
+        assert!(mounts
+            .iter()
+            .any(|m| str_of(m, "volume") == format!("{}:{socket_dir}", shared[0])));
+        let app_command = list(app["command"]).iter().map(|c| str_of(c, "arg")).collect::<String>();
+        assert!(app_command.contains(socket.to_str().unwrap()), "the app uses the socket path");
+        sockets.insert(shared[0].clone());
+    }
+    assert_eq!(sockets.len(), 2, "the hosts do not share a socket");
+}
