@@ -108,8 +108,11 @@ if ((${#need[@]})); then
 fi
 
 log "building release binaries"
-cargo build --release --locked --bin wxbroker \
-    --example reference_server --example unix_load --example ready_time
+# Two invocations: built together, the daemon would get the features the
+# examples' dev-dependencies turn on (tokio's test-util), which the shipped
+# binary does not have.
+cargo build --release --locked --bin wxbroker
+cargo build --release --locked --example reference_server --example unix_load --example ready_time
 BIN=$ROOT/target/release
 WX=$BIN/wxbroker
 UL=$BIN/examples/unix_load
