@@ -18,7 +18,8 @@
 # Everything listens on 127.0.0.1 only; every process started here is
 # stopped by PID on exit. Knobs (environment): BENCH_DURATION (seconds per
 # run, 10), BENCH_ROUNDS (3), BENCH_REFRESH_DURATION (30), BENCH_PORT_BASE
-# (38930, nine consecutive ports), BENCH_OUT (docs/bench).
+# (20930, nine consecutive ports below the ephemeral range, so that no
+# client socket of an earlier run holds one when a server binds it), BENCH_OUT (docs/bench).
 
 set -euo pipefail
 
@@ -27,7 +28,7 @@ ROOT=$PWD
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 REFRESH_DURATION=${BENCH_REFRESH_DURATION:-30}
-PORT_BASE=${BENCH_PORT_BASE:-38930}
+PORT_BASE=${BENCH_PORT_BASE:-20930}
 OUT=${BENCH_OUT:-docs/bench}
 COMMAND="make bench"
 if [[ -n "${BENCH_DURATION:-}${BENCH_ROUNDS:-}${BENCH_REFRESH_DURATION:-}" ]]; then
@@ -75,16 +76,15 @@ stop() {
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# wait_http URL [CURL ARGS...]: until URL answers 200, at most 15 s.
+# wait_http NAME URL: until URL answers 200, at most 15 s; NAME is the
+# process (started by `start`) whose log to show if it does not.
 wait_http() {
-    local url=$1
-    shift
-    local i
+    local name=$1 url=$2 i
     for i in $(seq 1 300); do
-        if curl -sf -o /dev/null "$@" "$url"; then return 0; fi
+        if curl -sf -o /dev/null "$url"; then return 0; fi
         sleep 0.05
     done
-    die "$url did not answer 200 within 15 s"
+    die "$url did not answer 200 within 15 s; $name: $(tail -5 "$WORK/$name.log")"
 }
 
 # kv "k1=v1 k2=v2" KEY: the value of KEY.
@@ -124,6 +124,10 @@ ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 SIM=$PORT_BASE API=$((PORT_BASE + 1)) OPS=$((PORT_BASE + 2)) REF=$((PORT_BASE + 3))
 SIM2=$((PORT_BASE + 4)) API2=$((PORT_BASE + 5)) OPS2=$((PORT_BASE + 6))
 API3=$((PORT_BASE + 7)) OPS3=$((PORT_BASE + 8))
+read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range
+if ((PORT_BASE + 8 >= EPHEMERAL_LOW && PORT_BASE <= EPHEMERAL_HIGH)); then
+    die "ports $PORT_BASE-$((PORT_BASE + 8)) overlap the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH"
+fi
 for port in $(seq "$PORT_BASE" $((PORT_BASE + 8))); do
     port_free "$port" || die "port $port is taken; set BENCH_PORT_BASE"
 done
@@ -161,13 +165,13 @@ EOF
 log "starting the simulator, the broker and the reference server"
 start sim "$WX" simulate --listen "127.0.0.1:$SIM" --account "$APPID:$SECRET" --token-lifetime 2h
 SIM_PID=$LAST_PID
-wait_http "http://127.0.0.1:$SIM/__sim/calls"
+wait_http sim "http://127.0.0.1:$SIM/__sim/calls"
 
 BROKER_SOCK=$WORK/broker.sock
 broker_config "$API" "$OPS" "$SIM" 'backend = "memory"' "" "$BROKER_SOCK" >"$WORK/broker.toml"
 start broker "$WX" serve --config "$WORK/broker.toml"
 BROKER_PID=$LAST_PID
-wait_http "http://127.0.0.1:$OPS/readyz"
+wait_http broker "http://127.0.0.1:$OPS/readyz"
 
 BODY=$(curl -sf -H 'Wxbroker-Client: bench' "http://127.0.0.1:$API/v1/token")
 [[ -n $BODY ]] || die "no token from the broker"
@@ -178,7 +182,7 @@ curl -sf -o /dev/null --unix-socket "$BROKER_SOCK" http://localhost/v1/token ||
 REF_SOCK=$WORK/reference.sock
 start reference "$BIN/examples/reference_server" --listen "127.0.0.1:$REF" --unix "$REF_SOCK" --body "$BODY"
 REF_PID=$LAST_PID
-wait_http "http://127.0.0.1:$REF/v1/token"
+wait_http reference "http://127.0.0.1:$REF/v1/token"
 REF_BODY=$(curl -sf "http://127.0.0.1:$REF/v1/token")
 [[ ${#REF_BODY} == "$BODY_BYTES" ]] || die "reference body is ${#REF_BODY} bytes, broker's $BODY_BYTES"
 header_count() { curl -s -D - -o /dev/null "$@" | grep -c ':'; }
@@ -315,11 +319,11 @@ metric() { curl -sf "http://127.0.0.1:$1/metrics" | awk -v m="$2" 'index($0, m) 
 log "refresh: ${REFRESH_DURATION}s with tokens living 20s, then ${REFRESH_DURATION}s without refreshes"
 start sim2 "$WX" simulate --listen "127.0.0.1:$SIM2" --account "$APPID:$SECRET" --token-lifetime 20s
 SIM2_PID=$LAST_PID
-wait_http "http://127.0.0.1:$SIM2/__sim/calls"
+wait_http sim2 "http://127.0.0.1:$SIM2/__sim/calls"
 broker_config "$API2" "$OPS2" "$SIM2" 'backend = "memory"' 'refresh_before = "5s"' >"$WORK/broker2.toml"
 start broker2 "$WX" serve --config "$WORK/broker2.toml"
 BROKER2_PID=$LAST_PID
-wait_http "http://127.0.0.1:$OPS2/readyz"
+wait_http broker2 "http://127.0.0.1:$OPS2/readyz"
 
 refresh_run() {
     local port=$1 ops=$2 pid=$3 before after
