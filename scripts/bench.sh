@@ -452,6 +452,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "| RSS under 1000 connections ≤ 32 MiB | $(mib "$MEM_BROKER_1000") MiB | $(verdict "$MEM_BROKER_1000" '<=' 32768) |"
     echo "| start to ready with a stored token < 100 ms | $W_MED ms (median of ${#WARM[@]}) | $(verdict "$W_MED" '<=' 99.999) |"
     echo
+    echo "Where the broker's time goes, from a profile: [profile.md](profile.md)."
+    echo
     echo "## Refresh during the run"
     echo
     echo "unix_load over TCP, 64 connections, ${REFRESH_DURATION} s each. With refreshes: a second"
