@@ -359,8 +359,9 @@ for i in 1 2 3 4 5; do
     grep -q 'loaded stored token' "$WORK/warm$i.log" || die "warm start $i did not load the stored token"
     WARM+=("$(sed 's/.*ready_ms=\([0-9.]*\).*/\1/' <<<"$line")")
     # In-process: first log line to "loaded stored token", from the daemon's timestamps.
-    WARM_LOG+=("$(grep -o '"timestamp":"[^"]*"' "$WORK/warm$i.log" | sed 's/.*T\([0-9:.]*\)Z"/\1/' |
-        awk -F: 'NR == 1 { a = $1 * 3600 + $2 * 60 + $3 } { b = $1 * 3600 + $2 * 60 + $3 } END { printf "%.2f", (b - a) * 1000 }')")
+    WARM_LOG+=("$(sed -n 's/.*"timestamp":"[^"]*T\([0-9:.]*\)Z".*"message":"\([^"]*\)".*/\1 \2/p' "$WORK/warm$i.log" |
+        awk '{ split($1, t, ":"); s = t[1] * 3600 + t[2] * 60 + t[3] }
+             NR == 1 { a = s } /loaded stored token/ { printf "%.2f", (s - a) * 1000; exit }')")
 done
 COLD_MS=$(sed 's/.*ready_ms=\([0-9.]*\).*/\1/' <<<"$COLD")
 
@@ -447,7 +448,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "| Unix socket at least matches TCP (broker, same client): req/s unix/tcp | $UNIX_RPS / $TCP_RPS = $(awk -v a="$UNIX_RPS" -v b="$TCP_RPS" 'BEGIN { printf "%.2f", a / b }') | $(verdict "$(awk -v a="$UNIX_RPS" -v b="$TCP_RPS" 'BEGIN { print a / b }')" '>=' 0.98) |"
     echo "| … CPU per request unix/tcp | $UNIX_CPU / $TCP_CPU µs | $(verdict "$(awk -v a="$UNIX_CPU" -v b="$TCP_CPU" 'BEGIN { print a / b }')" '<=' 1.02) |"
     echo "| … p99 unix/tcp | $UNIX_P99 / $TCP_P99 µs | $(verdict "$(awk -v a="$UNIX_P99" -v b="$TCP_P99" 'BEGIN { print a / b }')" '<=' 1.05) |"
-    echo "| p99 over windows with a refresh = p99 without (see below) | $(kv "$REFRESH_WITH" p99_refresh_windows_us) vs $(kv "$REFRESH_WITHOUT" p99_us) µs | $(verdict "$(awk -v a="$(kv "$REFRESH_WITH" p99_refresh_windows_us)" -v b="$(kv "$REFRESH_WITHOUT" p99_us)" 'BEGIN { print a / b }')" '<=' 1.2) |"
+    echo "| p99 over windows with a refresh = p99 without (see below; within 20% counts as equal) | $(kv "$REFRESH_WITH" p99_refresh_windows_us) vs $(kv "$REFRESH_WITHOUT" p99_us) µs | $(verdict "$(awk -v a="$(kv "$REFRESH_WITH" p99_refresh_windows_us)" -v b="$(kv "$REFRESH_WITHOUT" p99_us)" 'BEGIN { print a / b }')" '<=' 1.2) |"
     echo "| RSS idle, one app ≤ 16 MiB | $(mib "$MEM_BROKER_IDLE") MiB | $(verdict "$MEM_BROKER_IDLE" '<=' 16384) |"
     echo "| RSS under 1000 connections ≤ 32 MiB | $(mib "$MEM_BROKER_1000") MiB | $(verdict "$MEM_BROKER_1000" '<=' 32768) |"
     echo "| start to ready with a stored token < 100 ms | $W_MED ms (median of ${#WARM[@]}) | $(verdict "$W_MED" '<=' 99.999) |"
