@@ -251,17 +251,17 @@ pub async fn start_with(
         .iter()
         .filter_map(|app| spawn_sink(app, &tasks))
         .collect();
-    let state = Arc::new(ApiState {
-        broker: broker.clone(),
-        metrics: metrics.clone(),
-        token_wait: config.server.token_wait_timeout,
-        proxy: Proxy::new(
+    let state = Arc::new(ApiState::new(
+        broker.clone(),
+        metrics.clone(),
+        config.server.token_wait_timeout,
+        Proxy::new(
             Proxy::http_client().map_err(StartError::HttpClient)?,
             tuning.proxy_timeout,
             config.server.token_wait_timeout,
             metrics.clone(),
         ),
-    });
+    ));
     if let Some(addr) = listeners.api_tcp_addr() {
         info!(%addr, "token api listening on tcp");
     }

@@ -3,12 +3,12 @@
 //! Every label is bounded: app names come from the config, errcodes from a
 //! fixed list, client names are capped.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// How many distinct `Wxbroker-Client` names get their own label.
@@ -32,7 +32,7 @@ pub struct Metrics {
     pub proxy_requests: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub cluster_degraded: IntGaugeVec,
-    known_clients: std::sync::Arc<Mutex<HashSet<String>>>,
+    known_clients: std::sync::Arc<RwLock<HashMap<String, IntCounter>>>,
 }
 
 impl Metrics {
@@ -224,20 +224,29 @@ impl Metrics {
     }
 
     /// Counts a request from a named client, folding names past the cap
-    /// into "other" so a hostile client cannot grow the label set.
+    /// into "other" so a hostile client cannot grow the label set. Known
+    /// names (nearly every request) take only a shared read lock.
     pub fn count_client(&self, client: &str) {
-        let label = {
-            let mut known = self.known_clients.lock().expect("client set poisoned");
-            if known.contains(client) {
-                client
-            } else if known.len() < MAX_CLIENT_LABELS {
-                known.insert(client.to_owned());
-                client
-            } else {
-                "other"
-            }
+        if let Some(counter) = self
+            .known_clients
+            .read()
+            .expect("client map poisoned")
+            .get(client)
+        {
+            counter.inc();
+            return;
+        }
+        let mut known = self.known_clients.write().expect("client map poisoned");
+        let label = if known.len() < MAX_CLIENT_LABELS {
+            client
+        } else {
+            "other"
         };
-        self.client_requests.with_label_values(&[label]).inc();
+        let counter = self.client_requests.with_label_values(&[label]);
+        counter.inc();
+        if label == client {
+            known.insert(client.to_owned(), counter);
+        }
     }
 
     /// The Prometheus text exposition.

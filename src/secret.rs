@@ -36,22 +36,50 @@ impl fmt::Display for Secret {
 
 /// An access token. Logs show its [`fingerprint`](AccessToken::fingerprint);
 /// only token responses carry the value itself.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct AccessToken(Arc<str>);
+#[derive(Clone)]
+pub struct AccessToken {
+    value: Arc<str>,
+    /// Whether the value can go into JSON between quotes as it is; decided
+    /// once here rather than on every answer that carries it.
+    json_plain: bool,
+}
+
+impl PartialEq for AccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for AccessToken {}
+
+impl std::hash::Hash for AccessToken {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.value.hash(state);
+    }
+}
 
 impl AccessToken {
     pub fn new(value: impl Into<String>) -> Self {
-        AccessToken(Arc::from(value.into()))
+        let value: Arc<str> = Arc::from(value.into());
+        let json_plain = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        AccessToken { value, json_plain }
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// True when the value needs no JSON escaping (WeChat's tokens never do).
+    pub fn is_json_plain(&self) -> bool {
+        self.json_plain
     }
 
     /// The first 6 hex characters of the token's SHA-256: enough to tell two
     /// tokens apart in a log, useless to an attacker.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
+        fingerprint(&self.value)
     }
 }
 
@@ -64,7 +92,7 @@ pub fn fingerprint(value: &str) -> String {
 // Tokens are persisted by the stores, so they serialize as the bare string.
 impl serde::Serialize for AccessToken {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.value)
     }
 }
 

@@ -623,7 +623,13 @@ fn volume_sources(service: &HashMap<&str, &Yaml>) -> BTreeSet<String> {
         .map(|volumes| list(volumes))
         .unwrap_or_default()
         .iter()
-        .map(|mount| str_of(mount, "volume").split(':').next().unwrap().to_owned())
+        .map(|mount| {
+            str_of(mount, "volume")
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -648,7 +654,11 @@ fn the_compose_fleet_shares_one_redis_and_gives_each_app_its_own_broker() {
         compose["services"][redis_host].as_hash().is_some(),
         "the store url names the compose service {redis_host}"
     );
-    let socket = config.server.unix_socket.clone().expect("apps use the socket");
+    let socket = config
+        .server
+        .unix_socket
+        .clone()
+        .expect("apps use the socket");
     let socket_dir = socket.parent().unwrap().to_str().unwrap();
     let config_target = compose["configs"]["wxbroker"]["file"].as_str().unwrap();
     assert_eq!(
@@ -659,13 +669,20 @@ fn the_compose_fleet_shares_one_redis_and_gives_each_app_its_own_broker() {
     for (broker, app) in [("broker-a", "app-a"), ("broker-b", "app-b")] {
         let broker = service(compose, broker);
         let app = service(compose, app);
-        let command: Vec<&str> = list(broker["command"]).iter().map(|c| str_of(c, "arg")).collect();
+        let command: Vec<&str> = list(broker["command"])
+            .iter()
+            .map(|c| str_of(c, "arg"))
+            .collect();
         assert_eq!(command[0], "serve");
         let config_mount = list(broker["configs"])
             .iter()
             .find_map(|c| c["target"].as_str())
             .unwrap();
-        assert_eq!(command.last(), Some(&config_mount), "serve reads the mounted config");
+        assert_eq!(
+            command.last(),
+            Some(&config_mount),
+            "serve reads the mounted config"
+        );
         let env = broker["environment"].as_hash().unwrap();
         assert!(env.contains_key(&Yaml::String("SHOP_SECRET".into())));
         // Each app shares a socket volume with its own broker only.
@@ -678,8 +695,14 @@ fn the_compose_fleet_shares_one_redis_and_gives_each_app_its_own_broker() {
         assert!(mounts
             .iter()
             .any(|m| str_of(m, "volume") == format!("{}:{socket_dir}", shared[0])));
-        let app_command = list(app["command"]).iter().map(|c| str_of(c, "arg")).collect::<String>();
-        assert!(app_command.contains(socket.to_str().unwrap()), "the app uses the socket path");
+        let app_command = list(app["command"])
+            .iter()
+            .map(|c| str_of(c, "arg"))
+            .collect::<String>();
+        assert!(
+            app_command.contains(socket.to_str().unwrap()),
+            "the app uses the socket path"
+        );
         sockets.insert(shared[0].clone());
     }
     assert_eq!(sockets.len(), 2, "the hosts do not share a socket");

@@ -241,8 +241,12 @@ impl AppHandle {
 
     /// The current token if it is valid now. Never waits.
     pub fn valid_token(&self) -> Option<Arc<TokenRecord>> {
-        let now = self.now_ms();
-        self.shared.view.borrow().valid_token(now).cloned()
+        self.valid_token_at(self.now_ms())
+    }
+
+    /// The current token if it is valid at `now_ms`. Never waits.
+    pub fn valid_token_at(&self, now_ms: u64) -> Option<Arc<TokenRecord>> {
+        self.shared.view.borrow().valid_token(now_ms).cloned()
     }
 
     /// A snapshot of the app's state.

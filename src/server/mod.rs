@@ -114,7 +114,7 @@ struct ApiHandler {
 
 impl Handler for ApiHandler {
     async fn call(&self, request: Request<Incoming>) -> Response<Body> {
-        routes::handle(self.state.clone(), self.kind, request).await
+        routes::handle(&self.state, self.kind, request).await
     }
 }
 

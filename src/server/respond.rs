@@ -72,16 +72,21 @@ pub fn token(
     } else {
         let value = token.value.expose();
         let mut body = String::with_capacity(96 + value.len());
+        let mut digits = itoa::Buffer::new();
         body.push_str("{\"app\":");
         push_json_str(&mut body, app);
         body.push_str(",\"access_token\":");
-        push_json_str(&mut body, value);
-        let _ = write!(
-            body,
-            ",\"expires_in\":{},\"expires_at\":{}",
-            token.expires_in(now_ms),
-            token.expires_at()
-        );
+        if token.value.is_json_plain() {
+            body.push('"');
+            body.push_str(value);
+            body.push('"');
+        } else {
+            push_json_str(&mut body, value);
+        }
+        body.push_str(",\"expires_in\":");
+        body.push_str(digits.format(token.expires_in(now_ms)));
+        body.push_str(",\"expires_at\":");
+        body.push_str(digits.format(token.expires_at()));
         if let Some(refreshed) = refreshed {
             body.push_str(",\"refreshed\":");
             body.push_str(if refreshed { "true" } else { "false" });

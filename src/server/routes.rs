@@ -1,11 +1,10 @@
 //! The token API (DESIGN.md section 5), the same on TCP and on the Unix
 //! socket: routing, the TCP-only client header rule, and the handlers.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -18,6 +17,7 @@ use crate::broker::{AppHandle, Broker, InvalidateOutcome};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::grant_label;
+use prometheus::{Histogram, IntCounter};
 
 /// Token routes take small JSON bodies only.
 pub(super) const TOKEN_BODY_LIMIT: usize = 1024 * 1024;
@@ -28,6 +28,87 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    hot: HotMetrics,
+}
+
+impl ApiState {
+    pub fn new(broker: Broker, metrics: Metrics, token_wait: Duration, proxy: Proxy) -> Self {
+        ApiState {
+            hot: HotMetrics::new(&metrics),
+            broker,
+            metrics,
+            token_wait,
+            proxy,
+        }
+    }
+}
+
+const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Every `route` label value, in [`Route::index`] order.
+const ROUTE_TEMPLATES: [&str; 8] = [
+    "/livez",
+    "/readyz",
+    "/v1/apps",
+    "/v1/token",
+    "/v1/apps/{app}/token",
+    "/v1/apps/{app}/token/invalidate",
+    "/v1/apps/{app}/proxy",
+    "other",
+];
+const LISTENERS: [ListenerKind; 2] = [
+    ListenerKind::Tcp {
+        require_client_header: false,
+    },
+    ListenerKind::Unix,
+];
+
+/// The metric children of the common case, resolved once: a 200 answer's
+/// counter per listener and route, and each route's duration histogram.
+/// The hot path then hashes no labels; other statuses take the general way.
+struct HotMetrics {
+    ok: Vec<IntCounter>,
+    duration: Vec<Histogram>,
+}
+
+impl HotMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let ok = LISTENERS
+            .iter()
+            .flat_map(|listener| {
+                ROUTE_TEMPLATES.iter().map(move |route| {
+                    metrics
+                        .requests
+                        .with_label_values(&[listener.label(), route, "200"])
+                })
+            })
+            .collect();
+        let duration = ROUTE_TEMPLATES
+            .iter()
+            .map(|route| metrics.request_duration.with_label_values(&[route]))
+            .collect();
+        HotMetrics { ok, duration }
+    }
+
+    fn record(
+        &self,
+        metrics: &Metrics,
+        listener: ListenerKind,
+        route: usize,
+        status: StatusCode,
+        seconds: f64,
+    ) {
+        if status == StatusCode::OK {
+            self.ok[listener.index() * ROUTE_TEMPLATES.len() + route].inc();
+        } else {
+            metrics
+                .requests
+                .with_label_values(&[listener.label(), ROUTE_TEMPLATES[route], status.as_str()])
+                .inc();
+        }
+        self.duration[route].observe(seconds);
+    }
 }
 
 /// Which listener a request came in on.
@@ -42,6 +123,13 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp { .. } => "tcp",
             ListenerKind::Unix => "unix",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            ListenerKind::Tcp { .. } => 0,
+            ListenerKind::Unix => 1,
         }
     }
 }
@@ -92,44 +180,46 @@ impl Route<'_> {
         }
     }
 
-    fn template(&self) -> &'static str {
+    /// The route's position in [`ROUTE_TEMPLATES`].
+    fn index(&self) -> usize {
         match self {
-            Route::Livez => "/livez",
-            Route::Readyz => "/readyz",
-            Route::Apps => "/v1/apps",
-            Route::DefaultToken => "/v1/token",
-            Route::AppToken(_) => "/v1/apps/{app}/token",
-            Route::Invalidate(_) => "/v1/apps/{app}/token/invalidate",
-            Route::Proxy(..) => "/v1/apps/{app}/proxy",
-            Route::NotFound => "other",
+            Route::Livez => 0,
+            Route::Readyz => 1,
+            Route::Apps => 2,
+            Route::DefaultToken => 3,
+            Route::AppToken(_) => 4,
+            Route::Invalidate(_) => 5,
+            Route::Proxy(..) => 6,
+            Route::NotFound => 7,
         }
+    }
+
+    fn template(&self) -> &'static str {
+        ROUTE_TEMPLATES[self.index()]
     }
 }
 
 pub async fn handle(
-    state: Arc<ApiState>,
+    state: &ApiState,
     listener: ListenerKind,
     request: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let route = Route::parse(parts.uri.path());
-    let template = route.template();
-    let response = match dispatch(&state, listener, route, &parts, body).await {
+    let (index, template) = (route.index(), route.template());
+    let response = match dispatch(state, listener, route, &parts, body).await {
         Ok(response) => response,
         Err(err) => respond::error(&err),
     };
     let status = response.status();
-    state
-        .metrics
-        .requests
-        .with_label_values(&[listener.label(), template, status.as_str()])
-        .inc();
-    state
-        .metrics
-        .request_duration
-        .with_label_values(&[template])
-        .observe(started.elapsed().as_secs_f64());
+    state.hot.record(
+        &state.metrics,
+        listener,
+        index,
+        status,
+        started.elapsed().as_secs_f64(),
+    );
     debug!(
         listener = listener.label(),
         route = template,
@@ -224,7 +314,7 @@ async fn dispatch(
 /// A request that came through a reverse proxy may come from anywhere;
 /// the token API is for local callers only (DESIGN.md section 6).
 pub(super) fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
-    if headers.contains_key("x-forwarded-for") || headers.contains_key(http::header::FORWARDED) {
+    if headers.contains_key(&X_FORWARDED_FOR) || headers.contains_key(http::header::FORWARDED) {
         return Err(ApiError::ProxiedRequestRefused);
     }
     Ok(())
@@ -232,7 +322,7 @@ pub(super) fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The `Wxbroker-Client` header, if present and well-formed.
 fn client_name(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("wxbroker-client")?.to_str().ok()?;
+    let value = headers.get(&WXBROKER_CLIENT)?.to_str().ok()?;
     let well_formed = (1..=64).contains(&value.len())
         && value
             .bytes()
@@ -275,14 +365,22 @@ async fn token(
     app: &AppHandle,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let token = app
-        .token(state.token_wait)
-        .await
-        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
+    // One clock read serves the validity check and `expires_in`.
+    let now = app.now_ms();
+    let (token, now) = match app.valid_token_at(now) {
+        Some(token) => (token, now),
+        None => {
+            let token = app
+                .token(state.token_wait)
+                .await
+                .map_err(|err| ApiError::from_token_error(app.name(), err))?;
+            (token, app.now_ms())
+        }
+    };
     Ok(respond::token(
         app.name(),
         &token,
-        app.now_ms(),
+        now,
         respond::wants_text(query),
         None,
     ))
