@@ -172,19 +172,24 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// Deletes `lock_key` if `owner` still holds it.
+    async fn release(&self, lock_key: &str, owner: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .run("unlock", async |mut c| {
+                redis::Script::new(UNLOCK)
+                    .key(lock_key)
+                    .arg(owner)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn release_unanswered_locks(&self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut *self.unanswered_locks.lock().await);
         for (index, (lock_key, owner)) in pending.iter().enumerate() {
-            let released: Result<i64, StoreError> = self
-                .run("unlock", async |mut c| {
-                    redis::Script::new(UNLOCK)
-                        .key(lock_key)
-                        .arg(owner)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await;
-            if let Err(err) = released {
+            if let Err(err) = self.release(lock_key, owner).await {
                 self.unanswered_locks
                     .lock()
                     .await
@@ -314,19 +319,7 @@ impl Cluster for RedisStore {
         key: &'a StoreKey,
         lock: LockToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            let lock_key = self.key(key, "lock");
-            let _: i64 = self
-                .run("unlock", async |mut c| {
-                    redis::Script::new(UNLOCK)
-                        .key(&lock_key)
-                        .arg(&lock.0)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(())
-        })
+        Box::pin(async move { self.release(&self.key(key, "lock"), &lock.0).await })
     }
 
     fn count_fetch<'a>(
