@@ -42,10 +42,24 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             ExitCode::from(RUNTIME_FAILURE)
         }
     }
+}
+
+/// The error and its causes, each once: many of the library's messages
+/// already quote their source (for log lines, which show one message).
+fn render(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
 }
 
 async fn serve(args: &ServeArgs) -> ExitCode {

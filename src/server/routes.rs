@@ -430,18 +430,7 @@ pub fn ready(broker: &Broker) -> Response<Body> {
         .apps()
         .iter()
         .filter_map(|app| {
-            let view = app.view();
-            if view.valid_token(now).is_some() {
-                return None;
-            }
-            let reason = match &view.last_error {
-                Some(error) => match error.errcode {
-                    Some(code) => format!("errcode {code}: {}", error.errmsg),
-                    None => error.errmsg.clone(),
-                },
-                None if view.token.is_some() => "token expired; refreshing".to_owned(),
-                None => "no token fetched yet".to_owned(),
-            };
+            let reason = app.view().unready_reason(now)?;
             Some(json!({ "app": app.name(), "reason": reason }))
         })
         .collect();
