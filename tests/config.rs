@@ -10,6 +10,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[path = "config/sink.rs"]
+mod sink;
+
 use wxbroker::config::{
     AppKind, Config, ConfigError, Grant, LogFormat, SecretSource, StoreBackend,
 };

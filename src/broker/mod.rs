@@ -249,6 +249,11 @@ impl AppHandle {
         self.shared.view.borrow().valid_token(now_ms).cloned()
     }
 
+    /// Whether `token` is the app's current token or one of its last few.
+    pub fn knows(&self, token: &str) -> bool {
+        self.shared.view.borrow().knows(token)
+    }
+
     /// A snapshot of the app's state.
     pub fn view(&self) -> AppView {
         self.shared.view.borrow().clone()

@@ -263,7 +263,7 @@ fn app_for_call(state: &CompatState, query: &str) -> Result<AppHandle, WxError> 
     }
     let held = query_param(query, "access_token").filter(|token| !token.is_empty());
     if let Some(held) = &held {
-        if let Some(app) = apps.iter().find(|app| app.view().knows(held)) {
+        if let Some(app) = apps.iter().find(|app| app.knows(held)) {
             return Ok(app.clone());
         }
     }

@@ -4,34 +4,15 @@
 
 use std::path::Path;
 
-use wxbroker::config::{Config, ConfigError, SinkConfig, SinkFormat};
+use wxbroker::config::{ConfigError, SinkConfig, SinkFormat};
 
-const SOURCE: &str = "wxbroker.toml";
-const APP: &str = "name = \"shop\"\nappid = \"wx1234567890abcdef\"\nsecret_env = \"SHOP_SECRET\"";
+use super::{err, ok, parse, APP, SOURCE};
+
 const CRM: &str = "name = \"crm\"\nkind = \"wecom\"\nappid = \"ww1\"\nsecret_env = \"SHOP_SECRET\"";
-
-fn env(name: &str) -> Option<String> {
-    (name == "SHOP_SECRET").then(|| "0123456789abcdef0123456789abcdef".to_owned())
-}
 
 /// A document with one `shop` app carrying `sink`, and any further tables.
 fn doc(sink: &str, rest: &str) -> String {
     format!("[server]\nlisten = \"127.0.0.1:8930\"\n\n[[apps]]\n{APP}\n{sink}\n\n{rest}\n")
-}
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml_str_with_env(SOURCE, text, &env)
-}
-
-fn ok(text: &str) -> Config {
-    parse(text).unwrap_or_else(|e| panic!("expected a valid config, got: {e}\n---\n{text}"))
-}
-
-fn err(text: &str) -> ConfigError {
-    match parse(text) {
-        Ok(config) => panic!("expected an error, got {config:?}\n---\n{text}"),
-        Err(e) => e,
-    }
 }
 
 #[test]
