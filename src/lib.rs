@@ -231,10 +231,7 @@ pub async fn start_with(
         StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
         StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
     };
-    let http = reqwest::Client::builder()
-        .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(StartError::HttpClient)?;
+    let http = wechat::upstream_client().map_err(StartError::HttpClient)?;
     let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();

@@ -29,6 +29,12 @@ pub enum FetchError {
     Transport(String),
     #[error("upstream answered http status {0}")]
     Http(u16),
+    /// A credential fetch never follows a redirect: the request carries the
+    /// secret, and wherever the redirect points is not WeChat.
+    #[error(
+        "upstream answered a redirect (http status {0}), which a credential fetch never follows"
+    )]
+    Redirect(u16),
     #[error("malformed upstream answer: {0}")]
     Malformed(String),
 }
@@ -115,8 +121,19 @@ const LABELLED_ERRCODES: &[&str] = &[
     "45009", "45011", "50004", "50007", "60020", "61004", "89501", "89503", "89506", "89507",
 ];
 
+/// The `errcode` label of an answer that succeeded with a lifetime too
+/// short to pace refreshes by (DESIGN.md section 17).
+pub const SHORT_LIFETIME_LABEL: &str = "short_lifetime";
+
 /// The labels of failures that carry no errcode; see `errcode_label`.
-const UNCODED_LABELS: &[&str] = &["timeout", "transport", "http", "malformed", "other"];
+const UNCODED_LABELS: &[&str] = &[
+    "timeout",
+    "transport",
+    "http",
+    "malformed",
+    SHORT_LIFETIME_LABEL,
+    "other",
+];
 
 /// Every value [`FetchError::errcode_label`] can return.
 pub fn errcode_labels() -> impl Iterator<Item = &'static str> {
@@ -158,7 +175,7 @@ impl FetchError {
             }
             FetchError::Timeout(_) => "timeout",
             FetchError::Transport(_) => "transport",
-            FetchError::Http(_) => "http",
+            FetchError::Http(_) | FetchError::Redirect(_) => "http",
             FetchError::Malformed(_) => "malformed",
         }
     }
@@ -201,8 +218,14 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
+/// The longest lifetime believed from upstream. WeChat grants 7200 s; a
+/// larger figure is a broken or hostile answer, and taken at face value it
+/// could overflow the expiry arithmetic or keep a dead token for days.
+pub const MAX_LIFETIME_SECS: u64 = 86_400;
+
 /// Parses a token endpoint's body. WeChat answers errors with HTTP 200, and
-/// WeCom adds `"errcode":0` to successes, so the errcode decides.
+/// WeCom adds `"errcode":0` to successes, so the errcode decides. The
+/// lifetime is clamped to [`MAX_LIFETIME_SECS`].
 pub fn parse_token_answer(body: &[u8]) -> Result<TokenGrant, FetchError> {
     let answer: TokenAnswer = serde_json::from_slice(body)
         .map_err(|err| FetchError::Malformed(format!("not a token answer: {err}")))?;
@@ -215,7 +238,7 @@ pub fn parse_token_answer(body: &[u8]) -> Result<TokenGrant, FetchError> {
     match (answer.access_token, answer.expires_in) {
         (Some(token), Some(expires_in)) if !token.is_empty() && expires_in > 0 => Ok(TokenGrant {
             token: AccessToken::new(token),
-            expires_in,
+            expires_in: expires_in.min(MAX_LIFETIME_SECS),
         }),
         _ => Err(FetchError::Malformed(
             "answer has no access_token or expires_in".into(),
@@ -228,6 +251,18 @@ pub fn parse_token_answer(body: &[u8]) -> Result<TokenGrant, FetchError> {
 pub trait TokenSource: Send + Sync + 'static {
     /// One upstream call. `force_refresh` matters to the stable grant only.
     fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>>;
+}
+
+/// The HTTP client for credential fetches. It never follows a redirect
+/// (a classic token URL carries the secret in its query and a
+/// `stable_token` body carries it too: a 307 would send it on, and a 302
+/// would leak it in `Referer`), and never sends a `Referer` at all.
+pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .build()
 }
 
 /// The real upstream for one configured app.
@@ -291,6 +326,9 @@ impl WechatSource {
                 .await
                 .map_err(transport_error)?;
             let status = response.status();
+            if status.is_redirection() {
+                return Err(FetchError::Redirect(status.as_u16()));
+            }
             let body = response.bytes().await.map_err(transport_error)?;
             if !status.is_success() {
                 return Err(FetchError::Http(status.as_u16()));

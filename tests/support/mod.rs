@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod scripted;
 
 use std::future::Future;
 use std::net::SocketAddr;
