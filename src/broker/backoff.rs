@@ -27,6 +27,16 @@ impl Backoff {
         ceiling.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
     }
 
+    /// The wait before the next attempt when upstream answered but the
+    /// answer cannot pace the refresher itself: the ceiling, unjittered, so
+    /// it never drops below 1 s. Counts one more failure, like
+    /// [`Backoff::next_delay`].
+    pub fn next_pace(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        ceiling
+    }
+
     pub fn reset(&mut self) {
         self.failures = 0;
     }
@@ -48,5 +58,12 @@ mod tests {
         assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
         backoff.reset();
         assert_eq!(backoff.ceiling(), BASE);
+    }
+
+    #[test]
+    fn pace_doubles_from_one_second_without_jitter() {
+        let mut backoff = Backoff::default();
+        let paces: Vec<u64> = (0..8).map(|_| backoff.next_pace().as_secs()).collect();
+        assert_eq!(paces, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }

@@ -21,7 +21,7 @@ use crate::config::{AppConfig, AppKind, Grant};
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::{grant_label, Store, StoreKey, StoredApp};
-use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource};
+use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
 
 pub(super) enum Command {
     Invalidate {
@@ -35,6 +35,13 @@ const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
 /// The shortest wait between two stable-grant asks that returned the
 /// same token, so a misjudged rotation window can never become a spin.
 const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
+
+/// When a credential sent for at `sent_at_ms` and granted `expires_in`
+/// seconds expires. Checked arithmetic: the lifetime is clamped upstream,
+/// but a wrapped sum would make a fresh token look long dead.
+fn expiry_ms(sent_at_ms: u64, expires_in: u64) -> u64 {
+    sent_at_ms.saturating_add(expires_in.saturating_mul(1000))
+}
 
 /// Why an attempt did not produce a token.
 enum AttemptError {
@@ -254,7 +261,7 @@ impl Refresher {
         self.backoff.reset();
         self.hold_until = None;
         let now = self.now_ms();
-        let expires_at_ms = sent_at + grant.expires_in * 1000;
+        let expires_at_ms = expiry_ms(sent_at, grant.expires_in);
         let left = Duration::from_millis(expires_at_ms.saturating_sub(now));
         let wait = (left / 4).max(STABLE_RECHECK_FLOOR);
         info!(
@@ -379,12 +386,15 @@ impl Refresher {
     }
 
     fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
-        self.backoff.reset();
+        let short_lived = Duration::from_secs(grant.expires_in) <= self.app.refresh_before;
+        if !short_lived {
+            self.backoff.reset();
+        }
         self.hold_until = None;
         self.fetched_alone = self.degraded;
         let token = TokenRecord {
             value: grant.token,
-            expires_at_ms: sent_at + grant.expires_in * 1000,
+            expires_at_ms: expiry_ms(sent_at, grant.expires_in),
             fetched_at_ms: self.now_ms(),
         };
         info!(
@@ -396,11 +406,34 @@ impl Refresher {
             "token refreshed"
         );
         self.next_attempt = self.refresh_due(&token);
+        if short_lived {
+            self.pace_short_lifetime(grant.expires_in);
+        }
         self.publish(|view| {
             view.install(Arc::new(token));
             view.last_error = None;
             view.retry_at = None;
         });
+    }
+
+    /// Section 17: a lifetime no longer than `refresh_before` is an
+    /// upstream anomaly. The token is served while it lives, but the next
+    /// fetch is paced by the error backoff rather than by the lifetime, so
+    /// no answer (`expires_in: 1`, say) can make the refresher spin.
+    fn pace_short_lifetime(&mut self, expires_in: u64) {
+        let wait = self.backoff.next_pace();
+        self.next_attempt = self.next_attempt.max(Instant::now() + wait);
+        error!(
+            app = %self.app.name,
+            expires_in,
+            refresh_before = ?self.app.refresh_before,
+            next_fetch_in = ?wait,
+            "upstream granted a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
+        );
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[&self.app.name, SHORT_LIFETIME_LABEL])
+            .inc();
     }
 
     /// Rule 5: what a failure means decides when the next attempt is.
