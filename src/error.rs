@@ -25,6 +25,8 @@ pub enum ApiError {
     MissingClientHeader,
     #[error("requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused")]
     ProxiedRequestRefused,
+    #[error("the proxy never forwards {endpoint}: it fetches a credential, which only the broker does; read the token from GET /v1/apps/{app}/token")]
+    CredentialEndpointRefused { app: String, endpoint: &'static str },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("app '{app}' has no valid token; retry in {retry_after}s")]
@@ -49,7 +51,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => S::BAD_REQUEST,
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
-            ApiError::ProxiedRequestRefused => S::FORBIDDEN,
+            ApiError::ProxiedRequestRefused | ApiError::CredentialEndpointRefused { .. } => {
+                S::FORBIDDEN
+            }
             ApiError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             ApiError::UpstreamError(_) => S::BAD_GATEWAY,
@@ -65,7 +69,9 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingClientHeader => "missing_client_header",
-            ApiError::ProxiedRequestRefused => "proxied_request_refused",
+            ApiError::ProxiedRequestRefused | ApiError::CredentialEndpointRefused { .. } => {
+                "proxied_request_refused"
+            }
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::TokenUnavailable { .. } => "token_unavailable",
             ApiError::UpstreamError(_) => "upstream_error",
@@ -105,6 +111,10 @@ impl ApiError {
             ProxyError::BadPath(why) => ApiError::BadRequest(format!(
                 "{why}: the proxy forwards only to paths under the app's api_base"
             )),
+            ProxyError::CredentialEndpoint(endpoint) => ApiError::CredentialEndpointRefused {
+                app: app.to_owned(),
+                endpoint,
+            },
             ProxyError::TooLarge => ApiError::PayloadTooLarge {
                 limit: PROXY_BODY_LIMIT,
             },

@@ -20,6 +20,7 @@ use tracing::debug;
 use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::wechat_path::{self, PathFamily};
 use crate::broker::AppHandle;
 use crate::config::{AppKind, Grant};
 
@@ -45,6 +46,10 @@ impl WxError {
     fn from_proxy(app: &str, err: &ProxyError) -> Self {
         match err {
             ProxyError::BadPath(why) => WxError::new(40066, format!("invalid url: {why}")),
+            ProxyError::CredentialEndpoint(endpoint) => WxError::new(
+                48001,
+                format!("api unauthorized: wxbroker never forwards {endpoint}"),
+            ),
             ProxyError::TooLarge => WxError::new(
                 45002,
                 format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
@@ -104,10 +109,12 @@ async fn dispatch(
     request: &http::request::Parts,
     body: Incoming,
 ) -> (&'static str, Response<Body>) {
-    let route = match request.uri.path() {
-        "/cgi-bin/token" => "/cgi-bin/token",
-        "/cgi-bin/stable_token" => "/cgi-bin/stable_token",
-        "/cgi-bin/gettoken" => "/cgi-bin/gettoken",
+    // Judged as WeChat would judge the path, so no spelling of a token
+    // endpoint slips through to the proxy (section 17).
+    let route = match wechat_path::classify(request.uri.path()) {
+        PathFamily::ClassicToken => "/cgi-bin/token",
+        PathFamily::StableToken => "/cgi-bin/stable_token",
+        PathFamily::WecomToken => "/cgi-bin/gettoken",
         _ => "/{path}",
     };
     if check_not_relayed(&request.headers).is_err() {

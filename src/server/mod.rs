@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod respond;
 pub mod routes;
 pub mod unix;
+pub mod wechat_path;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

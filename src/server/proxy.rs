@@ -22,6 +22,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::respond::{self, Body};
+use super::wechat_path::{self, percent_decode, PathFamily};
 use crate::broker::{AppHandle, TokenError};
 use crate::metrics::Metrics;
 use crate::wechat::is_token_rejected;
@@ -48,6 +49,10 @@ const PEEK_LIMIT: usize = 64 * 1024;
 pub enum ProxyError {
     #[error("refused proxy path: {0}")]
     BadPath(&'static str),
+    /// The path fetches a credential the broker owns: forwarding it would
+    /// supersede the token every other client is using.
+    #[error("{0} fetches a credential, which only the broker's refresher does")]
+    CredentialEndpoint(&'static str),
     #[error("request body larger than {PROXY_BODY_LIMIT} bytes")]
     TooLarge,
     #[error("could not read the request body: {0}")]
@@ -66,6 +71,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => "timeout",
             ProxyError::Upstream(_) => "upstream_error",
             ProxyError::BadPath(_)
+            | ProxyError::CredentialEndpoint(_)
             | ProxyError::TooLarge
             | ProxyError::BadBody(_)
             | ProxyError::Token(_) => "refused",
@@ -155,6 +161,7 @@ impl Proxy {
         body: Incoming,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let url = target_url(&app.config().api_base, request.path, request.query)?;
+        refuse_credential_fetch(request.path)?;
         let body = read_body(request.headers, body).await?;
         let headers = forwarded_headers(request.headers);
         let mut retried = false;
@@ -223,6 +230,21 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+/// Refuses a path that would fetch a credential upstream, however it is
+/// spelled (section 17: only the refresher fetches).
+fn refuse_credential_fetch(path: &str) -> Result<(), ProxyError> {
+    let family = wechat_path::classify(path);
+    if !family.fetches_credential() {
+        return Ok(());
+    }
+    Err(ProxyError::CredentialEndpoint(match family {
+        PathFamily::ClassicToken => "/cgi-bin/token",
+        PathFamily::StableToken => "/cgi-bin/stable_token",
+        PathFamily::WecomToken => "/cgi-bin/gettoken",
+        _ => "an Open Platform credential endpoint",
+    }))
 }
 
 /// Refuses any path that could leave `api_base` once a URL parser or the
@@ -298,27 +320,6 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
         (percent_decode(k) == key.as_bytes())
             .then(|| String::from_utf8_lossy(&percent_decode(&v.replace('+', " "))).into_owned())
     })
-}
-
-fn percent_decode(input: &str) -> Vec<u8> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&hi), Some(&lo)) if hex(hi).is_some() && hex(lo).is_some() => {
-                let value = hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0);
-                out.push(value as u8);
-                i += 3;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Reads the whole request body, refusing past [`PROXY_BODY_LIMIT`] (early
