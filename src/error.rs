@@ -122,6 +122,19 @@ impl ApiError {
             ProxyError::Token(err) => ApiError::from_token_error(app, err),
             ProxyError::Timeout(_) => ApiError::UpstreamTimeout,
             ProxyError::Upstream(message) => ApiError::UpstreamError(message),
+            ProxyError::TokenRejected {
+                errcode,
+                errmsg,
+                retry_after,
+            } => ApiError::TokenUnavailable {
+                app: app.to_owned(),
+                retry_after,
+                last_error: Some(LastError {
+                    errcode: Some(errcode),
+                    errmsg,
+                    at: crate::clock::Clock::new().now_secs(),
+                }),
+            },
         }
     }
 

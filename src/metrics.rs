@@ -32,6 +32,7 @@ pub struct Metrics {
     pub proxy_requests: IntCounterVec,
     pub store_errors: IntCounterVec,
     pub cluster_degraded: IntGaugeVec,
+    pub token_fights: IntCounterVec,
     known_clients: std::sync::Arc<RwLock<HashMap<String, IntCounter>>>,
 }
 
@@ -187,6 +188,14 @@ impl Metrics {
                     &["app"],
                 ),
             ),
+            token_fights: register(
+                &registry,
+                counter(
+                    "wxbroker_token_fights_total",
+                    "Rejections of a token younger than WeChat's overlap that the broker did not supersede: something else fetches tokens for this appid.",
+                    &["app"],
+                ),
+            ),
             known_clients: Default::default(),
             registry,
         }
@@ -199,6 +208,7 @@ impl Metrics {
         self.token_valid.with_label_values(&[app]);
         self.upstream_fetch_duration.with_label_values(&[app]);
         self.cluster_degraded.with_label_values(&[app]);
+        self.token_fights.with_label_values(&[app]);
         for result in crate::wechat::RESULT_LABELS {
             self.upstream_fetches.with_label_values(&[app, result]);
         }

@@ -295,14 +295,16 @@ async fn a_token_killed_behind_the_brokers_back_costs_one_fetch_and_the_call_suc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rejection_the_broker_cannot_fix_is_passed_back_after_one_attempt() {
+async fn a_rejection_the_broker_cannot_fix_is_never_handed_back_and_the_refresh_is_deferred() {
     let sim = simulator(SimConfig::default()).await;
-    // The default min_forced_interval (30 s) refuses a refresh of a new token.
-    let broker = Broker::start(&classic_app("shop", &sim, "")).await;
-    broker.token("shop").await;
+    let broker = Broker::start(&classic_app("shop", &sim, "min_forced_interval = \"3s\"")).await;
+    let held = broker.token("shop").await;
+    // Two fetches behind the broker's back kill its token at once, and
+    // min_forced_interval forbids replacing a token this young.
     sim.sim.issue_classic_directly(APPID).unwrap();
     sim.sim.issue_classic_directly(APPID).unwrap();
-    let (status, _, answer) = broker
+    let token_calls = sim.sim.calls(Endpoint::Token);
+    let (status, headers, answer) = broker
         .send(
             Method::POST,
             "/v1/apps/shop/proxy/tcb/databasequery",
@@ -311,12 +313,45 @@ async fn a_rejection_the_broker_cannot_fix_is_passed_back_after_one_attempt() {
         )
         .await;
     let answer: Value = serde_json::from_slice(&answer).unwrap();
-    assert_eq!(status, 200);
-    assert_eq!(answer["errcode"], 40001, "WeChat's own answer: {answer}");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "token_unavailable");
+    assert_eq!(answer["error"]["errcode"], 40001, "{answer}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry_after), "{retry_after}");
     assert_eq!(
         sim.sim.calls(Endpoint::DatabaseQuery),
         1,
         "no pointless retry"
+    );
+    assert_eq!(
+        broker
+            .metric("wxbroker_forced_refreshes_total{app=\"shop\",outcome=\"deferred\"}")
+            .await,
+        1.0
+    );
+    // The deferred refresh runs on its own at the earliest allowed moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sim.sim.calls(Endpoint::Token) == token_calls {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deferred refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = broker.token("shop").await;
+    assert_ne!(fresh, held);
+    assert!(sim.sim.token_valid(&fresh));
+    assert_eq!(
+        sim.sim.calls(Endpoint::Token),
+        token_calls + 1,
+        "one refresh"
+    );
+    assert!(
+        broker
+            .metric("wxbroker_token_fights_total{app=\"shop\"}")
+            .await
+            >= 1.0,
+        "a young token killed behind the broker's back is a token fight"
     );
 }
 

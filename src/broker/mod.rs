@@ -98,6 +98,13 @@ pub struct AppView {
     /// The tokens held before the current one, newest first (a few): a
     /// client may still hold one, and it still tells which app it is for.
     pub previous: Arc<[AccessToken]>,
+    /// Set while the app is held after a failure that waiting cannot fix
+    /// soon (a configuration error, 45009, the daily budget spent), so
+    /// readers are answered at once instead of waiting for a token.
+    pub held: bool,
+    /// When a refresh deferred by `min_forced_interval` is due: the unix
+    /// second a caller told "retry later" may retry.
+    pub deferred_refresh_at: Option<u64>,
 }
 
 /// How many replaced tokens an [`AppView`] remembers.
@@ -184,14 +191,19 @@ pub enum InvalidateOutcome {
     RateLimited,
     /// The refresh was attempted and failed.
     Failed,
+    /// The reported token was current but could not be replaced yet; one
+    /// refresh is scheduled at the earliest allowed moment (merged with
+    /// any other), for a caller that reported a rejection it saw itself.
+    Deferred,
 }
 
 impl InvalidateOutcome {
-    pub const ALL: [InvalidateOutcome; 4] = [
+    pub const ALL: [InvalidateOutcome; 5] = [
         InvalidateOutcome::Refreshed,
         InvalidateOutcome::AlreadyRotated,
         InvalidateOutcome::RateLimited,
         InvalidateOutcome::Failed,
+        InvalidateOutcome::Deferred,
     ];
 
     pub fn metric_label(self) -> &'static str {
@@ -200,6 +212,7 @@ impl InvalidateOutcome {
             InvalidateOutcome::AlreadyRotated => "already_rotated",
             InvalidateOutcome::RateLimited => "rate_limited",
             InvalidateOutcome::Failed => "failed",
+            InvalidateOutcome::Deferred => "deferred",
         }
     }
 }
@@ -267,7 +280,10 @@ impl AppHandle {
         self.shared.view.subscribe()
     }
 
-    /// A valid token, waiting up to `wait` for one when there is none.
+    /// A valid token, waiting up to `wait` for one when there is none. An
+    /// app held after a failure that waiting cannot fix (a configuration
+    /// error, 45009, the budget spent) answers at once: a caller learns the
+    /// cause now rather than after its own timeout.
     pub async fn token(&self, wait: Duration) -> Result<Arc<TokenRecord>, TokenError> {
         if let Some(token) = self.valid_token() {
             return Ok(token);
@@ -276,17 +292,30 @@ impl AppHandle {
         let clock = self.shared.clock;
         let waited = tokio::time::timeout(
             wait,
-            changes.wait_for(|view| view.valid_token(clock.now_ms()).is_some()),
+            changes.wait_for(|view| view.valid_token(clock.now_ms()).is_some() || view.held),
         )
         .await;
         match waited {
-            Ok(Ok(view)) => Ok(view
-                .valid_token(clock.now_ms())
-                .cloned()
-                .expect("wait_for returned a view with a valid token")),
+            Ok(Ok(view)) => match view.valid_token(clock.now_ms()) {
+                Some(token) => Ok(token.clone()),
+                None => {
+                    drop(view);
+                    Err(self.unavailable())
+                }
+            },
             Ok(Err(_closed)) => Err(TokenError::ShuttingDown),
             Err(_elapsed) => Err(self.unavailable()),
         }
+    }
+
+    /// Seconds until a caller told to retry later may: the deferred
+    /// refresh, else the next attempt, at least 1.
+    pub fn retry_after(&self) -> u64 {
+        let view = self.shared.view.borrow();
+        let now = self.now_secs();
+        view.deferred_refresh_at
+            .or(view.retry_at)
+            .map_or(1, |at| at.saturating_sub(now).max(1))
     }
 
     fn unavailable(&self) -> TokenError {
@@ -302,9 +331,27 @@ impl AppHandle {
     /// token only if `reported` is still the current one (see
     /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
     pub async fn invalidate(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, false).await
+    }
+
+    /// Reports `reported` as rejected in an answer the broker itself
+    /// received (a forwarded call). Like [`AppHandle::invalidate`], but a
+    /// refresh that is not allowed yet is scheduled for the earliest
+    /// allowed moment ([`InvalidateOutcome::Deferred`]), since nobody
+    /// else will report it: the caller was told to retry later.
+    pub async fn report_rejected(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, true).await
+    }
+
+    async fn send_invalidate(
+        &self,
+        reported: &str,
+        defer: bool,
+    ) -> Result<InvalidateOutcome, TokenError> {
         let (reply, outcome) = oneshot::channel();
         let command = Command::Invalidate {
             reported: AccessToken::new(reported),
+            defer,
             reply,
         };
         match self.shared.commands.try_send(command) {

@@ -20,9 +20,10 @@ use tracing::debug;
 use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path::{self, PathFamily};
-use crate::broker::AppHandle;
+use super::wechat_path::{self, Carries, PathFamily};
+use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
+use crate::wechat::is_token_rejected;
 
 /// The listener's state: the API's.
 pub struct CompatState {
@@ -55,11 +56,21 @@ impl WxError {
                 format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
             ),
             ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
-            ProxyError::Token(_) => no_token(app),
+            ProxyError::Token(err) => no_token(app, err),
             ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
             ProxyError::Upstream(message) => {
                 WxError::new(-1, format!("system error: upstream unreachable: {message}"))
             }
+            ProxyError::TokenRejected {
+                errcode,
+                errmsg,
+                retry_after,
+            } => WxError::new(
+                -1,
+                format!(
+                    "system error (wxbroker: WeChat rejected the broker's token for app '{app}' with errcode {errcode}: {errmsg}; a new token can be fetched in {retry_after}s, retry then)"
+                ),
+            ),
         }
     }
 
@@ -68,11 +79,47 @@ impl WxError {
     }
 }
 
-fn no_token(app: &str) -> WxError {
-    WxError::new(
-        -1,
-        format!("system error: wxbroker holds no valid token for app '{app}'; retry later"),
-    )
+/// Why the broker has no token for `app`, WeChat-shaped. An app held by
+/// an upstream error answers with WeChat's own errcode and errmsg, so the
+/// SDK raises the real cause; but 40001, 40014 and 42001 (WeChat answers
+/// a wrong secret with 40001) become -1 quoting them, since SDKs answer
+/// those by refetching and retrying at once.
+fn no_token(app: &str, err: &TokenError) -> WxError {
+    let TokenError::Unavailable {
+        retry_after,
+        last_error,
+    } = err
+    else {
+        return WxError::new(-1, "system error (wxbroker: shutting down; retry later)");
+    };
+    match last_error {
+        Some(LastError {
+            errcode: Some(errcode),
+            errmsg,
+            ..
+        }) if is_token_rejected(*errcode) => WxError::new(
+            -1,
+            format!(
+                "system error (wxbroker: app '{app}' has no token: WeChat answered errcode {errcode}: {errmsg}; next attempt in {retry_after}s)"
+            ),
+        ),
+        Some(LastError {
+            errcode: Some(errcode),
+            errmsg,
+            ..
+        }) => WxError::new(
+            *errcode,
+            format!("{errmsg} (wxbroker: app '{app}' has no token; next attempt in {retry_after}s)"),
+        ),
+        Some(LastError { errmsg, .. }) => WxError::new(
+            -1,
+            format!("system error (wxbroker: app '{app}' has no token: {errmsg}; next attempt in {retry_after}s)"),
+        ),
+        None => WxError::new(
+            -1,
+            format!("system error (wxbroker: app '{app}' has no valid token yet; retry in {retry_after}s)"),
+        ),
+    }
 }
 
 impl CompatState {
@@ -231,7 +278,7 @@ async fn serve_token(
     let token = app
         .token(state.api.token_wait)
         .await
-        .map_err(|_| no_token(app.name()))?;
+        .map_err(|err| no_token(app.name(), &err))?;
     Ok(respond::wechat_token(&token, app.now_ms(), wecom))
 }
 
@@ -242,8 +289,12 @@ async fn proxied(
     body: Incoming,
 ) -> Result<Response<Body>, WxError> {
     let query = request.uri.query();
-    let app = app_for_call(state, query.unwrap_or(""))?;
     let path = request.uri.path();
+    let app = app_for_call(
+        state,
+        query.unwrap_or(""),
+        wechat_path::classify(path).carries(),
+    )?;
     let forward = Forward {
         method: &request.method,
         path: path.strip_prefix('/').unwrap_or(path),
@@ -260,13 +311,36 @@ async fn proxied(
 
 /// Which app a forwarded call is for: the one named by an `appid` query
 /// parameter, else the one whose token (current or lately served) the
-/// client holds, else the only app.
-fn app_for_call(state: &CompatState, query: &str) -> Result<AppHandle, WxError> {
+/// client holds, else the only app. A secret-bearing call goes out with
+/// that app's secret, so it must name a configured app (or there must be
+/// only one); a user-token call only needs an `api_base`, any app's.
+fn app_for_call(state: &CompatState, query: &str, carries: Carries) -> Result<AppHandle, WxError> {
     let apps = state.api.broker.apps();
-    if let Some(appid) = query_param(query, "appid") {
-        if let Some(app) = apps.iter().find(|app| app.config().appid == appid) {
+    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    if let Some(appid) = &appid {
+        if let Some(app) = apps.iter().find(|app| app.config().appid == *appid) {
             return Ok(app.clone());
         }
+    }
+    match carries {
+        Carries::AppSecret => {
+            return match (apps.as_slice(), appid) {
+                ([only], None) => Ok(only.clone()),
+                (_, Some(_)) => Err(WxError::new(
+                    40013,
+                    "invalid appid (wxbroker: no configured app has this appid, so its secret cannot be put in)",
+                )),
+                (_, None) => Err(WxError::new(41002, "appid missing")),
+            };
+        }
+        Carries::UserToken => {
+            let wechat = apps.iter().find(|app| app.config().kind == AppKind::Wechat);
+            return wechat
+                .or(apps.first())
+                .cloned()
+                .ok_or_else(|| WxError::new(-1, "system error (wxbroker: no app configured)"));
+        }
+        Carries::AppToken => {}
     }
     let held = query_param(query, "access_token").filter(|token| !token.is_empty());
     if let Some(held) = &held {

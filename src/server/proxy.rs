@@ -13,17 +13,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
-use serde::Deserialize;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::respond::{self, Body};
-use super::wechat_path::{self, percent_decode, PathFamily};
-use crate::broker::{AppHandle, TokenError};
+use super::wechat_path::{self, percent_decode, Carries, PathFamily};
+use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use crate::wechat::is_token_rejected;
 
@@ -63,6 +62,15 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error("upstream error: {0}")]
     Upstream(String),
+    /// WeChat rejected the broker's own token and no newer one can be had
+    /// yet. Never handed back as WeChat's answer: SDKs answer 40001 by
+    /// refetching and retrying at once, without limit.
+    #[error("wechat rejected the broker's token (errcode {errcode}: {errmsg}); a new one can be fetched in {retry_after}s")]
+    TokenRejected {
+        errcode: i64,
+        errmsg: String,
+        retry_after: u64,
+    },
 }
 
 impl ProxyError {
@@ -70,6 +78,7 @@ impl ProxyError {
         match self {
             ProxyError::Timeout(_) => "timeout",
             ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::TokenRejected { .. } => "token_rejected",
             ProxyError::BadPath(_)
             | ProxyError::CredentialEndpoint(_)
             | ProxyError::TooLarge
@@ -160,10 +169,46 @@ impl Proxy {
         request: &Forward<'_>,
         body: Incoming,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let url = target_url(&app.config().api_base, request.path, request.query)?;
+        let carries = wechat_path::classify(request.path).carries();
+        let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
         refuse_credential_fetch(request.path)?;
         let body = read_body(request.headers, body).await?;
         let headers = forwarded_headers(request.headers);
+        match carries {
+            Carries::AppToken => {
+                self.forward_with_token(app, request.method, url, &headers, body)
+                    .await
+            }
+            Carries::UserToken => {
+                // The user's OAuth token goes as the client sent it, and a
+                // 40001 is about that token: nothing for the broker to do.
+                let answer = self.send(request.method, url, &headers, &body).await?;
+                Ok((answer.into_response(), false))
+            }
+            Carries::AppSecret => {
+                let config = app.config();
+                let mut url = url;
+                url.query_pairs_mut()
+                    .append_pair("appid", &config.appid)
+                    .append_pair("secret", config.secret.expose());
+                let answer = self.send(request.method, url, &headers, &body).await?;
+                Ok((answer.into_response(), false))
+            }
+        }
+    }
+
+    /// An app-token call: the broker's token put in; on a rejection of it,
+    /// one refresh and one retry, so at most two upstream calls. A
+    /// rejection that cannot be fixed now is never handed back: the
+    /// caller is told when to retry, and the refresh is deferred to then.
+    async fn forward_with_token(
+        &self,
+        app: &AppHandle,
+        method: &Method,
+        url: reqwest::Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
         let mut retried = false;
         loop {
             let token = app
@@ -173,39 +218,61 @@ impl Proxy {
             let mut url = url.clone();
             url.query_pairs_mut()
                 .append_pair("access_token", token.value.expose());
-            let deadline = Instant::now() + self.timeout;
-            let sent = self
-                .http
-                .request(request.method.clone(), url)
-                .headers(headers.clone())
-                .body(body.clone())
-                .send();
-            let upstream = timeout_at(deadline, sent)
+            let answer = self.send(method, url, headers, &body).await?;
+            let Some((errcode, errmsg)) = answer.token_rejection() else {
+                return Ok((answer.into_response(), retried));
+            };
+            let reported = token.value.expose();
+            let outcome = app
+                .report_rejected(reported)
                 .await
-                .map_err(|_| ProxyError::Timeout(self.timeout))?
-                .map_err(|err| self.upstream_error(err))?;
-            let answer = timeout_at(deadline, peek(upstream))
-                .await
-                .map_err(|_| ProxyError::Timeout(self.timeout))?
-                .map_err(|err| self.upstream_error(err))?;
-            if let Answer::Whole { body, .. } = &answer {
-                if !retried && rejected_token(body) {
-                    let reported = token.value.expose();
-                    app.invalidate(reported).await.map_err(ProxyError::Token)?;
-                    let fresh = app
-                        .token(self.token_wait)
-                        .await
-                        .map_err(ProxyError::Token)?;
-                    if fresh.value.expose() != reported {
-                        retried = true;
-                        continue;
-                    }
-                    // The broker could not get a newer token (rate limited
-                    // or failing): WeChat's answer is the truthful one.
+                .map_err(ProxyError::Token)?;
+            if !retried
+                && matches!(
+                    outcome,
+                    InvalidateOutcome::Refreshed | InvalidateOutcome::AlreadyRotated
+                )
+            {
+                let fresh = app
+                    .token(self.token_wait)
+                    .await
+                    .map_err(ProxyError::Token)?;
+                if fresh.value.expose() != reported {
+                    retried = true;
+                    continue;
                 }
             }
-            return Ok((answer.into_response(), retried));
+            return Err(ProxyError::TokenRejected {
+                errcode,
+                errmsg,
+                retry_after: app.retry_after(),
+            });
         }
+    }
+
+    /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
+    async fn send(
+        &self,
+        method: &Method,
+        url: reqwest::Url,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Answer, ProxyError> {
+        let deadline = Instant::now() + self.timeout;
+        let sent = self
+            .http
+            .request(method.clone(), url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .send();
+        let upstream = timeout_at(deadline, sent)
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))?
+            .map_err(|err| self.upstream_error(err))?;
+        timeout_at(deadline, peek(upstream))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))?
+            .map_err(|err| self.upstream_error(err))
     }
 
     fn upstream_error(&self, err: reqwest::Error) -> ProxyError {
@@ -278,14 +345,28 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// `{api_base}/{path}?{query}` with any `access_token` the client sent
-/// removed, checked to be still under `api_base` after URL parsing.
-fn target_url(api_base: &str, path: &str, query: Option<&str>) -> Result<reqwest::Url, ProxyError> {
+/// `{api_base}/{path}?{query}` without the pairs the broker puts in for
+/// what the call `carries` (the client's `access_token` for an app-token
+/// call; `appid` and `secret` for a secret-bearing one; nothing for a
+/// user-token call), checked to be still under `api_base` after parsing.
+fn target_url(
+    api_base: &str,
+    path: &str,
+    query: Option<&str>,
+    carries: Carries,
+) -> Result<reqwest::Url, ProxyError> {
     check_path(path)?;
     let base = reqwest::Url::parse(api_base)
         .map_err(|_| ProxyError::Upstream("the app's api_base is not a URL".into()))?;
     let mut target = format!("{}/{path}", api_base.trim_end_matches('/'));
-    let kept = query.map(without_access_token).unwrap_or_default();
+    let replaced: &[&str] = match carries {
+        Carries::AppToken => &["access_token"],
+        Carries::UserToken => &[],
+        Carries::AppSecret => &["appid", "secret"],
+    };
+    let kept = query
+        .map(|query| without_keys(query, replaced))
+        .unwrap_or_default();
     if !kept.is_empty() {
         target.push('?');
         target.push_str(&kept);
@@ -301,16 +382,21 @@ fn target_url(api_base: &str, path: &str, query: Option<&str>) -> Result<reqwest
 
 /// The raw query minus every `access_token` pair; other pairs byte for byte.
 pub fn without_access_token(query: &str) -> String {
+    without_keys(query, &["access_token"])
+}
+
+/// The raw query minus every pair whose (decoded) key is in `keys`.
+fn without_keys(query: &str, keys: &[&str]) -> String {
     query
         .split('&')
-        .filter(|pair| !pair.is_empty() && !is_access_token_pair(pair))
+        .filter(|pair| !pair.is_empty() && !keys.iter().any(|key| pair_key_is(pair, key)))
         .collect::<Vec<_>>()
         .join("&")
 }
 
-fn is_access_token_pair(pair: &str) -> bool {
+fn pair_key_is(pair: &str, name: &str) -> bool {
     let key = pair.split('=').next().unwrap_or(pair);
-    percent_decode(key) == b"access_token"
+    percent_decode(key) == name.as_bytes()
 }
 
 /// The decoded value of the first `key` pair in a raw query.
@@ -409,10 +495,11 @@ enum Answer {
 async fn peek(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
-    let small_json = is_json(&headers)
-        && response
-            .content_length()
-            .is_none_or(|n| n <= PEEK_LIMIT as u64);
+    // Any small answer is read whole, whatever its content type: WeChat
+    // sends some errors (media/get's) as text/plain.
+    let small_json = response
+        .content_length()
+        .is_none_or(|n| n <= PEEK_LIMIT as u64);
     let mut read = Vec::new();
     if small_json {
         let mut size = 0;
@@ -449,6 +536,15 @@ async fn peek(mut response: reqwest::Response) -> Result<Answer, reqwest::Error>
 }
 
 impl Answer {
+    /// A rejection of the token the call was made with, when the answer
+    /// was small enough to be read whole.
+    fn token_rejection(&self) -> Option<(i64, String)> {
+        match self {
+            Answer::Whole { body, .. } => token_rejection(body),
+            Answer::Streaming { .. } => None,
+        }
+    }
+
     fn into_response(self) -> Response<Body> {
         let (status, headers, body) = match self {
             Answer::Whole {
@@ -492,33 +588,17 @@ impl Answer {
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value: &HeaderValue| value.to_str().ok())
-    else {
-        return false;
-    };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime == "text/json" || mime.ends_with("+json")
-}
-
-#[derive(Deserialize)]
-struct Errcode {
-    #[serde(default)]
-    errcode: Option<i64>,
-}
-
-fn rejected_token(body: &[u8]) -> bool {
-    serde_json::from_slice::<Errcode>(body)
-        .ok()
-        .and_then(|answer| answer.errcode)
-        .is_some_and(is_token_rejected)
+/// The errcode and errmsg when `body` is a JSON object that says the token
+/// it was called with is dead (40001, 40014, 42001).
+fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let answer = answer.as_object()?;
+    let errcode = answer
+        .get("errcode")?
+        .as_i64()
+        .filter(|code| is_token_rejected(*code))?;
+    let errmsg = answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("");
+    Some((errcode, errmsg.to_owned()))
 }
 
 #[cfg(test)]
@@ -565,14 +645,33 @@ mod tests {
             "http://127.0.0.1:9/base",
             "tcb/invokecloudfunction",
             Some("env=e%20&access_token=CLIENT&name=f&%61ccess_token=X"),
+            Carries::AppToken,
         )
         .unwrap();
         assert_eq!(
             url.as_str(),
             "http://127.0.0.1:9/base/tcb/invokecloudfunction?env=e%20&name=f"
         );
-        assert!(target_url("http://127.0.0.1:9", "@evil/x", None)
-            .is_ok_and(|url| url.host_str() == Some("127.0.0.1")));
+        let sns = target_url(
+            "http://127.0.0.1:9",
+            "sns/jscode2session",
+            Some("appid=A&secret=placeholder&js_code=c&access_token=U"),
+            Carries::AppSecret,
+        )
+        .unwrap();
+        assert_eq!(sns.query(), Some("js_code=c&access_token=U"));
+        let user = target_url(
+            "http://127.0.0.1:9",
+            "sns/userinfo",
+            Some("access_token=USER&openid=o"),
+            Carries::UserToken,
+        )
+        .unwrap();
+        assert_eq!(user.query(), Some("access_token=USER&openid=o"));
+        assert!(
+            target_url("http://127.0.0.1:9", "@evil/x", None, Carries::AppToken)
+                .is_ok_and(|url| url.host_str() == Some("127.0.0.1"))
+        );
     }
 
     #[test]
@@ -601,10 +700,14 @@ mod tests {
 
     #[test]
     fn only_token_errcodes_count_as_rejected() {
-        assert!(rejected_token(br#"{"errcode":40001,"errmsg":"x"}"#));
-        assert!(rejected_token(br#"{"errcode":42001}"#));
-        assert!(rejected_token(br#"{"errcode":40014}"#));
-        assert!(!rejected_token(br#"{"errcode":0}"#));
-        assert!(!rejected_token(b"not json"));
+        assert_eq!(
+            token_rejection(br#"{"errcode":40001,"errmsg":"x"}"#),
+            Some((40001, "x".to_owned()))
+        );
+        assert!(token_rejection(br#"{"errcode":42001}"#).is_some());
+        assert!(token_rejection(br#"{"errcode":40014}"#).is_some());
+        assert!(token_rejection(br#"{"errcode":0}"#).is_none());
+        assert!(token_rejection(br#"[40001]"#).is_none());
+        assert!(token_rejection(b"not json").is_none());
     }
 }

@@ -5,6 +5,9 @@
 //! whether a path may be forwarded, so `/cgi-bin/%74oken`,
 //! `/CGI-BIN/token/` and `/cgi-bin/./token` are all the token endpoint
 //! (DESIGN.md section 17: only the refresher fetches a credential).
+//!
+//! It is DESIGN.md section 12's path table: which credential a path
+//! carries decides what the forwarding routes do with it.
 
 /// The families of paths the forwarding routes treat differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,8 +24,30 @@ pub enum PathFamily {
     /// A JS-SDK ticket fetch: `/cgi-bin/ticket/getticket`, WeCom's
     /// `/cgi-bin/get_jsapi_ticket` and `/cgi-bin/ticket/get`.
     Ticket,
+    /// `/sns/oauth2/access_token`, `/sns/jscode2session` and
+    /// `/sns/component/jscode2session`: they carry the app secret, which
+    /// the broker puts in so a client never needs it.
+    SnsSecret,
+    /// Every other `/sns/*` path (`/sns/userinfo`, `/sns/auth`,
+    /// `/sns/oauth2/refresh_token`): it carries the USER's OAuth token,
+    /// which is none of the broker's business.
+    SnsUser,
     /// Anything else: a call that consumes the app's token.
     Other,
+}
+
+/// What a forwarded call carries, and so what the proxy does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carries {
+    /// The app's access token: the broker's own is put in place of the
+    /// client's, and a rejection of it is the broker's to handle.
+    AppToken,
+    /// The user's OAuth token: forwarded untouched, and a 40001 is about
+    /// the user's token, never the app's.
+    UserToken,
+    /// The app secret: the app's real `appid` and `secret` are put in.
+    /// Never retried, since a 40001 here is not about any token.
+    AppSecret,
 }
 
 impl PathFamily {
@@ -36,6 +61,15 @@ impl PathFamily {
                 | PathFamily::WecomToken
                 | PathFamily::ComponentCredential
         )
+    }
+
+    /// What a call on a path of this family carries when forwarded.
+    pub fn carries(self) -> Carries {
+        match self {
+            PathFamily::SnsSecret => Carries::AppSecret,
+            PathFamily::SnsUser => Carries::UserToken,
+            _ => Carries::AppToken,
+        }
     }
 }
 
@@ -55,6 +89,10 @@ pub fn classify(path: &str) -> PathFamily {
         "cgi-bin/ticket/getticket" | "cgi-bin/get_jsapi_ticket" | "cgi-bin/ticket/get" => {
             PathFamily::Ticket
         }
+        "sns/oauth2/access_token" | "sns/jscode2session" | "sns/component/jscode2session" => {
+            PathFamily::SnsSecret
+        }
+        sns if sns.starts_with("sns/") => PathFamily::SnsUser,
         _ => PathFamily::Other,
     }
 }
@@ -141,6 +179,23 @@ mod tests {
         );
         assert_eq!(classify("/cgi-bin/ticket/getticket"), PathFamily::Ticket);
         assert_eq!(classify("/cgi-bin/get_jsapi_ticket"), PathFamily::Ticket);
+    }
+
+    #[test]
+    fn sns_paths_carry_the_secret_or_the_users_token() {
+        for path in [
+            "/sns/oauth2/access_token",
+            "/sns/jscode2session",
+            "/SNS/%6Ascode2session",
+            "/sns/component/jscode2session",
+        ] {
+            assert_eq!(classify(path).carries(), Carries::AppSecret, "{path}");
+        }
+        for path in ["/sns/userinfo", "/sns/auth", "/sns/oauth2/refresh_token"] {
+            assert_eq!(classify(path).carries(), Carries::UserToken, "{path}");
+        }
+        assert_eq!(classify("/tcb/databasequery").carries(), Carries::AppToken);
+        assert_eq!(classify("/snsx/userinfo").carries(), Carries::AppToken);
     }
 
     #[test]

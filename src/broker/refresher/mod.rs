@@ -26,6 +26,8 @@ use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFET
 pub(super) enum Command {
     Invalidate {
         reported: AccessToken,
+        /// Schedule the refresh for later when it is not allowed now.
+        defer: bool,
         reply: oneshot::Sender<InvalidateOutcome>,
     },
 }
@@ -35,6 +37,13 @@ const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
 /// The shortest wait between two stable-grant asks that returned the
 /// same token, so a misjudged rotation window can never become a spin.
 const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
+/// How long WeChat keeps a replaced token valid. A rejection of a token
+/// younger than this, which the broker did not replace, means something
+/// else fetched tokens for this appid in the meantime: a token fight.
+const WECHAT_OVERLAP: Duration = Duration::from_secs(300);
+/// A fight is logged once per episode: again only after this long
+/// without one.
+const FIGHT_EPISODE_GAP: Duration = Duration::from_secs(600);
 
 /// When a credential sent for at `sent_at_ms` and granted `expires_in`
 /// seconds expires. Checked arithmetic: the lifetime is clamped upstream,
@@ -77,6 +86,19 @@ pub(super) struct Refresher {
     /// lock, so it may already be dead upstream (another broker fetching
     /// alone invalidates it); it is never offered to the fleet.
     fetched_alone: bool,
+    /// A rejected token whose refresh `min_forced_interval` put off, and
+    /// when it is allowed: one at a time, later reports merge into it.
+    deferred: Option<(AccessToken, Instant)>,
+    /// The last token fight seen, for logging once per episode.
+    last_fight: Option<Instant>,
+}
+
+/// The deadline of a deferred refresh, or never.
+async fn deferred_due(deferred: &Option<(AccessToken, Instant)>) {
+    match deferred {
+        Some((_, at)) => tokio::time::sleep_until(*at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next wake-up from the cluster, or never outside cluster mode.
@@ -115,6 +137,8 @@ impl Refresher {
             next_poll: Instant::now() + fleet::POLL_INTERVAL,
             degraded: false,
             fetched_alone: false,
+            deferred: None,
+            last_fight: None,
         }
     }
 
@@ -136,9 +160,16 @@ impl Refresher {
                             self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
                             self.adopt_stored(None).await;
                         }
+                        () = deferred_due(&self.deferred) => {
+                            if let Some((reported, _)) = self.deferred.take() {
+                                self.publish(|view| view.deferred_refresh_at = None);
+                                info!(app = %self.app.name, token = %reported.fingerprint(), "running the deferred refresh");
+                                self.invalidate(&reported, false).await;
+                            }
+                        }
                         command = self.commands.recv() => match command {
-                            Some(Command::Invalidate { reported, reply }) => {
-                                let outcome = self.invalidate(&reported).await;
+                            Some(Command::Invalidate { reported, defer, reply }) => {
+                                let outcome = self.invalidate(&reported, defer).await;
                                 // The asker may have given up; that is fine.
                                 let _ = reply.send(outcome);
                             }
@@ -280,14 +311,15 @@ impl Refresher {
                 }));
             }
             view.last_error = None;
+            view.held = false;
             view.retry_at = None;
         });
     }
 
     /// Rule 4: refresh only if `reported` is still current and the last
     /// refresh is older than `min_forced_interval`.
-    async fn invalidate(&mut self, reported: &AccessToken) -> InvalidateOutcome {
-        let outcome = self.try_invalidate(reported).await;
+    async fn invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
+        let outcome = self.try_invalidate(reported, defer).await;
         self.metrics
             .forced_refreshes
             .with_label_values(&[&self.app.name, outcome.metric_label()])
@@ -295,7 +327,7 @@ impl Refresher {
         outcome
     }
 
-    async fn try_invalidate(&mut self, reported: &AccessToken) -> InvalidateOutcome {
+    async fn try_invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
         let Some(current) = self.current().filter(|token| token.value == *reported) else {
             return InvalidateOutcome::AlreadyRotated;
         };
@@ -303,12 +335,24 @@ impl Refresher {
         let interval = self.app.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        let recently_forced = self
-            .last_forced
-            .is_some_and(|at| now.duration_since(at) < interval);
-        let held = self.hold_until.is_some_and(|until| now < until);
-        if fetched_ago < interval || recently_forced || held {
-            return InvalidateOutcome::RateLimited;
+        if fetched_ago < WECHAT_OVERLAP {
+            self.count_fight(reported, fetched_ago);
+        }
+        // The earliest moment rule 4 allows a refresh of this token.
+        let allowed_at = [
+            Some(now + interval.saturating_sub(fetched_ago)),
+            self.last_forced.map(|at| at + interval),
+            self.hold_until,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(now);
+        if allowed_at > now {
+            if !defer {
+                return InvalidateOutcome::RateLimited;
+            }
+            return self.defer_refresh(reported, allowed_at);
         }
         let lock = match self.take_turn(Some(reported)).await {
             fleet::Turn::Mine(lock) => lock,
@@ -338,6 +382,56 @@ impl Refresher {
         self.persist().await;
         self.end_turn(lock).await;
         outcome
+    }
+
+    /// Schedules one refresh of `reported` at `at`, merged with any other
+    /// already scheduled: callers that saw a rejection were told to retry
+    /// then, and nobody else would ask for it.
+    fn defer_refresh(&mut self, reported: &AccessToken, at: Instant) -> InvalidateOutcome {
+        let at = match &self.deferred {
+            Some((_, scheduled)) => (*scheduled).min(at),
+            None => {
+                warn!(
+                    app = %self.app.name,
+                    token = %reported.fingerprint(),
+                    refresh_in = ?at.saturating_duration_since(Instant::now()),
+                    "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
+                );
+                at
+            }
+        };
+        self.deferred = Some((reported.clone(), at));
+        let at_secs = self.now_secs()
+            + at.saturating_duration_since(Instant::now())
+                .as_secs()
+                .max(1);
+        self.publish(|view| view.deferred_refresh_at = Some(at_secs));
+        InvalidateOutcome::Deferred
+    }
+
+    /// A rejection of a token younger than WeChat's overlap, which this
+    /// broker did not replace: something else fetches tokens for this
+    /// appid (another environment, a fleet with another key prefix).
+    fn count_fight(&mut self, reported: &AccessToken, age: Duration) {
+        self.metrics
+            .token_fights
+            .with_label_values(&[&self.app.name])
+            .inc();
+        let now = Instant::now();
+        let new_episode = self
+            .last_fight
+            .is_none_or(|last| now.duration_since(last) >= FIGHT_EPISODE_GAP);
+        self.last_fight = Some(now);
+        if new_episode {
+            error!(
+                app = %self.app.name,
+                appid = %self.app.appid,
+                token = %reported.fingerprint(),
+                token_age = ?age,
+                "token fight: WeChat rejected a token this broker fetched {}s ago and has not replaced; something else is fetching tokens for this appid (another environment or broker sharing the secret). Make it read from this broker",
+                age.as_secs()
+            );
+        }
     }
 
     fn is_stable(&self) -> bool {
@@ -412,6 +506,7 @@ impl Refresher {
         self.publish(|view| {
             view.install(Arc::new(token));
             view.last_error = None;
+            view.held = false;
             view.retry_at = None;
         });
     }
@@ -440,6 +535,11 @@ impl Refresher {
     fn on_failure(&mut self, err: AttemptError) {
         let now = self.now_secs();
         let app = self.app.name.as_str();
+        // Held: only an operator, or the next Beijing day, can fix it.
+        let held = match &err {
+            AttemptError::BudgetSpent => true,
+            AttemptError::Upstream(err) => err.class() != ErrorClass::Retry,
+        };
         let (wait, last_error) = match err {
             AttemptError::BudgetSpent => {
                 let wait = Duration::from_secs(next_beijing_midnight(now) - now);
@@ -511,6 +611,7 @@ impl Refresher {
         self.publish(|view| {
             view.last_error = Some(last_error);
             view.retry_at = Some(retry_at);
+            view.held = held;
         });
     }
 
