@@ -70,8 +70,8 @@ impl TokenRecord {
     pub fn from_stored(stored: StoredToken) -> Self {
         TokenRecord {
             fetched_at_ms: stored.fetched_ms(),
+            expires_at_ms: stored.expires_ms(),
             value: stored.access_token,
-            expires_at_ms: stored.expires_at * 1000,
         }
     }
 }

@@ -551,3 +551,42 @@ async fn a_record_for_another_app_is_ignored() {
     assert_eq!(replaced.appid, "wx1");
     assert_eq!(replaced.fetches, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_with_absurd_times_is_not_served() {
+    let config = app(Grant::Classic);
+    let key = StoreKey::for_app(&config);
+    let planted = |fetched_at: u64, expires_at: u64| StoredApp {
+        appid: "wx1".into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: AccessToken::new("planted"),
+            expires_at,
+            fetched_at,
+            fetched_at_ms: 0,
+        }),
+        day: crate::clock::beijing_day(START),
+        fetches: 2,
+    };
+    for record in [
+        // `expires_at * 1000` would overflow.
+        planted(START, u64::MAX),
+        // Valid for a year.
+        planted(START - 60, START + 365 * 86_400),
+        // Fetched tomorrow.
+        planted(START + 86_400, START + 86_400 + LIFETIME),
+    ] {
+        let store = Arc::new(MemoryStore::new());
+        store.save(&key, &record).await.unwrap();
+        let source = FakeSource::classic();
+        let running = start_with(config.clone(), source.clone(), store.clone());
+        let token = running.handle.token(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(token.value.expose(), "tok-0", "{record:?}");
+        assert_eq!(source.calls(), 1);
+        assert_eq!(
+            running.handle.view().fetches_today,
+            3,
+            "the day's count is kept: it only ever holds fetches back"
+        );
+    }
+}

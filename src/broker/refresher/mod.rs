@@ -20,7 +20,7 @@ use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{grant_label, Store, StoreKey, StoredApp};
+use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource};
 
 pub(super) enum Command {
@@ -168,6 +168,11 @@ impl Refresher {
         }
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
+            Err(err) if err.is_untrusted() => {
+                error!(app = %self.app.name, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                self.count_store_error(err.op_label());
+                None
+            }
             Err(err) => {
                 warn!(app = %self.app.name, error = %err, "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
@@ -195,11 +200,15 @@ impl Refresher {
         let now = self.now_ms();
         let token = record
             .token
-            .map(|stored| TokenRecord {
-                value: stored.access_token,
-                expires_at_ms: stored.expires_at * 1000,
-                fetched_at_ms: stored.fetched_at * 1000,
+            .filter(|stored| match stored.implausible(now / 1000) {
+                None => true,
+                Some(problem) => {
+                    error!(app = %self.app.name, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    self.count_store_error(UNTRUSTED_LABEL);
+                    false
+                }
             })
+            .map(TokenRecord::from_stored)
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
