@@ -224,6 +224,52 @@ async fn a_state_directory_another_uid_owns_stops_the_start() {
     assert_eq!(sim.sim.total_token_calls(), 0);
 }
 
+#[tokio::test]
+async fn fetches_made_while_the_store_cannot_write_survive_a_restart() {
+    let sim = simulator(SimConfig::default()).await;
+    let apps = classic_app("shop", &sim, "min_forced_interval = \"0s\"");
+    let broker = Broker::start_with(&apps, file_store(None)).await;
+    let mut token = broker.token("shop").await;
+    let record = broker.dir.path().join("state/shop.json");
+    wait_until("the token is stored", || holds(&record, &token)).await;
+
+    // Every save now fails at its rename, as writes do on a full disk.
+    std::fs::remove_file(&record).unwrap();
+    std::fs::create_dir(&record).unwrap();
+    std::fs::write(record.join("blocker"), b"").unwrap();
+    for _ in 0..2 {
+        let (status, _) = broker
+            .post(
+                "/v1/apps/shop/token/invalidate",
+                &format!("{{\"access_token\":\"{token}\"}}"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        token = broker.token("shop").await;
+    }
+    assert_eq!(sim.sim.total_token_calls(), 3);
+    let (_, apps_status) = broker.get("/v1/apps").await;
+    assert_eq!(apps_status["apps"][0]["fetches_today"], 3);
+    let failed_renames = broker
+        .metric(r#"wxbroker_store_errors_total{backend="file",op="rename"}"#)
+        .await;
+    assert!(failed_renames >= 2.0, "{failed_renames}");
+
+    // The store recovers; the broker is restarted before or after its
+    // next retry, and the restart sees every fetch.
+    std::fs::remove_dir_all(&record).unwrap();
+    let dir = broker.stop().await;
+    let broker = Broker::start_with(&apps, file_store(Some(dir))).await;
+    assert_eq!(broker.token("shop").await, token);
+    let (_, apps_status) = broker.get("/v1/apps").await;
+    assert_eq!(apps_status["apps"][0]["fetches_today"], 3);
+    assert_eq!(
+        sim.sim.total_token_calls(),
+        3,
+        "no upstream call on restart"
+    );
+}
+
 /// Kills the real binary with SIGKILL while it rewrites its record as fast
 /// as it can, then checks the record: always whole, always loadable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 mod backoff;
 mod budget;
 mod refresher;
+mod unsaved;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,6 +15,7 @@ mod fleet;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
+use super::unsaved::Unsaved;
 use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
@@ -53,6 +54,8 @@ pub(super) struct Refresher {
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
+    /// Outside cluster mode: the store lags the count in memory.
+    unsaved: Unsaved,
     backoff: Backoff,
     /// When the next scheduled upstream attempt is due.
     next_attempt: Instant,
@@ -100,6 +103,7 @@ impl Refresher {
             handle,
             commands,
             cancel,
+            unsaved: Unsaved::default(),
             backoff: Backoff::default(),
             next_attempt: Instant::now(),
             hold_until: None,
@@ -114,7 +118,7 @@ impl Refresher {
     pub(super) async fn run(mut self) {
         let cancel = self.cancel.clone();
         cancel
-            .run_until_cancelled(async move {
+            .run_until_cancelled(async {
                 if let Some(cluster) = self.store.clone().cluster() {
                     self.updates = Some(cluster.watch(&self.key, self.cancel.child_token()));
                 }
@@ -138,10 +142,16 @@ impl Refresher {
                             None => break,
                         },
                         () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                        () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
                     }
                 }
             })
             .await;
+        if self.unsaved.pending() {
+            // A restart must not find fewer fetches than were made, if
+            // the store can take them by now.
+            self.persist().await;
+        }
     }
 
     fn now_secs(&self) -> u64 {
@@ -159,10 +169,14 @@ impl Refresher {
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
     async fn warm_start(&mut self) {
+        // Carried over from the app's previous settings by a reload; the
+        // store may lag it (a save that failed), never lead it.
+        let view = self.handle.view();
+        self.budget.at_least(view.fetches_day, view.fetches_today);
+        if self.budget.used() > 0 && self.store.cluster().is_none() {
+            self.unsaved.save_now();
+        }
         if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
-            // Carried over from the app's previous settings by a reload.
-            let view = self.handle.view();
-            self.budget.restore(view.fetches_day, view.fetches_today);
             self.next_attempt = self.refresh_due(&token);
             return;
         }
@@ -189,7 +203,7 @@ impl Refresher {
             );
             return;
         }
-        self.budget.restore(record.day, record.fetches);
+        self.budget.at_least(record.day, record.fetches);
         if let Some(cluster) = self.store.clone().cluster() {
             // The fleet's count, not whatever the record last carried.
             match cluster.fetches(&self.key, self.budget.day()).await {
@@ -536,9 +550,19 @@ impl Refresher {
             day: self.budget.day(),
             fetches: self.budget.used(),
         };
-        if let Err(err) = self.store.save(&self.key, &record).await {
-            warn!(app = %self.app.name, error = %err, "could not persist token state");
-            self.count_store_error(err.op_label());
+        match self.store.save(&self.key, &record).await {
+            Ok(()) => self.unsaved.saved(),
+            Err(err) if self.store.cluster().is_none() => {
+                // The count in memory stays the authority; the store gets
+                // it again soon (a shared store counts on its own counter).
+                let retry_in = self.unsaved.failed();
+                warn!(app = %self.app.name, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
+                self.count_store_error(err.op_label());
+            }
+            Err(err) => {
+                warn!(app = %self.app.name, error = %err, "could not persist token state");
+                self.count_store_error(err.op_label());
+            }
         }
     }
 
