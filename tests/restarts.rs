@@ -1,14 +1,17 @@
-//! Durable state across restarts (DESIGN.md section 4, rules 6–8): a warm
-//! restart makes no upstream call, corrupt and foreign records are replaced,
-//! and SIGKILL at any moment never leaves a half-written record.
+//! Durable state across restarts (DESIGN.md section 4, rules 6–8, and
+//! section 17): a warm restart makes no upstream call, corrupt and foreign
+//! records are replaced, records another user could have planted are never
+//! served, and SIGKILL at any moment never leaves a half-written record.
 
 mod support;
 
-use std::time::Duration;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::*;
 use wxbroker::simulator::{Endpoint, SimConfig};
-use wxbroker::store::StoredApp;
+use wxbroker::store::{StoredApp, StoredToken};
 
 const FILE_STORE: &str = "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n";
 
@@ -93,6 +96,178 @@ async fn a_record_for_another_appid_is_ignored_and_replaced() {
     let stable = broker.token("shop").await;
     assert_ne!(stable, token);
     assert_eq!(sim.sim.calls(Endpoint::StableToken), 1);
+}
+
+/// The uid a test plants files as: not ours.
+const NOBODY: u32 = 65534;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Whether this process may give files away (it is root). Without that,
+/// a planted file is one others may write to instead of one they own.
+fn can_chown(dir: &Path) -> bool {
+    std::fs::metadata(dir).unwrap().uid() == 0
+}
+
+/// A state directory open to everyone, holding a well-formed record for
+/// the classic test app with a token that is valid for another hour, as
+/// another local user would leave it.
+fn plant_record(state: &Path) -> &'static str {
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let now = now_secs();
+    let planted = StoredApp {
+        appid: APPID.into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: wxbroker::secret::AccessToken::new("planted-token"),
+            expires_at: now + 3600,
+            fetched_at: now - 3600,
+            fetched_at_ms: 0,
+        }),
+        day: 0,
+        fetches: 0,
+    };
+    let record = state.join("shop.json");
+    std::fs::write(&record, serde_json::to_vec(&planted).unwrap()).unwrap();
+    if can_chown(state) {
+        std::os::unix::fs::chown(&record, Some(NOBODY), Some(NOBODY)).unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+    } else {
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    "planted-token"
+}
+
+#[tokio::test]
+async fn a_planted_record_in_an_open_directory_is_never_served() {
+    let logs_before = captured_logs().len();
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let planted = plant_record(&state);
+
+    let broker = Broker::start_with(&classic_app("shop", &sim, ""), file_store(Some(dir))).await;
+    let token = broker.token("shop").await;
+    assert_ne!(token, planted);
+    assert_eq!(
+        sim.sim.total_token_calls(),
+        1,
+        "fetched from upstream instead"
+    );
+    let mode = std::fs::metadata(&state).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the directory is narrowed");
+    let metrics = broker.metrics_text().await;
+    assert!(
+        metrics.contains(r#"wxbroker_store_errors_total{backend="file",op="untrusted"} 1"#),
+        "the refused record is counted:\n{metrics}"
+    );
+    let logs = captured_logs()[logs_before..].to_owned();
+    assert!(
+        logs.contains("ERROR") && logs.contains("narrowed to 0700"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("refusing stored state") && logs.contains("shop.json"),
+        "{logs}"
+    );
+
+    // Replaced by a record of our own, which a restart then trusts.
+    let record = state.join("shop.json");
+    wait_until("the record is replaced", || holds(&record, &token)).await;
+    let ours = std::fs::metadata(&state).unwrap().uid();
+    assert_eq!(std::fs::metadata(&record).unwrap().uid(), ours);
+    let dir = broker.stop().await;
+    let broker = Broker::start_with(&classic_app("shop", &sim, ""), file_store(Some(dir))).await;
+    assert_eq!(broker.token("shop").await, token);
+    assert_eq!(sim.sim.total_token_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_state_directory_another_uid_owns_stops_the_start() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    if !can_chown(dir.path()) {
+        eprintln!("skipped: giving a directory to another uid needs root");
+        return;
+    }
+    let state = dir.path().join("state");
+    plant_record(&state);
+    std::os::unix::fs::chown(&state, Some(NOBODY), Some(NOBODY)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n{}",
+            free_port(),
+            state.display(),
+            classic_app("shop", &sim, "")
+        ),
+    )
+    .unwrap();
+    let (status, output) = support::process::run(
+        &["serve", "--config", config.to_str().unwrap()],
+        &[],
+        dir.path(),
+    )
+    .await;
+    assert!(!status.success(), "{output}");
+    assert!(output.contains(&state.display().to_string()), "{output}");
+    assert!(output.contains("owned by uid 65534"), "{output}");
+    assert!(output.contains("chown it to uid 0"), "{output}");
+    assert_eq!(sim.sim.total_token_calls(), 0);
+}
+
+#[tokio::test]
+async fn fetches_made_while_the_store_cannot_write_survive_a_restart() {
+    let sim = simulator(SimConfig::default()).await;
+    let apps = classic_app("shop", &sim, "min_forced_interval = \"0s\"");
+    let broker = Broker::start_with(&apps, file_store(None)).await;
+    let mut token = broker.token("shop").await;
+    let record = broker.dir.path().join("state/shop.json");
+    wait_until("the token is stored", || holds(&record, &token)).await;
+
+    // Every save now fails at its rename, as writes do on a full disk.
+    std::fs::remove_file(&record).unwrap();
+    std::fs::create_dir(&record).unwrap();
+    std::fs::write(record.join("blocker"), b"").unwrap();
+    for _ in 0..2 {
+        let (status, _) = broker
+            .post(
+                "/v1/apps/shop/token/invalidate",
+                &format!("{{\"access_token\":\"{token}\"}}"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        token = broker.token("shop").await;
+    }
+    assert_eq!(sim.sim.total_token_calls(), 3);
+    let (_, apps_status) = broker.get("/v1/apps").await;
+    assert_eq!(apps_status["apps"][0]["fetches_today"], 3);
+    let failed_renames = broker
+        .metric(r#"wxbroker_store_errors_total{backend="file",op="rename"}"#)
+        .await;
+    assert!(failed_renames >= 2.0, "{failed_renames}");
+
+    // The store recovers; the broker is restarted before or after its
+    // next retry, and the restart sees every fetch.
+    std::fs::remove_dir_all(&record).unwrap();
+    let dir = broker.stop().await;
+    let broker = Broker::start_with(&apps, file_store(Some(dir))).await;
+    assert_eq!(broker.token("shop").await, token);
+    let (_, apps_status) = broker.get("/v1/apps").await;
+    assert_eq!(apps_status["apps"][0]["fetches_today"], 3);
+    assert_eq!(
+        sim.sim.total_token_calls(),
+        3,
+        "no upstream call on restart"
+    );
 }
 
 /// Kills the real binary with SIGKILL while it rewrites its record as fast

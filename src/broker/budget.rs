@@ -26,6 +26,15 @@ impl DailyBudget {
         }
     }
 
+    /// Takes over a count kept elsewhere (the store, or the app's previous
+    /// settings on a reload) if it is for today, never lowering this one:
+    /// a copy that lags memory must not undercount the day.
+    pub fn at_least(&mut self, day: u32, used: u32) {
+        if day == self.day {
+            self.used = self.used.max(used);
+        }
+    }
+
     /// Starts a new count when the Beijing day has changed.
     pub fn roll(&mut self, now_secs: u64) {
         let today = beijing_day(now_secs);
@@ -85,5 +94,17 @@ mod tests {
         assert_eq!(budget.used(), 0);
         budget.restore(beijing_day(now), 9);
         assert_eq!(budget.used(), 9);
+    }
+
+    #[test]
+    fn at_least_never_lowers_the_count() {
+        let now = 1_763_990_000;
+        let mut budget = DailyBudget::new(10, now);
+        budget.at_least(beijing_day(now), 3);
+        assert_eq!(budget.used(), 3);
+        budget.at_least(beijing_day(now), 2);
+        assert_eq!(budget.used(), 3, "a lagging copy does not undercount");
+        budget.at_least(beijing_day(now) - 1, 9);
+        assert_eq!(budget.used(), 3, "yesterday's count is not today's");
     }
 }

@@ -5,6 +5,7 @@
 mod backoff;
 mod budget;
 mod refresher;
+mod unsaved;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,8 +71,8 @@ impl TokenRecord {
     pub fn from_stored(stored: StoredToken) -> Self {
         TokenRecord {
             fetched_at_ms: stored.fetched_ms(),
+            expires_at_ms: stored.expires_ms(),
             value: stored.access_token,
-            expires_at_ms: stored.expires_at * 1000,
         }
     }
 }

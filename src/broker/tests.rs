@@ -140,26 +140,52 @@ fn app(grant: Grant) -> AppConfig {
 }
 
 struct Running {
+    broker: Broker,
     handle: AppHandle,
     clock: Clock,
     cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Running {
+    /// Stops the refreshers and waits until they have finished.
+    async fn stop(self) {
+        let tasks = self.tasks.clone();
+        drop(self);
+        tasks.close();
+        tasks.wait().await;
+    }
 }
 
 fn start_with(config: AppConfig, source: Arc<FakeSource>, store: Arc<dyn Store>) -> Running {
-    let clock = Clock::starting_at(Duration::from_secs(START));
+    start_at(Duration::from_secs(START), config, source, store)
+}
+
+/// Starts with the clock reading `unix`: a restart picks up where the
+/// previous run's clock was.
+fn start_at(
+    unix: Duration,
+    config: AppConfig,
+    source: Arc<FakeSource>,
+    store: Arc<dyn Store>,
+) -> Running {
+    let clock = Clock::starting_at(unix);
     let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
     let context = BrokerContext {
         store,
         metrics: Metrics::new(),
         clock,
-        tasks: TaskTracker::new(),
+        tasks: tasks.clone(),
         cancel: cancel.clone(),
     };
     let broker = Broker::start(vec![(Arc::new(config), source)], &context);
     Running {
         handle: broker.apps()[0].clone(),
+        broker,
         clock,
         cancel,
+        tasks,
     }
 }
 
@@ -580,4 +606,192 @@ async fn a_record_for_another_app_is_ignored() {
     let replaced = store.load(&key).await.unwrap().unwrap();
     assert_eq!(replaced.appid, "wx1");
     assert_eq!(replaced.fetches, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_token_with_absurd_times_is_not_served() {
+    let config = app(Grant::Classic);
+    let key = StoreKey::for_app(&config);
+    let planted = |fetched_at: u64, expires_at: u64| StoredApp {
+        appid: "wx1".into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: AccessToken::new("planted"),
+            expires_at,
+            fetched_at,
+            fetched_at_ms: 0,
+        }),
+        day: crate::clock::beijing_day(START),
+        fetches: 2,
+    };
+    for record in [
+        // `expires_at * 1000` would overflow.
+        planted(START, u64::MAX),
+        // Valid for a year.
+        planted(START - 60, START + 365 * 86_400),
+        // Fetched tomorrow.
+        planted(START + 86_400, START + 86_400 + LIFETIME),
+    ] {
+        let store = Arc::new(MemoryStore::new());
+        store.save(&key, &record).await.unwrap();
+        let source = FakeSource::classic();
+        let running = start_with(config.clone(), source.clone(), store.clone());
+        let token = running.handle.token(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(token.value.expose(), "tok-0", "{record:?}");
+        assert_eq!(source.calls(), 1);
+        assert_eq!(
+            running.handle.view().fetches_today,
+            3,
+            "the day's count is kept: it only ever holds fetches back"
+        );
+    }
+}
+
+/// A memory store whose saves fail while `failing` is set, as on a full
+/// disk; reads keep working.
+#[derive(Default)]
+struct FullDisk {
+    inner: MemoryStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl FullDisk {
+    fn failing() -> Arc<Self> {
+        let store = Arc::new(FullDisk::default());
+        store.set_failing(true);
+        store
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    async fn stored_fetches(&self) -> Option<u32> {
+        let key = StoreKey::for_app(&app(Grant::Classic));
+        let record = self.inner.load(&key).await.unwrap()?;
+        Some(record.fetches)
+    }
+}
+
+impl Store for FullDisk {
+    fn backend(&self) -> &'static str {
+        "file"
+    }
+
+    fn load<'a>(
+        &'a self,
+        key: &'a StoreKey,
+    ) -> BoxFuture<'a, Result<Option<StoredApp>, crate::store::StoreError>> {
+        self.inner.load(key)
+    }
+
+    fn save<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        state: &'a StoredApp,
+    ) -> BoxFuture<'a, Result<(), crate::store::StoreError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(crate::store::StoreError::Io {
+                    op: "write",
+                    path: "state/shop.json".into(),
+                    source: std::io::Error::other("no space left on device"),
+                })
+            });
+        }
+        self.inner.save(key, state)
+    }
+}
+
+/// Three upstream calls: the first token, then two invalidations.
+async fn three_fetches(running: &Running, source: &FakeSource) {
+    let mut token = running.handle.token(Duration::from_secs(10)).await.unwrap();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        let outcome = running.handle.invalidate(token.value.expose()).await;
+        assert_eq!(outcome, Ok(InvalidateOutcome::Refreshed));
+        token = running.handle.valid_token().unwrap();
+    }
+    assert_eq!(source.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetches_made_while_saves_fail_are_counted_and_saved_once_the_store_recovers() {
+    let store = FullDisk::failing();
+    let source = FakeSource::classic();
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    three_fetches(&running, &source).await;
+    assert_eq!(
+        running.handle.view().fetches_today,
+        3,
+        "memory counts them all"
+    );
+    assert_eq!(store.stored_fetches().await, None, "nothing could be saved");
+
+    store.set_failing(false);
+    // Retries double to a minute: one is due within it.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(store.stored_fetches().await, Some(3));
+    let now = running.clock.now();
+    running.stop().await;
+
+    let source = FakeSource::classic();
+    let running = start_at(now, app(Grant::Classic), source.clone(), store.clone());
+    let token = running.handle.token(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(
+        token.value.expose(),
+        "tok-2",
+        "the last token was saved too"
+    );
+    assert_eq!(running.handle.view().fetches_today, 3);
+    assert_eq!(source.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_saves_what_the_store_could_not_take_before() {
+    let store = FullDisk::failing();
+    let source = FakeSource::classic();
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    three_fetches(&running, &source).await;
+    // The store recovers, and the broker stops before the next retry.
+    store.set_failing(false);
+    let now = running.clock.now();
+    running.stop().await;
+    assert_eq!(store.stored_fetches().await, Some(3));
+
+    let source = FakeSource::classic();
+    let running = start_at(now, app(Grant::Classic), source.clone(), store.clone());
+    running.handle.token(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(running.handle.view().fetches_today, 3);
+    assert_eq!(source.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_the_count_the_store_could_not_take() {
+    let store = FullDisk::failing();
+    let source = FakeSource::classic();
+    // No token to carry over: every call fails, so the restarted app
+    // reads the store, which lags.
+    source.fail_next(
+        FetchError::Api {
+            errcode: -1,
+            errmsg: "system error".into(),
+        },
+        1000,
+    );
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(source.calls() >= 3);
+    assert_eq!(running.handle.view().fetches_today as usize, source.calls());
+
+    let mut changed = app(Grant::Classic);
+    changed.refresh_before = Duration::from_secs(600);
+    let report = running.broker.reconcile(vec![(
+        Arc::new(changed),
+        source.clone() as Arc<dyn TokenSource>,
+    )]);
+    assert_eq!(report.restarted, ["shop"]);
+    let app = running.broker.app("shop").unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(app.view().fetches_today as usize, source.calls());
 }

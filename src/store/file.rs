@@ -1,15 +1,19 @@
 //! The file store: one JSON file per app in the state directory, replaced
 //! atomically (temp file, fsync, rename, directory fsync) so a crash at any
 //! point leaves either the old record or the new one, never half of either.
+//! Only a directory and records this broker's uid alone could have written
+//! are used (see [`super::ownership`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use tracing::error;
 
+use super::ownership::{own_uid, DirVerdict, Doubt, Facts};
 use super::{Store, StoreError, StoreKey, StoredApp};
 
 pub struct FileStore {
@@ -17,7 +21,10 @@ pub struct FileStore {
 }
 
 impl FileStore {
-    /// Opens (creating, mode 0700) the state directory.
+    /// Opens (creating, mode 0700) the state directory. One owned by
+    /// another uid is refused; one of ours that group or others may write
+    /// into is narrowed to 0700, with an error log, since its records may
+    /// have been planted (each is checked again when read).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let io = |op, source| StoreError::Io {
             op,
@@ -29,6 +36,25 @@ impl FileStore {
             .mode(0o700)
             .create(dir)
             .map_err(|source| io("create", source))?;
+        let meta = fs::metadata(dir).map_err(|source| io("stat", source))?;
+        match Facts::of(&meta).dir_verdict(own_uid()) {
+            DirVerdict::Use => {}
+            DirVerdict::Repair(doubt) => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|source| io("chmod", source))?;
+                error!(
+                    path = %dir.display(),
+                    problem = %doubt,
+                    "state directory was open to other users; narrowed to 0700 (records in it are checked one by one)"
+                );
+            }
+            DirVerdict::Refuse(doubt) => {
+                return Err(StoreError::Untrusted {
+                    path: dir.to_path_buf(),
+                    doubt,
+                })
+            }
+        }
         remove_leftover_temp_files(dir);
         Ok(FileStore {
             dir: Arc::from(dir),
@@ -86,18 +112,44 @@ fn remove_leftover_temp_files(dir: &Path) {
     }
 }
 
+/// Reads a record, if this broker's uid alone could have written it: a
+/// regular file of ours, not writable by group or others, with one name.
+/// Checked on the file actually opened (not only on the name before
+/// opening), and the name is never followed if it is a symlink.
 fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StoreError::Io {
-                op: "read",
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+    let io = |source| StoreError::Io {
+        op: "read",
+        path: path.to_path_buf(),
+        source,
     };
+    let untrusted = |doubt| StoreError::Untrusted {
+        path: path.to_path_buf(),
+        doubt,
+    };
+    let uid = own_uid();
+    let named = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+    };
+    // Before opening: a FIFO planted under the name would block the open.
+    if let Some(doubt) = Facts::of(&named).record_doubt(uid) {
+        return Err(untrusted(doubt));
+    }
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+    };
+    let opened = file.metadata().map_err(io)?;
+    if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+        return Err(untrusted(Doubt::Replaced));
+    }
+    if let Some(doubt) = Facts::of(&opened).record_doubt(uid) {
+        return Err(untrusted(doubt));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|err| StoreError::Corrupt {
@@ -228,6 +280,106 @@ mod tests {
         ));
         store.save(&key(), &record()).await.unwrap();
         assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+    }
+
+    /// A uid that is not ours, for files another local user planted.
+    const NOBODY: u32 = 65534;
+
+    /// Gives `path` to [`NOBODY`]; only root can, so without root the
+    /// test that needs it says so and passes vacuously.
+    fn plant_as_nobody(path: &Path) -> bool {
+        if own_uid() != 0 {
+            eprintln!("skipped: giving a file to another uid needs root");
+            return false;
+        }
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).unwrap();
+        true
+    }
+
+    fn write_record_file(path: &Path, mode: u32) {
+        fs::write(path, serde_json::to_vec(&record()).unwrap()).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    async fn refused(store: &FileStore) -> Doubt {
+        match store.load(&key()).await {
+            Err(StoreError::Untrusted { doubt, .. }) => doubt,
+            other => panic!("expected an untrusted record, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_another_uid_owns_is_refused_then_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        let path = store.record_path(&key());
+        write_record_file(&path, 0o600);
+        if !plant_as_nobody(&path) {
+            return;
+        }
+        assert!(matches!(
+            refused(&store).await,
+            Doubt::Owner { owner: NOBODY, .. }
+        ));
+        store.save(&key(), &record()).await.unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().uid(), own_uid());
+        assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+    }
+
+    #[tokio::test]
+    async fn a_record_others_may_write_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        write_record_file(&store.record_path(&key()), 0o666);
+        assert_eq!(refused(&store).await, Doubt::SharedWrite { mode: 0o666 });
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_or_hard_linked_record_is_refused_and_not_followed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(&root.path().join("state")).unwrap();
+        let elsewhere = root.path().join("elsewhere.json");
+        write_record_file(&elsewhere, 0o600);
+        let path = store.record_path(&key());
+        std::os::unix::fs::symlink(&elsewhere, &path).unwrap();
+        assert_eq!(refused(&store).await, Doubt::NotRegular);
+        // Saving replaces the link itself, never the file it points to.
+        let mut newer = record();
+        newer.fetches = 4;
+        store.save(&key(), &newer).await.unwrap();
+        assert_eq!(store.load(&key()).await.unwrap(), Some(newer));
+        let untouched: StoredApp = serde_json::from_slice(&fs::read(&elsewhere).unwrap()).unwrap();
+        assert_eq!(untouched, record());
+
+        fs::remove_file(&path).unwrap();
+        fs::hard_link(&elsewhere, &path).unwrap();
+        assert_eq!(refused(&store).await, Doubt::Links { links: 2 });
+    }
+
+    #[tokio::test]
+    async fn a_directory_open_to_others_is_narrowed_to_0700() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        FileStore::open(&dir).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_directory_another_uid_owns_is_refused_naming_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        if !plant_as_nobody(&dir) {
+            return;
+        }
+        let err = FileStore::open(&dir).err().expect("refused");
+        let message = err.to_string();
+        assert!(message.contains(&dir.display().to_string()), "{message}");
+        assert!(message.contains("owned by uid 65534"), "{message}");
+        assert!(message.contains("chown it to uid 0"), "{message}");
     }
 
     #[test]

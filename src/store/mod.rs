@@ -4,6 +4,7 @@
 
 mod file;
 mod memory;
+mod ownership;
 mod redis;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use file::FileStore;
 pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
+pub use ownership::Doubt;
 pub use redis::RedisStore;
 
 /// Which app a stored record belongs to. Records carry the appid and grant
@@ -84,8 +86,41 @@ impl StoredToken {
         if self.fetched_at_ms > 0 {
             self.fetched_at_ms
         } else {
-            self.fetched_at * 1000
+            self.fetched_at.saturating_mul(1000)
         }
+    }
+
+    /// Unix milliseconds; saturating, since a record is read from outside
+    /// and its numbers are whatever the file says.
+    pub fn expires_ms(&self) -> u64 {
+        self.expires_at.saturating_mul(1000)
+    }
+
+    /// Why this token cannot have been written by a broker at `now_secs`,
+    /// or `None` if its times are plausible. A record is a token read from
+    /// a file: one that claims a lifetime longer than upstream ever grants,
+    /// or a fetch in the future, is not served whatever wrote it.
+    pub fn implausible(&self, now_secs: u64) -> Option<Implausible> {
+        let fetched_ms = self.fetched_ms();
+        if self.fetched_at_ms > 0 && self.fetched_at_ms / 1000 != self.fetched_at {
+            return Some(Implausible::Inconsistent);
+        }
+        if fetched_ms / 1000 > now_secs.saturating_add(CLOCK_SLACK_SECS) {
+            return Some(Implausible::FetchedLater {
+                fetched_at: self.fetched_at,
+            });
+        }
+        if self.expires_at > self.fetched_at.saturating_add(MAX_RECORD_LIFETIME_SECS) {
+            return Some(Implausible::Lifetime {
+                lifetime: self.expires_at.saturating_sub(self.fetched_at),
+            });
+        }
+        if self.expires_at > now_secs.saturating_add(MAX_RECORD_LIFETIME_SECS) {
+            return Some(Implausible::ExpiresLater {
+                expires_at: self.expires_at,
+            });
+        }
+        None
     }
 
     /// Whether a broker holding `held` should take this (shared) token
@@ -96,6 +131,27 @@ impl StoredToken {
     pub fn supersedes(&self, held: &StoredToken) -> bool {
         self.access_token != held.access_token && self.fetched_ms() >= held.fetched_ms()
     }
+}
+
+/// The longest lifetime a stored token may claim: the clamp applied to
+/// every lifetime from upstream (DESIGN.md section 17).
+pub const MAX_RECORD_LIFETIME_SECS: u64 = crate::wechat::MAX_LIFETIME_SECS;
+
+/// How far in the future a record's fetch time may lie: the wall clock
+/// can step back a little (NTP) between a write and the next start.
+const CLOCK_SLACK_SECS: u64 = 60;
+
+/// Why a stored token's times are not ones a broker could have written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Implausible {
+    #[error("fetched at {fetched_at}, which is in the future")]
+    FetchedLater { fetched_at: u64 },
+    #[error("a lifetime of {lifetime}s, longer than upstream ever grants")]
+    Lifetime { lifetime: u64 },
+    #[error("expires at {expires_at}, more than a day from now")]
+    ExpiresLater { expires_at: u64 },
+    #[error("fetch times in seconds and milliseconds disagree")]
+    Inconsistent,
 }
 
 /// One app's durable state.
@@ -130,6 +186,10 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("redis {op}: {message}")]
     Redis { op: &'static str, message: String },
+    /// State this broker could not have written alone (DESIGN.md section
+    /// 17): never loaded as is.
+    #[error("untrusted state {path}: {doubt}")]
+    Untrusted { path: PathBuf, doubt: Doubt },
 }
 
 impl StoreError {
@@ -139,9 +199,20 @@ impl StoreError {
             StoreError::Io { op, .. } => op,
             StoreError::Corrupt { .. } => "decode",
             StoreError::Redis { op, .. } => op,
+            StoreError::Untrusted { .. } => UNTRUSTED_LABEL,
         }
     }
+
+    /// Whether the error is about who wrote the state rather than about
+    /// reading it: someone may be planting tokens, which deserves more
+    /// than a warning.
+    pub fn is_untrusted(&self) -> bool {
+        matches!(self, StoreError::Untrusted { .. })
+    }
 }
+
+/// The `op` label of state refused as untrusted or implausible.
+pub const UNTRUSTED_LABEL: &str = "untrusted";
 
 /// Durable per-app state.
 pub trait Store: Send + Sync + 'static {
@@ -202,4 +273,72 @@ pub trait Cluster: Send + Sync {
     /// Wake-ups whenever another broker stores a new token (and whenever
     /// the subscription is re-established), until `cancel`.
     fn watch(&self, key: &StoreKey, cancel: CancellationToken) -> mpsc::Receiver<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_975_200;
+
+    fn token(fetched_at: u64, expires_at: u64) -> StoredToken {
+        StoredToken {
+            access_token: AccessToken::new("tok"),
+            expires_at,
+            fetched_at,
+            fetched_at_ms: fetched_at * 1000 + 250,
+        }
+    }
+
+    #[test]
+    fn a_token_a_broker_could_have_written_is_plausible() {
+        assert_eq!(token(NOW - 100, NOW + 7100).implausible(NOW), None);
+        assert_eq!(token(NOW - 9000, NOW - 1800).implausible(NOW), None);
+        assert_eq!(
+            token(NOW + 30, NOW + 7230).implausible(NOW),
+            None,
+            "a small clock step back is tolerated"
+        );
+        let old_format = StoredToken {
+            fetched_at_ms: 0,
+            ..token(NOW, NOW + 7200)
+        };
+        assert_eq!(old_format.implausible(NOW), None);
+    }
+
+    #[test]
+    fn absurd_times_are_implausible() {
+        assert_eq!(
+            token(NOW + 3600, NOW + 7200).implausible(NOW),
+            Some(Implausible::FetchedLater {
+                fetched_at: NOW + 3600
+            })
+        );
+        assert_eq!(
+            token(NOW, NOW + 2 * 86_400).implausible(NOW),
+            Some(Implausible::Lifetime {
+                lifetime: 2 * 86_400
+            })
+        );
+        let planted = StoredToken {
+            access_token: AccessToken::new("planted"),
+            expires_at: u64::MAX,
+            fetched_at: NOW,
+            fetched_at_ms: 0,
+        };
+        assert!(planted.implausible(NOW).is_some());
+        assert_eq!(planted.expires_ms(), u64::MAX, "saturates, never wraps");
+        let huge_fetch = StoredToken {
+            fetched_at: u64::MAX,
+            fetched_at_ms: 0,
+            ..planted
+        };
+        assert_eq!(huge_fetch.fetched_ms(), u64::MAX);
+        assert!(huge_fetch.implausible(NOW).is_some());
+        let skewed = StoredToken {
+            fetched_at_ms: (NOW - 5000) * 1000,
+            ..token(NOW, NOW + 7200)
+        };
+        assert_eq!(skewed.implausible(NOW), Some(Implausible::Inconsistent));
+    }
 }

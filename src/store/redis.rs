@@ -258,7 +258,7 @@ impl Store for RedisStore {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64;
-            let ttl_ms = (token.expires_at * 1000).saturating_sub(now_ms);
+            let ttl_ms = token.expires_ms().saturating_sub(now_ms);
             if ttl_ms == 0 {
                 return Ok(());
             }

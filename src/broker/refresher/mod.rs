@@ -15,12 +15,13 @@ mod fleet;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
+use super::unsaved::Unsaved;
 use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{grant_label, Store, StoreKey, StoredApp};
+use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
 
 pub(super) enum Command {
@@ -69,6 +70,8 @@ pub(super) struct Refresher {
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
+    /// Outside cluster mode: the store lags the count in memory.
+    unsaved: Unsaved,
     backoff: Backoff,
     /// When the next scheduled upstream attempt is due.
     next_attempt: Instant,
@@ -129,6 +132,7 @@ impl Refresher {
             handle,
             commands,
             cancel,
+            unsaved: Unsaved::default(),
             backoff: Backoff::default(),
             next_attempt: Instant::now(),
             hold_until: None,
@@ -145,7 +149,7 @@ impl Refresher {
     pub(super) async fn run(mut self) {
         let cancel = self.cancel.clone();
         cancel
-            .run_until_cancelled(async move {
+            .run_until_cancelled(async {
                 if let Some(cluster) = self.store.clone().cluster() {
                     self.updates = Some(cluster.watch(&self.key, self.cancel.child_token()));
                 }
@@ -176,10 +180,16 @@ impl Refresher {
                             None => break,
                         },
                         () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                        () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
                     }
                 }
             })
             .await;
+        if self.unsaved.pending() {
+            // A restart must not find fewer fetches than were made, if
+            // the store can take them by now.
+            self.persist().await;
+        }
     }
 
     fn now_secs(&self) -> u64 {
@@ -197,15 +207,24 @@ impl Refresher {
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
     async fn warm_start(&mut self) {
+        // Carried over from the app's previous settings by a reload; the
+        // store may lag it (a save that failed), never lead it.
+        let view = self.handle.view();
+        self.budget.at_least(view.fetches_day, view.fetches_today);
+        if self.budget.used() > 0 && self.store.cluster().is_none() {
+            self.unsaved.save_now();
+        }
         if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
-            // Carried over from the app's previous settings by a reload.
-            let view = self.handle.view();
-            self.budget.restore(view.fetches_day, view.fetches_today);
             self.next_attempt = self.refresh_due(&token);
             return;
         }
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
+            Err(err) if err.is_untrusted() => {
+                error!(app = %self.app.name, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                self.count_store_error(err.op_label());
+                None
+            }
             Err(err) => {
                 warn!(app = %self.app.name, error = %err, "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
@@ -222,7 +241,7 @@ impl Refresher {
             );
             return;
         }
-        self.budget.restore(record.day, record.fetches);
+        self.budget.at_least(record.day, record.fetches);
         if let Some(cluster) = self.store.clone().cluster() {
             // The fleet's count, not whatever the record last carried.
             match cluster.fetches(&self.key, self.budget.day()).await {
@@ -233,11 +252,15 @@ impl Refresher {
         let now = self.now_ms();
         let token = record
             .token
-            .map(|stored| TokenRecord {
-                value: stored.access_token,
-                expires_at_ms: stored.expires_at * 1000,
-                fetched_at_ms: stored.fetched_at * 1000,
+            .filter(|stored| match stored.implausible(now / 1000) {
+                None => true,
+                Some(problem) => {
+                    error!(app = %self.app.name, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    self.count_store_error(UNTRUSTED_LABEL);
+                    false
+                }
             })
+            .map(TokenRecord::from_stored)
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
@@ -661,9 +684,19 @@ impl Refresher {
             day: self.budget.day(),
             fetches: self.budget.used(),
         };
-        if let Err(err) = self.store.save(&self.key, &record).await {
-            warn!(app = %self.app.name, error = %err, "could not persist token state");
-            self.count_store_error(err.op_label());
+        match self.store.save(&self.key, &record).await {
+            Ok(()) => self.unsaved.saved(),
+            Err(err) if self.store.cluster().is_none() => {
+                // The count in memory stays the authority; the store gets
+                // it again soon (a shared store counts on its own counter).
+                let retry_in = self.unsaved.failed();
+                warn!(app = %self.app.name, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
+                self.count_store_error(err.op_label());
+            }
+            Err(err) => {
+                warn!(app = %self.app.name, error = %err, "could not persist token state");
+                self.count_store_error(err.op_label());
+            }
         }
     }
 
