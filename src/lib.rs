@@ -17,6 +17,7 @@
 //!   `wxbroker probe` use.
 //! - [`sink`] keeps an optional file per app holding its current token.
 //! - [`notify`] tells systemd when the daemon is ready and when it stops.
+//! - [`process_guard`] keeps the process from being dumped or traced.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod process_guard;
 pub mod secret;
 pub mod server;
 pub mod simulator;

@@ -19,6 +19,9 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = wxbroker::process_guard::forbid_core_dumps() {
+        return report(Err(err.into()));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
