@@ -448,6 +448,93 @@ fn a_secret_never_shows_in_debug_render_or_warnings() {
     assert!(everything.contains("redis://user:***@h:6379/0"));
 }
 
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// returned within `limit`, instead of hanging the test run.
+fn finishes_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tell, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tell.send(f()));
+    answer
+        .recv_timeout(limit)
+        .expect("finished in time instead of blocking")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_secret_file_must_be_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("shop.fifo");
+    mkfifo(&fifo);
+    for (path, kind) in [
+        (fifo.clone(), "is a FIFO"),
+        (dir.path().to_owned(), "is a directory"),
+        (PathBuf::from("/dev/zero"), "is a character device"),
+    ] {
+        let text = doc(
+            SERVER,
+            &format!(
+                "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+                path.display()
+            ),
+            "",
+        );
+        // A FIFO with no writer blocks an ordinary open for good.
+        let e = finishes_within(Duration::from_secs(10), move || parse(&text).unwrap_err());
+        assert_eq!(e.key(), Some("apps.shop.secret_file"), "{e}");
+        assert!(e.to_string().contains(kind), "{e}");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_fifo_secret_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("shop.fifo");
+    mkfifo(&fifo);
+    let config = dir.path().join("wxbroker.toml");
+    let app = format!(
+        "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+        fifo.display()
+    );
+    fs::write(&config, doc(SERVER, &app, "")).unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("wxbroker runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Only this child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config blocked on the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    // 1: check-config's documented exit for a configuration naming a bad key.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("apps.shop.secret_file") && stderr.contains("FIFO"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_secret_never_shows_in_errors() {
     let secret = "Sup3rS3cretValue";

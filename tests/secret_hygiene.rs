@@ -315,7 +315,9 @@ async fn the_daemon_is_not_dumpable() {
         "the daemon runs as nobody: {uid_line}"
     );
     for entry in ["/mem", "/environ"] {
-        let owner = std::fs::metadata(format!("{proc_dir}{entry}")).unwrap().uid();
+        let owner = std::fs::metadata(format!("{proc_dir}{entry}"))
+            .unwrap()
+            .uid();
         assert_eq!(owner, 0, "{proc_dir}{entry} belongs to root: not dumpable");
     }
     let limits = std::fs::read_to_string(format!("{proc_dir}/limits")).unwrap();

@@ -57,7 +57,7 @@ pub(crate) const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// Checked here because bind()'s own error does not say what is wrong.
 const MAX_SOCKET_PATH: usize = 107;
 /// A secret is a few dozen bytes; refusing big files keeps a mistaken
-/// `secret_file = "/dev/zero"` from eating memory.
+/// `secret_file` (a log, an archive) from eating memory.
 const MAX_SECRET_FILE: u64 = 4096;
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
@@ -589,11 +589,32 @@ fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {
     }
 }
 
+/// Reads a secret file without ever blocking: the file is opened with
+/// `O_NONBLOCK`, so a FIFO with no writer cannot hang `check-config` or a
+/// reload in `open`, and anything but a regular file is refused by the
+/// metadata of what was opened (not of the path, which could be swapped
+/// between the check and the open). The read is bounded by size.
 fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
+    use rustix::fs::{Mode, OFlags};
+
     let cannot = |e: std::io::Error| Problem::new(key, format!("cannot read {shown}: {e}"));
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file =
+        File::from(rustix::fs::open(path, flags, Mode::empty()).map_err(|e| cannot(e.into()))?);
+    let file_type = file.metadata().map_err(cannot)?.file_type();
+    if !file_type.is_file() {
+        return Err(Problem::new(
+            key,
+            format!(
+                "{shown} is {}, not a regular file; secret_file must name a file holding only \
+                 the secret",
+                describe_file_type(file_type)
+            ),
+        ));
+    }
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_SECRET_FILE {
         return Err(Problem::new(
@@ -609,6 +630,24 @@ fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Probl
         return Err(Problem::new(key, format!("{shown} is empty")));
     }
     Ok(text)
+}
+
+/// What a non-regular file is, for messages ("is a FIFO").
+fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
 }
 
 /// Drops the trailing newline editors and `echo` add, then insists on what
