@@ -334,6 +334,8 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("fetch timeout zero", app_with("fetch_timeout = \"0s\""), "apps.shop.fetch_timeout", "greater than zero"),
         ("fetch timeout long", app_with("fetch_timeout = \"61s\""), "apps.shop.fetch_timeout", "at most 1m"),
         ("api base scheme", app_with("api_base = \"api.weixin.qq.com\""), "apps.shop.api_base", "must start with https://"),
+        ("api base userinfo", app_with("api_base = \"https://user:pw@api.weixin.qq.com\""), "apps.shop.api_base", "must not hold a user name or password"),
+        ("api base port", app_with("api_base = \"https://api.weixin.qq.com:99999\""), "apps.shop.api_base", "not a valid URL"),
     ]
 }
 
@@ -532,6 +534,100 @@ fn check_config_refuses_a_fifo_secret_file_at_once() {
     assert!(
         stderr.contains("apps.shop.secret_file") && stderr.contains("FIFO"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn url_passwords_never_show_and_the_real_host_is_judged() {
+    const PASSWORD: &str = "hunter2-url-password";
+    // api_base never needs userinfo: refused by name, the password masked
+    // in the message whatever else is wrong with the value.
+    for api_base in [
+        format!("https://user:{PASSWORD}@api.weixin.qq.com"),
+        format!("https://{PASSWORD}@api.weixin.qq.com"),
+        format!("http://localhost:{PASSWORD}@wechat.example.com"),
+        format!("https://user:{PASSWORD}/x@api.weixin.qq.com"),
+        format!("htps://user:{PASSWORD}@api.weixin.qq.com"),
+        format!("https://user:{PASSWORD}@api.weixin.qq.com?x=1"),
+    ] {
+        let e = err(&app_with(&format!("api_base = \"{api_base}\"")));
+        let shown = format!("{e}\n{e:?}");
+        assert_eq!(e.key(), Some("apps.shop.api_base"), "{shown}");
+        assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
+    }
+
+    // A Redis password is legitimate: kept, and masked wherever shown.
+    let config = ok(&doc(
+        SERVER,
+        APP,
+        &format!(
+            "[store]\nbackend = \"redis\"\nurl = \"redis://{PASSWORD}@redis.internal:6379/0\""
+        ),
+    ));
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::Redis {
+            url: format!("redis://{PASSWORD}@redis.internal:6379/0")
+        }
+    );
+    let shown = format!("{config:?}\n{}", config.render_effective());
+    assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
+    assert!(
+        shown.contains("redis://***@redis.internal:6379/0"),
+        "{shown}"
+    );
+
+    // The plain-http warning judges the host after the userinfo (an
+    // api_base built in code skips validation).
+    let mut config = ok(&app_with("api_base = \"http://127.0.0.1:9000\""));
+    assert_eq!(config.warnings(), Vec::<String>::new());
+    config.apps[0].api_base = format!("http://localhost:{PASSWORD}@wechat.example.com");
+    let warnings = config.warnings().join("\n");
+    assert!(
+        warnings.contains("apps.shop.api_base: plain http"),
+        "{warnings}"
+    );
+    let rendered = config.render_effective();
+    assert!(!rendered.contains(PASSWORD), "leaked in:\n{rendered}");
+}
+
+#[test]
+fn check_config_shows_no_url_password() {
+    const PASSWORD: &str = "hunter2-url-password";
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: String| {
+        let path = dir.path().join("wxbroker.toml");
+        fs::write(&path, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("SHOP_SECRET", SHOP_SECRET)
+            .output()
+            .expect("wxbroker runs");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!printed.contains(PASSWORD), "leaked in:\n{printed}");
+        (output.status.code(), printed)
+    };
+
+    let (code, printed) = run(doc(
+        SERVER,
+        APP,
+        &format!("[store]\nbackend = \"redis\"\nurl = \"redis://:{PASSWORD}@127.0.0.1:6379/0\""),
+    ));
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("url = \"redis://:***@127.0.0.1:6379/0\""),
+        "{printed}"
+    );
+
+    let (code, printed) = run(app_with(&format!(
+        "api_base = \"http://localhost:{PASSWORD}@wechat.example.com\""
+    )));
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(
+        printed.contains("apps.shop.api_base: \"http://localhost:***@wechat.example.com\""),
+        "{printed}"
     );
 }
 

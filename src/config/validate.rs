@@ -17,6 +17,7 @@ use humantime::format_duration;
 
 use super::error::Problem;
 use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore};
+use super::urls;
 use super::{
     AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, SecretSource, ServerConfig,
     SinkConfig, SinkFormat, StoreBackend, StoreConfig,
@@ -685,11 +686,15 @@ pub(crate) fn looks_like_secret(value: &str) -> bool {
 }
 
 /// `http(s)://host[:port][/prefix]`, returned without trailing slashes so
-/// callers can append `/cgi-bin/...`.
+/// callers can append `/cgi-bin/...`. No userinfo: WeChat never asks for
+/// one, and a `user:password@` written here would travel with every call
+/// and hide the real host (`http://localhost:x@example.com` is
+/// `example.com`). Messages show the value with any userinfo masked.
 fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, Problem> {
     let Some(value) = value else {
         return Ok(default.to_owned());
     };
+    let shown = urls::masked(&value);
     let base = value.trim().trim_end_matches('/');
     let rest = base
         .strip_prefix("https://")
@@ -697,18 +702,34 @@ fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, P
         .ok_or_else(|| {
             Problem::new(
                 key,
-                format!("\"{value}\" must start with https:// (or http:// for a local simulator)"),
+                format!("\"{shown}\" must start with https:// (or http:// for a local simulator)"),
             )
         })?;
     if rest.split('/').next().unwrap_or("").is_empty() {
-        return Err(Problem::new(key, format!("\"{value}\" names no host")));
+        return Err(Problem::new(key, format!("\"{shown}\" names no host")));
     }
     if base.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(Problem::new(
             key,
-            format!("\"{value}\" must be a plain base URL, without spaces, query or fragment"),
+            format!("\"{shown}\" must be a plain base URL, without spaces, query or fragment"),
         ));
     }
+    // Any '@', not only the one the URL parser would take for the end of
+    // a userinfo: the parser ends the authority at the first '/', so
+    // `https://user:pa/ss@host` parses as a path, yet was meant as a
+    // password. No WeChat path holds an '@'.
+    if base.contains('@') {
+        return Err(Problem::new(
+            key,
+            format!(
+                "\"{shown}\" must not hold a user name or password (\"user:password@\"); \
+                 WeChat never needs one"
+            ),
+        ));
+    }
+    // The parse reqwest will do on every call, done once here.
+    url::Url::parse(base)
+        .map_err(|e| Problem::new(key, format!("\"{shown}\" is not a valid URL ({e})")))?;
     Ok(base.to_owned())
 }
 
@@ -947,6 +968,11 @@ mod tests {
             "https:///x",
             "https://a b",
             "https://x?y=1",
+            "https://host:99999",
+            "https://user:pw@example.com",
+            "https://token@example.com",
+            "http://localhost:x@example.com",
+            "https://u:p/w@example.com",
         ] {
             assert!(base(bad).is_err(), "{bad}");
         }
