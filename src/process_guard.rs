@@ -42,7 +42,14 @@ pub fn forbid_core_dumps() -> Result<(), GuardError> {
         current: Some(0),
         maximum: Some(0),
     };
-    process::setrlimit(Resource::Core, none).map_err(|errno| GuardError::CoreLimit(errno.into()))
+    match process::setrlimit(Resource::Core, none) {
+        Ok(()) => Ok(()),
+        // A seccomp filter may refuse the call itself (systemd's
+        // `SystemCallFilter=~@resources` refuses setrlimit); a limit the
+        // service manager already set to 0 (`LimitCORE=0`) is as good.
+        Err(_) if process::getrlimit(Resource::Core) == none => Ok(()),
+        Err(errno) => Err(GuardError::CoreLimit(errno.into())),
+    }
 }
 
 #[cfg(test)]
