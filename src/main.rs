@@ -11,6 +11,7 @@ use http::Method;
 use wxbroker::cli::{Cli, Command, DemoArgs, ProbeArgs, ServeArgs, SimulateArgs, TokenArgs};
 use wxbroker::client::{self, Target};
 use wxbroker::config::{Config, LogFormat};
+use wxbroker::reload::{ConfigReloads, ReloadError, Requested};
 use wxbroker::simulator::{AccountKind, SimConfig, Simulator};
 use wxbroker::{demo, logging, notify, Daemon, Listeners};
 
@@ -19,6 +20,9 @@ const CONFIG_ERROR: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(err) = wxbroker::process_guard::forbid_core_dumps() {
+        return report(Err(err.into()));
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -97,11 +101,14 @@ async fn serve_config(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Serves until `shutdown`, telling systemd (when it runs us with
 /// `Type=notify`) READY=1 once every app's first token attempt is done,
-/// and STOPPING=1 when the shutdown begins; reloads on SIGHUP.
+/// and STOPPING=1 when the shutdown begins; reloads on SIGHUP. The file is
+/// read on a thread of its own, so a slow or stuck read never delays the
+/// shutdown.
 async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut shutdown = std::pin::pin!(shutdown);
     let mut hangups = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    let mut reloads = ConfigReloads::new(args.config.config.clone());
     let mut first_attempts = std::pin::pin!(daemon.first_attempts(args.start_timeout));
     let mut ready = false;
     loop {
@@ -115,10 +122,12 @@ async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Ou
                 };
                 send_notification(&format!("READY=1\nSTATUS={}", notify::status_line(&status)));
             }
-            _ = hangups.recv() => {
-                send_notification("RELOADING=1");
-                reload(daemon, &args.config.config);
-                send_notification("READY=1");
+            _ = hangups.recv() => request_reload(&mut reloads, &args.config.config),
+            loaded = reloads.finished() => {
+                apply_reload(daemon, loaded);
+                if !reloads.in_flight() {
+                    send_notification("READY=1");
+                }
             }
             () = shutdown.as_mut() => break,
         }
@@ -126,11 +135,26 @@ async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Ou
     send_notification("STOPPING=1\nSTATUS=shutting down");
 }
 
-/// Re-reads the configuration (and secret files) and applies it; a file
-/// that does not validate changes nothing.
-fn reload(daemon: &Daemon, path: &std::path::Path) {
-    tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
-    match Config::load(path) {
+fn request_reload(reloads: &mut ConfigReloads, path: &std::path::Path) {
+    match reloads.request() {
+        Ok(Requested::Started) => {
+            send_notification("RELOADING=1");
+            tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
+        }
+        Ok(Requested::Queued { running_for }) => tracing::warn!(
+            path = %path.display(),
+            running_for_secs = running_for.as_secs(),
+            "SIGHUP while the previous reload is still reading the configuration; \
+             another read follows it"
+        ),
+        Err(err) => tracing::error!(error = %err, "reload not started"),
+    }
+}
+
+/// Applies a configuration read on SIGHUP; one that does not validate
+/// changes nothing.
+fn apply_reload(daemon: &Daemon, loaded: Result<Config, ReloadError>) {
+    match loaded {
         Ok(config) => {
             for warning in config.warnings() {
                 tracing::warn!("{warning}");

@@ -334,6 +334,8 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("fetch timeout zero", app_with("fetch_timeout = \"0s\""), "apps.shop.fetch_timeout", "greater than zero"),
         ("fetch timeout long", app_with("fetch_timeout = \"61s\""), "apps.shop.fetch_timeout", "at most 1m"),
         ("api base scheme", app_with("api_base = \"api.weixin.qq.com\""), "apps.shop.api_base", "must start with https://"),
+        ("api base userinfo", app_with("api_base = \"https://user:pw@api.weixin.qq.com\""), "apps.shop.api_base", "must not hold a user name or password"),
+        ("api base port", app_with("api_base = \"https://api.weixin.qq.com:99999\""), "apps.shop.api_base", "not a valid URL"),
     ]
 }
 
@@ -446,6 +448,187 @@ fn a_secret_never_shows_in_debug_render_or_warnings() {
         );
     }
     assert!(everything.contains("redis://user:***@h:6379/0"));
+}
+
+/// Runs `f` on a thread of its own and fails the test if it has not
+/// returned within `limit`, instead of hanging the test run.
+fn finishes_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tell, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tell.send(f()));
+    answer
+        .recv_timeout(limit)
+        .expect("finished in time instead of blocking")
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_secret_file_must_be_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("shop.fifo");
+    mkfifo(&fifo);
+    for (path, kind) in [
+        (fifo.clone(), "is a FIFO"),
+        (dir.path().to_owned(), "is a directory"),
+        (PathBuf::from("/dev/zero"), "is a character device"),
+    ] {
+        let text = doc(
+            SERVER,
+            &format!(
+                "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+                path.display()
+            ),
+            "",
+        );
+        // A FIFO with no writer blocks an ordinary open for good.
+        let e = finishes_within(Duration::from_secs(10), move || parse(&text).unwrap_err());
+        assert_eq!(e.key(), Some("apps.shop.secret_file"), "{e}");
+        assert!(e.to_string().contains(kind), "{e}");
+    }
+}
+
+#[test]
+fn check_config_refuses_a_fifo_secret_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("shop.fifo");
+    mkfifo(&fifo);
+    let config = dir.path().join("wxbroker.toml");
+    let app = format!(
+        "name = \"shop\"\nappid = \"wx1\"\nsecret_file = \"{}\"",
+        fifo.display()
+    );
+    fs::write(&config, doc(SERVER, &app, "")).unwrap();
+    let stderr_path = dir.path().join("stderr");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("wxbroker runs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // Only this child, by its handle.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("check-config blocked on the FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = fs::read_to_string(&stderr_path).unwrap();
+    // 1: check-config's documented exit for a configuration naming a bad key.
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("apps.shop.secret_file") && stderr.contains("FIFO"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn url_passwords_never_show_and_the_real_host_is_judged() {
+    const PASSWORD: &str = "hunter2-url-password";
+    // api_base never needs userinfo: refused by name, the password masked
+    // in the message whatever else is wrong with the value.
+    for api_base in [
+        format!("https://user:{PASSWORD}@api.weixin.qq.com"),
+        format!("https://{PASSWORD}@api.weixin.qq.com"),
+        format!("http://localhost:{PASSWORD}@wechat.example.com"),
+        format!("https://user:{PASSWORD}/x@api.weixin.qq.com"),
+        format!("htps://user:{PASSWORD}@api.weixin.qq.com"),
+        format!("https://user:{PASSWORD}@api.weixin.qq.com?x=1"),
+    ] {
+        let e = err(&app_with(&format!("api_base = \"{api_base}\"")));
+        let shown = format!("{e}\n{e:?}");
+        assert_eq!(e.key(), Some("apps.shop.api_base"), "{shown}");
+        assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
+    }
+
+    // A Redis password is legitimate: kept, and masked wherever shown.
+    let config = ok(&doc(
+        SERVER,
+        APP,
+        &format!(
+            "[store]\nbackend = \"redis\"\nurl = \"redis://{PASSWORD}@redis.internal:6379/0\""
+        ),
+    ));
+    assert_eq!(
+        config.store.backend,
+        StoreBackend::Redis {
+            url: format!("redis://{PASSWORD}@redis.internal:6379/0")
+        }
+    );
+    let shown = format!("{config:?}\n{}", config.render_effective());
+    assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
+    assert!(
+        shown.contains("redis://***@redis.internal:6379/0"),
+        "{shown}"
+    );
+
+    // The plain-http warning judges the host after the userinfo (an
+    // api_base built in code skips validation).
+    let mut config = ok(&app_with("api_base = \"http://127.0.0.1:9000\""));
+    assert_eq!(config.warnings(), Vec::<String>::new());
+    config.apps[0].api_base = format!("http://localhost:{PASSWORD}@wechat.example.com");
+    let warnings = config.warnings().join("\n");
+    assert!(
+        warnings.contains("apps.shop.api_base: plain http"),
+        "{warnings}"
+    );
+    let rendered = config.render_effective();
+    assert!(!rendered.contains(PASSWORD), "leaked in:\n{rendered}");
+}
+
+#[test]
+fn check_config_shows_no_url_password() {
+    const PASSWORD: &str = "hunter2-url-password";
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: String| {
+        let path = dir.path().join("wxbroker.toml");
+        fs::write(&path, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("SHOP_SECRET", SHOP_SECRET)
+            .output()
+            .expect("wxbroker runs");
+        let printed = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(!printed.contains(PASSWORD), "leaked in:\n{printed}");
+        (output.status.code(), printed)
+    };
+
+    let (code, printed) = run(doc(
+        SERVER,
+        APP,
+        &format!("[store]\nbackend = \"redis\"\nurl = \"redis://:{PASSWORD}@127.0.0.1:6379/0\""),
+    ));
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("url = \"redis://:***@127.0.0.1:6379/0\""),
+        "{printed}"
+    );
+
+    let (code, printed) = run(app_with(&format!(
+        "api_base = \"http://localhost:{PASSWORD}@wechat.example.com\""
+    )));
+    assert_eq!(code, Some(1), "{printed}");
+    assert!(
+        printed.contains("apps.shop.api_base: \"http://localhost:***@wechat.example.com\""),
+        "{printed}"
+    );
 }
 
 #[test]

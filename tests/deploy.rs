@@ -130,6 +130,8 @@ fn the_systemd_unit_matches_the_daemon_and_its_example_config() {
         ("CapabilityBoundingSet", ""),
         ("MemoryDenyWriteExecute", "yes"),
         ("LockPersonality", "yes"),
+        // A core file would hold the app secrets.
+        ("LimitCORE", "0"),
     ] {
         assert_eq!(one(key), value, "{key}");
     }

@@ -1,6 +1,7 @@
 //! SIGHUP reload on the real binary: added apps start, removed apps stop,
 //! a changed secret is used at once, unchanged apps keep their token with
-//! no upstream call, and a broken file changes nothing.
+//! no upstream call, a broken file changes nothing, and a file that blocks
+//! neither stops the daemon serving nor from stopping.
 
 mod support;
 
@@ -161,4 +162,96 @@ async fn sighup_reconciles_apps_and_keeps_what_did_not_change() {
     );
     assert_eq!(api.get("/v1/apps/mini/token").await.0, 200);
     assert!(broker.terminate().success());
+}
+
+/// Replaces `path` with a FIFO that nobody writes to: opening it for
+/// reading in the ordinary way blocks forever.
+fn replace_with_fifo(path: &Path) {
+    std::fs::remove_file(path).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_blocks_never_wedges_the_daemon() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let secret_file = dir.path().join("shop.secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let config_path = dir.path().join("wxbroker.toml");
+    let shop = shop_with_secret_file(&sim, &secret_file);
+    std::fs::write(&config_path, config(port, metrics_port, &shop)).unwrap();
+
+    let mut broker = ChildBroker::spawn(&config_path, "info");
+    let api = Api {
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    broker
+        .wait_ready(&format!("{}/v1/apps/shop/token", api.base))
+        .await;
+    let token = api.get("/v1/apps/shop/token").await.1["access_token"].clone();
+
+    // A secret_file that is a FIFO is refused by name, without waiting for
+    // a writer.
+    replace_with_fifo(&secret_file);
+    broker.hangup();
+    wait_until("the rejection is logged", || {
+        broker.log().contains("reload rejected")
+    })
+    .await;
+    let log = broker.log();
+    let rejection = log
+        .lines()
+        .find(|line| line.contains("reload rejected"))
+        .unwrap();
+    assert!(
+        rejection.contains("apps.shop.secret_file") && rejection.contains("FIFO"),
+        "{rejection}"
+    );
+    assert_eq!(
+        api.get("/v1/apps/shop/token").await.1["access_token"],
+        token
+    );
+
+    // The configuration file itself blocking (a FIFO again, here; a hung
+    // mount in life): the read never ends, the daemon serves on, later
+    // SIGHUPs wait behind the stuck read, and SIGTERM still stops it.
+    replace_with_fifo(&config_path);
+    broker.hangup();
+    wait_until("the second reload starts", || {
+        broker.log().matches("SIGHUP: reloading").count() == 2
+    })
+    .await;
+    assert_eq!(
+        api.get("/v1/apps/shop/token").await.1["access_token"],
+        token
+    );
+    broker.hangup();
+    wait_until("the queued reload is logged", || {
+        broker.log().contains("still reading the configuration")
+    })
+    .await;
+    assert_eq!(
+        api.get("/v1/apps/shop/token").await.1["access_token"],
+        token
+    );
+
+    let pid = broker.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let mut exited = None;
+    wait_until("the daemon exits on SIGTERM", || {
+        exited = broker.child.try_wait().expect("try_wait");
+        exited.is_some()
+    })
+    .await;
+    assert!(exited.unwrap().success(), "{}", broker.log());
 }

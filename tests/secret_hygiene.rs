@@ -261,3 +261,94 @@ fn looks_like_token_after(text: &str, prefix: &str) -> bool {
             >= 40
     })
 }
+
+/// The daemon holds app secrets in memory: it must leave no core file and
+/// admit no debugger. Run as an unprivileged user (as under systemd), a
+/// non-dumpable process's `/proc/PID/mem` and `environ` belong to root
+/// instead of to that user; its core size limit reads 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_is_not_dumpable() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+
+    const NOBODY: u32 = 65534;
+    if !running_as_root() {
+        println!("skipped: running as another user needs root");
+        return;
+    }
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged daemon must be able to read its configuration.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let config_path = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n{}",
+            classic_app("shop", &sim, "")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr_path = dir.path().join("wxbroker.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_wxbroker"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("wxbroker starts");
+    let mut broker = ChildBroker { child, stderr_path };
+    broker
+        .wait_ready(&format!("http://127.0.0.1:{port}/v1/apps/shop/token"))
+        .await;
+
+    let proc_dir = format!("/proc/{}", broker.child.id());
+    let status = std::fs::read_to_string(format!("{proc_dir}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid_line.split_whitespace().nth(2) == Some("65534"),
+        "the daemon runs as nobody: {uid_line}"
+    );
+    for entry in ["/mem", "/environ"] {
+        let owner = std::fs::metadata(format!("{proc_dir}{entry}"))
+            .unwrap()
+            .uid();
+        assert_eq!(owner, 0, "{proc_dir}{entry} belongs to root: not dumpable");
+    }
+    let limits = std::fs::read_to_string(format!("{proc_dir}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
+    // The process metrics still read the daemon's own /proc entries.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("process_open_fds"), "{metrics}");
+    assert!(broker.terminate().success(), "{}", broker.log());
+}
+
+/// Whether this test process runs as root (only root may start a child
+/// as another user).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}

@@ -5,8 +5,9 @@
 //! Loading is split in steps that each do one thing: `raw` parses,
 //! `validate` applies defaults and rules and resolves secrets, `render`
 //! shows the effective settings for `check-config`, `warnings` lists what
-//! is allowed but risky. Secrets live in [`Secret`] from the moment they
-//! are read, so neither `Debug` nor any message can show one.
+//! is allowed but risky, `urls` masks the passwords URLs may carry and
+//! finds the host a URL really names. Secrets live in [`Secret`] from the
+//! moment they are read, so neither `Debug` nor any message can show one.
 
 use std::fmt;
 use std::fs;
@@ -19,6 +20,7 @@ use crate::secret::Secret;
 mod error;
 mod raw;
 mod render;
+mod urls;
 mod validate;
 mod warnings;
 
@@ -144,7 +146,7 @@ impl fmt::Debug for StoreBackend {
             StoreBackend::File { path } => f.debug_struct("File").field("path", path).finish(),
             StoreBackend::Redis { url } => f
                 .debug_struct("Redis")
-                .field("url", &render::mask_url(url))
+                .field("url", &urls::masked(url))
                 .finish(),
         }
     }

@@ -1,13 +1,14 @@
 //! `check-config` output: the effective settings, defaults filled in, as
 //! TOML that parses back to the same configuration (except that an inline
-//! secret shows as `***`). Unset optional keys appear as comments so the
-//! operator sees what is off.
+//! secret and the password of a URL show as `***`). Unset optional keys
+//! appear as comments so the operator sees what is off.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::urls::masked;
 use super::{AppKind, Config, Grant, LogFormat, SecretSource, SinkFormat, StoreBackend};
 
 pub(crate) fn effective(config: &Config) -> String {
@@ -45,7 +46,7 @@ pub(crate) fn effective(config: &Config) -> String {
         }
         StoreBackend::Redis { url } => {
             out.string("backend", "redis");
-            out.string("url", &mask_url(url));
+            out.string("url", &masked(url));
         }
     }
     out.string("key_prefix", &config.store.key_prefix);
@@ -81,7 +82,9 @@ pub(crate) fn effective(config: &Config) -> String {
         out.duration("refresh_before", app.refresh_before);
         out.raw("daily_budget", &app.daily_budget.to_string());
         out.duration("min_forced_interval", app.min_forced_interval);
-        out.string("api_base", &app.api_base);
+        // Validation refuses userinfo in api_base; masked all the same, since
+        // an AppConfig can be built in code.
+        out.string("api_base", &masked(&app.api_base));
         out.duration("fetch_timeout", app.fetch_timeout);
         match &app.sink {
             Some(sink) => {
@@ -153,64 +156,5 @@ impl Out {
 
     fn duration(&mut self, key: &str, value: Duration) {
         self.string(key, &humantime::format_duration(value).to_string());
-    }
-}
-
-/// Masks the password of a Redis URL: the one in the userinfo
-/// (`redis://user:***@host`) and a `pass`/`password` query parameter
-/// (`redis+unix:///sock?pass=***`).
-pub(crate) fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        // Validation guarantees a scheme; mask everything if not.
-        return "***".to_owned();
-    };
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    // The last '@' ends the userinfo even if an unencoded '@' or '/' sits in
-    // the password; Redis paths (`/0`) never contain one.
-    let location = match before_query.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => before_query.to_owned(),
-    };
-    let mut masked = format!("{scheme}://{location}");
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((name, _)) if name == "pass" || name == "password" => format!("{name}=***"),
-                _ => param.to_owned(),
-            })
-            .collect();
-        masked.push('?');
-        masked.push_str(&params.join("&"));
-    }
-    masked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::mask_url;
-
-    #[test]
-    fn redis_passwords_are_masked() {
-        for (url, masked) in [
-            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
-            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
-            ("rediss://user:pw@h/1", "rediss://user:***@h/1"),
-            ("redis://user@h", "redis://user@h"),
-            ("redis://:p@ss/w@h/0", "redis://:***@h/0"),
-            (
-                "redis+unix:///run/redis.sock?db=1&pass=pw",
-                "redis+unix:///run/redis.sock?db=1&pass=***",
-            ),
-            ("nonsense", "***"),
-        ] {
-            assert_eq!(mask_url(url), masked, "{url}");
-        }
     }
 }

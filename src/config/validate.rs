@@ -17,6 +17,7 @@ use humantime::format_duration;
 
 use super::error::Problem;
 use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore};
+use super::urls;
 use super::{
     AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, SecretSource, ServerConfig,
     SinkConfig, SinkFormat, StoreBackend, StoreConfig,
@@ -57,7 +58,7 @@ pub(crate) const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// Checked here because bind()'s own error does not say what is wrong.
 const MAX_SOCKET_PATH: usize = 107;
 /// A secret is a few dozen bytes; refusing big files keeps a mistaken
-/// `secret_file = "/dev/zero"` from eating memory.
+/// `secret_file` (a log, an archive) from eating memory.
 const MAX_SECRET_FILE: u64 = 4096;
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
@@ -589,11 +590,32 @@ fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {
     }
 }
 
+/// Reads a secret file without ever blocking: the file is opened with
+/// `O_NONBLOCK`, so a FIFO with no writer cannot hang `check-config` or a
+/// reload in `open`, and anything but a regular file is refused by the
+/// metadata of what was opened (not of the path, which could be swapped
+/// between the check and the open). The read is bounded by size.
 fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
+    use rustix::fs::{Mode, OFlags};
+
     let cannot = |e: std::io::Error| Problem::new(key, format!("cannot read {shown}: {e}"));
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let file =
+        File::from(rustix::fs::open(path, flags, Mode::empty()).map_err(|e| cannot(e.into()))?);
+    let file_type = file.metadata().map_err(cannot)?.file_type();
+    if !file_type.is_file() {
+        return Err(Problem::new(
+            key,
+            format!(
+                "{shown} is {}, not a regular file; secret_file must name a file holding only \
+                 the secret",
+                describe_file_type(file_type)
+            ),
+        ));
+    }
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
         .map_err(cannot)?;
     if bytes.len() as u64 > MAX_SECRET_FILE {
         return Err(Problem::new(
@@ -609,6 +631,24 @@ fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Probl
         return Err(Problem::new(key, format!("{shown} is empty")));
     }
     Ok(text)
+}
+
+/// What a non-regular file is, for messages ("is a FIFO").
+fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
 }
 
 /// Drops the trailing newline editors and `echo` add, then insists on what
@@ -646,11 +686,15 @@ pub(crate) fn looks_like_secret(value: &str) -> bool {
 }
 
 /// `http(s)://host[:port][/prefix]`, returned without trailing slashes so
-/// callers can append `/cgi-bin/...`.
+/// callers can append `/cgi-bin/...`. No userinfo: WeChat never asks for
+/// one, and a `user:password@` written here would travel with every call
+/// and hide the real host (`http://localhost:x@example.com` is
+/// `example.com`). Messages show the value with any userinfo masked.
 fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, Problem> {
     let Some(value) = value else {
         return Ok(default.to_owned());
     };
+    let shown = urls::masked(&value);
     let base = value.trim().trim_end_matches('/');
     let rest = base
         .strip_prefix("https://")
@@ -658,18 +702,34 @@ fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, P
         .ok_or_else(|| {
             Problem::new(
                 key,
-                format!("\"{value}\" must start with https:// (or http:// for a local simulator)"),
+                format!("\"{shown}\" must start with https:// (or http:// for a local simulator)"),
             )
         })?;
     if rest.split('/').next().unwrap_or("").is_empty() {
-        return Err(Problem::new(key, format!("\"{value}\" names no host")));
+        return Err(Problem::new(key, format!("\"{shown}\" names no host")));
     }
     if base.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
         return Err(Problem::new(
             key,
-            format!("\"{value}\" must be a plain base URL, without spaces, query or fragment"),
+            format!("\"{shown}\" must be a plain base URL, without spaces, query or fragment"),
         ));
     }
+    // Any '@', not only the one the URL parser would take for the end of
+    // a userinfo: the parser ends the authority at the first '/', so
+    // `https://user:pa/ss@host` parses as a path, yet was meant as a
+    // password. No WeChat path holds an '@'.
+    if base.contains('@') {
+        return Err(Problem::new(
+            key,
+            format!(
+                "\"{shown}\" must not hold a user name or password (\"user:password@\"); \
+                 WeChat never needs one"
+            ),
+        ));
+    }
+    // The parse reqwest will do on every call, done once here.
+    url::Url::parse(base)
+        .map_err(|e| Problem::new(key, format!("\"{shown}\" is not a valid URL ({e})")))?;
     Ok(base.to_owned())
 }
 
@@ -908,6 +968,11 @@ mod tests {
             "https:///x",
             "https://a b",
             "https://x?y=1",
+            "https://host:99999",
+            "https://user:pw@example.com",
+            "https://token@example.com",
+            "http://localhost:x@example.com",
+            "https://u:p/w@example.com",
         ] {
             assert!(base(bad).is_err(), "{bad}");
         }

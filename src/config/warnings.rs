@@ -2,12 +2,12 @@
 //! warning reads like an error (`{source}: {key}: {message}`) and says
 //! what to do instead.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use humantime::format_duration;
 
+use super::urls::is_local_host;
 use super::validate::{is_loopback, TOKEN_LIFETIME};
 use super::{Config, SecretSource};
 
@@ -152,37 +152,4 @@ fn world_readable(path: &Path) -> Option<u32> {
 #[cfg(not(unix))]
 fn world_readable(_path: &Path) -> Option<u32> {
     None
-}
-
-/// Whether an `http://` base URL points at this host (a simulator).
-fn is_local_host(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = match authority.strip_prefix('[') {
-        // [v6]:port
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.split(':').next().unwrap_or(""),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| is_loopback(&SocketAddr::new(ip, 0)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_local_host;
-
-    #[test]
-    fn local_hosts() {
-        for (url, local) in [
-            ("http://127.0.0.1:9000", true),
-            ("http://localhost/wx", true),
-            ("http://[::1]:8080", true),
-            ("http://10.1.2.3", false),
-            ("http://api.weixin.qq.com", false),
-        ] {
-            assert_eq!(is_local_host(url), local, "{url}");
-        }
-    }
 }
