@@ -14,8 +14,11 @@
 set -euo pipefail
 
 # The versions the tests were written against. Change them here only.
+# node-socialite is node-easywechat's OAuth dependency: its newer releases
+# dropped a module node-easywechat 3.6.2 loads, so it is pinned too, as is
+# the cryptography backend wechatpy needs (its `cryptography` extra).
 PYTHON_PINS="wechatpy[cryptography]==1.8.18"
-NODE_PINS="co-wechat-api@3.11.0 wechat-api@1.35.1 node-easywechat@3.6.2"
+NODE_PINS="co-wechat-api@3.11.0 wechat-api@1.35.1 node-easywechat@3.6.2 node-socialite@1.4.1"
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 sdk_dir=${WXBROKER_SDK_DIR:-$repo/target/sdk}
