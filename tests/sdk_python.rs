@@ -196,6 +196,8 @@ async fn wechatpy_driver_works_against_wechat_itself() {
     let answer = sdk.ok("oauth_userinfo", json!({ "code": code })).await;
     assert_eq!(answer["info"]["openid"], answer["grant"]["openid"]);
     let js_code = sim.sim.mint_js_code(APPID);
-    let session = sdk.ok("jscode2session", json!({ "js_code": js_code })).await;
+    let session = sdk
+        .ok("jscode2session", json!({ "js_code": js_code }))
+        .await;
     assert!(session["session_key"].as_str().is_some(), "{session}");
 }

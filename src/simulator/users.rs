@@ -30,6 +30,7 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// The name WeChat uses in URLs and answers.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Base => "snsapi_base",
@@ -37,6 +38,7 @@ impl Scope {
         }
     }
 
+    /// The inverse of [`Scope::as_str`].
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
             "snsapi_base" => Some(Scope::Base),
