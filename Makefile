@@ -5,9 +5,11 @@
 test: test-deps fmt-check clippy doc unit
 
 # Installs what the tests need (a real redis-server, Prometheus and promtool,
-# Node.js) when it is missing.
+# Node.js, Python) when it is missing, then the pinned WeChat SDKs the SDK
+# tests drive (under target/sdk; quick when already there).
 test-deps:
 	@scripts/install-test-deps.sh
+	@scripts/install-sdks.sh
 
 fmt-check:
 	cargo fmt --all -- --check

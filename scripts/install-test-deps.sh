@@ -2,7 +2,8 @@
 # Installs the programs the test suite drives for real, if any is missing:
 # redis-server (cluster mode), prometheus and promtool (metrics and alert
 # rules), node (the Node.js client), systemd-analyze (verifies the systemd
-# unit). Debian packages; needs root.
+# unit), npm and python3 (scripts/install-sdks.sh installs the WeChat SDKs
+# with them). Debian packages; needs root.
 set -euo pipefail
 
 declare -A package_for=(
@@ -10,6 +11,8 @@ declare -A package_for=(
   [prometheus]=prometheus
   [promtool]=prometheus
   [node]=nodejs
+  [npm]=npm
+  [python3]=python3
   [systemd-analyze]=systemd
 )
 

@@ -1,6 +1,7 @@
 //! The WeChat simulator over real HTTP: token rules of each family,
 //! validation codes, quotas, the whitelist, every fault kind, the
-//! token-consuming APIs and the admin routes.
+//! token-consuming APIs, the user-facing `/sns/*` APIs (web OAuth with user
+//! tokens, the Mini Program login) and the admin routes.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant};
-use wxbroker::simulator::{AccountKind, Endpoint, Fault, SimConfig, SimHandle, Simulator};
+use wxbroker::simulator::{AccountKind, Endpoint, Fault, Scope, SimConfig, SimHandle, Simulator};
 
 const APPID: &str = "wx1234567890abcdef";
 const SECRET: &str = "s3cr3t";
@@ -710,4 +711,337 @@ async fn shutdown_stops_the_server() {
         }
     })
     .await;
+}
+
+async fn sns(h: &SimHandle, path_and_query: &str) -> Value {
+    get_json(format!("{}/sns/{path_and_query}", h.base_url())).await
+}
+
+async fn oauth_exchange(h: &SimHandle, secret: &str, code: &str) -> Value {
+    sns(
+        h,
+        &format!(
+            "oauth2/access_token?appid={APPID}&secret={secret}&code={code}&grant_type=authorization_code"
+        ),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn oauth_codes_give_user_tokens_once() {
+    let h = start(SimConfig::default()).await;
+    let code = h.sim.mint_oauth_code(APPID);
+    // The secret is checked before the code, and a refusal spends no code.
+    assert_eq!(errcode(&oauth_exchange(&h, "wrong", &code).await), 40125);
+    let grant = oauth_exchange(&h, SECRET, &code).await;
+    assert_eq!(grant["expires_in"], 7200, "{grant}");
+    assert_eq!(grant["scope"], "snsapi_userinfo");
+    let user_token = grant["access_token"].as_str().unwrap().to_owned();
+    let openid = grant["openid"].as_str().unwrap().to_owned();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_owned();
+    assert!(openid.starts_with('o') && openid.len() == 28, "{openid}");
+    assert!(h.sim.user_token_valid(&user_token));
+    assert!(
+        !h.sim.token_valid(&user_token),
+        "a user token is no app token"
+    );
+
+    assert_eq!(errcode(&oauth_exchange(&h, SECRET, &code).await), 40163);
+    assert_eq!(errcode(&oauth_exchange(&h, SECRET, "nope").await), 40029);
+    let js_code = h.sim.mint_js_code(APPID);
+    assert_eq!(
+        errcode(&oauth_exchange(&h, SECRET, &js_code).await),
+        40029,
+        "a js_code is no OAuth code"
+    );
+    let late = h.sim.mint_oauth_code(APPID);
+    h.sim.advance(Duration::from_secs(301));
+    assert_eq!(errcode(&oauth_exchange(&h, SECRET, &late).await), 40029);
+
+    let info = sns(
+        &h,
+        &format!("userinfo?access_token={user_token}&openid={openid}&lang=en"),
+    )
+    .await;
+    assert_eq!(info["openid"], openid.as_str(), "{info}");
+    assert_eq!(info["language"], "en");
+    let other = h.sim.add_user(APPID);
+    let info = sns(
+        &h,
+        &format!("userinfo?access_token={user_token}&openid={other}"),
+    )
+    .await;
+    assert_eq!(errcode(&info), 40003);
+    let auth = sns(
+        &h,
+        &format!("auth?access_token={user_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(auth, json!({ "errcode": 0, "errmsg": "ok" }));
+
+    // Refreshing issues a new user token and keeps the refresh token.
+    let renewed = sns(
+        &h,
+        &format!(
+            "oauth2/refresh_token?appid={APPID}&grant_type=refresh_token&refresh_token={refresh}"
+        ),
+    )
+    .await;
+    assert_eq!(renewed["refresh_token"], refresh.as_str(), "{renewed}");
+    assert_eq!(renewed["openid"], openid.as_str());
+    let renewed_token = renewed["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(renewed_token, user_token);
+    let bad = sns(
+        &h,
+        &format!("oauth2/refresh_token?appid={APPID}&grant_type=refresh_token&refresh_token=nope"),
+    )
+    .await;
+    assert_eq!(errcode(&bad), 40030);
+
+    // After two hours the user token is dead; the refresh token is not.
+    h.sim.advance(Duration::from_secs(7200));
+    let info = sns(
+        &h,
+        &format!("userinfo?access_token={user_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(errcode(&info), 42001);
+    let renewed = sns(
+        &h,
+        &format!(
+            "oauth2/refresh_token?appid={APPID}&grant_type=refresh_token&refresh_token={refresh}"
+        ),
+    )
+    .await;
+    let renewed_token = renewed["access_token"].as_str().unwrap();
+    let auth = sns(
+        &h,
+        &format!("auth?access_token={renewed_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(auth, json!({ "errcode": 0, "errmsg": "ok" }));
+
+    assert_eq!(h.sim.calls(Endpoint::OAuthAccessToken), 6);
+    assert_eq!(h.sim.calls(Endpoint::OAuthRefreshToken), 3);
+    assert_eq!(h.sim.calls(Endpoint::SnsUserInfo), 3);
+    assert_eq!(h.sim.calls(Endpoint::SnsAuth), 2);
+    assert_eq!(h.sim.total_token_calls(), 0, "no app token was involved");
+}
+
+#[tokio::test]
+async fn user_and_app_tokens_do_not_mix() {
+    let h = start(SimConfig::default()).await;
+    let app_token = classic_ok(&h).await;
+    let openid = h.sim.add_user(APPID);
+    let info = sns(
+        &h,
+        &format!("userinfo?access_token={app_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(errcode(&info), 40001, "an app token on /sns/userinfo");
+
+    let code = h.sim.mint_oauth_code_for(APPID, &openid, Scope::Base);
+    let grant = oauth_exchange(&h, SECRET, &code).await;
+    assert_eq!(grant["scope"], "snsapi_base");
+    let user_token = grant["access_token"].as_str().unwrap();
+    assert_eq!(errcode(&invoke(&h, user_token).await), 40001);
+    let info = get_json(format!(
+        "{}/cgi-bin/user/info?access_token={user_token}&openid={openid}",
+        h.base_url()
+    ))
+    .await;
+    assert_eq!(errcode(&info), 40001, "a user token on an app-token API");
+    let info = sns(
+        &h,
+        &format!("userinfo?access_token={user_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(errcode(&info), 48001, "snsapi_base grants no profile");
+    let auth = sns(
+        &h,
+        &format!("auth?access_token={user_token}&openid={openid}"),
+    )
+    .await;
+    assert_eq!(errcode(&auth), 0);
+}
+
+#[tokio::test]
+async fn jscode2session_checks_the_secret_and_spends_the_code() {
+    let h = start(SimConfig::default()).await;
+    let session = |secret: &'static str, code: String| {
+        let h = &h;
+        async move {
+            sns(
+                h,
+                &format!(
+                    "jscode2session?appid={APPID}&secret={secret}&js_code={code}&grant_type=authorization_code"
+                ),
+            )
+            .await
+        }
+    };
+    let code = h.sim.mint_js_code(APPID);
+    assert_eq!(errcode(&session("anything", code.clone()).await), 40125);
+    let answer = session(SECRET, code.clone()).await;
+    assert!(
+        answer["openid"].as_str().unwrap().starts_with('o'),
+        "{answer}"
+    );
+    assert_eq!(answer["session_key"].as_str().unwrap().len(), 24);
+    assert!(answer.get("errcode").is_none());
+    assert_eq!(errcode(&session(SECRET, code).await), 40163);
+    assert_eq!(errcode(&session(SECRET, "nope".into()).await), 40029);
+    let unknown = get_json(format!(
+        "{}/sns/jscode2session?appid=wx0000000000000000&secret=s&js_code=c&grant_type=authorization_code",
+        h.base_url()
+    ))
+    .await;
+    assert_eq!(errcode(&unknown), 40013);
+    let missing = sns(
+        &h,
+        &format!("jscode2session?appid={APPID}&secret={SECRET}&grant_type=authorization_code"),
+    )
+    .await;
+    assert_eq!(errcode(&missing), 41008);
+    assert_eq!(h.sim.calls(Endpoint::JsCode2Session), 6);
+}
+
+#[tokio::test]
+async fn media_get_answers_errors_as_text_plain() {
+    let h = start(SimConfig::default()).await;
+    let token = classic_ok(&h).await;
+    let media_id = h.sim.add_media(APPID, b"\xff\xd8\xff\xe0 a jpeg");
+    let fetch = |token: String, media_id: String| {
+        let url = format!(
+            "{}/cgi-bin/media/get?access_token={token}&media_id={media_id}",
+            h.base_url()
+        );
+        async move {
+            within(async {
+                let response = client().get(url).send().await?;
+                let content_type = response.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned();
+                Ok::<_, reqwest::Error>((content_type, response.bytes().await?))
+            })
+            .await
+            .expect("request succeeds")
+        }
+    };
+    let (content_type, body) = fetch(token.clone(), media_id.clone()).await;
+    assert_eq!(content_type, "image/jpeg");
+    assert_eq!(&body[..], b"\xff\xd8\xff\xe0 a jpeg");
+
+    for (token, media_id, code) in [
+        ("bogus".to_owned(), media_id.clone(), 40001),
+        (token.clone(), "nope".to_owned(), 40007),
+    ] {
+        let (content_type, body) = fetch(token, media_id).await;
+        assert_eq!(content_type, "text/plain", "errors are not labelled JSON");
+        let error: Value = serde_json::from_slice(&body).expect("the body is still JSON");
+        assert_eq!(errcode(&error), code, "{error}");
+    }
+    assert_eq!(h.sim.calls(Endpoint::MediaGet), 3);
+}
+
+#[tokio::test]
+async fn official_account_apis_check_the_app_token_and_openid() {
+    let h = start(SimConfig::default()).await;
+    let token = classic_ok(&h).await;
+    let openid = h.sim.add_user(APPID);
+    let base = h.base_url();
+
+    let ips = get_json(format!("{base}/cgi-bin/getcallbackip?access_token={token}")).await;
+    assert!(!ips["ip_list"].as_array().unwrap().is_empty(), "{ips}");
+    let info = get_json(format!(
+        "{base}/cgi-bin/user/info?access_token={token}&openid={openid}&lang=zh_CN"
+    ))
+    .await;
+    assert_eq!(info["subscribe"], 1, "{info}");
+    assert_eq!(info["openid"], openid.as_str());
+    let stranger = h.sim.add_user("wx0000000000other1");
+    let info = get_json(format!(
+        "{base}/cgi-bin/user/info?access_token={token}&openid={stranger}"
+    ))
+    .await;
+    assert_eq!(errcode(&info), 40003, "another app's user");
+
+    let send = |body: Value| {
+        post_json(
+            format!("{base}/cgi-bin/message/custom/send?access_token={token}"),
+            body,
+        )
+    };
+    let sent =
+        send(json!({ "touser": openid, "msgtype": "text", "text": { "content": "hi" } })).await;
+    assert_eq!(sent, json!({ "errcode": 0, "errmsg": "ok" }));
+    assert_eq!(
+        errcode(&send(json!({ "touser": openid, "msgtype": "fax" })).await),
+        40008
+    );
+    assert_eq!(
+        errcode(&send(json!({ "touser": stranger, "msgtype": "text" })).await),
+        40003
+    );
+
+    // The same token checks as every app-token API.
+    let _ = h.sim.issue_classic_directly(APPID);
+    let _ = h.sim.issue_classic_directly(APPID);
+    let stale = get_json(format!("{base}/cgi-bin/getcallbackip?access_token={token}")).await;
+    assert_eq!(errcode(&stale), 40001);
+    h.sim.advance(Duration::from_secs(7200));
+    let fresh = h.sim.issue_classic_directly(APPID).unwrap();
+    h.sim.advance(Duration::from_secs(7200));
+    let expired = get_json(format!("{base}/cgi-bin/getcallbackip?access_token={fresh}")).await;
+    assert_eq!(errcode(&expired), 42001);
+
+    assert_eq!(h.sim.calls(Endpoint::GetCallbackIp), 3);
+    assert_eq!(h.sim.calls(Endpoint::UserInfo), 2);
+    assert_eq!(h.sim.calls(Endpoint::CustomSend), 3);
+}
+
+#[tokio::test]
+async fn admin_routes_mint_codes_and_count_the_user_apis() {
+    let h = start(SimConfig::default()).await;
+    let admin = format!("{}/__sim", h.base_url());
+    let user = post_json(format!("{admin}/users"), json!({ "appid": APPID })).await;
+    let openid = user["openid"].as_str().unwrap().to_owned();
+    let minted = post_json(
+        format!("{admin}/oauth_code"),
+        json!({ "appid": APPID, "openid": openid, "scope": "snsapi_base" }),
+    )
+    .await;
+    assert_eq!(minted["openid"], openid.as_str());
+    let grant = oauth_exchange(&h, SECRET, minted["code"].as_str().unwrap()).await;
+    assert_eq!(grant["openid"], openid.as_str(), "{grant}");
+    assert_eq!(grant["scope"], "snsapi_base");
+
+    let minted = post_json(format!("{admin}/js_code"), json!({ "appid": APPID })).await;
+    let js_code = minted["js_code"].as_str().unwrap();
+    let session = sns(
+        &h,
+        &format!("jscode2session?appid={APPID}&secret={SECRET}&js_code={js_code}&grant_type=authorization_code"),
+    )
+    .await;
+    assert_eq!(session["openid"], minted["openid"], "{session}");
+
+    let media = post_json(
+        format!("{admin}/media"),
+        json!({ "appid": APPID, "content": "jpeg" }),
+    )
+    .await;
+    assert_eq!(media["media_id"].as_str().unwrap().len(), 64);
+    let bad = post_json(
+        format!("{admin}/oauth_code"),
+        json!({ "appid": APPID, "scope": "snsapi_login" }),
+    )
+    .await;
+    assert_eq!(errcode(&bad), 400);
+
+    let calls = get_json(format!("{admin}/calls")).await;
+    assert_eq!(calls["oauth_access_token"], 1, "{calls}");
+    assert_eq!(calls["jscode2session"], 1);
+    assert_eq!(calls["sns_userinfo"], 0);
+    assert_eq!(calls["media_get"], 0);
 }

@@ -13,7 +13,7 @@ use tracing::info;
 use super::params::{self, get};
 use super::reply::{self, Body};
 use super::routes::SimRequest;
-use super::{AccountKind, Endpoint, Fault, Simulator};
+use super::{AccountKind, Endpoint, Fault, Scope, Simulator};
 
 pub(crate) fn handle(sim: &Simulator, route: &str, request: &SimRequest) -> Response<Body> {
     match answer(sim, route, request) {
@@ -98,8 +98,60 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
                 "ip_whitelist": config.ip_whitelist.map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
             }))
         }
+        (&Method::POST, "users") => {
+            let AppBody { appid } = body(request)?;
+            Ok(json!({ "openid": sim.add_user(&appid) }))
+        }
+        (&Method::POST, "oauth_code") => {
+            let code = body::<OAuthCodeBody>(request)?;
+            let scope = match code.scope.as_deref() {
+                None => Scope::UserInfo,
+                Some(text) => Scope::parse(text)
+                    .ok_or_else(|| bad("scope must be snsapi_base or snsapi_userinfo"))?,
+            };
+            let openid = code.openid.unwrap_or_else(|| sim.add_user(&code.appid));
+            let minted = sim.mint_oauth_code_for(&code.appid, &openid, scope);
+            Ok(json!({ "code": minted, "openid": openid }))
+        }
+        (&Method::POST, "js_code") => {
+            let code = body::<JsCodeBody>(request)?;
+            let openid = code.openid.unwrap_or_else(|| sim.add_user(&code.appid));
+            let minted = sim.mint_js_code_for(&code.appid, &openid);
+            Ok(json!({ "js_code": minted, "openid": openid }))
+        }
+        (&Method::POST, "media") => {
+            let media = body::<MediaBody>(request)?;
+            let media_id = sim.add_media(&media.appid, media.content.as_bytes());
+            Ok(json!({ "media_id": media_id }))
+        }
         _ => Err((StatusCode::NOT_FOUND, "not found".to_owned())),
     }
+}
+
+#[derive(Deserialize)]
+struct AppBody {
+    appid: String,
+}
+
+/// `{"appid":..,"openid"?:..,"scope"?:..}`: a new user unless `openid` names
+/// one; `snsapi_userinfo` unless `scope` says otherwise.
+#[derive(Deserialize)]
+struct OAuthCodeBody {
+    appid: String,
+    openid: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JsCodeBody {
+    appid: String,
+    openid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MediaBody {
+    appid: String,
+    content: String,
 }
 
 fn bad(message: &str) -> (StatusCode, String) {

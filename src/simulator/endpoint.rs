@@ -28,11 +28,29 @@ pub enum Endpoint {
     BatchDeleteFile,
     /// `GET` or `POST /cgi-bin/openapi/quota/get`.
     QuotaGet,
+    /// `GET /sns/oauth2/access_token`: a web OAuth code for a user token.
+    OAuthAccessToken,
+    /// `GET /sns/oauth2/refresh_token`.
+    OAuthRefreshToken,
+    /// `GET /sns/userinfo` (user token).
+    SnsUserInfo,
+    /// `GET /sns/auth` (user token).
+    SnsAuth,
+    /// `GET /sns/jscode2session`: a Mini Program login.
+    JsCode2Session,
+    /// `GET /cgi-bin/media/get`: a temporary media file.
+    MediaGet,
+    /// `GET /cgi-bin/user/info`: a follower's profile (app token).
+    UserInfo,
+    /// `POST /cgi-bin/message/custom/send`.
+    CustomSend,
+    /// `GET /cgi-bin/getcallbackip`.
+    GetCallbackIp,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (the order `/__sim/calls` lists them).
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 21] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::WecomGetToken,
@@ -45,6 +63,15 @@ impl Endpoint {
         Endpoint::UploadFile,
         Endpoint::BatchDeleteFile,
         Endpoint::QuotaGet,
+        Endpoint::OAuthAccessToken,
+        Endpoint::OAuthRefreshToken,
+        Endpoint::SnsUserInfo,
+        Endpoint::SnsAuth,
+        Endpoint::JsCode2Session,
+        Endpoint::MediaGet,
+        Endpoint::UserInfo,
+        Endpoint::CustomSend,
+        Endpoint::GetCallbackIp,
     ];
 
     /// The snake_case name used in admin answers and log fields.
@@ -62,6 +89,15 @@ impl Endpoint {
             Endpoint::UploadFile => "upload_file",
             Endpoint::BatchDeleteFile => "batch_delete_file",
             Endpoint::QuotaGet => "quota_get",
+            Endpoint::OAuthAccessToken => "oauth_access_token",
+            Endpoint::OAuthRefreshToken => "oauth_refresh_token",
+            Endpoint::SnsUserInfo => "sns_userinfo",
+            Endpoint::SnsAuth => "sns_auth",
+            Endpoint::JsCode2Session => "jscode2session",
+            Endpoint::MediaGet => "media_get",
+            Endpoint::UserInfo => "user_info",
+            Endpoint::CustomSend => "custom_send",
+            Endpoint::GetCallbackIp => "getcallbackip",
         }
     }
 
@@ -70,8 +106,8 @@ impl Endpoint {
         Endpoint::ALL.into_iter().find(|e| e.name() == name)
     }
 
-    /// True for the endpoints that issue tokens; only these see faults,
-    /// latency and the IP whitelist.
+    /// True for the endpoints that issue app tokens; only these see faults,
+    /// latency and the IP whitelist. User OAuth tokens are not app tokens.
     pub fn issues_tokens(self) -> bool {
         matches!(
             self,
@@ -94,6 +130,15 @@ impl Endpoint {
             "/tcb/uploadfile" => Endpoint::UploadFile,
             "/tcb/batchdeletefile" => Endpoint::BatchDeleteFile,
             "/cgi-bin/openapi/quota/get" => Endpoint::QuotaGet,
+            "/sns/oauth2/access_token" => Endpoint::OAuthAccessToken,
+            "/sns/oauth2/refresh_token" => Endpoint::OAuthRefreshToken,
+            "/sns/userinfo" => Endpoint::SnsUserInfo,
+            "/sns/auth" => Endpoint::SnsAuth,
+            "/sns/jscode2session" => Endpoint::JsCode2Session,
+            "/cgi-bin/media/get" => Endpoint::MediaGet,
+            "/cgi-bin/user/info" => Endpoint::UserInfo,
+            "/cgi-bin/message/custom/send" => Endpoint::CustomSend,
+            "/cgi-bin/getcallbackip" => Endpoint::GetCallbackIp,
             _ => return None,
         };
         Some(endpoint)

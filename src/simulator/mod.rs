@@ -1,7 +1,9 @@
 //! The fake WeChat API: an in-process, HTTP-speaking model of WeChat's token
 //! endpoints (`/cgi-bin/token`, `/cgi-bin/stable_token`, WeCom's
 //! `/cgi-bin/gettoken`), a handful of token-consuming APIs (`/tcb/*`,
-//! `quota/get`), fault injection and inspection. It is the test oracle for
+//! `quota/get`, `user/info`, `message/custom/send`, `getcallbackip`,
+//! `media/get`), the user-facing `/sns/*` APIs (web OAuth with USER tokens,
+//! the Mini Program's `jscode2session`), fault injection and inspection. It is the test oracle for
 //! the broker, so it follows WeChat's rules, not the broker's wishes; the
 //! `demo` and `simulate` commands serve it too.
 //!
@@ -30,21 +32,31 @@
 //! `POST clear`, `POST latency` (`{"ms":..}`), `POST lifetime`
 //! (`{"secs":..}`), `POST advance` (`{"secs":..}`), `GET valid?token=T`,
 //! `POST accounts` (`{"appid":..,"secret":..,"kind":"wechat"|"wecom"}`),
-//! `GET last?endpoint=NAME` and `GET config`.
+//! `GET last?endpoint=NAME`, `GET config`, and for the user-facing APIs
+//! `POST users` (`{"appid":..}` → `{"openid":..}`), `POST oauth_code`
+//! (`{"appid":..,"openid"?:..,"scope"?:"snsapi_base"|"snsapi_userinfo"}` →
+//! `{"code":..,"openid":..}`), `POST js_code` (`{"appid":..,"openid"?:..}` →
+//! `{"js_code":..,"openid":..}`) and `POST media` (`{"appid":..,"content":..}`
+//! → `{"media_id":..}`).
 
 mod admin;
+mod app_token;
 mod clock;
 mod endpoint;
 mod faults;
+mod media;
+mod mp_api;
 mod params;
 mod quota;
 mod reply;
 mod routes;
 mod server;
+mod sns;
 mod state;
 mod tcb;
 mod token_api;
 mod tokens;
+mod users;
 mod wx_error;
 
 use std::future::Future;
@@ -58,6 +70,7 @@ use tokio::task::JoinHandle;
 
 pub use endpoint::Endpoint;
 pub use faults::Fault;
+pub use users::Scope;
 
 use state::State;
 use tokens::TokenStatus;
@@ -237,6 +250,52 @@ impl Simulator {
     /// The last request `endpoint` received.
     pub fn last_request(&self, endpoint: Endpoint) -> Option<RecordedRequest> {
         self.lock().last_request(endpoint)
+    }
+
+    /// A new user (follower) of `appid`; returns the openid.
+    pub fn add_user(&self, appid: &str) -> String {
+        self.lock().users.add_user(appid)
+    }
+
+    /// A web OAuth code for a new user of `appid` who consented to
+    /// `snsapi_userinfo`, as WeChat hands one to the redirect page; valid
+    /// once, for five minutes, at `/sns/oauth2/access_token`.
+    pub fn mint_oauth_code(&self, appid: &str) -> String {
+        let openid = self.add_user(appid);
+        self.mint_oauth_code_for(appid, &openid, Scope::UserInfo)
+    }
+
+    /// A web OAuth code for a known user and scope.
+    pub fn mint_oauth_code_for(&self, appid: &str, openid: &str, scope: Scope) -> String {
+        let mut state = self.lock();
+        let now = state.clock.now();
+        state.users.mint_oauth_code(appid, openid, scope, now)
+    }
+
+    /// A Mini Program `js_code` for a new user of `appid`, as `wx.login()`
+    /// returns one; valid once, for five minutes, at `/sns/jscode2session`.
+    pub fn mint_js_code(&self, appid: &str) -> String {
+        let openid = self.add_user(appid);
+        self.mint_js_code_for(appid, &openid)
+    }
+
+    /// A `js_code` for a known user.
+    pub fn mint_js_code_for(&self, appid: &str, openid: &str) -> String {
+        let mut state = self.lock();
+        let now = state.clock.now();
+        state.users.mint_js_code(appid, openid, now)
+    }
+
+    /// Whether `token` is a user OAuth token `/sns/userinfo` accepts now.
+    pub fn user_token_valid(&self, token: &str) -> bool {
+        let state = self.lock();
+        state.users.check_token(token, state.clock.now()).is_ok()
+    }
+
+    /// Stores a temporary image for `appid`, as `media/upload` would;
+    /// returns the media_id `media/get` serves it under.
+    pub fn add_media(&self, appid: &str, content: &[u8]) -> String {
+        self.lock().media.add(appid, content.to_vec())
     }
 
     /// A snapshot of the current configuration.

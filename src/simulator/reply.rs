@@ -1,9 +1,11 @@
 //! Response builders: WeChat-shaped JSON (WeChat answers errors with HTTP
-//! 200 and an errcode), and the broken answers faults produce.
+//! 200 and an errcode), the file-download APIs' answers (a binary body, or
+//! the JSON error labelled `text/plain`), and the broken answers faults
+//! produce.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -24,6 +26,24 @@ pub(crate) fn ok(value: &Value) -> Response<Body> {
 
 pub(crate) fn wx_error(error: &WxError) -> Response<Body> {
     ok(&error.to_json())
+}
+
+/// An error from a file-download API (`media/get`): WeChat sends the JSON
+/// object with `Content-Type: text/plain`, which clients that only parse
+/// JSON-typed bodies mistake for file content.
+pub(crate) fn wx_error_as_text(error: &WxError) -> Response<Body> {
+    with_type(StatusCode::OK, "text/plain", error.to_json().to_string())
+}
+
+/// A downloaded file, with the `Content-disposition` naming it.
+pub(crate) fn file(content_type: &'static str, filename: &str, body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(CONTENT_DISPOSITION, value);
+    }
+    response
 }
 
 /// Not a WeChat route at all (WeChat itself answers these from nginx; a

@@ -1,6 +1,6 @@
 //! HTTP dispatch: reads a whole request, counts and records it against its
-//! endpoint, and hands it to the token API, the token-consuming APIs or the
-//! admin routes.
+//! endpoint, and hands it to the token API, the token-consuming APIs, the
+//! user-facing `/sns/*` APIs or the admin routes.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,7 +13,9 @@ use serde_json::json;
 use tracing::debug;
 
 use super::reply::{self, Body};
-use super::{admin, params, tcb, token_api, Endpoint, RecordedRequest, Simulator};
+use super::{
+    admin, media, mp_api, params, sns, tcb, token_api, Endpoint, RecordedRequest, Simulator,
+};
 
 /// Bodies larger than this are refused; WeChat's own limits are far lower.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -96,9 +98,17 @@ pub(crate) async fn handle(
         );
     }
     debug!(endpoint = endpoint.name(), method = %request.method, "simulator call");
-    if endpoint.issues_tokens() {
-        token_api::handle(&sim, endpoint, &request).await
-    } else {
-        Ok(tcb::handle(&sim, endpoint, &request))
-    }
+    Ok(match endpoint {
+        _ if endpoint.issues_tokens() => return token_api::handle(&sim, endpoint, &request).await,
+        Endpoint::OAuthAccessToken
+        | Endpoint::OAuthRefreshToken
+        | Endpoint::SnsUserInfo
+        | Endpoint::SnsAuth
+        | Endpoint::JsCode2Session => sns::handle(&sim, endpoint, &request),
+        Endpoint::MediaGet => media::handle(&sim, &request),
+        Endpoint::UserInfo | Endpoint::CustomSend | Endpoint::GetCallbackIp => {
+            mp_api::handle(&sim, endpoint, &request)
+        }
+        _ => tcb::handle(&sim, endpoint, &request),
+    })
 }

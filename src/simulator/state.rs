@@ -1,6 +1,7 @@
 //! All mutable simulator state behind one `std::sync::Mutex` (never held
-//! across an `.await`): accounts, the token book, quotas, the fault queue,
-//! call counters and recorded requests; and WeChat's issuing rules for the
+//! across an `.await`): accounts, the token book, the users and their
+//! credentials, uploaded media, quotas, the fault queue, call counters and
+//! recorded requests; and WeChat's issuing rules for the
 //! three token families, which need all of these at once.
 
 use std::collections::HashMap;
@@ -11,8 +12,10 @@ use tracing::{debug, info};
 
 use super::clock::{Clock, SimTime};
 use super::faults::FaultQueue;
+use super::media::MediaStore;
 use super::quota::{Counter, Quotas};
 use super::tokens::{Family, TokenBook, TokenStatus};
+use super::users::UserBook;
 use super::wx_error::WxError;
 use super::{AccountKind, Endpoint, RecordedRequest, SimConfig};
 use crate::secret::fingerprint;
@@ -41,6 +44,8 @@ pub(crate) struct State {
     pub tokens: TokenBook,
     pub faults: FaultQueue,
     pub latency: Duration,
+    pub users: UserBook,
+    pub media: MediaStore,
     accounts: HashMap<String, Account>,
     quotas: Quotas,
     last_force: HashMap<String, SimTime>,
@@ -56,6 +61,8 @@ impl State {
             tokens: TokenBook::default(),
             faults: FaultQueue::default(),
             latency: Duration::ZERO,
+            users: UserBook::default(),
+            media: MediaStore::default(),
             accounts: HashMap::new(),
             quotas: Quotas::default(),
             last_force: HashMap::new(),
@@ -256,7 +263,9 @@ impl State {
         }
     }
 
-    fn check_wechat_account(&self, appid: &str, secret: &str) -> Result<(), WxError> {
+    /// WeChat's appid-then-secret check, shared by every call that carries
+    /// the app's secret (token fetches, OAuth and Mini Program logins).
+    pub(crate) fn check_wechat_account(&self, appid: &str, secret: &str) -> Result<(), WxError> {
         match self.accounts.get(appid) {
             Some(a) if a.kind == AccountKind::Wechat => {
                 if a.secret == secret {

@@ -8,10 +8,10 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 
+use super::app_token;
 use super::params::{self, get};
 use super::reply::{self, Body};
 use super::routes::SimRequest;
-use super::tokens::{Family, TokenStatus};
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};
 
@@ -31,7 +31,7 @@ pub(crate) fn handle(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) 
 
 fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<Value, WxError> {
     let query = params::parse_query(&request.query);
-    let token = check_token(sim, get(&query, "access_token"))?;
+    let token = app_token::check(sim, get(&query, "access_token"))?;
     let get_allowed = endpoint == Endpoint::QuotaGet && request.method == Method::GET;
     if request.method != Method::POST && !get_allowed {
         return Err(WxError::wechat(43002, "require POST method"));
@@ -76,18 +76,6 @@ fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<V
                 _ => Err(WxError::wechat(-1, "system error")),
             }
         }
-    }
-}
-
-/// WeChat's checks, in its order: present, known, not expired, latest.
-fn check_token<'a>(sim: &Simulator, token: Option<&'a str>) -> Result<&'a str, WxError> {
-    let token = token.ok_or_else(|| WxError::wechat(41001, "access_token missing"))?;
-    match sim.lock().token_status(token) {
-        TokenStatus::Valid(Family::Classic | Family::Stable) => Ok(token),
-        // A WeCom token means nothing to WeChat's APIs.
-        TokenStatus::Valid(Family::Wecom) => Err(WxError::wechat(40014, "invalid access_token")),
-        TokenStatus::Expired => Err(WxError::wechat(42001, "access_token expired")),
-        TokenStatus::NotLatest | TokenStatus::Unknown => Err(WxError::from_code(40001)),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod scripted;
+pub mod sdk;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,6 +108,9 @@ pub struct Options {
     pub dir: Option<tempfile::TempDir>,
     /// Also bind the WeChat-compatible listener on an ephemeral port.
     pub compat: bool,
+    /// Bind the compatible listener here instead (transparent mode uses
+    /// 127.0.0.1:443).
+    pub compat_addr: Option<SocketAddr>,
     /// Non-default fixed behaviour (a short proxy timeout).
     pub tuning: Option<Tuning>,
 }
@@ -136,16 +140,22 @@ impl Broker {
         let config = Config::from_toml_str("test.toml", &text).expect("test config is valid");
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listeners = Listeners {
-            api_tcp: Some(api),
-            api_unix: Some(UnixSocket::bind(&socket, 0o600, None).await.unwrap()),
-            metrics: Some(ops),
-            compat: if options.compat {
-                Some(TcpListener::bind("127.0.0.1:0").await.unwrap())
-            } else {
-                None
-            },
-        };
+        let listeners =
+            Listeners {
+                api_tcp: Some(api),
+                api_unix: Some(UnixSocket::bind(&socket, 0o600, None).await.unwrap()),
+                metrics: Some(ops),
+                compat: if options.compat {
+                    let addr = options
+                        .compat_addr
+                        .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+                    Some(TcpListener::bind(addr).await.unwrap_or_else(|e| {
+                        panic!("binding the compatible listener on {addr}: {e}")
+                    }))
+                } else {
+                    None
+                },
+            };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();
         let compat = listeners.compat_addr();
