@@ -31,6 +31,21 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Ask a running broker for /readyz or /livez; exit 0 on 200 (for health checks).
     Probe(ProbeArgs),
+    /// TLS for the WeChat-compatible listeners.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Write a local CA (ca.pem) and a certificate for api.weixin.qq.com,
+    /// qyapi.weixin.qq.com, localhost and 127.0.0.1 signed by it (cert.pem,
+    /// key.pem); the CA's own key is not kept.
+    Init {
+        /// Where to write the files (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -40,6 +40,8 @@ pub mod server;
 pub mod simulator;
 pub mod sink;
 pub mod store;
+pub mod tls;
+pub mod upstream;
 pub mod wechat;
 
 use std::future::Future;
@@ -65,8 +67,8 @@ use wechat::{TokenSource, WechatSource};
 pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("could not build the upstream HTTP client: {0}")]
-    HttpClient(#[source] reqwest::Error),
+    #[error("could not build the upstream HTTP client")]
+    HttpClient(#[source] upstream::ClientError),
 }
 
 /// A running daemon: its broker, metrics, and the tasks to stop.
@@ -235,7 +237,7 @@ pub async fn start_with(
         StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
         StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
     };
-    let http = wechat::upstream_client().map_err(StartError::HttpClient)?;
+    let http = wechat::upstream_client(&config.upstream).map_err(StartError::HttpClient)?;
     let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
@@ -257,7 +259,7 @@ pub async fn start_with(
         metrics.clone(),
         config.server.token_wait_timeout,
         Proxy::new(
-            Proxy::http_client().map_err(StartError::HttpClient)?,
+            Proxy::http_client(&config.upstream).map_err(StartError::HttpClient)?,
             tuning.proxy_timeout,
             config.server.token_wait_timeout,
             metrics.clone(),

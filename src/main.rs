@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use http::Method;
-use wxbroker::cli::{Cli, Command, DemoArgs, ProbeArgs, ServeArgs, SimulateArgs, TokenArgs};
+use wxbroker::cli::{
+    Cli, Command, DemoArgs, ProbeArgs, ServeArgs, SimulateArgs, TlsCommand, TokenArgs,
+};
 use wxbroker::client::{self, Target};
 use wxbroker::config::{Config, LogFormat};
 use wxbroker::reload::{ConfigReloads, ReloadError, Requested};
@@ -38,8 +40,27 @@ fn main() -> ExitCode {
             Command::Simulate(args) => report(simulate(args).await),
             Command::Token(args) => report(token(args).await),
             Command::Probe(args) => report(probe(args).await),
+            Command::Tls(TlsCommand::Init { dir }) => report(tls_init(&dir)),
         }
     })
+}
+
+/// `wxbroker tls init`: what was written, and what to do with it.
+fn tls_init(dir: &std::path::Path) -> anyhow::Result<()> {
+    let issued = wxbroker::tls::init(dir)?;
+    println!("wrote {}", issued.ca.display());
+    println!("wrote {}", issued.cert.display());
+    println!("wrote {} (mode 0600)", issued.key.display());
+    println!();
+    println!("serve the compatible listeners over TLS:");
+    println!("  [server.compat_tls]");
+    println!("  cert_file = \"{}\"", issued.cert.display());
+    println!("  key_file = \"{}\"", issued.key.display());
+    println!(
+        "and make the service trust {} (REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS, ...).",
+        issued.ca.display()
+    );
+    Ok(())
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

@@ -257,12 +257,14 @@ pub trait TokenSource: Send + Sync + 'static {
 /// (a classic token URL carries the secret in its query and a
 /// `stable_token` body carries it too: a 307 would send it on, and a 302
 /// would leak it in `Referer`), and never sends a `Referer` at all.
-pub fn upstream_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+pub fn upstream_client(
+    upstream: &crate::config::UpstreamConfig,
+) -> Result<reqwest::Client, crate::upstream::ClientError> {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        .build()
+        .referer(false);
+    crate::upstream::build(builder, upstream)
 }
 
 /// The real upstream for one configured app.

@@ -136,6 +136,7 @@ fn app(grant: Grant) -> AppConfig {
         api_base: "http://127.0.0.1:1".into(),
         fetch_timeout: Duration::from_secs(10),
         sink: None,
+        compat_listen: None,
     }
 }
 

@@ -34,7 +34,36 @@ pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
+}
+
+/// `[upstream]`: how the broker's own calls reach WeChat.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamConfig {
+    pub resolve: Resolve,
+    /// Connections for these host names go to these addresses instead;
+    /// the URL's scheme and `Host` stay as `api_base` says.
+    pub connect_to: Vec<(String, SocketAddr)>,
+}
+
+/// How upstream host names are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resolve {
+    /// The system resolver (the hosts file first).
+    #[default]
+    System,
+    /// The broker's own DNS client, nameservers from /etc/resolv.conf,
+    /// never the hosts file: transparent mode maps WeChat's hosts to the
+    /// broker there, and the broker must not call itself.
+    Dns,
+}
+
+/// `[server.compat_tls]`: the compatible listeners speak HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +81,8 @@ pub struct ServerConfig {
     /// A connection that sends no complete request head for this long is
     /// closed: slow senders (slowloris) and idle keep-alive connections.
     pub idle_timeout: Duration,
+    /// Serve every compatible listener over TLS.
+    pub compat_tls: Option<TlsFiles>,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.
@@ -117,6 +148,9 @@ pub struct AppConfig {
     pub fetch_timeout: Duration,
     /// A file kept holding the current token, if configured.
     pub sink: Option<SinkConfig>,
+    /// A compatible listener serving this app alone, whatever appid or
+    /// token a call carries.
+    pub compat_listen: Option<SocketAddr>,
 }
 
 /// `[[apps]] sink`: a file the broker rewrites atomically with the app's

@@ -20,7 +20,24 @@ pub(crate) struct RawConfig {
     pub server: Option<RawServer>,
     pub store: Option<RawStore>,
     pub log: Option<RawLog>,
+    pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
+}
+
+/// `[upstream]`: how the broker reaches WeChat.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub resolve: Option<String>,
+    pub connect_to: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `[server.compat_tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +53,7 @@ pub(crate) struct RawServer {
     pub wechat_compat_listen: Option<String>,
     pub token_wait_timeout: Option<Loose>,
     pub idle_timeout: Option<Loose>,
+    pub compat_tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +88,7 @@ pub(crate) struct RawApp {
     pub api_base: Option<String>,
     pub fetch_timeout: Option<Loose>,
     pub sink: Option<RawSink>,
+    pub compat_listen: Option<String>,
 }
 
 /// `sink = { path = "...", format = "json", mode = "0600" }`: a file the

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::urls::masked;
-use super::{AppKind, Config, Grant, LogFormat, SecretSource, SinkFormat, StoreBackend};
+use super::{AppKind, Config, Grant, LogFormat, Resolve, SecretSource, SinkFormat, StoreBackend};
 
 pub(crate) fn effective(config: &Config) -> String {
     let mut out = Out::default();
@@ -36,6 +36,16 @@ pub(crate) fn effective(config: &Config) -> String {
     out.addr("wechat_compat_listen", server.wechat_compat_listen);
     out.duration("token_wait_timeout", server.token_wait_timeout);
     out.duration("idle_timeout", server.idle_timeout);
+    if let Some(tls) = &server.compat_tls {
+        out.raw(
+            "compat_tls",
+            &format!(
+                "{{ cert_file = {}, key_file = {} }}",
+                quoted(&tls.cert_file.to_string_lossy()),
+                quoted(&tls.key_file.to_string_lossy())
+            ),
+        );
+    }
 
     out.table("[store]");
     match &config.store.backend {
@@ -58,6 +68,22 @@ pub(crate) fn effective(config: &Config) -> String {
     };
     out.string("format", format);
     out.string("level", &config.log.level);
+
+    out.table("[upstream]");
+    let resolve = match config.upstream.resolve {
+        Resolve::System => "system",
+        Resolve::Dns => "dns",
+    };
+    out.string("resolve", resolve);
+    if !config.upstream.connect_to.is_empty() {
+        let pairs: Vec<String> = config
+            .upstream
+            .connect_to
+            .iter()
+            .map(|(host, addr)| format!("{} = {}", quoted(host), quoted(&addr.to_string())))
+            .collect();
+        out.raw("connect_to", &format!("{{ {} }}", pairs.join(", ")));
+    }
 
     for app in &config.apps {
         out.table("[[apps]]");
@@ -104,6 +130,7 @@ pub(crate) fn effective(config: &Config) -> String {
             }
             None => out.comment("sink: not set (disabled)"),
         }
+        out.addr("compat_listen", app.compat_listen);
     }
     out.0
 }

@@ -16,11 +16,14 @@ use std::time::Duration;
 use humantime::format_duration;
 
 use super::error::Problem;
-use super::raw::{InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore};
+use super::raw::{
+    InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore, RawTls,
+    RawUpstream,
+};
 use super::urls;
 use super::{
-    AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, SecretSource, ServerConfig,
-    SinkConfig, SinkFormat, StoreBackend, StoreConfig,
+    AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, Resolve, SecretSource, ServerConfig,
+    SinkConfig, SinkFormat, StoreBackend, StoreConfig, TlsFiles, UpstreamConfig,
 };
 use crate::secret::Secret;
 
@@ -62,12 +65,102 @@ const MAX_SOCKET_PATH: usize = 107;
 const MAX_SECRET_FILE: u64 = 4096;
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
+    let server = server(raw.server)?;
+    let apps = apps(raw.apps.unwrap_or_default(), env)?;
+    compat_listeners(&server, &apps)?;
     Ok(Config {
         source: source.to_owned(),
-        server: server(raw.server)?,
+        server,
         store: store(raw.store.unwrap_or_default())?,
         log: log(raw.log.unwrap_or_default())?,
-        apps: apps(raw.apps.unwrap_or_default(), env)?,
+        upstream: upstream(raw.upstream.unwrap_or_default())?,
+        apps,
+    })
+}
+
+/// Per-app `compat_listen` addresses are distinct from every other
+/// listener, and `compat_tls` has a compatible listener to serve.
+fn compat_listeners(server: &ServerConfig, apps: &[AppConfig]) -> Result<(), Problem> {
+    let mut taken: Vec<(String, SocketAddr)> = [
+        ("server.listen", server.listen),
+        ("server.metrics_listen", server.metrics_listen),
+        ("server.wechat_compat_listen", server.wechat_compat_listen),
+    ]
+    .into_iter()
+    .filter_map(|(key, addr)| Some((key.to_owned(), addr?)))
+    .collect();
+    for app in apps {
+        let Some(addr) = app.compat_listen else {
+            continue;
+        };
+        let key = format!("apps.{}.compat_listen", app.name);
+        if addr.port() != 0 {
+            if let Some((other, _)) = taken.iter().find(|(_, used)| *used == addr) {
+                return Err(Problem::new(key, format!("{addr} is already {other}")));
+            }
+        }
+        taken.push((key, addr));
+    }
+    let any_compat =
+        server.wechat_compat_listen.is_some() || apps.iter().any(|app| app.compat_listen.is_some());
+    if server.compat_tls.is_some() && !any_compat {
+        return Err(Problem::new(
+            "server.compat_tls",
+            "applies only with server.wechat_compat_listen or an app's compat_listen",
+        ));
+    }
+    Ok(())
+}
+
+/// `[server.compat_tls]`: both files required, and loaded here so that a
+/// bad certificate is a configuration error naming the key.
+fn compat_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
+    let cert_file = path("server.compat_tls.cert_file", raw.cert_file)?
+        .ok_or_else(|| Problem::new("server.compat_tls.cert_file", "required"))?;
+    let key_file = path("server.compat_tls.key_file", raw.key_file)?
+        .ok_or_else(|| Problem::new("server.compat_tls.key_file", "required"))?;
+    if let Err(err) = crate::tls::server_config(&cert_file, &key_file) {
+        let key = match &err {
+            crate::tls::TlsError::Read { key, .. }
+            | crate::tls::TlsError::NoCertificate { key, .. } => *key,
+            _ => "server.compat_tls",
+        };
+        return Err(Problem::new(key, format!("{:#}", anyhow::Error::from(err))));
+    }
+    Ok(TlsFiles {
+        cert_file,
+        key_file,
+    })
+}
+
+/// `[upstream]`.
+fn upstream(raw: RawUpstream) -> Result<UpstreamConfig, Problem> {
+    let resolve = match raw.resolve.as_deref() {
+        None | Some("system") => Resolve::System,
+        Some("dns") => Resolve::Dns,
+        Some(other) => {
+            return Err(Problem::new(
+                "upstream.resolve",
+                format!("\"{other}\" is not one of system, dns"),
+            ))
+        }
+    };
+    let mut connect_to = Vec::new();
+    for (host, addr) in raw.connect_to.unwrap_or_default() {
+        let key = format!("upstream.connect_to.{host}");
+        let valid_host = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+        if !valid_host {
+            return Err(Problem::new(key, "is not a host name"));
+        }
+        let addr = socket_addr(&key, Some(addr))?.expect("a value was given");
+        connect_to.push((host.to_ascii_lowercase(), addr));
+    }
+    Ok(UpstreamConfig {
+        resolve,
+        connect_to,
     })
 }
 
@@ -163,6 +256,7 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         wechat_compat_listen,
         token_wait_timeout,
         idle_timeout,
+        compat_tls: raw.compat_tls.map(compat_tls).transpose()?,
     })
 }
 
@@ -455,6 +549,7 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
     at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
 
     let sink = raw.sink.map(|raw| sink(&key("sink"), raw)).transpose()?;
+    let compat_listen = socket_addr(&key("compat_listen"), raw.compat_listen)?;
 
     Ok(AppConfig {
         name,
@@ -469,6 +564,7 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
         api_base,
         fetch_timeout,
         sink,
+        compat_listen,
     })
 }
 

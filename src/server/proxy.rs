@@ -124,12 +124,15 @@ impl Proxy {
 
     /// The client the proxy needs: redirects are passed back to the caller,
     /// never followed (a redirect would carry the token to another host).
-    pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-        reqwest::Client::builder()
+    pub fn http_client(
+        upstream: &crate::config::UpstreamConfig,
+    ) -> Result<reqwest::Client, crate::upstream::ClientError> {
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .connect_timeout(PROXY_TIMEOUT)
-            .read_timeout(PROXY_TIMEOUT)
-            .build()
+            .read_timeout(PROXY_TIMEOUT);
+        crate::upstream::build(builder, upstream)
     }
 
     /// Forwards `request` with `app`'s token and counts the outcome in
