@@ -27,6 +27,8 @@ pub enum ApiError {
     ProxiedRequestRefused,
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("app '{app}' has no valid token; retry in {retry_after}s")]
     TokenUnavailable {
         app: String,
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
             ApiError::ProxiedRequestRefused => S::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => S::REQUEST_TIMEOUT,
             ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             ApiError::UpstreamError(_) => S::BAD_GATEWAY,
             ApiError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::MissingClientHeader => "missing_client_header",
             ApiError::ProxiedRequestRefused => "proxied_request_refused",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::TokenUnavailable { .. } => "token_unavailable",
             ApiError::UpstreamError(_) => "upstream_error",
             ApiError::UpstreamTimeout => "upstream_timeout",
@@ -109,6 +113,7 @@ impl ApiError {
                 limit: PROXY_BODY_LIMIT,
             },
             ProxyError::BadBody(message) => ApiError::BadRequest(message),
+            ProxyError::BodyTimeout => ApiError::RequestTimeout,
             ProxyError::Token(err) => ApiError::from_token_error(app, err),
             ProxyError::Timeout(_) => ApiError::UpstreamTimeout,
             ProxyError::Upstream(message) => ApiError::UpstreamError(message),

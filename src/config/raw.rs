@@ -36,6 +36,8 @@ pub(crate) struct RawServer {
     pub wechat_compat_listen: Option<String>,
     pub token_wait_timeout: Option<Loose>,
     pub idle_timeout: Option<Loose>,
+    pub body_timeout: Option<Loose>,
+    pub write_timeout: Option<Loose>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,6 +35,8 @@ pub(crate) fn effective(config: &Config) -> String {
     out.addr("wechat_compat_listen", server.wechat_compat_listen);
     out.duration("token_wait_timeout", server.token_wait_timeout);
     out.duration("idle_timeout", server.idle_timeout);
+    out.duration("body_timeout", server.body_timeout);
+    out.duration("write_timeout", server.write_timeout);
 
     out.table("[store]");
     match &config.store.backend {

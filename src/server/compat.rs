@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::debug;
 
+use super::body_deadline::RequestBody;
 use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
@@ -50,6 +50,9 @@ impl WxError {
                 format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
             ),
             ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
+            ProxyError::BodyTimeout => {
+                WxError::new(-1, "system error: the request body did not arrive in time")
+            }
             ProxyError::Token(_) => no_token(app),
             ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
             ProxyError::Upstream(message) => {
@@ -76,7 +79,7 @@ impl CompatState {
     }
 }
 
-pub async fn handle(state: &CompatState, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &CompatState, request: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let (route, response) = dispatch(state, &parts, body).await;
@@ -102,7 +105,7 @@ pub async fn handle(state: &CompatState, request: Request<Incoming>) -> Response
 async fn dispatch(
     state: &CompatState,
     request: &http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> (&'static str, Response<Body>) {
     let route = match request.uri.path() {
         "/cgi-bin/token" => "/cgi-bin/token",
@@ -159,7 +162,7 @@ struct StableRequest {
 async fn stable_token(
     state: &CompatState,
     method: &Method,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
     if method != Method::POST {
         return Err(WxError::new(43002, "require POST method"));
@@ -232,7 +235,7 @@ async fn serve_token(
 async fn proxied(
     state: &CompatState,
     request: &http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
     let query = request.uri.query();
     let app = app_for_call(state, query.unwrap_or(""))?;

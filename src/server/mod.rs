@@ -4,6 +4,8 @@
 //! bind ephemeral ports themselves. The token API's proxy route and the
 //! compatible listener share one forwarding core, [`proxy`].
 
+mod accept_errors;
+pub mod body_deadline;
 pub mod compat;
 mod listener;
 mod ops;
@@ -11,13 +13,13 @@ pub mod proxy;
 pub mod respond;
 pub mod routes;
 pub mod unix;
+mod write_stall;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +29,8 @@ use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use compat::CompatState;
-use listener::Handler;
+use body_deadline::RequestBody;
+use listener::{Deadlines, Handler};
 use respond::Body;
 pub use routes::{ApiState, ListenerKind};
 pub use unix::{UnixBindError, UnixSocket};
@@ -113,7 +116,7 @@ struct ApiHandler {
 }
 
 impl Handler for ApiHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         routes::handle(&self.state, self.kind, request).await
     }
 }
@@ -124,7 +127,7 @@ struct CompatHandler {
 }
 
 impl Handler for CompatHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         compat::handle(&self.state, request).await
     }
 }
@@ -136,7 +139,7 @@ struct OpsHandler {
 }
 
 impl Handler for OpsHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         ops::handle(&self.broker, &self.metrics, &request)
     }
 }
@@ -152,6 +155,11 @@ pub fn spawn(
 ) {
     // One limit across listeners: it protects the process, not a socket.
     let connections = Arc::new(Semaphore::new(server.max_connections));
+    let deadlines = Deadlines {
+        idle: server.idle_timeout,
+        body: server.body_timeout,
+        write_stall: server.write_timeout,
+    };
     if let Some(tcp) = listeners.api_tcp {
         let handler = ApiHandler {
             state: state.clone(),
@@ -164,7 +172,7 @@ pub fn spawn(
             tcp,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }
@@ -178,7 +186,7 @@ pub fn spawn(
             listener,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         );
         tasks.spawn(async move {
@@ -195,7 +203,7 @@ pub fn spawn(
             compat,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }
@@ -212,7 +220,7 @@ pub fn spawn(
             metrics,
             handler,
             ops_connections,
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }
