@@ -17,6 +17,8 @@
 //!   `wxbroker probe` use.
 //! - [`sink`] keeps an optional file per app holding its current token.
 //! - [`notify`] tells systemd when the daemon is ready and when it stops.
+//! - [`fd_limit`] raises the open-file limit at start and fits the
+//!   connection limit to it.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -28,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fd_limit;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -71,6 +71,7 @@ async fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     logging::init(config.log.format, &config.log.level);
+    wxbroker::fd_limit::raise();
     report(serve_config(&config, args).await)
 }
 

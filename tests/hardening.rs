@@ -504,3 +504,93 @@ async fn clients_that_stop_reading_a_large_answer_are_cut_off() {
         assert!(received < BIG_ANSWER, "got all {received} bytes");
     }
 }
+
+/// With few file descriptors and a `max_connections` far beyond them, a
+/// flood of connections leaves room for the probes, and failed accepts
+/// (if any) do not flood the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_under_a_small_open_file_limit_leaves_livez_up() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, ops) = (free_port(), free_port());
+    let config = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{ops}\"\n\
+             max_connections = 1024\nidle_timeout = \"60s\"\n[store]\nbackend = \"memory\"\n{}",
+            classic_app("shop", &sim, "")
+        ),
+    )
+    .unwrap();
+    // prlimit(1) sets the limit before exec: the test cannot run code in
+    // the child itself without `unsafe`.
+    let output = dir.path().join("wxbroker.log");
+    let log = std::fs::File::create(&output).unwrap();
+    let child = tokio::process::Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg("--")
+        .arg(support::process::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prlimit (util-linux) runs wxbroker");
+    let mut broker = support::process::Process { child, output };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let livez = format!("http://127.0.0.1:{ops}/livez");
+    let deadline = Instant::now() + WAIT;
+    while !client
+        .get(&livez)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            Instant::now() < deadline && broker.child.try_wait().unwrap().is_none(),
+            "never live:\n{}",
+            broker.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More connections than the daemon has descriptors, all held open,
+    // until the listen backlog is full too (connects then hang).
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        let connect = TcpStream::connect(("127.0.0.1", api));
+        match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Ok(Ok(stream)) => flood.push(stream),
+            _ => break,
+        }
+    }
+    assert!(flood.len() > 150, "only {} connections", flood.len());
+    // Twelve probes, a fresh connection each, over about three seconds.
+    let mut failed = Vec::new();
+    for _ in 0..12 {
+        match client.get(&livez).send().await {
+            Ok(response) if response.status() == 200 => {}
+            other => failed.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let output = broker.output();
+    assert!(failed.is_empty(), "{} probes failed: {failed:?}\n{output}", failed.len());
+    assert!(
+        output.contains("max_connections exceeds what the open-file limit allows"),
+        "{output}"
+    );
+    let accept_failures = output.matches("accept failed").count();
+    assert!(accept_failures <= 4, "{accept_failures} accept failure lines:\n{output}");
+    drop(flood);
+    broker.terminate().await;
+    broker.wait().await;
+}

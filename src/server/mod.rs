@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::ServerConfig;
+use crate::fd_limit;
 use crate::metrics::Metrics;
 use compat::CompatState;
 use body_deadline::RequestBody;
@@ -34,6 +35,11 @@ use listener::{Deadlines, Handler};
 use respond::Body;
 pub use routes::{ApiState, ListenerKind};
 pub use unix::{UnixBindError, UnixSocket};
+
+/// Probes and scrapes must get through even when clients hold every API
+/// connection, so the operations listener has its own small limit (and
+/// the open-file budget keeps room for it).
+const OPS_CONNECTIONS: usize = 64;
 
 /// The sockets the daemon serves on, bound before it starts.
 #[derive(Debug, Default)]
@@ -153,8 +159,12 @@ pub fn spawn(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
-    // One limit across listeners: it protects the process, not a socket.
-    let connections = Arc::new(Semaphore::new(server.max_connections));
+    // One limit across listeners: it protects the process, not a socket,
+    // so it also has to fit the process's open-file limit.
+    let connections = Arc::new(Semaphore::new(fd_limit::cap_connections(
+        server.max_connections,
+        OPS_CONNECTIONS,
+    )));
     let deadlines = Deadlines {
         idle: server.idle_timeout,
         body: server.body_timeout,
@@ -212,9 +222,7 @@ pub fn spawn(
             broker: state.broker.clone(),
             metrics: state.metrics.clone(),
         };
-        // Probes and scrapes must get through even when clients hold every
-        // API connection, so the ops listener has its own small limit.
-        let ops_connections = Arc::new(Semaphore::new(64));
+        let ops_connections = Arc::new(Semaphore::new(OPS_CONNECTIONS));
         tasks.spawn(listener::serve(
             "metrics",
             metrics,
