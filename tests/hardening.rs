@@ -434,8 +434,7 @@ impl BigUpstream {
                         (big.clone(), "application/octet-stream")
                     };
                     async move {
-                        let mut response =
-                            http::Response::new(http_body_util::Full::new(body));
+                        let mut response = http::Response::new(http_body_util::Full::new(body));
                         response.headers_mut().insert(
                             http::header::CONTENT_TYPE,
                             http::HeaderValue::from_static(kind),
@@ -583,13 +582,20 @@ async fn a_connection_flood_under_a_small_open_file_limit_leaves_livez_up() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let output = broker.output();
-    assert!(failed.is_empty(), "{} probes failed: {failed:?}\n{output}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} probes failed: {failed:?}\n{output}",
+        failed.len()
+    );
     assert!(
         output.contains("max_connections exceeds what the open-file limit allows"),
         "{output}"
     );
     let accept_failures = output.matches("accept failed").count();
-    assert!(accept_failures <= 4, "{accept_failures} accept failure lines:\n{output}");
+    assert!(
+        accept_failures <= 4,
+        "{accept_failures} accept failure lines:\n{output}"
+    );
     drop(flood);
     broker.terminate().await;
     broker.wait().await;

@@ -64,8 +64,7 @@ impl Accept for UnixListener {
 
 /// Answers one request; one value is shared by all of a listener's connections.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn call(&self, request: Request<RequestBody>)
-        -> impl Future<Output = Response<Body>> + Send;
+    fn call(&self, request: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send;
 }
 
 /// How long a client may take over each part of an exchange it paces.

@@ -11,7 +11,11 @@ use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-pub fn handle(broker: &Broker, metrics: &Metrics, request: &Request<RequestBody>) -> Response<Body> {
+pub fn handle(
+    broker: &Broker,
+    metrics: &Metrics,
+    request: &Request<RequestBody>,
+) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return respond::error(&ApiError::MethodNotAllowed {
             method: request.method().to_string(),
