@@ -13,11 +13,15 @@
 #     are taken within each round, then the median over rounds is shown;
 #   - a run during which tokens are refreshed against one without;
 #   - resident memory idle with one app and under 1000 open connections;
+#   - resident memory under a flood of 5000 open connections, and how far
+#     and how fast it falls back once they are closed;
 #   - start-to-ready time with a stored token (file store).
 #
 # Everything listens on 127.0.0.1 only; every process started here is
 # stopped by PID on exit. Knobs (environment): BENCH_DURATION (seconds per
-# run, 10), BENCH_ROUNDS (3), BENCH_REFRESH_DURATION (30), BENCH_PORT_BASE
+# run, 10), BENCH_ROUNDS (3), BENCH_REFRESH_DURATION (30), BENCH_FLOOD
+# (5000 connections), BENCH_FLOOD_SETTLE (60, seconds allowed for the
+# memory to come back after the flood), BENCH_PORT_BASE
 # (20930, nine consecutive ports below the ephemeral range, so that no
 # client socket of an earlier run holds one when a server binds it), BENCH_OUT (docs/bench).
 
@@ -28,11 +32,13 @@ ROOT=$PWD
 DURATION=${BENCH_DURATION:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 REFRESH_DURATION=${BENCH_REFRESH_DURATION:-30}
+FLOOD=${BENCH_FLOOD:-5000}
+FLOOD_SETTLE=${BENCH_FLOOD_SETTLE:-60}
 PORT_BASE=${BENCH_PORT_BASE:-20930}
 OUT=${BENCH_OUT:-docs/bench}
 COMMAND="make bench"
-if [[ -n "${BENCH_DURATION:-}${BENCH_ROUNDS:-}${BENCH_REFRESH_DURATION:-}" ]]; then
-    COMMAND="BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS BENCH_REFRESH_DURATION=$REFRESH_DURATION make bench"
+if [[ -n "${BENCH_DURATION:-}${BENCH_ROUNDS:-}${BENCH_REFRESH_DURATION:-}${BENCH_FLOOD:-}" ]]; then
+    COMMAND="BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS BENCH_REFRESH_DURATION=$REFRESH_DURATION BENCH_FLOOD=$FLOOD make bench"
 fi
 STARTED_AT=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -92,6 +98,7 @@ kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 # --- tools and binaries ----------------------------------------------------
 
@@ -113,13 +120,18 @@ log "building release binaries"
 # binary does not have.
 cargo build --release --locked --bin wxbroker
 cargo build --release --locked --example reference_server --example unix_load --example ready_time
-BIN=$ROOT/target/release
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WX=$BIN/wxbroker
 UL=$BIN/examples/unix_load
 CLK_TCK=$(getconf CLK_TCK)
 
-# 1000 held connections on each side, plus everything else.
-ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# The flood's connections on each side (the broker counts two descriptors
+# a connection), plus everything else; for this script's processes only.
+NOFILE=$((FLOOD * 2 + 4096))
+if [[ $(ulimit -Hn) != unlimited ]] && (($(ulimit -Hn) < NOFILE)); then
+    ulimit -Hn "$NOFILE" 2>/dev/null || die "the open-file limit ($(ulimit -Hn)) is below $NOFILE; raise it or lower BENCH_FLOOD"
+fi
+ulimit -Sn "$(ulimit -Hn)"
 
 SIM=$PORT_BASE API=$((PORT_BASE + 1)) OPS=$((PORT_BASE + 2)) REF=$((PORT_BASE + 3))
 SIM2=$((PORT_BASE + 4)) API2=$((PORT_BASE + 5)) OPS2=$((PORT_BASE + 6))
@@ -143,6 +155,7 @@ broker_config() {
 [server]
 listen = "127.0.0.1:$1"
 metrics_listen = "127.0.0.1:$2"
+max_connections = $((FLOOD + 1000))
 $socket_line
 
 [store]
@@ -196,15 +209,16 @@ sleep 1
 MEM_BROKER_IDLE=$(rss_kib "$BROKER_PID")
 MEM_REF_IDLE=$(rss_kib "$REF_PID")
 
-# hold_rss PID UNIX_LOAD-TARGET-ARGS...: sets HELD_RSS to the VmRSS of PID
-# while 1000 keep-alive connections (each having made one request) are open.
+# hold_rss PID CONNECTIONS UNIX_LOAD-TARGET-ARGS...: sets HELD_RSS to the
+# VmRSS of PID while CONNECTIONS keep-alive connections (each having made
+# one request) are open; they are closed when it returns.
 hold_rss() {
-    local pid=$1
-    shift
+    local pid=$1 connections=$2
+    shift 2
     local i rss=
-    start hold "$UL" "$@" --connections 1000 --hold 20s
+    start hold "$UL" "$@" --connections "$connections" --hold 20s
     local holder=$LAST_PID
-    for i in $(seq 1 300); do
+    for i in $(seq 1 600); do
         if grep -q '^holding' "$WORK/hold.log" 2>/dev/null; then
             sleep 0.5
             rss=$(rss_kib "$pid")
@@ -214,15 +228,31 @@ hold_rss() {
         sleep 0.05
     done
     stop "$holder"
-    [[ -n $rss ]] || die "could not hold 1000 connections: $(cat "$WORK/hold.log")"
+    [[ -n $rss ]] || die "could not hold $connections connections: $(cat "$WORK/hold.log")"
     HELD_RSS=$rss
 }
 
 log "memory: 1000 open connections"
-hold_rss "$BROKER_PID" --tcp "127.0.0.1:$API" --client bench
+hold_rss "$BROKER_PID" 1000 --tcp "127.0.0.1:$API" --client bench
 MEM_BROKER_1000=$HELD_RSS
-hold_rss "$REF_PID" --tcp "127.0.0.1:$REF"
+hold_rss "$REF_PID" 1000 --tcp "127.0.0.1:$REF"
 MEM_REF_1000=$HELD_RSS
+
+# The flood: RSS while FLOOD connections are open, then polled every 0.5 s
+# after they close until it is back within the idle target (16 MiB) or
+# FLOOD_SETTLE seconds have passed.
+log "memory: a flood of $FLOOD open connections"
+MEM_FLOOD_BEFORE=$(rss_kib "$BROKER_PID")
+hold_rss "$BROKER_PID" "$FLOOD" --tcp "127.0.0.1:$API" --client bench
+MEM_FLOOD=$HELD_RSS
+FLOOD_CLOSED_AT=$(date +%s.%N)
+for i in $(seq 1 $((FLOOD_SETTLE * 2))); do
+    MEM_FLOOD_AFTER=$(rss_kib "$BROKER_PID")
+    ((MEM_FLOOD_AFTER > 16384)) || break
+    sleep 0.5
+done
+FLOOD_SETTLED_S=$(awk -v a="$FLOOD_CLOSED_AT" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+log "flood: $(mib "$MEM_FLOOD_BEFORE") MiB before, $(mib "$MEM_FLOOD") MiB held, $(mib "$MEM_FLOOD_AFTER") MiB ${FLOOD_SETTLED_S}s after closing"
 
 # --- throughput and latency ------------------------------------------------
 
@@ -406,7 +436,6 @@ UNIX_P99=$(values load-unix-c64 broker p99 | median)
 TCP_P99=$(values load-tcp-c64 broker p99 | median)
 W_MED=$(printf '%s ' "${WARM[@]}" | median)
 W_LOG_MED=$(printf '%s ' "${WARM_LOG[@]}" | median)
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 {
@@ -451,6 +480,7 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "| p99 over windows with a refresh = p99 without (see below; within 20% counts as equal) | $(kv "$REFRESH_WITH" p99_refresh_windows_us) vs $(kv "$REFRESH_WITHOUT" p99_us) µs | $(verdict "$(awk -v a="$(kv "$REFRESH_WITH" p99_refresh_windows_us)" -v b="$(kv "$REFRESH_WITHOUT" p99_us)" 'BEGIN { print a / b }')" '<=' 1.2) |"
     echo "| RSS idle, one app ≤ 16 MiB | $(mib "$MEM_BROKER_IDLE") MiB | $(verdict "$MEM_BROKER_IDLE" '<=' 16384) |"
     echo "| RSS under 1000 connections ≤ 32 MiB | $(mib "$MEM_BROKER_1000") MiB | $(verdict "$MEM_BROKER_1000" '<=' 32768) |"
+    echo "| RSS back to idle (≤ 16 MiB) after a flood of $FLOOD connections closes | $(mib "$MEM_FLOOD_AFTER") MiB after ${FLOOD_SETTLED_S} s | $(verdict "$MEM_FLOOD_AFTER" '<=' 16384) |"
     echo "| start to ready with a stored token < 100 ms | $W_MED ms (median of ${#WARM[@]}) | $(verdict "$W_MED" '<=' 99.999) |"
     echo
     echo "Where the broker's time goes, from a profile: [profile.md](profile.md)."
@@ -475,6 +505,8 @@ CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "| --- | ---: | ---: |"
     echo "| idle (broker: one app, token held) | $(mib "$MEM_BROKER_IDLE") MiB | $(mib "$MEM_REF_IDLE") MiB |"
     echo "| 1000 open keep-alive TCP connections, one request each | $(mib "$MEM_BROKER_1000") MiB | $(mib "$MEM_REF_1000") MiB |"
+    echo "| a flood of $FLOOD such connections (broker idle at $(mib "$MEM_FLOOD_BEFORE") MiB before it) | $(mib "$MEM_FLOOD") MiB | |"
+    echo "| the flood closed: RSS polled every 0.5 s until ≤ 16 MiB, at most ${FLOOD_SETTLE} s | $(mib "$MEM_FLOOD_AFTER") MiB after ${FLOOD_SETTLED_S} s | |"
     echo "| idle again after all runs | $(mib "$MEM_BROKER_AFTER") MiB | |"
     echo "| peak (VmHWM) over all runs | $(mib "$MEM_BROKER_HWM") MiB | $(mib "$MEM_REF_HWM") MiB |"
     echo

@@ -29,6 +29,8 @@ pub enum ApiError {
     CredentialEndpointRefused { app: String, endpoint: &'static str },
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("app '{app}' has no valid token; retry in {retry_after}s")]
     TokenUnavailable {
         app: String,
@@ -55,6 +57,7 @@ impl ApiError {
                 S::FORBIDDEN
             }
             ApiError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout => S::REQUEST_TIMEOUT,
             ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             ApiError::UpstreamError(_) => S::BAD_GATEWAY,
             ApiError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
@@ -73,6 +76,7 @@ impl ApiError {
                 "proxied_request_refused"
             }
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout => "request_timeout",
             ApiError::TokenUnavailable { .. } => "token_unavailable",
             ApiError::UpstreamError(_) => "upstream_error",
             ApiError::UpstreamTimeout => "upstream_timeout",
@@ -119,6 +123,7 @@ impl ApiError {
                 limit: PROXY_BODY_LIMIT,
             },
             ProxyError::BadBody(message) => ApiError::BadRequest(message),
+            ProxyError::BodyTimeout => ApiError::RequestTimeout,
             ProxyError::Token(err) => ApiError::from_token_error(app, err),
             ProxyError::Timeout(_) => ApiError::UpstreamTimeout,
             ProxyError::Upstream(message) => ApiError::UpstreamError(message),

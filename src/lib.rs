@@ -19,6 +19,8 @@
 //! - [`notify`] tells systemd when the daemon is ready and when it stops.
 //! - [`process_guard`] keeps the process from being dumped or traced.
 //! - [`reload`] re-reads the configuration on SIGHUP off the signal loop.
+//! - [`fd_limit`] raises the open-file limit at start and fits the
+//!   connection limit to it.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fd_limit;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

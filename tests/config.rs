@@ -91,6 +91,8 @@ fn the_full_example_parses_with_every_value() {
         Some("127.0.0.1:8931".parse().unwrap())
     );
     assert_eq!(s.token_wait_timeout, Duration::from_secs(5));
+    assert_eq!(s.body_timeout, Duration::from_secs(120));
+    assert_eq!(s.write_timeout, Duration::from_secs(10));
 
     assert_eq!(
         config.store.backend,
@@ -140,6 +142,8 @@ fn defaults_fill_every_omitted_key() {
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.wechat_compat_listen, None);
     assert_eq!(s.token_wait_timeout, Duration::from_secs(10));
+    assert_eq!(s.body_timeout, Duration::from_secs(60));
+    assert_eq!(s.write_timeout, Duration::from_secs(30));
 
     assert_eq!(config.store.backend, StoreBackend::Memory);
     assert_eq!(config.store.key_prefix, "wxbroker");
@@ -285,6 +289,8 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("clashing listeners", doc(&format!("{SERVER}\nmetrics_listen = \"127.0.0.1:8930\""), APP, ""), "server.metrics_listen", "already used by server.listen"),
         ("bad compat addr", doc(&format!("{SERVER}\nwechat_compat_listen = \"8931\""), APP, ""), "server.wechat_compat_listen", "IP:PORT"),
         ("long wait", doc(&format!("{SERVER}\ntoken_wait_timeout = \"2m\""), APP, ""), "server.token_wait_timeout", "at most 1m"),
+        ("no body time", doc(&format!("{SERVER}\nbody_timeout = \"0s\""), APP, ""), "server.body_timeout", "greater than zero"),
+        ("endless write", doc(&format!("{SERVER}\nwrite_timeout = \"2h\""), APP, ""), "server.write_timeout", "at most 1h"),
         ("unknown backend", doc(SERVER, APP, "[store]\nbackend = \"sqlite\""), "store.backend", "\"sqlite\" is not one of \"memory\", \"file\", \"redis\""),
         ("file without path", doc(SERVER, APP, "[store]\nbackend = \"file\""), "store.path", "required"),
         ("redis without url", doc(SERVER, APP, "[store]\nbackend = \"redis\""), "store.url", "required"),

@@ -313,3 +313,290 @@ async fn a_hostile_crowd_does_not_disturb_a_well_behaved_client() {
     assert_eq!(sim.sim.total_token_calls(), 1);
     drop(idle);
 }
+
+/// A client whose every request waits in the backlog behind `max_connections`:
+/// one fresh connection per request.
+async fn fresh_token(broker: &Broker, app: &str) -> String {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .get(broker.url(&format!("/v1/apps/{app}/token?format=text")))
+        .header("wxbroker-client", "tests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_sent_a_byte_at_a_time_are_cut_off_at_the_body_timeout() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start_with(
+        &classic_app("shop", &sim, ""),
+        Options {
+            server: "max_connections = 4\nbody_timeout = \"2s\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    broker.token("shop").await;
+    // Four clients take every permit, each sending a body one byte every
+    // 200 ms: two to a token route, two to the proxy.
+    let paths = [
+        "/v1/apps/shop/token/invalidate",
+        "/v1/apps/shop/proxy/cgi-bin/message/custom/send",
+    ];
+    let (connected_tx, mut connected) = tokio::sync::mpsc::channel(4);
+    let trickles: Vec<_> = (0..4)
+        .map(|i| {
+            let connected_tx = connected_tx.clone();
+            let head = format!(
+                "POST {} HTTP/1.1\r\nHost: x\r\nWxbroker-Client: slow\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+                paths[i % 2]
+            );
+            let addr = broker.tcp;
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(head.as_bytes()).await.unwrap();
+                connected_tx.send(()).await.unwrap();
+                let started = Instant::now();
+                // Bounded: 1000 bytes would take 200 s; the test gives up at 100.
+                for _ in 0..100 {
+                    if stream.write_all(b" ").await.is_err() {
+                        break;
+                    }
+                    let mut answer = vec![0; 4096];
+                    if let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(200), stream.read(&mut answer))
+                            .await
+                    {
+                        return (started.elapsed(), String::from_utf8_lossy(&answer[..n]).into_owned());
+                    }
+                }
+                (started.elapsed(), String::new())
+            })
+        })
+        .collect();
+    // The backlog is first in, first out: once the four are connected,
+    // they are ahead of the well-behaved client.
+    for _ in 0..4 {
+        within(connected.recv()).await.unwrap();
+    }
+    let started = Instant::now();
+    let token = within(fresh_token(&broker, "shop")).await;
+    assert!(sim.sim.token_valid(&token));
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "served after {waited:?}");
+    for trickle in trickles {
+        let (held, answer) = within(trickle).await.unwrap();
+        assert_eq!(status_of(&answer), Some(408), "after {held:?}: {answer:?}");
+        assert!(held < Duration::from_secs(5), "held for {held:?}");
+    }
+}
+
+/// An upstream that issues a classic token and answers every other path
+/// with [`BIG_ANSWER`] bytes of `application/octet-stream`, as fast as the
+/// broker takes them. Stops (with its connections) when dropped.
+struct BigUpstream {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+const BIG_ANSWER: usize = 32 * 1024 * 1024;
+
+impl BigUpstream {
+    async fn start() -> BigUpstream {
+        use hyper::service::service_fn;
+        use hyper_util::rt::TokioIo;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big = bytes::Bytes::from(vec![b'x'; BIG_ANSWER]);
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let big = big.clone();
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let (body, kind) = if request.uri().path() == "/cgi-bin/token" {
+                        (
+                            bytes::Bytes::from_static(
+                                b"{\"access_token\":\"big-upstream-token-0123456789\",\"expires_in\":7200}",
+                            ),
+                            "application/json",
+                        )
+                    } else {
+                        (big.clone(), "application/octet-stream")
+                    };
+                    async move {
+                        let mut response = http::Response::new(http_body_util::Full::new(body));
+                        response.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(kind),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                connections.spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        BigUpstream { addr, task }
+    }
+}
+
+impl Drop for BigUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_a_large_answer_are_cut_off() {
+    let upstream = BigUpstream::start().await;
+    let app = format!(
+        "[[apps]]\nname = \"big\"\nappid = \"{APPID}\"\nsecret = \"{SECRET}\"\napi_base = \"http://{}\"\n",
+        upstream.addr
+    );
+    let broker = Broker::start_with(
+        &app,
+        Options {
+            server: "max_connections = 3\nwrite_timeout = \"1s\"".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    broker.token("big").await;
+    // Three clients take every permit, ask for the large answer, and read
+    // none of it.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(broker.tcp).await.unwrap();
+        stream
+            .write_all(b"GET /v1/apps/big/proxy/media/big.bin HTTP/1.1\r\nHost: x\r\nWxbroker-Client: stalled\r\n\r\n")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    let started = Instant::now();
+    within(fresh_token(&broker, "big")).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(8), "served after {waited:?}");
+    // What the stalled clients find when they finally read: what the
+    // socket buffers held, then the end, never the whole answer.
+    for mut stream in stalled {
+        let mut received = 0;
+        let mut buffer = vec![0; 256 * 1024];
+        within(async {
+            while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                received += n;
+            }
+        })
+        .await;
+        assert!(received < BIG_ANSWER, "got all {received} bytes");
+    }
+}
+
+/// With few file descriptors and a `max_connections` far beyond them, a
+/// flood of connections leaves room for the probes, and failed accepts
+/// (if any) do not flood the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_under_a_small_open_file_limit_leaves_livez_up() {
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, ops) = (free_port(), free_port());
+    let config = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{ops}\"\n\
+             max_connections = 1024\nidle_timeout = \"60s\"\n[store]\nbackend = \"memory\"\n{}",
+            classic_app("shop", &sim, "")
+        ),
+    )
+    .unwrap();
+    // prlimit(1) sets the limit before exec: the test cannot run code in
+    // the child itself without `unsafe`.
+    let output = dir.path().join("wxbroker.log");
+    let log = std::fs::File::create(&output).unwrap();
+    let child = tokio::process::Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg("--")
+        .arg(support::process::BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prlimit (util-linux) runs wxbroker");
+    let mut broker = support::process::Process { child, output };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let livez = format!("http://127.0.0.1:{ops}/livez");
+    let deadline = Instant::now() + WAIT;
+    while !client
+        .get(&livez)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            Instant::now() < deadline && broker.child.try_wait().unwrap().is_none(),
+            "never live:\n{}",
+            broker.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // More connections than the daemon has descriptors, all held open,
+    // until the listen backlog is full too (connects then hang).
+    let mut flood = Vec::new();
+    for _ in 0..600 {
+        let connect = TcpStream::connect(("127.0.0.1", api));
+        match tokio::time::timeout(Duration::from_millis(500), connect).await {
+            Ok(Ok(stream)) => flood.push(stream),
+            _ => break,
+        }
+    }
+    assert!(flood.len() > 150, "only {} connections", flood.len());
+    // Twelve probes, a fresh connection each, over about three seconds.
+    let mut failed = Vec::new();
+    for _ in 0..12 {
+        match client.get(&livez).send().await {
+            Ok(response) if response.status() == 200 => {}
+            other => failed.push(format!("{other:?}")),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let output = broker.output();
+    assert!(
+        failed.is_empty(),
+        "{} probes failed: {failed:?}\n{output}",
+        failed.len()
+    );
+    assert!(
+        output.contains("max_connections exceeds what the open-file limit allows"),
+        "{output}"
+    );
+    let accept_failures = output.matches("accept failed").count();
+    assert!(
+        accept_failures <= 4,
+        "{accept_failures} accept failure lines:\n{output}"
+    );
+    drop(flood);
+    broker.terminate().await;
+    broker.wait().await;
+}

@@ -83,6 +83,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Serve every compatible listener over TLS.
     pub compat_tls: Option<TlsFiles>,
+    /// A request body (up to 10 MiB through the proxy) must arrive whole
+    /// within this of its head, else 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// A write to a client that makes no progress for this long (the
+    /// client stopped reading) closes the connection.
+    pub write_timeout: Duration,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.

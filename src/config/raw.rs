@@ -54,6 +54,8 @@ pub(crate) struct RawServer {
     pub token_wait_timeout: Option<Loose>,
     pub idle_timeout: Option<Loose>,
     pub compat_tls: Option<RawTls>,
+    pub body_timeout: Option<Loose>,
+    pub write_timeout: Option<Loose>,
 }
 
 #[derive(Debug, Default, Deserialize)]

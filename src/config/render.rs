@@ -46,6 +46,8 @@ pub(crate) fn effective(config: &Config) -> String {
             ),
         );
     }
+    out.duration("body_timeout", server.body_timeout);
+    out.duration("write_timeout", server.write_timeout);
 
     out.table("[store]");
     match &config.store.backend {

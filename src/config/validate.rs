@@ -46,6 +46,15 @@ const MAX_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// slow-header connections do not pile up against `max_connections`.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// A proxied body may be 10 MiB: a minute allows 170 KiB/s, far below
+/// what a local client sends, while a client trickling bytes to hold a
+/// connection is cut off.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
+/// As long as the proxy waits on a silent upstream: a client that reads
+/// nothing for this long (not merely slowly) has stopped reading.
+const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_KEY_PREFIX: &str = "wxbroker";
 const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
@@ -245,6 +254,22 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
     positive("server.idle_timeout", idle_timeout)?;
     at_most("server.idle_timeout", idle_timeout, MAX_IDLE_TIMEOUT)?;
 
+    let body_timeout = duration(
+        "server.body_timeout",
+        raw.body_timeout.as_ref(),
+        DEFAULT_BODY_TIMEOUT,
+    )?;
+    positive("server.body_timeout", body_timeout)?;
+    at_most("server.body_timeout", body_timeout, MAX_BODY_TIMEOUT)?;
+
+    let write_timeout = duration(
+        "server.write_timeout",
+        raw.write_timeout.as_ref(),
+        DEFAULT_WRITE_TIMEOUT,
+    )?;
+    positive("server.write_timeout", write_timeout)?;
+    at_most("server.write_timeout", write_timeout, MAX_WRITE_TIMEOUT)?;
+
     Ok(ServerConfig {
         listen,
         unix_socket,
@@ -257,6 +282,8 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         token_wait_timeout,
         idle_timeout,
         compat_tls: raw.compat_tls.map(compat_tls).transpose()?,
+        body_timeout,
+        write_timeout,
     })
 }
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use tracing::debug;
 
+use super::body_deadline::RequestBody;
 use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
@@ -56,6 +56,9 @@ impl WxError {
                 format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
             ),
             ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
+            ProxyError::BodyTimeout => {
+                WxError::new(-1, "system error: the request body did not arrive in time")
+            }
             ProxyError::Token(err) => no_token(app, err),
             ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
             ProxyError::Upstream(message) => {
@@ -128,7 +131,7 @@ impl CompatState {
     }
 }
 
-pub async fn handle(state: &CompatState, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &CompatState, request: Request<RequestBody>) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
     let (route, response) = dispatch(state, &parts, body).await;
@@ -154,7 +157,7 @@ pub async fn handle(state: &CompatState, request: Request<Incoming>) -> Response
 async fn dispatch(
     state: &CompatState,
     request: &http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> (&'static str, Response<Body>) {
     // Judged as WeChat would judge the path, so no spelling of a token
     // endpoint slips through to the proxy (section 17).
@@ -213,7 +216,7 @@ struct StableRequest {
 async fn stable_token(
     state: &CompatState,
     method: &Method,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
     if method != Method::POST {
         return Err(WxError::new(43002, "require POST method"));
@@ -286,7 +289,7 @@ async fn serve_token(
 async fn proxied(
     state: &CompatState,
     request: &http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
     let query = request.uri.query();
     let path = request.uri.path();

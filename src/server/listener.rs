@@ -1,6 +1,7 @@
 //! One accept loop for TCP and Unix listeners: a connection permit from a
 //! semaphore before each accept (backpressure at `max_connections`), HTTP/1.1
-//! with a header read timeout, and graceful draining on cancellation.
+//! with deadlines on every part of an exchange that a client paces (the
+//! head, the body, each write), and graceful draining on cancellation.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,10 +18,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::accept_errors::AcceptErrors;
+use super::body_deadline::RequestBody;
 use super::respond::Body;
+use super::write_stall::WriteStall;
 
 /// The request line and headers together; token requests need a few
 /// hundred bytes, proxied SDK requests a few KiB.
@@ -30,6 +35,9 @@ const MAX_HEADERS: usize = 64;
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one `accept failed` line per listener this often: out of file
+/// descriptors, every accept fails, ten times a second.
+const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A listening socket of either family.
 pub trait Accept: Send + 'static {
@@ -56,27 +64,39 @@ impl Accept for UnixListener {
 
 /// Answers one request; one value is shared by all of a listener's connections.
 pub trait Handler: Clone + Send + Sync + 'static {
-    fn call(&self, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
+    fn call(&self, request: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send;
+}
+
+/// How long a client may take over each part of an exchange it paces.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// To send a complete request head, counted from the moment the
+    /// connection waits for one: slow senders and idle keep-alive alike.
+    pub idle: Duration,
+    /// To send the whole body, counted from its head.
+    pub body: Duration,
+    /// For a write (an answer going out) to make any progress.
+    pub write_stall: Duration,
 }
 
 /// Serves `listener` until `cancel`, then drains open connections for up
-/// to [`DRAIN_DEADLINE`]. A connection that sends no complete request head
-/// for `idle_timeout` is closed: hyper's header read timer runs from the
-/// moment it waits for a request, so it bounds slow senders and idle
-/// keep-alive connections alike.
+/// to [`DRAIN_DEADLINE`]. No client holds a connection longer than the
+/// [`Deadlines`] allow without making progress: hyper's header read timer
+/// bounds the head, [`RequestBody`] the body, [`WriteStall`] each write.
 pub async fn serve<L: Accept, H: Handler>(
     name: &'static str,
     listener: L,
     handler: H,
     connections: Arc<Semaphore>,
-    idle_timeout: Duration,
+    deadlines: Deadlines,
     cancel: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut accept_errors = AcceptErrors::new(ACCEPT_ERROR_LOG_INTERVAL);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(idle_timeout)
+        .header_read_timeout(deadlines.idle)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
@@ -90,19 +110,24 @@ pub async fn serve<L: Accept, H: Handler>(
             accepted = listener.accept() => match accepted {
                 Ok(stream) => stream,
                 Err(err) => {
-                    // Out of file descriptors or a reset before accept: keep serving.
-                    warn!(listener = name, error = %err, "accept failed");
+                    // Out of file descriptors or a reset before accept: keep
+                    // serving, and keep the log readable while it lasts.
+                    if let Some(suppressed) = accept_errors.record(Instant::now()) {
+                        warn!(listener = name, error = %err, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             },
         };
         let handler = handler.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
+            let request = request.map(|body| RequestBody::new(body, deadlines.body));
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(WriteStall::new(stream, deadlines.write_stall));
+        let connection = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 debug!(listener = name, error = %err, "connection ended with an error");

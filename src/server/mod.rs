@@ -4,6 +4,8 @@
 //! bind ephemeral ports themselves. The token API's proxy route and the
 //! compatible listener share one forwarding core, [`proxy`].
 
+mod accept_errors;
+pub mod body_deadline;
 pub mod compat;
 mod listener;
 mod ops;
@@ -12,13 +14,13 @@ pub mod respond;
 pub mod routes;
 pub mod unix;
 pub mod wechat_path;
+mod write_stall;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -26,12 +28,19 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 use crate::config::ServerConfig;
+use crate::fd_limit;
 use crate::metrics::Metrics;
+use body_deadline::RequestBody;
 use compat::CompatState;
-use listener::Handler;
+use listener::{Deadlines, Handler};
 use respond::Body;
 pub use routes::{ApiState, ListenerKind};
 pub use unix::{UnixBindError, UnixSocket};
+
+/// Probes and scrapes must get through even when clients hold every API
+/// connection, so the operations listener has its own small limit (and
+/// the open-file budget keeps room for it).
+const OPS_CONNECTIONS: usize = 64;
 
 /// The sockets the daemon serves on, bound before it starts.
 #[derive(Debug, Default)]
@@ -114,7 +123,7 @@ struct ApiHandler {
 }
 
 impl Handler for ApiHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         routes::handle(&self.state, self.kind, request).await
     }
 }
@@ -125,7 +134,7 @@ struct CompatHandler {
 }
 
 impl Handler for CompatHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         compat::handle(&self.state, request).await
     }
 }
@@ -137,7 +146,7 @@ struct OpsHandler {
 }
 
 impl Handler for OpsHandler {
-    async fn call(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         ops::handle(&self.broker, &self.metrics, &request)
     }
 }
@@ -151,8 +160,17 @@ pub fn spawn(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
-    // One limit across listeners: it protects the process, not a socket.
-    let connections = Arc::new(Semaphore::new(server.max_connections));
+    // One limit across listeners: it protects the process, not a socket,
+    // so it also has to fit the process's open-file limit.
+    let connections = Arc::new(Semaphore::new(fd_limit::cap_connections(
+        server.max_connections,
+        OPS_CONNECTIONS,
+    )));
+    let deadlines = Deadlines {
+        idle: server.idle_timeout,
+        body: server.body_timeout,
+        write_stall: server.write_timeout,
+    };
     if let Some(tcp) = listeners.api_tcp {
         let handler = ApiHandler {
             state: state.clone(),
@@ -165,7 +183,7 @@ pub fn spawn(
             tcp,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }
@@ -179,7 +197,7 @@ pub fn spawn(
             listener,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         );
         tasks.spawn(async move {
@@ -196,7 +214,7 @@ pub fn spawn(
             compat,
             handler,
             connections.clone(),
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }
@@ -205,15 +223,13 @@ pub fn spawn(
             broker: state.broker.clone(),
             metrics: state.metrics.clone(),
         };
-        // Probes and scrapes must get through even when clients hold every
-        // API connection, so the ops listener has its own small limit.
-        let ops_connections = Arc::new(Semaphore::new(64));
+        let ops_connections = Arc::new(Semaphore::new(OPS_CONNECTIONS));
         tasks.spawn(listener::serve(
             "metrics",
             metrics,
             handler,
             ops_connections,
-            server.idle_timeout,
+            deadlines,
             cancel.clone(),
         ));
     }

@@ -3,15 +3,19 @@
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
+use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::routes;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
-pub fn handle(broker: &Broker, metrics: &Metrics, request: &Request<Incoming>) -> Response<Body> {
+pub fn handle(
+    broker: &Broker,
+    metrics: &Metrics,
+    request: &Request<RequestBody>,
+) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return respond::error(&ApiError::MethodNotAllowed {
             method: request.method().to_string(),

@@ -16,10 +16,11 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
+use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::wechat_path::{self, percent_decode, Carries, PathFamily};
 use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
@@ -56,6 +57,8 @@ pub enum ProxyError {
     TooLarge,
     #[error("could not read the request body: {0}")]
     BadBody(String),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     #[error("no valid token: {0}")]
     Token(TokenError),
     #[error("upstream did not answer within {0:?}")]
@@ -83,6 +86,7 @@ impl ProxyError {
             | ProxyError::CredentialEndpoint(_)
             | ProxyError::TooLarge
             | ProxyError::BadBody(_)
+            | ProxyError::BodyTimeout
             | ProxyError::Token(_) => "refused",
         }
     }
@@ -141,7 +145,7 @@ impl Proxy {
         &self,
         app: &AppHandle,
         request: Forward<'_>,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<Response<Body>, ProxyError> {
         let result = self.try_forward(app, &request, body).await;
         let outcome = match &result {
@@ -170,7 +174,7 @@ impl Proxy {
         &self,
         app: &AppHandle,
         request: &Forward<'_>,
-        body: Incoming,
+        body: RequestBody,
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let carries = wechat_path::classify(request.path).carries();
         let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
@@ -413,7 +417,7 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 
 /// Reads the whole request body, refusing past [`PROXY_BODY_LIMIT`] (early
 /// when `Content-Length` already says so).
-async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyError> {
+async fn read_body(headers: &HeaderMap, body: RequestBody) -> Result<Bytes, ProxyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -424,6 +428,7 @@ async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, ProxyEr
     match Limited::new(body, PROXY_BODY_LIMIT).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::TooLarge),
+        Err(err) if RequestBody::is_timeout(&*err) => Err(ProxyError::BodyTimeout),
         Err(err) => Err(ProxyError::BadBody(err.to_string())),
     }
 }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use super::body_deadline::RequestBody;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
@@ -202,7 +202,7 @@ impl Route<'_> {
 pub async fn handle(
     state: &ApiState,
     listener: ListenerKind,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = request.into_parts();
@@ -234,7 +234,7 @@ async fn dispatch(
     listener: ListenerKind,
     route: Route<'_>,
     request: &http::request::Parts,
-    body: Incoming,
+    body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     check_not_relayed(&request.headers)?;
     let is_api = !matches!(route, Route::Livez | Route::Readyz);
@@ -348,12 +348,13 @@ fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
     })
 }
 
-pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, ApiError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
+        Err(err) if RequestBody::is_timeout(&*err) => Err(ApiError::RequestTimeout),
         Err(err) => Err(ApiError::BadRequest(format!(
             "could not read the body: {err}"
         ))),
