@@ -361,7 +361,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_daemon_exposes() {
     assert!(variables.contains(&"DS_PROMETHEUS") && variables.contains(&"app"));
     let queries = dashboard_queries(&dashboard);
     let alerts = alert_queries();
-    assert_eq!(alerts.len(), 10, "{alerts:?}");
+    assert_eq!(alerts.len(), 11, "{alerts:?}");
 
     let sim = simulator(SimConfig::default()).await;
     let broker = broker_after_a_fetch(&sim).await;
@@ -388,6 +388,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_daemon_exposes() {
         "wxbroker_upstream_errors_total",
         "wxbroker_upstream_fetch_duration_seconds_bucket",
         "wxbroker_forced_refreshes_total",
+        "wxbroker_token_fights_total",
         "process_resident_memory_bytes",
     ] {
         assert!(used.contains(name), "no dashboard panel shows {name}");
@@ -545,7 +546,7 @@ async fn prometheus_scrapes_the_broker_and_evaluates_the_rules() {
                     .flatten()
                     .flat_map(|group| group["rules"].as_array().unwrap())
                     .collect();
-                rules.len() == 10
+                rules.len() == 11
                     && rules
                         .iter()
                         .all(|rule| rule["health"] == "ok" && rule["state"] == "inactive")
