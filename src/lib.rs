@@ -72,6 +72,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("could not build the upstream HTTP client")]
     HttpClient(#[source] upstream::ClientError),
+    #[error("server.compat_tls")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A running daemon: its broker, metrics, and the tasks to stop.
@@ -280,7 +282,21 @@ pub async fn start_with(
     if let Some(addr) = listeners.metrics_addr() {
         info!(%addr, "metrics and probes listening");
     }
-    server::spawn(listeners, state, &config.server, &tasks, &cancel);
+    let compat_tls = match &config.server.compat_tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            &files.cert_file,
+            &files.key_file,
+        )?)),
+        None => None,
+    };
+    server::spawn(
+        listeners,
+        state,
+        &config.server,
+        compat_tls,
+        &tasks,
+        &cancel,
+    );
     Ok(Daemon {
         broker,
         metrics,

@@ -110,7 +110,7 @@ async fn serve_config(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let listeners = Listeners::bind(&config.server).await?;
+    let listeners = Listeners::bind(config).await?;
     let daemon = wxbroker::start(config, listeners).await?;
     let shutdown = shutdown_signal();
     let outcome = if args.exit_after_token {
@@ -267,7 +267,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         args.metrics_listen,
         args.lifetime,
     )?;
-    let listeners = Listeners::bind(&config.server)
+    let listeners = Listeners::bind(&config)
         .await
         .context("binding the demo's listeners (pass --listen/--metrics-listen 127.0.0.1:0 if the ports are taken)")?;
     let listen = listeners.api_tcp_addr().unwrap_or(args.listen);

@@ -25,9 +25,11 @@ use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
 use crate::wechat::is_token_rejected;
 
-/// The listener's state: the API's.
+/// The listener's state: the API's, and for a per-app listener
+/// (`[[apps]] compat_listen`) the one app it serves.
 pub struct CompatState {
     api: Arc<ApiState>,
+    pinned: Option<String>,
 }
 
 /// A WeChat error answer.
@@ -126,8 +128,28 @@ fn no_token(app: &str, err: &TokenError) -> WxError {
 }
 
 impl CompatState {
-    pub fn new(api: Arc<ApiState>) -> Self {
-        CompatState { api }
+    pub fn new(api: Arc<ApiState>, pinned: Option<String>) -> Self {
+        CompatState { api, pinned }
+    }
+
+    /// The pinned app of a per-app listener: `None` on the shared one;
+    /// an error when a reload removed the app.
+    fn pinned(&self) -> Option<Result<AppHandle, WxError>> {
+        let name = self.pinned.as_deref()?;
+        Some(
+            self.api
+                .broker
+                .apps()
+                .iter()
+                .find(|app| app.name() == name)
+                .cloned()
+                .ok_or_else(|| {
+                    WxError::new(
+                        -1,
+                        format!("system error (wxbroker: app '{name}' is no longer configured)"),
+                    )
+                }),
+        )
     }
 }
 
@@ -194,6 +216,9 @@ async fn classic_token(
     if method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
     }
+    if let Some(app) = state.pinned() {
+        return serve_token(state, &app?, false).await;
+    }
     check_grant_type(query_param(query, "grant_type").as_deref())?;
     let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
@@ -221,6 +246,9 @@ async fn stable_token(
     if method != Method::POST {
         return Err(WxError::new(43002, "require POST method"));
     }
+    if let Some(app) = state.pinned() {
+        return serve_token(state, &app?, false).await;
+    }
     let body = read_body(body, TOKEN_BODY_LIMIT)
         .await
         .map_err(|err| WxError::new(47001, format!("data format error: {err}")))?;
@@ -242,6 +270,9 @@ async fn wecom_token(
 ) -> Result<Response<Body>, WxError> {
     if method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
+    }
+    if let Some(app) = state.pinned() {
+        return serve_token(state, &app?, true).await;
     }
     let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
     let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
@@ -318,6 +349,9 @@ async fn proxied(
 /// that app's secret, so it must name a configured app (or there must be
 /// only one); a user-token call only needs an `api_base`, any app's.
 fn app_for_call(state: &CompatState, query: &str, carries: Carries) -> Result<AppHandle, WxError> {
+    if let Some(app) = state.pinned() {
+        return app;
+    }
     let apps = state.api.broker.apps();
     let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
     if let Some(appid) = &appid {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -89,6 +90,7 @@ pub async fn serve<L: Accept, H: Handler>(
     handler: H,
     connections: Arc<Semaphore>,
     deadlines: Deadlines,
+    tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
@@ -126,11 +128,32 @@ pub async fn serve<L: Accept, H: Handler>(
             let request = request.map(|body| RequestBody::new(body, deadlines.body));
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
-        let io = TokioIo::new(WriteStall::new(stream, deadlines.write_stall));
-        let connection = graceful.watch(builder.serve_connection(io, service));
+        let io = WriteStall::new(stream, deadlines.write_stall);
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    debug!(listener = name, error = %err, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task, so a client
+        // that stalls it holds only its own permit, and only as long as a
+        // request head may take.
+        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                debug!(listener = name, error = %err, "connection ended with an error");
+            match tokio::time::timeout(deadlines.idle, tls.accept(io)).await {
+                Ok(Ok(stream)) => {
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    if let Err(err) = connection.await {
+                        debug!(listener = name, error = %err, "connection ended with an error");
+                    }
+                }
+                Ok(Err(err)) => debug!(listener = name, error = %err, "tls handshake failed"),
+                Err(_) => debug!(listener = name, "tls handshake timed out"),
             }
             drop(permit);
         });

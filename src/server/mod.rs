@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
-use crate::config::ServerConfig;
+use crate::config::{Config, ServerConfig};
 use crate::fd_limit;
 use crate::metrics::Metrics;
 use body_deadline::RequestBody;
@@ -50,13 +50,16 @@ pub struct Listeners {
     pub metrics: Option<TcpListener>,
     /// The WeChat-compatible listener (`wechat_compat_listen`).
     pub compat: Option<TcpListener>,
+    /// Compatible listeners that serve one app each (`[[apps]]
+    /// compat_listen`): the app's name and its listener.
+    pub app_compat: Vec<(String, TcpListener)>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("{key} {addr}: {source}")]
     Tcp {
-        key: &'static str,
+        key: String,
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -66,25 +69,34 @@ pub enum BindError {
 }
 
 impl Listeners {
-    /// Binds what the `[server]` section asks for.
-    pub async fn bind(server: &ServerConfig) -> Result<Self, BindError> {
-        let tcp = |key: &'static str, addr: SocketAddr| async move {
+    /// Binds what the configuration asks for: the `[server]` listeners
+    /// and each app's `compat_listen`.
+    pub async fn bind(config: &Config) -> Result<Self, BindError> {
+        let server = &config.server;
+        let tcp = |key: String, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
                 .map_err(|source| BindError::Tcp { key, addr, source })
         };
         let api_tcp = match server.listen {
-            Some(addr) => Some(tcp("server.listen", addr).await?),
+            Some(addr) => Some(tcp("server.listen".into(), addr).await?),
             None => None,
         };
         let metrics = match server.metrics_listen {
-            Some(addr) => Some(tcp("server.metrics_listen", addr).await?),
+            Some(addr) => Some(tcp("server.metrics_listen".into(), addr).await?),
             None => None,
         };
         let compat = match server.wechat_compat_listen {
-            Some(addr) => Some(tcp("server.wechat_compat_listen", addr).await?),
+            Some(addr) => Some(tcp("server.wechat_compat_listen".into(), addr).await?),
             None => None,
         };
+        let mut app_compat = Vec::new();
+        for app in &config.apps {
+            if let Some(addr) = app.compat_listen {
+                let key = format!("apps.{}.compat_listen", app.name);
+                app_compat.push((app.name.clone(), tcp(key, addr).await?));
+            }
+        }
         let api_unix = match &server.unix_socket {
             Some(path) => Some(
                 UnixSocket::bind(path, server.socket_mode, server.socket_group.as_deref()).await?,
@@ -96,6 +108,7 @@ impl Listeners {
             api_unix,
             metrics,
             compat,
+            app_compat,
         })
     }
 
@@ -109,6 +122,14 @@ impl Listeners {
 
     pub fn compat_addr(&self) -> Option<SocketAddr> {
         self.compat.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of `app`'s own compatible listener.
+    pub fn app_compat_addr(&self, app: &str) -> Option<SocketAddr> {
+        self.app_compat
+            .iter()
+            .find(|(name, _)| name == app)
+            .and_then(|(_, listener)| listener.local_addr().ok())
     }
 
     pub fn unix_path(&self) -> Option<PathBuf> {
@@ -157,6 +178,7 @@ pub fn spawn(
     listeners: Listeners,
     state: Arc<ApiState>,
     server: &ServerConfig,
+    compat_tls: Option<tokio_rustls::TlsAcceptor>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -184,6 +206,7 @@ pub fn spawn(
             handler,
             connections.clone(),
             deadlines,
+            None,
             cancel.clone(),
         ));
     }
@@ -198,6 +221,7 @@ pub fn spawn(
             handler,
             connections.clone(),
             deadlines,
+            None,
             cancel.clone(),
         );
         tasks.spawn(async move {
@@ -205,16 +229,27 @@ pub fn spawn(
             UnixSocket::remove_file(&path);
         });
     }
-    if let Some(compat) = listeners.compat {
+    let compat_listeners = listeners
+        .compat
+        .map(|listener| (None, listener))
+        .into_iter()
+        .chain(
+            listeners
+                .app_compat
+                .into_iter()
+                .map(|(app, listener)| (Some(app), listener)),
+        );
+    for (pinned, listener) in compat_listeners {
         let handler = CompatHandler {
-            state: Arc::new(CompatState::new(state.clone())),
+            state: Arc::new(CompatState::new(state.clone(), pinned)),
         };
         tasks.spawn(listener::serve(
             "compat",
-            compat,
+            listener,
             handler,
             connections.clone(),
             deadlines,
+            compat_tls.clone(),
             cancel.clone(),
         ));
     }
@@ -230,6 +265,7 @@ pub fn spawn(
             handler,
             ops_connections,
             deadlines,
+            None,
             cancel.clone(),
         ));
     }

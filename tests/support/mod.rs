@@ -94,6 +94,8 @@ pub struct Broker {
     pub dir: tempfile::TempDir,
     /// The WeChat-compatible listener, when [`Options::compat`] asked for one.
     pub compat: Option<SocketAddr>,
+    /// Per-app compatible listeners (`compat_listen`), by app name.
+    pub app_compat: Vec<(String, SocketAddr)>,
     http: reqwest::Client,
 }
 
@@ -133,8 +135,15 @@ impl Broker {
                 .replace("{dir}", &dir.path().display().to_string())
         };
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:1\"\ntoken_wait_timeout = \"3s\"\n{}\n{store}\n{apps}",
+            "[server]\nlisten = \"127.0.0.1:0\"\nunix_socket = \"{}\"\nmetrics_listen = \"127.0.0.1:1\"\ntoken_wait_timeout = \"3s\"\n{}{}\n{store}\n{apps}",
             socket.display(),
+            // The listener itself is bound below; the key tells the
+            // configuration there is one (compat_tls needs it).
+            if options.compat {
+                "wechat_compat_listen = \"127.0.0.1:0\"\n"
+            } else {
+                ""
+            },
             options.server,
         );
         let config = Config::from_toml_str("test.toml", &text).expect("test config is valid");
@@ -155,10 +164,25 @@ impl Broker {
                 } else {
                     None
                 },
+                app_compat: {
+                    let mut bound = Vec::new();
+                    for app in &config.apps {
+                        if let Some(addr) = app.compat_listen {
+                            let listener = TcpListener::bind(addr).await.unwrap();
+                            bound.push((app.name.clone(), listener));
+                        }
+                    }
+                    bound
+                },
             };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();
         let compat = listeners.compat_addr();
+        let app_compat = config
+            .apps
+            .iter()
+            .filter_map(|app| Some((app.name.clone(), listeners.app_compat_addr(&app.name)?)))
+            .collect();
         let daemon = wxbroker::start_with(&config, listeners, options.tuning.unwrap_or_default())
             .await
             .expect("broker starts");
@@ -170,6 +194,7 @@ impl Broker {
             socket,
             dir,
             compat,
+            app_compat,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(WAIT)
@@ -223,6 +248,16 @@ impl Broker {
     /// `http://ADDR{path}` on the WeChat-compatible listener.
     pub fn compat_url(&self, path: &str) -> String {
         let addr = self.compat.expect("started with Options::compat");
+        format!("http://{addr}{path}")
+    }
+
+    /// `http://ADDR{path}` on `app`'s own compatible listener.
+    pub fn app_compat_url(&self, app: &str, path: &str) -> String {
+        let (_, addr) = self
+            .app_compat
+            .iter()
+            .find(|(name, _)| name == app)
+            .expect("the app has compat_listen");
         format!("http://{addr}{path}")
     }
 
