@@ -342,7 +342,65 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("api base scheme", app_with("api_base = \"api.weixin.qq.com\""), "apps.shop.api_base", "must start with https://"),
         ("api base userinfo", app_with("api_base = \"https://user:pw@api.weixin.qq.com\""), "apps.shop.api_base", "must not hold a user name or password"),
         ("api base port", app_with("api_base = \"https://api.weixin.qq.com:99999\""), "apps.shop.api_base", "not a valid URL"),
+        (
+            "tls files unreadable",
+            doc(&format!("{SERVER}\nwechat_compat_listen = \"127.0.0.1:8931\"\n[server.compat_tls]\ncert_file = \"/nonexistent/cert.pem\"\nkey_file = \"/nonexistent/key.pem\""), APP, ""),
+            "server.compat_tls.cert_file",
+            "cannot read",
+        ),
+        (
+            "tls key missing",
+            doc(&format!("{SERVER}\nwechat_compat_listen = \"127.0.0.1:8931\"\n[server.compat_tls]\ncert_file = \"/x.pem\""), APP, ""),
+            "server.compat_tls.key_file",
+            "required",
+        ),
+        ("resolver", doc(SERVER, APP, "[upstream]\nresolve = \"mdns\""), "upstream.resolve", "not one of system, dns"),
+        (
+            "connect_to address",
+            doc(SERVER, APP, "[upstream]\nconnect_to = { \"api.weixin.qq.com\" = \"somewhere\" }"),
+            "upstream.connect_to.api.weixin.qq.com",
+            "IP:PORT",
+        ),
+        (
+            "connect_to host",
+            doc(SERVER, APP, "[upstream]\nconnect_to = { \"api weixin\" = \"127.0.0.1:1\" }"),
+            "upstream.connect_to.api weixin",
+            "not a host name",
+        ),
+        ("app compat clash", app_with("compat_listen = \"127.0.0.1:8930\""), "apps.shop.compat_listen", "already server.listen"),
+        ("app compat addr", app_with("compat_listen = \"localhost:1\""), "apps.shop.compat_listen", "IP:PORT"),
     ]
+}
+
+#[test]
+fn compat_tls_needs_a_compatible_listener_and_loads_what_tls_init_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = wxbroker::tls::init(dir.path()).unwrap();
+    let tls = format!(
+        "[server.compat_tls]\ncert_file = \"{}\"\nkey_file = \"{}\"",
+        issued.cert.display(),
+        issued.key.display()
+    );
+    let e = err(&doc(&format!("{SERVER}\n{tls}"), APP, ""));
+    assert_eq!(e.key(), Some("server.compat_tls"), "{e}");
+    let per_app = ok(&doc(
+        &format!("{SERVER}\n{tls}"),
+        &format!("{APP}\ncompat_listen = \"127.0.0.1:8932\""),
+        "",
+    ));
+    assert!(per_app.server.compat_tls.is_some());
+    assert_eq!(
+        per_app.apps[0].compat_listen,
+        Some("127.0.0.1:8932".parse().unwrap())
+    );
+    let pinned = ok(&doc(SERVER, APP, "[upstream]\nresolve = \"dns\"\nconnect_to = { \"API.weixin.qq.com\" = \"127.0.0.1:9443\" }"));
+    assert_eq!(
+        pinned.upstream.connect_to,
+        [(
+            "api.weixin.qq.com".to_owned(),
+            "127.0.0.1:9443".parse().unwrap()
+        )]
+    );
 }
 
 #[test]
