@@ -21,6 +21,9 @@
 //! - [`reload`] re-reads the configuration on SIGHUP off the signal loop.
 //! - [`fd_limit`] raises the open-file limit at start and fits the
 //!   connection limit to it.
+//! - [`tls`] serves the compatible listeners over HTTPS and makes the
+//!   local CA of `wxbroker tls init`; [`upstream`] says how the broker's
+//!   own calls reach WeChat (`connect_to`, its own DNS client).
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -31,7 +34,6 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod error;
 pub mod fd_limit;
 pub mod logging;
 pub mod metrics;

@@ -5,6 +5,7 @@
 //! compatible listener share one forwarding core, [`proxy`].
 
 mod accept_errors;
+mod api_error;
 pub mod body_deadline;
 pub mod compat;
 mod listener;

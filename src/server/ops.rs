@@ -4,11 +4,11 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
+use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::routes;
 use crate::broker::Broker;
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 
 pub fn handle(

@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::debug;
 
+use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
+use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use crate::broker::{LastError, TokenError};
-use crate::server::proxy::{ProxyError, PROXY_BODY_LIMIT};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {

@@ -1,0 +1,162 @@
+//! An upstream answer, looked at before it is passed on: small answers are
+//! read whole so that a rejection of the broker's token is seen whatever
+//! the content type; larger ones stream through untouched.
+
+use bytes::Bytes;
+use futures_util::{stream, StreamExt, TryStreamExt};
+use http::header::{self, HeaderMap};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Either, StreamBody};
+use hyper::body::Frame;
+
+use super::headers::{connection_listed, is_hop_by_hop};
+use crate::server::respond::{self, Body};
+use crate::wechat::is_token_rejected;
+
+/// JSON answers up to this size are read whole to check for 40001, 40014
+/// and 42001; WeChat's error answers are a few dozen bytes. Larger or
+/// non-JSON answers are streamed through untouched.
+const PEEK_LIMIT: usize = 64 * 1024;
+
+/// An upstream answer, read whole when it is small JSON, else with its
+/// first chunks in hand and the rest still streaming.
+pub(super) enum Answer {
+    Whole {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    Streaming {
+        status: StatusCode,
+        headers: HeaderMap,
+        read: Vec<Bytes>,
+        rest: reqwest::Response,
+    },
+}
+
+pub(super) async fn peek(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+    let status = response.status();
+    let headers = std::mem::take(response.headers_mut());
+    // Any small answer is read whole, whatever its content type: WeChat
+    // sends some errors (media/get's) as text/plain.
+    let small_json = response
+        .content_length()
+        .is_none_or(|n| n <= PEEK_LIMIT as u64);
+    let mut read = Vec::new();
+    if small_json {
+        let mut size = 0;
+        loop {
+            match response.chunk().await? {
+                None => {
+                    let body = match read.len() {
+                        0 => Bytes::new(),
+                        1 => read.pop().unwrap_or_default(),
+                        _ => read.concat().into(),
+                    };
+                    return Ok(Answer::Whole {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+                Some(chunk) => {
+                    size += chunk.len();
+                    read.push(chunk);
+                    if size > PEEK_LIMIT {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Answer::Streaming {
+        status,
+        headers,
+        read,
+        rest: response,
+    })
+}
+
+impl Answer {
+    /// A rejection of the token the call was made with, when the answer
+    /// was small enough to be read whole.
+    pub(super) fn token_rejection(&self) -> Option<(i64, String)> {
+        match self {
+            Answer::Whole { body, .. } => token_rejection(body),
+            Answer::Streaming { .. } => None,
+        }
+    }
+
+    pub(super) fn into_response(self) -> Response<Body> {
+        let (status, headers, body) = match self {
+            Answer::Whole {
+                status,
+                mut headers,
+                body,
+            } => {
+                // Set again by hyper from the body itself.
+                headers.remove(header::CONTENT_LENGTH);
+                (status, headers, respond::full(body))
+            }
+            Answer::Streaming {
+                status,
+                headers,
+                read,
+                rest,
+            } => {
+                let rest = rest
+                    .bytes_stream()
+                    .map_err(|err| std::io::Error::other(err.without_url()));
+                let frames = stream::iter(read.into_iter().map(Ok))
+                    .chain(rest)
+                    .map_ok(Frame::data);
+                (
+                    status,
+                    headers,
+                    Either::Right(BodyExt::boxed_unsync(StreamBody::new(frames))),
+                )
+            }
+        };
+        let connection = connection_listed(&headers);
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let out = response.headers_mut();
+        for (name, value) in &headers {
+            if !is_hop_by_hop(name, &connection) {
+                out.append(name.clone(), value.clone());
+            }
+        }
+        response
+    }
+}
+
+/// The errcode and errmsg when `body` is a JSON object that says the token
+/// it was called with is dead (40001, 40014, 42001).
+fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let answer = answer.as_object()?;
+    let errcode = answer
+        .get("errcode")?
+        .as_i64()
+        .filter(|code| is_token_rejected(*code))?;
+    let errmsg = answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("");
+    Some((errcode, errmsg.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_token_errcodes_count_as_rejected() {
+        assert_eq!(
+            token_rejection(br#"{"errcode":40001,"errmsg":"x"}"#),
+            Some((40001, "x".to_owned()))
+        );
+        assert!(token_rejection(br#"{"errcode":42001}"#).is_some());
+        assert!(token_rejection(br#"{"errcode":40014}"#).is_some());
+        assert!(token_rejection(br#"{"errcode":0}"#).is_none());
+        assert!(token_rejection(br#"[40001]"#).is_none());
+        assert!(token_rejection(b"not json").is_none());
+    }
+}

@@ -1,0 +1,327 @@
+//! The token-injecting proxy, shared by both front-ends that forward to
+//! WeChat: `ANY /v1/apps/{app}/proxy/{path}` on the token API and every
+//! non-token path of the WeChat-compatible listener. It owns the path rules
+//! (nothing may leave the app's `api_base`), the replayable request body,
+//! the forwarding itself with the app's current token put in the query, and
+//! the single retry after WeChat rejects that token. Its parts: `target`
+//! (where a call may go), `headers` (what travels with it) and `answer`
+//! (what comes back, and whether it rejects the broker's token).
+//!
+//! The token goes upstream in the URL, so it must never reach a log line or
+//! an error body: reqwest errors are stripped of their URL, and the query is
+//! never logged.
+
+mod answer;
+mod headers;
+mod target;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, Response};
+use http_body_util::{BodyExt, Limited};
+use tokio::time::{timeout_at, Instant};
+use tracing::debug;
+
+use super::body_deadline::RequestBody;
+use super::respond::Body;
+use super::wechat_path::{self, Carries};
+use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
+use crate::metrics::Metrics;
+use answer::{peek, Answer};
+use headers::forwarded_headers;
+pub use target::{check_path, query_param, without_access_token};
+use target::{refuse_credential_fetch, target_url};
+
+/// How long one upstream attempt may take to answer (its head, plus the
+/// body when the proxy reads it whole to look for a rejected token), and
+/// the longest pause while a streamed body is relayed. Not configurable:
+/// WeChat answers in well under a second, and 30 s is what its own SDKs
+/// allow before giving up.
+pub const PROXY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest request body the proxy forwards. The body is buffered (within
+/// this bound) so it can be sent again after a token refresh.
+pub const PROXY_BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// Why a request was not forwarded, or forwarding failed. Each front-end
+/// renders these in its own shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("refused proxy path: {0}")]
+    BadPath(&'static str),
+    /// The path fetches a credential the broker owns: forwarding it would
+    /// supersede the token every other client is using.
+    #[error("{0} fetches a credential, which only the broker's refresher does")]
+    CredentialEndpoint(&'static str),
+    #[error("request body larger than {PROXY_BODY_LIMIT} bytes")]
+    TooLarge,
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
+    #[error("no valid token: {0}")]
+    Token(TokenError),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream error: {0}")]
+    Upstream(String),
+    /// WeChat rejected the broker's own token and no newer one can be had
+    /// yet. Never handed back as WeChat's answer: SDKs answer 40001 by
+    /// refetching and retrying at once, without limit.
+    #[error("wechat rejected the broker's token (errcode {errcode}: {errmsg}); a new one can be fetched in {retry_after}s")]
+    TokenRejected {
+        errcode: i64,
+        errmsg: String,
+        retry_after: u64,
+    },
+}
+
+impl ProxyError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::Upstream(_) => "upstream_error",
+            ProxyError::TokenRejected { .. } => "token_rejected",
+            ProxyError::BadPath(_)
+            | ProxyError::CredentialEndpoint(_)
+            | ProxyError::TooLarge
+            | ProxyError::BadBody(_)
+            | ProxyError::BodyTimeout
+            | ProxyError::Token(_) => "refused",
+        }
+    }
+}
+
+/// What the client asked to forward, relative to the app's `api_base`.
+pub struct Forward<'a> {
+    pub method: &'a Method,
+    /// The path below `api_base`, without its leading slash.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// The proxy's shared state: one HTTP client (one connection pool) for
+/// every app and both front-ends.
+pub struct Proxy {
+    http: reqwest::Client,
+    timeout: Duration,
+    token_wait: Duration,
+    metrics: Metrics,
+}
+
+impl Proxy {
+    /// `timeout` is [`PROXY_TIMEOUT`] outside tests.
+    pub fn new(
+        http: reqwest::Client,
+        timeout: Duration,
+        token_wait: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        Proxy {
+            http,
+            timeout,
+            token_wait,
+            metrics,
+        }
+    }
+
+    /// The client the proxy needs: redirects are passed back to the caller,
+    /// never followed (a redirect would carry the token to another host).
+    pub fn http_client(
+        upstream: &crate::config::UpstreamConfig,
+    ) -> Result<reqwest::Client, crate::upstream::ClientError> {
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .connect_timeout(PROXY_TIMEOUT)
+            .read_timeout(PROXY_TIMEOUT);
+        crate::upstream::build(builder, upstream)
+    }
+
+    /// Forwards `request` with `app`'s token and counts the outcome in
+    /// `wxbroker_proxy_requests_total`.
+    pub async fn forward(
+        &self,
+        app: &AppHandle,
+        request: Forward<'_>,
+        body: RequestBody,
+    ) -> Result<Response<Body>, ProxyError> {
+        let result = self.try_forward(app, &request, body).await;
+        let outcome = match &result {
+            Ok((_, false)) => "ok",
+            Ok((_, true)) => "retried",
+            Err(err) => err.outcome(),
+        };
+        self.metrics
+            .proxy_requests
+            .with_label_values(&[app.name(), outcome])
+            .inc();
+        match &result {
+            Ok((response, retried)) => debug!(
+                app = app.name(),
+                path = request.path,
+                status = response.status().as_u16(),
+                retried,
+                "proxied"
+            ),
+            Err(err) => debug!(app = app.name(), path = request.path, error = %err, "proxy failed"),
+        }
+        result.map(|(response, _)| response)
+    }
+
+    async fn try_forward(
+        &self,
+        app: &AppHandle,
+        request: &Forward<'_>,
+        body: RequestBody,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        let carries = wechat_path::classify(request.path).carries();
+        let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
+        refuse_credential_fetch(request.path)?;
+        let body = read_body(request.headers, body).await?;
+        let headers = forwarded_headers(request.headers);
+        match carries {
+            Carries::AppToken => {
+                self.forward_with_token(app, request.method, url, &headers, body)
+                    .await
+            }
+            Carries::UserToken => {
+                // The user's OAuth token goes as the client sent it, and a
+                // 40001 is about that token: nothing for the broker to do.
+                let answer = self.send(request.method, url, &headers, &body).await?;
+                Ok((answer.into_response(), false))
+            }
+            Carries::AppSecret => {
+                let config = app.config();
+                let mut url = url;
+                url.query_pairs_mut()
+                    .append_pair("appid", &config.appid)
+                    .append_pair("secret", config.secret.expose());
+                let answer = self.send(request.method, url, &headers, &body).await?;
+                Ok((answer.into_response(), false))
+            }
+        }
+    }
+
+    /// An app-token call: the broker's token put in; on a rejection of it,
+    /// one refresh and one retry, so at most two upstream calls. A
+    /// rejection that cannot be fixed now is never handed back: the
+    /// caller is told when to retry, and the refresh is deferred to then.
+    async fn forward_with_token(
+        &self,
+        app: &AppHandle,
+        method: &Method,
+        url: reqwest::Url,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        let mut retried = false;
+        loop {
+            let token = app
+                .token(self.token_wait)
+                .await
+                .map_err(ProxyError::Token)?;
+            let mut url = url.clone();
+            url.query_pairs_mut()
+                .append_pair("access_token", token.value.expose());
+            let answer = self.send(method, url, headers, &body).await?;
+            let Some((errcode, errmsg)) = answer.token_rejection() else {
+                return Ok((answer.into_response(), retried));
+            };
+            let reported = token.value.expose();
+            let outcome = app
+                .report_rejected(reported)
+                .await
+                .map_err(ProxyError::Token)?;
+            if !retried
+                && matches!(
+                    outcome,
+                    InvalidateOutcome::Refreshed | InvalidateOutcome::AlreadyRotated
+                )
+            {
+                let fresh = app
+                    .token(self.token_wait)
+                    .await
+                    .map_err(ProxyError::Token)?;
+                if fresh.value.expose() != reported {
+                    retried = true;
+                    continue;
+                }
+            }
+            return Err(ProxyError::TokenRejected {
+                errcode,
+                errmsg,
+                retry_after: app.retry_after(),
+            });
+        }
+    }
+
+    /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
+    async fn send(
+        &self,
+        method: &Method,
+        url: reqwest::Url,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Answer, ProxyError> {
+        let deadline = Instant::now() + self.timeout;
+        let sent = self
+            .http
+            .request(method.clone(), url)
+            .headers(headers.clone())
+            .body(body.clone())
+            .send();
+        let upstream = timeout_at(deadline, sent)
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))?
+            .map_err(|err| self.upstream_error(err))?;
+        timeout_at(deadline, peek(upstream))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))?
+            .map_err(|err| self.upstream_error(err))
+    }
+
+    fn upstream_error(&self, err: reqwest::Error) -> ProxyError {
+        // The URL holds the token: never let it into a message.
+        let err = err.without_url();
+        if err.is_timeout() {
+            ProxyError::Timeout(self.timeout)
+        } else {
+            ProxyError::Upstream(error_chain(&err))
+        }
+    }
+}
+
+/// `err` and its sources, `: `-separated (reqwest's own message alone says
+/// little more than "error sending request").
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Reads the whole request body, refusing past [`PROXY_BODY_LIMIT`] (early
+/// when `Content-Length` already says so).
+async fn read_body(headers: &HeaderMap, body: RequestBody) -> Result<Bytes, ProxyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > PROXY_BODY_LIMIT as u64) {
+        return Err(ProxyError::TooLarge);
+    }
+    match Limited::new(body, PROXY_BODY_LIMIT).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::TooLarge),
+        Err(err) if RequestBody::is_timeout(&*err) => Err(ProxyError::BodyTimeout),
+        Err(err) => Err(ProxyError::BadBody(err.to_string())),
+    }
+}

@@ -1,0 +1,198 @@
+//! Where a forwarded call may go: the path rules that keep it under the
+//! app's `api_base`, the credential endpoints it may never reach, and the
+//! query with the pairs the broker sets itself removed.
+
+use super::ProxyError;
+use crate::server::wechat_path::{self, percent_decode, Carries, PathFamily};
+
+/// Refuses a path that would fetch a credential upstream, however it is
+/// spelled (section 17: only the refresher fetches).
+pub(super) fn refuse_credential_fetch(path: &str) -> Result<(), ProxyError> {
+    let family = wechat_path::classify(path);
+    if !family.fetches_credential() {
+        return Ok(());
+    }
+    Err(ProxyError::CredentialEndpoint(match family {
+        PathFamily::ClassicToken => "/cgi-bin/token",
+        PathFamily::StableToken => "/cgi-bin/stable_token",
+        PathFamily::WecomToken => "/cgi-bin/gettoken",
+        _ => "an Open Platform credential endpoint",
+    }))
+}
+
+/// Refuses any path that could leave `api_base` once a URL parser or the
+/// upstream normalises it: empty segments (`//`, a leading `/`), `.` and
+/// `..` segments (also percent-encoded), backslashes, and encoded
+/// separators, colons (`http:`), `?`, `#` or control characters.
+pub fn check_path(path: &str) -> Result<(), ProxyError> {
+    if path.is_empty() {
+        return Err(ProxyError::BadPath("empty path"));
+    }
+    if path.starts_with('/') || path.contains("//") {
+        return Err(ProxyError::BadPath("empty path segment"));
+    }
+    if path.contains('\\') {
+        return Err(ProxyError::BadPath("backslash in path"));
+    }
+    for segment in path.split('/') {
+        let decoded = percent_decode(segment);
+        if decoded == b"." || decoded == b".." {
+            return Err(ProxyError::BadPath("dot segment in path"));
+        }
+        if decoded
+            .iter()
+            .any(|&b| matches!(b, b'/' | b'\\' | b':' | b'?' | b'#') || b < 0x20 || b == 0x7f)
+        {
+            return Err(ProxyError::BadPath(
+                "separator, colon or control character in a path segment",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `{api_base}/{path}?{query}` without the pairs the broker puts in for
+/// what the call `carries` (the client's `access_token` for an app-token
+/// call; `appid` and `secret` for a secret-bearing one; nothing for a
+/// user-token call), checked to be still under `api_base` after parsing.
+pub(super) fn target_url(
+    api_base: &str,
+    path: &str,
+    query: Option<&str>,
+    carries: Carries,
+) -> Result<reqwest::Url, ProxyError> {
+    check_path(path)?;
+    let base = reqwest::Url::parse(api_base)
+        .map_err(|_| ProxyError::Upstream("the app's api_base is not a URL".into()))?;
+    let mut target = format!("{}/{path}", api_base.trim_end_matches('/'));
+    let replaced: &[&str] = match carries {
+        Carries::AppToken => &["access_token"],
+        Carries::UserToken => &[],
+        Carries::AppSecret => &["appid", "secret"],
+    };
+    let kept = query
+        .map(|query| without_keys(query, replaced))
+        .unwrap_or_default();
+    if !kept.is_empty() {
+        target.push('?');
+        target.push_str(&kept);
+    }
+    let url =
+        reqwest::Url::parse(&target).map_err(|_| ProxyError::BadPath("not a valid URL path"))?;
+    let prefix = format!("{}/", base.path().trim_end_matches('/'));
+    if url.origin() != base.origin() || !url.path().starts_with(&prefix) {
+        return Err(ProxyError::BadPath("path leaves api_base"));
+    }
+    Ok(url)
+}
+
+/// The raw query minus every `access_token` pair; other pairs byte for byte.
+pub fn without_access_token(query: &str) -> String {
+    without_keys(query, &["access_token"])
+}
+
+/// The raw query minus every pair whose (decoded) key is in `keys`.
+fn without_keys(query: &str, keys: &[&str]) -> String {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !keys.iter().any(|key| pair_key_is(pair, key)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn pair_key_is(pair: &str, name: &str) -> bool {
+    let key = pair.split('=').next().unwrap_or(pair);
+    percent_decode(key) == name.as_bytes()
+}
+
+/// The decoded value of the first `key` pair in a raw query.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == key.as_bytes())
+            .then(|| String::from_utf8_lossy(&percent_decode(&v.replace('+', " "))).into_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_leave_api_base_are_refused() {
+        for path in [
+            "",
+            "/etc/passwd",
+            "tcb//x",
+            "../x",
+            "tcb/../../x",
+            "tcb/%2e%2e/x",
+            "tcb/.%2E/x",
+            "tcb/%2E/x",
+            "./x",
+            "tcb\\..\\x",
+            "tcb/%5c..",
+            "tcb/a%2fb",
+            "http://evil.example/x",
+            "http:/evil.example",
+            "tcb/%3a",
+            "tcb/a%00",
+        ] {
+            assert!(check_path(path).is_err(), "{path:?} must be refused");
+        }
+        for path in [
+            "tcb/invokecloudfunction",
+            "cgi-bin/openapi/quota/get",
+            "wxa/getwxacodeunlimit",
+            "cgi-bin/message/custom/send",
+            "a.b/c..d/...",
+            "tcb/x/",
+        ] {
+            assert!(check_path(path).is_ok(), "{path:?} must be allowed");
+        }
+    }
+
+    #[test]
+    fn target_stays_under_api_base() {
+        let url = target_url(
+            "http://127.0.0.1:9/base",
+            "tcb/invokecloudfunction",
+            Some("env=e%20&access_token=CLIENT&name=f&%61ccess_token=X"),
+            Carries::AppToken,
+        )
+        .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:9/base/tcb/invokecloudfunction?env=e%20&name=f"
+        );
+        let sns = target_url(
+            "http://127.0.0.1:9",
+            "sns/jscode2session",
+            Some("appid=A&secret=placeholder&js_code=c&access_token=U"),
+            Carries::AppSecret,
+        )
+        .unwrap();
+        assert_eq!(sns.query(), Some("js_code=c&access_token=U"));
+        let user = target_url(
+            "http://127.0.0.1:9",
+            "sns/userinfo",
+            Some("access_token=USER&openid=o"),
+            Carries::UserToken,
+        )
+        .unwrap();
+        assert_eq!(user.query(), Some("access_token=USER&openid=o"));
+        assert!(
+            target_url("http://127.0.0.1:9", "@evil/x", None, Carries::AppToken)
+                .is_ok_and(|url| url.host_str() == Some("127.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn query_params_decode() {
+        assert_eq!(
+            query_param("a=1&appid=wx%31+2", "appid").as_deref(),
+            Some("wx1 2")
+        );
+        assert_eq!(query_param("a=1", "appid"), None);
+    }
+}
