@@ -163,6 +163,11 @@ impl Daemon {
             ("[server]", config.server != running.server),
             ("[store]", config.store != running.store),
             ("[log]", config.log != running.log),
+            ("[upstream]", config.upstream != running.upstream),
+            (
+                "[[apps]] compat_listen",
+                compat_listeners(config) != compat_listeners(&running),
+            ),
         ];
         for (section, changed) in fixed {
             if changed {
@@ -311,6 +316,15 @@ pub async fn start_with(
 }
 
 /// Each app with the upstream source that fetches its token.
+/// Each app's own compatible listener: bound at start only.
+fn compat_listeners(config: &Config) -> Vec<(&str, std::net::SocketAddr)> {
+    config
+        .apps
+        .iter()
+        .filter_map(|app| Some((app.name.as_str(), app.compat_listen?)))
+        .collect()
+}
+
 fn app_sources(
     config: &Config,
     http: &reqwest::Client,
