@@ -20,6 +20,15 @@ missing=()
 for tool in "${!package_for[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${package_for[$tool]}")
 done
+# The SDK venv needs venv and ensurepip, which Debian's python3 splits off;
+# prlimit, unshare and flock (the fd-limit and transparent-mode tests, the
+# SDK install lock) come with util-linux.
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+for tool in prlimit unshare flock; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=(util-linux)
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 packages=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')

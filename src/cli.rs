@@ -118,6 +118,9 @@ pub struct DemoArgs {
     /// /metrics, /livez and /readyz.
     #[arg(long, default_value = "127.0.0.1:9930")]
     pub metrics_listen: SocketAddr,
+    /// The WeChat-compatible listener, for SDKs pointed at the broker.
+    #[arg(long, default_value = "127.0.0.1:8931")]
+    pub compat_listen: SocketAddr,
     /// Where the simulated WeChat API listens (port 0: any free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub simulator_listen: SocketAddr,

@@ -34,11 +34,12 @@ pub fn config(
     listen: SocketAddr,
     socket: &Path,
     metrics_listen: SocketAddr,
+    compat_listen: SocketAddr,
     lifetime: Duration,
 ) -> Result<Config, ConfigError> {
     let refresh_before = (lifetime / 4).max(Duration::from_secs(1));
     let mut text = format!(
-        "[server]\nlisten = \"{listen}\"\nunix_socket = \"{}\"\nsocket_mode = \"0600\"\nmetrics_listen = \"{metrics_listen}\"\n\n[store]\nbackend = \"memory\"\n",
+        "[server]\nlisten = \"{listen}\"\nunix_socket = \"{}\"\nsocket_mode = \"0600\"\nmetrics_listen = \"{metrics_listen}\"\nwechat_compat_listen = \"{compat_listen}\"\n\n[store]\nbackend = \"memory\"\n",
         socket.display()
     );
     for (name, grant, appid, secret) in ACCOUNTS {
@@ -55,22 +56,27 @@ pub fn banner(
     listen: SocketAddr,
     socket: &Path,
     metrics_listen: SocketAddr,
+    compat_listen: SocketAddr,
     simulator_url: &str,
     lifetime: Duration,
 ) -> String {
     let socket = socket.display();
+    let shop_appid = ACCOUNTS[0].2;
     format!(
         "\nwxbroker demo: a broker in front of a simulated WeChat API ({simulator_url})\n\
          tokens live {lifetime}; each is refreshed a quarter of that before it expires.\n\n\
          token API (tcp):   http://{listen}\n\
          token API (unix):  {socket}\n\
-         metrics & probes:  http://{metrics_listen}/metrics  /livez  /readyz\n\n\
+         metrics & probes:  http://{metrics_listen}/metrics  /livez  /readyz\n\
+         wechat-compatible: http://{compat_listen}  (point an SDK's API base here; any secret will do)\n\n\
          try:\n\
          \x20 curl -s -H 'Wxbroker-Client: demo' http://{listen}/v1/apps/shop/token\n\
          \x20 curl -s -H 'Wxbroker-Client: demo' 'http://{listen}/v1/apps/mini/token?format=text'\n\
          \x20 curl -s --unix-socket {socket} http://localhost/v1/apps\n\
          \x20 curl -s -X POST -H 'Wxbroker-Client: demo' -d '{{\"access_token\":\"<a token that failed>\"}}' http://{listen}/v1/apps/shop/token/invalidate\n\
          \x20 curl -s http://{metrics_listen}/metrics | grep ^wxbroker_token\n\
+         \x20 curl -s 'http://{compat_listen}/cgi-bin/token?grant_type=client_credential&appid={shop_appid}&secret=anything'\n\
+         \x20 curl -s 'http://{compat_listen}/cgi-bin/getcallbackip?appid={shop_appid}&access_token=whatever'\n\
          \x20 cargo run --release -- token --app shop\n\n\
          watch the log for \"token refreshed\"; Ctrl-C stops.\n",
         lifetime = humantime::format_duration(lifetime),

@@ -265,6 +265,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         args.listen,
         &args.socket,
         args.metrics_listen,
+        args.compat_listen,
         args.lifetime,
     )?;
     let listeners = Listeners::bind(&config)
@@ -272,9 +273,17 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .context("binding the demo's listeners (pass --listen/--metrics-listen 127.0.0.1:0 if the ports are taken)")?;
     let listen = listeners.api_tcp_addr().unwrap_or(args.listen);
     let metrics = listeners.metrics_addr().unwrap_or(args.metrics_listen);
+    let compat = listeners.compat_addr().unwrap_or(args.compat_listen);
     println!(
         "{}",
-        demo::banner(listen, &args.socket, metrics, &sim_url, args.lifetime)
+        demo::banner(
+            listen,
+            &args.socket,
+            metrics,
+            compat,
+            &sim_url,
+            args.lifetime
+        )
     );
     wxbroker::run(&config, listeners, shutdown_signal()).await?;
     let _ = stop_sim.send(());
