@@ -196,9 +196,17 @@ pub enum InvalidateOutcome {
     /// refresh is scheduled at the earliest allowed moment (merged with
     /// any other), for a caller that reported a rejection it saw itself.
     Deferred,
+    /// The refresher did not answer within the caller's wait (a slow
+    /// upstream) or stopped first (a reload, a shutdown), and the reported
+    /// token is still the current, valid one. The caller keeps it; a refresh
+    /// already begun goes on and is stored.
+    Pending,
 }
 
 impl InvalidateOutcome {
+    /// The outcomes a refresher reports and counts; [`Self::Pending`] is
+    /// the caller's own answer, and the refresh it left behind is counted
+    /// when it ends.
     pub const ALL: [InvalidateOutcome; 5] = [
         InvalidateOutcome::Refreshed,
         InvalidateOutcome::AlreadyRotated,
@@ -214,6 +222,7 @@ impl InvalidateOutcome {
             InvalidateOutcome::RateLimited => "rate_limited",
             InvalidateOutcome::Failed => "failed",
             InvalidateOutcome::Deferred => "deferred",
+            InvalidateOutcome::Pending => "pending",
         }
     }
 }
@@ -331,8 +340,16 @@ impl AppHandle {
     /// Reports `reported` as rejected by WeChat. The refresher fetches a new
     /// token only if `reported` is still the current one (see
     /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
-    pub async fn invalidate(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
-        self.send_invalidate(reported, false).await
+    ///
+    /// Waits at most `wait` for the refresher's answer. Past it, a caller
+    /// whose token is still valid gets [`InvalidateOutcome::Pending`] (the
+    /// refresh goes on), and only one without a valid token an error.
+    pub async fn invalidate(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, false, wait).await
     }
 
     /// Reports `reported` as rejected in an answer the broker itself
@@ -340,14 +357,19 @@ impl AppHandle {
     /// refresh that is not allowed yet is scheduled for the earliest
     /// allowed moment ([`InvalidateOutcome::Deferred`]), since nobody
     /// else will report it: the caller was told to retry later.
-    pub async fn report_rejected(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
-        self.send_invalidate(reported, true).await
+    pub async fn report_rejected(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, true, wait).await
     }
 
     async fn send_invalidate(
         &self,
         reported: &str,
         defer: bool,
+        wait: Duration,
     ) -> Result<InvalidateOutcome, TokenError> {
         let (reply, outcome) = oneshot::channel();
         let command = Command::Invalidate {
@@ -356,9 +378,23 @@ impl AppHandle {
             reply,
         };
         match self.shared.commands.try_send(command) {
-            Ok(()) => outcome.await.map_err(|_| TokenError::ShuttingDown),
+            Ok(()) => match tokio::time::timeout(wait, outcome).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(_stopped)) => self.unanswered(reported, TokenError::ShuttingDown),
+                Err(_elapsed) => self.unanswered(reported, self.unavailable()),
+            },
             Err(mpsc::error::TrySendError::Full(_)) => Ok(InvalidateOutcome::RateLimited),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(TokenError::ShuttingDown),
+        }
+    }
+
+    /// The answer to an invalidation the refresher did not answer: the
+    /// current token, if one is valid, else `err`.
+    fn unanswered(&self, reported: &str, err: TokenError) -> Result<InvalidateOutcome, TokenError> {
+        match self.valid_token() {
+            Some(token) if token.value.expose() == reported => Ok(InvalidateOutcome::Pending),
+            Some(_) => Ok(InvalidateOutcome::AlreadyRotated),
+            None => Err(err),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
 use crate::wechat::{FetchError, TokenGrant};
 
 const LIFETIME: u64 = 7200;
+/// How long a test's caller waits for an answer (token_wait_timeout).
+const WAIT: Duration = Duration::from_secs(10);
 /// 2026-11-24 10:00 Beijing time.
 const START: u64 = 1_795_975_200;
 
@@ -27,7 +29,7 @@ const START: u64 = 1_795_975_200;
 /// Stable: the same token while more than `window` is left, unless forced.
 struct FakeSource {
     stable_window: Option<Duration>,
-    delay: Duration,
+    delay: Mutex<Duration>,
     script: Mutex<VecDeque<FetchError>>,
     issued: AtomicU64,
     calls: Mutex<Vec<(Instant, bool)>>,
@@ -46,12 +48,17 @@ impl FakeSource {
     fn new(stable_window: Option<Duration>) -> Self {
         FakeSource {
             stable_window,
-            delay: Duration::from_millis(50),
+            delay: Mutex::new(Duration::from_millis(50)),
             script: Mutex::default(),
             issued: AtomicU64::new(0),
             calls: Mutex::default(),
             current: Mutex::default(),
         }
+    }
+
+    /// How long each call takes from now on.
+    fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     /// The next `count` calls fail with `err`.
@@ -116,7 +123,8 @@ impl TokenSource for FakeSource {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), force_refresh));
-            tokio::time::sleep(self.delay).await;
+            let delay = *self.delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             self.answer(force_refresh)
         })
     }
@@ -259,9 +267,8 @@ async fn a_thousand_cold_readers_make_one_fetch() {
 
 #[tokio::test(start_paused = true)]
 async fn readers_keep_the_old_token_while_a_refresh_is_slow() {
-    let mut slow = FakeSource::new(None);
-    slow.delay = Duration::from_secs(5);
-    let source = Arc::new(slow);
+    let source = FakeSource::classic();
+    source.set_delay(Duration::from_secs(5));
     let started = Instant::now();
     let running = start(app(Grant::Classic), source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
@@ -363,7 +370,7 @@ async fn invalidating_the_current_token_refreshes_once() {
     // Within min_forced_interval of the fetch: refused.
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::RateLimited);
@@ -372,7 +379,7 @@ async fn invalidating_the_current_token_refreshes_once() {
         .map(|_| {
             let handle = running.handle.clone();
             let reported = first.value.expose().to_owned();
-            tokio::spawn(async move { handle.invalidate(&reported).await.unwrap() })
+            tokio::spawn(async move { handle.invalidate(&reported, WAIT).await.unwrap() })
         })
         .collect();
     let mut refreshed = 0;
@@ -387,7 +394,7 @@ async fn invalidating_the_current_token_refreshes_once() {
     // The old token again: already rotated, no call.
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::AlreadyRotated);
@@ -402,7 +409,7 @@ async fn stable_invalidation_forces_only_when_wechat_returns_the_same_token() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::Refreshed);
@@ -507,7 +514,7 @@ async fn budget_holds_over_days_of_invalidation_storms() {
         if let Some(token) = running.handle.valid_token() {
             running
                 .handle
-                .invalidate(token.value.expose())
+                .invalidate(token.value.expose(), WAIT)
                 .await
                 .unwrap();
         }
@@ -709,7 +716,7 @@ async fn three_fetches(running: &Running, source: &FakeSource) {
     let mut token = running.handle.token(Duration::from_secs(10)).await.unwrap();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(31)).await;
-        let outcome = running.handle.invalidate(token.value.expose()).await;
+        let outcome = running.handle.invalidate(token.value.expose(), WAIT).await;
         assert_eq!(outcome, Ok(InvalidateOutcome::Refreshed));
         token = running.handle.valid_token().unwrap();
     }
@@ -795,4 +802,50 @@ async fn a_reload_keeps_the_count_the_store_could_not_take() {
     let app = running.broker.app("shop").unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(app.view().fetches_today as usize, source.calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_waits_no_longer_than_the_callers_wait() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    // Upstream hangs far longer than a caller waits.
+    source.set_delay(Duration::from_secs(60));
+    let asked = Instant::now();
+    let outcome = running
+        .handle
+        .invalidate(first.value.expose(), Duration::from_secs(2))
+        .await;
+    assert_eq!(asked.elapsed(), Duration::from_secs(2));
+    assert_eq!(outcome, Ok(InvalidateOutcome::Pending));
+    assert_eq!(
+        running.handle.valid_token().unwrap().value,
+        first.value,
+        "the valid token is served meanwhile"
+    );
+    // The refresh goes on, and lands.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        running.handle.valid_token().unwrap().value.expose(),
+        "tok-1"
+    );
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_without_a_valid_token_fails_after_the_wait() {
+    let source = FakeSource::classic();
+    source.set_delay(Duration::from_secs(60));
+    let running = start(app(Grant::Classic), source.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.calls(), 1, "the first fetch hangs");
+    let asked = Instant::now();
+    let err = running
+        .handle
+        .invalidate("tok-from-elsewhere", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(asked.elapsed(), Duration::from_secs(2));
+    assert!(matches!(err, TokenError::Unavailable { .. }), "{err:?}");
 }
