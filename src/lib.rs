@@ -88,6 +88,9 @@ pub struct Daemon {
     cancel: CancellationToken,
 }
 
+/// Added to a shutdown's deadline for the last store writes.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// An app without a valid token, and why (as `/readyz` says it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
@@ -201,11 +204,40 @@ impl Daemon {
     }
 
     /// Stops accepting, drains connections, stops the refreshers, and
-    /// removes the socket file.
+    /// removes the socket file. A refresher in the middle of an upstream
+    /// fetch finishes it and stores the token first. The whole stop is
+    /// bounded: by twice the longest `fetch_timeout` or the connection
+    /// drain, whichever is longer, and a margin.
     pub async fn shutdown(self) {
+        let deadline = self.stop_deadline();
         self.cancel.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?deadline,
+                tasks = self.tasks.len(),
+                "tasks still running at the shutdown deadline; exiting without them"
+            );
+        }
+    }
+
+    /// How long a shutdown waits for its tasks: the connection drain, or
+    /// the longest upstream fetch a refresher may be in (an invalidation
+    /// of a stable token makes two calls), and a margin for the store.
+    fn stop_deadline(&self) -> Duration {
+        let fetch = self
+            .running
+            .lock()
+            .expect("running config poisoned")
+            .apps
+            .iter()
+            .map(|app| app.fetch_timeout)
+            .max()
+            .unwrap_or_default();
+        (fetch * 2).max(server::DRAIN_DEADLINE) + STOP_MARGIN
     }
 }
 

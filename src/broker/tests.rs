@@ -804,6 +804,68 @@ async fn a_reload_keeps_the_count_the_store_could_not_take() {
     assert_eq!(app.view().fetches_today as usize, source.calls());
 }
 
+/// The stored token for the test app.
+async fn stored_token(store: &MemoryStore) -> Option<AccessToken> {
+    let key = StoreKey::for_app(&app(Grant::Classic));
+    let record = store.load(&key).await.unwrap()?;
+    Some(record.token?.access_token)
+}
+
+/// Starts the test app with slow fetches and waits until its first
+/// proactive refresh (due at expiry - 300 s, taking 5 s) is 2 s in.
+async fn in_a_slow_refresh(source: &Arc<FakeSource>, store: &Arc<MemoryStore>) -> Running {
+    let started = Instant::now();
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    assert_eq!(first.value.expose(), "tok-0");
+    source.set_delay(Duration::from_secs(5));
+    tokio::time::sleep_until(started + Duration::from_secs(LIFETIME - 300 + 2)).await;
+    assert_eq!(source.calls(), 2, "the refresh is in flight");
+    running
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_refresh_waits_for_it_and_stores_its_token() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = in_a_slow_refresh(&source, &store).await;
+    let handle = running.handle.clone();
+    let stopping = Instant::now();
+    running.stop().await;
+    let waited = stopping.elapsed();
+    assert!(
+        (Duration::from_secs(2)..=Duration::from_secs(4)).contains(&waited),
+        "the stop waits for the fetch to end, and no longer: {waited:?}"
+    );
+    // Upstream replaced tok-0 with tok-1: the broker must keep tok-1.
+    assert_eq!(handle.valid_token().unwrap().value.expose(), "tok-1");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_in_flight_at_a_stop_is_answered_and_stored() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    source.set_delay(Duration::from_secs(3));
+    let handle = running.handle.clone();
+    let reported = first.value.expose().to_owned();
+    let invalidation = tokio::spawn(async move { handle.invalidate(&reported, WAIT).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.calls(), 2, "the invalidation's fetch is in flight");
+    let handle = running.handle.clone();
+    running.stop().await;
+    assert_eq!(
+        invalidation.await.unwrap(),
+        Ok(InvalidateOutcome::Refreshed)
+    );
+    assert_eq!(handle.valid_token().unwrap().value.expose(), "tok-1");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_invalidation_waits_no_longer_than_the_callers_wait() {
     let source = FakeSource::classic();
