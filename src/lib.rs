@@ -158,22 +158,27 @@ impl Daemon {
     /// kind and grant are unchanged, so a changed secret is used from the
     /// next fetch), unchanged ones are left alone. Listener, store and log
     /// settings need a restart; a change to them is logged and ignored.
-    pub fn reload(&self, config: &Config) -> broker::Reconciled {
-        let mut running = self.running.lock().expect("running config poisoned");
-        let fixed = [
-            ("[server]", config.server != running.server),
-            ("[store]", config.store != running.store),
-            ("[log]", config.log != running.log),
-        ];
-        for (section, changed) in fixed {
-            if changed {
-                warn!(
-                    section,
-                    "reload: changes to this section take effect after a restart"
-                );
+    ///
+    /// Returns once every stopped refresher has ended: a fetch one had
+    /// begun is waited for (at most its `fetch_timeout`) and stored.
+    pub async fn reload(&self, config: &Config) -> broker::Reconciled {
+        {
+            let running = self.running.lock().expect("running config poisoned");
+            let fixed = [
+                ("[server]", config.server != running.server),
+                ("[store]", config.store != running.store),
+                ("[log]", config.log != running.log),
+            ];
+            for (section, changed) in fixed {
+                if changed {
+                    warn!(
+                        section,
+                        "reload: changes to this section take effect after a restart"
+                    );
+                }
             }
         }
-        let report = self.broker.reconcile(app_sources(config, &self.http));
+        let report = self.broker.reconcile(app_sources(config, &self.http)).await;
         let mut sinks = self.sinks.lock().expect("sink list poisoned");
         let gone = |name: &str| {
             report
@@ -192,7 +197,7 @@ impl Daemon {
                 sinks.push(sink);
             }
         }
-        running.apps = config.apps.clone();
+        self.running.lock().expect("running config poisoned").apps = config.apps.clone();
         info!(
             added = ?report.added,
             restarted = ?report.restarted,

@@ -239,6 +239,8 @@ struct AppShared {
     commands: mpsc::Sender<Command>,
     clock: Clock,
     cancel: CancellationToken,
+    /// Cancelled when the refresher task has ended.
+    finished: CancellationToken,
 }
 
 /// Invalidations waiting for the refresher beyond this many are refused
@@ -415,6 +417,10 @@ pub struct BrokerContext {
 pub struct Broker {
     apps: Arc<ArcSwap<Vec<AppHandle>>>,
     context: BrokerContext,
+    /// Held for a whole [`Broker::reconcile`], awaits included: two
+    /// reconciles at once could each start a replacement for one app.
+    /// It guards no data; readers never touch it.
+    reconciling: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What [`Broker::reconcile`] did, by app name.
@@ -449,17 +455,29 @@ impl AppHandle {
                 commands,
                 clock: context.clock,
                 cancel: context.cancel.child_token(),
+                finished: CancellationToken::new(),
             }),
         };
         context.metrics.init_app(&config.name);
         let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
-        context.tasks.spawn(refresher.run());
+        let finished = handle.shared.finished.clone().drop_guard();
+        context.tasks.spawn(async move {
+            refresher.run().await;
+            drop(finished);
+        });
         handle
     }
 
     /// Cancelled when the app stops (removed by a reload, or shutdown).
     pub fn stopped(&self) -> &CancellationToken {
         &self.shared.cancel
+    }
+
+    /// Stops the app's refresher and waits until it has ended: a fetch it
+    /// had begun has finished, and its token is published and stored.
+    async fn stop(&self) {
+        self.shared.cancel.cancel();
+        self.shared.finished.cancelled().await;
     }
 
     /// Whether `other` names the same upstream token (appid, kind, grant),
@@ -484,17 +502,32 @@ impl Broker {
         Broker {
             apps: Arc::new(ArcSwap::from_pointee(handles)),
             context: context.clone(),
+            reconciling: Arc::default(),
         }
     }
 
     /// Makes the running apps match `apps`: starts new ones, restarts
     /// changed ones, stops removed ones, and leaves unchanged ones alone
     /// (their tokens and refresh schedules untouched).
-    pub fn reconcile(&self, apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>) -> Reconciled {
+    ///
+    /// One writer per token, always: a changed app's old refresher is
+    /// stopped and waited for (a fetch it had begun finishes and is stored)
+    /// before its replacement starts, seeded with the old one's final
+    /// state. Until then readers keep the old app, and its token.
+    pub async fn reconcile(&self, apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>) -> Reconciled {
+        let _one_at_a_time = self.reconciling.lock().await;
         let running = self.apps.load_full();
         let mut report = Reconciled::default();
+        let gone: Vec<&AppHandle> = running
+            .iter()
+            .filter(|app| {
+                !apps
+                    .iter()
+                    .any(|(config, _)| config.name == app.name() && **config == *app.config())
+            })
+            .collect();
+        futures_util::future::join_all(gone.iter().map(|app| app.stop())).await;
         let mut next = Vec::with_capacity(apps.len());
-        let mut replaced = Vec::new();
         for (config, source) in apps {
             let name = config.name.clone();
             match running.iter().find(|app| app.name() == name) {
@@ -509,7 +542,6 @@ impl Broker {
                         AppView::default()
                     };
                     next.push(AppHandle::spawn(config, source, &self.context, seed));
-                    replaced.push(app.clone());
                     report.restarted.push(name);
                 }
                 None => {
@@ -523,18 +555,12 @@ impl Broker {
                 }
             }
         }
-        let removed: Vec<AppHandle> = running
-            .iter()
-            .filter(|app| !next.iter().any(|kept| kept.name() == app.name()))
-            .cloned()
-            .collect();
         self.apps.store(Arc::new(next));
-        for app in replaced.iter().chain(&removed) {
-            app.stopped().cancel();
-        }
-        for app in removed {
-            self.context.metrics.forget_app(app.name());
-            report.removed.push(app.name().to_owned());
+        for app in gone {
+            if !report.restarted.iter().any(|name| name == app.name()) {
+                self.context.metrics.forget_app(app.name());
+                report.removed.push(app.name().to_owned());
+            }
         }
         report
     }

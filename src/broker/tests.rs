@@ -31,6 +31,9 @@ struct FakeSource {
     stable_window: Option<Duration>,
     delay: Mutex<Duration>,
     script: Mutex<VecDeque<FetchError>>,
+    /// Calls in flight now, and the most ever in flight at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     issued: AtomicU64,
     calls: Mutex<Vec<(Instant, bool)>>,
     current: Mutex<Option<(AccessToken, Instant)>>,
@@ -50,6 +53,8 @@ impl FakeSource {
             stable_window,
             delay: Mutex::new(Duration::from_millis(50)),
             script: Mutex::default(),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             calls: Mutex::default(),
             current: Mutex::default(),
@@ -59,6 +64,11 @@ impl FakeSource {
     /// How long each call takes from now on.
     fn set_delay(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// The most calls ever in flight at once.
+    fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// The next `count` calls fail with `err`.
@@ -123,10 +133,23 @@ impl TokenSource for FakeSource {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), force_refresh));
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            // Counted out when it ends or is dropped by its caller.
+            let _done = InFlight(&self.in_flight);
             let delay = *self.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
             self.answer(force_refresh)
         })
+    }
+}
+
+/// Counts a call out of flight when it ends, finished or dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -794,10 +817,13 @@ async fn a_reload_keeps_the_count_the_store_could_not_take() {
 
     let mut changed = app(Grant::Classic);
     changed.refresh_before = Duration::from_secs(600);
-    let report = running.broker.reconcile(vec![(
-        Arc::new(changed),
-        source.clone() as Arc<dyn TokenSource>,
-    )]);
+    let report = running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
     assert_eq!(report.restarted, ["shop"]);
     let app = running.broker.app("shop").unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -864,6 +890,70 @@ async fn an_invalidation_in_flight_at_a_stop_is_answered_and_stored() {
     );
     assert_eq!(handle.valid_token().unwrap().value.expose(), "tok-1");
     assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_a_refresh_waits_for_it_and_hands_its_token_on() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = in_a_slow_refresh(&source, &store).await;
+    let mut changed = app(Grant::Classic);
+    changed.daily_budget = 500;
+    let reloading = Instant::now();
+    let report = running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
+    assert_eq!(report.restarted, ["shop"]);
+    assert!(
+        reloading.elapsed() >= Duration::from_secs(2),
+        "the old refresher's fetch is waited for: {:?}",
+        reloading.elapsed()
+    );
+    let app = running.broker.app("shop").unwrap();
+    assert_eq!(app.config().daily_budget, 500);
+    assert_eq!(
+        app.valid_token().unwrap().value.expose(),
+        "tok-1",
+        "the new refresher starts from the old one's last token"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(source.calls(), 2, "the new refresher had nothing to fetch");
+    assert_eq!(source.max_in_flight(), 1, "never two fetches at once");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_an_invalidation_answers_it_with_the_new_token() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    source.set_delay(Duration::from_secs(3));
+    let handle = running.handle.clone();
+    let reported = first.value.expose().to_owned();
+    let invalidation = tokio::spawn(async move { handle.invalidate(&reported, WAIT).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut changed = app(Grant::Classic);
+    changed.min_forced_interval = Duration::from_secs(60);
+    running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
+    assert_eq!(
+        invalidation.await.unwrap(),
+        Ok(InvalidateOutcome::Refreshed)
+    );
+    let app = running.broker.app("shop").unwrap();
+    assert_eq!(app.valid_token().unwrap().value.expose(), "tok-1");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!((source.calls(), source.max_in_flight()), (2, 1));
 }
 
 #[tokio::test(start_paused = true)]
