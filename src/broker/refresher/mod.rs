@@ -157,9 +157,8 @@ impl Refresher {
             self.updates = Some(cluster.watch(&self.key, cancel.child_token()));
         }
         self.warm_start().await;
-        // Checked before each wait as well: of several branches ready at
-        // once, `select!` may pick any, and none may start a fetch after
-        // the stop.
+        // A stop that came while a branch's work ran is seen here, before
+        // the next wait; one that comes during the wait ends it.
         while !cancel.is_cancelled() {
             let clustered = self.updates.is_some();
             tokio::select! {
