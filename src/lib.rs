@@ -90,6 +90,9 @@ pub struct Daemon {
     cancel: CancellationToken,
 }
 
+/// Added to a shutdown's deadline for the last store writes.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
 /// An app without a valid token, and why (as `/readyz` says it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotReady {
@@ -157,27 +160,32 @@ impl Daemon {
     /// kind and grant are unchanged, so a changed secret is used from the
     /// next fetch), unchanged ones are left alone. Listener, store and log
     /// settings need a restart; a change to them is logged and ignored.
-    pub fn reload(&self, config: &Config) -> broker::Reconciled {
-        let mut running = self.running.lock().expect("running config poisoned");
-        let fixed = [
-            ("[server]", config.server != running.server),
-            ("[store]", config.store != running.store),
-            ("[log]", config.log != running.log),
-            ("[upstream]", config.upstream != running.upstream),
-            (
-                "[[apps]] compat_listen",
-                compat_listeners(config) != compat_listeners(&running),
-            ),
-        ];
-        for (section, changed) in fixed {
-            if changed {
-                warn!(
-                    section,
-                    "reload: changes to this section take effect after a restart"
-                );
+    ///
+    /// Returns once every stopped refresher has ended: a fetch one had
+    /// begun is waited for (at most its `fetch_timeout`) and stored.
+    pub async fn reload(&self, config: &Config) -> broker::Reconciled {
+        {
+            let running = self.running.lock().expect("running config poisoned");
+            let fixed = [
+                ("[server]", config.server != running.server),
+                ("[store]", config.store != running.store),
+                ("[log]", config.log != running.log),
+                ("[upstream]", config.upstream != running.upstream),
+                (
+                    "[[apps]] compat_listen",
+                    compat_listeners(config) != compat_listeners(&running),
+                ),
+            ];
+            for (section, changed) in fixed {
+                if changed {
+                    warn!(
+                        section,
+                        "reload: changes to this section take effect after a restart"
+                    );
+                }
             }
         }
-        let report = self.broker.reconcile(app_sources(config, &self.http));
+        let report = self.broker.reconcile(app_sources(config, &self.http)).await;
         let mut sinks = self.sinks.lock().expect("sink list poisoned");
         let gone = |name: &str| {
             report
@@ -196,7 +204,7 @@ impl Daemon {
                 sinks.push(sink);
             }
         }
-        running.apps = config.apps.clone();
+        self.running.lock().expect("running config poisoned").apps = config.apps.clone();
         info!(
             added = ?report.added,
             restarted = ?report.restarted,
@@ -208,11 +216,40 @@ impl Daemon {
     }
 
     /// Stops accepting, drains connections, stops the refreshers, and
-    /// removes the socket file.
+    /// removes the socket file. A refresher in the middle of an upstream
+    /// fetch finishes it and stores the token first. The whole stop is
+    /// bounded: by twice the longest `fetch_timeout` or the connection
+    /// drain, whichever is longer, and a margin.
     pub async fn shutdown(self) {
+        let deadline = self.stop_deadline();
         self.cancel.cancel();
         self.tasks.close();
-        self.tasks.wait().await;
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?deadline,
+                tasks = self.tasks.len(),
+                "tasks still running at the shutdown deadline; exiting without them"
+            );
+        }
+    }
+
+    /// How long a shutdown waits for its tasks: the connection drain, or
+    /// the longest upstream fetch a refresher may be in (an invalidation
+    /// of a stable token makes two calls), and a margin for the store.
+    fn stop_deadline(&self) -> Duration {
+        let fetch = self
+            .running
+            .lock()
+            .expect("running config poisoned")
+            .apps
+            .iter()
+            .map(|app| app.fetch_timeout)
+            .max()
+            .unwrap_or_default();
+        (fetch * 2).max(server::DRAIN_DEADLINE) + STOP_MARGIN
     }
 }
 

@@ -152,7 +152,7 @@ async fn serve_until(daemon: &Daemon, args: &ServeArgs, shutdown: impl Future<Ou
             }
             _ = hangups.recv() => request_reload(&mut reloads, &args.config.config),
             loaded = reloads.finished() => {
-                apply_reload(daemon, loaded);
+                apply_reload(daemon, loaded).await;
                 if !reloads.in_flight() {
                     send_notification("READY=1");
                 }
@@ -180,14 +180,15 @@ fn request_reload(reloads: &mut ConfigReloads, path: &std::path::Path) {
 }
 
 /// Applies a configuration read on SIGHUP; one that does not validate
-/// changes nothing.
-fn apply_reload(daemon: &Daemon, loaded: Result<Config, ReloadError>) {
+/// changes nothing. Waits for the refreshers it stops (each at most its
+/// `fetch_timeout`), so a SIGTERM meanwhile is seen right after.
+async fn apply_reload(daemon: &Daemon, loaded: Result<Config, ReloadError>) {
     match loaded {
         Ok(config) => {
             for warning in config.warnings() {
                 tracing::warn!("{warning}");
             }
-            daemon.reload(&config);
+            daemon.reload(&config).await;
         }
         Err(err) => tracing::error!(
             error = %err,

@@ -124,7 +124,9 @@ async fn an_upstream_that_never_answers_is_bounded_by_the_start_timeout() {
     sim.sim.set_latency(Duration::from_secs(60));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let config = write_config(d, &classic_app("shop", &sim, "fetch_timeout = \"60s\""));
+    // The exit waits out the fetch in flight (a begun fetch is never
+    // abandoned), so it comes after the start timeout and fetch_timeout.
+    let config = write_config(d, &classic_app("shop", &sim, "fetch_timeout = \"3s\""));
     let started = std::time::Instant::now();
     let (code, output) = exit_after_token(&config, d, &["--start-timeout", "1s"]).await;
     assert_eq!(code, Some(1), "{output}");

@@ -164,6 +164,75 @@ async fn sighup_reconciles_apps_and_keeps_what_did_not_change() {
     assert!(broker.terminate().success());
 }
 
+/// SIGHUP while a proactive refresh waits on a slow upstream: the reload
+/// stops the old refresher and waits for its fetch before the new one
+/// starts with that token, so WeChat never sees two token calls for the
+/// app at once, and the token served is the one it issued last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_during_a_fetch_waits_for_it_and_keeps_its_token() {
+    // The first token is refreshed 4 s after it is fetched; a replaced
+    // token dies at once, so serving one shows at once.
+    let sim = simulator(SimConfig {
+        token_lifetime: Duration::from_secs(8),
+        classic_overlap: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let config_path = dir.path().join("wxbroker.toml");
+    let shop = classic_app("shop", &sim, "refresh_before = \"4s\"");
+    std::fs::write(&config_path, config(port, metrics_port, &shop)).unwrap();
+
+    let mut broker = ChildBroker::spawn(&config_path, "info");
+    let api = Api {
+        client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    broker
+        .wait_ready(&format!("{}/v1/apps/shop/token", api.base))
+        .await;
+    let first = api.get("/v1/apps/shop/token").await.1["access_token"].clone();
+    // The refresh takes 3 s, and the token it gets lives long.
+    sim.sim.set_token_lifetime(Duration::from_secs(7200));
+    sim.sim.set_latency(Duration::from_secs(3));
+    wait_until("the proactive refresh is in flight", || {
+        sim.sim.token_calls_in_flight() == 1
+    })
+    .await;
+
+    let shop_changed = shop.replace("[[apps]]\n", "[[apps]]\ndaily_budget = 500\n");
+    std::fs::write(&config_path, config(port, metrics_port, &shop_changed)).unwrap();
+    broker.hangup();
+    wait_until("the reload is done", || {
+        broker.log().contains("configuration reloaded")
+    })
+    .await;
+    wait_until("no token call in flight", || {
+        sim.sim.token_calls_in_flight() == 0
+    })
+    .await;
+    sim.sim.set_latency(Duration::ZERO);
+    assert_eq!(
+        sim.sim.max_token_calls_in_flight(),
+        1,
+        "never two token calls at once"
+    );
+    let (status, body) = api.get("/v1/apps/shop/token").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_ne!(body["access_token"], first);
+    assert!(sim.sim.token_valid(token), "the served token is alive");
+    assert_eq!(
+        sim.sim.calls(Endpoint::Token),
+        2,
+        "the new refresher started with the old one's token"
+    );
+    let (_, apps) = api.get("/v1/apps").await;
+    assert_eq!(apps["apps"][0]["daily_budget"], 500);
+    assert!(broker.terminate().success(), "{}", broker.log());
+}
+
 /// Replaces `path` with a FIFO that nobody writes to: opening it for
 /// reading in the ordinary way blocks forever.
 fn replace_with_fifo(path: &Path) {

@@ -343,3 +343,94 @@ async fn sigkill_during_writes_never_leaves_a_half_written_record() {
         "{counted} counted of {calls}"
     );
 }
+
+/// SIGTERM while an invalidation's upstream fetch is in flight. WeChat
+/// replaces the token when it answers, so the stop waits for the fetch,
+/// answers the invalidation and stores the new token: the restart serves
+/// a token WeChat accepts, without a call of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_fetch_keeps_the_token_it_fetched() {
+    // A replaced token dies at once, so serving one shows at once.
+    let sim = simulator(SimConfig {
+        classic_overlap: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config_path = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\ntoken_wait_timeout = \"10s\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n{}",
+            dir.path().join("state").display(),
+            classic_app("shop", &sim, "min_forced_interval = \"0s\"")
+        ),
+    )
+    .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let token_url = format!("http://127.0.0.1:{port}/v1/apps/shop/token?format=text");
+    let token = || async {
+        let response = within(
+            client
+                .get(&token_url)
+                .header("wxbroker-client", "tests")
+                .send(),
+        )
+        .await
+        .expect("the broker answers");
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    };
+
+    let mut broker = ChildBroker::spawn(&config_path, "info");
+    broker.wait_ready(&token_url).await;
+    let first = token().await;
+    sim.sim.set_latency(Duration::from_secs(3));
+    let invalidation = tokio::spawn(
+        client
+            .post(format!(
+                "http://127.0.0.1:{port}/v1/apps/shop/token/invalidate"
+            ))
+            .header("wxbroker-client", "tests")
+            .body(format!("{{\"access_token\":\"{first}\"}}"))
+            .send(),
+    );
+    wait_until("the invalidation's fetch is in flight", || {
+        sim.sim.token_calls_in_flight() == 1
+    })
+    .await;
+    assert!(broker.terminate().success(), "{}", broker.log());
+    assert_eq!(
+        sim.sim.token_calls_in_flight(),
+        0,
+        "the stop waited for the fetch"
+    );
+    let answer = within(invalidation)
+        .await
+        .unwrap()
+        .expect("the invalidation is answered");
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["refreshed"], true, "{answer}");
+
+    sim.sim.set_latency(Duration::ZERO);
+    let mut broker = ChildBroker::spawn(&config_path, "info");
+    broker.wait_ready(&token_url).await;
+    let served = token().await;
+    wait_until("no token call in flight", || {
+        sim.sim.token_calls_in_flight() == 0
+    })
+    .await;
+    assert_eq!(served, answer["access_token"].as_str().unwrap());
+    assert!(
+        sim.sim.token_valid(&served),
+        "the restart serves a token WeChat accepts"
+    );
+    assert_eq!(
+        sim.sim.total_token_calls(),
+        2,
+        "the restart made no call of its own"
+    );
+    assert!(broker.terminate().success());
+}

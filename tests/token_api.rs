@@ -111,6 +111,45 @@ async fn concurrent_invalidations_of_the_current_token_make_one_call() {
     assert_eq!(sim.sim.calls(Endpoint::Token), 2);
 }
 
+/// An invalidation never waits longer than token_wait_timeout (3 s here):
+/// with upstream slower than that, the caller gets its still-valid token,
+/// not refreshed, and the refresh goes on and lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_with_upstream_slow_answers_within_the_wait() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start(&classic_app("shop", &sim, "min_forced_interval = \"0s\"")).await;
+    let old = broker.token("shop").await;
+    sim.sim.set_latency(Duration::from_secs(6));
+    let started = tokio::time::Instant::now();
+    let (status, answer) = broker
+        .post(
+            "/v1/apps/shop/token/invalidate",
+            &format!("{{\"access_token\":\"{old}\"}}"),
+        )
+        .await;
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_secs(3)..Duration::from_millis(4500)).contains(&waited),
+        "{waited:?}"
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["refreshed"], false);
+    assert_eq!(answer["access_token"], old.as_str());
+    assert!(sim.sim.token_valid(&old));
+    // The refresh goes on, and lands.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let new = loop {
+        let token = broker.token("shop").await;
+        if token != old {
+            break token;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new token");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(sim.sim.token_valid(&new));
+    assert_eq!(sim.sim.calls(Endpoint::Token), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stable_grant_before_the_window_keeps_its_token_and_does_not_spin() {
     // 12 s tokens that rotate only in their last 2 s; the broker asks 6 s ahead.

@@ -196,9 +196,17 @@ pub enum InvalidateOutcome {
     /// refresh is scheduled at the earliest allowed moment (merged with
     /// any other), for a caller that reported a rejection it saw itself.
     Deferred,
+    /// The refresher did not answer within the caller's wait (a slow
+    /// upstream) or stopped first (a reload, a shutdown), and the reported
+    /// token is still the current, valid one. The caller keeps it; a refresh
+    /// already begun goes on and is stored.
+    Pending,
 }
 
 impl InvalidateOutcome {
+    /// The outcomes a refresher reports and counts; [`Self::Pending`] is
+    /// the caller's own answer, and the refresh it left behind is counted
+    /// when it ends.
     pub const ALL: [InvalidateOutcome; 5] = [
         InvalidateOutcome::Refreshed,
         InvalidateOutcome::AlreadyRotated,
@@ -214,6 +222,7 @@ impl InvalidateOutcome {
             InvalidateOutcome::RateLimited => "rate_limited",
             InvalidateOutcome::Failed => "failed",
             InvalidateOutcome::Deferred => "deferred",
+            InvalidateOutcome::Pending => "pending",
         }
     }
 }
@@ -230,6 +239,8 @@ struct AppShared {
     commands: mpsc::Sender<Command>,
     clock: Clock,
     cancel: CancellationToken,
+    /// Cancelled when the refresher task has ended.
+    finished: CancellationToken,
 }
 
 /// Invalidations waiting for the refresher beyond this many are refused
@@ -331,8 +342,16 @@ impl AppHandle {
     /// Reports `reported` as rejected by WeChat. The refresher fetches a new
     /// token only if `reported` is still the current one (see
     /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
-    pub async fn invalidate(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
-        self.send_invalidate(reported, false).await
+    ///
+    /// Waits at most `wait` for the refresher's answer. Past it, a caller
+    /// whose token is still valid gets [`InvalidateOutcome::Pending`] (the
+    /// refresh goes on), and only one without a valid token an error.
+    pub async fn invalidate(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, false, wait).await
     }
 
     /// Reports `reported` as rejected in an answer the broker itself
@@ -340,14 +359,19 @@ impl AppHandle {
     /// refresh that is not allowed yet is scheduled for the earliest
     /// allowed moment ([`InvalidateOutcome::Deferred`]), since nobody
     /// else will report it: the caller was told to retry later.
-    pub async fn report_rejected(&self, reported: &str) -> Result<InvalidateOutcome, TokenError> {
-        self.send_invalidate(reported, true).await
+    pub async fn report_rejected(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, true, wait).await
     }
 
     async fn send_invalidate(
         &self,
         reported: &str,
         defer: bool,
+        wait: Duration,
     ) -> Result<InvalidateOutcome, TokenError> {
         let (reply, outcome) = oneshot::channel();
         let command = Command::Invalidate {
@@ -356,9 +380,23 @@ impl AppHandle {
             reply,
         };
         match self.shared.commands.try_send(command) {
-            Ok(()) => outcome.await.map_err(|_| TokenError::ShuttingDown),
+            Ok(()) => match tokio::time::timeout(wait, outcome).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(_stopped)) => self.unanswered(reported, TokenError::ShuttingDown),
+                Err(_elapsed) => self.unanswered(reported, self.unavailable()),
+            },
             Err(mpsc::error::TrySendError::Full(_)) => Ok(InvalidateOutcome::RateLimited),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(TokenError::ShuttingDown),
+        }
+    }
+
+    /// The answer to an invalidation the refresher did not answer: the
+    /// current token, if one is valid, else `err`.
+    fn unanswered(&self, reported: &str, err: TokenError) -> Result<InvalidateOutcome, TokenError> {
+        match self.valid_token() {
+            Some(token) if token.value.expose() == reported => Ok(InvalidateOutcome::Pending),
+            Some(_) => Ok(InvalidateOutcome::AlreadyRotated),
+            None => Err(err),
         }
     }
 }
@@ -379,6 +417,10 @@ pub struct BrokerContext {
 pub struct Broker {
     apps: Arc<ArcSwap<Vec<AppHandle>>>,
     context: BrokerContext,
+    /// Held for a whole [`Broker::reconcile`], awaits included: two
+    /// reconciles at once could each start a replacement for one app.
+    /// It guards no data; readers never touch it.
+    reconciling: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What [`Broker::reconcile`] did, by app name.
@@ -413,17 +455,29 @@ impl AppHandle {
                 commands,
                 clock: context.clock,
                 cancel: context.cancel.child_token(),
+                finished: CancellationToken::new(),
             }),
         };
         context.metrics.init_app(&config.name);
         let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
-        context.tasks.spawn(refresher.run());
+        let finished = handle.shared.finished.clone().drop_guard();
+        context.tasks.spawn(async move {
+            refresher.run().await;
+            drop(finished);
+        });
         handle
     }
 
     /// Cancelled when the app stops (removed by a reload, or shutdown).
     pub fn stopped(&self) -> &CancellationToken {
         &self.shared.cancel
+    }
+
+    /// Stops the app's refresher and waits until it has ended: a fetch it
+    /// had begun has finished, and its token is published and stored.
+    async fn stop(&self) {
+        self.shared.cancel.cancel();
+        self.shared.finished.cancelled().await;
     }
 
     /// Whether `other` names the same upstream token (appid, kind, grant),
@@ -448,17 +502,32 @@ impl Broker {
         Broker {
             apps: Arc::new(ArcSwap::from_pointee(handles)),
             context: context.clone(),
+            reconciling: Arc::default(),
         }
     }
 
     /// Makes the running apps match `apps`: starts new ones, restarts
     /// changed ones, stops removed ones, and leaves unchanged ones alone
     /// (their tokens and refresh schedules untouched).
-    pub fn reconcile(&self, apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>) -> Reconciled {
+    ///
+    /// One writer per token, always: a changed app's old refresher is
+    /// stopped and waited for (a fetch it had begun finishes and is stored)
+    /// before its replacement starts, seeded with the old one's final
+    /// state. Until then readers keep the old app, and its token.
+    pub async fn reconcile(&self, apps: Vec<(Arc<AppConfig>, Arc<dyn TokenSource>)>) -> Reconciled {
+        let _one_at_a_time = self.reconciling.lock().await;
         let running = self.apps.load_full();
         let mut report = Reconciled::default();
+        let gone: Vec<&AppHandle> = running
+            .iter()
+            .filter(|app| {
+                !apps
+                    .iter()
+                    .any(|(config, _)| config.name == app.name() && **config == *app.config())
+            })
+            .collect();
+        futures_util::future::join_all(gone.iter().map(|app| app.stop())).await;
         let mut next = Vec::with_capacity(apps.len());
-        let mut replaced = Vec::new();
         for (config, source) in apps {
             let name = config.name.clone();
             match running.iter().find(|app| app.name() == name) {
@@ -473,7 +542,6 @@ impl Broker {
                         AppView::default()
                     };
                     next.push(AppHandle::spawn(config, source, &self.context, seed));
-                    replaced.push(app.clone());
                     report.restarted.push(name);
                 }
                 None => {
@@ -487,18 +555,12 @@ impl Broker {
                 }
             }
         }
-        let removed: Vec<AppHandle> = running
-            .iter()
-            .filter(|app| !next.iter().any(|kept| kept.name() == app.name()))
-            .cloned()
-            .collect();
         self.apps.store(Arc::new(next));
-        for app in replaced.iter().chain(&removed) {
-            app.stopped().cancel();
-        }
-        for app in removed {
-            self.context.metrics.forget_app(app.name());
-            report.removed.push(app.name().to_owned());
+        for app in gone {
+            if !report.restarted.iter().any(|name| name == app.name()) {
+                self.context.metrics.forget_app(app.name());
+                report.removed.push(app.name().to_owned());
+            }
         }
         report
     }

@@ -20,6 +20,8 @@ use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
 use crate::wechat::{FetchError, TokenGrant};
 
 const LIFETIME: u64 = 7200;
+/// How long a test's caller waits for an answer (token_wait_timeout).
+const WAIT: Duration = Duration::from_secs(10);
 /// 2026-11-24 10:00 Beijing time.
 const START: u64 = 1_795_975_200;
 
@@ -27,8 +29,11 @@ const START: u64 = 1_795_975_200;
 /// Stable: the same token while more than `window` is left, unless forced.
 struct FakeSource {
     stable_window: Option<Duration>,
-    delay: Duration,
+    delay: Mutex<Duration>,
     script: Mutex<VecDeque<FetchError>>,
+    /// Calls in flight now, and the most ever in flight at once.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     issued: AtomicU64,
     calls: Mutex<Vec<(Instant, bool)>>,
     current: Mutex<Option<(AccessToken, Instant)>>,
@@ -46,12 +51,24 @@ impl FakeSource {
     fn new(stable_window: Option<Duration>) -> Self {
         FakeSource {
             stable_window,
-            delay: Duration::from_millis(50),
+            delay: Mutex::new(Duration::from_millis(50)),
             script: Mutex::default(),
+            in_flight: AtomicU64::new(0),
+            max_in_flight: AtomicU64::new(0),
             issued: AtomicU64::new(0),
             calls: Mutex::default(),
             current: Mutex::default(),
         }
+    }
+
+    /// How long each call takes from now on.
+    fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
+    }
+
+    /// The most calls ever in flight at once.
+    fn max_in_flight(&self) -> u64 {
+        self.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// The next `count` calls fail with `err`.
@@ -116,9 +133,23 @@ impl TokenSource for FakeSource {
                 .lock()
                 .unwrap()
                 .push((Instant::now(), force_refresh));
-            tokio::time::sleep(self.delay).await;
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            // Counted out when it ends or is dropped by its caller.
+            let _done = InFlight(&self.in_flight);
+            let delay = *self.delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             self.answer(force_refresh)
         })
+    }
+}
+
+/// Counts a call out of flight when it ends, finished or dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -259,9 +290,8 @@ async fn a_thousand_cold_readers_make_one_fetch() {
 
 #[tokio::test(start_paused = true)]
 async fn readers_keep_the_old_token_while_a_refresh_is_slow() {
-    let mut slow = FakeSource::new(None);
-    slow.delay = Duration::from_secs(5);
-    let source = Arc::new(slow);
+    let source = FakeSource::classic();
+    source.set_delay(Duration::from_secs(5));
     let started = Instant::now();
     let running = start(app(Grant::Classic), source.clone());
     let first = running.handle.token(Duration::from_secs(10)).await.unwrap();
@@ -363,7 +393,7 @@ async fn invalidating_the_current_token_refreshes_once() {
     // Within min_forced_interval of the fetch: refused.
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::RateLimited);
@@ -372,7 +402,7 @@ async fn invalidating_the_current_token_refreshes_once() {
         .map(|_| {
             let handle = running.handle.clone();
             let reported = first.value.expose().to_owned();
-            tokio::spawn(async move { handle.invalidate(&reported).await.unwrap() })
+            tokio::spawn(async move { handle.invalidate(&reported, WAIT).await.unwrap() })
         })
         .collect();
     let mut refreshed = 0;
@@ -387,7 +417,7 @@ async fn invalidating_the_current_token_refreshes_once() {
     // The old token again: already rotated, no call.
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::AlreadyRotated);
@@ -402,7 +432,7 @@ async fn stable_invalidation_forces_only_when_wechat_returns_the_same_token() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let outcome = running
         .handle
-        .invalidate(first.value.expose())
+        .invalidate(first.value.expose(), WAIT)
         .await
         .unwrap();
     assert_eq!(outcome, InvalidateOutcome::Refreshed);
@@ -507,7 +537,7 @@ async fn budget_holds_over_days_of_invalidation_storms() {
         if let Some(token) = running.handle.valid_token() {
             running
                 .handle
-                .invalidate(token.value.expose())
+                .invalidate(token.value.expose(), WAIT)
                 .await
                 .unwrap();
         }
@@ -709,7 +739,7 @@ async fn three_fetches(running: &Running, source: &FakeSource) {
     let mut token = running.handle.token(Duration::from_secs(10)).await.unwrap();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(31)).await;
-        let outcome = running.handle.invalidate(token.value.expose()).await;
+        let outcome = running.handle.invalidate(token.value.expose(), WAIT).await;
         assert_eq!(outcome, Ok(InvalidateOutcome::Refreshed));
         token = running.handle.valid_token().unwrap();
     }
@@ -787,12 +817,187 @@ async fn a_reload_keeps_the_count_the_store_could_not_take() {
 
     let mut changed = app(Grant::Classic);
     changed.refresh_before = Duration::from_secs(600);
-    let report = running.broker.reconcile(vec![(
-        Arc::new(changed),
-        source.clone() as Arc<dyn TokenSource>,
-    )]);
+    let report = running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
     assert_eq!(report.restarted, ["shop"]);
     let app = running.broker.app("shop").unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(app.view().fetches_today as usize, source.calls());
+}
+
+/// The stored token for the test app.
+async fn stored_token(store: &MemoryStore) -> Option<AccessToken> {
+    let key = StoreKey::for_app(&app(Grant::Classic));
+    let record = store.load(&key).await.unwrap()?;
+    Some(record.token?.access_token)
+}
+
+/// Starts the test app with slow fetches and waits until its first
+/// proactive refresh (due at expiry - 300 s, taking 5 s) is 2 s in.
+async fn in_a_slow_refresh(source: &Arc<FakeSource>, store: &Arc<MemoryStore>) -> Running {
+    let started = Instant::now();
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    assert_eq!(first.value.expose(), "tok-0");
+    source.set_delay(Duration::from_secs(5));
+    tokio::time::sleep_until(started + Duration::from_secs(LIFETIME - 300 + 2)).await;
+    assert_eq!(source.calls(), 2, "the refresh is in flight");
+    running
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_refresh_waits_for_it_and_stores_its_token() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = in_a_slow_refresh(&source, &store).await;
+    let handle = running.handle.clone();
+    let stopping = Instant::now();
+    running.stop().await;
+    let waited = stopping.elapsed();
+    assert!(
+        (Duration::from_secs(2)..=Duration::from_secs(4)).contains(&waited),
+        "the stop waits for the fetch to end, and no longer: {waited:?}"
+    );
+    // Upstream replaced tok-0 with tok-1: the broker must keep tok-1.
+    assert_eq!(handle.valid_token().unwrap().value.expose(), "tok-1");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_in_flight_at_a_stop_is_answered_and_stored() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = start_with(app(Grant::Classic), source.clone(), store.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    source.set_delay(Duration::from_secs(3));
+    let handle = running.handle.clone();
+    let reported = first.value.expose().to_owned();
+    let invalidation = tokio::spawn(async move { handle.invalidate(&reported, WAIT).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.calls(), 2, "the invalidation's fetch is in flight");
+    let handle = running.handle.clone();
+    running.stop().await;
+    assert_eq!(
+        invalidation.await.unwrap(),
+        Ok(InvalidateOutcome::Refreshed)
+    );
+    assert_eq!(handle.valid_token().unwrap().value.expose(), "tok-1");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_a_refresh_waits_for_it_and_hands_its_token_on() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryStore::new());
+    let running = in_a_slow_refresh(&source, &store).await;
+    let mut changed = app(Grant::Classic);
+    changed.daily_budget = 500;
+    let reloading = Instant::now();
+    let report = running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
+    assert_eq!(report.restarted, ["shop"]);
+    assert!(
+        reloading.elapsed() >= Duration::from_secs(2),
+        "the old refresher's fetch is waited for: {:?}",
+        reloading.elapsed()
+    );
+    let app = running.broker.app("shop").unwrap();
+    assert_eq!(app.config().daily_budget, 500);
+    assert_eq!(
+        app.valid_token().unwrap().value.expose(),
+        "tok-1",
+        "the new refresher starts from the old one's last token"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(source.calls(), 2, "the new refresher had nothing to fetch");
+    assert_eq!(source.max_in_flight(), 1, "never two fetches at once");
+    assert_eq!(stored_token(&store).await.unwrap().expose(), "tok-1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_during_an_invalidation_answers_it_with_the_new_token() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    source.set_delay(Duration::from_secs(3));
+    let handle = running.handle.clone();
+    let reported = first.value.expose().to_owned();
+    let invalidation = tokio::spawn(async move { handle.invalidate(&reported, WAIT).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut changed = app(Grant::Classic);
+    changed.min_forced_interval = Duration::from_secs(60);
+    running
+        .broker
+        .reconcile(vec![(
+            Arc::new(changed),
+            source.clone() as Arc<dyn TokenSource>,
+        )])
+        .await;
+    assert_eq!(
+        invalidation.await.unwrap(),
+        Ok(InvalidateOutcome::Refreshed)
+    );
+    let app = running.broker.app("shop").unwrap();
+    assert_eq!(app.valid_token().unwrap().value.expose(), "tok-1");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!((source.calls(), source.max_in_flight()), (2, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_waits_no_longer_than_the_callers_wait() {
+    let source = FakeSource::classic();
+    let running = start(app(Grant::Classic), source.clone());
+    let first = running.handle.token(WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    // Upstream hangs far longer than a caller waits.
+    source.set_delay(Duration::from_secs(60));
+    let asked = Instant::now();
+    let outcome = running
+        .handle
+        .invalidate(first.value.expose(), Duration::from_secs(2))
+        .await;
+    assert_eq!(asked.elapsed(), Duration::from_secs(2));
+    assert_eq!(outcome, Ok(InvalidateOutcome::Pending));
+    assert_eq!(
+        running.handle.valid_token().unwrap().value,
+        first.value,
+        "the valid token is served meanwhile"
+    );
+    // The refresh goes on, and lands.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        running.handle.valid_token().unwrap().value.expose(),
+        "tok-1"
+    );
+    assert_eq!(source.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalidation_without_a_valid_token_fails_after_the_wait() {
+    let source = FakeSource::classic();
+    source.set_delay(Duration::from_secs(60));
+    let running = start(app(Grant::Classic), source.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(source.calls(), 1, "the first fetch hangs");
+    let asked = Instant::now();
+    let err = running
+        .handle
+        .invalidate("tok-from-elsewhere", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert_eq!(asked.elapsed(), Duration::from_secs(2));
+    assert!(matches!(err, TokenError::Unavailable { .. }), "{err:?}");
 }

@@ -17,6 +17,8 @@ pub mod unix;
 pub mod wechat_path;
 mod write_stall;
 
+pub use listener::DRAIN_DEADLINE;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

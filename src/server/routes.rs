@@ -403,12 +403,15 @@ async fn invalidate(
             "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
         ))
     })?;
+    // The whole answer within token_wait_timeout: a slow refresh goes on
+    // behind a caller whose token is still valid.
+    let deadline = tokio::time::Instant::now() + state.token_wait;
     let outcome = app
-        .invalidate(&request.access_token)
+        .invalidate(&request.access_token, state.token_wait)
         .await
         .map_err(|err| ApiError::from_token_error(app.name(), err))?;
     let token = app
-        .token(state.token_wait)
+        .token(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await
         .map_err(|err| ApiError::from_token_error(app.name(), err))?;
     Ok(respond::token(

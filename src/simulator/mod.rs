@@ -201,6 +201,16 @@ impl Simulator {
             .sum()
     }
 
+    /// Token calls being answered right now (all apps together).
+    pub fn token_calls_in_flight(&self) -> u32 {
+        self.lock().token_calls_in_flight
+    }
+
+    /// The most token calls ever answered at once (all apps together).
+    pub fn max_token_calls_in_flight(&self) -> u32 {
+        self.lock().max_token_calls_in_flight
+    }
+
     /// Whether `token` would be accepted right now by a WeChat API.
     pub fn token_valid(&self, token: &str) -> bool {
         matches!(self.lock().token_status(token), TokenStatus::Valid(_))

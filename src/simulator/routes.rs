@@ -99,7 +99,7 @@ pub(crate) async fn handle(
     }
     debug!(endpoint = endpoint.name(), method = %request.method, "simulator call");
     Ok(match endpoint {
-        _ if endpoint.issues_tokens() => return token_api::handle(&sim, endpoint, &request).await,
+        _ if endpoint.issues_tokens() => return token_api::handle(&sim, endpoint, request).await,
         Endpoint::OAuthAccessToken
         | Endpoint::OAuthRefreshToken
         | Endpoint::SnsUserInfo

@@ -44,6 +44,10 @@ pub(crate) struct State {
     pub tokens: TokenBook,
     pub faults: FaultQueue,
     pub latency: Duration,
+    /// Token calls being answered now, and the most ever at once: a
+    /// broker keeps one per app in flight (single flight).
+    pub token_calls_in_flight: u32,
+    pub max_token_calls_in_flight: u32,
     pub users: UserBook,
     pub media: MediaStore,
     accounts: HashMap<String, Account>,
@@ -61,6 +65,8 @@ impl State {
             tokens: TokenBook::default(),
             faults: FaultQueue::default(),
             latency: Duration::ZERO,
+            token_calls_in_flight: 0,
+            max_token_calls_in_flight: 0,
             users: UserBook::default(),
             media: MediaStore::default(),
             accounts: HashMap::new(),

@@ -15,15 +15,37 @@ use super::state::Grant;
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};
 
+/// Answers a token call. WeChat issues the token whether or not the
+/// caller stays to read the answer, so a call runs to its end even when
+/// its connection is dropped meanwhile (a client stopped mid-fetch).
 pub(crate) async fn handle(
+    sim: &Simulator,
+    endpoint: Endpoint,
+    request: SimRequest,
+) -> Result<Response<Body>, DropConnection> {
+    let sim = sim.clone();
+    let call = tokio::spawn(async move { answer(&sim, endpoint, &request).await });
+    match call.await {
+        Ok(answered) => answered,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_cancelled) => Err(DropConnection),
+    }
+}
+
+async fn answer(
     sim: &Simulator,
     endpoint: Endpoint,
     request: &SimRequest,
 ) -> Result<Response<Body>, DropConnection> {
     let (fault, latency) = {
         let mut state = sim.lock();
+        state.token_calls_in_flight += 1;
+        state.max_token_calls_in_flight = state
+            .max_token_calls_in_flight
+            .max(state.token_calls_in_flight);
         (state.faults.take(), state.latency)
     };
+    let _in_flight = InFlight(sim);
     if !latency.is_zero() {
         sleep(latency).await;
     }
@@ -119,6 +141,16 @@ fn wecom(sim: &Simulator, request: &SimRequest) -> Result<Value, WxError> {
         "access_token": grant.token,
         "expires_in": grant.expires_in,
     }))
+}
+
+/// Counts a token call out of flight when its answer is ready, or when
+/// it is dropped with its connection.
+struct InFlight<'a>(&'a Simulator);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().token_calls_in_flight -= 1;
+    }
 }
 
 /// WeChat's success body has no errcode at all.

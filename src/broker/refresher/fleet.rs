@@ -64,17 +64,28 @@ impl Refresher {
                 }
                 Ok(None) => {
                     self.set_degraded(false);
-                    if Instant::now() >= give_up {
+                    if Instant::now() >= give_up || self.cancel.is_cancelled() {
                         self.next_attempt = Instant::now() + LOCK_RECHECK;
                         return Turn::Later;
                     }
                     // Another broker is fetching: take its token as soon as
                     // it is published, or the lock once it is released (its
-                    // fetch may have failed).
-                    if let Some(updates) = self.updates.as_mut() {
-                        let _ = tokio::time::timeout(LOCK_RECHECK, updates.recv()).await;
-                    } else {
-                        tokio::time::sleep(LOCK_RECHECK).await;
+                    // fetch may have failed). Nothing of ours is in flight,
+                    // so a stop ends the wait.
+                    let cancel = self.cancel.clone();
+                    let waited = async {
+                        if let Some(updates) = self.updates.as_mut() {
+                            let _ = tokio::time::timeout(LOCK_RECHECK, updates.recv()).await;
+                        } else {
+                            tokio::time::sleep(LOCK_RECHECK).await;
+                        }
+                    };
+                    tokio::select! {
+                        () = cancel.cancelled() => {
+                            self.next_attempt = Instant::now() + LOCK_RECHECK;
+                            return Turn::Later;
+                        }
+                        () = waited => {}
                     }
                     if self.adopt_stored(reported).await {
                         return Turn::Settled;

@@ -146,45 +146,49 @@ impl Refresher {
         }
     }
 
+    /// Runs until the app stops. Cancellation is looked at only between
+    /// pieces of work, at the `select!`: an upstream fetch that has begun
+    /// runs to its end (bounded by `fetch_timeout`) and its token is
+    /// adopted and stored before the task ends, because WeChat has already
+    /// replaced the token this broker held.
     pub(super) async fn run(mut self) {
         let cancel = self.cancel.clone();
-        cancel
-            .run_until_cancelled(async {
-                if let Some(cluster) = self.store.clone().cluster() {
-                    self.updates = Some(cluster.watch(&self.key, self.cancel.child_token()));
+        if let Some(cluster) = self.store.clone().cluster() {
+            self.updates = Some(cluster.watch(&self.key, cancel.child_token()));
+        }
+        self.warm_start().await;
+        // A stop that came while a branch's work ran is seen here, before
+        // the next wait; one that comes during the wait ends it.
+        while !cancel.is_cancelled() {
+            let clustered = self.updates.is_some();
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                Some(()) = next_update(&mut self.updates) => {
+                    self.adopt_stored(None).await;
                 }
-                self.warm_start().await;
-                loop {
-                    let clustered = self.updates.is_some();
-                    tokio::select! {
-                        Some(()) = next_update(&mut self.updates) => {
-                            self.adopt_stored(None).await;
-                        }
-                        () = tokio::time::sleep_until(self.next_poll), if clustered => {
-                            self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
-                            self.adopt_stored(None).await;
-                        }
-                        () = deferred_due(&self.deferred) => {
-                            if let Some((reported, _)) = self.deferred.take() {
-                                self.publish(|view| view.deferred_refresh_at = None);
-                                info!(app = %self.app.name, token = %reported.fingerprint(), "running the deferred refresh");
-                                self.invalidate(&reported, false).await;
-                            }
-                        }
-                        command = self.commands.recv() => match command {
-                            Some(Command::Invalidate { reported, defer, reply }) => {
-                                let outcome = self.invalidate(&reported, defer).await;
-                                // The asker may have given up; that is fine.
-                                let _ = reply.send(outcome);
-                            }
-                            None => break,
-                        },
-                        () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
-                        () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
+                () = tokio::time::sleep_until(self.next_poll), if clustered => {
+                    self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
+                    self.adopt_stored(None).await;
+                }
+                () = deferred_due(&self.deferred) => {
+                    if let Some((reported, _)) = self.deferred.take() {
+                        self.publish(|view| view.deferred_refresh_at = None);
+                        info!(app = %self.app.name, token = %reported.fingerprint(), "running the deferred refresh");
+                        self.invalidate(&reported, false).await;
                     }
                 }
-            })
-            .await;
+                command = self.commands.recv() => match command {
+                    Some(Command::Invalidate { reported, defer, reply }) => {
+                        let outcome = self.invalidate(&reported, defer).await;
+                        // The asker may have given up; that is fine.
+                        let _ = reply.send(outcome);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
+            }
+        }
         if self.unsaved.pending() {
             // A restart must not find fewer fetches than were made, if
             // the store can take them by now.

@@ -233,7 +233,7 @@ impl Proxy {
             };
             let reported = token.value.expose();
             let outcome = app
-                .report_rejected(reported)
+                .report_rejected(reported, self.token_wait)
                 .await
                 .map_err(ProxyError::Token)?;
             if !retried
