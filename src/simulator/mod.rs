@@ -158,6 +158,14 @@ impl Simulator {
         self.lock().add_account(appid, secret, kind);
     }
 
+    /// Registers one more app (agent) of the WeCom corp `corpid`, with its
+    /// own `secret`: `gettoken` with that secret issues the agent's own
+    /// token, and the agent gets its own agent_config ticket. The corp
+    /// needs no [`AccountKind::Wecom`] account of its own.
+    pub fn add_wecom_agent(&self, corpid: &str, secret: &str, agentid: u64) {
+        self.lock().add_wecom_agent(corpid, secret, agentid);
+    }
+
     /// Serves HTTP on `listener` until `shutdown` completes, then stops
     /// accepting, lets open connections finish briefly, and returns.
     pub async fn serve(
