@@ -1,7 +1,7 @@
 //! All mutable simulator state behind one `std::sync::Mutex` (never held
 //! across an `.await`): accounts, the token book, the users and their
-//! credentials, uploaded media, quotas, the fault queue, call counters and
-//! recorded requests; and WeChat's issuing rules for the
+//! credentials, the JS-SDK tickets, uploaded media, quotas, the fault
+//! queues, call counters and recorded requests; and WeChat's issuing rules for the
 //! three token families, which need all of these at once.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use super::clock::{Clock, SimTime};
 use super::faults::FaultQueue;
 use super::media::MediaStore;
 use super::quota::{Counter, Quotas};
+use super::tickets::TicketBook;
 use super::tokens::{Family, Holder, TokenBook, TokenStatus};
 use super::users::UserBook;
 use super::wx_error::WxError;
@@ -43,6 +44,9 @@ pub(crate) struct State {
     pub clock: Clock,
     pub tokens: TokenBook,
     pub faults: FaultQueue,
+    /// Faults for the ticket endpoints, apart from the token ones.
+    pub ticket_faults: FaultQueue,
+    pub tickets: TicketBook,
     pub latency: Duration,
     pub users: UserBook,
     pub media: MediaStore,
@@ -62,6 +66,8 @@ impl State {
             clock: Clock::new(),
             tokens: TokenBook::default(),
             faults: FaultQueue::default(),
+            ticket_faults: FaultQueue::default(),
+            tickets: TicketBook::default(),
             latency: Duration::ZERO,
             users: UserBook::default(),
             media: MediaStore::default(),
