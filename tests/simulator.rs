@@ -1,7 +1,7 @@
 //! The WeChat simulator over real HTTP: token rules of each family,
 //! validation codes, quotas, the whitelist, every fault kind, the
 //! token-consuming APIs, the user-facing `/sns/*` APIs (web OAuth with user
-//! tokens, the Mini Program login) and the admin routes.
+//! tokens, the Mini Program login), the JS-SDK tickets and the admin routes.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::time::{timeout, Instant};
-use wxbroker::simulator::{AccountKind, Endpoint, Fault, Scope, SimConfig, SimHandle, Simulator};
+use wxbroker::simulator::{
+    AccountKind, Endpoint, Fault, Scope, SimConfig, SimHandle, Simulator, TicketKind,
+};
 
 const APPID: &str = "wx1234567890abcdef";
 const SECRET: &str = "s3cr3t";
@@ -1044,4 +1046,371 @@ async fn admin_routes_mint_codes_and_count_the_user_apis() {
     assert_eq!(calls["jscode2session"], 1);
     assert_eq!(calls["sns_userinfo"], 0);
     assert_eq!(calls["media_get"], 0);
+}
+
+const AGENT_SECRET: &str = "agent-2-s3cr3t";
+
+async fn getticket(h: &SimHandle, token: &str, kind: &str) -> Value {
+    get_json(format!(
+        "{}/cgi-bin/ticket/getticket?access_token={token}&type={kind}",
+        h.base_url()
+    ))
+    .await
+}
+
+async fn corp_ticket(h: &SimHandle, token: &str) -> Value {
+    get_json(format!(
+        "{}/cgi-bin/get_jsapi_ticket?access_token={token}",
+        h.base_url()
+    ))
+    .await
+}
+
+async fn agent_ticket(h: &SimHandle, token: &str) -> Value {
+    get_json(format!(
+        "{}/cgi-bin/ticket/get?access_token={token}&type=agent_config",
+        h.base_url()
+    ))
+    .await
+}
+
+/// The ticket of a success body, checking its shape.
+fn ticket(body: &Value) -> String {
+    assert_eq!(body["errcode"], 0, "{body}");
+    assert_eq!(body["errmsg"], "ok", "{body}");
+    body["ticket"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ticket in {body}"))
+        .to_owned()
+}
+
+async fn wecom_token(h: &SimHandle, secret: &str) -> String {
+    let body = wecom(h, &format!("corpid={CORPID}&corpsecret={secret}")).await;
+    body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no token in {body}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_repeated_ticket_keeps_its_first_expiry() {
+    let h = start(SimConfig {
+        ticket_lifetime: Duration::from_secs(100),
+        classic_overlap: Duration::from_secs(300),
+        ..SimConfig::default()
+    })
+    .await;
+    let token = classic_ok(&h).await;
+    let first = getticket(&h, &token, "jsapi").await;
+    assert_eq!(first["expires_in"], 100);
+    let jsapi = ticket(&first);
+    assert_eq!(jsapi.len(), 86);
+    assert!(h.sim.ticket_valid(APPID, TicketKind::Jsapi, &jsapi));
+
+    // Later, and with a newer token (the first still in its overlap): the
+    // same ticket, claiming a full lifetime again.
+    h.sim.advance(Duration::from_secs(60));
+    let newer = classic_ok(&h).await;
+    for token in [&token, &newer] {
+        let again = getticket(&h, token, "jsapi").await;
+        assert_eq!(ticket(&again), jsapi);
+        assert_eq!(again["expires_in"], 100);
+    }
+    // But it dies 100 s after its first issue, not after the last answer.
+    h.sim.advance(Duration::from_secs(41));
+    assert!(!h.sim.ticket_valid(APPID, TicketKind::Jsapi, &jsapi));
+    assert!(h.sim.ticket_ever_issued(&jsapi));
+    let renewed = getticket(&h, &newer, "jsapi").await;
+    let next = ticket(&renewed);
+    assert_ne!(next, jsapi);
+    assert_eq!(renewed["expires_in"], 100);
+    assert!(h.sim.ticket_valid(APPID, TicketKind::Jsapi, &next));
+    assert_eq!(h.sim.calls(Endpoint::GetTicket), 4);
+    assert_eq!(h.sim.total_ticket_calls(), 4);
+}
+
+#[tokio::test]
+async fn jsapi_and_wx_card_are_distinct_and_the_type_is_checked() {
+    let h = start(SimConfig::default()).await;
+    let token = classic_ok(&h).await;
+    let jsapi = ticket(&getticket(&h, &token, "jsapi").await);
+    let card = ticket(&getticket(&h, &token, "wx_card").await);
+    assert_ne!(jsapi, card);
+    assert!(h.sim.ticket_valid(APPID, TicketKind::WxCard, &card));
+    assert!(!h.sim.ticket_valid(APPID, TicketKind::Jsapi, &card));
+    assert!(!h.sim.ticket_valid(CORPID, TicketKind::WxCard, &card));
+
+    for kind in ["agent_config", "JSAPI", ""] {
+        let body = getticket(&h, &token, kind).await;
+        assert_eq!(errcode(&body), 40097, "{kind}: {body}");
+        assert!(body.get("ticket").is_none());
+    }
+    let untyped = get_json(format!(
+        "{}/cgi-bin/ticket/getticket?access_token={token}",
+        h.base_url()
+    ))
+    .await;
+    assert_eq!(errcode(&untyped), 40097);
+}
+
+#[tokio::test]
+async fn ticket_calls_check_the_token() {
+    let h = start(SimConfig {
+        token_lifetime: Duration::from_secs(100),
+        classic_overlap: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await;
+    let old = classic_ok(&h).await;
+    let expiring = classic_ok(&h).await;
+    let corp = wecom_token(&h, CORPSECRET).await;
+    h.sim.advance(Duration::from_secs(2));
+    assert_eq!(errcode(&getticket(&h, "garbage", "jsapi").await), 40001);
+    assert_eq!(errcode(&getticket(&h, &old, "jsapi").await), 40001);
+    assert_eq!(errcode(&getticket(&h, &corp, "jsapi").await), 40014);
+    let missing = get_json(format!(
+        "{}/cgi-bin/ticket/getticket?type=jsapi",
+        h.base_url()
+    ))
+    .await;
+    assert_eq!(errcode(&missing), 41001);
+
+    for body in [
+        corp_ticket(&h, "garbage").await,
+        corp_ticket(&h, &expiring).await,
+        agent_ticket(&h, "garbage").await,
+        agent_ticket(&h, &expiring).await,
+    ] {
+        assert_eq!(errcode(&body), 40014, "{body}");
+    }
+
+    h.sim.advance(Duration::from_secs(100));
+    assert_eq!(errcode(&getticket(&h, &expiring, "jsapi").await), 42001);
+    assert_eq!(errcode(&corp_ticket(&h, &corp).await), 42001);
+    assert_eq!(errcode(&agent_ticket(&h, &corp).await), 42001);
+    assert_eq!(h.sim.total_ticket_calls(), 11);
+}
+
+#[tokio::test]
+async fn wecom_agents_get_their_own_agent_ticket_and_share_the_corp_ticket() {
+    let h = start(SimConfig::default()).await;
+    h.sim.add_wecom_agent(CORPID, AGENT_SECRET, 1_000_002);
+    let first = wecom_token(&h, CORPSECRET).await;
+    let second = wecom_token(&h, AGENT_SECRET).await;
+    assert_ne!(first, second, "each WeCom app has its own token");
+
+    let corp = ticket(&corp_ticket(&h, &first).await);
+    assert_eq!(ticket(&corp_ticket(&h, &second).await), corp);
+    assert!(h.sim.ticket_valid(CORPID, TicketKind::Jsapi, &corp));
+
+    let agent_one = agent_ticket(&h, &first).await;
+    assert_eq!(agent_one["expires_in"], 7200);
+    let agent_one = ticket(&agent_one);
+    let agent_two = ticket(&agent_ticket(&h, &second).await);
+    assert_ne!(agent_one, agent_two);
+    assert_ne!(agent_one, corp);
+    assert_eq!(ticket(&agent_ticket(&h, &second).await), agent_two);
+    for t in [&agent_one, &agent_two] {
+        assert!(h.sim.ticket_valid(CORPID, TicketKind::AgentConfig, t));
+        assert!(!h.sim.ticket_valid(CORPID, TicketKind::Jsapi, t));
+    }
+
+    let untyped = get_json(format!(
+        "{}/cgi-bin/ticket/get?access_token={first}",
+        h.base_url()
+    ))
+    .await;
+    assert_eq!(errcode(&untyped), 40058);
+    assert_eq!(h.sim.calls(Endpoint::WecomGetJsapiTicket), 2);
+    assert_eq!(h.sim.calls(Endpoint::WecomTicketGet), 4);
+}
+
+#[tokio::test]
+async fn ticket_daily_limit_per_app_and_kind_then_rollover() {
+    let h = start(SimConfig {
+        ticket_daily_limit: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let token = classic_ok(&h).await;
+    for _ in 0..2 {
+        ticket(&getticket(&h, &token, "jsapi").await);
+    }
+    let refused = getticket(&h, &token, "jsapi").await;
+    assert_eq!(errcode(&refused), 45009);
+    assert!(refused.get("ticket").is_none());
+    // Each kind has its own counter.
+    ticket(&getticket(&h, &token, "wx_card").await);
+
+    h.sim.advance(DAY);
+    let token = classic_ok(&h).await;
+    ticket(&getticket(&h, &token, "jsapi").await);
+}
+
+#[tokio::test]
+async fn wecom_ticket_limits_count_per_hour() {
+    let h = start(SimConfig {
+        wecom_corp_ticket_hourly_limit: 3,
+        wecom_agent_ticket_hourly_limit: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    h.sim.add_wecom_agent(CORPID, AGENT_SECRET, 1_000_002);
+    let first = wecom_token(&h, CORPSECRET).await;
+    let second = wecom_token(&h, AGENT_SECRET).await;
+
+    // agent_config: 2 an hour per agent, the other agent unaffected.
+    ticket(&agent_ticket(&h, &first).await);
+    ticket(&agent_ticket(&h, &first).await);
+    let refused = agent_ticket(&h, &first).await;
+    assert_eq!(errcode(&refused), 45009);
+    assert!(refused["errmsg"]
+        .as_str()
+        .unwrap()
+        .starts_with("api freq out of limit"));
+    ticket(&agent_ticket(&h, &second).await);
+
+    // The corp ticket: 2 an hour per agent, 3 per corp.
+    ticket(&corp_ticket(&h, &first).await);
+    ticket(&corp_ticket(&h, &first).await);
+    assert_eq!(errcode(&corp_ticket(&h, &first).await), 45009, "per agent");
+    ticket(&corp_ticket(&h, &second).await);
+    assert_eq!(errcode(&corp_ticket(&h, &second).await), 45009, "per corp");
+
+    h.sim.advance(Duration::from_secs(3600));
+    let first = wecom_token(&h, CORPSECRET).await;
+    ticket(&corp_ticket(&h, &first).await);
+    ticket(&agent_ticket(&h, &first).await);
+}
+
+#[tokio::test]
+async fn ticket_faults_have_their_own_queue() {
+    let h = start(SimConfig::default()).await;
+    let token = classic_ok(&h).await;
+    h.sim.inject_ticket_fault(Fault::Errcode {
+        errcode: 40001,
+        count: 2,
+    });
+    h.sim.inject_ticket_fault(Fault::Http500Html { count: 1 });
+    // Token calls do not see ticket faults.
+    let token = {
+        let newer = classic_ok(&h).await;
+        assert_ne!(newer, token);
+        newer
+    };
+    for _ in 0..2 {
+        let body = getticket(&h, &token, "jsapi").await;
+        assert_eq!(errcode(&body), 40001, "{body}");
+        assert!(body.get("ticket").is_none());
+    }
+    let failed = within(
+        client()
+            .get(format!(
+                "{}/cgi-bin/ticket/getticket?access_token={token}&type=jsapi",
+                h.base_url()
+            ))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.status(), 500);
+    let jsapi = ticket(&getticket(&h, &token, "jsapi").await);
+    assert!(h.sim.ticket_valid(APPID, TicketKind::Jsapi, &jsapi));
+
+    // Nor do ticket calls see token faults.
+    h.sim.inject(Fault::Errcode {
+        errcode: -1,
+        count: 1,
+    });
+    assert_eq!(ticket(&getticket(&h, &token, "jsapi").await), jsapi);
+    let query = format!("grant_type=client_credential&appid={APPID}&secret={SECRET}");
+    assert_eq!(errcode(&classic(&h, &query).await), -1);
+
+    // WeCom ticket calls share the ticket queue; clearing empties it.
+    let corp = wecom_token(&h, CORPSECRET).await;
+    h.sim.inject_ticket_fault(Fault::Errcode {
+        errcode: 42001,
+        count: 5,
+    });
+    assert_eq!(errcode(&corp_ticket(&h, &corp).await), 42001);
+    assert_eq!(errcode(&agent_ticket(&h, &corp).await), 42001);
+    h.sim.clear_faults();
+    ticket(&corp_ticket(&h, &corp).await);
+    ticket(&agent_ticket(&h, &corp).await);
+}
+
+#[tokio::test]
+async fn admin_routes_cover_tickets() {
+    let h = start(SimConfig::default()).await;
+    let admin = format!("{}/__sim", h.base_url());
+    let ok = json!({ "errcode": 0, "errmsg": "ok" });
+
+    let added = post_json(
+        format!("{admin}/wecom_agents"),
+        json!({ "corpid": CORPID, "secret": AGENT_SECRET, "agentid": 1_000_002 }),
+    )
+    .await;
+    assert_eq!(added, ok);
+    let agent = wecom_token(&h, AGENT_SECRET).await;
+    let agent_config = ticket(&agent_ticket(&h, &agent).await);
+    let valid = get_json(format!(
+        "{admin}/ticket_valid?owner={CORPID}&kind=agent_config&ticket={agent_config}"
+    ))
+    .await;
+    assert_eq!(valid, json!({ "valid": true, "issued": true }));
+    let valid = get_json(format!(
+        "{admin}/ticket_valid?owner={APPID}&kind=jsapi&ticket=nope"
+    ))
+    .await;
+    assert_eq!(valid, json!({ "valid": false, "issued": false }));
+    let bad = within(
+        client()
+            .get(format!(
+                "{admin}/ticket_valid?owner={APPID}&kind=meteor&ticket=x"
+            ))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    assert_eq!(
+        post_json(
+            format!("{admin}/ticket_fault"),
+            json!({ "kind": "errcode", "errcode": 40001 })
+        )
+        .await,
+        ok
+    );
+    let token = classic_ok(&h).await;
+    assert_eq!(errcode(&getticket(&h, &token, "jsapi").await), 40001);
+
+    assert_eq!(
+        post_json(format!("{admin}/ticket_lifetime"), json!({ "secs": 30 })).await,
+        ok
+    );
+    let short = getticket(&h, &token, "wx_card").await;
+    assert_eq!(short["expires_in"], 30);
+    let short = ticket(&short);
+    assert_eq!(
+        post_json(format!("{admin}/advance"), json!({ "secs": 31 })).await,
+        ok
+    );
+    let valid = get_json(format!(
+        "{admin}/ticket_valid?owner={APPID}&kind=wx_card&ticket={short}"
+    ))
+    .await;
+    assert_eq!(valid, json!({ "valid": false, "issued": true }));
+
+    let calls = get_json(format!("{admin}/calls")).await;
+    assert_eq!(calls["getticket"], 2);
+    assert_eq!(calls["wecom_ticket_get"], 1);
+    assert_eq!(calls["wecom_get_jsapi_ticket"], 0);
+    let last = get_json(format!("{admin}/last?endpoint=getticket")).await;
+    assert_eq!(last["query"], "type=wx_card");
+    let config = get_json(format!("{admin}/config")).await;
+    assert_eq!(config["ticket_lifetime_secs"], 30.0);
+    assert_eq!(config["ticket_daily_limit"], 100_000);
+    assert_eq!(config["wecom_corp_ticket_hourly_limit"], 400);
+    assert_eq!(config["wecom_agent_ticket_hourly_limit"], 100);
 }

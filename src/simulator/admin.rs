@@ -13,7 +13,7 @@ use tracing::info;
 use super::params::{self, get};
 use super::reply::{self, Body};
 use super::routes::SimRequest;
-use super::{AccountKind, Endpoint, Fault, Scope, Simulator};
+use super::{AccountKind, Endpoint, Fault, Scope, Simulator, TicketKind};
 
 pub(crate) fn handle(sim: &Simulator, route: &str, request: &SimRequest) -> Response<Body> {
     match answer(sim, route, request) {
@@ -46,6 +46,11 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
             sim.inject(fault);
             done()
         }
+        (&Method::POST, "ticket_fault") => {
+            let fault = body::<FaultBody>(request)?.into_fault();
+            sim.inject_ticket_fault(fault);
+            done()
+        }
         (&Method::POST, "clear") => {
             sim.clear_faults();
             info!("simulator faults cleared");
@@ -59,6 +64,10 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
             sim.set_token_lifetime(body::<Secs>(request)?.duration()?);
             done()
         }
+        (&Method::POST, "ticket_lifetime") => {
+            sim.set_ticket_lifetime(body::<Secs>(request)?.duration()?);
+            done()
+        }
         (&Method::POST, "advance") => {
             sim.advance(body::<Secs>(request)?.duration()?);
             done()
@@ -66,6 +75,22 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
         (&Method::GET, "valid") => {
             let token = get(&query, "token").ok_or_else(|| bad("missing token parameter"))?;
             Ok(json!({ "valid": sim.token_valid(token), "issued": sim.token_ever_issued(token) }))
+        }
+        (&Method::GET, "ticket_valid") => {
+            let owner = get(&query, "owner").ok_or_else(|| bad("missing owner parameter"))?;
+            let kind = get(&query, "kind").ok_or_else(|| bad("missing kind parameter"))?;
+            let kind = TicketKind::from_name(kind)
+                .ok_or_else(|| bad("kind must be jsapi, wx_card or agent_config"))?;
+            let ticket = get(&query, "ticket").ok_or_else(|| bad("missing ticket parameter"))?;
+            Ok(json!({
+                "valid": sim.ticket_valid(owner, kind, ticket),
+                "issued": sim.ticket_ever_issued(ticket),
+            }))
+        }
+        (&Method::POST, "wecom_agents") => {
+            let agent = body::<WecomAgentBody>(request)?;
+            sim.add_wecom_agent(&agent.corpid, &agent.secret, agent.agentid);
+            done()
         }
         (&Method::POST, "accounts") => {
             let account = body::<AccountBody>(request)?;
@@ -96,6 +121,10 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
                 "stable_force_daily_limit": config.stable_force_daily_limit,
                 "daily_limit": config.daily_limit,
                 "ip_whitelist": config.ip_whitelist.map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                "ticket_lifetime_secs": config.ticket_lifetime.as_secs_f64(),
+                "ticket_daily_limit": config.ticket_daily_limit,
+                "wecom_corp_ticket_hourly_limit": config.wecom_corp_ticket_hourly_limit,
+                "wecom_agent_ticket_hourly_limit": config.wecom_agent_ticket_hourly_limit,
             }))
         }
         (&Method::POST, "users") => {
@@ -232,6 +261,13 @@ struct AccountBody {
     appid: String,
     secret: String,
     kind: KindBody,
+}
+
+#[derive(Deserialize)]
+struct WecomAgentBody {
+    corpid: String,
+    secret: String,
+    agentid: u64,
 }
 
 #[derive(Deserialize)]

@@ -46,11 +46,17 @@ pub enum Endpoint {
     CustomSend,
     /// `GET /cgi-bin/getcallbackip`.
     GetCallbackIp,
+    /// `GET /cgi-bin/ticket/getticket?type=jsapi|wx_card` (app token).
+    GetTicket,
+    /// WeCom `GET /cgi-bin/get_jsapi_ticket`: the corp's ticket.
+    WecomGetJsapiTicket,
+    /// WeCom `GET /cgi-bin/ticket/get?type=agent_config`: an agent's ticket.
+    WecomTicketGet,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (the order `/__sim/calls` lists them).
-    pub const ALL: [Endpoint; 21] = [
+    pub const ALL: [Endpoint; 24] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::WecomGetToken,
@@ -72,6 +78,9 @@ impl Endpoint {
         Endpoint::UserInfo,
         Endpoint::CustomSend,
         Endpoint::GetCallbackIp,
+        Endpoint::GetTicket,
+        Endpoint::WecomGetJsapiTicket,
+        Endpoint::WecomTicketGet,
     ];
 
     /// The snake_case name used in admin answers and log fields.
@@ -98,6 +107,9 @@ impl Endpoint {
             Endpoint::UserInfo => "user_info",
             Endpoint::CustomSend => "custom_send",
             Endpoint::GetCallbackIp => "getcallbackip",
+            Endpoint::GetTicket => "getticket",
+            Endpoint::WecomGetJsapiTicket => "wecom_get_jsapi_ticket",
+            Endpoint::WecomTicketGet => "wecom_ticket_get",
         }
     }
 
@@ -112,6 +124,17 @@ impl Endpoint {
         matches!(
             self,
             Endpoint::Token | Endpoint::StableToken | Endpoint::WecomGetToken
+        )
+    }
+
+    /// True for the endpoints that issue JS-SDK tickets; these see the
+    /// ticket fault queue ([`Simulator::inject_ticket_fault`]).
+    ///
+    /// [`Simulator::inject_ticket_fault`]: super::Simulator::inject_ticket_fault
+    pub fn issues_tickets(self) -> bool {
+        matches!(
+            self,
+            Endpoint::GetTicket | Endpoint::WecomGetJsapiTicket | Endpoint::WecomTicketGet
         )
     }
 
@@ -139,6 +162,9 @@ impl Endpoint {
             "/cgi-bin/user/info" => Endpoint::UserInfo,
             "/cgi-bin/message/custom/send" => Endpoint::CustomSend,
             "/cgi-bin/getcallbackip" => Endpoint::GetCallbackIp,
+            "/cgi-bin/ticket/getticket" => Endpoint::GetTicket,
+            "/cgi-bin/get_jsapi_ticket" => Endpoint::WecomGetJsapiTicket,
+            "/cgi-bin/ticket/get" => Endpoint::WecomTicketGet,
             _ => return None,
         };
         Some(endpoint)

@@ -1,12 +1,16 @@
-//! Fault injection for the token-issuing endpoints: a queue of scripted
-//! misbehaviours, consumed one call at a time, in the order injected.
+//! Fault injection for the token-issuing endpoints and, in a queue of their
+//! own, the ticket-issuing ones: scripted misbehaviours, consumed one call
+//! at a time, in the order injected.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// A scripted misbehaviour of the token endpoints (`token`, `stable_token`,
-/// `gettoken`). Each covers the next `count` token calls; a call that
-/// consumes an error fault issues no token.
+/// `gettoken`), or with [`Simulator::inject_ticket_fault`] of the ticket
+/// endpoints. Each covers the next `count` calls; a call that consumes an
+/// error fault issues nothing.
+///
+/// [`Simulator::inject_ticket_fault`]: super::Simulator::inject_ticket_fault
 #[derive(Clone, Debug)]
 pub enum Fault {
     /// Answer `{"errcode":E,"errmsg":...}`.

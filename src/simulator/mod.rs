@@ -1,6 +1,8 @@
 //! The fake WeChat API: an in-process, HTTP-speaking model of WeChat's token
 //! endpoints (`/cgi-bin/token`, `/cgi-bin/stable_token`, WeCom's
-//! `/cgi-bin/gettoken`), a handful of token-consuming APIs (`/tcb/*`,
+//! `/cgi-bin/gettoken`), the JS-SDK ticket endpoints
+//! (`/cgi-bin/ticket/getticket`, WeCom's `/cgi-bin/get_jsapi_ticket` and
+//! `/cgi-bin/ticket/get`), a handful of token-consuming APIs (`/tcb/*`,
 //! `quota/get`, `user/info`, `message/custom/send`, `getcallbackip`,
 //! `media/get`), the user-facing `/sns/*` APIs (web OAuth with USER tokens,
 //! the Mini Program's `jscode2session`), fault injection and inspection. It is the test oracle for
@@ -32,7 +34,12 @@
 //! `POST clear`, `POST latency` (`{"ms":..}`), `POST lifetime`
 //! (`{"secs":..}`), `POST advance` (`{"secs":..}`), `GET valid?token=T`,
 //! `POST accounts` (`{"appid":..,"secret":..,"kind":"wechat"|"wecom"}`),
-//! `GET last?endpoint=NAME`, `GET config`, and for the user-facing APIs
+//! `GET last?endpoint=NAME`, `GET config`; for the JS-SDK tickets
+//! `POST ticket_fault` (the `fault` body, for the ticket endpoints' own
+//! queue), `POST ticket_lifetime` (`{"secs":..}`),
+//! `GET ticket_valid?owner=APPID_OR_CORPID&kind=jsapi|wx_card|agent_config&ticket=T`
+//! and `POST wecom_agents` (`{"corpid":..,"secret":..,"agentid":..}`); and
+//! for the user-facing APIs
 //! `POST users` (`{"appid":..}` → `{"openid":..}`), `POST oauth_code`
 //! (`{"appid":..,"openid"?:..,"scope"?:"snsapi_base"|"snsapi_userinfo"}` →
 //! `{"code":..,"openid":..}`), `POST js_code` (`{"appid":..,"openid"?:..}` →
@@ -54,6 +61,8 @@ mod server;
 mod sns;
 mod state;
 mod tcb;
+mod ticket_api;
+mod tickets;
 mod token_api;
 mod tokens;
 mod users;
@@ -70,6 +79,7 @@ use tokio::task::JoinHandle;
 
 pub use endpoint::Endpoint;
 pub use faults::Fault;
+pub use tickets::TicketKind;
 pub use users::Scope;
 
 use state::State;
@@ -95,6 +105,18 @@ pub struct SimConfig {
     pub daily_limit: u32,
     /// When set, token calls from any other peer get 40164.
     pub ip_whitelist: Option<Vec<IpAddr>>,
+    /// `expires_in` of newly issued JS-SDK tickets; a same-ticket answer
+    /// repeats it while the ticket keeps its first expiry.
+    pub ticket_lifetime: Duration,
+    /// Ticket calls allowed per Beijing day for each app (or corp, or
+    /// WeCom agent) and ticket kind; past it WeChat answers 45009.
+    /// WeChat publishes no figure, so the default is generous.
+    pub ticket_daily_limit: u32,
+    /// WeCom `get_jsapi_ticket` calls allowed per corp in any hour.
+    pub wecom_corp_ticket_hourly_limit: u32,
+    /// WeCom ticket calls allowed per agent in any hour, for each of
+    /// `get_jsapi_ticket` and `ticket/get?type=agent_config`.
+    pub wecom_agent_ticket_hourly_limit: u32,
 }
 
 impl Default for SimConfig {
@@ -107,6 +129,10 @@ impl Default for SimConfig {
             stable_force_daily_limit: 20,
             daily_limit: 2000,
             ip_whitelist: None,
+            ticket_lifetime: Duration::from_secs(7200),
+            ticket_daily_limit: 100_000,
+            wecom_corp_ticket_hourly_limit: 400,
+            wecom_agent_ticket_hourly_limit: 100,
         }
     }
 }
@@ -156,6 +182,14 @@ impl Simulator {
     /// Registers (or replaces) an account.
     pub fn add_account(&self, appid: &str, secret: &str, kind: AccountKind) {
         self.lock().add_account(appid, secret, kind);
+    }
+
+    /// Registers one more app (agent) of the WeCom corp `corpid`, with its
+    /// own `secret`: `gettoken` with that secret issues the agent's own
+    /// token, and the agent gets its own agent_config ticket. The corp
+    /// needs no [`AccountKind::Wecom`] account of its own.
+    pub fn add_wecom_agent(&self, corpid: &str, secret: &str, agentid: u64) {
+        self.lock().add_wecom_agent(corpid, secret, agentid);
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops
@@ -216,6 +250,28 @@ impl Simulator {
         matches!(self.lock().token_status(token), TokenStatus::Valid(_))
     }
 
+    /// Calls to all ticket-issuing endpoints together.
+    pub fn total_ticket_calls(&self) -> u64 {
+        let state = self.lock();
+        Endpoint::ALL
+            .into_iter()
+            .filter(|e| e.issues_tickets())
+            .map(|e| state.calls(e))
+            .sum()
+    }
+
+    /// Whether `ticket` is a `kind` ticket of `owner` (an appid, or a WeCom
+    /// corpid for `Jsapi` and `AgentConfig`) that WeChat would accept now.
+    pub fn ticket_valid(&self, owner: &str, kind: TicketKind, ticket: &str) -> bool {
+        let state = self.lock();
+        state.tickets.valid(owner, kind, ticket, state.clock.now())
+    }
+
+    /// Whether the simulator ever issued `ticket` (valid or not).
+    pub fn ticket_ever_issued(&self, ticket: &str) -> bool {
+        self.lock().tickets.ever_issued(ticket)
+    }
+
     /// Whether the simulator ever issued `token` (valid or not).
     pub fn token_ever_issued(&self, token: &str) -> bool {
         self.lock().tokens.ever_issued(token)
@@ -227,9 +283,18 @@ impl Simulator {
         self.lock().faults.push(fault);
     }
 
-    /// Drops every queued fault.
+    /// Queues a fault for the next ticket calls (`getticket`,
+    /// `get_jsapi_ticket`, `ticket/get`), apart from the token calls' queue.
+    pub fn inject_ticket_fault(&self, fault: Fault) {
+        tracing::info!(?fault, "simulator ticket fault injected");
+        self.lock().ticket_faults.push(fault);
+    }
+
+    /// Drops every queued fault, token and ticket.
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        let mut state = self.lock();
+        state.faults.clear();
+        state.ticket_faults.clear();
     }
 
     /// Latency added to every token call from now on.
@@ -240,6 +305,12 @@ impl Simulator {
     /// `expires_in` of tokens issued from now on.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.lock().config.token_lifetime = lifetime;
+    }
+
+    /// `expires_in` of tickets issued from now on (a ticket already issued
+    /// keeps its expiry).
+    pub fn set_ticket_lifetime(&self, lifetime: Duration) {
+        self.lock().config.ticket_lifetime = lifetime;
     }
 
     /// Moves the simulator's clock forward: tokens expire and quota days

@@ -1,5 +1,6 @@
 //! HTTP dispatch: reads a whole request, counts and records it against its
-//! endpoint, and hands it to the token API, the token-consuming APIs, the
+//! endpoint, and hands it to the token API, the ticket API, the
+//! token-consuming APIs, the
 //! user-facing `/sns/*` APIs or the admin routes.
 
 use std::fmt;
@@ -14,7 +15,8 @@ use tracing::debug;
 
 use super::reply::{self, Body};
 use super::{
-    admin, media, mp_api, params, sns, tcb, token_api, Endpoint, RecordedRequest, Simulator,
+    admin, media, mp_api, params, sns, tcb, ticket_api, token_api, Endpoint, RecordedRequest,
+    Simulator,
 };
 
 /// Bodies larger than this are refused; WeChat's own limits are far lower.
@@ -100,6 +102,9 @@ pub(crate) async fn handle(
     debug!(endpoint = endpoint.name(), method = %request.method, "simulator call");
     Ok(match endpoint {
         _ if endpoint.issues_tokens() => return token_api::handle(&sim, endpoint, request).await,
+        _ if endpoint.issues_tickets() => {
+            return ticket_api::handle(&sim, endpoint, &request).await
+        }
         Endpoint::OAuthAccessToken
         | Endpoint::OAuthRefreshToken
         | Endpoint::SnsUserInfo

@@ -1,7 +1,7 @@
 //! All mutable simulator state behind one `std::sync::Mutex` (never held
 //! across an `.await`): accounts, the token book, the users and their
-//! credentials, uploaded media, quotas, the fault queue, call counters and
-//! recorded requests; and WeChat's issuing rules for the
+//! credentials, the JS-SDK tickets, uploaded media, quotas, the fault
+//! queues, call counters and recorded requests; and WeChat's issuing rules for the
 //! three token families, which need all of these at once.
 
 use std::collections::HashMap;
@@ -14,7 +14,8 @@ use super::clock::{Clock, SimTime};
 use super::faults::FaultQueue;
 use super::media::MediaStore;
 use super::quota::{Counter, Quotas};
-use super::tokens::{Family, TokenBook, TokenStatus};
+use super::tickets::TicketBook;
+use super::tokens::{Family, Holder, TokenBook, TokenStatus};
 use super::users::UserBook;
 use super::wx_error::WxError;
 use super::{AccountKind, Endpoint, RecordedRequest, SimConfig};
@@ -43,6 +44,9 @@ pub(crate) struct State {
     pub clock: Clock,
     pub tokens: TokenBook,
     pub faults: FaultQueue,
+    /// Faults for the ticket endpoints, apart from the token ones.
+    pub ticket_faults: FaultQueue,
+    pub tickets: TicketBook,
     pub latency: Duration,
     /// Token calls being answered now, and the most ever at once: a
     /// broker keeps one per app in flight (single flight).
@@ -51,6 +55,8 @@ pub(crate) struct State {
     pub users: UserBook,
     pub media: MediaStore,
     accounts: HashMap<String, Account>,
+    /// WeCom apps beyond an account's own secret: corpid -> secret -> agentid.
+    wecom_agents: HashMap<String, HashMap<String, u64>>,
     quotas: Quotas,
     last_force: HashMap<String, SimTime>,
     calls: HashMap<Endpoint, u64>,
@@ -64,12 +70,15 @@ impl State {
             clock: Clock::new(),
             tokens: TokenBook::default(),
             faults: FaultQueue::default(),
+            ticket_faults: FaultQueue::default(),
+            tickets: TicketBook::default(),
             latency: Duration::ZERO,
             token_calls_in_flight: 0,
             max_token_calls_in_flight: 0,
             users: UserBook::default(),
             media: MediaStore::default(),
             accounts: HashMap::new(),
+            wecom_agents: HashMap::new(),
             quotas: Quotas::default(),
             last_force: HashMap::new(),
             calls: HashMap::new(),
@@ -86,6 +95,23 @@ impl State {
                 kind,
             },
         );
+    }
+
+    /// One more app (agent) of a WeCom corp, with its own secret: it gets
+    /// its own token from `gettoken` and its own agent_config ticket.
+    pub(crate) fn add_wecom_agent(&mut self, corpid: &str, secret: &str, agentid: u64) {
+        info!(corpid, agentid, "simulator wecom agent added");
+        self.wecom_agents
+            .entry(corpid.to_owned())
+            .or_default()
+            .insert(secret.to_owned(), agentid);
+    }
+
+    /// The agentid registered for a WeCom app, if any (an account added
+    /// with [`AccountKind::Wecom`] alone has none).
+    pub(crate) fn wecom_agentid(&self, holder: &Holder) -> Option<u64> {
+        let secret = holder.agent.as_deref()?;
+        self.wecom_agents.get(&holder.appid)?.get(secret).copied()
     }
 
     pub(crate) fn count_call(&mut self, endpoint: Endpoint) {
@@ -144,14 +170,14 @@ impl State {
 
     fn rotate_classic(&mut self, appid: &str) -> Grant {
         let now = self.clock.now();
-        let (current, previous) = self.tokens.lineage(appid, Family::Classic);
+        let (current, previous) = self.tokens.lineage(&Holder::app(appid), Family::Classic);
         if let Some(previous) = previous {
             self.tokens.cap(&previous, now);
         }
         if let Some(current) = current {
             self.tokens.cap(&current, now + self.config.classic_overlap);
         }
-        self.mint(appid, Family::Classic)
+        self.mint(&Holder::app(appid), Family::Classic)
     }
 
     /// `POST /cgi-bin/stable_token`: the same token while it has more than
@@ -192,38 +218,34 @@ impl State {
             self.quotas.take(appid, Counter::Stable, day);
             self.quotas.take(appid, Counter::StableForce, day);
             self.last_force.insert(appid.to_owned(), now);
-            if let Some((current, _)) = self.tokens.current(appid, Family::Stable, now) {
+            let holder = Holder::app(appid);
+            if let Some((current, _)) = self.tokens.current(&holder, Family::Stable, now) {
                 self.tokens.cap(&current, now + self.config.classic_overlap);
             }
-            return Ok(self.mint(appid, Family::Stable));
+            return Ok(self.mint(&holder, Family::Stable));
         }
         self.quotas.take(appid, Counter::Stable, day);
-        match self.tokens.current(appid, Family::Stable, now) {
+        let holder = Holder::app(appid);
+        match self.tokens.current(&holder, Family::Stable, now) {
             Some((token, left)) if left > self.config.stable_window => Ok(Grant {
                 token,
                 expires_in: left.as_secs(),
             }),
             // Inside the window (or none yet): rotate; the old token simply
             // runs out at its own expiry.
-            _ => Ok(self.mint(appid, Family::Stable)),
+            _ => Ok(self.mint(&holder, Family::Stable)),
         }
     }
 
-    /// WeCom `gettoken`: WeCom hands out its cached token until it expires.
+    /// WeCom `gettoken`: WeCom hands out its cached token until it expires,
+    /// one per app secret of the corp.
     pub(crate) fn grant_wecom(
         &mut self,
         corpid: &str,
         corpsecret: &str,
         peer: Option<IpAddr>,
     ) -> Result<Grant, WxError> {
-        match self.accounts.get(corpid) {
-            Some(a) if a.kind == AccountKind::Wecom => {
-                if a.secret != corpsecret {
-                    return Err(WxError::wecom(40001, "invalid credential"));
-                }
-            }
-            _ => return Err(WxError::wecom(40013, "invalid corpid")),
-        }
+        self.check_wecom_app(corpid, corpsecret)?;
         self.check_ip(peer, AccountKind::Wecom)?;
         let day = self.clock.beijing_day();
         if !self
@@ -234,12 +256,31 @@ impl State {
         }
         self.quotas.take(corpid, Counter::Wecom, day);
         let now = self.clock.now();
-        match self.tokens.current(corpid, Family::Wecom, now) {
+        let holder = Holder::wecom(corpid, corpsecret);
+        match self.tokens.current(&holder, Family::Wecom, now) {
             Some((token, left)) => Ok(Grant {
                 token,
                 expires_in: left.as_secs(),
             }),
-            None => Ok(self.mint(corpid, Family::Wecom)),
+            None => Ok(self.mint(&holder, Family::Wecom)),
+        }
+    }
+
+    /// WeCom's corpid-then-secret check: the account's own secret or any
+    /// of the corp's agents' secrets.
+    fn check_wecom_app(&self, corpid: &str, corpsecret: &str) -> Result<(), WxError> {
+        let own = match self.accounts.get(corpid) {
+            Some(a) if a.kind == AccountKind::Wecom => Some(a.secret.as_str()),
+            _ => None,
+        };
+        let agents = self.wecom_agents.get(corpid);
+        if own.is_none() && agents.is_none() {
+            return Err(WxError::wecom(40013, "invalid corpid"));
+        }
+        if own == Some(corpsecret) || agents.is_some_and(|a| a.contains_key(corpsecret)) {
+            Ok(())
+        } else {
+            Err(WxError::wecom(40001, "invalid credential"))
         }
     }
 
@@ -253,11 +294,13 @@ impl State {
         Some((self.config.daily_limit, used))
     }
 
-    fn mint(&mut self, appid: &str, family: Family) -> Grant {
+    fn mint(&mut self, holder: &Holder, family: Family) -> Grant {
         let lifetime = self.config.token_lifetime;
-        let token = self.tokens.issue(appid, family, self.clock.now(), lifetime);
+        let token = self
+            .tokens
+            .issue(holder, family, self.clock.now(), lifetime);
         info!(
-            appid,
+            appid = %holder.appid,
             ?family,
             token_fp = %fingerprint(&token),
             expires_in = lifetime.as_secs(),
@@ -374,6 +417,27 @@ mod tests {
         // An IPv4-mapped IPv6 peer is the same host.
         let mapped = Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
         assert!(s.grant_classic("wx1", "s", mapped).is_ok());
+    }
+
+    #[test]
+    fn each_wecom_app_secret_has_its_own_token() {
+        let mut s = state(SimConfig::default());
+        s.add_wecom_agent("ww1", "agent-2", 1000002);
+        let own = s.grant_wecom("ww1", "c", None).unwrap().token;
+        let agent = s.grant_wecom("ww1", "agent-2", None).unwrap().token;
+        assert_ne!(own, agent);
+        assert_eq!(s.grant_wecom("ww1", "agent-2", None).unwrap().token, agent);
+        let holder = s.tokens.holder(&agent).unwrap().clone();
+        assert_eq!(holder, Holder::wecom("ww1", "agent-2"));
+        assert_eq!(s.wecom_agentid(&holder), Some(1000002));
+        assert_eq!(
+            s.grant_wecom("ww1", "other", None).unwrap_err().errcode,
+            40001
+        );
+        // A corp known only through its agents is a corp.
+        s.add_wecom_agent("ww2", "x", 1);
+        assert!(s.grant_wecom("ww2", "x", None).is_ok());
+        assert_eq!(s.grant_wecom("ww3", "x", None).unwrap_err().errcode, 40013);
     }
 
     #[test]

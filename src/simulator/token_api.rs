@@ -50,19 +50,8 @@ async fn answer(
         sleep(latency).await;
     }
     if let Some(fault) = fault {
-        debug!(
-            endpoint = endpoint.name(),
-            ?fault,
-            "simulator applying fault"
-        );
-        match fault {
-            FaultAction::Errcode(errcode) => {
-                return Ok(reply::wx_error(&WxError::from_code(errcode)))
-            }
-            FaultAction::Http500Html => return Ok(reply::html_500()),
-            FaultAction::MalformedJson => return Ok(reply::malformed_json()),
-            FaultAction::DropConnection => return Err(DropConnection),
-            FaultAction::Delay(delay) => sleep(delay).await,
+        if let Some(answer) = play(endpoint, fault).await? {
+            return Ok(answer);
         }
     }
     let outcome = match endpoint {
@@ -83,6 +72,29 @@ async fn answer(
             reply::wx_error(&error)
         }
     })
+}
+
+/// Plays one queued fault: the answer that replaces the real one, or
+/// `None` once a delay has passed and the call goes on normally.
+pub(crate) async fn play(
+    endpoint: Endpoint,
+    fault: FaultAction,
+) -> Result<Option<Response<Body>>, DropConnection> {
+    debug!(
+        endpoint = endpoint.name(),
+        ?fault,
+        "simulator applying fault"
+    );
+    match fault {
+        FaultAction::Errcode(errcode) => Ok(Some(reply::wx_error(&WxError::from_code(errcode)))),
+        FaultAction::Http500Html => Ok(Some(reply::html_500())),
+        FaultAction::MalformedJson => Ok(Some(reply::malformed_json())),
+        FaultAction::DropConnection => Err(DropConnection),
+        FaultAction::Delay(delay) => {
+            sleep(delay).await;
+            Ok(None)
+        }
+    }
 }
 
 fn classic(sim: &Simulator, request: &SimRequest) -> Result<Value, WxError> {

@@ -1,5 +1,5 @@
 //! The token book: every token the simulator ever issued, when it expires,
-//! until when it is accepted, and which token is current per app and
+//! until when it is accepted, and which token is current per holder and
 //! family. It answers "is this token valid now?" for the token-consuming
 //! APIs and for tests; the issuing rules live in `state.rs`.
 
@@ -18,9 +18,38 @@ pub(crate) enum Family {
     Wecom,
 }
 
+/// Who a token is issued to: an app, or for WeCom one app of a corp. Every
+/// WeCom app (agent) has its own secret and its own token, so two agents of
+/// one corp never share one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Holder {
+    /// The appid, or the WeCom corpid.
+    pub appid: String,
+    /// The WeCom app secret the token was fetched with; `None` for WeChat.
+    pub agent: Option<String>,
+}
+
+impl Holder {
+    /// An Official Account / Mini Program app.
+    pub(crate) fn app(appid: &str) -> Self {
+        Holder {
+            appid: appid.to_owned(),
+            agent: None,
+        }
+    }
+
+    /// One WeCom app of a corp, named by its secret.
+    pub(crate) fn wecom(corpid: &str, corpsecret: &str) -> Self {
+        Holder {
+            appid: corpid.to_owned(),
+            agent: Some(corpsecret.to_owned()),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Record {
-    appid: String,
+    holder: Holder,
     family: Family,
     expires_at: SimTime,
     /// Earlier than `expires_at` once a newer token superseded this one.
@@ -40,7 +69,7 @@ pub(crate) enum TokenStatus {
     Unknown,
 }
 
-/// The current token of one app in one family, plus the one before it
+/// The current token of one holder in one family, plus the one before it
 /// (which may still be inside its overlap).
 #[derive(Debug, Default)]
 struct Lineage {
@@ -51,7 +80,7 @@ struct Lineage {
 #[derive(Debug, Default)]
 pub(crate) struct TokenBook {
     records: HashMap<String, Record>,
-    lineages: HashMap<(String, Family), Lineage>,
+    lineages: HashMap<(Holder, Family), Lineage>,
 }
 
 impl TokenBook {
@@ -59,7 +88,7 @@ impl TokenBook {
     /// the validity of the tokens it replaces.
     pub(crate) fn issue(
         &mut self,
-        appid: &str,
+        holder: &Holder,
         family: Family,
         now: SimTime,
         lifetime: std::time::Duration,
@@ -74,38 +103,42 @@ impl TokenBook {
         self.records.insert(
             token.clone(),
             Record {
-                appid: appid.to_owned(),
+                holder: holder.clone(),
                 family,
                 expires_at,
                 valid_until: expires_at,
             },
         );
-        let lineage = self.lineages.entry((appid.to_owned(), family)).or_default();
+        let lineage = self.lineages.entry((holder.clone(), family)).or_default();
         lineage.previous = lineage.current.replace(token.clone());
         token
     }
 
-    /// The current token of `appid` in `family` and its remaining validity,
-    /// if it is still valid at `now`.
+    /// The current token of `holder` in `family` and its remaining
+    /// validity, if it is still valid at `now`.
     pub(crate) fn current(
         &self,
-        appid: &str,
+        holder: &Holder,
         family: Family,
         now: SimTime,
     ) -> Option<(String, SimTime)> {
         let token = self
             .lineages
-            .get(&(appid.to_owned(), family))?
+            .get(&(holder.clone(), family))?
             .current
             .as_ref()?;
         let record = self.records.get(token)?;
         (now < record.valid_until).then(|| (token.clone(), record.valid_until - now))
     }
 
-    /// The current and previous token of `appid` in `family`.
-    pub(crate) fn lineage(&self, appid: &str, family: Family) -> (Option<String>, Option<String>) {
+    /// The current and previous token of `holder` in `family`.
+    pub(crate) fn lineage(
+        &self,
+        holder: &Holder,
+        family: Family,
+    ) -> (Option<String>, Option<String>) {
         self.lineages
-            .get(&(appid.to_owned(), family))
+            .get(&(holder.clone(), family))
             .map(|l| (l.current.clone(), l.previous.clone()))
             .unwrap_or_default()
     }
@@ -126,9 +159,14 @@ impl TokenBook {
         }
     }
 
-    /// The app a token was issued to.
+    /// The app (or WeCom corp) a token was issued to.
     pub(crate) fn owner(&self, token: &str) -> Option<&str> {
-        self.records.get(token).map(|r| r.appid.as_str())
+        self.records.get(token).map(|r| r.holder.appid.as_str())
+    }
+
+    /// Who a token was issued to, down to the WeCom app.
+    pub(crate) fn holder(&self, token: &str) -> Option<&Holder> {
+        self.records.get(token).map(|r| &r.holder)
     }
 
     pub(crate) fn ever_issued(&self, token: &str) -> bool {
@@ -162,7 +200,7 @@ mod tests {
     fn tokens_look_real_and_expire() {
         let mut book = TokenBook::default();
         let t = book.issue(
-            "wx1",
+            &Holder::app("wx1"),
             Family::Classic,
             Duration::ZERO,
             Duration::from_secs(10),
