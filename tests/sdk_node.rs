@@ -95,9 +95,21 @@ async fn survives_a_token_revoked_behind_the_brokers_back(mut w: World) {
         .issue_classic_directly(APPID)
         .expect("another party fetches a token");
     assert!(!w.sim.sim.token_valid(held.as_str().unwrap()));
+    let token_calls = w.sim.sim.calls(Endpoint::Token);
+    let api_calls = w.sim.sim.calls(Endpoint::GetCallbackIp);
     let ips = w.sdk.ok("app_call", Value::Null).await;
     assert!(!ips["ip_list"].as_array().expect("ip_list").is_empty());
     assert!(w.sim.sim.token_valid(&w.broker.token("shop").await));
+    assert_eq!(
+        w.sim.sim.calls(Endpoint::GetCallbackIp),
+        api_calls + 2,
+        "the rejected call and one retry, never the SDK's own retry loop"
+    );
+    assert_eq!(
+        w.sim.sim.calls(Endpoint::Token),
+        token_calls + 1,
+        "one refresh"
+    );
 }
 
 async fn oauth_userinfo_costs_no_app_token(mut w: World) {

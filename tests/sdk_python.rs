@@ -71,11 +71,22 @@ async fn wechatpy_survives_a_token_revoked_behind_the_brokers_back() {
         .issue_classic_directly(APPID)
         .expect("another party fetches a token");
     assert!(!sim.sim.token_valid(held), "the broker's token is revoked");
+    let token_calls = sim.sim.calls(Endpoint::Token);
     let ips = sdk.ok("callback_ip", Value::Null).await;
     assert!(!ips.as_array().expect("a list").is_empty(), "{ips}");
     assert!(
         sim.sim.token_valid(&broker.token("shop").await),
         "the broker holds a valid token again"
+    );
+    assert_eq!(
+        sim.sim.calls(Endpoint::GetCallbackIp),
+        2,
+        "the rejected call and one retry, never the SDK's own retry loop"
+    );
+    assert_eq!(
+        sim.sim.calls(Endpoint::Token),
+        token_calls + 1,
+        "one refresh"
     );
 }
 
