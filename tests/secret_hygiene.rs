@@ -179,9 +179,39 @@ async fn no_secret_or_token_leaks_through_any_path() {
             "{\"access_token\":\"87_not-a-real-token\"}",
         ),
         ("GET", "/readyz", ""),
+        // The broker puts the app secret into these itself (DESIGN.md
+        // section 12): it must go nowhere but upstream.
+        (
+            "GET",
+            "/v1/apps/shop/proxy/sns/jscode2session?js_code=bad&grant_type=authorization_code&secret=placeholder",
+            "",
+        ),
+        (
+            "GET",
+            "/v1/apps/shop/proxy/sns/oauth2/access_token?code=bad&grant_type=authorization_code",
+            "",
+        ),
+        // Token endpoints are refused, however spelled.
+        (
+            "GET",
+            "/v1/apps/shop/proxy/cgi-bin/%74oken?grant_type=client_credential",
+            "",
+        ),
     ] {
         api.call(&mut transcript, method, path, body).await;
     }
+    let (_, session) = api
+        .call(
+            &mut transcript,
+            "GET",
+            "/v1/apps/shop/proxy/sns/jscode2session?js_code=bad&grant_type=authorization_code",
+            "",
+        )
+        .await;
+    assert!(
+        session.contains("40029"),
+        "the real secret went upstream (only the code is refused): {session}"
+    );
     let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap()
