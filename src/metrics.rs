@@ -4,7 +4,9 @@
 //! fixed list, client names are capped.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::Mutex;
+
+use arc_swap::ArcSwap;
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
@@ -33,7 +35,11 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub cluster_degraded: IntGaugeVec,
     pub token_fights: IntCounterVec,
-    known_clients: std::sync::Arc<RwLock<HashMap<String, IntCounter>>>,
+    /// Counters of the named clients seen so far: read with an atomic
+    /// load on every request, replaced whole (rarely: at most 64 names)
+    /// under `new_client` when a new name arrives.
+    known_clients: std::sync::Arc<ArcSwap<HashMap<String, IntCounter>>>,
+    new_client: std::sync::Arc<Mutex<()>>,
 }
 
 impl Metrics {
@@ -197,6 +203,7 @@ impl Metrics {
                 ),
             ),
             known_clients: Default::default(),
+            new_client: Default::default(),
             registry,
         }
     }
@@ -235,18 +242,14 @@ impl Metrics {
 
     /// Counts a request from a named client, folding names past the cap
     /// into "other" so a hostile client cannot grow the label set. Known
-    /// names (nearly every request) take only a shared read lock.
+    /// names (nearly every request) take no lock: an atomic load.
     pub fn count_client(&self, client: &str) {
-        if let Some(counter) = self
-            .known_clients
-            .read()
-            .expect("client map poisoned")
-            .get(client)
-        {
+        if let Some(counter) = self.known_clients.load().get(client) {
             counter.inc();
             return;
         }
-        let mut known = self.known_clients.write().expect("client map poisoned");
+        let _writer = self.new_client.lock().expect("client map poisoned");
+        let known = self.known_clients.load_full();
         let label = if known.len() < MAX_CLIENT_LABELS {
             client
         } else {
@@ -254,8 +257,10 @@ impl Metrics {
         };
         let counter = self.client_requests.with_label_values(&[label]);
         counter.inc();
-        if label == client {
-            known.insert(client.to_owned(), counter);
+        if label == client && !known.contains_key(client) {
+            let mut grown = HashMap::clone(&known);
+            grown.insert(client.to_owned(), counter);
+            self.known_clients.store(std::sync::Arc::new(grown));
         }
     }
 

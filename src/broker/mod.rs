@@ -10,7 +10,7 @@ mod unsaved;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -235,6 +235,9 @@ pub struct AppHandle {
 
 struct AppShared {
     config: Arc<AppConfig>,
+    /// The current token, for the read path: an atomic load, no lock.
+    /// Only the refresher stores into it, together with `view`.
+    current: ArcSwapOption<TokenRecord>,
     view: watch::Sender<AppView>,
     commands: mpsc::Sender<Command>,
     clock: Clock,
@@ -271,7 +274,10 @@ impl AppHandle {
 
     /// The current token if it is valid at `now_ms`. Never waits.
     pub fn valid_token_at(&self, now_ms: u64) -> Option<Arc<TokenRecord>> {
-        self.shared.view.borrow().valid_token(now_ms).cloned()
+        self.shared
+            .current
+            .load_full()
+            .filter(|token| token.is_valid(now_ms))
     }
 
     /// Whether `token` is the app's current token or one of its last few.
@@ -446,11 +452,13 @@ impl AppHandle {
         context: &BrokerContext,
         seed: AppView,
     ) -> AppHandle {
+        let current = ArcSwapOption::new(seed.token.clone());
         let (view, _) = watch::channel(seed);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let handle = AppHandle {
             shared: Arc::new(AppShared {
                 config: config.clone(),
+                current,
                 view,
                 commands,
                 clock: context.clock,

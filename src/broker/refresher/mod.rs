@@ -664,8 +664,14 @@ impl Refresher {
         self.budget.try_spend(now_secs)
     }
 
+    /// Publishes a change of the app's view; the token goes into the
+    /// readers' lock-free cell in the same step, so the two never differ.
     fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
-        self.handle.shared.view.send_modify(change);
+        let shared = &self.handle.shared;
+        shared.view.send_modify(|view| {
+            change(view);
+            shared.current.store(view.token.clone());
+        });
     }
 
     fn publish_budget(&self) {
