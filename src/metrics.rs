@@ -16,6 +16,17 @@ use prometheus::{
 /// How many distinct `Wxbroker-Client` names get their own label.
 const MAX_CLIENT_LABELS: usize = 64;
 
+/// Every value the per-app labels can take, given by the modules that
+/// own them, so the series exist at zero from the start.
+pub struct AppLabels<'a> {
+    /// `wxbroker_upstream_fetches_total{result}`.
+    pub fetch_results: &'a [&'a str],
+    /// `wxbroker_upstream_errors_total{errcode}`.
+    pub errcodes: &'a [&'a str],
+    /// `wxbroker_forced_refreshes_total{outcome}`.
+    pub forced_refresh_outcomes: &'a [&'a str],
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -211,20 +222,22 @@ impl Metrics {
     /// Creates the app's series whose label values are known up front, at
     /// zero, so they are exposed before the first event: `increase()` then
     /// sees the first error, and a panel shows 0 rather than "no data".
-    pub fn init_app(&self, app: &str) {
+    /// The label values are their owners' (the upstream protocol's results
+    /// and errcodes, the broker's invalidation outcomes): this module only
+    /// holds the registry.
+    pub fn init_app(&self, app: &str, labels: &AppLabels<'_>) {
         self.token_valid.with_label_values(&[app]);
         self.upstream_fetch_duration.with_label_values(&[app]);
         self.cluster_degraded.with_label_values(&[app]);
         self.token_fights.with_label_values(&[app]);
-        for result in crate::wechat::RESULT_LABELS {
+        for result in labels.fetch_results {
             self.upstream_fetches.with_label_values(&[app, result]);
         }
-        for errcode in crate::wechat::errcode_labels() {
+        for errcode in labels.errcodes {
             self.upstream_errors.with_label_values(&[app, errcode]);
         }
-        for outcome in crate::broker::InvalidateOutcome::ALL {
-            self.forced_refreshes
-                .with_label_values(&[app, outcome.metric_label()]);
+        for outcome in labels.forced_refresh_outcomes {
+            self.forced_refreshes.with_label_values(&[app, outcome]);
         }
     }
 
@@ -321,7 +334,14 @@ mod tests {
     #[test]
     fn app_series_exist_before_any_event() {
         let metrics = Metrics::new();
-        metrics.init_app("shop");
+        metrics.init_app(
+            "shop",
+            &AppLabels {
+                fetch_results: &["ok"],
+                errcodes: &["40164", "other"],
+                forced_refresh_outcomes: &["rate_limited"],
+            },
+        );
         let text = String::from_utf8(metrics.render()).unwrap();
         for series in [
             r#"wxbroker_token_valid{app="shop"} 0"#,

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::AppConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{AppLabels, Metrics};
 use crate::secret::AccessToken;
 use crate::store::{Store, StoredToken};
 use crate::wechat::TokenSource;
@@ -466,7 +466,16 @@ impl AppHandle {
                 finished: CancellationToken::new(),
             }),
         };
-        context.metrics.init_app(&config.name);
+        let errcodes: Vec<&str> = crate::wechat::errcode_labels().collect();
+        let outcomes = InvalidateOutcome::ALL.map(InvalidateOutcome::metric_label);
+        context.metrics.init_app(
+            &config.name,
+            &AppLabels {
+                fetch_results: &crate::wechat::RESULT_LABELS,
+                errcodes: &errcodes,
+                forced_refresh_outcomes: &outcomes,
+            },
+        );
         let refresher = Refresher::new(config, source, handle.clone(), command_rx, context);
         let finished = handle.shared.finished.clone().drop_guard();
         context.tasks.spawn(async move {
