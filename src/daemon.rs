@@ -1,0 +1,351 @@
+//! The running daemon: [`start`] wires the store, the broker, the
+//! upstream clients and the listeners together from already-bound
+//! [`Listeners`]; [`Daemon`] reloads, reports readiness and shuts down.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker::{self, Broker, BrokerContext};
+use crate::clock::Clock;
+use crate::config::{self, Config, StoreBackend};
+use crate::metrics::Metrics;
+use crate::server::proxy::{Proxy, PROXY_TIMEOUT};
+use crate::server::{self, ApiState, Listeners};
+use crate::sink::{self, SinkError, SinkHandle};
+use crate::store::{FileStore, MemoryStore, RedisStore, Store, StoreError};
+use crate::tls;
+use crate::upstream;
+use crate::wechat::{self, TokenSource, WechatSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("could not build the upstream HTTP client")]
+    HttpClient(#[source] upstream::ClientError),
+    #[error("server.compat_tls")]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A running daemon: its broker, metrics, and the tasks to stop.
+pub struct Daemon {
+    pub broker: Broker,
+    pub metrics: Metrics,
+    sinks: std::sync::Mutex<Vec<SinkHandle>>,
+    /// The configuration in effect (what a reload compares against).
+    running: std::sync::Mutex<Config>,
+    http: reqwest::Client,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// Added to a shutdown's deadline for the last store writes.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// An app without a valid token, and why (as `/readyz` says it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub app: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.app, self.reason)
+    }
+}
+
+impl Daemon {
+    /// Waits, at most `timeout`, until every app has either a valid token
+    /// or a failed first attempt on record, then returns the apps without a
+    /// valid token. What systemd's `READY=1` and `--exit-after-token` wait
+    /// for: the start-up outcome is known, good or bad.
+    pub async fn first_attempts(&self, timeout: Duration) -> Vec<NotReady> {
+        let wait_all = async {
+            for app in self.broker.apps().iter() {
+                let mut views = app.subscribe();
+                // An error means the refresher stopped: nothing more to wait for.
+                let _ = views.wait_for(|view| view.settled(app.now_ms())).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait_all).await;
+        self.not_ready()
+    }
+
+    /// The apps without a valid token right now.
+    pub fn not_ready(&self) -> Vec<NotReady> {
+        self.broker
+            .apps()
+            .iter()
+            .filter_map(|app| {
+                let reason = app.view().unready_reason(app.now_ms())?;
+                Some(NotReady {
+                    app: app.name().to_owned(),
+                    reason,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes every configured sink file hold its app's current token,
+    /// returning the writes that failed.
+    pub async fn flush_sinks(&self) -> Result<(), Vec<SinkError>> {
+        let mut failed = Vec::new();
+        let sinks = self.sinks.lock().expect("sink list poisoned").clone();
+        for sink in &sinks {
+            if let Err(err) = sink.flush().await {
+                failed.push(err);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed)
+        }
+    }
+
+    /// Applies a new configuration's apps (SIGHUP): new apps start, removed
+    /// ones stop, changed ones restart (keeping their token when appid,
+    /// kind and grant are unchanged, so a changed secret is used from the
+    /// next fetch), unchanged ones are left alone. Listener, store and log
+    /// settings need a restart; a change to them is logged and ignored.
+    ///
+    /// Returns once every stopped refresher has ended: a fetch one had
+    /// begun is waited for (at most its `fetch_timeout`) and stored.
+    pub async fn reload(&self, config: &Config) -> broker::Reconciled {
+        {
+            let running = self.running.lock().expect("running config poisoned");
+            let fixed = [
+                ("[server]", config.server != running.server),
+                ("[store]", config.store != running.store),
+                ("[log]", config.log != running.log),
+                ("[upstream]", config.upstream != running.upstream),
+                (
+                    "[[apps]] compat_listen",
+                    compat_listeners(config) != compat_listeners(&running),
+                ),
+            ];
+            for (section, changed) in fixed {
+                if changed {
+                    warn!(
+                        section,
+                        "reload: changes to this section take effect after a restart"
+                    );
+                }
+            }
+        }
+        let report = self.broker.reconcile(app_sources(config, &self.http)).await;
+        let mut sinks = self.sinks.lock().expect("sink list poisoned");
+        let gone = |name: &str| {
+            report
+                .removed
+                .iter()
+                .chain(&report.restarted)
+                .any(|gone| gone == name)
+        };
+        sinks.retain(|sink| !gone(sink.app()));
+        for name in report.added.iter().chain(&report.restarted) {
+            if let Some(sink) = self
+                .broker
+                .app(name)
+                .and_then(|app| spawn_sink(&app, &self.tasks))
+            {
+                sinks.push(sink);
+            }
+        }
+        self.running.lock().expect("running config poisoned").apps = config.apps.clone();
+        info!(
+            added = ?report.added,
+            restarted = ?report.restarted,
+            removed = ?report.removed,
+            unchanged = ?report.kept,
+            "configuration reloaded"
+        );
+        report
+    }
+
+    /// Stops accepting, drains connections, stops the refreshers, and
+    /// removes the socket file. A refresher in the middle of an upstream
+    /// fetch finishes it and stores the token first. The whole stop is
+    /// bounded: by twice the longest `fetch_timeout` or the connection
+    /// drain, whichever is longer, and a margin.
+    pub async fn shutdown(self) {
+        let deadline = self.stop_deadline();
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                ?deadline,
+                tasks = self.tasks.len(),
+                "tasks still running at the shutdown deadline; exiting without them"
+            );
+        }
+    }
+
+    /// How long a shutdown waits for its tasks: the connection drain, or
+    /// the longest upstream fetch a refresher may be in (an invalidation
+    /// of a stable token makes two calls), and a margin for the store.
+    fn stop_deadline(&self) -> Duration {
+        let fetch = self
+            .running
+            .lock()
+            .expect("running config poisoned")
+            .apps
+            .iter()
+            .map(|app| app.fetch_timeout)
+            .max()
+            .unwrap_or_default();
+        (fetch * 2).max(server::DRAIN_DEADLINE) + STOP_MARGIN
+    }
+}
+
+/// Fixed behaviour that tests need to shorten; not part of the
+/// configuration file.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// Deadline of one proxied upstream attempt; [`PROXY_TIMEOUT`].
+    pub proxy_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            proxy_timeout: PROXY_TIMEOUT,
+        }
+    }
+}
+
+/// Starts the broker and serves on `listeners`.
+pub async fn start(config: &Config, listeners: Listeners) -> Result<Daemon, StartError> {
+    start_with(config, listeners, Tuning::default()).await
+}
+
+/// [`start`] with non-default [`Tuning`].
+pub async fn start_with(
+    config: &Config,
+    listeners: Listeners,
+    tuning: Tuning,
+) -> Result<Daemon, StartError> {
+    let metrics = Metrics::new();
+    let store: Arc<dyn Store> = match &config.store.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+        StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
+        StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
+    };
+    let http = wechat::upstream_client(&config.upstream).map_err(StartError::HttpClient)?;
+    let apps = app_sources(config, &http);
+    let tasks = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let context = BrokerContext {
+        store,
+        metrics: metrics.clone(),
+        clock: Clock::new(),
+        tasks: tasks.clone(),
+        cancel: cancel.clone(),
+    };
+    let broker = Broker::start(apps, &context);
+    let sinks = broker
+        .apps()
+        .iter()
+        .filter_map(|app| spawn_sink(app, &tasks))
+        .collect();
+    let state = Arc::new(ApiState::new(
+        broker.clone(),
+        metrics.clone(),
+        config.server.token_wait_timeout,
+        Proxy::new(
+            Proxy::http_client(&config.upstream).map_err(StartError::HttpClient)?,
+            tuning.proxy_timeout,
+            config.server.token_wait_timeout,
+            metrics.clone(),
+        ),
+    ));
+    if let Some(addr) = listeners.api_tcp_addr() {
+        info!(%addr, "token api listening on tcp");
+    }
+    if let Some(path) = listeners.unix_path() {
+        info!(path = %path.display(), "token api listening on unix socket");
+    }
+    if let Some(addr) = listeners.compat_addr() {
+        info!(%addr, "wechat-compatible api listening");
+    }
+    if let Some(addr) = listeners.metrics_addr() {
+        info!(%addr, "metrics and probes listening");
+    }
+    let compat_tls = match &config.server.compat_tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(
+            &files.cert_file,
+            &files.key_file,
+        )?)),
+        None => None,
+    };
+    server::spawn(
+        listeners,
+        state,
+        &config.server,
+        compat_tls,
+        &tasks,
+        &cancel,
+    );
+    Ok(Daemon {
+        broker,
+        metrics,
+        sinks: std::sync::Mutex::new(sinks),
+        running: std::sync::Mutex::new(config.clone()),
+        http,
+        tasks,
+        cancel,
+    })
+}
+
+/// Each app with the upstream source that fetches its token.
+/// Each app's own compatible listener: bound at start only.
+fn compat_listeners(config: &Config) -> Vec<(&str, std::net::SocketAddr)> {
+    config
+        .apps
+        .iter()
+        .filter_map(|app| Some((app.name.as_str(), app.compat_listen?)))
+        .collect()
+}
+
+fn app_sources(
+    config: &Config,
+    http: &reqwest::Client,
+) -> Vec<(Arc<config::AppConfig>, Arc<dyn TokenSource>)> {
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            let source: Arc<dyn TokenSource> = Arc::new(WechatSource::new(http.clone(), app));
+            (Arc::new(app.clone()), source)
+        })
+        .collect()
+}
+
+/// Starts the app's sink task, if it has a sink; it stops with the app.
+fn spawn_sink(app: &broker::AppHandle, tasks: &TaskTracker) -> Option<SinkHandle> {
+    let config = app.config().sink.clone()?;
+    info!(app = %app.name(), path = %config.path.display(), "token sink configured");
+    Some(sink::spawn(app.clone(), config, tasks, app.stopped()))
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(
+    config: &Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let daemon = start(config, listeners).await?;
+    shutdown.await;
+    info!("shutting down");
+    daemon.shutdown().await;
+    Ok(())
+}
