@@ -5,7 +5,6 @@
 
 use hyper::{Method, Response};
 use serde_json::{json, Map, Value};
-use tracing::debug;
 
 use super::app_token;
 use super::params::{self, get};
@@ -29,17 +28,7 @@ const MSG_TYPES: [&str; 10] = [
 ];
 
 pub(crate) fn handle(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Response<Body> {
-    match answer(sim, endpoint, request) {
-        Ok(body) => reply::ok(&body),
-        Err(error) => {
-            debug!(
-                endpoint = endpoint.name(),
-                errcode = error.errcode,
-                "simulator api call refused"
-            );
-            reply::wx_error(&error)
-        }
-    }
+    reply::api_answer(endpoint, answer(sim, endpoint, request))
 }
 
 fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<Value, WxError> {

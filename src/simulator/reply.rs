@@ -10,6 +10,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::wx_error::WxError;
+use super::Endpoint;
 
 pub(crate) type Body = Full<Bytes>;
 
@@ -22,6 +23,22 @@ pub(crate) fn json(status: StatusCode, value: &Value) -> Response<Body> {
 
 pub(crate) fn ok(value: &Value) -> Response<Body> {
     json(StatusCode::OK, value)
+}
+
+/// An API call's answer: its JSON, or WeChat's error shape (logged at
+/// debug, so a test's log shows why the simulator refused).
+pub(crate) fn api_answer(endpoint: Endpoint, answer: Result<Value, WxError>) -> Response<Body> {
+    match answer {
+        Ok(body) => ok(&body),
+        Err(error) => {
+            tracing::debug!(
+                endpoint = endpoint.name(),
+                errcode = error.errcode,
+                "simulator api call refused"
+            );
+            wx_error(&error)
+        }
+    }
 }
 
 pub(crate) fn wx_error(error: &WxError) -> Response<Body> {

@@ -7,7 +7,6 @@
 
 use hyper::Response;
 use serde_json::{json, Value};
-use tracing::debug;
 
 use super::params::{self, get};
 use super::reply::{self, Body};
@@ -27,17 +26,7 @@ pub(crate) fn handle(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) 
         // Routing only sends `/sns/*` endpoints here.
         _ => Err(WxError::from_code(-1)),
     };
-    match answer {
-        Ok(body) => reply::ok(&body),
-        Err(error) => {
-            debug!(
-                endpoint = endpoint.name(),
-                errcode = error.errcode,
-                "simulator sns call refused"
-            );
-            reply::wx_error(&error)
-        }
-    }
+    reply::api_answer(endpoint, answer)
 }
 
 type Query = [(String, String)];
