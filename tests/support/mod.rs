@@ -428,13 +428,20 @@ impl Drop for ChildBroker {
     }
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), below the ephemeral range
+/// (32768 and up on Linux): the kernel may hand a port from that range to
+/// any outgoing connection, even to a client connecting to that very port
+/// while nothing listens there (it then connects to itself), so a server
+/// started on it later, or restarted, could find it taken.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    for _ in 0..10_000 {
+        let port = rand::thread_rng().gen_range(10_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below the ephemeral range");
 }
 
 /// A real `redis-server` on a free loopback port, with no persistence;
