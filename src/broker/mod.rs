@@ -123,6 +123,14 @@ impl AppView {
         self.token = Some(token);
     }
 
+    /// A token arrived: the last failure, its retry time and any hold are
+    /// over.
+    pub fn clear_failure(&mut self) {
+        self.last_error = None;
+        self.retry_at = None;
+        self.held = false;
+    }
+
     /// Whether `token` is the current token or one of the last few.
     pub fn knows(&self, token: &str) -> bool {
         self.token
@@ -331,16 +339,14 @@ impl AppHandle {
     pub fn retry_after(&self) -> u64 {
         let view = self.shared.view.borrow();
         let now = self.now_secs();
-        view.deferred_refresh_at
-            .or(view.retry_at)
-            .map_or(1, |at| at.saturating_sub(now).max(1))
+        seconds_until(view.deferred_refresh_at.or(view.retry_at), now)
     }
 
     fn unavailable(&self) -> TokenError {
         let view = self.shared.view.borrow();
         let now = self.now_secs();
         TokenError::Unavailable {
-            retry_after: view.retry_at.map_or(1, |at| at.saturating_sub(now).max(1)),
+            retry_after: seconds_until(view.retry_at, now),
             last_error: view.last_error.clone(),
         }
     }
@@ -405,6 +411,12 @@ impl AppHandle {
             None => Err(err),
         }
     }
+}
+
+/// Whole seconds from `now` to `at` for a `Retry-After`: at least 1, and 1
+/// when nothing is scheduled.
+fn seconds_until(at: Option<u64>, now: u64) -> u64 {
+    at.map_or(1, |at| at.saturating_sub(now).max(1))
 }
 
 /// Everything a refresher needs besides its app.

@@ -183,7 +183,8 @@ async fn dispatch(
 ) -> (&'static str, Response<Body>) {
     // Judged as WeChat would judge the path, so no spelling of a token
     // endpoint slips through to the proxy (section 17).
-    let route = match wechat_path::classify(request.uri.path()) {
+    let family = wechat_path::classify(request.uri.path());
+    let route = match family {
         PathFamily::ClassicToken => "/cgi-bin/token",
         PathFamily::StableToken => "/cgi-bin/stable_token",
         PathFamily::WecomToken => "/cgi-bin/gettoken",
@@ -201,7 +202,7 @@ async fn dispatch(
         "/cgi-bin/token" => classic_token(state, &request.method, query).await,
         "/cgi-bin/stable_token" => stable_token(state, &request.method, body).await,
         "/cgi-bin/gettoken" => wecom_token(state, &request.method, query).await,
-        _ => proxied(state, request, body).await,
+        _ => proxied(state, request, body, family.carries()).await,
     };
     (route, answer.unwrap_or_else(WxError::into_response))
 }
@@ -321,14 +322,11 @@ async fn proxied(
     state: &CompatState,
     request: &http::request::Parts,
     body: RequestBody,
+    carries: Carries,
 ) -> Result<Response<Body>, WxError> {
     let query = request.uri.query();
     let path = request.uri.path();
-    let app = app_for_call(
-        state,
-        query.unwrap_or(""),
-        wechat_path::classify(path).carries(),
-    )?;
+    let app = app_for_call(state, query.unwrap_or(""), carries)?;
     let forward = Forward {
         method: &request.method,
         path: path.strip_prefix('/').unwrap_or(path),

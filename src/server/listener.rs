@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -129,33 +130,30 @@ pub async fn serve<L: Accept, H: Handler>(
             async move { Ok::<_, Infallible>(handler.call(request).await) }
         });
         let io = WriteStall::new(stream, deadlines.write_stall);
-        let Some(tls) = &tls else {
-            let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    debug!(listener = name, error = %err, "connection ended with an error");
-                }
-                drop(permit);
-            });
-            continue;
-        };
-        // The handshake runs in the connection's own task, so a client
-        // that stalls it holds only its own permit, and only as long as a
-        // request head may take.
         let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            match tokio::time::timeout(deadlines.idle, tls.accept(io)).await {
-                Ok(Ok(stream)) => {
-                    let connection =
-                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-                    if let Err(err) = connection.await {
-                        debug!(listener = name, error = %err, "connection ended with an error");
+            let _permit = permit;
+            // The handshake runs in the connection's own task, so a client
+            // that stalls it holds only its own permit, and only as long as
+            // a request head may take.
+            let io = match tls {
+                None => Either::Right(io),
+                Some(tls) => match tokio::time::timeout(deadlines.idle, tls.accept(io)).await {
+                    Ok(Ok(stream)) => Either::Left(stream),
+                    Ok(Err(err)) => {
+                        debug!(listener = name, error = %err, "tls handshake failed");
+                        return;
                     }
-                }
-                Ok(Err(err)) => debug!(listener = name, error = %err, "tls handshake failed"),
-                Err(_) => debug!(listener = name, "tls handshake timed out"),
+                    Err(_) => {
+                        debug!(listener = name, "tls handshake timed out");
+                        return;
+                    }
+                },
+            };
+            let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
+            if let Err(err) = connection.await {
+                debug!(listener = name, error = %err, "connection ended with an error");
             }
-            drop(permit);
         });
     }
     drop(listener);

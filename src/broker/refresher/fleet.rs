@@ -245,8 +245,7 @@ impl Refresher {
         self.hold_until = None;
         self.publish(|view| {
             view.install(Arc::new(stored));
-            view.last_error = None;
-            view.retry_at = None;
+            view.clear_failure();
         });
     }
 }

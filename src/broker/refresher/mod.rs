@@ -337,9 +337,7 @@ impl Refresher {
                     ..(**token).clone()
                 }));
             }
-            view.last_error = None;
-            view.held = false;
-            view.retry_at = None;
+            view.clear_failure();
         });
     }
 
@@ -532,9 +530,7 @@ impl Refresher {
         }
         self.publish(|view| {
             view.install(Arc::new(token));
-            view.last_error = None;
-            view.held = false;
-            view.retry_at = None;
+            view.clear_failure();
         });
     }
 

@@ -178,9 +178,10 @@ impl Proxy {
         request: &Forward<'_>,
         body: RequestBody,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let carries = wechat_path::classify(request.path).carries();
+        let family = wechat_path::classify(request.path);
+        let carries = family.carries();
         let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
-        refuse_credential_fetch(request.path)?;
+        refuse_credential_fetch(family)?;
         let body = read_body(request.headers, body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {

@@ -3,12 +3,12 @@
 //! query with the pairs the broker sets itself removed.
 
 use super::ProxyError;
-use crate::server::wechat_path::{self, percent_decode, Carries, PathFamily};
+use crate::server::wechat_path::{percent_decode, Carries, PathFamily};
 
-/// Refuses a path that would fetch a credential upstream, however it is
-/// spelled (section 17: only the refresher fetches).
-pub(super) fn refuse_credential_fetch(path: &str) -> Result<(), ProxyError> {
-    let family = wechat_path::classify(path);
+/// Refuses a path whose family (judged however the path is spelled)
+/// would fetch a credential upstream (section 17: only the refresher
+/// fetches).
+pub(super) fn refuse_credential_fetch(family: PathFamily) -> Result<(), ProxyError> {
     if !family.fetches_credential() {
         return Ok(());
     }
