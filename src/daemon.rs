@@ -42,6 +42,8 @@ pub struct Daemon {
     http: reqwest::Client,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Closed last, once the refreshers are done with it.
+    store: Arc<dyn Store>,
 }
 
 /// Added to a shutdown's deadline for the last store writes.
@@ -188,6 +190,9 @@ impl Daemon {
                 "tasks still running at the shutdown deadline; exiting without them"
             );
         }
+        // A refresh lock still held (a refresher cut off by the deadline)
+        // would keep the rest of the fleet waiting for its lease.
+        let _ = tokio::time::timeout(STOP_MARGIN, self.store.close()).await;
     }
 
     /// How long a shutdown waits for its tasks: the connection drain, or
@@ -238,14 +243,16 @@ pub async fn start_with(
     let store: Arc<dyn Store> = match &config.store.backend {
         StoreBackend::Memory => Arc::new(MemoryStore::new()),
         StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
-        StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
+        StoreBackend::Redis(redis) => {
+            Arc::new(RedisStore::configured(redis, &config.store.key_prefix)?)
+        }
     };
     let http = wechat::upstream_client(&config.upstream).map_err(StartError::HttpClient)?;
     let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let context = BrokerContext {
-        store,
+        store: store.clone(),
         metrics: metrics.clone(),
         clock: Clock::new(),
         tasks: tasks.clone(),
@@ -303,6 +310,7 @@ pub async fn start_with(
         http,
         tasks,
         cancel,
+        store,
     })
 }
 

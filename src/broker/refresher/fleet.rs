@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use super::Refresher;
 use crate::broker::TokenRecord;
 use crate::secret::AccessToken;
-use crate::store::LockToken;
+use crate::store::{lock_hold, LockToken, LOCK_LEASE};
 
 /// How often a broker re-reads the shared record in case it missed a
 /// published update.
@@ -47,12 +47,12 @@ impl Refresher {
         let Some(cluster) = store.cluster() else {
             return Turn::Mine(None);
         };
-        let ttl = self.app.fetch_timeout * 2 + Duration::from_secs(5);
-        // Another broker may hold the lock for up to its lifetime (longer
-        // only if it died holding it, and then the lock expires).
-        let give_up = Instant::now() + ttl;
+        let hold = lock_hold(self.app.fetch_timeout);
+        // Another broker may hold the lock for up to its hold; one that
+        // died holding it loses it within a lease.
+        let give_up = Instant::now() + hold + LOCK_LEASE;
         loop {
-            match cluster.try_lock(&self.key, ttl).await {
+            match cluster.try_lock(&self.key, hold).await {
                 Ok(Some(lock)) => {
                     self.set_degraded(false);
                     // Someone may have refreshed while we waited for the lock.
@@ -125,7 +125,7 @@ impl Refresher {
         let store = self.store.clone();
         if let (Some(cluster), Some(lock)) = (store.cluster(), lock) {
             if let Err(err) = cluster.unlock(&self.key, lock).await {
-                // It expires on its own; others wait at most its lifetime.
+                // Its lease ends it; others wait at most that long.
                 warn!(app = %self.app.name, error = %err, "could not release the refresh lock");
                 self.count_store_error(err.op_label());
             }
