@@ -3,9 +3,8 @@
 //! another broker may have refreshed already; after it, the new record is
 //! stored and published. Brokers that did not fetch adopt the published
 //! token at once (or at the next poll). With Redis away, each broker keeps
-//! serving its valid token; a stable-grant app refreshes alone (safe: the
-//! stable token is shared upstream), a classic-grant one only when its
-//! token is about to run out, and says so.
+//! serving its valid token and refreshes alone only when that token is
+//! about to run out (or it has none), and says so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,20 +131,19 @@ impl Refresher {
         }
     }
 
-    /// A stable-grant app may always refresh alone: every broker gets the
-    /// same token from `stable_token`. A classic-grant one only close to
-    /// expiry, since each classic fetch invalidates the fleet's token.
+    /// Alone only without a valid token or close to expiry: a classic
+    /// fetch invalidates the fleet's token, and even a stable one (every
+    /// broker gets the same token) costs each broker a call, while a
+    /// Redis failover is over in seconds (DESIGN.md section 14: at most
+    /// one extra fetch per credential).
     fn may_fetch_alone(&self) -> bool {
-        if self.is_stable() {
-            return true;
-        }
         match self.alone_deadline() {
             Some(deadline) => Instant::now() >= deadline,
             None => true,
         }
     }
 
-    /// When a classic-grant token counts as about to run out.
+    /// When the current token counts as about to run out.
     fn alone_deadline(&self) -> Option<Instant> {
         let token = self
             .current()
