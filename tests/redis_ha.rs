@@ -312,3 +312,141 @@ async fn a_tls_redis_with_a_private_ca() {
         .await;
     assert_eq!(degraded, 0.0, "the fleet shares the TLS Redis");
 }
+
+/// The real binary with a Redis store, listening on `port`.
+fn spawn_child(
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    store: &str,
+    app: &str,
+) -> ChildBroker {
+    let config_path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{}\"\n{store}\n{app}",
+            free_port()
+        ),
+    )
+    .unwrap();
+    ChildBroker::spawn(&config_path, "info")
+}
+
+/// Posts an invalidation of `token` to the broker at `port`, in the
+/// background (it waits on a slow upstream).
+fn invalidate_in_background(port: u16, token: &str) -> tokio::task::JoinHandle<()> {
+    let body = format!("{{\"access_token\":\"{token}\"}}");
+    tokio::spawn(async move {
+        let _ = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(WAIT)
+            .build()
+            .unwrap()
+            .post(format!(
+                "http://127.0.0.1:{port}/v1/apps/shop/token/invalidate"
+            ))
+            .header("wxbroker-client", "tests")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_lock_never_outlives_the_broker_holding_it() {
+    let redis = RedisProcess::server(&[]).await;
+    let sim = simulator(SimConfig::default()).await;
+    let app = classic_app(
+        "shop",
+        &sim,
+        "fetch_timeout = \"4s\"\nrefresh_before = \"20s\"\nmin_forced_interval = \"0s\"",
+    );
+    let store = redis_store(&redis.url());
+    let lock = format!("{{test:{APPID}:classic}}:lock");
+    let dir = tempfile::tempdir().unwrap();
+    let other = Broker::start_with(
+        &app,
+        Options {
+            store: store.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let token = other.token("shop").await;
+
+    // Stopped gracefully while fetching under the lock: the fetch ends,
+    // its token is stored, and the lock is gone with the broker.
+    let port = free_port();
+    let mut holder = spawn_child(dir.path(), "graceful", port, &store, &app);
+    holder
+        .wait_ready(&format!("http://127.0.0.1:{port}/v1/apps/shop/token"))
+        .await;
+    sim.sim.set_latency(Duration::from_millis(1_500));
+    let asked = invalidate_in_background(port, &token);
+    wait_async("the broker to take the lock", || async {
+        get(&redis.url(), &lock).await.is_some()
+    })
+    .await;
+    assert!(holder.terminate().success());
+    assert_eq!(get(&redis.url(), &lock).await, None, "released on stop");
+    let _ = asked.await;
+    wait_until("the other broker to adopt the new token", || {
+        sim.sim.calls(Endpoint::Token) == 2
+    })
+    .await;
+    let token = within(async {
+        loop {
+            let served = other.token("shop").await;
+            if served != token {
+                return served;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // SIGKILLed while fetching under the lock: the lock lapses within a
+    // lease (not 2 × fetch_timeout + …), and the other broker takes
+    // over at once.
+    sim.sim.set_latency(Duration::from_secs(3));
+    let port = free_port();
+    let mut holder = spawn_child(dir.path(), "killed", port, &store, &app);
+    holder
+        .wait_ready(&format!("http://127.0.0.1:{port}/v1/apps/shop/token"))
+        .await;
+    let asked = invalidate_in_background(port, &token);
+    wait_async("the broker to take the lock", || async {
+        get(&redis.url(), &lock).await.is_some()
+    })
+    .await;
+    let lease = ask(&redis.url(), redis::cmd("PTTL").arg(&lock)).await;
+    assert!(
+        matches!(lease, Some(redis::Value::Int(ms)) if ms > 0 && ms <= 2_000),
+        "the lock lives for a lease: {lease:?}"
+    );
+    holder.kill();
+    let killed = Instant::now();
+    let _ = asked.await;
+    wait_async("the lock to lapse", || async {
+        get(&redis.url(), &lock).await.is_none()
+    })
+    .await;
+    let lapsed = killed.elapsed();
+    assert!(lapsed <= Duration::from_millis(2_500), "{lapsed:?}");
+    sim.sim.set_latency(Duration::ZERO);
+    let taken_over = Instant::now();
+    let (status, answer) = other
+        .post(
+            "/v1/apps/shop/token/invalidate",
+            &format!("{{\"access_token\":\"{token}\"}}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["refreshed"], true, "{answer}");
+    eprintln!(
+        "lock: lapsed {lapsed:?} after its holder was killed; the next broker refreshed in {:?}",
+        taken_over.elapsed()
+    );
+}
