@@ -267,6 +267,7 @@ async fn part_one_keys_are_migrated_without_a_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_from_a_file_reaches_redis_and_nothing_else() {
     const PASSWORD: &str = "redis-pa55-f0r-tests";
+    let _ = captured_logs();
     let redis = RedisProcess::server(&["--requirepass", PASSWORD]).await;
     let sim = simulator(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -292,6 +293,9 @@ async fn a_password_from_a_file_reaches_redis_and_nothing_else() {
     );
     assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
     assert!(shown.contains("password_file"), "{shown}");
+    let logs = captured_logs();
+    assert!(logs.contains("token refreshed"), "logs are captured");
+    assert!(!logs.contains(PASSWORD), "a log line holds the password");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,15 +142,6 @@ impl RedisStore {
         RedisStore::new(config.target.clone(), access, prefix)
     }
 
-    /// A store for `url` with its password, if any, in the URL.
-    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let target = RedisTarget::parse(url).map_err(|message| StoreError::Redis {
-            op: "open",
-            message,
-        })?;
-        RedisStore::new(target, Access::default(), prefix)
-    }
-
     fn keys(&self, key: &StoreKey) -> Keys {
         Keys::new(&self.core.prefix, key)
     }
