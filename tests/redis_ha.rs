@@ -89,6 +89,7 @@ async fn a_sentinel_failover_keeps_the_fleet_on_one_valid_token() {
     let killed = Instant::now();
     ha.primary.kill();
     let mut promoted_after = None;
+    let mut refreshed_after = None;
     let mut served = HashSet::new();
     while fetched.elapsed() < Duration::from_secs(13) {
         for broker in &brokers {
@@ -103,6 +104,12 @@ async fn a_sentinel_failover_keeps_the_fleet_on_one_valid_token() {
         }
         if promoted_after.is_none() && ha.primary_port().await == Some(ha.replica.port) {
             promoted_after = Some(killed.elapsed());
+        }
+        if promoted_after.is_some() && refreshed_after.is_none() {
+            let record = get(&replica, &key).await.unwrap_or_default();
+            if !record.is_empty() && !record.contains(&first) {
+                refreshed_after = Some(killed.elapsed());
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -122,7 +129,8 @@ async fn a_sentinel_failover_keeps_the_fleet_on_one_valid_token() {
     })
     .await;
     eprintln!(
-        "failover: replica promoted {promoted_after:?} after the primary was killed; \
+        "failover: replica promoted {promoted_after:?} after the primary was killed, \
+         the refresh due 1.5 s after the kill stored there {refreshed_after:?} after it; \
          {classic} classic and {stable} stable fetches for one refresh; \
          {} classic tokens served",
         served.len()
