@@ -702,7 +702,7 @@ fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {
         return Err(Problem::new(
             key,
             "is not a plausible environment variable name (not shown, in case it is the \
-             secret itself); secret_env takes the name of the variable holding the secret",
+             secret itself); the key takes the name of the variable holding the secret",
         ));
     }
     match env(name) {

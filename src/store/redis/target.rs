@@ -29,7 +29,7 @@ pub struct RedisTarget {
     pub password: Option<Secret>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Topology {
     /// One Redis: the URL as the redis crate reads it.
     Single { url: String },
@@ -59,15 +59,34 @@ impl fmt::Display for Node {
     }
 }
 
+/// Hand-written: a URL's password must not show.
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topology::Single { url } => f
+                .debug_struct("Single")
+                .field("url", &crate::config::masked_url(url))
+                .finish(),
+            Topology::Sentinel {
+                sentinels,
+                master,
+                db,
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master", master)
+                .field("db", db)
+                .finish(),
+            Topology::Cluster { seeds } => f.debug_struct("Cluster").field("seeds", seeds).finish(),
+        }
+    }
+}
+
 /// Hand-written: the password must not show.
 impl fmt::Debug for RedisTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let topology = match &self.topology {
-            Topology::Single { url } => format!("Single({})", crate::config::masked_url(url)),
-            other => format!("{other:?}"),
-        };
         f.debug_struct("RedisTarget")
-            .field("topology", &topology)
+            .field("topology", &self.topology)
             .field("tls", &self.tls)
             // Written alone, userinfo may well be a password.
             .field("username", &self.username.as_ref().map(|_| "***"))
@@ -319,6 +338,7 @@ mod tests {
         assert!(target.tls);
         assert_eq!(target.password, Some(Secret::new("pw")));
         assert!(!format!("{target:?}").contains("pw@"));
+        assert!(!format!("{:?}", target.topology).contains("pw@"));
     }
 
     #[test]
