@@ -264,44 +264,9 @@ pub fn fleet_refresh_window(fetch_timeout: Duration) -> Duration {
     lock_hold(fetch_timeout) + LOCK_LEASE + fetch_timeout
 }
 
-/// Proof of holding an app's refresh lock. Dropping it without
-/// [`Cluster::unlock`] releases the lock too, a moment later.
+/// Proof of holding an app's refresh lock: the owner id stored in it.
 #[derive(Debug)]
-pub struct LockToken {
-    owner: String,
-    renewal: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl LockToken {
-    /// A lock held by `owner` with nothing renewing it.
-    pub fn new(owner: impl Into<String>) -> Self {
-        LockToken {
-            owner: owner.into(),
-            renewal: None,
-        }
-    }
-
-    /// A lock whose lease a task renews until `renewal` hears from
-    /// [`LockToken::released`] or is dropped.
-    pub(crate) fn renewed(owner: String, renewal: tokio::sync::oneshot::Sender<()>) -> Self {
-        LockToken {
-            owner,
-            renewal: Some(renewal),
-        }
-    }
-
-    /// The owner id stored in the lock.
-    pub fn owner(&self) -> &str {
-        &self.owner
-    }
-
-    /// Says the lock was released, so its renewal stops quietly.
-    pub(crate) fn released(mut self) {
-        if let Some(renewal) = self.renewal.take() {
-            let _ = renewal.send(());
-        }
-    }
-}
+pub struct LockToken(pub String);
 
 /// What brokers sharing a store use to act as one (DESIGN.md section 9).
 pub trait Cluster: Send + Sync {

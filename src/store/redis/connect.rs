@@ -7,10 +7,10 @@
 //! (bounded), so one slow connect costs each waiting refresher at most
 //! that bound, never a queue of them.
 //!
-//! A connection that fails (dropped, refused, timed out, or a primary
-//! demoted to a replica answering READONLY) is forgotten; the next command
-//! connects again, and for Sentinel first asks the sentinels where the
-//! primary is now. The sentinels' `+switch-master` announcement forgets it
+//! A connection that fails (dropped, refused, a primary demoted to a
+//! replica answering READONLY, and with Sentinel one that stops
+//! answering) is forgotten; the next command connects again, and for
+//! Sentinel first asks the sentinels where the primary is now. The sentinels' `+switch-master` announcement forgets it
 //! at once, without waiting for a command to fail.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,8 +218,13 @@ impl Link {
     /// the connection (or the node behind it) is no longer good.
     pub(super) fn failed(&self, conn: &Conn, error: Option<&RedisError>) {
         let lost = match error {
-            // No answer in time: a frozen or unreachable node.
-            None => true,
+            // No answer in time: with Sentinel, perhaps a primary cut off
+            // from us that the sentinels are replacing; elsewhere a frozen
+            // node, which a new connection would wait on just the same.
+            None => matches!(
+                self.shared.connector.target.topology,
+                Topology::Sentinel { .. }
+            ),
             Some(err) => {
                 err.is_io_error()
                     || err.is_connection_dropped()

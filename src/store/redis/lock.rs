@@ -2,9 +2,9 @@
 //! lease ([`LOCK_LEASE`]) that its holder renews while it works, at most
 //! for the hold it asked for: a broker that dies holding it (SIGKILL, a
 //! lost host) keeps the fleet waiting one lease, not a whole fetch
-//! timeout. It is released by compare-and-delete when the work ends, when
-//! its [`LockToken`] is dropped unreleased, and on [`close`](super::Core)
-//! (shutdown) for any still held.
+//! timeout. It is released by compare-and-delete when the work ends, and
+//! on close (shutdown) for any still held, such as one whose refresher
+//! was cut off by the shutdown deadline.
 
 use std::sync::Arc;
 
@@ -36,6 +36,13 @@ return 0
 /// the next before the lease runs out.
 const RENEWALS_PER_LEASE: u32 = 4;
 
+/// A lock this broker holds.
+pub(super) struct Held {
+    lock_key: String,
+    /// Dropped (or sent to) to stop the renewal.
+    _stop_renewing: oneshot::Sender<()>,
+}
+
 pub(super) async fn try_lock(
     core: &Arc<Core>,
     keys: &Keys,
@@ -52,92 +59,96 @@ pub(super) async fn try_lock(
             redis::AsyncCommands::set_options(&mut c, &lock_key, &owner, options).await
         })
         .await;
-    if taken.is_err() {
-        core.unanswered_locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((lock_key, owner.clone()));
-        return Err(taken.expect_err("checked above"));
-    }
-    if taken?.is_none() {
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(err) => {
+            core.unanswered_locks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((lock_key, owner));
+            return Err(err);
+        }
+    };
+    if taken.is_none() {
         return Ok(None);
     }
+    let (stop_renewing, stopped) = oneshot::channel();
     core.held_locks
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(lock_key.clone(), owner.clone());
-    let (done, ended) = oneshot::channel();
-    tokio::spawn(keep(core.clone(), lock_key, owner.clone(), hold, ended));
-    Ok(Some(LockToken::renewed(owner, done)))
+        .insert(
+            owner.clone(),
+            Held {
+                lock_key: lock_key.clone(),
+                _stop_renewing: stop_renewing,
+            },
+        );
+    tokio::spawn(keep(
+        Arc::downgrade(core),
+        lock_key,
+        owner.clone(),
+        hold,
+        stopped,
+    ));
+    Ok(Some(LockToken(owner)))
 }
 
 pub(super) async fn unlock(core: &Core, keys: &Keys, lock: LockToken) -> Result<(), StoreError> {
-    let lock_key = keys.lock();
-    let released = core.release(&lock_key, lock.owner()).await;
     // Whatever the outcome, the renewal stops: the lease ends the lock
     // soon if the delete did not.
-    lock.released();
-    released
+    core.forget_held(&lock.0);
+    core.release(&keys.lock(), &lock.0).await
 }
 
-/// Renews the lease until the lock is released, its token dropped, or
+/// Renews the lease until the lock is released, the store is dropped, or
 /// `hold` has passed.
 async fn keep(
-    core: Arc<Core>,
+    core: std::sync::Weak<Core>,
     lock_key: String,
     owner: String,
     hold: std::time::Duration,
-    mut ended: oneshot::Receiver<()>,
+    mut stopped: oneshot::Receiver<()>,
 ) {
     let until = Instant::now() + hold;
     let every = LOCK_LEASE / RENEWALS_PER_LEASE;
     loop {
         tokio::select! {
-            released = &mut ended => {
-                if released.is_err() {
-                    // Dropped without an unlock (a task stopped midway):
-                    // hand the lock on at once rather than after a lease.
-                    if let Err(err) = core.release(&lock_key, &owner).await {
-                        debug!(error = %err, "could not release an abandoned refresh lock; its lease ends it");
-                    }
-                }
-                break;
-            }
-            () = tokio::time::sleep(every) => {
-                if Instant::now() + LOCK_LEASE > until {
-                    warn!(lock = %lock_key, "held the refresh lock as long as allowed; letting it lapse");
-                    break;
-                }
-                let mut command = eval(RENEW, &[&lock_key]);
-                command.arg(&owner).arg(LOCK_LEASE.as_millis() as u64);
-                match core.query::<i64>("lock", &command).await {
-                    Ok(1) => {}
-                    Ok(_) => {
-                        warn!(lock = %lock_key, "lost the refresh lock (expired or taken over)");
-                        break;
-                    }
-                    Err(err) => debug!(error = %err, "could not renew the refresh lock"),
-                }
-            }
+            _ = &mut stopped => return,
+            () = tokio::time::sleep(every) => {}
         }
-    }
-    forget_held(&core, &lock_key, &owner);
-}
-
-fn forget_held(core: &Core, lock_key: &str, owner: &str) {
-    let mut held = core.held_locks.lock().unwrap_or_else(|e| e.into_inner());
-    if held.get(lock_key).is_some_and(|held| held == owner) {
-        held.remove(lock_key);
+        let Some(core) = core.upgrade() else { return };
+        if Instant::now() + LOCK_LEASE > until {
+            warn!(lock = %lock_key, "held the refresh lock as long as allowed; letting it lapse");
+            core.forget_held(&owner);
+            return;
+        }
+        let mut command = eval(RENEW, &[&lock_key]);
+        command.arg(&owner).arg(LOCK_LEASE.as_millis() as u64);
+        match core.query::<i64>("lock", &command).await {
+            Ok(1) => {}
+            Ok(_) => {
+                warn!(lock = %lock_key, "lost the refresh lock (expired or taken over)");
+                core.forget_held(&owner);
+                return;
+            }
+            Err(err) => debug!(error = %err, "could not renew the refresh lock"),
+        }
     }
 }
 
 impl Core {
+    fn forget_held(&self, owner: &str) {
+        self.held_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(owner);
+    }
+
     /// Deletes `lock_key` if `owner` still holds it.
     pub(super) async fn release(&self, lock_key: &str, owner: &str) -> Result<(), StoreError> {
         let mut command = eval(UNLOCK, &[lock_key]);
         command.arg(owner);
         let _: i64 = self.query("unlock", &command).await?;
-        forget_held(self, lock_key, owner);
         Ok(())
     }
 
@@ -167,8 +178,8 @@ impl Core {
             .held_locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|(key, owner)| (key.clone(), owner.clone()))
+            .drain()
+            .map(|(owner, held)| (held.lock_key, owner))
             .collect();
         for (lock_key, owner) in held {
             match self.release(&lock_key, &owner).await {

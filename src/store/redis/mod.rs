@@ -89,8 +89,9 @@ struct Core {
     /// one lease). Each is released (if still ours) before the next lock
     /// attempt.
     unanswered_locks: Mutex<Vec<(String, String)>>,
-    /// Locks held now, by key, with their owner ids: released on close.
-    held_locks: Mutex<HashMap<String, String>>,
+    /// Locks held now, by owner id: renewed until released, and
+    /// released on close.
+    held_locks: Mutex<HashMap<String, lock::Held>>,
     /// Credentials whose Part I keys were looked for already.
     migrated: Mutex<HashSet<String>>,
 }
