@@ -246,6 +246,7 @@ pub async fn start_with(
     let cancel = CancellationToken::new();
     let context = BrokerContext {
         store,
+        tickets: Arc::new(broker::WechatTickets::new(http.clone())),
         metrics: metrics.clone(),
         clock: Clock::new(),
         tasks: tasks.clone(),

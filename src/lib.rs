@@ -33,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod credential;
 mod daemon;
 pub mod demo;
 pub mod fd_limit;

@@ -16,9 +16,10 @@ mod fleet;
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
 use super::unsaved::Unsaved;
-use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
+use super::{BrokerContext, CredentialHandle, InvalidateOutcome, LastError, TokenRecord};
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
+use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
@@ -38,6 +39,11 @@ const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
 /// The shortest wait between two stable-grant asks that returned the
 /// same token, so a misjudged rotation window can never become a spin.
 const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
+/// The shortest wait between two ticket asks that returned the held
+/// ticket. Asked at its expiry, upstream may still hand it out for the
+/// moment the broker's conservative expiry runs ahead of upstream's; a
+/// reader meanwhile waits for the new one, so the wait is short.
+const TICKET_RECHECK_FLOOR: Duration = Duration::from_millis(500);
 /// How long WeChat keeps a replaced token valid. A rejection of a token
 /// younger than this, which the broker did not replace, means something
 /// else fetched tokens for this appid in the meantime: a token fight.
@@ -61,12 +67,13 @@ enum AttemptError {
 
 pub(super) struct Refresher {
     app: Arc<AppConfig>,
+    credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     clock: Clock,
-    handle: AppHandle,
+    handle: CredentialHandle,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
@@ -114,17 +121,20 @@ async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
 
 impl Refresher {
     pub(super) fn new(
-        app: Arc<AppConfig>,
         source: Arc<dyn TokenSource>,
-        handle: AppHandle,
+        daily_budget: u32,
+        handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
+        let app = handle.shared.config.clone();
+        let credential = handle.credential();
         Refresher {
-            key: StoreKey::for_app(&app),
-            budget: DailyBudget::new(app.daily_budget, context.clock.now_secs()),
+            key: StoreKey::for_credential(&app, credential),
+            budget: DailyBudget::new(daily_budget, context.clock.now_secs()),
             app,
+            credential,
             source,
             store: context.store.clone(),
             metrics: context.metrics.clone(),
@@ -300,8 +310,8 @@ impl Refresher {
                 let same = current
                     .as_ref()
                     .is_some_and(|token| token.value == grant.token);
-                if same && self.app.grant == Grant::Stable && self.app.kind == AppKind::Wechat {
-                    self.keep_stable_token(grant, sent_at);
+                if same && self.answers_held_again() {
+                    self.keep_held(grant, sent_at);
                 } else {
                     self.adopt(grant, sent_at);
                 }
@@ -312,29 +322,47 @@ impl Refresher {
         self.end_turn(lock).await;
     }
 
-    /// Rule 3: before its rotation window, `stable_token` returns the token
-    /// we already hold with its remaining lifetime. That is a success; ask
-    /// again after a fraction of the time left, never spinning.
-    fn keep_stable_token(&mut self, grant: TokenGrant, sent_at: u64) {
+    /// Whether upstream answers a fetch with the credential already held
+    /// while that one is valid: `stable_token` before its rotation window
+    /// (rule 3), and every ticket endpoint (DESIGN.md section 11).
+    fn answers_held_again(&self) -> bool {
+        self.is_stable() || matches!(self.credential, Credential::Ticket(_))
+    }
+
+    /// An answer that repeats the held credential is a success, but never
+    /// extends its life: it still dies when it first would have (a stable
+    /// token answers with what is left, a ticket with its full lifetime
+    /// again). Ask again later, never spinning: a stable token after a
+    /// fraction of the time left, a ticket when it dies, since until then
+    /// upstream hands out the same one.
+    fn keep_held(&mut self, grant: TokenGrant, sent_at: u64) {
         self.backoff.reset();
         self.hold_until = None;
         let now = self.now_ms();
-        let expires_at_ms = expiry_ms(sent_at, grant.expires_in);
-        let left = Duration::from_millis(expires_at_ms.saturating_sub(now));
-        let wait = (left / 4).max(STABLE_RECHECK_FLOOR);
+        let answered_expiry = expiry_ms(sent_at, grant.expires_in);
+        let held_expiry = self
+            .current()
+            .map_or(answered_expiry, |held| held.expires_at_ms)
+            .min(answered_expiry);
+        let left = Duration::from_millis(held_expiry.saturating_sub(now));
+        let wait = match self.credential {
+            Credential::AccessToken => (left / 4).max(STABLE_RECHECK_FLOOR),
+            Credential::Ticket(_) => left.max(TICKET_RECHECK_FLOOR),
+        };
         info!(
             app = %self.app.name,
-            token = %grant.token.fingerprint(),
-            expires_in = grant.expires_in,
+            credential = %self.credential,
+            value = %grant.token.fingerprint(),
+            expires_in = left.as_secs(),
             recheck_in = ?wait,
-            "stable token not rotated yet"
+            "upstream answered with the credential already held; keeping its expiry"
         );
         self.next_attempt = Instant::now() + wait;
         self.publish(|view| {
-            if let Some(token) = &view.token {
+            if let Some(held) = &view.token {
                 view.token = Some(Arc::new(TokenRecord {
-                    expires_at_ms: expires_at_ms.min(token.expires_at_ms),
-                    ..(**token).clone()
+                    expires_at_ms: held_expiry,
+                    ..(**held).clone()
                 }));
             }
             view.clear_failure();
@@ -360,7 +388,7 @@ impl Refresher {
         let interval = self.app.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        if fetched_ago < WECHAT_OVERLAP {
+        if fetched_ago < WECHAT_OVERLAP && self.credential == Credential::AccessToken {
             self.count_fight(reported, fetched_ago);
         }
         // The earliest moment rule 4 allows a refresh of this token.
@@ -395,6 +423,12 @@ impl Refresher {
             other => other,
         };
         let outcome = match result {
+            // A ticket endpoint answers with the held ticket while it is
+            // valid upstream: there is no newer one to be had.
+            Ok((grant, sent_at)) if grant.token == *reported => {
+                self.keep_held(grant, sent_at);
+                InvalidateOutcome::Unchanged
+            }
             Ok((grant, sent_at)) => {
                 self.adopt(grant, sent_at);
                 InvalidateOutcome::Refreshed
@@ -460,13 +494,18 @@ impl Refresher {
     }
 
     fn is_stable(&self) -> bool {
-        self.app.kind == AppKind::Wechat && self.app.grant == Grant::Stable
+        self.credential == Credential::AccessToken
+            && self.app.kind == AppKind::Wechat
+            && self.app.grant == Grant::Stable
     }
 
     /// One upstream call, within the daily budget. Returns the grant and
     /// the unix millisecond the request was sent, the earliest WeChat could
     /// have issued the token, so `expires_at` is never later than WeChat's.
     async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
+        // A credential fetched with another waits for that one first, and
+        // without it makes no call and spends nothing.
+        self.source.ready().await.map_err(AttemptError::Upstream)?;
         let sent_at = self.now_ms();
         if !self.spend_budget(sent_at / 1000).await {
             return Err(AttemptError::BudgetSpent);
@@ -481,6 +520,7 @@ impl Refresher {
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.app.name.as_str();
+        let credential = self.credential.label();
         self.metrics
             .upstream_fetch_duration
             .with_label_values(&[app])
@@ -491,12 +531,12 @@ impl Refresher {
         };
         self.metrics
             .upstream_fetches
-            .with_label_values(&[app, result_label])
+            .with_label_values(&[app, credential, result_label])
             .inc();
         if let Err(err) = &result {
             self.metrics
                 .upstream_errors
-                .with_label_values(&[app, err.errcode_label()])
+                .with_label_values(&[app, credential, err.errcode_label()])
                 .inc();
         }
         result
@@ -518,11 +558,13 @@ impl Refresher {
         };
         info!(
             app = %self.app.name,
+            credential = %self.credential,
             grant = grant_label(self.app.kind, self.app.grant),
-            token = %token.value.fingerprint(),
+            value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
             duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
-            "token refreshed"
+            "{} refreshed",
+            self.credential
         );
         self.next_attempt = self.refresh_due(&token);
         if short_lived {
@@ -550,7 +592,11 @@ impl Refresher {
         );
         self.metrics
             .upstream_errors
-            .with_label_values(&[&self.app.name, SHORT_LIFETIME_LABEL])
+            .with_label_values(&[
+                &self.app.name,
+                self.credential.label(),
+                SHORT_LIFETIME_LABEL,
+            ])
             .inc();
     }
 
@@ -566,13 +612,15 @@ impl Refresher {
         let (wait, last_error) = match err {
             AttemptError::BudgetSpent => {
                 let wait = Duration::from_secs(next_beijing_midnight(now) - now);
+                let budget_key = self.budget_key();
                 error!(
                     app,
-                    daily_budget = self.budget.limit(),
-                    "daily_budget spent: no upstream call until Beijing midnight; raise daily_budget if this is expected"
+                    credential = %self.credential,
+                    budget = self.budget.limit(),
+                    "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
                 );
                 let errmsg = format!(
-                    "daily_budget of {} upstream calls spent; next attempt at Beijing midnight",
+                    "{budget_key} of {} upstream calls spent; next attempt at Beijing midnight",
                     self.budget.limit()
                 );
                 (
@@ -588,7 +636,7 @@ impl Refresher {
                 let wait = match err.class() {
                     ErrorClass::Retry => {
                         let wait = self.backoff.next_delay();
-                        warn!(app, error = %err, retry_in = ?wait, "token fetch failed; retrying");
+                        warn!(app, credential = %self.credential, error = %err, retry_in = ?wait, "{} fetch failed; retrying", self.credential);
                         wait
                     }
                     ErrorClass::Config => {
@@ -598,7 +646,8 @@ impl Refresher {
                             fix = err.fix().unwrap_or_default(),
                             error = %err,
                             retry_in = ?CONFIG_ERROR_HOLD,
-                            "token fetch refused: configuration error"
+                            "{} fetch refused: configuration error",
+                            self.credential
                         );
                         CONFIG_ERROR_HOLD
                     }
@@ -636,6 +685,14 @@ impl Refresher {
             view.retry_at = Some(retry_at);
             view.held = held;
         });
+    }
+
+    /// The configuration key of this credential's daily budget.
+    fn budget_key(&self) -> String {
+        match self.credential {
+            Credential::AccessToken => "daily_budget".to_owned(),
+            Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
+        }
     }
 
     /// Counts one upstream call against the day's budget: the fleet's
