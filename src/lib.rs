@@ -37,6 +37,7 @@ pub mod credential;
 mod daemon;
 pub mod demo;
 pub mod fd_limit;
+pub mod jssdk;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

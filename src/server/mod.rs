@@ -13,6 +13,7 @@ mod ops;
 pub mod proxy;
 pub mod respond;
 pub mod routes;
+mod ticket_routes;
 pub mod unix;
 pub mod wechat_path;
 mod write_stall;

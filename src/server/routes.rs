@@ -14,6 +14,7 @@ use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
+use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
 use crate::metrics::Metrics;
 use crate::store::grant_label;
@@ -47,7 +48,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 8] = [
+const ROUTE_TEMPLATES: [&str; 11] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -55,6 +56,9 @@ const ROUTE_TEMPLATES: [&str; 8] = [
     "/v1/apps/{app}/token",
     "/v1/apps/{app}/token/invalidate",
     "/v1/apps/{app}/proxy",
+    "/v1/apps/{app}/tickets/{kind}",
+    "/v1/apps/{app}/tickets/{kind}/invalidate",
+    "/v1/apps/{app}/jssdk/config",
     "other",
 ];
 const LISTENERS: [ListenerKind; 2] = [
@@ -144,6 +148,10 @@ enum Route<'a> {
     Invalidate(&'a str),
     /// The app, and the raw path below `/v1/apps/{app}/proxy/`.
     Proxy(&'a str, &'a str),
+    /// The app and the ticket kind.
+    Ticket(&'a str, &'a str),
+    TicketInvalidate(&'a str, &'a str),
+    JssdkConfig(&'a str),
     NotFound,
 }
 
@@ -176,6 +184,20 @@ impl Route<'_> {
             (Some("v1"), Some("apps"), Some(app), Some("token"), Some("invalidate"), None) => {
                 Route::Invalidate(app)
             }
+            (Some("v1"), Some("apps"), Some(app), Some("tickets"), Some(kind), None) => {
+                Route::Ticket(app, kind)
+            }
+            (
+                Some("v1"),
+                Some("apps"),
+                Some(app),
+                Some("tickets"),
+                Some(kind),
+                Some("invalidate"),
+            ) if parts.next().is_none() => Route::TicketInvalidate(app, kind),
+            (Some("v1"), Some("apps"), Some(app), Some("jssdk"), Some("config"), None) => {
+                Route::JssdkConfig(app)
+            }
             _ => Route::NotFound,
         }
     }
@@ -190,7 +212,10 @@ impl Route<'_> {
             Route::AppToken(_) => 4,
             Route::Invalidate(_) => 5,
             Route::Proxy(..) => 6,
-            Route::NotFound => 7,
+            Route::Ticket(..) => 7,
+            Route::TicketInvalidate(..) => 8,
+            Route::JssdkConfig(_) => 9,
+            Route::NotFound => 10,
         }
     }
 
@@ -280,15 +305,26 @@ async fn dispatch(
             token(state, &find_app(&state.broker, name)?, query).await
         }
         Route::Invalidate(name) => {
-            if method != Method::POST {
-                return Err(ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allowed: "POST",
-                });
-            }
+            allow_post(method)?;
             let app = find_app(&state.broker, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             invalidate(state, &app, &body, query).await
+        }
+        Route::Ticket(name, kind) => {
+            allow_get(method)?;
+            ticket_routes::ticket(state, &find_app(&state.broker, name)?, kind, query).await
+        }
+        Route::TicketInvalidate(name, kind) => {
+            allow_post(method)?;
+            let app = find_app(&state.broker, name)?;
+            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+            ticket_routes::invalidate(state, &app, kind, &body, query).await
+        }
+        Route::JssdkConfig(name) => {
+            allow_post(method)?;
+            let app = find_app(&state.broker, name)?;
+            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+            ticket_routes::jssdk_config(state, &app, &body).await
         }
         Route::Proxy(name, path) => {
             let app = find_app(&state.broker, name)?;
@@ -337,6 +373,17 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
         Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
             allowed: "GET",
+        })
+    }
+}
+
+fn allow_post(method: &Method) -> Result<(), ApiError> {
+    if method == Method::POST {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "POST",
         })
     }
 }
@@ -471,10 +518,31 @@ fn apps(broker: &Broker) -> Response<Body> {
                 "fetches_today": view.fetches_on(now / 1000),
                 "daily_budget": config.daily_budget,
                 "last_error": view.last_error,
+                "tickets": tickets(app, now),
             })
         })
         .collect();
     respond::json(StatusCode::OK, &json!({ "apps": apps }))
+}
+
+/// Each ticket's status, as an app's: never the ticket itself.
+fn tickets(app: &AppHandle, now: u64) -> Vec<serde_json::Value> {
+    app.tickets()
+        .zip(&app.config().tickets)
+        .map(|((kind, ticket), config)| {
+            let view = ticket.view();
+            let valid = view.valid_token(now);
+            json!({
+                "kind": kind.name(),
+                "valid": valid.is_some(),
+                "expires_in": valid.map_or(0, |ticket| ticket.expires_in(now)),
+                "fetched_at": view.token.as_ref().map(|ticket| ticket.fetched_at()),
+                "fetches_today": view.fetches_on(now / 1000),
+                "daily_budget": config.daily_budget,
+                "last_error": view.last_error,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -499,6 +567,18 @@ mod tests {
             ),
             ("/v1/apps/shop/proxy", "/v1/apps/{app}/proxy"),
             ("/v1/apps/shop/proxyx", "other"),
+            (
+                "/v1/apps/shop/tickets/jsapi",
+                "/v1/apps/{app}/tickets/{kind}",
+            ),
+            (
+                "/v1/apps/shop/tickets/jsapi/invalidate",
+                "/v1/apps/{app}/tickets/{kind}/invalidate",
+            ),
+            ("/v1/apps/shop/tickets/jsapi/invalidate/x", "other"),
+            ("/v1/apps/shop/tickets", "other"),
+            ("/v1/apps/shop/jssdk/config", "/v1/apps/{app}/jssdk/config"),
+            ("/v1/apps/shop/jssdk/config/x", "other"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];
