@@ -286,7 +286,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
             args.lifetime
         )
     );
+    let showcase = tokio::spawn(async move {
+        println!("{}", demo::signed_wx_config(listen).await);
+    });
     wxbroker::run(&config, listeners, shutdown_signal()).await?;
+    showcase.abort();
     let _ = stop_sim.send(());
     let _ = sim_task.await;
     Ok(())

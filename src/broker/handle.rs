@@ -7,7 +7,6 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::refresher::{Command, Refresher};
 use super::{AppView, BrokerContext, InvalidateOutcome, TokenError, TokenRecord};
@@ -236,18 +235,10 @@ impl CredentialHandle {
         };
         let refresher = Refresher::new(source, daily_budget, handle.clone(), command_rx, context);
         let finished = handle.shared.finished.clone().drop_guard();
-        let span = tracing::info_span!(
-            "refresher",
-            app = %handle.name(),
-            credential = credential.label()
-        );
-        context.tasks.spawn(
-            async move {
-                refresher.run().await;
-                drop(finished);
-            }
-            .instrument(span),
-        );
+        context.tasks.spawn(async move {
+            refresher.run().await;
+            drop(finished);
+        });
         handle
     }
 

@@ -183,7 +183,7 @@ impl Refresher {
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
-                        info!(app = %self.app.name, token = %reported.fingerprint(), "running the deferred refresh");
+                        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
                         self.invalidate(&reported, false).await;
                     }
                 }
@@ -235,12 +235,12 @@ impl Refresher {
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
             Err(err) if err.is_untrusted() => {
-                error!(app = %self.app.name, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                error!(app = %self.app.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
                 self.count_store_error(err.op_label());
                 None
             }
             Err(err) => {
-                warn!(app = %self.app.name, error = %err, "ignoring unreadable stored state");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
                 None
             }
@@ -248,7 +248,7 @@ impl Refresher {
         let Some(record) = record else { return };
         if !record.belongs_to(&self.key) {
             warn!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 stored_appid = %record.appid,
                 stored_grant = %record.grant,
                 "ignoring stored state written for another app or grant"
@@ -269,7 +269,7 @@ impl Refresher {
             .filter(|stored| match stored.implausible(now / 1000) {
                 None => true,
                 Some(problem) => {
-                    error!(app = %self.app.name, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    error!(app = %self.app.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
                     self.count_store_error(UNTRUSTED_LABEL);
                     false
                 }
@@ -278,7 +278,7 @@ impl Refresher {
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
                 expires_in = token.expires_in(now),
                 "loaded stored token"
@@ -413,7 +413,7 @@ impl Refresher {
             fleet::Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(app = %self.app.name, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
@@ -451,7 +451,7 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
-                    app = %self.app.name,
+                    app = %self.app.name, credential = %self.credential,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -483,7 +483,7 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 appid = %self.app.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
@@ -584,7 +584,7 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
-            app = %self.app.name,
+            app = %self.app.name, credential = %self.credential,
             expires_in,
             refresh_before = ?self.app.refresh_before,
             next_fetch_in = ?wait,
@@ -709,7 +709,7 @@ impl Refresher {
                     return count <= self.budget.limit();
                 }
                 Err(err) => {
-                    warn!(app = %self.app.name, error = %err, "cannot count on the fleet's budget; counting locally");
+                    warn!(app = %self.app.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
                     self.count_store_error(err.op_label());
                 }
             }
@@ -753,11 +753,11 @@ impl Refresher {
                 // The count in memory stays the authority; the store gets
                 // it again soon (a shared store counts on its own counter).
                 let retry_in = self.unsaved.failed();
-                warn!(app = %self.app.name, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
                 self.count_store_error(err.op_label());
             }
             Err(err) => {
-                warn!(app = %self.app.name, error = %err, "could not persist token state");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not persist token state");
                 self.count_store_error(err.op_label());
             }
         }
