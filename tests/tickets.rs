@@ -416,3 +416,54 @@ async fn a_warm_restart_makes_no_ticket_call() {
     assert_eq!(sim.sim.calls(Endpoint::Token), 1, "no token call either");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_fetches_each_ticket_once() {
+    let redis = RedisServer::start().await;
+    // 4 s tickets: a new one every 4 s, for the whole fleet.
+    let sim = simulator(SimConfig {
+        ticket_lifetime: std::time::Duration::from_secs(4),
+        ..SimConfig::default()
+    })
+    .await;
+    let apps = classic_app(
+        "shop",
+        &sim,
+        "tickets = [\"jsapi\"]\nrefresh_before = \"1s\"",
+    );
+    let mut brokers = Vec::new();
+    for _ in 0..3 {
+        let options = Options {
+            store: redis_store(&redis.url()),
+            ..Options::default()
+        };
+        brokers.push(Broker::start_with(&apps, options).await);
+    }
+    let started = tokio::time::Instant::now();
+    let mut seen = std::collections::HashSet::new();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        for broker in &brokers {
+            let (status, body) = ticket(broker, "shop", "jsapi").await;
+            assert_eq!(status, 200, "{body}");
+            let served = body["ticket"].as_str().unwrap().to_owned();
+            assert!(
+                sim.sim.ticket_valid(APPID, TicketKind::Jsapi, &served),
+                "a broker served a dead ticket"
+            );
+            seen.insert(served);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // About three lifetimes: three or four tickets, each fetched once by
+    // the fleet (a repeated answer at a change costs one call more at most).
+    let calls = sim.sim.calls(Endpoint::GetTicket) as usize;
+    assert!((3..=4).contains(&seen.len()), "{} tickets", seen.len());
+    assert!(
+        calls <= 2 * seen.len(),
+        "{calls} ticket calls for {} tickets in a fleet of 3",
+        seen.len()
+    );
+    for broker in brokers {
+        broker.stop().await;
+    }
+}

@@ -9,6 +9,7 @@ mod backoff;
 mod budget;
 mod handle;
 mod refresher;
+mod schedule;
 mod ticket_source;
 mod unsaved;
 mod view;

@@ -15,6 +15,7 @@ mod fleet;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
+use super::schedule::{self, Failure, Renewal};
 use super::unsaved::Unsaved;
 use super::{BrokerContext, CredentialHandle, InvalidateOutcome, LastError, TokenRecord};
 use crate::clock::{next_beijing_midnight, Clock};
@@ -34,16 +35,6 @@ pub(super) enum Command {
     },
 }
 
-/// How long a configuration error holds the app before the next attempt.
-const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
-/// The shortest wait between two stable-grant asks that returned the
-/// same token, so a misjudged rotation window can never become a spin.
-const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
-/// The shortest wait between two ticket asks that returned the held
-/// ticket. Asked at its expiry, upstream may still hand it out for the
-/// moment the broker's conservative expiry runs ahead of upstream's; a
-/// reader meanwhile waits for the new one, so the wait is short.
-const TICKET_RECHECK_FLOOR: Duration = Duration::from_millis(500);
 /// How long WeChat keeps a replaced token valid. A rejection of a token
 /// younger than this, which the broker did not replace, means something
 /// else fetched tokens for this appid in the meantime: a token fight.
@@ -289,14 +280,14 @@ impl Refresher {
         self.publish_budget();
     }
 
-    /// When a token should be replaced: `refresh_before` ahead of expiry,
-    /// but never earlier than half its life, so a `refresh_before` longer
-    /// than the lifetime upstream hands out cannot turn into a refresh loop.
+    /// When the held credential should be replaced (see [`schedule::due_ms`]).
     fn refresh_due(&self, token: &TokenRecord) -> Instant {
-        let lifetime = token.expires_at_ms.saturating_sub(token.fetched_at_ms);
-        let lead = (self.app.refresh_before.as_millis() as u64).min(lifetime / 2);
-        self.clock
-            .instant_at_ms(token.expires_at_ms.saturating_sub(lead))
+        self.clock.instant_at_ms(schedule::due_ms(
+            Renewal::of(self.credential),
+            self.app.refresh_before,
+            token.fetched_at_ms,
+            token.expires_at_ms,
+        ))
     }
 
     async fn scheduled_refresh(&mut self) {
@@ -334,7 +325,7 @@ impl Refresher {
     /// token answers with what is left, a ticket with its full lifetime
     /// again). Ask again later, never spinning: a stable token after a
     /// fraction of the time left, a ticket when it dies, since until then
-    /// upstream hands out the same one.
+    /// upstream hands out the same one ([`schedule::recheck_after`]).
     fn keep_held(&mut self, grant: TokenGrant, sent_at: u64) {
         self.backoff.reset();
         self.hold_until = None;
@@ -345,10 +336,7 @@ impl Refresher {
             .map_or(answered_expiry, |held| held.expires_at_ms)
             .min(answered_expiry);
         let left = Duration::from_millis(held_expiry.saturating_sub(now));
-        let wait = match self.credential {
-            Credential::AccessToken => (left / 4).max(STABLE_RECHECK_FLOOR),
-            Credential::Ticket(_) => left.max(TICKET_RECHECK_FLOOR),
-        };
+        let wait = schedule::recheck_after(Renewal::of(self.credential), left);
         info!(
             app = %self.app.name,
             credential = %self.credential,
@@ -603,88 +591,81 @@ impl Refresher {
     /// Rule 5: what a failure means decides when the next attempt is.
     fn on_failure(&mut self, err: AttemptError) {
         let now = self.now_secs();
-        let app = self.app.name.as_str();
-        // Held: only an operator, or the next Beijing day, can fix it.
-        let held = match &err {
-            AttemptError::BudgetSpent => true,
-            AttemptError::Upstream(err) => err.class() != ErrorClass::Retry,
+        let failure = match &err {
+            AttemptError::BudgetSpent => Failure::BudgetSpent,
+            AttemptError::Upstream(err) => Failure::Upstream(err.class()),
         };
-        let (wait, last_error) = match err {
-            AttemptError::BudgetSpent => {
-                let wait = Duration::from_secs(next_beijing_midnight(now) - now);
-                let budget_key = self.budget_key();
-                error!(
-                    app,
-                    credential = %self.credential,
-                    budget = self.budget.limit(),
-                    "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
-                );
-                let errmsg = format!(
-                    "{budget_key} of {} upstream calls spent; next attempt at Beijing midnight",
-                    self.budget.limit()
-                );
-                (
-                    wait,
-                    LastError {
-                        errcode: None,
-                        errmsg,
-                        at: now,
-                    },
-                )
-            }
-            AttemptError::Upstream(err) => {
-                let wait = match err.class() {
-                    ErrorClass::Retry => {
-                        let wait = self.backoff.next_delay();
-                        warn!(app, credential = %self.credential, error = %err, retry_in = ?wait, "{} fetch failed; retrying", self.credential);
-                        wait
-                    }
-                    ErrorClass::Config => {
-                        error!(
-                            app,
-                            errcode = err.errcode(),
-                            fix = err.fix().unwrap_or_default(),
-                            error = %err,
-                            retry_in = ?CONFIG_ERROR_HOLD,
-                            "{} fetch refused: configuration error",
-                            self.credential
-                        );
-                        CONFIG_ERROR_HOLD
-                    }
-                    ErrorClass::QuotaExhausted => {
-                        let wait = Duration::from_secs(next_beijing_midnight(now) - now);
-                        error!(
-                            app,
-                            errcode = err.errcode(),
-                            retry_in = ?wait,
-                            "wechat daily quota reached (45009): no attempt until Beijing midnight"
-                        );
-                        wait
-                    }
-                };
-                let errmsg = match &err {
-                    FetchError::Api { errmsg, .. } => errmsg.clone(),
-                    other => other.to_string(),
-                };
-                (
-                    wait,
-                    LastError {
-                        errcode: err.errcode(),
-                        errmsg,
-                        at: now,
-                    },
-                )
-            }
-        };
+        let until_midnight = Duration::from_secs(next_beijing_midnight(now) - now);
+        let wait = schedule::failure_wait(failure, until_midnight, || self.backoff.next_delay());
+        let last_error = self.log_failure(&err, wait);
         let until = Instant::now() + wait;
         self.hold_until = Some(until);
         self.next_attempt = until;
         let retry_at = now + wait.as_secs().max(1);
+        // Held: only an operator, or the next Beijing day, can fix it.
+        let held = schedule::holds(failure);
         self.publish(|view| {
             view.last_error = Some(last_error);
             view.retry_at = Some(retry_at);
             view.held = held;
         });
+    }
+
+    /// Logs a failure with what to do about it; returns it as readers see it.
+    fn log_failure(&self, err: &AttemptError, wait: Duration) -> LastError {
+        let app = self.app.name.as_str();
+        let credential = self.credential;
+        let at = self.now_secs();
+        let err = match err {
+            AttemptError::BudgetSpent => {
+                let budget_key = self.budget_key();
+                error!(
+                    app,
+                    %credential,
+                    budget = self.budget.limit(),
+                    "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
+                );
+                return LastError {
+                    errcode: None,
+                    errmsg: format!(
+                        "{budget_key} of {} upstream calls spent; next attempt at Beijing midnight",
+                        self.budget.limit()
+                    ),
+                    at,
+                };
+            }
+            AttemptError::Upstream(err) => err,
+        };
+        match err.class() {
+            ErrorClass::Retry => {
+                warn!(app, %credential, error = %err, retry_in = ?wait, "{credential} fetch failed; retrying");
+            }
+            ErrorClass::Config => error!(
+                app,
+                %credential,
+                errcode = err.errcode(),
+                fix = err.fix().unwrap_or_default(),
+                error = %err,
+                retry_in = ?wait,
+                "{credential} fetch refused: configuration error"
+            ),
+            ErrorClass::QuotaExhausted => error!(
+                app,
+                %credential,
+                errcode = err.errcode(),
+                retry_in = ?wait,
+                "wechat daily quota reached (45009): no attempt until Beijing midnight"
+            ),
+        }
+        let errmsg = match err {
+            FetchError::Api { errmsg, .. } => errmsg.clone(),
+            other => other.to_string(),
+        };
+        LastError {
+            errcode: err.errcode(),
+            errmsg,
+            at,
+        }
     }
 
     /// The configuration key of this credential's daily budget.
