@@ -2,6 +2,7 @@
 //! source: hours and days of token life run in milliseconds, and every
 //! assertion is about exact call counts and times.
 
+mod fleet;
 mod tickets;
 
 use std::collections::VecDeque;

@@ -4,6 +4,7 @@
 
 mod file;
 mod memory;
+mod memory_fleet;
 mod ownership;
 mod redis;
 
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use file::FileStore;
 pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
+pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
 pub use redis::RedisStore;
 

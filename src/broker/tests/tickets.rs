@@ -8,9 +8,9 @@ use crate::credential::TicketKind;
 
 /// A fake ticket endpoint for one app and kind: the same ticket while it
 /// is valid (with `expires_in` reset to the full lifetime), a new one
-/// after. Every call must carry the app's valid token. Its clock runs
-/// [`UPSTREAM_SKEW`] behind the broker's, so a ticket the broker sees die
-/// is still handed out for a moment.
+/// after. Every call must carry the app's valid token. A lagging one keeps
+/// a ticket `lag` longer than the broker reckons (as a slow first answer
+/// makes it), so a ticket the broker sees die is still handed out a while.
 const UPSTREAM_SKEW: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
@@ -20,6 +20,7 @@ pub(super) struct FakeTickets {
 
 #[derive(Default)]
 struct FakeTicketEndpoint {
+    lag: Duration,
     calls: Mutex<Vec<Instant>>,
     issued: AtomicU64,
     current: Mutex<Option<(AccessToken, Instant)>>,
@@ -63,7 +64,7 @@ impl FakeTicketEndpoint {
         let ticket = AccessToken::new(format!("ticket-{n}"));
         *current = Some((
             ticket.clone(),
-            now + Duration::from_secs(LIFETIME) + UPSTREAM_SKEW,
+            now + Duration::from_secs(LIFETIME) + self.lag,
         ));
         Ok(TokenGrant {
             token: ticket,
@@ -99,7 +100,16 @@ impl TokenSource for FakeTicketSource {
 }
 
 impl FakeTickets {
-    fn calls(&self) -> usize {
+    fn lagging(lag: Duration) -> Self {
+        FakeTickets {
+            endpoint: Arc::new(FakeTicketEndpoint {
+                lag,
+                ..FakeTicketEndpoint::default()
+            }),
+        }
+    }
+
+    pub(super) fn calls(&self) -> usize {
         self.endpoint.calls.lock().unwrap().len()
     }
 
@@ -112,7 +122,7 @@ impl FakeTickets {
     }
 }
 
-fn with_jsapi(budget: u32) -> AppConfig {
+pub(super) fn with_jsapi(budget: u32) -> AppConfig {
     AppConfig {
         tickets: vec![TicketConfig {
             kind: TicketKind::Jsapi,
@@ -128,7 +138,17 @@ fn start_tickets(
     source: Arc<FakeSource>,
     store: Arc<dyn Store>,
 ) -> (Running, Arc<FakeTickets>) {
-    let tickets = Arc::new(FakeTickets::default());
+    start_lagging(unix, config, source, store, Duration::ZERO)
+}
+
+fn start_lagging(
+    unix: Duration,
+    config: AppConfig,
+    source: Arc<FakeSource>,
+    store: Arc<dyn Store>,
+    lag: Duration,
+) -> (Running, Arc<FakeTickets>) {
+    let tickets = Arc::new(FakeTickets::lagging(lag));
     let running = start_full(unix, config, source, store, tickets.clone());
     (running, tickets)
 }
@@ -169,11 +189,12 @@ async fn a_ticket_lives_on_its_own_clock_and_is_never_refetched_for_its_token() 
 
 #[tokio::test(start_paused = true)]
 async fn an_answer_with_the_held_ticket_never_extends_its_expiry() {
-    let (running, tickets) = start_tickets(
+    let (running, tickets) = start_lagging(
         Duration::from_secs(START),
         with_jsapi(200),
         FakeSource::classic(),
         Arc::new(MemoryStore::new()),
+        UPSTREAM_SKEW,
     );
     let ticket = jsapi(&running);
     let first = ticket.token(WAIT).await.unwrap();
