@@ -12,9 +12,11 @@ use tracing::debug;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
+use super::diagnostics;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::diagnostics::Diagnostics;
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -28,17 +30,26 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    /// Quota, quota resets and rid lookups (the operator's routes).
+    pub diagnostics: std::sync::Arc<Diagnostics>,
     hot: HotMetrics,
 }
 
 impl ApiState {
-    pub fn new(broker: Broker, metrics: Metrics, token_wait: Duration, proxy: Proxy) -> Self {
+    pub fn new(
+        broker: Broker,
+        metrics: Metrics,
+        token_wait: Duration,
+        proxy: Proxy,
+        diagnostics: std::sync::Arc<Diagnostics>,
+    ) -> Self {
         ApiState {
             hot: HotMetrics::new(&metrics),
             broker,
             metrics,
             token_wait,
             proxy,
+            diagnostics,
         }
     }
 }
@@ -47,7 +58,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 8] = [
+const ROUTE_TEMPLATES: [&str; 11] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -55,8 +66,13 @@ const ROUTE_TEMPLATES: [&str; 8] = [
     "/v1/apps/{app}/token",
     "/v1/apps/{app}/token/invalidate",
     "/v1/apps/{app}/proxy",
+    diagnostics::TEMPLATES[0],
+    diagnostics::TEMPLATES[1],
+    diagnostics::TEMPLATES[2],
     "other",
 ];
+/// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
+const DIAGNOSTICS_INDEX: usize = 7;
 const LISTENERS: [ListenerKind; 2] = [
     ListenerKind::Tcp {
         require_client_header: false,
@@ -144,6 +160,8 @@ enum Route<'a> {
     Invalidate(&'a str),
     /// The app, and the raw path below `/v1/apps/{app}/proxy/`.
     Proxy(&'a str, &'a str),
+    /// Quota, quota resets, rids: [`diagnostics`].
+    Diagnostics(diagnostics::Route<'a>),
     NotFound,
 }
 
@@ -158,6 +176,12 @@ impl Route<'_> {
                     return Route::Proxy(app, forwarded.strip_prefix('/').unwrap_or(""));
                 }
             }
+        }
+        if let Some(route) = path
+            .strip_prefix("/v1/apps/")
+            .and_then(diagnostics::Route::parse)
+        {
+            return Route::Diagnostics(route);
         }
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         match (
@@ -190,7 +214,8 @@ impl Route<'_> {
             Route::AppToken(_) => 4,
             Route::Invalidate(_) => 5,
             Route::Proxy(..) => 6,
-            Route::NotFound => 7,
+            Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
+            Route::NotFound => 10,
         }
     }
 
@@ -304,6 +329,9 @@ async fn dispatch(
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
+        Route::Diagnostics(route) => {
+            diagnostics::handle(state, listener, route, request, body).await
+        }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),
@@ -341,7 +369,7 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
+pub(super) fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
         configured: broker.names().join(", "),
@@ -499,6 +527,9 @@ mod tests {
             ),
             ("/v1/apps/shop/proxy", "/v1/apps/{app}/proxy"),
             ("/v1/apps/shop/proxyx", "other"),
+            ("/v1/apps/shop/quota", "/v1/apps/{app}/quota"),
+            ("/v1/apps/shop/clear_quota", "/v1/apps/{app}/clear_quota"),
+            ("/v1/apps/shop/rids/1-2-3", "/v1/apps/{app}/rids/{rid}"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];
