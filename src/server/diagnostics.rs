@@ -13,10 +13,10 @@ use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, ListenerKind, TOKEN_BODY_LIMIT};
-use crate::broker::AppHandle;
+use crate::broker::{AppHandle, LastError};
 use crate::diagnostics::{
-    CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH,
-    RESET_LIMIT_ERRCODE, RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
+    CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH, RESET_LIMIT_ERRCODE,
+    RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
 
 /// The `route` label values of these routes, in [`Route::offset`] order.
@@ -99,7 +99,11 @@ fn allow(method: &Method, allowed: Method) -> Result<(), ApiError> {
     }
     Err(ApiError::MethodNotAllowed {
         method: method.to_string(),
-        allowed: if allowed == Method::GET { "GET" } else { "POST" },
+        allowed: if allowed == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        },
     })
 }
 
@@ -109,9 +113,7 @@ async fn quota(
     query: Option<&str>,
 ) -> Result<http::Response<Body>, ApiError> {
     let cgi_path = match query_value(query, "cgi_path") {
-        Some(path) => {
-            CgiPath::parse(&path).map_err(|err| ApiError::BadRequest(err.to_string()))?
-        }
+        Some(path) => CgiPath::parse(&path).map_err(|err| ApiError::BadRequest(err.to_string()))?,
         None => CgiPath::default(),
     };
     match state.diagnostics.quota(app, &cgi_path).await {
@@ -221,7 +223,10 @@ async fn rid_details(
             Ok(refusal(
                 StatusCode::NOT_FOUND,
                 "rid_not_found",
-                format!("WeChat does not know rid {rid} for app '{}' (errcode {errcode}): {why}", app.name()),
+                format!(
+                    "WeChat does not know rid {rid} for app '{}' (errcode {errcode}): {why}",
+                    app.name()
+                ),
                 Some((errcode, errmsg)),
             ))
         }
@@ -244,11 +249,18 @@ fn failed(app: &AppHandle, err: DiagnosticsError) -> Result<http::Response<Body>
         DiagnosticsError::Wecom(_) => Err(ApiError::BadRequest(err.to_string())),
         DiagnosticsError::Timeout(_) => Err(ApiError::UpstreamTimeout),
         DiagnosticsError::Upstream(message) => Err(ApiError::UpstreamError(message)),
+        // As the proxy answers: no usable token until the refresh the
+        // rejection scheduled.
+        DiagnosticsError::TokenRejected { errcode, errmsg } => Err(ApiError::TokenUnavailable {
+            app: app.name().to_owned(),
+            retry_after: app.retry_after(),
+            last_error: Some(LastError {
+                errcode: Some(errcode),
+                errmsg,
+                at: app.now_secs(),
+            }),
+        }),
         DiagnosticsError::Wechat {
-            errcode,
-            ref errmsg,
-        }
-        | DiagnosticsError::TokenRejected {
             errcode,
             ref errmsg,
         } => Ok(refusal(
@@ -289,14 +301,20 @@ mod tests {
 
     #[test]
     fn routes_parse() {
-        assert!(matches!(Route::parse("shop/quota"), Some(Route::Quota("shop"))));
+        assert!(matches!(
+            Route::parse("shop/quota"),
+            Some(Route::Quota("shop"))
+        ));
         assert!(matches!(
             Route::parse("shop/clear_quota"),
             Some(Route::ClearQuota("shop"))
         ));
         assert!(matches!(
             Route::parse("shop/rids/1-2-3"),
-            Some(Route::Rid { app: "shop", rid: "1-2-3" })
+            Some(Route::Rid {
+                app: "shop",
+                rid: "1-2-3"
+            })
         ));
         assert!(Route::parse("shop/rids").is_none());
         assert!(Route::parse("shop/rids/1/2").is_none());
