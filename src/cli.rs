@@ -346,7 +346,10 @@ mod tests {
             panic!("not quota")
         };
         assert_eq!(args.cgi_path, "/cgi-bin/token");
-        assert!(Cli::try_parse_from(["wxbroker", "quota", "--app", "shop", "--cgi-path", "token"]).is_err());
+        assert!(
+            Cli::try_parse_from(["wxbroker", "quota", "--app", "shop", "--cgi-path", "token"])
+                .is_err()
+        );
         let cli = Cli::parse_from(["wxbroker", "clear-quota", "--app", "shop"]);
         let Command::ClearQuota(args) = cli.command else {
             panic!("not clear-quota")

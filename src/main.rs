@@ -462,7 +462,9 @@ async fn ask_broker(
     let reply = client::send(&target, method, path, &broker.client, body, broker.timeout).await?;
     let answer = serde_json::from_slice::<serde_json::Value>(&reply.body).ok();
     if reply.status.is_success() {
-        return answer.ok_or_else(|| anyhow::anyhow!("the broker at {target} answered a body that is not JSON"));
+        return answer.ok_or_else(|| {
+            anyhow::anyhow!("the broker at {target} answered a body that is not JSON")
+        });
     }
     let error = answer.as_ref().map(|answer| &answer["error"]);
     let message = error

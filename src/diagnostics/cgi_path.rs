@@ -43,7 +43,11 @@ impl CgiPath {
         {
             return refuse("only letters, digits and / _ - . may appear (no query)");
         }
-        if path.split('/').skip(1).any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+        if path
+            .split('/')
+            .skip(1)
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
             return refuse("it has an empty, . or .. segment");
         }
         Ok(CgiPath(path.to_owned()))

@@ -200,7 +200,9 @@ impl Diagnostics {
                     .await
                 {
                     Ok(_) => ResetVia::Token,
-                    Err(DiagnosticsError::TokenRejected { .. }) => self.clear_with_secret(app).await?,
+                    Err(DiagnosticsError::TokenRejected { .. }) => {
+                        self.clear_with_secret(app).await?
+                    }
                     Err(err) => return Err(err),
                 }
             }
@@ -257,10 +259,17 @@ impl Diagnostics {
             .await
             .map_err(DiagnosticsError::Token)?;
         let answer = self
-            .call_with_token(app, token, "/cgi-bin/openapi/rid/get", &json!({ "rid": rid }))
+            .call_with_token(
+                app,
+                token,
+                "/cgi-bin/openapi/rid/get",
+                &json!({ "rid": rid }),
+            )
             .await?;
-        let details: RidDetails = serde_json::from_value(answer["request"].clone())
-            .map_err(|err| DiagnosticsError::Upstream(format!("malformed rid/get answer: {err}")))?;
+        let details: RidDetails =
+            serde_json::from_value(answer["request"].clone()).map_err(|err| {
+                DiagnosticsError::Upstream(format!("malformed rid/get answer: {err}"))
+            })?;
         Ok(redact::rid_details(details))
     }
 

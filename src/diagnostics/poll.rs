@@ -140,7 +140,11 @@ async fn round(diagnostics: &Diagnostics, broker: &Broker, metrics: &QuotaMetric
 async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metrics: &QuotaMetrics) {
     let labels = [app.name(), path];
     let Some(token) = app.valid_token() else {
-        debug!(app = app.name(), cgi_path = path, "no valid token; quota poll skipped");
+        debug!(
+            app = app.name(),
+            cgi_path = path,
+            "no valid token; quota poll skipped"
+        );
         count(metrics, app.name(), "no_token");
         return;
     };
@@ -156,7 +160,13 @@ async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metric
                 .daily_limit
                 .with_label_values(&labels)
                 .set(gauge(quota.daily_limit));
-            debug!(app = app.name(), cgi_path = path, remain = quota.remain, daily_limit = quota.daily_limit, "wechat quota polled");
+            debug!(
+                app = app.name(),
+                cgi_path = path,
+                remain = quota.remain,
+                daily_limit = quota.daily_limit,
+                "wechat quota polled"
+            );
             count(metrics, app.name(), "ok");
         }
         Err(err) => {

@@ -112,7 +112,10 @@ mod tests {
             "request": { "invoke_time": 0, "cost_in_ms": 3, "request_url": "access_token=***",
                           "request_body": "", "response_body": "{}", "client_ip": "1.2.3.4" },
         }));
-        assert!(out.contains("1970-01-01T00:00:00Z, took 3 ms, from 1.2.3.4"), "{out}");
+        assert!(
+            out.contains("1970-01-01T00:00:00Z, took 3 ms, from 1.2.3.4"),
+            "{out}"
+        );
         assert!(out.contains("body      (none)"), "{out}");
     }
 }

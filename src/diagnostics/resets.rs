@@ -47,7 +47,10 @@ pub enum ResetLedger {
         path: PathBuf,
         writer: tokio::sync::Mutex<()>,
     },
-    Redis { client: redis::Client, prefix: String },
+    Redis {
+        client: redis::Client,
+        prefix: String,
+    },
 }
 
 /// appid -> (month, resets that month)
@@ -71,7 +74,8 @@ impl Months {
 
     fn count(&mut self, appid: &str, month: u32) -> u32 {
         let resets = self.get(appid, month) + 1;
-        self.0.insert(appid.to_owned(), MonthCount { month, resets });
+        self.0
+            .insert(appid.to_owned(), MonthCount { month, resets });
         resets
     }
 }
@@ -267,7 +271,10 @@ mod tests {
         let path = dir.path().join(FILE_NAME);
         fs::write(&path, br#"{"wx1":{"month":202611,"resets":0}}"#).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
-        let err = file_ledger(dir.path()).get("wx1", 202611).await.unwrap_err();
+        let err = file_ledger(dir.path())
+            .get("wx1", 202611)
+            .await
+            .unwrap_err();
         assert!(err.is_untrusted(), "{err}");
     }
 

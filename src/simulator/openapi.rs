@@ -60,7 +60,9 @@ fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<V
                 .ok_or_else(|| WxError::wechat(76002, "rid is error"))?;
             let state = sim.lock();
             match state.rids.lookup(&rid, &owner, state.clock.unix_secs()) {
-                Ok(record) => Ok(json!({ "errcode": 0, "errmsg": "ok", "request": record.to_json() })),
+                Ok(record) => {
+                    Ok(json!({ "errcode": 0, "errmsg": "ok", "request": record.to_json() }))
+                }
                 Err(RidMiss::NotFound) => Err(WxError::wechat(76001, "rid not found")),
                 Err(RidMiss::OtherAccount) => Err(WxError::wechat(
                     76003,
@@ -114,7 +116,5 @@ fn json_field(request: &SimRequest, key: &str) -> Result<Option<String>, WxError
 
 /// WeChat's rids: hex groups joined by dashes.
 fn is_rid_shaped(rid: &str) -> bool {
-    !rid.is_empty()
-        && rid.len() <= 64
-        && rid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    !rid.is_empty() && rid.len() <= 64 && rid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }

@@ -102,13 +102,21 @@ mod tests {
         q.take("b", Counter::Classic, 1);
         assert_eq!(q.clear("a", 202611), Some(1));
         assert_eq!(q.used("a", Counter::Classic, 1), 0);
-        assert_eq!(q.used("b", Counter::Classic, 1), 1, "another account keeps its count");
+        assert_eq!(
+            q.used("b", Counter::Classic, 1),
+            1,
+            "another account keeps its count"
+        );
         for n in 2..=RESETS_PER_MONTH {
             assert_eq!(q.clear("a", 202611), Some(n));
         }
         q.take("a", Counter::Classic, 1);
         assert_eq!(q.clear("a", 202611), None);
-        assert_eq!(q.used("a", Counter::Classic, 1), 1, "a refused reset clears nothing");
+        assert_eq!(
+            q.used("a", Counter::Classic, 1),
+            1,
+            "a refused reset clears nothing"
+        );
         assert_eq!(q.resets("a", 202611), RESETS_PER_MONTH);
         assert_eq!(q.clear("a", 202612), Some(1));
     }

@@ -319,11 +319,18 @@ impl State {
     pub(crate) fn clear_quota(&mut self, appid: &str) -> Result<u32, WxError> {
         let month = self.beijing_month();
         let used = self.quotas.clear(appid, month).ok_or_else(|| {
-            info!(appid, "simulator refused clear_quota: monthly limit reached");
+            info!(
+                appid,
+                "simulator refused clear_quota: monthly limit reached"
+            );
             WxError::wechat(48006, "forbid to clear quota because of reaching the limit")
         })?;
         self.tickets.clear_daily(appid);
-        info!(appid, resets_this_month = used, "simulator cleared the quota");
+        info!(
+            appid,
+            resets_this_month = used,
+            "simulator cleared the quota"
+        );
         Ok(used)
     }
 
