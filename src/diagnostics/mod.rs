@@ -9,7 +9,7 @@
 //! reported to the broker, as the proxy does, and the call is made once
 //! more with the fresh token. A token never reaches a log line or an
 //! error, and what `rid/get` quotes of a past request has its credentials
-//! masked ([`redact`]).
+//! masked (`redact.rs`).
 
 pub mod cgi_path;
 pub mod poll;
