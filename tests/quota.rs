@@ -234,6 +234,26 @@ async fn the_monthly_count_survives_a_restart_with_the_file_store() {
     assert_eq!(body["resets_this_month"], 3, "{body}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_counts_its_resets_once_in_redis() {
+    let redis = RedisServer::start().await;
+    let sim = simulator(SimConfig::default()).await;
+    let apps = classic_app("shop", &sim, "");
+    let store = || Options {
+        store: redis_store(&redis.url()),
+        ..Options::default()
+    };
+    let first = Broker::start_with(&apps, store()).await;
+    let second = Broker::start_with(&apps, store()).await;
+    first.token("shop").await;
+    second.token("shop").await;
+    assert_eq!(reset(&first, "shop").await.1["resets_this_month"], 1);
+    let (status, body) = reset(&second, "shop").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["resets_this_month"], 2, "one count for the fleet");
+    assert_eq!(sim.sim.quota_resets(APPID), 2);
+}
+
 #[tokio::test]
 async fn a_reset_lifts_a_45009_hold_at_once_using_the_secret_when_no_token_can_be_had() {
     let sim = simulator(SimConfig {
