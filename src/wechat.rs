@@ -118,7 +118,8 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
     ),
 ];
 
-const QUOTA_ERRCODE: i64 = 45009;
+/// WeChat's "daily quota reached".
+pub const QUOTA_ERRCODE: i64 = 45009;
 
 /// Errcodes that get their own metric label; every other code is "other",
 /// so a misbehaving upstream cannot grow the label set without bound.

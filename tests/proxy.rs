@@ -502,6 +502,7 @@ async fn a_slow_upstream_is_504_after_the_proxy_timeout() {
         Options {
             tuning: Some(Tuning {
                 proxy_timeout: Duration::from_millis(300),
+                quota_poll: None,
             }),
             ..Options::default()
         },

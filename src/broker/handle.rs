@@ -190,6 +190,16 @@ impl CredentialHandle {
         }
     }
 
+    /// Tells the refresher that WeChat's daily quota was reset: a
+    /// credential held after 45009 is fetched at once instead of waiting
+    /// for Beijing midnight. Other holds (a configuration error, the
+    /// broker's own daily budget) are not WeChat's quota and stay.
+    pub fn lift_quota_hold(&self) {
+        // A full queue holds invalidations that will wake the refresher
+        // anyway; the hold then lifts at midnight as before.
+        let _ = self.shared.commands.try_send(Command::ClearQuotaHold);
+    }
+
     /// The answer to an invalidation the refresher did not answer: the
     /// current token, if one is valid, else `err`.
     fn unanswered(&self, reported: &str, err: TokenError) -> Result<InvalidateOutcome, TokenError> {

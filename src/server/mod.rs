@@ -8,6 +8,7 @@ mod accept_errors;
 mod api_error;
 pub mod body_deadline;
 pub mod compat;
+mod diagnostics;
 mod listener;
 mod ops;
 pub mod proxy;

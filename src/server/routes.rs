@@ -12,10 +12,12 @@ use tracing::debug;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
+use super::diagnostics;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::diagnostics::Diagnostics;
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -29,17 +31,26 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    /// Quota, quota resets and rid lookups (the operator's routes).
+    pub diagnostics: std::sync::Arc<Diagnostics>,
     hot: HotMetrics,
 }
 
 impl ApiState {
-    pub fn new(broker: Broker, metrics: Metrics, token_wait: Duration, proxy: Proxy) -> Self {
+    pub fn new(
+        broker: Broker,
+        metrics: Metrics,
+        token_wait: Duration,
+        proxy: Proxy,
+        diagnostics: std::sync::Arc<Diagnostics>,
+    ) -> Self {
         ApiState {
             hot: HotMetrics::new(&metrics),
             broker,
             metrics,
             token_wait,
             proxy,
+            diagnostics,
         }
     }
 }
@@ -48,7 +59,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 11] = [
+const ROUTE_TEMPLATES: [&str; 14] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -59,8 +70,13 @@ const ROUTE_TEMPLATES: [&str; 11] = [
     "/v1/apps/{app}/tickets/{kind}",
     "/v1/apps/{app}/tickets/{kind}/invalidate",
     "/v1/apps/{app}/jssdk/config",
+    diagnostics::TEMPLATES[0],
+    diagnostics::TEMPLATES[1],
+    diagnostics::TEMPLATES[2],
     "other",
 ];
+/// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
+const DIAGNOSTICS_INDEX: usize = 10;
 const LISTENERS: [ListenerKind; 2] = [
     ListenerKind::Tcp {
         require_client_header: false,
@@ -152,6 +168,8 @@ enum Route<'a> {
     Ticket(&'a str, &'a str),
     TicketInvalidate(&'a str, &'a str),
     JssdkConfig(&'a str),
+    /// Quota, quota resets, rids: [`diagnostics`].
+    Diagnostics(diagnostics::Route<'a>),
     NotFound,
 }
 
@@ -166,6 +184,12 @@ impl Route<'_> {
                     return Route::Proxy(app, forwarded.strip_prefix('/').unwrap_or(""));
                 }
             }
+        }
+        if let Some(route) = path
+            .strip_prefix("/v1/apps/")
+            .and_then(diagnostics::Route::parse)
+        {
+            return Route::Diagnostics(route);
         }
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         match (
@@ -215,7 +239,8 @@ impl Route<'_> {
             Route::Ticket(..) => 7,
             Route::TicketInvalidate(..) => 8,
             Route::JssdkConfig(_) => 9,
-            Route::NotFound => 10,
+            Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
+            Route::NotFound => 13,
         }
     }
 
@@ -340,6 +365,9 @@ async fn dispatch(
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
+        Route::Diagnostics(route) => {
+            diagnostics::handle(state, listener, route, request, body).await
+        }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),
@@ -388,7 +416,7 @@ fn allow_post(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
+pub(super) fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
         configured: broker.names().join(", "),
@@ -579,6 +607,9 @@ mod tests {
             ("/v1/apps/shop/tickets", "other"),
             ("/v1/apps/shop/jssdk/config", "/v1/apps/{app}/jssdk/config"),
             ("/v1/apps/shop/jssdk/config/x", "other"),
+            ("/v1/apps/shop/quota", "/v1/apps/{app}/quota"),
+            ("/v1/apps/shop/clear_quota", "/v1/apps/{app}/clear_quota"),
+            ("/v1/apps/shop/rids/1-2-3", "/v1/apps/{app}/rids/{rid}"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];
