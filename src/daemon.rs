@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::broker::{self, Broker, BrokerContext};
 use crate::clock::Clock;
 use crate::config::{self, Config, StoreBackend};
+use crate::diagnostics::{self, Diagnostics, PollSchedule, ResetLedger};
 use crate::metrics::Metrics;
 use crate::server::proxy::{Proxy, PROXY_TIMEOUT};
 use crate::server::{self, ApiState, Listeners};
@@ -218,12 +219,16 @@ impl Daemon {
 pub struct Tuning {
     /// Deadline of one proxied upstream attempt; [`PROXY_TIMEOUT`].
     pub proxy_timeout: Duration,
+    /// When the daemon polls WeChat's `quota/get` (every 15 minutes);
+    /// `None` turns the poll off.
+    pub quota_poll: Option<PollSchedule>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             proxy_timeout: PROXY_TIMEOUT,
+            quota_poll: Some(PollSchedule::default()),
         }
     }
 }
@@ -240,12 +245,17 @@ pub async fn start_with(
     tuning: Tuning,
 ) -> Result<Daemon, StartError> {
     let metrics = Metrics::new();
-    let store: Arc<dyn Store> = match &config.store.backend {
-        StoreBackend::Memory => Arc::new(MemoryStore::new()),
-        StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
-        StoreBackend::Redis(redis) => {
-            Arc::new(RedisStore::configured(redis, &config.store.key_prefix)?)
-        }
+    let redis = match &config.store.backend {
+        StoreBackend::Redis(redis) => Some(Arc::new(RedisStore::configured(
+            redis,
+            &config.store.key_prefix,
+        )?)),
+        _ => None,
+    };
+    let store: Arc<dyn Store> = match (&config.store.backend, &redis) {
+        (_, Some(redis)) => redis.clone(),
+        (StoreBackend::File { path }, None) => Arc::new(FileStore::open(path)?),
+        _ => Arc::new(MemoryStore::new()),
     };
     let http = wechat::upstream_client(&config.upstream).map_err(StartError::HttpClient)?;
     let apps = app_sources(config, &http);
@@ -253,12 +263,28 @@ pub async fn start_with(
     let cancel = CancellationToken::new();
     let context = BrokerContext {
         store: store.clone(),
+        tickets: Arc::new(broker::WechatTickets::new(http.clone())),
         metrics: metrics.clone(),
         clock: Clock::new(),
         tasks: tasks.clone(),
         cancel: cancel.clone(),
     };
     let broker = Broker::start(apps, &context);
+    let diagnostics = Arc::new(Diagnostics::new(
+        http.clone(),
+        ResetLedger::for_store(&config.store, redis),
+        config.server.token_wait_timeout,
+    ));
+    if let Some(schedule) = tuning.quota_poll {
+        diagnostics::poll::spawn(
+            diagnostics.clone(),
+            broker.clone(),
+            diagnostics::poll::QuotaMetrics::new(&metrics),
+            schedule,
+            &tasks,
+            &cancel,
+        );
+    }
     let sinks = broker
         .apps()
         .iter()
@@ -274,6 +300,7 @@ pub async fn start_with(
             config.server.token_wait_timeout,
             metrics.clone(),
         ),
+        diagnostics,
     ));
     if let Some(addr) = listeners.api_tcp_addr() {
         info!(%addr, "token api listening on tcp");

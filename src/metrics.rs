@@ -19,6 +19,10 @@ const MAX_CLIENT_LABELS: usize = 64;
 /// Every value the per-app labels can take, given by the modules that
 /// own them, so the series exist at zero from the start.
 pub struct AppLabels<'a> {
+    /// The app's credentials' `credential` labels.
+    pub credentials: &'a [&'a str],
+    /// The app's ticket kinds, the `kind` label.
+    pub ticket_kinds: &'a [&'a str],
     /// `wxbroker_upstream_fetches_total{result}`.
     pub fetch_results: &'a [&'a str],
     /// `wxbroker_upstream_errors_total{errcode}`.
@@ -33,6 +37,8 @@ pub struct Metrics {
     pub token_valid: IntGaugeVec,
     pub token_expiry: GaugeVec,
     pub token_last_refresh: GaugeVec,
+    pub ticket_valid: IntGaugeVec,
+    pub ticket_expiry: GaugeVec,
     pub upstream_fetches: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_fetch_duration: HistogramVec,
@@ -101,20 +107,36 @@ impl Metrics {
                     &["app"],
                 ),
             ),
+            ticket_valid: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_ticket_valid",
+                    "1 while the app holds a valid JS-SDK ticket of this kind.",
+                    &["app", "kind"],
+                ),
+            ),
+            ticket_expiry: register(
+                &registry,
+                gauge(
+                    "wxbroker_ticket_expiry_timestamp_seconds",
+                    "Unix time at which the current ticket of this kind expires.",
+                    &["app", "kind"],
+                ),
+            ),
             upstream_fetches: register(
                 &registry,
                 counter(
                     "wxbroker_upstream_fetches_total",
-                    "Upstream token calls by result (ok, errcode, transport).",
-                    &["app", "result"],
+                    "Upstream credential calls by credential and result (ok, errcode, transport).",
+                    &["app", "credential", "result"],
                 ),
             ),
             upstream_errors: register(
                 &registry,
                 counter(
                     "wxbroker_upstream_errors_total",
-                    "Failed upstream token calls by errcode.",
-                    &["app", "errcode"],
+                    "Failed upstream credential calls by credential and errcode.",
+                    &["app", "credential", "errcode"],
                 ),
             ),
             upstream_fetch_duration: register(
@@ -133,16 +155,16 @@ impl Metrics {
                 &registry,
                 int_gauge(
                     "wxbroker_fetches_today",
-                    "Upstream token calls this Beijing day.",
-                    &["app"],
+                    "Upstream calls this Beijing day, by credential.",
+                    &["app", "credential"],
                 ),
             ),
             daily_budget: register(
                 &registry,
                 int_gauge(
                     "wxbroker_daily_budget",
-                    "Configured cap on upstream token calls per Beijing day.",
-                    &["app"],
+                    "Configured cap on upstream calls per Beijing day, by credential.",
+                    &["app", "credential"],
                 ),
             ),
             forced_refreshes: register(
@@ -230,11 +252,18 @@ impl Metrics {
         self.upstream_fetch_duration.with_label_values(&[app]);
         self.cluster_degraded.with_label_values(&[app]);
         self.token_fights.with_label_values(&[app]);
-        for result in labels.fetch_results {
-            self.upstream_fetches.with_label_values(&[app, result]);
+        for credential in labels.credentials {
+            for result in labels.fetch_results {
+                self.upstream_fetches
+                    .with_label_values(&[app, credential, result]);
+            }
+            for errcode in labels.errcodes {
+                self.upstream_errors
+                    .with_label_values(&[app, credential, errcode]);
+            }
         }
-        for errcode in labels.errcodes {
-            self.upstream_errors.with_label_values(&[app, errcode]);
+        for kind in labels.ticket_kinds {
+            self.ticket_valid.with_label_values(&[app, kind]);
         }
         for outcome in labels.forced_refresh_outcomes {
             self.forced_refreshes.with_label_values(&[app, outcome]);
@@ -248,8 +277,16 @@ impl Metrics {
         let _ = self.token_valid.remove_label_values(&[app]);
         let _ = self.token_expiry.remove_label_values(&[app]);
         let _ = self.token_last_refresh.remove_label_values(&[app]);
-        let _ = self.fetches_today.remove_label_values(&[app]);
-        let _ = self.daily_budget.remove_label_values(&[app]);
+        for credential in crate::credential::Credential::ALL {
+            let labels = [app, credential.label()];
+            let _ = self.fetches_today.remove_label_values(&labels);
+            let _ = self.daily_budget.remove_label_values(&labels);
+        }
+        for kind in crate::credential::TicketKind::ALL {
+            let labels = [app, kind.name()];
+            let _ = self.ticket_valid.remove_label_values(&labels);
+            let _ = self.ticket_expiry.remove_label_values(&labels);
+        }
         let _ = self.cluster_degraded.remove_label_values(&[app]);
     }
 
@@ -275,6 +312,12 @@ impl Metrics {
             grown.insert(client.to_owned(), counter);
             self.known_clients.store(std::sync::Arc::new(grown));
         }
+    }
+
+    /// The registry, for a module that owns metrics of its own (the
+    /// quota poll's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The Prometheus text exposition.
@@ -337,6 +380,8 @@ mod tests {
         metrics.init_app(
             "shop",
             &AppLabels {
+                credentials: &["access_token", "jsapi_ticket"],
+                ticket_kinds: &["jsapi"],
                 fetch_results: &["ok"],
                 errcodes: &["40164", "other"],
                 forced_refresh_outcomes: &["rate_limited"],
@@ -345,9 +390,11 @@ mod tests {
         let text = String::from_utf8(metrics.render()).unwrap();
         for series in [
             r#"wxbroker_token_valid{app="shop"} 0"#,
-            r#"wxbroker_upstream_fetches_total{app="shop",result="ok"} 0"#,
-            r#"wxbroker_upstream_errors_total{app="shop",errcode="40164"} 0"#,
-            r#"wxbroker_upstream_errors_total{app="shop",errcode="other"} 0"#,
+            r#"wxbroker_upstream_fetches_total{app="shop",credential="access_token",result="ok"} 0"#,
+            r#"wxbroker_upstream_fetches_total{app="shop",credential="jsapi_ticket",result="ok"} 0"#,
+            r#"wxbroker_upstream_errors_total{app="shop",credential="access_token",errcode="40164"} 0"#,
+            r#"wxbroker_upstream_errors_total{app="shop",credential="jsapi_ticket",errcode="other"} 0"#,
+            r#"wxbroker_ticket_valid{app="shop",kind="jsapi"} 0"#,
             r#"wxbroker_upstream_fetch_duration_seconds_count{app="shop"} 0"#,
             r#"wxbroker_forced_refreshes_total{app="shop",outcome="rate_limited"} 0"#,
             r#"wxbroker_cluster_degraded{app="shop"} 0"#,

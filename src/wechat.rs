@@ -37,6 +37,12 @@ pub enum FetchError {
     Redirect(u16),
     #[error("malformed upstream answer: {0}")]
     Malformed(String),
+    /// A credential fetched with another (a ticket with the app's access
+    /// token) could not be fetched because that one is unavailable or was
+    /// rejected again after a refresh. Transient: the parent's own
+    /// refresher deals with the cause.
+    #[error("the app's access token is unavailable: {0}")]
+    Parent(String),
 }
 
 /// What to do after a failure.
@@ -112,7 +118,8 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
     ),
 ];
 
-const QUOTA_ERRCODE: i64 = 45009;
+/// WeChat's "daily quota reached".
+pub const QUOTA_ERRCODE: i64 = 45009;
 
 /// Errcodes that get their own metric label; every other code is "other",
 /// so a misbehaving upstream cannot grow the label set without bound.
@@ -131,6 +138,7 @@ const UNCODED_LABELS: &[&str] = &[
     "transport",
     "http",
     "malformed",
+    "parent_token",
     SHORT_LIFETIME_LABEL,
     "other",
 ];
@@ -177,6 +185,7 @@ impl FetchError {
             FetchError::Transport(_) => "transport",
             FetchError::Http(_) | FetchError::Redirect(_) => "http",
             FetchError::Malformed(_) => "malformed",
+            FetchError::Parent(_) => "parent_token",
         }
     }
 
@@ -207,7 +216,7 @@ pub fn is_token_rejected(errcode: i64) -> bool {
 }
 
 #[derive(Deserialize)]
-struct TokenAnswer {
+struct CredentialAnswer {
     #[serde(default)]
     errcode: Option<i64>,
     #[serde(default)]
@@ -215,7 +224,16 @@ struct TokenAnswer {
     #[serde(default)]
     access_token: Option<String>,
     #[serde(default)]
+    ticket: Option<String>,
+    #[serde(default)]
     expires_in: Option<u64>,
+}
+
+/// Which field of an answer holds the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerField {
+    AccessToken,
+    Ticket,
 }
 
 /// The longest lifetime believed from upstream. WeChat grants 7200 s; a
@@ -227,30 +245,47 @@ pub const MAX_LIFETIME_SECS: u64 = 86_400;
 /// WeCom adds `"errcode":0` to successes, so the errcode decides. The
 /// lifetime is clamped to [`MAX_LIFETIME_SECS`].
 pub fn parse_token_answer(body: &[u8]) -> Result<TokenGrant, FetchError> {
-    let answer: TokenAnswer = serde_json::from_slice(body)
-        .map_err(|err| FetchError::Malformed(format!("not a token answer: {err}")))?;
+    parse_answer(body, AnswerField::AccessToken)
+}
+
+/// Parses a credential endpoint's body: a token's, or a ticket's
+/// (`{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":7200}`).
+pub fn parse_answer(body: &[u8], field: AnswerField) -> Result<TokenGrant, FetchError> {
+    let answer: CredentialAnswer = serde_json::from_slice(body)
+        .map_err(|err| FetchError::Malformed(format!("not a credential answer: {err}")))?;
     if let Some(errcode) = answer.errcode.filter(|code| *code != 0) {
         return Err(FetchError::Api {
             errcode,
             errmsg: answer.errmsg.unwrap_or_default(),
         });
     }
-    match (answer.access_token, answer.expires_in) {
-        (Some(token), Some(expires_in)) if !token.is_empty() && expires_in > 0 => Ok(TokenGrant {
-            token: AccessToken::new(token),
+    let (value, name) = match field {
+        AnswerField::AccessToken => (answer.access_token, "access_token"),
+        AnswerField::Ticket => (answer.ticket, "ticket"),
+    };
+    match (value, answer.expires_in) {
+        (Some(value), Some(expires_in)) if !value.is_empty() && expires_in > 0 => Ok(TokenGrant {
+            token: AccessToken::new(value),
             expires_in: expires_in.min(MAX_LIFETIME_SECS),
         }),
-        _ => Err(FetchError::Malformed(
-            "answer has no access_token or expires_in".into(),
-        )),
+        _ => Err(FetchError::Malformed(format!(
+            "answer has no {name} or expires_in"
+        ))),
     }
 }
 
-/// Anything that can hand out a token for one app. The refresher only sees
+/// Anything that can hand out one credential. The refresher only sees
 /// this, so its unit tests can drive it with a scripted fake.
 pub trait TokenSource: Send + Sync + 'static {
     /// One upstream call. `force_refresh` matters to the stable grant only.
     fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>>;
+
+    /// Waits until a fetch can be made: a credential fetched with another
+    /// needs that one first. An error here means no upstream call was
+    /// made, so none is counted against the budget.
+    fn ready(&self) -> BoxFuture<'_, Result<(), FetchError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// The HTTP client for credential fetches. It never follows a redirect
@@ -321,26 +356,37 @@ impl WechatSource {
     }
 
     async fn call(&self, force_refresh: bool) -> Result<TokenGrant, FetchError> {
-        let exchange = async {
-            let response = self
-                .request(force_refresh)
-                .send()
-                .await
-                .map_err(transport_error)?;
-            let status = response.status();
-            if status.is_redirection() {
-                return Err(FetchError::Redirect(status.as_u16()));
-            }
-            let body = response.bytes().await.map_err(transport_error)?;
-            if !status.is_success() {
-                return Err(FetchError::Http(status.as_u16()));
-            }
-            parse_token_answer(&body)
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or(Err(FetchError::Timeout(self.timeout)))
+        exchange(
+            self.request(force_refresh),
+            AnswerField::AccessToken,
+            self.timeout,
+        )
+        .await
     }
+}
+
+/// One credential call: sent, its redirect refused, its answer parsed,
+/// all within `timeout`.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    field: AnswerField,
+    timeout: Duration,
+) -> Result<TokenGrant, FetchError> {
+    let exchange = async {
+        let response = request.send().await.map_err(transport_error)?;
+        let status = response.status();
+        if status.is_redirection() {
+            return Err(FetchError::Redirect(status.as_u16()));
+        }
+        let body = response.bytes().await.map_err(transport_error)?;
+        if !status.is_success() {
+            return Err(FetchError::Http(status.as_u16()));
+        }
+        parse_answer(&body, field)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(FetchError::Timeout(timeout)))
 }
 
 impl TokenSource for WechatSource {
@@ -390,6 +436,11 @@ mod tests {
             parse_token_answer(br#"{"expires_in":7200}"#),
             Err(FetchError::Malformed(_))
         ));
+        // A ticket answer is not a token answer, nor the other way round.
+        let ticket = br#"{"errcode":0,"errmsg":"ok","ticket":"t1","expires_in":7200}"#;
+        assert!(parse_token_answer(ticket).is_err());
+        let grant = parse_answer(ticket, AnswerField::Ticket).unwrap();
+        assert_eq!((grant.token.expose(), grant.expires_in), ("t1", 7200));
     }
 
     #[test]

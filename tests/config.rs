@@ -735,6 +735,9 @@ fn render_effective_shows_defaults_and_parses_back() {
         ok(&text),
         ok(&app_with("")),
         ok(&app_with("kind = \"wecom\"")),
+        ok(&app_with(
+            "kind = \"wecom\"\ntickets = [\"agent_config\", \"jsapi\"]\nagentid = 1000002\n[apps.ticket_budget]\njsapi = 50",
+        )),
     ] {
         let rendered = config.render_effective();
         let again = parse(&rendered)

@@ -113,7 +113,7 @@ async fn a_lifetime_shorter_than_refresh_before_is_paced_by_the_backoff() {
         started.elapsed()
     );
     let anomalies = broker
-        .metric("wxbroker_upstream_errors_total{app=\"shop\",errcode=\"short_lifetime\"}")
+        .metric("wxbroker_upstream_errors_total{app=\"shop\",credential=\"access_token\",errcode=\"short_lifetime\"}")
         .await;
     assert!(anomalies >= 1.0, "the anomaly is counted");
 }

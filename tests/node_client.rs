@@ -8,9 +8,10 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
+use sha1::Digest;
 use support::*;
 use tokio::process::Command;
-use wxbroker::simulator::{Endpoint, SimConfig};
+use wxbroker::simulator::{Endpoint, SimConfig, TicketKind};
 
 const NODE: &str = "node";
 
@@ -97,4 +98,61 @@ async fn the_node_client_calls_cloud_functions_and_the_database_through_the_brok
     assert_ne!(after, token);
     assert!(sim.sim.token_valid(after));
     assert_eq!(broker.token("shop").await, after);
+}
+
+/// Runs `script` under node with `env`; its one JSON line.
+async fn run_node(script: &str, env: &[(&str, &str)]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut command = Command::new(NODE);
+    command
+        .arg(&script)
+        .env_remove("WXBROKER_HOST")
+        .env_remove("WXBROKER_APP")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let child = command.spawn().expect("node runs (make test installs it)");
+    let output = within(child.wait_with_output()).await.expect("node ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "node failed: {stderr}\n{stdout}");
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_client_gets_tickets_and_signed_wx_configs() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start(&classic_app("shop", &sim, "tickets = [\"jsapi\"]")).await;
+    let page = "https://shop.example.com/pay?order=42";
+    let socket = broker.socket.to_string_lossy().into_owned();
+    let result = run_node(
+        "deploy/clients/node/test/tickets.js",
+        &[
+            ("WXBROKER_SOCKET", &socket),
+            ("PAGE_URL", &format!("{page}#frag")),
+        ],
+    )
+    .await;
+    let ticket = result["ticket"].as_str().unwrap();
+    assert!(sim.sim.ticket_valid(APPID, TicketKind::Jsapi, ticket));
+    assert_eq!(result["cachedTicket"], true, "{result}");
+    let config = &result["config"];
+    assert_eq!(config["appId"], APPID);
+    let signed = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={page}",
+        config["nonceStr"].as_str().unwrap(),
+        config["timestamp"].as_u64().unwrap()
+    );
+    let expected: String = sha1::Sha1::digest(signed.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    assert_eq!(config["signature"], expected.as_str());
+    assert_eq!(result["notConfigured"]["status"], 404);
+    assert_eq!(result["notConfigured"]["code"], "ticket_not_configured");
+    assert_eq!(result["badUrl"]["code"], "bad_request");
 }

@@ -2,6 +2,9 @@
 //! source: hours and days of token life run in milliseconds, and every
 //! assertion is about exact call counts and times.
 
+mod fleet;
+mod tickets;
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::*;
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppKind, Grant, SecretSource};
-use crate::secret::Secret;
+use crate::secret::{AccessToken, Secret};
 use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
 use crate::wechat::{FetchError, TokenGrant};
 
@@ -153,7 +156,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn app(grant: Grant) -> AppConfig {
+pub(super) fn app(grant: Grant) -> AppConfig {
     AppConfig {
         name: "shop".into(),
         kind: AppKind::Wechat,
@@ -168,6 +171,8 @@ fn app(grant: Grant) -> AppConfig {
         fetch_timeout: Duration::from_secs(10),
         sink: None,
         compat_listen: None,
+        tickets: Vec::new(),
+        agentid: None,
     }
 }
 
@@ -201,11 +206,29 @@ fn start_at(
     source: Arc<FakeSource>,
     store: Arc<dyn Store>,
 ) -> Running {
+    start_full(
+        unix,
+        config,
+        source,
+        store,
+        Arc::new(tickets::FakeTickets::default()),
+    )
+}
+
+/// [`start_at`] with the ticket sources given.
+fn start_full(
+    unix: Duration,
+    config: AppConfig,
+    source: Arc<FakeSource>,
+    store: Arc<dyn Store>,
+    tickets: Arc<dyn TicketSources>,
+) -> Running {
     let clock = Clock::starting_at(unix);
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let context = BrokerContext {
         store,
+        tickets,
         metrics: Metrics::new(),
         clock,
         tasks: tasks.clone(),

@@ -15,11 +15,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::credential::TicketKind;
 use crate::secret::Secret;
 
 mod error;
 mod raw;
 mod render;
+mod tickets;
 mod urls;
 mod validate;
 mod warnings;
@@ -174,6 +176,26 @@ pub struct AppConfig {
     /// A compatible listener serving this app alone, whatever appid or
     /// token a call carries.
     pub compat_listen: Option<SocketAddr>,
+    /// The JS-SDK tickets the broker owns for this app, each with its own
+    /// daily budget, in configuration order.
+    pub tickets: Vec<TicketConfig>,
+    /// WeCom: the agent's id, which `wx.agentConfig` carries.
+    pub agentid: Option<u64>,
+}
+
+/// One configured ticket kind of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TicketConfig {
+    pub kind: TicketKind,
+    /// Upstream calls a Beijing day for this ticket.
+    pub daily_budget: u32,
+}
+
+impl AppConfig {
+    /// The settings of `kind`, if this app owns that ticket.
+    pub fn ticket(&self, kind: TicketKind) -> Option<&TicketConfig> {
+        self.tickets.iter().find(|ticket| ticket.kind == kind)
+    }
 }
 
 /// `[[apps]] sink`: a file the broker rewrites atomically with the app's

@@ -94,6 +94,9 @@ pub(crate) struct RawApp {
     pub fetch_timeout: Option<Loose>,
     pub sink: Option<RawSink>,
     pub compat_listen: Option<String>,
+    pub tickets: Option<Vec<String>>,
+    pub agentid: Option<i64>,
+    pub ticket_budget: Option<std::collections::BTreeMap<String, i64>>,
 }
 
 /// `sink = { path = "...", format = "json", mode = "0600" }`: a file the

@@ -140,6 +140,21 @@ pub(crate) fn effective(config: &Config) -> String {
             None => out.comment("sink: not set (disabled)"),
         }
         out.addr("compat_listen", app.compat_listen);
+        if app.tickets.is_empty() {
+            out.comment("tickets: none");
+        } else {
+            let kinds: Vec<String> = app.tickets.iter().map(|t| quoted(t.kind.name())).collect();
+            out.raw("tickets", &format!("[{}]", kinds.join(", ")));
+            let budgets: Vec<String> = app
+                .tickets
+                .iter()
+                .map(|t| format!("{} = {}", t.kind.name(), t.daily_budget))
+                .collect();
+            out.raw("ticket_budget", &format!("{{ {} }}", budgets.join(", ")));
+        }
+        if let Some(agentid) = app.agentid {
+            out.raw("agentid", &agentid.to_string());
+        }
     }
     out.0
 }

@@ -582,6 +582,8 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
 
     let sink = raw.sink.map(|raw| sink(&key("sink"), raw)).transpose()?;
     let compat_listen = socket_addr(&key("compat_listen"), raw.compat_listen)?;
+    let (tickets, agentid) =
+        super::tickets::tickets(&key, kind, raw.tickets, raw.agentid, raw.ticket_budget)?;
 
     Ok(AppConfig {
         name,
@@ -597,6 +599,8 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
         fetch_timeout,
         sink,
         compat_listen,
+        tickets,
+        agentid,
     })
 }
 

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use crate::broker::{LastError, TokenError};
+use crate::credential::Credential;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -31,11 +32,18 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
     RequestTimeout,
-    #[error("app '{app}' has no valid token; retry in {retry_after}s")]
+    #[error("app '{app}' has no valid {credential}; retry in {retry_after}s")]
     TokenUnavailable {
         app: String,
+        credential: Credential,
         retry_after: u64,
         last_error: Option<LastError>,
+    },
+    #[error("app '{app}' has no {kind} ticket configured; its tickets: [{configured}]")]
+    TicketNotConfigured {
+        app: String,
+        kind: String,
+        configured: String,
     },
     #[error("upstream error: {0}")]
     UpstreamError(String),
@@ -49,7 +57,8 @@ impl ApiError {
         match self {
             ApiError::AppNotFound { .. }
             | ApiError::RouteNotFound { .. }
-            | ApiError::NoDefaultApp { .. } => S::NOT_FOUND,
+            | ApiError::NoDefaultApp { .. }
+            | ApiError::TicketNotConfigured { .. } => S::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => S::BAD_REQUEST,
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
@@ -69,6 +78,7 @@ impl ApiError {
             ApiError::AppNotFound { .. } => "app_not_found",
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::NoDefaultApp { .. } => "no_default_app",
+            ApiError::TicketNotConfigured { .. } => "ticket_not_configured",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingClientHeader => "missing_client_header",
@@ -133,6 +143,7 @@ impl ApiError {
                 retry_after,
             } => ApiError::TokenUnavailable {
                 app: app.to_owned(),
+                credential: Credential::AccessToken,
                 retry_after,
                 last_error: Some(LastError {
                     errcode: Some(errcode),
@@ -144,20 +155,22 @@ impl ApiError {
     }
 
     pub fn from_token_error(app: &str, err: TokenError) -> Self {
-        match err {
+        ApiError::from_credential_error(app, Credential::AccessToken, err)
+    }
+
+    pub fn from_credential_error(app: &str, credential: Credential, err: TokenError) -> Self {
+        let (retry_after, last_error) = match err {
             TokenError::Unavailable {
                 retry_after,
                 last_error,
-            } => ApiError::TokenUnavailable {
-                app: app.to_owned(),
-                retry_after,
-                last_error,
-            },
-            TokenError::ShuttingDown => ApiError::TokenUnavailable {
-                app: app.to_owned(),
-                retry_after: 1,
-                last_error: None,
-            },
+            } => (retry_after, last_error),
+            TokenError::ShuttingDown => (1, None),
+        };
+        ApiError::TokenUnavailable {
+            app: app.to_owned(),
+            credential,
+            retry_after,
+            last_error,
         }
     }
 }
@@ -170,6 +183,7 @@ mod tests {
     fn token_unavailable_carries_retry_and_upstream_error() {
         let err = ApiError::TokenUnavailable {
             app: "shop".into(),
+            credential: Credential::AccessToken,
             retry_after: 7,
             last_error: Some(LastError {
                 errcode: Some(40164),

@@ -23,6 +23,7 @@ use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
 use super::wechat_path::{self, Carries, PathFamily};
 use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
+use crate::credential::TicketKind;
 use crate::wechat::is_token_rejected;
 
 /// The listener's state: the API's, and for a per-app listener
@@ -90,6 +91,11 @@ impl WxError {
 /// a wrong secret with 40001) become -1 quoting them, since SDKs answer
 /// those by refetching and retrying at once.
 fn no_token(app: &str, err: &TokenError) -> WxError {
+    no_credential(app, "token", err)
+}
+
+/// [`no_token`] for any credential, `what` naming it.
+fn no_credential(app: &str, what: &str, err: &TokenError) -> WxError {
     let TokenError::Unavailable {
         retry_after,
         last_error,
@@ -105,7 +111,7 @@ fn no_token(app: &str, err: &TokenError) -> WxError {
         }) if is_token_rejected(*errcode) => WxError::new(
             -1,
             format!(
-                "system error (wxbroker: app '{app}' has no token: WeChat answered errcode {errcode}: {errmsg}; next attempt in {retry_after}s)"
+                "system error (wxbroker: app '{app}' has no {what}: WeChat answered errcode {errcode}: {errmsg}; next attempt in {retry_after}s)"
             ),
         ),
         Some(LastError {
@@ -114,15 +120,15 @@ fn no_token(app: &str, err: &TokenError) -> WxError {
             ..
         }) => WxError::new(
             *errcode,
-            format!("{errmsg} (wxbroker: app '{app}' has no token; next attempt in {retry_after}s)"),
+            format!("{errmsg} (wxbroker: app '{app}' has no {what}; next attempt in {retry_after}s)"),
         ),
         Some(LastError { errmsg, .. }) => WxError::new(
             -1,
-            format!("system error (wxbroker: app '{app}' has no token: {errmsg}; next attempt in {retry_after}s)"),
+            format!("system error (wxbroker: app '{app}' has no {what}: {errmsg}; next attempt in {retry_after}s)"),
         ),
         None => WxError::new(
             -1,
-            format!("system error (wxbroker: app '{app}' has no valid token yet; retry in {retry_after}s)"),
+            format!("system error (wxbroker: app '{app}' has no valid {what} yet; retry in {retry_after}s)"),
         ),
     }
 }
@@ -188,6 +194,7 @@ async fn dispatch(
         PathFamily::ClassicToken => "/cgi-bin/token",
         PathFamily::StableToken => "/cgi-bin/stable_token",
         PathFamily::WecomToken => "/cgi-bin/gettoken",
+        PathFamily::Ticket => "/cgi-bin/ticket",
         _ => "/{path}",
     };
     if check_not_relayed(&request.headers).is_err() {
@@ -202,6 +209,7 @@ async fn dispatch(
         "/cgi-bin/token" => classic_token(state, &request.method, query).await,
         "/cgi-bin/stable_token" => stable_token(state, &request.method, body).await,
         "/cgi-bin/gettoken" => wecom_token(state, &request.method, query).await,
+        "/cgi-bin/ticket" => ticket(state, request, body).await,
         _ => proxied(state, request, body, family.carries()).await,
     };
     (route, answer.unwrap_or_else(WxError::into_response))
@@ -315,6 +323,48 @@ async fn serve_token(
         .await
         .map_err(|err| no_token(app.name(), &err))?;
     Ok(respond::wechat_token(&token, app.now_ms(), wecom))
+}
+
+/// A ticket endpoint: answered from the ticket cache when the app owns
+/// that kind, else forwarded as any app-token call (section 12).
+async fn ticket(
+    state: &CompatState,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, WxError> {
+    let query = request.uri.query().unwrap_or("");
+    let app = app_for_call(state, query, Carries::AppToken)?;
+    let kind = ticket_kind(
+        app.config().kind,
+        &wechat_path::normalise(request.uri.path()),
+        query_param(query, "type").as_deref(),
+    );
+    let Some(handle) = kind.and_then(|kind| app.ticket(kind)) else {
+        return proxied(state, request, body, Carries::AppToken).await;
+    };
+    if request.method != Method::GET {
+        return Err(WxError::new(43001, "require GET method"));
+    }
+    let ticket = handle
+        .token(state.api.token_wait)
+        .await
+        .map_err(|err| no_credential(app.name(), "ticket", &err))?;
+    Ok(respond::wechat_ticket(&ticket, app.now_ms()))
+}
+
+/// The ticket kind a (normalised) ticket path asks for, on an app of
+/// `kind`: WeChat's `getticket?type=jsapi|wx_card`, WeCom's
+/// `get_jsapi_ticket` (the corp's) and `ticket/get?type=agent_config`.
+fn ticket_kind(kind: AppKind, path: &str, type_: Option<&str>) -> Option<TicketKind> {
+    match (kind, path, type_) {
+        (AppKind::Wechat, "cgi-bin/ticket/getticket", Some("jsapi")) => Some(TicketKind::Jsapi),
+        (AppKind::Wechat, "cgi-bin/ticket/getticket", Some("wx_card")) => Some(TicketKind::WxCard),
+        (AppKind::Wecom, "cgi-bin/get_jsapi_ticket", _) => Some(TicketKind::Jsapi),
+        (AppKind::Wecom, "cgi-bin/ticket/get", Some("agent_config")) => {
+            Some(TicketKind::AgentConfig)
+        }
+        _ => None,
+    }
 }
 
 /// Any other path: forwarded to the app's `api_base` with its token.

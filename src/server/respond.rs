@@ -41,6 +41,25 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     response
 }
 
+/// A ticket in the shape of WeChat's ticket endpoints:
+/// `{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":..}`.
+pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
+    let body = serde_json::json!({
+        "errcode": 0,
+        "errmsg": "ok",
+        "ticket": ticket.value.expose(),
+        "expires_in": ticket.expires_in(now_ms),
+    });
+    no_store(json(StatusCode::OK, &body))
+}
+
+/// Marks a response that carries a credential, or is signed with one, as
+/// never to be cached.
+pub fn no_store(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
+    response
+}
+
 pub fn error(err: &ApiError) -> Response<Body> {
     let mut response = json(err.status(), &err.to_json());
     if let Some(seconds) = err.retry_after() {

@@ -12,9 +12,12 @@ use tracing::debug;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
+use super::diagnostics;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
+use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::diagnostics::Diagnostics;
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -28,17 +31,26 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    /// Quota, quota resets and rid lookups (the operator's routes).
+    pub diagnostics: std::sync::Arc<Diagnostics>,
     hot: HotMetrics,
 }
 
 impl ApiState {
-    pub fn new(broker: Broker, metrics: Metrics, token_wait: Duration, proxy: Proxy) -> Self {
+    pub fn new(
+        broker: Broker,
+        metrics: Metrics,
+        token_wait: Duration,
+        proxy: Proxy,
+        diagnostics: std::sync::Arc<Diagnostics>,
+    ) -> Self {
         ApiState {
             hot: HotMetrics::new(&metrics),
             broker,
             metrics,
             token_wait,
             proxy,
+            diagnostics,
         }
     }
 }
@@ -47,7 +59,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 8] = [
+const ROUTE_TEMPLATES: [&str; 14] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -55,8 +67,16 @@ const ROUTE_TEMPLATES: [&str; 8] = [
     "/v1/apps/{app}/token",
     "/v1/apps/{app}/token/invalidate",
     "/v1/apps/{app}/proxy",
+    "/v1/apps/{app}/tickets/{kind}",
+    "/v1/apps/{app}/tickets/{kind}/invalidate",
+    "/v1/apps/{app}/jssdk/config",
+    diagnostics::TEMPLATES[0],
+    diagnostics::TEMPLATES[1],
+    diagnostics::TEMPLATES[2],
     "other",
 ];
+/// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
+const DIAGNOSTICS_INDEX: usize = 10;
 const LISTENERS: [ListenerKind; 2] = [
     ListenerKind::Tcp {
         require_client_header: false,
@@ -144,6 +164,12 @@ enum Route<'a> {
     Invalidate(&'a str),
     /// The app, and the raw path below `/v1/apps/{app}/proxy/`.
     Proxy(&'a str, &'a str),
+    /// The app and the ticket kind.
+    Ticket(&'a str, &'a str),
+    TicketInvalidate(&'a str, &'a str),
+    JssdkConfig(&'a str),
+    /// Quota, quota resets, rids: [`diagnostics`].
+    Diagnostics(diagnostics::Route<'a>),
     NotFound,
 }
 
@@ -158,6 +184,12 @@ impl Route<'_> {
                     return Route::Proxy(app, forwarded.strip_prefix('/').unwrap_or(""));
                 }
             }
+        }
+        if let Some(route) = path
+            .strip_prefix("/v1/apps/")
+            .and_then(diagnostics::Route::parse)
+        {
+            return Route::Diagnostics(route);
         }
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         match (
@@ -176,6 +208,20 @@ impl Route<'_> {
             (Some("v1"), Some("apps"), Some(app), Some("token"), Some("invalidate"), None) => {
                 Route::Invalidate(app)
             }
+            (Some("v1"), Some("apps"), Some(app), Some("tickets"), Some(kind), None) => {
+                Route::Ticket(app, kind)
+            }
+            (
+                Some("v1"),
+                Some("apps"),
+                Some(app),
+                Some("tickets"),
+                Some(kind),
+                Some("invalidate"),
+            ) if parts.next().is_none() => Route::TicketInvalidate(app, kind),
+            (Some("v1"), Some("apps"), Some(app), Some("jssdk"), Some("config"), None) => {
+                Route::JssdkConfig(app)
+            }
             _ => Route::NotFound,
         }
     }
@@ -190,7 +236,11 @@ impl Route<'_> {
             Route::AppToken(_) => 4,
             Route::Invalidate(_) => 5,
             Route::Proxy(..) => 6,
-            Route::NotFound => 7,
+            Route::Ticket(..) => 7,
+            Route::TicketInvalidate(..) => 8,
+            Route::JssdkConfig(_) => 9,
+            Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
+            Route::NotFound => 13,
         }
     }
 
@@ -280,15 +330,26 @@ async fn dispatch(
             token(state, &find_app(&state.broker, name)?, query).await
         }
         Route::Invalidate(name) => {
-            if method != Method::POST {
-                return Err(ApiError::MethodNotAllowed {
-                    method: method.to_string(),
-                    allowed: "POST",
-                });
-            }
+            allow_post(method)?;
             let app = find_app(&state.broker, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             invalidate(state, &app, &body, query).await
+        }
+        Route::Ticket(name, kind) => {
+            allow_get(method)?;
+            ticket_routes::ticket(state, &find_app(&state.broker, name)?, kind, query).await
+        }
+        Route::TicketInvalidate(name, kind) => {
+            allow_post(method)?;
+            let app = find_app(&state.broker, name)?;
+            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+            ticket_routes::invalidate(state, &app, kind, &body, query).await
+        }
+        Route::JssdkConfig(name) => {
+            allow_post(method)?;
+            let app = find_app(&state.broker, name)?;
+            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+            ticket_routes::jssdk_config(state, &app, &body).await
         }
         Route::Proxy(name, path) => {
             let app = find_app(&state.broker, name)?;
@@ -303,6 +364,9 @@ async fn dispatch(
                 .forward(&app, forward, body)
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
+        }
+        Route::Diagnostics(route) => {
+            diagnostics::handle(state, listener, route, request, body).await
         }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
@@ -341,7 +405,18 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
+fn allow_post(method: &Method) -> Result<(), ApiError> {
+    if method == Method::POST {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "POST",
+        })
+    }
+}
+
+pub(super) fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
         configured: broker.names().join(", "),
@@ -471,10 +546,31 @@ fn apps(broker: &Broker) -> Response<Body> {
                 "fetches_today": view.fetches_on(now / 1000),
                 "daily_budget": config.daily_budget,
                 "last_error": view.last_error,
+                "tickets": tickets(app, now),
             })
         })
         .collect();
     respond::json(StatusCode::OK, &json!({ "apps": apps }))
+}
+
+/// Each ticket's status, as an app's: never the ticket itself.
+fn tickets(app: &AppHandle, now: u64) -> Vec<serde_json::Value> {
+    app.tickets()
+        .zip(&app.config().tickets)
+        .map(|((kind, ticket), config)| {
+            let view = ticket.view();
+            let valid = view.valid_token(now);
+            json!({
+                "kind": kind.name(),
+                "valid": valid.is_some(),
+                "expires_in": valid.map_or(0, |ticket| ticket.expires_in(now)),
+                "fetched_at": view.token.as_ref().map(|ticket| ticket.fetched_at()),
+                "fetches_today": view.fetches_on(now / 1000),
+                "daily_budget": config.daily_budget,
+                "last_error": view.last_error,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -499,6 +595,21 @@ mod tests {
             ),
             ("/v1/apps/shop/proxy", "/v1/apps/{app}/proxy"),
             ("/v1/apps/shop/proxyx", "other"),
+            (
+                "/v1/apps/shop/tickets/jsapi",
+                "/v1/apps/{app}/tickets/{kind}",
+            ),
+            (
+                "/v1/apps/shop/tickets/jsapi/invalidate",
+                "/v1/apps/{app}/tickets/{kind}/invalidate",
+            ),
+            ("/v1/apps/shop/tickets/jsapi/invalidate/x", "other"),
+            ("/v1/apps/shop/tickets", "other"),
+            ("/v1/apps/shop/jssdk/config", "/v1/apps/{app}/jssdk/config"),
+            ("/v1/apps/shop/jssdk/config/x", "other"),
+            ("/v1/apps/shop/quota", "/v1/apps/{app}/quota"),
+            ("/v1/apps/shop/clear_quota", "/v1/apps/{app}/clear_quota"),
+            ("/v1/apps/shop/rids/1-2-3", "/v1/apps/{app}/rids/{rid}"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];

@@ -147,6 +147,22 @@ impl TicketBook {
         Ok(())
     }
 
+    /// Calls of `owner`'s own (not per-agent) tickets on Beijing `day`,
+    /// every kind together: what `quota/get` reports for `getticket`.
+    pub(crate) fn daily_used(&self, owner: &str, day: u64) -> u32 {
+        self.daily
+            .iter()
+            .filter(|(key, (d, _))| key.owner == owner && key.agent.is_none() && *d == day)
+            .map(|(_, (_, n))| *n)
+            .sum()
+    }
+
+    /// Forgets `owner`'s daily counts: `clear_quota` resets every API
+    /// quota of the account.
+    pub(crate) fn clear_daily(&mut self, owner: &str) {
+        self.daily.retain(|key, _| key.owner != owner);
+    }
+
     /// The current ticket of `key` while it is valid (with `expires_in`
     /// reset to `lifetime`, its true expiry unchanged), else a new one.
     pub(crate) fn grant(

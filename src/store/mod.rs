@@ -5,6 +5,7 @@
 
 mod file;
 mod memory;
+mod memory_fleet;
 mod ownership;
 mod redis;
 
@@ -15,6 +16,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AppConfig, AppKind, Grant};
+use crate::credential::{Credential, TicketKind};
 use crate::secret::{fingerprint, AccessToken};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use file::FileStore;
 pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
+pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
 pub use redis::{Access as RedisAccess, Node as RedisNode, RedisStore, RedisTarget, Topology};
 
@@ -49,6 +52,32 @@ impl StoreKey {
             name: app.name.clone(),
             appid: app.appid.clone(),
             grant,
+            cluster_grant,
+        }
+    }
+
+    /// The key of one of the app's credentials. A ticket's record is its
+    /// own (`shop.jsapi_ticket.json`; app names cannot hold a dot), and in
+    /// a shared store it is keyed by what owns it upstream: the appid (a
+    /// WeChat app's tickets, a WeCom corp's jsapi ticket) or the agent (a
+    /// WeCom agent_config ticket, told apart by the agent's secret).
+    pub fn for_credential(app: &AppConfig, credential: Credential) -> Self {
+        let kind = match credential {
+            Credential::AccessToken => return StoreKey::for_app(app),
+            Credential::Ticket(kind) => kind,
+        };
+        let label = credential.label();
+        let cluster_grant = match (app.kind, kind) {
+            (AppKind::Wecom, TicketKind::AgentConfig) => {
+                format!("{label}-{}", fingerprint(app.secret.expose()))
+            }
+            (AppKind::Wecom, _) => format!("wecom-{label}"),
+            (AppKind::Wechat, _) => label.to_owned(),
+        };
+        StoreKey {
+            name: format!("{}.{label}", app.name),
+            appid: app.appid.clone(),
+            grant: label,
             cluster_grant,
         }
     }

@@ -184,7 +184,13 @@ impl Broker {
             .iter()
             .filter_map(|app| Some((app.name.clone(), listeners.app_compat_addr(&app.name)?)))
             .collect();
-        let daemon = wxbroker::start_with(&config, listeners, options.tuning.unwrap_or_default())
+        // No quota poll unless a test asks for one: its calls would show
+        // in the simulator's counts.
+        let tuning = options.tuning.unwrap_or(Tuning {
+            quota_poll: None,
+            ..Tuning::default()
+        });
+        let daemon = wxbroker::start_with(&config, listeners, tuning)
             .await
             .expect("broker starts");
         Broker {

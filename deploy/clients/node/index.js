@@ -2,7 +2,8 @@
 // wxbroker client for Node.js 18+, no dependencies.
 //
 // Talks to a local wxbroker over its Unix socket (or TCP on loopback):
-// getAccessToken() with a short cache, invalidate(token), and drop-in
+// getAccessToken() with a short cache, invalidate(token), getTicket(kind)
+// and jssdkConfig(url) for pages using WeChat's JS-SDK, and drop-in
 // replacements for the usual Koa backend helpers (callCloudFn, callCloudDB,
 // cloudStorage) that go through the broker's proxy, so the token never
 // leaves the broker and a rejected token is refreshed and retried there.
@@ -57,6 +58,8 @@ class WxBroker {
     this.timeoutMs = options.timeoutMs || 35000;
     this._cached = null; // { token, until }
     this._pending = null;
+    this._tickets = new Map(); // kind -> { ticket, until }
+    this._appName = null; // resolved once when no app is given
     const self = this;
     this.cloudStorage = {
       /** Upload link for `path` (POST tcb/uploadfile): url, token, authorization, file_id, cos_file_id. */
@@ -170,6 +173,55 @@ class WxBroker {
     if (reply.status !== 200) throw WxBroker._fail('invalidate failed', reply);
     this._remember(reply.body);
     return reply.body.access_token;
+  }
+
+  /** The app's name: the configured one, else the broker's only app. */
+  async _resolvedApp() {
+    if (this.app) return this.app;
+    if (!this._appName) {
+      const reply = await this.request('GET', '/v1/apps');
+      if (reply.status !== 200) throw WxBroker._fail('listing apps failed', reply);
+      const apps = reply.body.apps || [];
+      if (apps.length !== 1) {
+        throw new WxBrokerError(`the broker has ${apps.length} apps; name one with the app option`, { code: 'no_default_app' });
+      }
+      this._appName = apps[0].name;
+    }
+    return this._appName;
+  }
+
+  async _ticketPath(suffix) {
+    return `/v1/apps/${encodeURIComponent(await this._resolvedApp())}/${suffix}`;
+  }
+
+  /**
+   * The app's current JS-SDK ticket of `kind` ("jsapi", "wx_card", or for
+   * WeCom "agent_config"), reused for at most 60 s. Most pages need no
+   * ticket at all: jssdkConfig(url) signs with it inside the broker.
+   */
+  async getTicket(kind = 'jsapi') {
+    const cached = this._tickets.get(kind);
+    if (cached && Date.now() < cached.until) return cached.ticket;
+    const path = await this._ticketPath(`tickets/${encodeURIComponent(kind)}`);
+    const reply = await this.request('GET', path);
+    if (reply.status !== 200) throw WxBroker._fail(`${kind} ticket request failed`, reply);
+    const lifetime = Math.min(MAX_CACHE_MS, Math.max(0, reply.body.expires_in * 1000));
+    this._tickets.set(kind, { ticket: reply.body.ticket, until: Date.now() + lifetime });
+    return reply.body.ticket;
+  }
+
+  /**
+   * The object `wx.config` takes for the page at `url` (the page's full
+   * URL; its `#` part is ignored): { appId, timestamp, nonceStr, signature }.
+   * With { agent: true } on a WeCom app, `wx.agentConfig`'s object instead:
+   * { corpid, agentid, timestamp, nonceStr, signature }. Never cached: each
+   * page view gets its own nonce.
+   */
+  async jssdkConfig(url, { agent = false } = {}) {
+    const body = agent ? { url, agent: true } : { url };
+    const reply = await this.request('POST', await this._ticketPath('jssdk/config'), { body });
+    if (reply.status !== 200) throw WxBroker._fail('jssdk config failed', reply);
+    return reply.body;
   }
 
   /**

@@ -1,7 +1,9 @@
 """wxbroker client for Python 3.8+, standard library only.
 
 Talks to a local wxbroker over its Unix socket (or TCP on loopback):
-``get_access_token()`` with a short cache, ``invalidate(token)``, and the
+``get_access_token()`` with a short cache, ``invalidate(token)``,
+``get_ticket(kind)`` and ``jssdk_config(url)`` for pages using WeChat's
+JS-SDK, and the
 usual cloud-development helpers (``call_cloud_fn``, ``call_cloud_db``,
 ``cloud_storage``) going through the broker's proxy, which adds the token
 and refreshes and retries once when WeChat rejects it.
@@ -11,6 +13,7 @@ and refreshes and retries once when WeChat rejects it.
     broker = WxBroker(socket_path="/run/wxbroker/wxbroker.sock", app="shop",
                       client="orders-api")
     token = broker.get_access_token()
+    config = broker.jssdk_config("https://shop.example.com/pay?order=42")
     answer = broker.call_cloud_fn("prod-3f9a", "music", {"$url": "playlist"})
     rows = broker.call_cloud_db("prod-3f9a", "databasequery",
                                 'db.collection("playlist").limit(10).get()')
@@ -97,6 +100,8 @@ class WxBroker:
         self.timeout = timeout
         self._lock = threading.Lock()
         self._cached = None  # (token, monotonic deadline)
+        self._tickets = {}  # kind -> (ticket, monotonic deadline)
+        self._app_name = None  # resolved once when no app is given
         self.cloud_storage = _CloudStorage(self)
 
     def _app_path(self, suffix):
@@ -170,6 +175,54 @@ class WxBroker:
                 raise self._fail("invalidate failed", status, body)
             self._remember(body)
             return body["access_token"]
+
+    def _resolved_app(self):
+        """The app's name: the configured one, else the broker's only app."""
+        if self.app:
+            return self.app
+        if self._app_name is None:
+            status, _, body = self.request("GET", "/v1/apps")
+            if status != 200:
+                raise self._fail("listing apps failed", status, body)
+            apps = body.get("apps", [])
+            if len(apps) != 1:
+                raise WxBrokerError(
+                    "the broker has %d apps; name one with app=" % len(apps),
+                    code="no_default_app",
+                )
+            self._app_name = apps[0]["name"]
+        return self._app_name
+
+    def _named_path(self, suffix):
+        return "/v1/apps/%s/%s" % (urllib.parse.quote(self._resolved_app(), safe=""), suffix)
+
+    def get_ticket(self, kind="jsapi"):
+        """The app's current JS-SDK ticket of ``kind`` (``"jsapi"``,
+        ``"wx_card"``, or for WeCom ``"agent_config"``), reused for at most
+        60 s. Most pages need no ticket: ``jssdk_config`` signs inside the
+        broker."""
+        with self._lock:
+            cached = self._tickets.get(kind)
+            if cached and time.monotonic() < cached[1]:
+                return cached[0]
+            path = self._named_path("tickets/" + urllib.parse.quote(kind, safe=""))
+            status, _, body = self.request("GET", path)
+            if status != 200:
+                raise self._fail("%s ticket request failed" % kind, status, body)
+            lifetime = min(MAX_CACHE_SECONDS, max(0.0, float(body["expires_in"])))
+            self._tickets[kind] = (body["ticket"], time.monotonic() + lifetime)
+            return body["ticket"]
+
+    def jssdk_config(self, url, agent=False):
+        """The dict ``wx.config`` takes for the page at ``url`` (its full URL;
+        the ``#`` part is ignored): appId, timestamp, nonceStr, signature.
+        With ``agent=True`` on a WeCom app, ``wx.agentConfig``'s: corpid,
+        agentid, timestamp, nonceStr, signature. Never cached."""
+        body = {"url": url, "agent": True} if agent else {"url": url}
+        status, _, answer = self.request("POST", self._named_path("jssdk/config"), body=body)
+        if status != 200:
+            raise self._fail("jssdk config failed", status, answer)
+        return answer
 
     def with_access_token(self, call):
         """Runs ``call(token)`` (your own WeChat call, returning its JSON

@@ -100,7 +100,7 @@ impl Refresher {
         self.count_store_error(err.op_label());
         if self.may_fetch_alone() {
             error!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 error = %err,
                 "cluster store unreachable: refreshing without the fleet's lock"
             );
@@ -108,7 +108,7 @@ impl Refresher {
             return Turn::Mine(None);
         }
         warn!(
-            app = %self.app.name,
+            app = %self.app.name, credential = %self.credential,
             error = %err,
             "cluster store unreachable: keeping the current token and waiting for it"
         );
@@ -125,7 +125,7 @@ impl Refresher {
         if let (Some(cluster), Some(lock)) = (store.cluster(), lock) {
             if let Err(err) = cluster.unlock(&self.key, lock).await {
                 // Its lease ends it; others wait at most that long.
-                warn!(app = %self.app.name, error = %err, "could not release the refresh lock");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not release the refresh lock");
                 self.count_store_error(err.op_label());
             }
         }
@@ -160,7 +160,7 @@ impl Refresher {
         if self.degraded != degraded {
             self.degraded = degraded;
             if !degraded {
-                info!(app = %self.app.name, "cluster store reachable again");
+                info!(app = %self.app.name, credential = %self.credential, "cluster store reachable again");
             }
         }
         self.metrics
@@ -233,7 +233,7 @@ impl Refresher {
 
     fn take_stored(&mut self, stored: TokenRecord) {
         info!(
-            app = %self.app.name,
+            app = %self.app.name, credential = %self.credential,
             token = %stored.value.fingerprint(),
             expires_in = stored.expires_in(self.now_ms()),
             "adopted the fleet's token"

@@ -15,10 +15,12 @@ mod fleet;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
+use super::schedule::{self, Failure, Renewal};
 use super::unsaved::Unsaved;
-use super::{AppHandle, BrokerContext, InvalidateOutcome, LastError, TokenRecord};
+use super::{BrokerContext, CredentialHandle, InvalidateOutcome, LastError, TokenRecord};
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant};
+use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
@@ -31,13 +33,11 @@ pub(super) enum Command {
         defer: bool,
         reply: oneshot::Sender<InvalidateOutcome>,
     },
+    /// WeChat's daily quota was reset (`clear_quota`): a 45009 hold is
+    /// over, and the next attempt is due now.
+    ClearQuotaHold,
 }
 
-/// How long a configuration error holds the app before the next attempt.
-const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
-/// The shortest wait between two stable-grant asks that returned the
-/// same token, so a misjudged rotation window can never become a spin.
-const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
 /// How long WeChat keeps a replaced token valid. A rejection of a token
 /// younger than this, which the broker did not replace, means something
 /// else fetched tokens for this appid in the meantime: a token fight.
@@ -61,12 +61,13 @@ enum AttemptError {
 
 pub(super) struct Refresher {
     app: Arc<AppConfig>,
+    credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     clock: Clock,
-    handle: AppHandle,
+    handle: CredentialHandle,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
@@ -114,17 +115,20 @@ async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
 
 impl Refresher {
     pub(super) fn new(
-        app: Arc<AppConfig>,
         source: Arc<dyn TokenSource>,
-        handle: AppHandle,
+        daily_budget: u32,
+        handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
+        let app = handle.shared.config.clone();
+        let credential = handle.credential();
         Refresher {
-            key: StoreKey::for_app(&app),
-            budget: DailyBudget::new(app.daily_budget, context.clock.now_secs()),
+            key: StoreKey::for_credential(&app, credential),
+            budget: DailyBudget::new(daily_budget, context.clock.now_secs()),
             app,
+            credential,
             source,
             store: context.store.clone(),
             metrics: context.metrics.clone(),
@@ -173,7 +177,7 @@ impl Refresher {
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
-                        info!(app = %self.app.name, token = %reported.fingerprint(), "running the deferred refresh");
+                        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
                         self.invalidate(&reported, false).await;
                     }
                 }
@@ -183,6 +187,7 @@ impl Refresher {
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
+                    Some(Command::ClearQuotaHold) => self.clear_quota_hold(),
                     None => break,
                 },
                 () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
@@ -225,12 +230,12 @@ impl Refresher {
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
             Err(err) if err.is_untrusted() => {
-                error!(app = %self.app.name, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                error!(app = %self.app.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
                 self.count_store_error(err.op_label());
                 None
             }
             Err(err) => {
-                warn!(app = %self.app.name, error = %err, "ignoring unreadable stored state");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
                 None
             }
@@ -238,7 +243,7 @@ impl Refresher {
         let Some(record) = record else { return };
         if !record.belongs_to(&self.key) {
             warn!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 stored_appid = %record.appid,
                 stored_grant = %record.grant,
                 "ignoring stored state written for another app or grant"
@@ -259,7 +264,7 @@ impl Refresher {
             .filter(|stored| match stored.implausible(now / 1000) {
                 None => true,
                 Some(problem) => {
-                    error!(app = %self.app.name, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    error!(app = %self.app.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
                     self.count_store_error(UNTRUSTED_LABEL);
                     false
                 }
@@ -268,7 +273,7 @@ impl Refresher {
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
                 expires_in = token.expires_in(now),
                 "loaded stored token"
@@ -279,14 +284,14 @@ impl Refresher {
         self.publish_budget();
     }
 
-    /// When a token should be replaced: `refresh_before` ahead of expiry,
-    /// but never earlier than half its life, so a `refresh_before` longer
-    /// than the lifetime upstream hands out cannot turn into a refresh loop.
+    /// When the held credential should be replaced (see [`schedule::due_ms`]).
     fn refresh_due(&self, token: &TokenRecord) -> Instant {
-        let lifetime = token.expires_at_ms.saturating_sub(token.fetched_at_ms);
-        let lead = (self.app.refresh_before.as_millis() as u64).min(lifetime / 2);
-        self.clock
-            .instant_at_ms(token.expires_at_ms.saturating_sub(lead))
+        self.clock.instant_at_ms(schedule::due_ms(
+            Renewal::of(self.credential),
+            self.app.refresh_before,
+            token.fetched_at_ms,
+            token.expires_at_ms,
+        ))
     }
 
     async fn scheduled_refresh(&mut self) {
@@ -300,8 +305,8 @@ impl Refresher {
                 let same = current
                     .as_ref()
                     .is_some_and(|token| token.value == grant.token);
-                if same && self.app.grant == Grant::Stable && self.app.kind == AppKind::Wechat {
-                    self.keep_stable_token(grant, sent_at);
+                if same && self.answers_held_again() {
+                    self.keep_held(grant, sent_at);
                 } else {
                     self.adopt(grant, sent_at);
                 }
@@ -312,29 +317,44 @@ impl Refresher {
         self.end_turn(lock).await;
     }
 
-    /// Rule 3: before its rotation window, `stable_token` returns the token
-    /// we already hold with its remaining lifetime. That is a success; ask
-    /// again after a fraction of the time left, never spinning.
-    fn keep_stable_token(&mut self, grant: TokenGrant, sent_at: u64) {
+    /// Whether upstream answers a fetch with the credential already held
+    /// while that one is valid: `stable_token` before its rotation window
+    /// (rule 3), and every ticket endpoint (DESIGN.md section 11).
+    fn answers_held_again(&self) -> bool {
+        self.is_stable() || matches!(self.credential, Credential::Ticket(_))
+    }
+
+    /// An answer that repeats the held credential is a success, but never
+    /// extends its life: it still dies when it first would have (a stable
+    /// token answers with what is left, a ticket with its full lifetime
+    /// again). Ask again later, never spinning: a stable token after a
+    /// fraction of the time left, a ticket when it dies, since until then
+    /// upstream hands out the same one ([`schedule::recheck_after`]).
+    fn keep_held(&mut self, grant: TokenGrant, sent_at: u64) {
         self.backoff.reset();
         self.hold_until = None;
         let now = self.now_ms();
-        let expires_at_ms = expiry_ms(sent_at, grant.expires_in);
-        let left = Duration::from_millis(expires_at_ms.saturating_sub(now));
-        let wait = (left / 4).max(STABLE_RECHECK_FLOOR);
+        let answered_expiry = expiry_ms(sent_at, grant.expires_in);
+        let held_expiry = self
+            .current()
+            .map_or(answered_expiry, |held| held.expires_at_ms)
+            .min(answered_expiry);
+        let left = Duration::from_millis(held_expiry.saturating_sub(now));
+        let wait = schedule::recheck_after(Renewal::of(self.credential), left);
         info!(
             app = %self.app.name,
-            token = %grant.token.fingerprint(),
-            expires_in = grant.expires_in,
+            credential = %self.credential,
+            value = %grant.token.fingerprint(),
+            expires_in = left.as_secs(),
             recheck_in = ?wait,
-            "stable token not rotated yet"
+            "upstream answered with the credential already held; keeping its expiry"
         );
         self.next_attempt = Instant::now() + wait;
         self.publish(|view| {
-            if let Some(token) = &view.token {
+            if let Some(held) = &view.token {
                 view.token = Some(Arc::new(TokenRecord {
-                    expires_at_ms: expires_at_ms.min(token.expires_at_ms),
-                    ..(**token).clone()
+                    expires_at_ms: held_expiry,
+                    ..(**held).clone()
                 }));
             }
             view.clear_failure();
@@ -360,7 +380,7 @@ impl Refresher {
         let interval = self.app.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        if fetched_ago < WECHAT_OVERLAP {
+        if fetched_ago < WECHAT_OVERLAP && self.credential == Credential::AccessToken {
             self.count_fight(reported, fetched_ago);
         }
         // The earliest moment rule 4 allows a refresh of this token.
@@ -385,7 +405,7 @@ impl Refresher {
             fleet::Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(app = %self.app.name, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
@@ -395,6 +415,12 @@ impl Refresher {
             other => other,
         };
         let outcome = match result {
+            // A ticket endpoint answers with the held ticket while it is
+            // valid upstream: there is no newer one to be had.
+            Ok((grant, sent_at)) if grant.token == *reported => {
+                self.keep_held(grant, sent_at);
+                InvalidateOutcome::Unchanged
+            }
             Ok((grant, sent_at)) => {
                 self.adopt(grant, sent_at);
                 InvalidateOutcome::Refreshed
@@ -417,7 +443,7 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
-                    app = %self.app.name,
+                    app = %self.app.name, credential = %self.credential,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -449,7 +475,7 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
-                app = %self.app.name,
+                app = %self.app.name, credential = %self.credential,
                 appid = %self.app.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
@@ -460,13 +486,18 @@ impl Refresher {
     }
 
     fn is_stable(&self) -> bool {
-        self.app.kind == AppKind::Wechat && self.app.grant == Grant::Stable
+        self.credential == Credential::AccessToken
+            && self.app.kind == AppKind::Wechat
+            && self.app.grant == Grant::Stable
     }
 
     /// One upstream call, within the daily budget. Returns the grant and
     /// the unix millisecond the request was sent, the earliest WeChat could
     /// have issued the token, so `expires_at` is never later than WeChat's.
     async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
+        // A credential fetched with another waits for that one first, and
+        // without it makes no call and spends nothing.
+        self.source.ready().await.map_err(AttemptError::Upstream)?;
         let sent_at = self.now_ms();
         if !self.spend_budget(sent_at / 1000).await {
             return Err(AttemptError::BudgetSpent);
@@ -481,6 +512,7 @@ impl Refresher {
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.app.name.as_str();
+        let credential = self.credential.label();
         self.metrics
             .upstream_fetch_duration
             .with_label_values(&[app])
@@ -491,12 +523,12 @@ impl Refresher {
         };
         self.metrics
             .upstream_fetches
-            .with_label_values(&[app, result_label])
+            .with_label_values(&[app, credential, result_label])
             .inc();
         if let Err(err) = &result {
             self.metrics
                 .upstream_errors
-                .with_label_values(&[app, err.errcode_label()])
+                .with_label_values(&[app, credential, err.errcode_label()])
                 .inc();
         }
         result
@@ -518,11 +550,13 @@ impl Refresher {
         };
         info!(
             app = %self.app.name,
+            credential = %self.credential,
             grant = grant_label(self.app.kind, self.app.grant),
-            token = %token.value.fingerprint(),
+            value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
             duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
-            "token refreshed"
+            "{} refreshed",
+            self.credential
         );
         self.next_attempt = self.refresh_due(&token);
         if short_lived {
@@ -542,7 +576,7 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
-            app = %self.app.name,
+            app = %self.app.name, credential = %self.credential,
             expires_in,
             refresh_before = ?self.app.refresh_before,
             next_fetch_in = ?wait,
@@ -550,92 +584,120 @@ impl Refresher {
         );
         self.metrics
             .upstream_errors
-            .with_label_values(&[&self.app.name, SHORT_LIFETIME_LABEL])
+            .with_label_values(&[
+                &self.app.name,
+                self.credential.label(),
+                SHORT_LIFETIME_LABEL,
+            ])
             .inc();
     }
 
     /// Rule 5: what a failure means decides when the next attempt is.
     fn on_failure(&mut self, err: AttemptError) {
         let now = self.now_secs();
-        let app = self.app.name.as_str();
-        // Held: only an operator, or the next Beijing day, can fix it.
-        let held = match &err {
-            AttemptError::BudgetSpent => true,
-            AttemptError::Upstream(err) => err.class() != ErrorClass::Retry,
+        let failure = match &err {
+            AttemptError::BudgetSpent => Failure::BudgetSpent,
+            AttemptError::Upstream(err) => Failure::Upstream(err.class()),
         };
-        let (wait, last_error) = match err {
-            AttemptError::BudgetSpent => {
-                let wait = Duration::from_secs(next_beijing_midnight(now) - now);
-                error!(
-                    app,
-                    daily_budget = self.budget.limit(),
-                    "daily_budget spent: no upstream call until Beijing midnight; raise daily_budget if this is expected"
-                );
-                let errmsg = format!(
-                    "daily_budget of {} upstream calls spent; next attempt at Beijing midnight",
-                    self.budget.limit()
-                );
-                (
-                    wait,
-                    LastError {
-                        errcode: None,
-                        errmsg,
-                        at: now,
-                    },
-                )
-            }
-            AttemptError::Upstream(err) => {
-                let wait = match err.class() {
-                    ErrorClass::Retry => {
-                        let wait = self.backoff.next_delay();
-                        warn!(app, error = %err, retry_in = ?wait, "token fetch failed; retrying");
-                        wait
-                    }
-                    ErrorClass::Config => {
-                        error!(
-                            app,
-                            errcode = err.errcode(),
-                            fix = err.fix().unwrap_or_default(),
-                            error = %err,
-                            retry_in = ?CONFIG_ERROR_HOLD,
-                            "token fetch refused: configuration error"
-                        );
-                        CONFIG_ERROR_HOLD
-                    }
-                    ErrorClass::QuotaExhausted => {
-                        let wait = Duration::from_secs(next_beijing_midnight(now) - now);
-                        error!(
-                            app,
-                            errcode = err.errcode(),
-                            retry_in = ?wait,
-                            "wechat daily quota reached (45009): no attempt until Beijing midnight"
-                        );
-                        wait
-                    }
-                };
-                let errmsg = match &err {
-                    FetchError::Api { errmsg, .. } => errmsg.clone(),
-                    other => other.to_string(),
-                };
-                (
-                    wait,
-                    LastError {
-                        errcode: err.errcode(),
-                        errmsg,
-                        at: now,
-                    },
-                )
-            }
-        };
+        let until_midnight = Duration::from_secs(next_beijing_midnight(now) - now);
+        let wait = schedule::failure_wait(failure, until_midnight, || self.backoff.next_delay());
+        let last_error = self.log_failure(&err, wait);
         let until = Instant::now() + wait;
         self.hold_until = Some(until);
         self.next_attempt = until;
         let retry_at = now + wait.as_secs().max(1);
+        // Held: only an operator, or the next Beijing day, can fix it.
+        let held = schedule::holds(failure);
         self.publish(|view| {
             view.last_error = Some(last_error);
             view.retry_at = Some(retry_at);
             view.held = held;
         });
+    }
+
+    /// Logs a failure with what to do about it; returns it as readers see it.
+    fn log_failure(&self, err: &AttemptError, wait: Duration) -> LastError {
+        let app = self.app.name.as_str();
+        let credential = self.credential;
+        let at = self.now_secs();
+        let err = match err {
+            AttemptError::BudgetSpent => {
+                let budget_key = self.budget_key();
+                error!(
+                    app,
+                    %credential,
+                    budget = self.budget.limit(),
+                    "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
+                );
+                return LastError {
+                    errcode: None,
+                    errmsg: format!(
+                        "{budget_key} of {} upstream calls spent; next attempt at Beijing midnight",
+                        self.budget.limit()
+                    ),
+                    at,
+                };
+            }
+            AttemptError::Upstream(err) => err,
+        };
+        match err.class() {
+            ErrorClass::Retry => {
+                warn!(app, %credential, error = %err, retry_in = ?wait, "{credential} fetch failed; retrying");
+            }
+            ErrorClass::Config => error!(
+                app,
+                %credential,
+                errcode = err.errcode(),
+                fix = err.fix().unwrap_or_default(),
+                error = %err,
+                retry_in = ?wait,
+                "{credential} fetch refused: configuration error"
+            ),
+            ErrorClass::QuotaExhausted => error!(
+                app,
+                %credential,
+                errcode = err.errcode(),
+                retry_in = ?wait,
+                "wechat daily quota reached (45009): no attempt until Beijing midnight"
+            ),
+        }
+        let errmsg = match err {
+            FetchError::Api { errmsg, .. } => errmsg.clone(),
+            other => other.to_string(),
+        };
+        LastError {
+            errcode: err.errcode(),
+            errmsg,
+            at,
+        }
+    }
+
+    /// The configuration key of this credential's daily budget.
+    fn budget_key(&self) -> String {
+        match self.credential {
+            Credential::AccessToken => "daily_budget".to_owned(),
+            Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
+        }
+    }
+
+    /// Lifts a hold that only WeChat's daily quota (45009) imposed, after
+    /// an operator reset that quota; any other hold stays.
+    fn clear_quota_hold(&mut self) {
+        let quota_held = self
+            .handle
+            .shared
+            .view
+            .borrow()
+            .last_error
+            .as_ref()
+            .is_some_and(|last| last.errcode == Some(crate::wechat::QUOTA_ERRCODE));
+        if !quota_held {
+            return;
+        }
+        info!(app = %self.app.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
+        self.hold_until = None;
+        self.next_attempt = Instant::now();
+        self.publish(|view| view.clear_failure());
     }
 
     /// Counts one upstream call against the day's budget: the fleet's
@@ -652,7 +714,7 @@ impl Refresher {
                     return count <= self.budget.limit();
                 }
                 Err(err) => {
-                    warn!(app = %self.app.name, error = %err, "cannot count on the fleet's budget; counting locally");
+                    warn!(app = %self.app.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
                     self.count_store_error(err.op_label());
                 }
             }
@@ -696,11 +758,11 @@ impl Refresher {
                 // The count in memory stays the authority; the store gets
                 // it again soon (a shared store counts on its own counter).
                 let retry_in = self.unsaved.failed();
-                warn!(app = %self.app.name, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
                 self.count_store_error(err.op_label());
             }
             Err(err) => {
-                warn!(app = %self.app.name, error = %err, "could not persist token state");
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not persist token state");
                 self.count_store_error(err.op_label());
             }
         }

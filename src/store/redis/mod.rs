@@ -143,6 +143,22 @@ impl RedisStore {
         RedisStore::new(config.target.clone(), access, prefix)
     }
 
+    /// Counts one event on the counter `key`, kept `ttl_secs` from the
+    /// last count; returns the new count. For counters beside the
+    /// credentials (quota resets), on the store's own connection, so they
+    /// follow a failover like everything else.
+    pub async fn count(&self, key: &str, ttl_secs: i64) -> Result<u32, StoreError> {
+        let mut command = eval(COUNT, &[key]);
+        command.arg(1).arg(ttl_secs);
+        self.core.query("count", &command).await
+    }
+
+    /// The counter `key`, 0 when there is none.
+    pub async fn counted(&self, key: &str) -> Result<u32, StoreError> {
+        let count: Option<u32> = self.core.query("read", redis::cmd("GET").arg(key)).await?;
+        Ok(count.unwrap_or(0))
+    }
+
     fn keys(&self, key: &StoreKey) -> Keys {
         Keys::new(&self.core.prefix, key)
     }

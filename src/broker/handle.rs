@@ -1,0 +1,281 @@
+//! One credential's handle: its readers' lock-free cell and published
+//! view, and the command channel to its refresher, the only writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::refresher::{Command, Refresher};
+use super::{AppView, BrokerContext, InvalidateOutcome, TokenError, TokenRecord};
+use crate::clock::Clock;
+use crate::config::AppConfig;
+use crate::credential::Credential;
+use crate::secret::AccessToken;
+use crate::store::StoreKey;
+use crate::wechat::TokenSource;
+
+/// One credential's read side: the app's access token, or one of its
+/// tickets. Cheap to clone.
+#[derive(Clone)]
+pub struct CredentialHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) config: Arc<AppConfig>,
+    pub(super) credential: Credential,
+    /// The current token, for the read path: an atomic load, no lock.
+    /// Only the refresher stores into it, together with `view`.
+    pub(super) current: ArcSwapOption<TokenRecord>,
+    pub(super) view: watch::Sender<AppView>,
+    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) clock: Clock,
+    pub(super) cancel: CancellationToken,
+    /// Cancelled when the refresher task has ended.
+    pub(super) finished: CancellationToken,
+}
+
+/// Invalidations waiting for the refresher beyond this many are refused
+/// with the current token, which is what they would have got anyway.
+const COMMAND_QUEUE: usize = 4096;
+
+impl CredentialHandle {
+    pub fn config(&self) -> &AppConfig {
+        &self.shared.config
+    }
+
+    pub fn credential(&self) -> Credential {
+        self.shared.credential
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    pub fn now_secs(&self) -> u64 {
+        self.shared.clock.now_secs()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// The current token if it is valid now. Never waits.
+    pub fn valid_token(&self) -> Option<Arc<TokenRecord>> {
+        self.valid_token_at(self.now_ms())
+    }
+
+    /// The current token if it is valid at `now_ms`. Never waits.
+    pub fn valid_token_at(&self, now_ms: u64) -> Option<Arc<TokenRecord>> {
+        self.shared
+            .current
+            .load_full()
+            .filter(|token| token.is_valid(now_ms))
+    }
+
+    /// Whether `token` is the app's current token or one of its last few.
+    pub fn knows(&self, token: &str) -> bool {
+        self.shared.view.borrow().knows(token)
+    }
+
+    /// A snapshot of the app's state.
+    pub fn view(&self) -> AppView {
+        self.shared.view.borrow().clone()
+    }
+
+    /// A receiver of the views the refresher publishes: `borrow` is the
+    /// current one, `changed` resolves at the next publish. A publish does
+    /// not always change the token (the daily count, a retry time), so
+    /// compare before acting.
+    pub fn subscribe(&self) -> watch::Receiver<AppView> {
+        self.shared.view.subscribe()
+    }
+
+    /// A valid token, waiting up to `wait` for one when there is none. An
+    /// app held after a failure that waiting cannot fix (a configuration
+    /// error, 45009, the budget spent) answers at once: a caller learns the
+    /// cause now rather than after its own timeout.
+    pub async fn token(&self, wait: Duration) -> Result<Arc<TokenRecord>, TokenError> {
+        if let Some(token) = self.valid_token() {
+            return Ok(token);
+        }
+        let mut changes = self.shared.view.subscribe();
+        let clock = self.shared.clock;
+        let waited = tokio::time::timeout(
+            wait,
+            changes.wait_for(|view| view.valid_token(clock.now_ms()).is_some() || view.held),
+        )
+        .await;
+        match waited {
+            Ok(Ok(view)) => match view.valid_token(clock.now_ms()) {
+                Some(token) => Ok(token.clone()),
+                None => {
+                    drop(view);
+                    Err(self.unavailable())
+                }
+            },
+            Ok(Err(_closed)) => Err(TokenError::ShuttingDown),
+            Err(_elapsed) => Err(self.unavailable()),
+        }
+    }
+
+    /// Seconds until a caller told to retry later may: the deferred
+    /// refresh, else the next attempt, at least 1.
+    pub fn retry_after(&self) -> u64 {
+        let view = self.shared.view.borrow();
+        let now = self.now_secs();
+        seconds_until(view.deferred_refresh_at.or(view.retry_at), now)
+    }
+
+    fn unavailable(&self) -> TokenError {
+        let view = self.shared.view.borrow();
+        let now = self.now_secs();
+        TokenError::Unavailable {
+            retry_after: seconds_until(view.retry_at, now),
+            last_error: view.last_error.clone(),
+        }
+    }
+
+    /// Reports `reported` as rejected by WeChat. The refresher fetches a new
+    /// token only if `reported` is still the current one (see
+    /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
+    ///
+    /// Waits at most `wait` for the refresher's answer. Past it, a caller
+    /// whose token is still valid gets [`InvalidateOutcome::Pending`] (the
+    /// refresh goes on), and only one without a valid token an error.
+    pub async fn invalidate(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, false, wait).await
+    }
+
+    /// Reports `reported` as rejected in an answer the broker itself
+    /// received (a forwarded call). Like [`AppHandle::invalidate`], but a
+    /// refresh that is not allowed yet is scheduled for the earliest
+    /// allowed moment ([`InvalidateOutcome::Deferred`]), since nobody
+    /// else will report it: the caller was told to retry later.
+    pub async fn report_rejected(
+        &self,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        self.send_invalidate(reported, true, wait).await
+    }
+
+    async fn send_invalidate(
+        &self,
+        reported: &str,
+        defer: bool,
+        wait: Duration,
+    ) -> Result<InvalidateOutcome, TokenError> {
+        let (reply, outcome) = oneshot::channel();
+        let command = Command::Invalidate {
+            reported: AccessToken::new(reported),
+            defer,
+            reply,
+        };
+        match self.shared.commands.try_send(command) {
+            Ok(()) => match tokio::time::timeout(wait, outcome).await {
+                Ok(Ok(outcome)) => Ok(outcome),
+                Ok(Err(_stopped)) => self.unanswered(reported, TokenError::ShuttingDown),
+                Err(_elapsed) => self.unanswered(reported, self.unavailable()),
+            },
+            Err(mpsc::error::TrySendError::Full(_)) => Ok(InvalidateOutcome::RateLimited),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(TokenError::ShuttingDown),
+        }
+    }
+
+    /// Tells the refresher that WeChat's daily quota was reset: a
+    /// credential held after 45009 is fetched at once instead of waiting
+    /// for Beijing midnight. Other holds (a configuration error, the
+    /// broker's own daily budget) are not WeChat's quota and stay.
+    pub fn lift_quota_hold(&self) {
+        // A full queue holds invalidations that will wake the refresher
+        // anyway; the hold then lifts at midnight as before.
+        let _ = self.shared.commands.try_send(Command::ClearQuotaHold);
+    }
+
+    /// The answer to an invalidation the refresher did not answer: the
+    /// current token, if one is valid, else `err`.
+    fn unanswered(&self, reported: &str, err: TokenError) -> Result<InvalidateOutcome, TokenError> {
+        match self.valid_token() {
+            Some(token) if token.value.expose() == reported => Ok(InvalidateOutcome::Pending),
+            Some(_) => Ok(InvalidateOutcome::AlreadyRotated),
+            None => Err(err),
+        }
+    }
+}
+
+/// Whole seconds from `now` to `at` for a `Retry-After`: at least 1, and 1
+/// when nothing is scheduled.
+fn seconds_until(at: Option<u64>, now: u64) -> u64 {
+    at.map_or(1, |at| at.saturating_sub(now).max(1))
+}
+
+impl CredentialHandle {
+    /// Starts the app's refresher on `context.tasks`, publishing `seed`
+    /// first (a reload carries the running app's token over).
+    pub(super) fn spawn(
+        config: Arc<AppConfig>,
+        credential: Credential,
+        daily_budget: u32,
+        source: Arc<dyn TokenSource>,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> CredentialHandle {
+        let current = ArcSwapOption::new(seed.token.clone());
+        let (view, _) = watch::channel(seed);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let handle = CredentialHandle {
+            shared: Arc::new(Shared {
+                config,
+                credential,
+                current,
+                view,
+                commands,
+                clock: context.clock,
+                cancel: context.cancel.child_token(),
+                finished: CancellationToken::new(),
+            }),
+        };
+        let refresher = Refresher::new(source, daily_budget, handle.clone(), command_rx, context);
+        let finished = handle.shared.finished.clone().drop_guard();
+        context.tasks.spawn(async move {
+            refresher.run().await;
+            drop(finished);
+        });
+        handle
+    }
+
+    /// Cancelled when the credential's app stops (removed by a reload, or
+    /// shutdown).
+    pub fn stopped(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+
+    /// Stops the credential's refresher and waits until it has ended: a
+    /// fetch it had begun has finished, and its result is published and
+    /// stored.
+    pub(super) async fn stop(&self) {
+        self.shared.cancel.cancel();
+        self.shared.finished.cancelled().await;
+    }
+
+    /// Whether this credential of `other` is the same one upstream (the
+    /// same appid, grant, and for WeCom the same agent), so what is held
+    /// for one is good for the other.
+    pub(super) fn same_credential_in(&self, other: &AppConfig) -> bool {
+        let credential = self.credential();
+        let (mine, theirs) = (
+            StoreKey::for_credential(self.config(), credential),
+            StoreKey::for_credential(other, credential),
+        );
+        (mine.appid, mine.grant, mine.cluster_grant)
+            == (theirs.appid, theirs.grant, theirs.cluster_grant)
+    }
+}

@@ -1,0 +1,178 @@
+//! When a refresher calls upstream next: pure functions of the held
+//! credential's times, its kind, and the failure at hand, so every
+//! deadline rule is tested without a clock.
+
+use std::time::Duration;
+
+use crate::credential::Credential;
+use crate::wechat::ErrorClass;
+
+/// The shortest wait between two stable-grant asks that returned the
+/// same token, so a misjudged rotation window can never become a spin.
+pub(super) const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
+/// How long after the broker's expiry of a ticket it asks for the next.
+/// The broker dates an expiry from when it sent the request, so upstream's
+/// copy dies up to a round trip later, and asked before that it hands out
+/// the dying ticket again (every broker of a fleet would then ask once
+/// more). A second covers any sane round trip; readers wait that long for
+/// the new ticket once a lifetime.
+pub(super) const TICKET_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
+/// How long a configuration error holds the credential before the next
+/// attempt.
+pub(super) const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
+
+/// How a credential can be replaced before it dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Renewal {
+    /// Asking early gets a new one (an access token): ask `refresh_before`
+    /// ahead, so readers never see a gap.
+    Ahead,
+    /// Upstream answers with the held one until it dies (a ticket, DESIGN.md
+    /// section 11): asking early only spends quota, and in a fleet every
+    /// broker would ask. Ask once it has died upstream too.
+    AtExpiry,
+}
+
+impl Renewal {
+    pub(super) fn of(credential: Credential) -> Renewal {
+        match credential {
+            Credential::AccessToken => Renewal::Ahead,
+            Credential::Ticket(_) => Renewal::AtExpiry,
+        }
+    }
+}
+
+/// The unix millisecond a credential fetched at `fetched_at_ms`, dying at
+/// `expires_at_ms`, is due for replacement. Ahead: `refresh_before` early,
+/// but never earlier than half its life, so a `refresh_before` longer
+/// than the lifetime upstream grants cannot become a refresh loop.
+pub(super) fn due_ms(
+    renewal: Renewal,
+    refresh_before: Duration,
+    fetched_at_ms: u64,
+    expires_at_ms: u64,
+) -> u64 {
+    match renewal {
+        Renewal::AtExpiry => expires_at_ms.saturating_add(TICKET_EXPIRY_MARGIN.as_millis() as u64),
+        Renewal::Ahead => {
+            let lifetime = expires_at_ms.saturating_sub(fetched_at_ms);
+            let lead = (refresh_before.as_millis() as u64).min(lifetime / 2);
+            expires_at_ms.saturating_sub(lead)
+        }
+    }
+}
+
+/// How long to wait before asking again after upstream answered with the
+/// credential already held, which has `left` to live: a stable token
+/// after a quarter of it (its rotation window is near), never sooner than
+/// the floor; a ticket once it has died upstream, so a second after it
+/// dies here, or after the answer if it has.
+pub(super) fn recheck_after(renewal: Renewal, left: Duration) -> Duration {
+    match renewal {
+        Renewal::Ahead => (left / 4).max(STABLE_RECHECK_FLOOR),
+        Renewal::AtExpiry => left + TICKET_EXPIRY_MARGIN,
+    }
+}
+
+/// Why an attempt failed, as far as the schedule cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The day's budget is spent.
+    BudgetSpent,
+    /// Upstream refused or failed, classified by rule 5.
+    Upstream(ErrorClass),
+}
+
+/// How long a failure holds the credential (DESIGN.md section 4, rule
+/// 5): transient ones by the backoff's next delay, configuration errors
+/// ten minutes, a spent budget or 45009 until Beijing midnight
+/// (`until_midnight`).
+pub(super) fn failure_wait(
+    failure: Failure,
+    until_midnight: Duration,
+    backoff: impl FnOnce() -> Duration,
+) -> Duration {
+    match failure {
+        Failure::Upstream(ErrorClass::Retry) => backoff(),
+        Failure::Upstream(ErrorClass::Config) => CONFIG_ERROR_HOLD,
+        Failure::Upstream(ErrorClass::QuotaExhausted) | Failure::BudgetSpent => until_midnight,
+    }
+}
+
+/// Whether a failure holds the credential until an operator or the next
+/// day fixes it, so readers are answered at once instead of waiting.
+pub(super) fn holds(failure: Failure) -> bool {
+    failure != Failure::Upstream(ErrorClass::Retry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::TicketKind;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn tokens_are_due_refresh_before_ahead_but_not_before_half_their_life() {
+        let due = |before, life_ms: u64| due_ms(Renewal::Ahead, before, 1_000, 1_000 + life_ms);
+        assert_eq!(due(5 * MIN, 7_200_000), 1_000 + 6_900_000);
+        // A refresh_before longer than half the lifetime: at half of it.
+        assert_eq!(due(5 * MIN, 60_000), 1_000 + 30_000);
+        assert_eq!(due(Duration::ZERO, 7_200_000), 1_000 + 7_200_000);
+        // Nonsense times never underflow.
+        assert_eq!(due_ms(Renewal::Ahead, 5 * MIN, 9_000, 1_000), 1_000);
+    }
+
+    #[test]
+    fn tickets_are_due_when_they_die() {
+        assert_eq!(
+            Renewal::of(Credential::Ticket(TicketKind::Jsapi)),
+            Renewal::AtExpiry
+        );
+        assert_eq!(Renewal::of(Credential::AccessToken), Renewal::Ahead);
+        assert_eq!(
+            due_ms(Renewal::AtExpiry, 5 * MIN, 1_000, 7_201_000),
+            7_202_000
+        );
+    }
+
+    #[test]
+    fn a_repeated_answer_is_rechecked_never_in_a_spin() {
+        assert_eq!(recheck_after(Renewal::Ahead, 20 * MIN), 5 * MIN);
+        assert_eq!(
+            recheck_after(Renewal::Ahead, Duration::ZERO),
+            STABLE_RECHECK_FLOOR
+        );
+        assert_eq!(
+            recheck_after(Renewal::AtExpiry, 20 * MIN),
+            20 * MIN + TICKET_EXPIRY_MARGIN
+        );
+        assert_eq!(
+            recheck_after(Renewal::AtExpiry, Duration::ZERO),
+            TICKET_EXPIRY_MARGIN
+        );
+    }
+
+    #[test]
+    fn failures_wait_as_rule_five_says() {
+        let midnight = Duration::from_secs(5 * 3600);
+        let backoff = || Duration::from_secs(3);
+        let wait = |failure| failure_wait(failure, midnight, backoff);
+        assert_eq!(
+            wait(Failure::Upstream(ErrorClass::Retry)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            wait(Failure::Upstream(ErrorClass::Config)),
+            CONFIG_ERROR_HOLD
+        );
+        assert_eq!(
+            wait(Failure::Upstream(ErrorClass::QuotaExhausted)),
+            midnight
+        );
+        assert_eq!(wait(Failure::BudgetSpent), midnight);
+        assert!(!holds(Failure::Upstream(ErrorClass::Retry)));
+        assert!(holds(Failure::Upstream(ErrorClass::Config)));
+        assert!(holds(Failure::BudgetSpent));
+    }
+}

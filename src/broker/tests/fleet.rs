@@ -1,0 +1,191 @@
+//! The fleet strategy on the paused clock: several brokers sharing one
+//! in-process [`MemoryFleet`] (the shared store's semantics without a
+//! Redis) and one scripted upstream behave as one broker.
+
+use super::*;
+use crate::store::MemoryFleet;
+
+const SIZE: usize = 3;
+
+fn fleet_of(
+    config: &AppConfig,
+    source: &Arc<FakeSource>,
+    store: &Arc<MemoryFleet>,
+) -> Vec<Running> {
+    (0..SIZE)
+        .map(|_| {
+            start_full(
+                Duration::from_secs(START),
+                config.clone(),
+                source.clone(),
+                store.clone(),
+                Arc::new(tickets::FakeTickets::default()),
+            )
+        })
+        .collect()
+}
+
+/// Waits until every broker serves one token; returns it.
+async fn agreed(fleet: &[Running]) -> AccessToken {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let tokens: Vec<_> = fleet.iter().map(|b| b.handle.valid_token()).collect();
+        if let Some(Some(first)) = tokens.first() {
+            if tokens
+                .iter()
+                .all(|t| t.as_ref().map(|t| &t.value) == Some(&first.value))
+            {
+                return first.value.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the fleet never agreed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop_all(fleet: Vec<Running>) {
+    for running in fleet {
+        running.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_fetches_like_one_broker() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let fleet = fleet_of(&app(Grant::Classic), &source, &store);
+    agreed(&fleet).await;
+    assert_eq!(source.calls(), 1, "one fetch for the fleet's first token");
+    // Ten lifetimes: every broker always serves a valid token, and the
+    // fleet fetches as often as one broker would.
+    let end = Instant::now() + Duration::from_secs(10 * LIFETIME);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        for running in &fleet {
+            assert!(
+                running.handle.valid_token().is_some(),
+                "a broker had no token"
+            );
+        }
+    }
+    let one_broker = 1 + (10 * LIFETIME) / (LIFETIME - 300);
+    assert_eq!(source.calls() as u64, one_broker);
+    assert_eq!(source.max_in_flight(), 1, "never two fetches at once");
+    let key = StoreKey::for_app(&app(Grant::Classic));
+    let day = fleet[0].handle.view().fetches_day;
+    assert_eq!(
+        store.count(&key, day) as usize,
+        source.calls(),
+        "one fleet budget"
+    );
+    stop_all(fleet).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalidations_across_the_fleet_make_one_fetch() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let fleet = fleet_of(&app(Grant::Classic), &source, &store);
+    let first = agreed(&fleet).await;
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let reports: Vec<_> = fleet
+        .iter()
+        .flat_map(|running| {
+            let first = first.clone();
+            (0..20).map(move |_| {
+                let handle = running.handle.clone();
+                let reported = first.expose().to_owned();
+                tokio::spawn(async move { handle.invalidate(&reported, WAIT).await.unwrap() })
+            })
+        })
+        .collect();
+    for report in reports {
+        let outcome = report.await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                InvalidateOutcome::Refreshed | InvalidateOutcome::AlreadyRotated
+            ),
+            "{outcome:?}"
+        );
+    }
+    let second = agreed(&fleet).await;
+    assert_ne!(second, first);
+    assert_eq!(
+        source.calls(),
+        2,
+        "sixty reports in three brokers, one fetch"
+    );
+    stop_all(fleet).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_store_away_the_fleet_keeps_serving_and_agrees_again_after() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let fleet = fleet_of(&app(Grant::Classic), &source, &store);
+    agreed(&fleet).await;
+    store.set_reachable(false);
+    // Past a refresh: each classic broker refreshes alone only at the end
+    // of its token, and never leaves readers without one.
+    let end = Instant::now() + Duration::from_secs(LIFETIME + 600);
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        for running in &fleet {
+            assert!(
+                running.handle.valid_token().is_some(),
+                "a broker had no token"
+            );
+        }
+    }
+    let alone = source.calls();
+    assert!((2..=1 + SIZE).contains(&alone), "{alone} fetches");
+    store.set_reachable(true);
+    agreed(&fleet).await;
+    // Agreeing again costs at most one fetch under the lock.
+    assert!(source.calls() <= alone + 1, "{} fetches", source.calls());
+    stop_all(fleet).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_fetches_each_ticket_once_a_lifetime() {
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let tickets = Arc::new(tickets::FakeTickets::default());
+    let config = tickets::with_jsapi(200);
+    let fleet: Vec<Running> = (0..SIZE)
+        .map(|_| {
+            start_full(
+                Duration::from_secs(START),
+                config.clone(),
+                source.clone(),
+                store.clone(),
+                tickets.clone(),
+            )
+        })
+        .collect();
+    let end = Instant::now() + Duration::from_secs(5 * LIFETIME);
+    let mut gap = Duration::ZERO;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for running in &fleet {
+            if running
+                .handle
+                .ticket(crate::credential::TicketKind::Jsapi)
+                .unwrap()
+                .valid_token()
+                .is_none()
+            {
+                gap += Duration::from_millis(500);
+            }
+        }
+    }
+    // Six tickets in five lifetimes; the upstream's skew costs one repeated
+    // answer at each change, for the fleet, not for each broker.
+    assert!(tickets.calls() <= 6 * 2, "{} ticket calls", tickets.calls());
+    assert!(
+        gap <= Duration::from_secs(5 * 4 * SIZE as u64),
+        "{gap:?} without a ticket"
+    );
+    stop_all(fleet).await;
+}

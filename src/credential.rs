@@ -1,0 +1,94 @@
+//! The credentials the broker owns (DESIGN.md section 11). Every one has
+//! the access token's shape, fetched with a secret or with another
+//! credential, living about two hours on a scarce daily quota, and one
+//! refresher engine serves them all; this module names them.
+
+use std::fmt;
+
+/// A JS-SDK ticket kind, as configured (`tickets = [...]`) and as it
+/// appears in the API's paths. On a WeCom app, [`TicketKind::Jsapi`] is
+/// the corp's ticket (`get_jsapi_ticket`) and [`TicketKind::AgentConfig`]
+/// the agent's own (`ticket/get?type=agent_config`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TicketKind {
+    Jsapi,
+    WxCard,
+    AgentConfig,
+}
+
+impl TicketKind {
+    pub const ALL: [TicketKind; 3] = [
+        TicketKind::Jsapi,
+        TicketKind::WxCard,
+        TicketKind::AgentConfig,
+    ];
+
+    /// The configuration's and the API's name; also WeChat's `type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TicketKind::Jsapi => "jsapi",
+            TicketKind::WxCard => "wx_card",
+            TicketKind::AgentConfig => "agent_config",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TicketKind> {
+        TicketKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+impl fmt::Display for TicketKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One credential of an app: what the refresher engine fetches, stores,
+/// budgets and labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Credential {
+    AccessToken,
+    Ticket(TicketKind),
+}
+
+impl Credential {
+    /// Every value of the `credential` metric label an app can have.
+    pub const ALL: [Credential; 4] = [
+        Credential::AccessToken,
+        Credential::Ticket(TicketKind::Jsapi),
+        Credential::Ticket(TicketKind::WxCard),
+        Credential::Ticket(TicketKind::AgentConfig),
+    ];
+
+    /// The `credential` metric label, and the name in logs and records.
+    pub fn label(self) -> &'static str {
+        match self {
+            Credential::AccessToken => "access_token",
+            Credential::Ticket(TicketKind::Jsapi) => "jsapi_ticket",
+            Credential::Ticket(TicketKind::WxCard) => "wx_card_ticket",
+            Credential::Ticket(TicketKind::AgentConfig) => "agent_config_ticket",
+        }
+    }
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_labels_are_distinct() {
+        for kind in TicketKind::ALL {
+            assert_eq!(TicketKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(TicketKind::from_name("card"), None);
+        let labels: std::collections::HashSet<_> =
+            Credential::ALL.iter().map(|c| c.label()).collect();
+        assert_eq!(labels.len(), Credential::ALL.len());
+    }
+}
