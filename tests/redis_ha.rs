@@ -267,7 +267,7 @@ async fn part_one_keys_are_migrated_without_a_fetch() {
     let counter = format!("{{test:{APPID}:classic}}:fetches:{day}");
     assert_eq!(get(&redis.url(), &counter).await.as_deref(), Some("3"));
     let today = brokers[0]
-        .metric("wxbroker_fetches_today{app=\"shop\"}")
+        .metric("wxbroker_fetches_today{app=\"shop\",credential=\"access_token\"}")
         .await;
     assert_eq!(today, 3.0, "the day's count came along");
 }
