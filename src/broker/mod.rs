@@ -144,6 +144,24 @@ impl Broker {
         report
     }
 
+    /// `f` of the app named `name`, without cloning its handle: the read
+    /// path's way to an app.
+    pub fn with_app<R>(&self, name: &str, f: impl FnOnce(&AppHandle) -> R) -> Option<R> {
+        self.apps
+            .load()
+            .iter()
+            .find(|app| app.name() == name)
+            .map(f)
+    }
+
+    /// `f` of the only configured app, as [`Broker::default_app`] finds it.
+    pub fn with_default_app<R>(&self, f: impl FnOnce(&AppHandle) -> R) -> Option<R> {
+        match self.apps.load().as_slice() {
+            [only] => Some(f(only)),
+            _ => None,
+        }
+    }
+
     pub fn app(&self, name: &str) -> Option<AppHandle> {
         self.apps
             .load()
