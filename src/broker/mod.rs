@@ -163,11 +163,7 @@ impl Broker {
     }
 
     pub fn app(&self, name: &str) -> Option<AppHandle> {
-        self.apps
-            .load()
-            .iter()
-            .find(|app| app.name() == name)
-            .cloned()
+        self.with_app(name, AppHandle::clone)
     }
 
     /// The apps now configured.
@@ -177,10 +173,7 @@ impl Broker {
 
     /// The app `GET /v1/token` means: the only one, if there is only one.
     pub fn default_app(&self) -> Option<AppHandle> {
-        match self.apps.load().as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        }
+        self.with_default_app(AppHandle::clone)
     }
 
     pub fn names(&self) -> Vec<String> {
