@@ -76,6 +76,16 @@ impl CredentialHandle {
             .filter(|token| token.is_valid(now_ms))
     }
 
+    /// `f` of the current token if it is valid at `now_ms`, without taking
+    /// a reference to it: the token API's hot path. Never waits.
+    pub fn with_valid_token<R>(&self, now_ms: u64, f: impl FnOnce(&TokenRecord) -> R) -> Option<R> {
+        let current = self.shared.current.load();
+        current
+            .as_deref()
+            .filter(|token| token.is_valid(now_ms))
+            .map(f)
+    }
+
     /// Whether `token` is the app's current token or one of its last few.
     pub fn knows(&self, token: &str) -> bool {
         self.shared.view.borrow().knows(token)

@@ -380,13 +380,5 @@ fn refuse_wecom(app: &AppHandle) -> Result<(), DiagnosticsError> {
 /// reqwest errors quote the URL, which carries the token: it is stripped
 /// before the error goes anywhere.
 fn upstream_error(err: reqwest::Error) -> DiagnosticsError {
-    let err = err.without_url();
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    DiagnosticsError::Upstream(message)
+    DiagnosticsError::Upstream(crate::wechat::describe_without_url(err))
 }

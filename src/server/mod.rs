@@ -149,6 +149,10 @@ struct ApiHandler {
 }
 
 impl Handler for ApiHandler {
+    fn answer_now(&self, request: &Request<RequestBody>) -> Option<Response<Body>> {
+        routes::answer_now(&self.state, self.kind, request)
+    }
+
     async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         routes::handle(&self.state, self.kind, request).await
     }

@@ -249,6 +249,62 @@ impl Route<'_> {
     }
 }
 
+/// The token read, answered at once when it can be: a GET of an app's
+/// token while a valid one is held, from a client that passes the header
+/// rules. Nothing is counted unless it answers; anything else (an error to
+/// explain, a token to wait for) is left to [`handle`].
+pub fn answer_now(
+    state: &ApiState,
+    listener: ListenerKind,
+    request: &Request<RequestBody>,
+) -> Option<Response<Body>> {
+    if request.method() != Method::GET {
+        return None;
+    }
+    let started = Instant::now();
+    let route = Route::parse(request.uri().path());
+    let headers = request.headers();
+    check_not_relayed(headers).ok()?;
+    let client = client_name(headers);
+    if client.is_none()
+        && listener
+            == (ListenerKind::Tcp {
+                require_client_header: true,
+            })
+    {
+        return None;
+    }
+    let as_text = respond::wants_text(request.uri().query());
+    let answer = |app: &AppHandle| {
+        let now = app.now_ms();
+        app.with_valid_token(now, |token| {
+            respond::token(app.name(), token, now, as_text, None)
+        })
+    };
+    let response = match route {
+        Route::AppToken(name) => state.broker.with_app(name, answer)??,
+        Route::DefaultToken => state.broker.with_default_app(answer)??,
+        _ => return None,
+    };
+    if let Some(client) = client {
+        state.metrics.count_client(client);
+    }
+    state.hot.record(
+        &state.metrics,
+        listener,
+        route.index(),
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
+    debug!(
+        listener = listener.label(),
+        route = route.template(),
+        status = response.status().as_u16(),
+        "request"
+    );
+    Some(response)
+}
+
 pub async fn handle(
     state: &ApiState,
     listener: ListenerKind,

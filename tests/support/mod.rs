@@ -645,3 +645,19 @@ impl std::io::Write for LogSink {
         Ok(())
     }
 }
+
+/// The JS-SDK signature WeChat's JS-SDK checks for a signed config object
+/// (`nonceStr`, `timestamp`) of `page` made with `ticket`, computed here
+/// apart from the broker's own code.
+pub fn expected_signature(ticket: &str, config: &Value, page: &str) -> String {
+    use sha1::Digest;
+    let signed = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={page}",
+        config["nonceStr"].as_str().expect("a nonceStr"),
+        config["timestamp"].as_u64().expect("a numeric timestamp")
+    );
+    sha1::Sha1::digest(signed.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
