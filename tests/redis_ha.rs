@@ -307,6 +307,27 @@ async fn a_password_from_a_file_reaches_redis_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_protected_primary_found_through_the_sentinels() {
+    const PASSWORD: &str = "sentinel-data-pa55";
+    let ha = SentinelSetup::start_with_password(Some(PASSWORD)).await;
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("redis.password");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+    let store = format!(
+        "[store]\nbackend = \"redis\"\nurl = \"{}\"\npassword_file = \"{}\"\nkey_prefix = \"test\"\n",
+        ha.url(),
+        password_file.display()
+    );
+    let brokers = fleet(&classic_app("shop", &sim, ""), &store, 2).await;
+    let token = converged(&brokers, "shop").await;
+    assert_eq!(sim.sim.calls(Endpoint::Token), 1, "one fetch for the fleet");
+    let primary = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", ha.primary.port);
+    let stored = get(&primary, &token_key("test", APPID, "classic")).await;
+    assert!(stored.is_some_and(|record| record.contains(&token)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_redis_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
     let redis = tls_server(certs.path()).await;

@@ -168,14 +168,28 @@ pub struct SentinelSetup {
 
 impl SentinelSetup {
     pub async fn start() -> SentinelSetup {
-        let primary = RedisProcess::server(&[]).await;
+        Self::start_with_password(None).await
+    }
+
+    /// With `password`, the primary and the replica require it (the
+    /// sentinels themselves do not, as is common).
+    pub async fn start_with_password(password: Option<&str>) -> SentinelSetup {
+        let auth: Vec<&str> = match password {
+            Some(password) => vec!["--requirepass", password, "--masterauth", password],
+            None => Vec::new(),
+        };
+        let primary = RedisProcess::server(&auth).await;
         let replica_of = primary.port.to_string();
-        let replica =
-            RedisProcess::server(&["--replicaof", "127.0.0.1", replica_of.as_str()]).await;
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", replica_of.as_str()];
+        replica_args.extend(&auth);
+        let replica = RedisProcess::server(&replica_args).await;
         // Sentinels learn about replicas from the primary's INFO, asked
         // every 10 s: started once the replica is in sync, they know it
         // at once, and a failover can promote it.
-        let replica_url = replica.url();
+        let replica_url = match password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/0", replica.port),
+            None => replica.url(),
+        };
         wait_async("the replica to sync", || async {
             ask(&replica_url, redis::cmd("INFO").arg("replication"))
                 .await
@@ -184,7 +198,7 @@ impl SentinelSetup {
         .await;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(sentinel(primary.port).await);
+            sentinels.push(sentinel(primary.port, password).await);
         }
         let setup = SentinelSetup {
             primary,
@@ -238,7 +252,7 @@ impl SentinelSetup {
     }
 }
 
-async fn sentinel(primary_port: u16) -> RedisProcess {
+async fn sentinel(primary_port: u16, password: Option<&str>) -> RedisProcess {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sentinel.conf");
@@ -248,8 +262,11 @@ async fn sentinel(primary_port: u16) -> RedisProcess {
             "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
              sentinel monitor {MASTER} 127.0.0.1 {primary_port} 2\n\
              sentinel down-after-milliseconds {MASTER} 1000\n\
-             sentinel failover-timeout {MASTER} 10000\n",
-            dir.path().display()
+             sentinel failover-timeout {MASTER} 10000\n{}",
+            dir.path().display(),
+            password.map_or(String::new(), |password| format!(
+                "sentinel auth-pass {MASTER} {password}\n"
+            ))
         ),
     )
     .unwrap();
