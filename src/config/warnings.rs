@@ -80,7 +80,7 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
                     );
                 }
             }
-            SecretSource::Env(_) => {}
+            SecretSource::Env(_) | SecretSource::Leader => {}
         }
         if app.api_base.starts_with("http://") && !is_local_host(&app.api_base) {
             warn(

@@ -1,0 +1,240 @@
+//! `[[clients]]` and `[server] remote_listen` / `remote_tls` (DESIGN.md
+//! section 15): who may read which apps. A client is known by a bearer
+//! credential (on the remote listener, stored as its SHA-256 only) or by
+//! a local uid or gid (on the Unix socket, from SO_PEERCRED).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::error::Problem;
+use super::raw::{RawClient, RawTls};
+use super::{AppConfig, TlsFiles};
+
+/// One `[[clients]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// For logs and messages: `[A-Za-z0-9._-]{1,64}`.
+    pub name: String,
+    pub identity: ClientIdentity,
+    /// The apps this client may read, by name.
+    pub apps: Vec<String>,
+}
+
+/// How a client proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A bearer credential on the remote listener, kept as its SHA-256:
+    /// the configuration never holds the credential itself.
+    Bearer { sha256: [u8; 32] },
+    /// A local user on the Unix socket.
+    Uid(u32),
+    /// A local group (the peer's primary gid) on the Unix socket.
+    Gid(u32),
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The digest is not the credential, but it is no one's business.
+            ClientIdentity::Bearer { .. } => f.write_str("Bearer(***)"),
+            ClientIdentity::Uid(uid) => write!(f, "Uid({uid})"),
+            ClientIdentity::Gid(gid) => write!(f, "Gid({gid})"),
+        }
+    }
+}
+
+/// `remote_listen` and `remote_tls`: both or neither.
+pub(super) fn remote(
+    listen: Option<SocketAddr>,
+    tls: Option<RawTls>,
+) -> Result<Option<TlsFiles>, Problem> {
+    match (listen, tls) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Problem::new(
+            "server.remote_tls",
+            "applies only with server.remote_listen",
+        )),
+        (Some(_), None) => Err(Problem::new(
+            "server.remote_tls",
+            "required with server.remote_listen: the remote listener serves tokens over TLS only",
+        )),
+        (Some(_), Some(raw)) => Ok(Some(remote_tls(raw)?)),
+    }
+}
+
+/// Both files required, and loaded here so a bad certificate is a
+/// configuration error naming the key.
+fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
+    const CERT: &str = "server.remote_tls.cert_file";
+    const KEY: &str = "server.remote_tls.key_file";
+    let required = |value: Option<String>, key: &str| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| Problem::new(key, "required"))
+    };
+    let files = TlsFiles {
+        cert_file: required(raw.cert_file, CERT)?,
+        key_file: required(raw.key_file, KEY)?,
+    };
+    if let Err(err) = crate::tls::server_config_for(&files.cert_file, &files.key_file, (CERT, KEY))
+    {
+        let key = match &err {
+            crate::tls::TlsError::Read { key, .. }
+            | crate::tls::TlsError::NoCertificate { key, .. } => *key,
+            _ => "server.remote_tls",
+        };
+        return Err(Problem::new(key, format!("{:#}", anyhow::Error::from(err))));
+    }
+    Ok(files)
+}
+
+/// Every `[[clients]]` entry; `remote_listen` tells whether a bearer
+/// client has anywhere to connect, and the remote listener anyone to serve.
+pub(super) fn clients(
+    raw: Vec<RawClient>,
+    apps: &[AppConfig],
+    remote_listen: Option<SocketAddr>,
+) -> Result<Vec<ClientConfig>, Problem> {
+    let mut clients: Vec<ClientConfig> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let client = client(index, raw, apps)?;
+        let key = format!("clients.{}", client.name);
+        if clients.iter().any(|c| c.name == client.name) {
+            return Err(Problem::new(
+                format!("clients[{index}].name"),
+                format!("\"{}\" is already the name of another client", client.name),
+            ));
+        }
+        if let Some(twin) = clients.iter().find(|c| c.identity == client.identity) {
+            let what = match client.identity {
+                ClientIdentity::Bearer { .. } => "credential_sha256",
+                ClientIdentity::Uid(_) => "uid",
+                ClientIdentity::Gid(_) => "gid",
+            };
+            return Err(Problem::new(
+                format!("{key}.{what}"),
+                format!("is the same as client \"{}\"'s", twin.name),
+            ));
+        }
+        if matches!(client.identity, ClientIdentity::Bearer { .. }) && remote_listen.is_none() {
+            return Err(Problem::new(
+                format!("{key}.credential_sha256"),
+                "a bearer credential is only accepted on server.remote_listen, which is not set",
+            ));
+        }
+        clients.push(client);
+    }
+    let any_bearer = clients
+        .iter()
+        .any(|c| matches!(c.identity, ClientIdentity::Bearer { .. }));
+    if remote_listen.is_some() && !any_bearer {
+        return Err(Problem::new(
+            "server.remote_listen",
+            "serves [[clients]] with a credential_sha256 only, and none is configured",
+        ));
+    }
+    Ok(clients)
+}
+
+fn client(index: usize, raw: RawClient, apps: &[AppConfig]) -> Result<ClientConfig, Problem> {
+    let name = raw
+        .name
+        .ok_or_else(|| Problem::new(format!("clients[{index}].name"), "required"))?;
+    let valid_name = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid_name {
+        return Err(Problem::new(
+            format!("clients[{index}].name"),
+            "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    let key = |field: &str| format!("clients.{name}.{field}");
+    let identity = match (raw.credential_sha256, raw.uid, raw.gid) {
+        (Some(hex), None, None) => ClientIdentity::Bearer {
+            sha256: sha256_hex(&hex).ok_or_else(|| {
+                // Not echoed: someone may have pasted the credential itself.
+                Problem::new(
+                    key("credential_sha256"),
+                    "must be 64 hex digits, the SHA-256 of the credential (e.g. \
+                     `printf %s \"$CREDENTIAL\" | sha256sum`); the value is not shown",
+                )
+            })?,
+        },
+        (None, Some(uid), None) => ClientIdentity::Uid(id(&key("uid"), uid)?),
+        (None, None, Some(gid)) => ClientIdentity::Gid(id(&key("gid"), gid)?),
+        _ => {
+            return Err(Problem::new(
+                format!("clients.{name}"),
+                "set exactly one of credential_sha256, uid or gid",
+            ))
+        }
+    };
+    let listed = raw
+        .apps
+        .filter(|apps| !apps.is_empty())
+        .ok_or_else(|| Problem::new(key("apps"), "required: the apps this client may read"))?;
+    let mut allowed: Vec<String> = Vec::with_capacity(listed.len());
+    for app in listed {
+        if !apps.iter().any(|a| a.name == app) {
+            let configured: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+            return Err(Problem::new(
+                key("apps"),
+                format!(
+                    "\"{app}\" is not a configured app (configured: {})",
+                    configured.join(", ")
+                ),
+            ));
+        }
+        if allowed.contains(&app) {
+            return Err(Problem::new(
+                key("apps"),
+                format!("\"{app}\" is listed twice"),
+            ));
+        }
+        allowed.push(app);
+    }
+    Ok(ClientConfig {
+        name,
+        identity,
+        apps: allowed,
+    })
+}
+
+fn id(key: &str, value: i64) -> Result<u32, Problem> {
+    // u32::MAX is (uid_t)-1, "no user" to the kernel.
+    u32::try_from(value)
+        .ok()
+        .filter(|&id| id != u32::MAX)
+        .ok_or_else(|| Problem::new(key, "must be a user or group id (0 to 4294967294)"))
+}
+
+fn sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().as_bytes();
+    // from_str_radix alone would take a sign ("+a").
+    if text.len() != 64 || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(text.chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_64_hex_digits() {
+        let hex = "ab".repeat(32);
+        assert_eq!(sha256_hex(&hex), Some([0xab; 32]));
+        assert_eq!(sha256_hex(&"ab".repeat(31)), None);
+        assert_eq!(sha256_hex(&"zz".repeat(32)), None);
+        assert_eq!(sha256_hex(&"+a".repeat(32)), None);
+    }
+}
