@@ -31,7 +31,7 @@ pub use app::AppHandle;
 pub use budget::DailyBudget;
 pub use handle::CredentialHandle;
 pub use ticket_source::{TicketSources, WechatTickets};
-pub use view::{AppView, InvalidateOutcome, LastError, TokenError, TokenRecord};
+pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
 
 /// Everything a refresher needs besides its app.
 #[derive(Clone)]

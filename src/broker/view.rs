@@ -89,6 +89,16 @@ pub struct AppView {
     /// When a refresh deferred by `min_forced_interval` is due: the unix
     /// second a caller told "retry later" may retry.
     pub deferred_refresh_at: Option<u64>,
+    /// For an app that follows a leader: whether the leader answered
+    /// lately. `None` for an app this broker owns.
+    pub leader: Option<LeaderState>,
+}
+
+/// What a follower knows of its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaderState {
+    /// The last exchange with the leader succeeded.
+    pub reachable: bool,
 }
 
 /// How many replaced tokens an [`AppView`] remembers.

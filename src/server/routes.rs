@@ -1,7 +1,10 @@
 //! The token API (DESIGN.md section 5), the same on TCP and on the Unix
 //! socket: routing, the TCP-only client header rule, and the handlers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -16,6 +19,7 @@ use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::identity::{Access, Clients, Peer};
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -29,6 +33,9 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    /// `[[clients]]`, replaced whole by a reload: which apps a remote
+    /// client or a local peer may read.
+    pub clients: Arc<ArcSwap<Clients>>,
     hot: HotMetrics,
 }
 
@@ -40,6 +47,7 @@ impl ApiState {
             metrics,
             token_wait,
             proxy,
+            clients: Arc::default(),
         }
     }
 }
@@ -61,11 +69,12 @@ const ROUTE_TEMPLATES: [&str; 11] = [
     "/v1/apps/{app}/jssdk/config",
     "other",
 ];
-const LISTENERS: [ListenerKind; 2] = [
+const LISTENERS: [ListenerKind; 3] = [
     ListenerKind::Tcp {
         require_client_header: false,
     },
     ListenerKind::Unix,
+    ListenerKind::Remote,
 ];
 
 /// The metric children of the common case, resolved once: a 200 answer's
@@ -120,6 +129,9 @@ impl HotMetrics {
 pub enum ListenerKind {
     Tcp { require_client_header: bool },
     Unix,
+    /// `remote_listen`: TLS, bearer-authenticated clients, token and
+    /// ticket routes only (see `remote`).
+    Remote,
 }
 
 impl ListenerKind {
@@ -127,6 +139,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp { .. } => "tcp",
             ListenerKind::Unix => "unix",
+            ListenerKind::Remote => "remote",
         }
     }
 
@@ -134,12 +147,13 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp { .. } => 0,
             ListenerKind::Unix => 1,
+            ListenerKind::Remote => 2,
         }
     }
 }
 
 /// A parsed path; the `&'static str` templates are the `route` label.
-enum Route<'a> {
+pub(super) enum Route<'a> {
     Livez,
     Readyz,
     Apps,
@@ -156,7 +170,7 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    fn parse(path: &str) -> Route<'_> {
+    pub(super) fn parse(path: &str) -> Route<'_> {
         if let Some((app, rest)) = path
             .strip_prefix("/v1/apps/")
             .and_then(|rest| rest.split_once('/'))
@@ -262,6 +276,22 @@ async fn dispatch(
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     check_not_relayed(&request.headers)?;
+    // Who may read what: a remote client by its credential, a local
+    // peer by its uid and gid, anyone on loopback TCP.
+    let access = match listener {
+        ListenerKind::Remote => {
+            let access = super::remote::authenticate(state, &request.headers)?;
+            if let Some(client) = access.client() {
+                state.metrics.count_client(client);
+            }
+            return super::remote::dispatch(state, &access, route, request, body).await;
+        }
+        ListenerKind::Unix => state
+            .clients
+            .load()
+            .local(request.extensions.get::<Peer>().copied()),
+        ListenerKind::Tcp { .. } => Access::All,
+    };
     let is_api = !matches!(route, Route::Livez | Route::Readyz);
     if is_api {
         let client = client_name(&request.headers);
@@ -288,7 +318,7 @@ async fn dispatch(
         }
         Route::Apps => {
             allow_get(method)?;
-            Ok(apps(&state.broker))
+            Ok(apps(&state.broker, &access))
         }
         Route::DefaultToken => {
             allow_get(method)?;
@@ -298,36 +328,37 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::NoDefaultApp {
                     configured: state.broker.names().join(", "),
                 })?;
+            allowed(&access, &app)?;
             token(state, &app, query).await
         }
         Route::AppToken(name) => {
             allow_get(method)?;
-            token(state, &find_app(&state.broker, name)?, query).await
+            token(state, &find_app(&state.broker, &access, name)?, query).await
         }
         Route::Invalidate(name) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             invalidate(state, &app, &body, query).await
         }
         Route::Ticket(name, kind) => {
             allow_get(method)?;
-            ticket_routes::ticket(state, &find_app(&state.broker, name)?, kind, query).await
+            ticket_routes::ticket(state, &find_app(&state.broker, &access, name)?, kind, query).await
         }
         Route::TicketInvalidate(name, kind) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             ticket_routes::invalidate(state, &app, kind, &body, query).await
         }
         Route::JssdkConfig(name) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             ticket_routes::jssdk_config(state, &app, &body).await
         }
         Route::Proxy(name, path) => {
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let forward = Forward {
                 method,
                 path,
@@ -366,7 +397,7 @@ fn client_name(headers: &HeaderMap) -> Option<&str> {
     well_formed.then_some(value)
 }
 
-fn allow_get(method: &Method) -> Result<(), ApiError> {
+pub(super) fn allow_get(method: &Method) -> Result<(), ApiError> {
     if method == Method::GET || method == Method::HEAD {
         Ok(())
     } else {
@@ -377,7 +408,7 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn allow_post(method: &Method) -> Result<(), ApiError> {
+pub(super) fn allow_post(method: &Method) -> Result<(), ApiError> {
     if method == Method::POST {
         Ok(())
     } else {
@@ -388,11 +419,39 @@ fn allow_post(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
+/// The app named `name`, if it exists and `access` allows it. An app the
+/// caller may not read is 403 whether or not it exists, so the answer
+/// does not say which apps a broker has.
+pub(super) fn find_app(broker: &Broker, access: &Access, name: &str) -> Result<AppHandle, ApiError> {
+    if !access.allows(name) {
+        return Err(ApiError::Forbidden {
+            app: name.chars().take(64).collect(),
+        });
+    }
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
-        configured: broker.names().join(", "),
+        configured: visible_names(broker, access),
     })
+}
+
+fn allowed(access: &Access, app: &AppHandle) -> Result<(), ApiError> {
+    if access.allows(app.name()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            app: app.name().to_owned(),
+        })
+    }
+}
+
+/// The names of the apps `access` may read, for messages.
+fn visible_names(broker: &Broker, access: &Access) -> String {
+    broker
+        .names()
+        .into_iter()
+        .filter(|name| access.allows(name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, ApiError> {
@@ -495,11 +554,13 @@ pub fn ready(broker: &Broker) -> Response<Body> {
     }
 }
 
-fn apps(broker: &Broker) -> Response<Body> {
+/// Every app `access` may read, with its status.
+pub(super) fn apps(broker: &Broker, access: &Access) -> Response<Body> {
     let now = broker.now_ms();
     let apps: Vec<_> = broker
         .apps()
         .iter()
+        .filter(|app| access.allows(app.name()))
         .map(|app| {
             let config = app.config();
             let view = app.view();
@@ -519,6 +580,8 @@ fn apps(broker: &Broker) -> Response<Body> {
                 "daily_budget": config.daily_budget,
                 "last_error": view.last_error,
                 "tickets": tickets(app, now),
+                "follows": config.follow.as_ref().map(|follow| &follow.url),
+                "leader_reachable": view.leader.as_ref().map(|leader| leader.reachable),
             })
         })
         .collect();
