@@ -7,6 +7,7 @@
 mod app;
 mod backoff;
 mod budget;
+mod follower;
 mod handle;
 mod refresher;
 mod schedule;
@@ -190,6 +191,12 @@ impl Broker {
             let view = app.view();
             let name = app.name();
             let valid = view.valid_token(now).is_some();
+            if let Some(leader) = &view.leader {
+                metrics
+                    .leader_reachable
+                    .with_label_values(&[name])
+                    .set(i64::from(leader.reachable));
+            }
             metrics
                 .token_valid
                 .with_label_values(&[name])

@@ -37,6 +37,15 @@ impl TokenRecord {
         self.expires_at_ms.saturating_sub(now_ms) / 1000
     }
 
+    /// A short digest of the value (16 hex digits of its SHA-256): tells
+    /// values apart, as a follower's watch does, and reveals nothing
+    /// usable.
+    pub fn version(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.value.expose().as_bytes());
+        digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     pub fn is_valid(&self, now_ms: u64) -> bool {
         self.expires_at_ms > now_ms
     }

@@ -19,7 +19,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
@@ -102,13 +101,6 @@ pub(super) async fn dispatch(
     }
 }
 
-/// The digest prefix a watcher names the value it holds by: it tells
-/// values apart and says nothing usable about them.
-pub fn version(value: &str) -> String {
-    let digest = Sha256::digest(value.as_bytes());
-    digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
     query?
         .split('&')
@@ -141,7 +133,7 @@ async fn watch(
     let mut changes = handle.subscribe();
     let changed = changes.wait_for(|view| {
         view.valid_token(handle.now_ms())
-            .is_some_and(|token| version(token.value.expose()) != from)
+            .is_some_and(|token| token.version() != from)
     });
     tokio::select! {
         _ = tokio::time::timeout(wait, changed) => {}
@@ -169,7 +161,7 @@ fn answer(
         "expires_in": record.expires_in(now),
         "expires_at": record.expires_at(),
         "fetched_at": record.fetched_at(),
-        "version": version(record.value.expose()),
+        "version": record.version(),
     });
     match handle.credential() {
         Credential::AccessToken => body["access_token"] = json!(record.value.expose()),
