@@ -229,6 +229,119 @@ fn sha256_hex(text: &str) -> Option<[u8; 32]> {
 mod tests {
     use super::*;
 
+    use crate::config::{Config, ConfigError};
+
+    const DIGEST: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
+    /// A file holding `text`, kept for the test's length.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_env("t.toml", text, &|_| None)
+    }
+
+    fn key_of(text: &str) -> String {
+        parse(text).unwrap_err().key().unwrap().to_owned()
+    }
+
+    #[test]
+    fn followers_clients_and_the_remote_listener_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let credential = file(&dir, "credential", "bearer-credential-value\n");
+        let issued = crate::tls::init(&dir.path().join("tls")).unwrap();
+        let tls = format!(
+            "remote_tls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            issued.cert.display(),
+            issued.key.display()
+        );
+        let server = |extra: &str| format!("[server]\nlisten = \"127.0.0.1:8930\"\n{extra}\n");
+        let follower = |extra: &str| {
+            format!(
+                "[[apps]]\nname = \"shop\"\nappid = \"wx1\"\nfollow = \"https://prod:8943\"\n\
+                 follow_credential_file = \"{credential}\"\n{extra}\n"
+            )
+        };
+        let owned = "[[apps]]\nname = \"crm\"\nappid = \"wx2\"\nsecret = \"s\"\n";
+        let bearer = format!(
+            "[[clients]]\nname = \"staging\"\ncredential_sha256 = \"{DIGEST}\"\napps = [\"crm\"]\n"
+        );
+
+        let config = parse(&format!(
+            "{}{}{owned}{bearer}[[clients]]\nname = \"deploy\"\nuid = 1001\napps = [\"shop\"]\n",
+            server(&format!("remote_listen = \"0.0.0.0:8943\"\n{tls}")),
+            follower(&format!("follow_ca_file = \"{}\"", issued.ca.display())),
+        ))
+        .unwrap();
+        let follow = config.apps[0].follow.as_ref().unwrap();
+        assert_eq!(follow.url, "https://prod:8943");
+        assert_eq!(follow.credential.expose(), "bearer-credential-value");
+        assert_eq!(config.clients.len(), 2);
+        let shown = config.render_effective();
+        assert!(!shown.contains("bearer-credential-value") && !shown.contains(DIGEST));
+        assert!(shown.contains("follow = \"https://prod:8943\""), "{shown}");
+        assert!(!format!("{config:?}").contains(DIGEST));
+
+        // Each mistake is named by its key.
+        let cases = [
+            (
+                format!("{}{}", server(""), follower("secret = \"s\"")),
+                "apps.shop.secret",
+            ),
+            (
+                format!("{}{}", server(""), follower("").replace("https://prod", "http://prod")),
+                "apps.shop.follow",
+            ),
+            (
+                format!(
+                    "{}[[apps]]\nname = \"shop\"\nappid = \"wx1\"\nfollow = \"https://prod\"\n",
+                    server("")
+                ),
+                "apps.shop.follow_credential_file",
+            ),
+            (
+                format!("{}{owned}follow_ca_file = \"/x\"\n", server("")),
+                "apps.crm.follow_ca_file",
+            ),
+            (
+                format!("{}{owned}", server("remote_listen = \"127.0.0.1:8943\"")),
+                "server.remote_tls",
+            ),
+            (
+                format!("{}{owned}", server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))),
+                "server.remote_listen",
+            ),
+            (format!("{}{owned}{bearer}", server("")), "clients.staging.credential_sha256"),
+            (
+                format!(
+                    "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\napps = [\"nope\"]\n",
+                    server("")
+                ),
+                "clients.x.apps",
+            ),
+            (
+                format!(
+                    "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\ngid = 5\napps = [\"crm\"]\n",
+                    server("")
+                ),
+                "clients.x",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(key_of(&text), key, "{text}");
+        }
+        // A pasted credential is not echoed back.
+        let pasted = format!(
+            "{}{owned}[[clients]]\nname = \"x\"\ncredential_sha256 = \"bearer-credential-value\"\napps = [\"crm\"]\n",
+            server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))
+        );
+        let message = parse(&pasted).unwrap_err().to_string();
+        assert!(!message.contains("bearer-credential-value"), "{message}");
+    }
+
     #[test]
     fn digests_are_64_hex_digits() {
         let hex = "ab".repeat(32);
