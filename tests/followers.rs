@@ -53,8 +53,8 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn write_private(path: &Path, text: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -251,7 +251,10 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
     let leader = Leader::start(Duration::from_secs(7200), "5m").await;
-    let url = format!("https://localhost:{}", leader.remote.rsplit(':').next().unwrap());
+    let url = format!(
+        "https://localhost:{}",
+        leader.remote.rsplit(':').next().unwrap()
+    );
     let follower = Follower::start(&leader, &url, true).await;
 
     let first = leader.token().await;
@@ -287,7 +290,11 @@ async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
     );
     assert!(leader.sim.sim.token_valid(&second));
 
-    assert_eq!(follower.sim.sim.total_token_calls(), 0, "the follower called WeChat");
+    assert_eq!(
+        follower.sim.sim.total_token_calls(),
+        0,
+        "the follower called WeChat"
+    );
     assert_eq!(
         follower
             .metric("wxbroker_upstream_fetches_total{app=\"shop\",credential=\"access_token\",result=\"ok\"}")
@@ -295,7 +302,9 @@ async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
         Some(0.0)
     );
     assert_eq!(
-        follower.metric("wxbroker_leader_reachable{app=\"shop\"}").await,
+        follower
+            .metric("wxbroker_leader_reachable{app=\"shop\"}")
+            .await,
         Some(1.0)
     );
     let (_, apps) = get(&format!("{}/v1/apps", follower.api)).await;
@@ -308,7 +317,10 @@ async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalidation_at_the_follower_makes_one_refresh_at_the_leader() {
     let leader = Leader::start(Duration::from_secs(7200), "5m").await;
-    let url = format!("https://localhost:{}", leader.remote.rsplit(':').next().unwrap());
+    let url = format!(
+        "https://localhost:{}",
+        leader.remote.rsplit(':').next().unwrap()
+    );
     let follower = Follower::start(&leader, &url, true).await;
     let (_, body) = follower.token().await;
     let held = body["access_token"].as_str().unwrap().to_owned();
@@ -326,7 +338,11 @@ async fn an_invalidation_at_the_follower_makes_one_refresh_at_the_leader() {
     // The stale token again, and once more: the leader has rotated it
     // already, so nothing more is fetched.
     let (status, again) = post(&invalidate, json!({ "access_token": held })).await;
-    assert_eq!((status, &again["refreshed"]), (200, &json!(false)), "{again}");
+    assert_eq!(
+        (status, &again["refreshed"]),
+        (200, &json!(false)),
+        "{again}"
+    );
     assert_eq!(again["access_token"], new.as_str());
     assert_eq!(leader.sim.sim.total_token_calls(), calls + 1);
     assert_eq!(follower.sim.sim.total_token_calls(), 0);
@@ -336,14 +352,19 @@ async fn an_invalidation_at_the_follower_makes_one_refresh_at_the_leader() {
 async fn a_follower_keeps_serving_until_expiry_when_the_leader_dies() {
     // Short tokens, so the held one runs out within the test.
     let mut leader = Leader::start(Duration::from_secs(12), "3s").await;
-    let url = format!("https://localhost:{}", leader.remote.rsplit(':').next().unwrap());
+    let url = format!(
+        "https://localhost:{}",
+        leader.remote.rsplit(':').next().unwrap()
+    );
     let follower = Follower::start(&leader, &url, true).await;
     let (_, body) = follower.token().await;
     let held = body["access_token"].as_str().unwrap().to_owned();
     leader.process.kill();
 
     eventually("the follower to see the leader gone", || async {
-        let reachable = follower.metric("wxbroker_leader_reachable{app=\"shop\"}").await;
+        let reachable = follower
+            .metric("wxbroker_leader_reachable{app=\"shop\"}")
+            .await;
         (reachable == Some(0.0)).then_some(())
     })
     .await;
@@ -397,7 +418,9 @@ async fn the_remote_listener_wants_a_known_credential_and_an_allowed_app() {
     let body: Value = none.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthorized");
 
-    let wrong = send("/v1/apps/shop/token", Some("staging-credential-wrong")).await.unwrap();
+    let wrong = send("/v1/apps/shop/token", Some("staging-credential-wrong"))
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
 
     let right = send("/v1/apps/shop/token", Some(CREDENTIAL)).await.unwrap();

@@ -366,7 +366,10 @@ async fn watch(
     at: Instant,
 ) -> Result<Answer, Refused> {
     tokio::time::sleep_until(at).await;
-    let http = leader.http.as_ref().map_err(|cause| Refused(cause.clone()))?;
+    let http = leader
+        .http
+        .as_ref()
+        .map_err(|cause| Refused(cause.clone()))?;
     let mut request = http
         .get(format!("{}{path}", leader.url))
         .bearer_auth(leader.credential.expose());
@@ -413,11 +416,12 @@ async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| Refused(format!("the leader's answer broke off: {}", error_chain(&err))))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|err| {
+        Refused(format!(
+            "the leader's answer broke off: {}",
+            error_chain(&err)
+        ))
+    })? {
         if body.len() + chunk.len() > MAX_ANSWER {
             return Err(Refused(format!(
                 "the leader's answer is larger than {MAX_ANSWER} bytes"

@@ -43,7 +43,10 @@ impl TokenRecord {
     pub fn version(&self) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(self.value.expose().as_bytes());
-        digest[..8].iter().map(|byte| format!("{byte:02x}")).collect()
+        digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     pub fn is_valid(&self, now_ms: u64) -> bool {

@@ -137,6 +137,38 @@ pub(super) fn clients(
     Ok(clients)
 }
 
+/// With `[[clients]]` limiting local users by uid or gid, the other
+/// local listeners (TCP, the compatible ones) still serve every app to
+/// any local process: worth a warning, since they carry no identity.
+pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
+    let local_limits = config
+        .clients
+        .iter()
+        .any(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }));
+    let server = &config.server;
+    let open: Vec<&str> = [
+        ("server.listen", server.listen.is_some()),
+        (
+            "server.wechat_compat_listen",
+            server.wechat_compat_listen.is_some(),
+        ),
+        (
+            "[[apps]] compat_listen",
+            config.apps.iter().any(|app| app.compat_listen.is_some()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    (local_limits && !open.is_empty()).then(|| {
+        format!(
+            "uid/gid clients limit the Unix socket only; {} serve every app to any local \
+             process (TCP carries no identity): remove them where local users must be kept apart",
+            open.join(" and ")
+        )
+    })
+}
+
 fn client(index: usize, raw: RawClient, apps: &[AppConfig]) -> Result<ClientConfig, Problem> {
     let name = raw
         .name
@@ -292,7 +324,11 @@ mod tests {
                 "apps.shop.secret",
             ),
             (
-                format!("{}{}", server(""), follower("").replace("https://prod", "http://prod")),
+                format!(
+                    "{}{}",
+                    server(""),
+                    follower("").replace("https://prod", "http://prod")
+                ),
                 "apps.shop.follow",
             ),
             (
@@ -311,10 +347,16 @@ mod tests {
                 "server.remote_tls",
             ),
             (
-                format!("{}{owned}", server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))),
+                format!(
+                    "{}{owned}",
+                    server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))
+                ),
                 "server.remote_listen",
             ),
-            (format!("{}{owned}{bearer}", server("")), "clients.staging.credential_sha256"),
+            (
+                format!("{}{owned}{bearer}", server("")),
+                "clients.staging.credential_sha256",
+            ),
             (
                 format!(
                     "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\napps = [\"nope\"]\n",

@@ -9,7 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::urls::masked;
-use super::{AppKind, ClientIdentity, Config, Grant, LogFormat, Resolve, SecretSource, SinkFormat, StoreBackend};
+use super::{
+    AppKind, ClientIdentity, Config, Grant, LogFormat, Resolve, SecretSource, SinkFormat,
+    StoreBackend,
+};
 
 pub(crate) fn effective(config: &Config) -> String {
     let mut out = Out::default();

@@ -55,6 +55,10 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
         );
     }
 
+    if let Some(message) = super::clients::unguarded_listeners(config) {
+        warn("clients", message);
+    }
+
     let mut inline = Vec::new();
     for app in &config.apps {
         let key = |field: &str| format!("apps.{}.{field}", app.name);

@@ -49,7 +49,9 @@ pub enum ApiError {
     UpstreamError(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
-    #[error("this listener serves authenticated clients only: send Authorization: Bearer <credential>")]
+    #[error(
+        "this listener serves authenticated clients only: send Authorization: Bearer <credential>"
+    )]
     Unauthorized,
     #[error("this client may not read app '{app}'")]
     Forbidden { app: String },

@@ -127,7 +127,9 @@ impl HotMetrics {
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
-    Tcp { require_client_header: bool },
+    Tcp {
+        require_client_header: bool,
+    },
     Unix,
     /// `remote_listen`: TLS, bearer-authenticated clients, token and
     /// ticket routes only (see `remote`).
@@ -343,7 +345,8 @@ async fn dispatch(
         }
         Route::Ticket(name, kind) => {
             allow_get(method)?;
-            ticket_routes::ticket(state, &find_app(&state.broker, &access, name)?, kind, query).await
+            ticket_routes::ticket(state, &find_app(&state.broker, &access, name)?, kind, query)
+                .await
         }
         Route::TicketInvalidate(name, kind) => {
             allow_post(method)?;
@@ -422,7 +425,11 @@ pub(super) fn allow_post(method: &Method) -> Result<(), ApiError> {
 /// The app named `name`, if it exists and `access` allows it. An app the
 /// caller may not read is 403 whether or not it exists, so the answer
 /// does not say which apps a broker has.
-pub(super) fn find_app(broker: &Broker, access: &Access, name: &str) -> Result<AppHandle, ApiError> {
+pub(super) fn find_app(
+    broker: &Broker,
+    access: &Access,
+    name: &str,
+) -> Result<AppHandle, ApiError> {
     if !access.allows(name) {
         return Err(ApiError::Forbidden {
             app: name.chars().take(64).collect(),
