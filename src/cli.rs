@@ -31,6 +31,15 @@ pub enum Command {
     CheckConfig(ConfigArgs),
     /// Ask a running broker for /readyz or /livez; exit 0 on 200 (for health checks).
     Probe(ProbeArgs),
+    /// WeChat's own count of an API's daily quota (quota/get), asked by
+    /// the running broker with its own token.
+    Quota(QuotaArgs),
+    /// Reset every daily quota of an app's account (clear_quota): 10 a
+    /// month per account, shared with the web console. Unix socket only.
+    ClearQuota(ClearQuotaArgs),
+    /// What WeChat recorded of the call behind the rid in an errmsg
+    /// (rid/get; WeChat keeps a rid 7 days).
+    Rid(RidArgs),
     /// TLS for the WeChat-compatible listeners.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -182,6 +191,81 @@ pub struct TokenArgs {
     pub timeout: Duration,
 }
 
+/// How a command finds the running broker: as `wxbroker token` does.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// The broker's TCP address.
+    #[arg(
+        long,
+        conflicts_with = "socket",
+        default_value = "http://127.0.0.1:8930"
+    )]
+    pub url: String,
+    /// The broker's Unix socket (instead of --url).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The name sent as Wxbroker-Client.
+    #[arg(long, default_value = "wxbroker-cli")]
+    pub client: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    /// The app, as configured.
+    #[arg(long)]
+    pub app: String,
+    /// The API whose quota to show.
+    #[arg(long, default_value = crate::diagnostics::cgi_path::DEFAULT_CGI_PATH, value_parser = parse_cgi_path)]
+    pub cgi_path: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ClearQuotaArgs {
+    /// The app, as configured.
+    #[arg(long)]
+    pub app: String,
+    /// Required: a reset spends one of the account's 10 a month.
+    #[arg(long)]
+    pub confirm: bool,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RidArgs {
+    /// The app whose call got the rid.
+    #[arg(long)]
+    pub app: String,
+    /// The rid, as in "... rid: 61725984-6126f6f9-040f19c4".
+    #[arg(value_parser = parse_rid)]
+    pub rid: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+fn parse_cgi_path(text: &str) -> Result<String, String> {
+    crate::diagnostics::CgiPath::parse(text)
+        .map(|path| path.as_str().to_owned())
+        .map_err(|err| err.to_string())
+}
+
+fn parse_rid(text: &str) -> Result<String, String> {
+    let rid = text.trim();
+    let well_formed = !rid.is_empty()
+        && rid.len() <= 64
+        && rid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if well_formed {
+        Ok(rid.to_owned())
+    } else {
+        Err("a rid is the hex groups after \"rid: \" in an errmsg, such as 61725984-6126f6f9-040f19c4".to_owned())
+    }
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| err.to_string())
 }
@@ -253,6 +337,30 @@ mod tests {
         };
         assert_eq!(args.endpoint, ProbeEndpoint::Readyz);
         assert!(Cli::try_parse_from(["wxbroker", "probe", "--url", "x", "--socket", "y"]).is_err());
+    }
+
+    #[test]
+    fn diagnostics_flags() {
+        let cli = Cli::parse_from(["wxbroker", "quota", "--app", "shop", "--socket", "/s"]);
+        let Command::Quota(args) = cli.command else {
+            panic!("not quota")
+        };
+        assert_eq!(args.cgi_path, "/cgi-bin/token");
+        assert!(
+            Cli::try_parse_from(["wxbroker", "quota", "--app", "shop", "--cgi-path", "token"])
+                .is_err()
+        );
+        let cli = Cli::parse_from(["wxbroker", "clear-quota", "--app", "shop"]);
+        let Command::ClearQuota(args) = cli.command else {
+            panic!("not clear-quota")
+        };
+        assert!(!args.confirm);
+        let cli = Cli::parse_from(["wxbroker", "rid", "--app", "shop", "6172-0a"]);
+        let Command::Rid(args) = cli.command else {
+            panic!("not rid")
+        };
+        assert_eq!(args.rid, "6172-0a");
+        assert!(Cli::try_parse_from(["wxbroker", "rid", "--app", "shop", "not a rid"]).is_err());
     }
 
     #[test]

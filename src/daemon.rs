@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::broker::{self, Broker, BrokerContext};
 use crate::clock::Clock;
 use crate::config::{self, Config, StoreBackend};
+use crate::diagnostics::{self, Diagnostics, PollSchedule, ResetLedger};
 use crate::identity::Clients;
 use crate::metrics::Metrics;
 use crate::server::proxy::{Proxy, PROXY_TIMEOUT};
@@ -218,12 +219,16 @@ impl Daemon {
 pub struct Tuning {
     /// Deadline of one proxied upstream attempt; [`PROXY_TIMEOUT`].
     pub proxy_timeout: Duration,
+    /// When the daemon polls WeChat's `quota/get` (every 15 minutes);
+    /// `None` turns the poll off.
+    pub quota_poll: Option<PollSchedule>,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             proxy_timeout: PROXY_TIMEOUT,
+            quota_poll: Some(PollSchedule::default()),
         }
     }
 }
@@ -258,6 +263,21 @@ pub async fn start_with(
         cancel: cancel.clone(),
     };
     let broker = Broker::start(apps, &context);
+    let diagnostics = Arc::new(Diagnostics::new(
+        http.clone(),
+        ResetLedger::for_store(&config.store)?,
+        config.server.token_wait_timeout,
+    ));
+    if let Some(schedule) = tuning.quota_poll {
+        diagnostics::poll::spawn(
+            diagnostics.clone(),
+            broker.clone(),
+            diagnostics::poll::QuotaMetrics::new(&metrics),
+            schedule,
+            &tasks,
+            &cancel,
+        );
+    }
     let sinks = broker
         .apps()
         .iter()
@@ -273,6 +293,7 @@ pub async fn start_with(
             config.server.token_wait_timeout,
             metrics.clone(),
         ),
+        diagnostics,
     ));
     if let Some(addr) = listeners.api_tcp_addr() {
         info!(%addr, "token api listening on tcp");

@@ -60,6 +60,8 @@ struct Known {
 #[derive(Default)]
 pub struct Clients {
     known: Vec<Known>,
+    /// Some client names a uid or gid: local peers are limited.
+    local_limits: bool,
 }
 
 impl Clients {
@@ -73,7 +75,16 @@ impl Clients {
                     apps: client.apps.clone().into(),
                 })
                 .collect(),
+            local_limits: clients
+                .iter()
+                .any(|client| !matches!(client.identity, ClientIdentity::Bearer { .. })),
         }
+    }
+
+    /// Whether local peers are limited to some apps; without it, every
+    /// peer reads every app and needs no lookup.
+    pub fn limits_local(&self) -> bool {
+        self.local_limits
     }
 
     /// The client whose credential `presented` is, if any. The presented
@@ -102,14 +113,14 @@ impl Clients {
     /// anyway. Anyone else gets the apps of every client matching their
     /// uid or primary gid, and none when nothing matches.
     pub fn local(&self, peer: Option<Peer>) -> Access {
+        if !self.local_limits {
+            return Access::All;
+        }
         let local: Vec<&Known> = self
             .known
             .iter()
             .filter(|known| !matches!(known.identity, ClientIdentity::Bearer { .. }))
             .collect();
-        if local.is_empty() {
-            return Access::All;
-        }
         let Some(peer) = peer else {
             return Access::Only {
                 client: "unknown".into(),

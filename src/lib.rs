@@ -21,6 +21,9 @@
 //! - [`reload`] re-reads the configuration on SIGHUP off the signal loop.
 //! - [`fd_limit`] raises the open-file limit at start and fits the
 //!   connection limit to it.
+//! - [`diagnostics`] asks WeChat, with the broker's own credentials, how
+//!   much of a quota is left, resets it, and looks up an error's `rid`;
+//!   its poll exports the quota left as a metric.
 //! - [`tls`] serves the compatible listeners over HTTPS and makes the
 //!   local CA of `wxbroker tls init`; [`upstream`] says how the broker's
 //!   own calls reach WeChat (`connect_to`, its own DNS client).
@@ -38,6 +41,7 @@ pub mod config;
 pub mod credential;
 mod daemon;
 pub mod demo;
+pub mod diagnostics;
 pub mod fd_limit;
 pub mod identity;
 pub mod jssdk;

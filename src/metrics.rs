@@ -325,6 +325,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for a module that owns metrics of its own (the
+    /// quota poll's).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);

@@ -118,7 +118,8 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
     ),
 ];
 
-const QUOTA_ERRCODE: i64 = 45009;
+/// WeChat's "daily quota reached".
+pub const QUOTA_ERRCODE: i64 = 45009;
 
 /// Errcodes that get their own metric label; every other code is "other",
 /// so a misbehaving upstream cannot grow the label set without bound.
@@ -397,6 +398,12 @@ impl TokenSource for WechatSource {
 /// reqwest errors quote the URL, and a classic token URL carries the secret
 /// in its query, so the URL is stripped before the error goes anywhere.
 fn transport_error(err: reqwest::Error) -> FetchError {
+    FetchError::Transport(describe_without_url(err))
+}
+
+/// A reqwest error and its causes in one line, without the URL: a
+/// credential call's URL carries a secret or a token in its query.
+pub fn describe_without_url(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut message = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -405,7 +412,7 @@ fn transport_error(err: reqwest::Error) -> FetchError {
         message.push_str(&cause.to_string());
         source = cause.source();
     }
-    FetchError::Transport(message)
+    message
 }
 
 #[cfg(test)]

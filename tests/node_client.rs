@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
-use sha1::Digest;
 use support::*;
 use tokio::process::Command;
 use wxbroker::simulator::{Endpoint, SimConfig, TicketKind};
@@ -142,15 +141,7 @@ async fn the_node_client_gets_tickets_and_signed_wx_configs() {
     assert_eq!(result["cachedTicket"], true, "{result}");
     let config = &result["config"];
     assert_eq!(config["appId"], APPID);
-    let signed = format!(
-        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={page}",
-        config["nonceStr"].as_str().unwrap(),
-        config["timestamp"].as_u64().unwrap()
-    );
-    let expected: String = sha1::Sha1::digest(signed.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let expected = expected_signature(ticket, config, page);
     assert_eq!(config["signature"], expected.as_str());
     assert_eq!(result["notConfigured"]["status"], 404);
     assert_eq!(result["notConfigured"]["code"], "ticket_not_configured");

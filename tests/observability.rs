@@ -47,6 +47,11 @@ const DOCUMENTED_METRICS: &[(&str, bool)] = &[
     ("wxbroker_client_requests_total", false),
     ("wxbroker_store_errors_total", false),
     ("process_resident_memory_bytes", false),
+    ("wxbroker_wechat_quota_remaining", true),
+    ("wxbroker_wechat_quota_daily_limit", true),
+    ("wxbroker_wechat_quota_polls_total", true),
+    ("wxbroker_ticket_valid", true),
+    ("wxbroker_ticket_expiry_timestamp_seconds", true),
 ];
 
 /// Counted only once a request went through the proxy route.
@@ -98,15 +103,32 @@ async fn broker_after_a_fetch(sim: &wxbroker::simulator::SimHandle) -> Broker {
     fs::create_dir(dir.path().join("state")).unwrap();
     fs::write(dir.path().join("state/shop.json"), b"{not json").unwrap();
     let broker = Broker::start_with(
-        &classic_app("shop", sim, ""),
+        &classic_app("shop", sim, "tickets = [\"jsapi\"]"),
         Options {
             store: "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n".into(),
             dir: Some(dir),
+            // Polls of WeChat's quota from soon after start.
+            tuning: Some(wxbroker::Tuning {
+                quota_poll: Some(wxbroker::diagnostics::PollSchedule {
+                    first_after: Duration::from_millis(10),
+                    every: Duration::from_millis(100),
+                }),
+                ..wxbroker::Tuning::default()
+            }),
             ..Options::default()
         },
     )
     .await;
     broker.token("shop").await;
+    let (status, _) = broker.get("/v1/apps/shop/tickets/jsapi").await;
+    assert_eq!(status, 200, "the ticket is fetched");
+    let polled = r#"wxbroker_wechat_quota_remaining{app="shop",cgi_path="/cgi-bin/token"}"#;
+    within(async {
+        while !broker.metrics_text().await.contains(polled) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     broker
 }
 
@@ -361,7 +383,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_daemon_exposes() {
     assert!(variables.contains(&"DS_PROMETHEUS") && variables.contains(&"app"));
     let queries = dashboard_queries(&dashboard);
     let alerts = alert_queries();
-    assert_eq!(alerts.len(), 11, "{alerts:?}");
+    assert_eq!(alerts.len(), 13, "{alerts:?}");
 
     let sim = simulator(SimConfig::default()).await;
     let broker = broker_after_a_fetch(&sim).await;
@@ -546,7 +568,7 @@ async fn prometheus_scrapes_the_broker_and_evaluates_the_rules() {
                     .flatten()
                     .flat_map(|group| group["rules"].as_array().unwrap())
                     .collect();
-                rules.len() == 11
+                rules.len() == 13
                     && rules
                         .iter()
                         .all(|rule| rule["health"] == "ok" && rule["state"] == "inactive")

@@ -9,19 +9,11 @@ mod support;
 
 use http::Method;
 use serde_json::Value;
-use sha1::{Digest, Sha1};
 use support::*;
 use wxbroker::simulator::{Endpoint, Fault, SimConfig, TicketKind};
 
 const TICKETS: &str = "tickets = [\"jsapi\", \"wx_card\"]";
 const FILE_STORE: &str = "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n";
-
-fn sha1_hex(text: &str) -> String {
-    Sha1::digest(text.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
-}
 
 async fn ticket(broker: &Broker, app: &str, kind: &str) -> (u16, Value) {
     broker.get(&format!("/v1/apps/{app}/tickets/{kind}")).await
@@ -136,13 +128,13 @@ async fn wx_config_is_signed_for_the_page_and_never_carries_the_ticket() {
     let keys: Vec<&String> = config.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["appId", "nonceStr", "signature", "timestamp"]);
     assert_eq!(config["appId"], APPID);
-    let (nonce, timestamp) = (
-        config["nonceStr"].as_str().unwrap(),
-        config["timestamp"].as_u64().unwrap(),
-    );
-    let expected = sha1_hex(&format!(
-        "jsapi_ticket={jsapi}&noncestr={nonce}&timestamp={timestamp}&url={page}"
-    ));
+    let timestamp = config["timestamp"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(timestamp.abs_diff(now) <= 2, "signed now: {timestamp}");
+    let expected = expected_signature(&jsapi, &config, page);
     assert_eq!(config["signature"], expected.as_str());
     assert!(!String::from_utf8_lossy(&raw).contains(&jsapi));
 
@@ -292,11 +284,7 @@ async fn wecom_agents_each_sign_with_their_own_agent_ticket() {
     assert_eq!(status, 200, "{signed}");
     assert_eq!(signed["corpid"], CORPID);
     assert_eq!(signed["agentid"], 1000002);
-    let expected = sha1_hex(&format!(
-        "jsapi_ticket={crm}&noncestr={}&timestamp={}&url={page}",
-        signed["nonceStr"].as_str().unwrap(),
-        signed["timestamp"].as_u64().unwrap()
-    ));
+    let expected = expected_signature(crm, &signed, page);
     assert_eq!(signed["signature"], expected.as_str());
 
     // Without "agent", wx.config's object, signed with the corp's ticket.
@@ -311,11 +299,7 @@ async fn wecom_agents_each_sign_with_their_own_agent_ticket() {
         .await;
     assert_eq!(status, 200, "{signed}");
     assert_eq!(signed["appId"], CORPID);
-    let expected = sha1_hex(&format!(
-        "jsapi_ticket={corp}&noncestr={}&timestamp={}&url={page}",
-        signed["nonceStr"].as_str().unwrap(),
-        signed["timestamp"].as_u64().unwrap()
-    ));
+    let expected = expected_signature(corp, &signed, page);
     assert_eq!(signed["signature"], expected.as_str());
     // hr has no corp jsapi ticket configured.
     let (status, body) = broker

@@ -317,3 +317,57 @@ async fn shutdown_removes_the_socket_file() {
     let _dir = broker.stop().await;
     assert!(!socket.exists());
 }
+
+/// The token read answered at once and the one that waits count alike:
+/// each request once in `wxbroker_requests_total` and once for its client,
+/// and a request the quick path passes on (a relayed one, one without a
+/// client header where one is required) is counted once, with its error.
+#[tokio::test]
+async fn each_request_is_counted_once_whichever_path_answers_it() {
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start_with(
+        &classic_app("shop", &sim, ""),
+        Options {
+            server: "require_client_header = true".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    broker.token("shop").await;
+    let ok = r#"wxbroker_requests_total{listener="tcp",route="/v1/apps/{app}/token",status="200"}"#;
+    let client = r#"wxbroker_client_requests_total{client="tests"}"#;
+    let (ok_before, client_before) = (broker.metric(ok).await, broker.metric(client).await);
+    for _ in 0..5 {
+        broker.token("shop").await;
+    }
+    assert_eq!(broker.metric(ok).await, ok_before + 5.0);
+    assert_eq!(broker.metric(client).await, client_before + 5.0);
+
+    let (status, _, _) = broker
+        .send(
+            Method::GET,
+            "/v1/apps/shop/token",
+            &[("x-forwarded-for", "10.0.0.1")],
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let refused =
+        r#"wxbroker_requests_total{listener="tcp",route="/v1/apps/{app}/token",status="403"}"#;
+    assert_eq!(broker.metric(refused).await, 1.0);
+    assert_eq!(
+        broker.metric(client).await,
+        client_before + 5.0,
+        "refused before counting the client"
+    );
+
+    let headless = within(broker.http().get(broker.url("/v1/apps/shop/token")).send())
+        .await
+        .unwrap();
+    assert_eq!(headless.status(), 412);
+    let missing =
+        r#"wxbroker_requests_total{listener="tcp",route="/v1/apps/{app}/token",status="412"}"#;
+    assert_eq!(broker.metric(missing).await, 1.0);
+    assert_eq!(broker.metric(ok).await, ok_before + 5.0);
+    broker.stop().await;
+}

@@ -139,6 +139,13 @@ impl AppHandle {
         std::iter::once(&self.token).chain(self.tickets.iter().map(|(_, handle)| handle))
     }
 
+    /// [`CredentialHandle::lift_quota_hold`] for every credential of the
+    /// app: its tickets count on the same WeChat quota as its token.
+    pub fn lift_quota_hold(&self) {
+        self.credentials()
+            .for_each(CredentialHandle::lift_quota_hold);
+    }
+
     /// Stops every refresher of the app and waits until all have ended.
     pub(super) async fn stop(&self) {
         join_all(self.credentials().map(CredentialHandle::stop)).await;

@@ -175,6 +175,8 @@ impl Follower {
                         let outcome = self.forward_invalidation(&reported).await;
                         let _ = reply.send(outcome);
                     }
+                    // A follower is never held for 45009: its leader is.
+                    Some(Command::ClearQuotaHold) => {}
                     None => break,
                 },
                 answer = watch => match self.check(answer) {

@@ -77,6 +77,16 @@ impl CredentialHandle {
             .filter(|token| token.is_valid(now_ms))
     }
 
+    /// `f` of the current token if it is valid at `now_ms`, without taking
+    /// a reference to it: the token API's hot path. Never waits.
+    pub fn with_valid_token<R>(&self, now_ms: u64, f: impl FnOnce(&TokenRecord) -> R) -> Option<R> {
+        let current = self.shared.current.load();
+        current
+            .as_deref()
+            .filter(|token| token.is_valid(now_ms))
+            .map(f)
+    }
+
     /// Whether `token` is the app's current token or one of its last few.
     pub fn knows(&self, token: &str) -> bool {
         self.shared.view.borrow().knows(token)
@@ -189,6 +199,16 @@ impl CredentialHandle {
             Err(mpsc::error::TrySendError::Full(_)) => Ok(InvalidateOutcome::RateLimited),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(TokenError::ShuttingDown),
         }
+    }
+
+    /// Tells the refresher that WeChat's daily quota was reset: a
+    /// credential held after 45009 is fetched at once instead of waiting
+    /// for Beijing midnight. Other holds (a configuration error, the
+    /// broker's own daily budget) are not WeChat's quota and stay.
+    pub fn lift_quota_hold(&self) {
+        // A full queue holds invalidations that will wake the refresher
+        // anyway; the hold then lifts at midnight as before.
+        let _ = self.shared.commands.try_send(Command::ClearQuotaHold);
     }
 
     /// The answer to an invalidation the refresher did not answer: the

@@ -145,12 +145,26 @@ impl Broker {
         report
     }
 
-    pub fn app(&self, name: &str) -> Option<AppHandle> {
+    /// `f` of the app named `name`, without cloning its handle: the read
+    /// path's way to an app.
+    pub fn with_app<R>(&self, name: &str, f: impl FnOnce(&AppHandle) -> R) -> Option<R> {
         self.apps
             .load()
             .iter()
             .find(|app| app.name() == name)
-            .cloned()
+            .map(f)
+    }
+
+    /// `f` of the only configured app, as [`Broker::default_app`] finds it.
+    pub fn with_default_app<R>(&self, f: impl FnOnce(&AppHandle) -> R) -> Option<R> {
+        match self.apps.load().as_slice() {
+            [only] => Some(f(only)),
+            _ => None,
+        }
+    }
+
+    pub fn app(&self, name: &str) -> Option<AppHandle> {
+        self.with_app(name, AppHandle::clone)
     }
 
     /// The apps now configured.
@@ -160,10 +174,7 @@ impl Broker {
 
     /// The app `GET /v1/token` means: the only one, if there is only one.
     pub fn default_app(&self) -> Option<AppHandle> {
-        match self.apps.load().as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        }
+        self.with_default_app(AppHandle::clone)
     }
 
     pub fn names(&self) -> Vec<String> {

@@ -4,11 +4,12 @@
 //! head, the body, each write), and graceful draining on cancellation.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{ready, Future};
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either as FutureEither;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -82,6 +83,15 @@ impl Accept for UnixListener {
 
 /// Answers one request; one value is shared by all of a listener's connections.
 pub trait Handler: Clone + Send + Sync + 'static {
+    /// The answer, when it can be given at once (a token read while a
+    /// valid token is held): no future to build, and no clone of the
+    /// handler's shared state, whose reference count every request would
+    /// otherwise bounce between the runtime's workers. `None` means
+    /// [`Handler::call`] answers, and that nothing was counted yet.
+    fn answer_now(&self, _request: &Request<RequestBody>) -> Option<Response<Body>> {
+        None
+    }
+
     fn call(&self, request: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send;
 }
 
@@ -142,12 +152,17 @@ pub async fn serve<L: Accept, H: Handler>(
         let handler = handler.clone();
         let peer = L::peer(&stream);
         let service = service_fn(move |request: Request<Incoming>| {
-            let handler = handler.clone();
             let mut request = request.map(|body| RequestBody::new(body, deadlines.body));
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
             }
-            async move { Ok::<_, Infallible>(handler.call(request).await) }
+            match handler.answer_now(&request) {
+                Some(response) => FutureEither::Left(ready(Ok::<_, Infallible>(response))),
+                None => {
+                    let handler = handler.clone();
+                    FutureEither::Right(async move { Ok(handler.call(request).await) })
+                }
+            }
         });
         let io = WriteStall::new(stream, deadlines.write_stall);
         let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());

@@ -8,6 +8,7 @@ mod accept_errors;
 mod api_error;
 pub mod body_deadline;
 pub mod compat;
+mod diagnostics;
 mod listener;
 mod ops;
 pub mod proxy;
@@ -160,6 +161,10 @@ struct ApiHandler {
 }
 
 impl Handler for ApiHandler {
+    fn answer_now(&self, request: &Request<RequestBody>) -> Option<Response<Body>> {
+        routes::answer_now(&self.state, self.kind, request)
+    }
+
     async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
         routes::handle(&self.state, self.kind, request).await
     }

@@ -15,10 +15,12 @@ use tracing::debug;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
+use super::diagnostics;
 use super::proxy::{Forward, Proxy};
 use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::diagnostics::Diagnostics;
 use crate::identity::{Access, Clients, Peer};
 use crate::metrics::Metrics;
 use crate::store::grant_label;
@@ -33,6 +35,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub token_wait: Duration,
     pub proxy: Proxy,
+    /// Quota, quota resets and rid lookups (the operator's routes).
+    pub diagnostics: std::sync::Arc<Diagnostics>,
     /// `[[clients]]`, replaced whole by a reload: which apps a remote
     /// client or a local peer may read.
     pub clients: Arc<ArcSwap<Clients>>,
@@ -40,13 +44,20 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    pub fn new(broker: Broker, metrics: Metrics, token_wait: Duration, proxy: Proxy) -> Self {
+    pub fn new(
+        broker: Broker,
+        metrics: Metrics,
+        token_wait: Duration,
+        proxy: Proxy,
+        diagnostics: std::sync::Arc<Diagnostics>,
+    ) -> Self {
         ApiState {
             hot: HotMetrics::new(&metrics),
             broker,
             metrics,
             token_wait,
             proxy,
+            diagnostics,
             clients: Arc::default(),
         }
     }
@@ -56,7 +67,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 11] = [
+const ROUTE_TEMPLATES: [&str; 14] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -67,8 +78,13 @@ const ROUTE_TEMPLATES: [&str; 11] = [
     "/v1/apps/{app}/tickets/{kind}",
     "/v1/apps/{app}/tickets/{kind}/invalidate",
     "/v1/apps/{app}/jssdk/config",
+    diagnostics::TEMPLATES[0],
+    diagnostics::TEMPLATES[1],
+    diagnostics::TEMPLATES[2],
     "other",
 ];
+/// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
+const DIAGNOSTICS_INDEX: usize = 10;
 const LISTENERS: [ListenerKind; 3] = [
     ListenerKind::Tcp {
         require_client_header: false,
@@ -168,6 +184,8 @@ pub(super) enum Route<'a> {
     Ticket(&'a str, &'a str),
     TicketInvalidate(&'a str, &'a str),
     JssdkConfig(&'a str),
+    /// Quota, quota resets, rids: [`diagnostics`].
+    Diagnostics(diagnostics::Route<'a>),
     NotFound,
 }
 
@@ -182,6 +200,12 @@ impl Route<'_> {
                     return Route::Proxy(app, forwarded.strip_prefix('/').unwrap_or(""));
                 }
             }
+        }
+        if let Some(route) = path
+            .strip_prefix("/v1/apps/")
+            .and_then(diagnostics::Route::parse)
+        {
+            return Route::Diagnostics(route);
         }
         let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
         match (
@@ -231,13 +255,80 @@ impl Route<'_> {
             Route::Ticket(..) => 7,
             Route::TicketInvalidate(..) => 8,
             Route::JssdkConfig(_) => 9,
-            Route::NotFound => 10,
+            Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
+            Route::NotFound => 13,
         }
     }
 
     fn template(&self) -> &'static str {
         ROUTE_TEMPLATES[self.index()]
     }
+}
+
+/// The token read, answered at once when it can be: a GET of an app's
+/// token while a valid one is held, from a client that passes the header
+/// rules. Nothing is counted unless it answers; anything else (an error to
+/// explain, a token to wait for) is left to [`handle`].
+pub fn answer_now(
+    state: &ApiState,
+    listener: ListenerKind,
+    request: &Request<RequestBody>,
+) -> Option<Response<Body>> {
+    if request.method() != Method::GET {
+        return None;
+    }
+    let started = Instant::now();
+    let route = Route::parse(request.uri().path());
+    let headers = request.headers();
+    check_not_relayed(headers).ok()?;
+    let client = client_name(headers);
+    if client.is_none()
+        && listener
+            == (ListenerKind::Tcp {
+                require_client_header: true,
+            })
+    {
+        return None;
+    }
+    // A remote request is authenticated, and a limited local peer's app
+    // checked, on the full path only.
+    let limited = match listener {
+        ListenerKind::Remote => true,
+        ListenerKind::Unix => state.clients.load().limits_local(),
+        ListenerKind::Tcp { .. } => false,
+    };
+    if limited {
+        return None;
+    }
+    let as_text = respond::wants_text(request.uri().query());
+    let answer = |app: &AppHandle| {
+        let now = app.now_ms();
+        app.with_valid_token(now, |token| {
+            respond::token(app.name(), token, now, as_text, None)
+        })
+    };
+    let response = match route {
+        Route::AppToken(name) => state.broker.with_app(name, answer)??,
+        Route::DefaultToken => state.broker.with_default_app(answer)??,
+        _ => return None,
+    };
+    if let Some(client) = client {
+        state.metrics.count_client(client);
+    }
+    state.hot.record(
+        &state.metrics,
+        listener,
+        route.index(),
+        response.status(),
+        started.elapsed().as_secs_f64(),
+    );
+    debug!(
+        listener = listener.label(),
+        route = route.template(),
+        status = response.status().as_u16(),
+        "request"
+    );
+    Some(response)
 }
 
 pub async fn handle(
@@ -373,6 +464,9 @@ async fn dispatch(
                 .forward(&app, forward, body)
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
+        }
+        Route::Diagnostics(route) => {
+            diagnostics::handle(state, listener, &access, route, request, body).await
         }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
@@ -649,6 +743,9 @@ mod tests {
             ("/v1/apps/shop/tickets", "other"),
             ("/v1/apps/shop/jssdk/config", "/v1/apps/{app}/jssdk/config"),
             ("/v1/apps/shop/jssdk/config/x", "other"),
+            ("/v1/apps/shop/quota", "/v1/apps/{app}/quota"),
+            ("/v1/apps/shop/clear_quota", "/v1/apps/{app}/clear_quota"),
+            ("/v1/apps/shop/rids/1-2-3", "/v1/apps/{app}/rids/{rid}"),
             ("/v1/apps/shop", "other"),
             ("/", "other"),
         ];

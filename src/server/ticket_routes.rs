@@ -44,14 +44,19 @@ async fn valid(
         .map_err(|err| ApiError::from_credential_error(app.name(), ticket.credential(), err))
 }
 
+/// The ticket answer of `handle`'s `ticket`, now.
 fn answer(
     app: &AppHandle,
-    kind: TicketKind,
+    handle: &CredentialHandle,
     ticket: &TokenRecord,
-    now_ms: u64,
     as_text: bool,
     refreshed: Option<bool>,
 ) -> Response<Body> {
+    let now_ms = app.now_ms();
+    let kind = match handle.credential() {
+        Credential::Ticket(kind) => kind.name(),
+        Credential::AccessToken => "access_token",
+    };
     if as_text {
         return respond::no_store(respond::text(
             StatusCode::OK,
@@ -60,7 +65,7 @@ fn answer(
     }
     let mut body = json!({
         "app": app.name(),
-        "kind": kind.name(),
+        "kind": kind,
         "ticket": ticket.value.expose(),
         "expires_in": ticket.expires_in(now_ms),
         "expires_at": ticket.expires_at(),
@@ -80,14 +85,10 @@ pub(super) async fn ticket(
 ) -> Result<Response<Body>, ApiError> {
     let handle = ticket_of(app, kind)?;
     let record = valid(state, app, handle).await?;
-    let Credential::Ticket(kind) = handle.credential() else {
-        unreachable!("a ticket handle holds a ticket")
-    };
     Ok(answer(
         app,
-        kind,
+        handle,
         &record,
-        app.now_ms(),
         respond::wants_text(query),
         None,
     ))
@@ -123,14 +124,10 @@ pub(super) async fn invalidate(
         .token(deadline.saturating_duration_since(tokio::time::Instant::now()))
         .await
         .map_err(|err| ApiError::from_credential_error(app.name(), handle.credential(), err))?;
-    let Credential::Ticket(kind) = handle.credential() else {
-        unreachable!("a ticket handle holds a ticket")
-    };
     Ok(answer(
         app,
-        kind,
+        handle,
         &record,
-        app.now_ms(),
         respond::wants_text(query),
         Some(outcome == InvalidateOutcome::Refreshed),
     ))

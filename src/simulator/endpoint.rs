@@ -52,11 +52,17 @@ pub enum Endpoint {
     WecomGetJsapiTicket,
     /// WeCom `GET /cgi-bin/ticket/get?type=agent_config`: an agent's ticket.
     WecomTicketGet,
+    /// `POST /cgi-bin/clear_quota` (app token): resets the account's quotas.
+    ClearQuota,
+    /// `POST /cgi-bin/clear_quota/v2` (appid and appsecret, no token).
+    ClearQuotaV2,
+    /// `POST /cgi-bin/openapi/rid/get` (app token): what a `rid` was.
+    RidGet,
 }
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (the order `/__sim/calls` lists them).
-    pub const ALL: [Endpoint; 24] = [
+    pub const ALL: [Endpoint; 27] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::WecomGetToken,
@@ -81,6 +87,9 @@ impl Endpoint {
         Endpoint::GetTicket,
         Endpoint::WecomGetJsapiTicket,
         Endpoint::WecomTicketGet,
+        Endpoint::ClearQuota,
+        Endpoint::ClearQuotaV2,
+        Endpoint::RidGet,
     ];
 
     /// The snake_case name used in admin answers and log fields.
@@ -110,6 +119,9 @@ impl Endpoint {
             Endpoint::GetTicket => "getticket",
             Endpoint::WecomGetJsapiTicket => "wecom_get_jsapi_ticket",
             Endpoint::WecomTicketGet => "wecom_ticket_get",
+            Endpoint::ClearQuota => "clear_quota",
+            Endpoint::ClearQuotaV2 => "clear_quota_v2",
+            Endpoint::RidGet => "rid_get",
         }
     }
 
@@ -165,6 +177,9 @@ impl Endpoint {
             "/cgi-bin/ticket/getticket" => Endpoint::GetTicket,
             "/cgi-bin/get_jsapi_ticket" => Endpoint::WecomGetJsapiTicket,
             "/cgi-bin/ticket/get" => Endpoint::WecomTicketGet,
+            "/cgi-bin/clear_quota" => Endpoint::ClearQuota,
+            "/cgi-bin/clear_quota/v2" => Endpoint::ClearQuotaV2,
+            "/cgi-bin/openapi/rid/get" => Endpoint::RidGet,
             _ => return None,
         };
         Some(endpoint)

@@ -3,8 +3,10 @@
 //! `/cgi-bin/gettoken`), the JS-SDK ticket endpoints
 //! (`/cgi-bin/ticket/getticket`, WeCom's `/cgi-bin/get_jsapi_ticket` and
 //! `/cgi-bin/ticket/get`), a handful of token-consuming APIs (`/tcb/*`,
-//! `quota/get`, `user/info`, `message/custom/send`, `getcallbackip`,
-//! `media/get`), the user-facing `/sns/*` APIs (web OAuth with USER tokens,
+//! `user/info`, `message/custom/send`, `getcallbackip`, `media/get`), the
+//! operator's diagnostics (`openapi/quota/get` from the real counters,
+//! `clear_quota` and `clear_quota/v2` with their monthly limit, and
+//! `openapi/rid/get` for the rid of every error answer given), the user-facing `/sns/*` APIs (web OAuth with USER tokens,
 //! the Mini Program's `jscode2session`), fault injection and inspection. It is the test oracle for
 //! the broker, so it follows WeChat's rules, not the broker's wishes; the
 //! `demo` and `simulate` commands serve it too.
@@ -53,9 +55,11 @@ mod endpoint;
 mod faults;
 mod media;
 mod mp_api;
+mod openapi;
 mod params;
 mod quota;
 mod reply;
+mod rids;
 mod routes;
 mod server;
 mod sns;
@@ -377,6 +381,18 @@ impl Simulator {
     /// returns the media_id `media/get` serves it under.
     pub fn add_media(&self, appid: &str, content: &[u8]) -> String {
         self.lock().media.add(appid, content.to_vec())
+    }
+
+    /// What `quota/get` would answer for `appid` and `cgi_path` now:
+    /// (daily limit, used); `None` for a path WeChat would not know.
+    pub fn quota(&self, appid: &str, cgi_path: &str) -> Option<(u32, u32)> {
+        self.lock().quota_of(appid, cgi_path)
+    }
+
+    /// `clear_quota` resets of `appid` this Beijing calendar month (10
+    /// allowed).
+    pub fn quota_resets(&self, appid: &str) -> u32 {
+        self.lock().quota_resets(appid)
     }
 
     /// A snapshot of the current configuration.

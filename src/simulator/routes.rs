@@ -14,9 +14,10 @@ use serde_json::json;
 use tracing::debug;
 
 use super::reply::{self, Body};
+use super::rids::{rid_in, RidRecord};
 use super::{
-    admin, media, mp_api, params, sns, tcb, ticket_api, token_api, Endpoint, RecordedRequest,
-    Simulator,
+    admin, media, mp_api, openapi, params, sns, tcb, ticket_api, token_api, Endpoint,
+    RecordedRequest, Simulator,
 };
 
 /// Bodies larger than this are refused; WeChat's own limits are far lower.
@@ -100,11 +101,14 @@ pub(crate) async fn handle(
         );
     }
     debug!(endpoint = endpoint.name(), method = %request.method, "simulator call");
-    Ok(match endpoint {
-        _ if endpoint.issues_tokens() => return token_api::handle(&sim, endpoint, request).await,
-        _ if endpoint.issues_tickets() => {
-            return ticket_api::handle(&sim, endpoint, &request).await
-        }
+    let asked = Asked {
+        query: request.query.clone(),
+        body: request.body.clone(),
+        peer: request.peer,
+    };
+    let answer = match endpoint {
+        _ if endpoint.issues_tokens() => token_api::handle(&sim, endpoint, request).await?,
+        _ if endpoint.issues_tickets() => ticket_api::handle(&sim, endpoint, &request).await?,
         Endpoint::OAuthAccessToken
         | Endpoint::OAuthRefreshToken
         | Endpoint::SnsUserInfo
@@ -114,6 +118,49 @@ pub(crate) async fn handle(
         Endpoint::UserInfo | Endpoint::CustomSend | Endpoint::GetCallbackIp => {
             mp_api::handle(&sim, endpoint, &request)
         }
+        Endpoint::QuotaGet | Endpoint::ClearQuota | Endpoint::ClearQuotaV2 | Endpoint::RidGet => {
+            openapi::handle(&sim, endpoint, &request)
+        }
         _ => tcb::handle(&sim, endpoint, &request),
-    })
+    };
+    Ok(remember_rid(&sim, asked, answer).await)
+}
+
+/// What `rid/get` tells of a call, kept from its request.
+struct Asked {
+    query: String,
+    body: Bytes,
+    peer: IpAddr,
+}
+
+/// Records an error answer whose errmsg carries a rid, as WeChat does, so
+/// `rid/get` can describe the call later. The answer goes out unchanged.
+async fn remember_rid(sim: &Simulator, asked: Asked, answer: Response<Body>) -> Response<Body> {
+    let (parts, body) = answer.into_parts();
+    let Ok(collected) = body.collect().await;
+    let bytes = collected.to_bytes();
+    let errmsg = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(|answer| answer["errcode"].as_i64().is_some_and(|code| code != 0))
+        .and_then(|answer| answer["errmsg"].as_str().map(str::to_owned));
+    if let Some(rid) = errmsg.as_deref().and_then(rid_in) {
+        let mut state = sim.lock();
+        let query = params::parse_query(&asked.query);
+        let body_json = serde_json::from_slice::<serde_json::Value>(&asked.body).ok();
+        let appid = params::get(&query, "access_token")
+            .and_then(|token| state.tokens.owner(token))
+            .or_else(|| params::get(&query, "appid"))
+            .or_else(|| body_json.as_ref()?.get("appid")?.as_str())
+            .map(str::to_owned);
+        let record = RidRecord {
+            appid,
+            invoke_time: state.clock.unix_secs(),
+            request_url: asked.query.clone(),
+            request_body: String::from_utf8_lossy(&asked.body).into_owned(),
+            response_body: String::from_utf8_lossy(&bytes).into_owned(),
+            client_ip: asked.peer.to_canonical().to_string(),
+        };
+        state.rids.remember(rid.to_owned(), record);
+    }
+    Response::from_parts(parts, Body::new(bytes))
 }

@@ -14,6 +14,7 @@ use super::clock::{Clock, SimTime};
 use super::faults::FaultQueue;
 use super::media::MediaStore;
 use super::quota::{Counter, Quotas};
+use super::rids::RidBook;
 use super::tickets::TicketBook;
 use super::tokens::{Family, Holder, TokenBook, TokenStatus};
 use super::users::UserBook;
@@ -54,6 +55,8 @@ pub(crate) struct State {
     pub max_token_calls_in_flight: u32,
     pub users: UserBook,
     pub media: MediaStore,
+    /// Error answers with a rid, for `rid/get`.
+    pub rids: RidBook,
     accounts: HashMap<String, Account>,
     /// WeCom apps beyond an account's own secret: corpid -> secret -> agentid.
     wecom_agents: HashMap<String, HashMap<String, u64>>,
@@ -77,6 +80,7 @@ impl State {
             max_token_calls_in_flight: 0,
             users: UserBook::default(),
             media: MediaStore::default(),
+            rids: RidBook::default(),
             accounts: HashMap::new(),
             wecom_agents: HashMap::new(),
             quotas: Quotas::default(),
@@ -284,14 +288,55 @@ impl State {
         }
     }
 
-    /// Today's classic-token quota of the app that owns `token`:
-    /// (limit, used), for `quota/get`.
-    pub(crate) fn classic_quota_of(&self, token: &str) -> Option<(u32, u32)> {
-        let appid = self.tokens.owner(token)?;
-        let used = self
-            .quotas
-            .used(appid, Counter::Classic, self.clock.beijing_day());
-        Some((self.config.daily_limit, used))
+    /// Today's quota of `cgi_path` for `appid`: (daily limit, used), for
+    /// `quota/get`. The token paths report their real counters, the
+    /// ticket path the app's own tickets (every kind); other paths the
+    /// simulator serves get a generous fixed limit, and a path it does not
+    /// know `None` (WeChat's 76021).
+    pub(crate) fn quota_of(&self, appid: &str, cgi_path: &str) -> Option<(u32, u32)> {
+        let day = self.clock.beijing_day();
+        let counter = |counter, limit| (limit, self.quotas.used(appid, counter, day));
+        match cgi_path {
+            "/cgi-bin/token" => Some(counter(Counter::Classic, self.config.daily_limit)),
+            "/cgi-bin/stable_token" => Some(counter(Counter::Stable, STABLE_DAILY_LIMIT)),
+            "/cgi-bin/ticket/getticket" => Some((
+                self.config.ticket_daily_limit,
+                self.tickets.daily_used(appid, day),
+            )),
+            _ if Endpoint::from_path(cgi_path).is_some() => Some((10_000_000, 0)),
+            _ => None,
+        }
+    }
+
+    /// The Beijing calendar month, `YYYYMM`, that `clear_quota` resets
+    /// are counted in.
+    pub(crate) fn beijing_month(&self) -> u32 {
+        crate::clock::beijing_day(self.clock.unix_secs()) / 100
+    }
+
+    /// `clear_quota`: every daily count of `appid` back to zero, 10 times
+    /// a month (48006 past that). Returns the resets used this month.
+    pub(crate) fn clear_quota(&mut self, appid: &str) -> Result<u32, WxError> {
+        let month = self.beijing_month();
+        let used = self.quotas.clear(appid, month).ok_or_else(|| {
+            info!(
+                appid,
+                "simulator refused clear_quota: monthly limit reached"
+            );
+            WxError::wechat(48006, "forbid to clear quota because of reaching the limit")
+        })?;
+        self.tickets.clear_daily(appid);
+        info!(
+            appid,
+            resets_this_month = used,
+            "simulator cleared the quota"
+        );
+        Ok(used)
+    }
+
+    /// `clear_quota` resets of `appid` this month.
+    pub(crate) fn quota_resets(&self, appid: &str) -> u32 {
+        self.quotas.resets(appid, self.beijing_month())
     }
 
     fn mint(&mut self, holder: &Holder, family: Family) -> Grant {

@@ -1,4 +1,4 @@
-//! The token-consuming APIs (Cloud Development `tcb/*` and `quota/get`):
+//! The token-consuming APIs of Cloud Development (`tcb/*`):
 //! each checks the `access_token` exactly as WeChat does (41001, 40001,
 //! 42001, 40014) and answers with a plausible body of the real shape,
 //! echoing what it received so proxy tests can see it arrived intact.
@@ -20,14 +20,12 @@ pub(crate) fn handle(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) 
 
 fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<Value, WxError> {
     let query = params::parse_query(&request.query);
-    let token = app_token::check(sim, get(&query, "access_token"))?;
-    let get_allowed = endpoint == Endpoint::QuotaGet && request.method == Method::GET;
-    if request.method != Method::POST && !get_allowed {
+    app_token::check(sim, get(&query, "access_token"))?;
+    if request.method != Method::POST {
         return Err(WxError::wechat(43002, "require POST method"));
     }
     match endpoint {
         Endpoint::InvokeCloudFunction => invoke_cloud_function(&query, &request.body),
-        Endpoint::QuotaGet => quota_get(sim, token, &query, request),
         _ => {
             let body: Map<String, Value> = serde_json::from_slice(&request.body)
                 .map_err(|_| WxError::wechat(47001, "data format error"))?;
@@ -141,36 +139,6 @@ fn batch_delete_file(fileid_list: &Value) -> Result<Value, WxError> {
         })
         .collect::<Result<Vec<_>, WxError>>()?;
     Ok(json!({ "errcode": 0, "errmsg": "ok", "delete_list": deleted }))
-}
-
-/// `quota/get` for `/cgi-bin/token` reports the app's real classic quota;
-/// other paths get a generous fixed limit.
-fn quota_get(
-    sim: &Simulator,
-    token: &str,
-    query: &[(String, String)],
-    request: &SimRequest,
-) -> Result<Value, WxError> {
-    let cgi_path = if request.method == Method::GET {
-        get(query, "cgi_path").map(str::to_owned)
-    } else {
-        let body: Map<String, Value> = serde_json::from_slice(&request.body)
-            .map_err(|_| WxError::wechat(47001, "data format error"))?;
-        body.get("cgi_path")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let cgi_path = cgi_path.ok_or_else(invalid_args)?;
-    let (daily_limit, used) = if cgi_path == "/cgi-bin/token" {
-        sim.lock().classic_quota_of(token).unwrap_or((0, 0))
-    } else {
-        (10_000_000, 0)
-    };
-    Ok(json!({
-        "errcode": 0,
-        "errmsg": "ok",
-        "quota": { "daily_limit": daily_limit, "used": used, "remain": daily_limit.saturating_sub(used) },
-    }))
 }
 
 fn random_hex(len: usize) -> String {

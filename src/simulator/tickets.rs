@@ -15,42 +15,9 @@ use super::users::random_id;
 /// The window WeCom's ticket limits count calls in.
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// A JS-SDK ticket kind. For a WeCom corp, [`TicketKind::Jsapi`] is the
-/// corp's ticket (`get_jsapi_ticket`, `wx.config`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TicketKind {
-    /// `wx.config`'s ticket: `getticket?type=jsapi`, or WeCom's
-    /// `get_jsapi_ticket` (one per corp).
-    Jsapi,
-    /// The card ticket: `getticket?type=wx_card`.
-    WxCard,
-    /// WeCom's `wx.agentConfig` ticket: `ticket/get?type=agent_config`,
-    /// one per agent.
-    AgentConfig,
-}
-
-impl TicketKind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [TicketKind; 3] = [
-        TicketKind::Jsapi,
-        TicketKind::WxCard,
-        TicketKind::AgentConfig,
-    ];
-
-    /// The name WeChat's `type` parameter uses (and the admin routes).
-    pub fn name(self) -> &'static str {
-        match self {
-            TicketKind::Jsapi => "jsapi",
-            TicketKind::WxCard => "wx_card",
-            TicketKind::AgentConfig => "agent_config",
-        }
-    }
-
-    /// The inverse of [`TicketKind::name`].
-    pub fn from_name(name: &str) -> Option<TicketKind> {
-        TicketKind::ALL.into_iter().find(|k| k.name() == name)
-    }
-}
+/// The ticket kinds are the broker's own ([`TicketKind::Jsapi`] is, for a
+/// WeCom corp, the corp's ticket of `get_jsapi_ticket`).
+pub use crate::credential::TicketKind;
 
 /// Whose ticket: an app's or a corp's for `jsapi` and `wx_card`, one WeCom
 /// agent's (named by its secret) for `agent_config`. Also the key the
@@ -145,6 +112,22 @@ impl TicketBook {
             }
         }
         Ok(())
+    }
+
+    /// Calls of `owner`'s own (not per-agent) tickets on Beijing `day`,
+    /// every kind together: what `quota/get` reports for `getticket`.
+    pub(crate) fn daily_used(&self, owner: &str, day: u64) -> u32 {
+        self.daily
+            .iter()
+            .filter(|(key, (d, _))| key.owner == owner && key.agent.is_none() && *d == day)
+            .map(|(_, (_, n))| *n)
+            .sum()
+    }
+
+    /// Forgets `owner`'s daily counts: `clear_quota` resets every API
+    /// quota of the account.
+    pub(crate) fn clear_daily(&mut self, owner: &str) {
+        self.daily.retain(|key, _| key.owner != owner);
     }
 
     /// The current ticket of `key` while it is valid (with `expires_in`

@@ -184,7 +184,13 @@ impl Broker {
             .iter()
             .filter_map(|app| Some((app.name.clone(), listeners.app_compat_addr(&app.name)?)))
             .collect();
-        let daemon = wxbroker::start_with(&config, listeners, options.tuning.unwrap_or_default())
+        // No quota poll unless a test asks for one: its calls would show
+        // in the simulator's counts.
+        let tuning = options.tuning.unwrap_or(Tuning {
+            quota_poll: None,
+            ..Tuning::default()
+        });
+        let daemon = wxbroker::start_with(&config, listeners, tuning)
             .await
             .expect("broker starts");
         Broker {
@@ -638,4 +644,20 @@ impl std::io::Write for LogSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The JS-SDK signature WeChat's JS-SDK checks for a signed config object
+/// (`nonceStr`, `timestamp`) of `page` made with `ticket`, computed here
+/// apart from the broker's own code.
+pub fn expected_signature(ticket: &str, config: &Value, page: &str) -> String {
+    use sha1::Digest;
+    let signed = format!(
+        "jsapi_ticket={ticket}&noncestr={}&timestamp={}&url={page}",
+        config["nonceStr"].as_str().expect("a nonceStr"),
+        config["timestamp"].as_u64().expect("a numeric timestamp")
+    );
+    sha1::Sha1::digest(signed.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }

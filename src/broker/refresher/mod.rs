@@ -33,6 +33,9 @@ pub(super) enum Command {
         defer: bool,
         reply: oneshot::Sender<InvalidateOutcome>,
     },
+    /// WeChat's daily quota was reset (`clear_quota`): a 45009 hold is
+    /// over, and the next attempt is due now.
+    ClearQuotaHold,
 }
 
 /// How long WeChat keeps a replaced token valid. A rejection of a token
@@ -184,6 +187,7 @@ impl Refresher {
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
+                    Some(Command::ClearQuotaHold) => self.clear_quota_hold(),
                     None => break,
                 },
                 () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
@@ -674,6 +678,26 @@ impl Refresher {
             Credential::AccessToken => "daily_budget".to_owned(),
             Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
         }
+    }
+
+    /// Lifts a hold that only WeChat's daily quota (45009) imposed, after
+    /// an operator reset that quota; any other hold stays.
+    fn clear_quota_hold(&mut self) {
+        let quota_held = self
+            .handle
+            .shared
+            .view
+            .borrow()
+            .last_error
+            .as_ref()
+            .is_some_and(|last| last.errcode == Some(crate::wechat::QUOTA_ERRCODE));
+        if !quota_held {
+            return;
+        }
+        info!(app = %self.app.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
+        self.hold_until = None;
+        self.next_attempt = Instant::now();
+        self.publish(|view| view.clear_failure());
     }
 
     /// Counts one upstream call against the day's budget: the fleet's
