@@ -89,6 +89,7 @@ secret = "{secret}"
 api_base = "{base}"
 refresh_before = "{refresh_before}"
 min_forced_interval = "0s"
+tickets = ["jsapi"]
 
 [[apps]]
 name = "crm"
@@ -147,6 +148,7 @@ api_base = "{}"
 follow = "{url}"
 follow_credential_file = "{}"
 follow_ca_file = "{}"
+tickets = ["jsapi"]
 "#,
         ports.0,
         ports.1,
@@ -289,6 +291,16 @@ async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
         started.elapsed()
     );
     assert!(leader.sim.sim.token_valid(&second));
+
+    // Its JS-SDK ticket is the leader's too.
+    let (_, ticket) = get(&format!("{}/v1/apps/shop/tickets/jsapi", leader.api)).await;
+    let ticket = ticket["ticket"].as_str().expect("leader ticket").to_owned();
+    eventually("the follower to serve the leader's ticket", || async {
+        let (_, body) = get(&format!("{}/v1/apps/shop/tickets/jsapi", follower.api)).await;
+        (body["ticket"] == ticket.as_str()).then_some(())
+    })
+    .await;
+    assert_eq!(follower.sim.sim.total_ticket_calls(), 0);
 
     assert_eq!(
         follower.sim.sim.total_token_calls(),

@@ -368,9 +368,10 @@ async fn dispatch(
     request: &http::request::Parts,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    check_not_relayed(&request.headers)?;
     // Who may read what: a remote client by its credential, a local
-    // peer by its uid and gid, anyone on loopback TCP.
+    // peer by its uid and gid, anyone on loopback TCP. The remote
+    // listener is meant for other hosts, perhaps behind a load balancer
+    // that adds X-Forwarded-For: there the credential is the guard.
     let access = match listener {
         ListenerKind::Remote => {
             let access = super::remote::authenticate(state, &request.headers)?;
@@ -385,6 +386,7 @@ async fn dispatch(
             .local(request.extensions.get::<Peer>().copied()),
         ListenerKind::Tcp { .. } => Access::All,
     };
+    check_not_relayed(&request.headers)?;
     let is_api = !matches!(route, Route::Livez | Route::Readyz);
     if is_api {
         let client = client_name(&request.headers);
