@@ -605,3 +605,44 @@ follow_credential_file = "{}"
         .all(|r| r.header("authorization") == Some(&format!("Bearer {CREDENTIAL}"))));
     assert_eq!(sim.sim.total_token_calls(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_restarted_while_the_leader_is_down_serves_its_stored_token() {
+    let mut leader = Leader::start(Duration::from_secs(7200), "5m").await;
+    let url = format!(
+        "https://localhost:{}",
+        leader.remote.rsplit(':').next().unwrap()
+    );
+    let sim = simulator(SimConfig::default()).await;
+    let ports = (free_port(), free_port());
+    let config = leader.dir.path().join("follower-with-store.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[store]\nbackend = \"file\"\npath = \"{}\"\n",
+            follower_config(&leader, &url, &sim, ports),
+            leader.dir.path().join("follower-state").display()
+        ),
+    )
+    .unwrap();
+    let ready = format!("http://127.0.0.1:{}/readyz", ports.1);
+    let token_url = format!("http://127.0.0.1:{}/v1/apps/shop/token", ports.0);
+    let mut follower = ChildBroker::spawn(&config, "info");
+    follower.wait_ready(&ready).await;
+    let held = get(&token_url).await.1["access_token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    leader.process.kill();
+    follower.kill();
+    let mut follower = ChildBroker::spawn(&config, "info");
+    follower.wait_ready(&ready).await;
+    let (status, body) = get(&token_url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["access_token"], held.as_str());
+    assert!(follower
+        .log()
+        .contains("loaded the stored credential of the leader"));
+    assert_eq!(sim.sim.total_token_calls(), 0);
+}

@@ -12,6 +12,11 @@
 //! status (a redirect is never followed), the JSON shape, the app, appid,
 //! grant and credential it names, a plausible value and lifetime. A
 //! failed check is logged with its cause and changes nothing.
+//!
+//! With a store of this broker's own (memory or file, not a shared Redis,
+//! whose fleet would take the record for its own), the adopted credential
+//! is saved like a fetched one, so a follower restarted while its leader
+//! is down still serves it until it expires.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +28,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::refresher::Command;
-use super::{AppView, CredentialHandle, InvalidateOutcome, LastError, LeaderState, TokenRecord};
+use super::{
+    AppView, BrokerContext, CredentialHandle, InvalidateOutcome, LastError, LeaderState,
+    TokenRecord,
+};
 use crate::config::{AppConfig, FollowConfig};
 use crate::credential::Credential;
 use crate::secret::{AccessToken, Secret};
-use crate::store::grant_label;
+use crate::store::{grant_label, Store, StoreKey, StoredApp};
 
 /// How long the leader may hold a watch before answering unchanged.
 const WATCH_SECS: u64 = 25;
@@ -128,6 +136,10 @@ pub(super) struct Follower {
     cancel: CancellationToken,
     /// The last cause logged, so a leader down for an hour logs once.
     last_logged: Option<Refused>,
+    /// Where adopted credentials are kept across restarts; `None` with a
+    /// shared store.
+    store: Option<Arc<dyn Store>>,
+    key: StoreKey,
 }
 
 impl Follower {
@@ -135,8 +147,12 @@ impl Follower {
         leader: Arc<Leader>,
         handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
+        context: &BrokerContext,
     ) -> Follower {
+        let store = context.store.clone();
         Follower {
+            key: StoreKey::for_credential(&handle.shared.config, handle.credential()),
+            store: store.cluster().is_none().then_some(store),
             app: handle.shared.config.clone(),
             credential: handle.credential(),
             cancel: handle.stopped().clone(),
@@ -159,6 +175,7 @@ impl Follower {
     /// abandoned by a stop costs nothing: the leader still holds it all.
     pub(super) async fn run(mut self) {
         self.publish(|view| view.leader = Some(LeaderState { reachable: false }));
+        self.warm_start().await;
         let mut retry = FIRST_RETRY;
         let mut next_watch = Instant::now();
         while !self.cancel.is_cancelled() {
@@ -181,7 +198,7 @@ impl Follower {
                 },
                 answer = watch => match self.check(answer) {
                     Ok(record) => {
-                        self.adopt(record);
+                        self.adopt(record).await;
                         retry = FIRST_RETRY;
                         next_watch = Instant::now();
                     }
@@ -228,7 +245,7 @@ impl Follower {
             Ok(record) => {
                 info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
                 let rotated = record.value != *reported;
-                self.adopt(record);
+                self.adopt(record).await;
                 match outcome.as_deref() {
                     Some("refreshed") => InvalidateOutcome::Refreshed,
                     Some("rate_limited") => InvalidateOutcome::RateLimited,
@@ -305,8 +322,54 @@ impl Follower {
         })
     }
 
+    /// The stored credential, when nothing valid is held yet (a reload
+    /// carries the running one over): a restart while the leader is down
+    /// keeps serving. Only a record for this appid and grant, plausible
+    /// and valid, is taken.
+    async fn warm_start(&mut self) {
+        let now = self.handle.now_ms();
+        if self.handle.valid_token_at(now).is_some() {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        let record = match store.load(&self.key).await {
+            Ok(Some(record)) if record.belongs_to(&self.key) => record,
+            Ok(_) => return,
+            Err(err) => {
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
+                return;
+            }
+        };
+        let token = record
+            .token
+            .filter(|stored| stored.implausible(now / 1000).is_none())
+            .map(TokenRecord::from_stored)
+            .filter(|token| token.is_valid(now));
+        if let Some(token) = token {
+            info!(app = %self.app.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+            self.publish(|view| view.install(Arc::new(token)));
+        }
+    }
+
+    /// Keeps `record` for a restart. A failure is logged and costs only
+    /// that: the leader still holds the credential.
+    async fn save(&self, record: &TokenRecord) {
+        let Some(store) = &self.store else { return };
+        let state = StoredApp {
+            appid: self.key.appid.clone(),
+            grant: self.key.grant.to_owned(),
+            token: Some(record.to_stored()),
+            day: crate::clock::beijing_day(record.fetched_at()),
+            // Nothing is ever fetched here.
+            fetches: 0,
+        };
+        if let Err(err) = store.save(&self.key, &state).await {
+            warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+        }
+    }
+
     /// Serves `record` from now on, unless it is the one already held.
-    fn adopt(&mut self, record: TokenRecord) {
+    async fn adopt(&mut self, record: TokenRecord) {
         if self.last_logged.take().is_some() {
             info!(app = %self.app.name, credential = %self.credential, "the leader answers again");
         }
@@ -319,6 +382,7 @@ impl Follower {
             .is_some_and(|held| held.value == record.value);
         if !same {
             info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+            self.save(&record).await;
         }
         self.publish(|view| {
             if !same {

@@ -257,7 +257,7 @@ impl CredentialHandle {
         seed: AppView,
     ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(config, credential, context, seed);
-        let follower = Follower::new(leader, handle.clone(), command_rx);
+        let follower = Follower::new(leader, handle.clone(), command_rx, context);
         handle.run_writer(context, follower.run());
         handle
     }

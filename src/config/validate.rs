@@ -446,13 +446,11 @@ fn apps(raw: Vec<RawApp>, env: Env<'_>) -> Result<Vec<AppConfig>, Problem> {
         // Two classic-grant apps with one appid would invalidate each other's
         // tokens: the very bug this daemon exists to prevent. (WeCom apps
         // share a corpid legitimately, each with its own secret.)
-        if app.kind == AppKind::Wechat && app.follow.is_none() {
-            if let Some(twin) = apps.iter().find(|a| {
-                a.kind == AppKind::Wechat
-                    && a.follow.is_none()
-                    && a.appid == app.appid
-                    && a.grant == app.grant
-            }) {
+        if app.kind == AppKind::Wechat {
+            if let Some(twin) = apps
+                .iter()
+                .find(|a| a.kind == AppKind::Wechat && a.appid == app.appid && a.grant == app.grant)
+            {
                 return Err(Problem::new(
                     format!("apps.{}.appid", app.name),
                     format!(
