@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs the test suite drives for real, if any is missing:
-# redis-server (cluster mode), prometheus and promtool (metrics and alert
+# redis-server, redis-sentinel and redis-cli (cluster mode on one Redis,
+# Sentinel and Redis Cluster), prometheus and promtool (metrics and alert
 # rules), node (the Node.js client), systemd-analyze (verifies the systemd
 # unit), npm and python3 (scripts/install-sdks.sh installs the WeChat SDKs
 # with them). Debian packages; needs root.
@@ -8,6 +9,8 @@ set -euo pipefail
 
 declare -A package_for=(
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel
+  [redis-cli]=redis-tools
   [prometheus]=prometheus
   [promtool]=prometheus
   [node]=nodejs

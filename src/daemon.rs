@@ -47,6 +47,8 @@ pub struct Daemon {
     http: reqwest::Client,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Closed last, once the refreshers are done with it.
+    store: Arc<dyn Store>,
 }
 
 /// Added to a shutdown's deadline for the last store writes.
@@ -194,6 +196,9 @@ impl Daemon {
                 "tasks still running at the shutdown deadline; exiting without them"
             );
         }
+        // A refresh lock still held (a refresher cut off by the deadline)
+        // would keep the rest of the fleet waiting for its lease.
+        let _ = tokio::time::timeout(STOP_MARGIN, self.store.close()).await;
     }
 
     /// How long a shutdown waits for its tasks: the connection drain, or
@@ -245,17 +250,24 @@ pub async fn start_with(
     tuning: Tuning,
 ) -> Result<Daemon, StartError> {
     let metrics = Metrics::new();
-    let store: Arc<dyn Store> = match &config.store.backend {
-        StoreBackend::Memory => Arc::new(MemoryStore::new()),
-        StoreBackend::File { path } => Arc::new(FileStore::open(path)?),
-        StoreBackend::Redis { url } => Arc::new(RedisStore::new(url, &config.store.key_prefix)?),
+    let redis = match &config.store.backend {
+        StoreBackend::Redis(redis) => Some(Arc::new(RedisStore::configured(
+            redis,
+            &config.store.key_prefix,
+        )?)),
+        _ => None,
+    };
+    let store: Arc<dyn Store> = match (&config.store.backend, &redis) {
+        (_, Some(redis)) => redis.clone(),
+        (StoreBackend::File { path }, None) => Arc::new(FileStore::open(path)?),
+        _ => Arc::new(MemoryStore::new()),
     };
     let http = wechat::upstream_client(&config.upstream).map_err(StartError::HttpClient)?;
     let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
     let context = BrokerContext {
-        store,
+        store: store.clone(),
         tickets: Arc::new(broker::WechatTickets::new(http.clone())),
         metrics: metrics.clone(),
         clock: Clock::new(),
@@ -265,7 +277,7 @@ pub async fn start_with(
     let broker = Broker::start(apps, &context);
     let diagnostics = Arc::new(Diagnostics::new(
         http.clone(),
-        ResetLedger::for_store(&config.store)?,
+        ResetLedger::for_store(&config.store, redis),
         config.server.token_wait_timeout,
     ));
     if let Some(schedule) = tuning.quota_poll {
@@ -345,6 +357,7 @@ pub async fn start_with(
         http,
         tasks,
         cancel,
+        store,
     })
 }
 

@@ -179,10 +179,10 @@ fn redis_store_and_its_url_schemes() {
             APP,
             &format!("[store]\nbackend = \"redis\"\nurl = \"{url}\""),
         ));
-        assert_eq!(
-            config.store.backend,
-            StoreBackend::Redis { url: url.into() }
-        );
+        let StoreBackend::Redis(redis) = &config.store.backend else {
+            panic!("a redis store");
+        };
+        assert_eq!(redis.url, url);
     }
 }
 
@@ -628,11 +628,12 @@ fn url_passwords_never_show_and_the_real_host_is_judged() {
             "[store]\nbackend = \"redis\"\nurl = \"redis://{PASSWORD}@redis.internal:6379/0\""
         ),
     ));
+    let StoreBackend::Redis(redis) = &config.store.backend else {
+        panic!("a redis store");
+    };
     assert_eq!(
-        config.store.backend,
-        StoreBackend::Redis {
-            url: format!("redis://{PASSWORD}@redis.internal:6379/0")
-        }
+        redis.url,
+        format!("redis://{PASSWORD}@redis.internal:6379/0")
     );
     let shown = format!("{config:?}\n{}", config.render_effective());
     assert!(!shown.contains(PASSWORD), "leaked in:\n{shown}");
@@ -865,4 +866,157 @@ fn files_readable_by_others_are_warned_about() {
         warnings[0].contains("apps.inline.secret: "),
         "{warnings:#?}"
     );
+}
+
+#[test]
+fn redis_topologies_passwords_and_their_mistakes() {
+    let store = |lines: &str| {
+        doc(
+            SERVER,
+            APP,
+            &format!("[store]\nbackend = \"redis\"\n{lines}"),
+        )
+    };
+    for url in [
+        "redis+sentinel://s1:26379,s2:26379/mymaster",
+        "redis+sentinel://s1/mymaster/2",
+        "rediss+sentinel://s1,s2/mymaster",
+        "redis+cluster://h1:7000,h2:7001,h3:7002",
+        "rediss+cluster://h1:7000,h2:7001",
+    ] {
+        let config = ok(&store(&format!("url = \"{url}\"")));
+        let StoreBackend::Redis(redis) = &config.store.backend else {
+            panic!("a redis store");
+        };
+        assert_eq!(redis.url, url);
+    }
+
+    // A password from the environment: used, never shown.
+    let config = ok(&store(
+        "url = \"redis+cluster://h1:7000,h2:7001\"\npassword_env = \"SHOP_SECRET\"",
+    ));
+    let shown = format!("{config:?}\n{}", config.render_effective());
+    assert!(!shown.contains(SHOP_SECRET), "leaked in:\n{shown}");
+    assert!(shown.contains("password_env = \"SHOP_SECRET\""), "{shown}");
+
+    // A password file: read like secret_file, and warned about when every
+    // local user may read it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("redis.password");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let config = ok(&store(&format!(
+        "url = \"redis://h\"\npassword_file = \"{}\"",
+        file.display()
+    )));
+    let shown = format!("{config:?}\n{}", config.render_effective());
+    assert!(!shown.contains("from-a-file"), "leaked in:\n{shown}");
+    let warnings = config.warnings().join("\n");
+    assert!(warnings.contains("store.password_file: "), "{warnings}");
+
+    for (name, lines, key, message) in [
+        (
+            "malformed",
+            "url = \"redis+sentinel://s1:port/m\"",
+            "store.url",
+            "bad port",
+        ),
+        (
+            "no master",
+            "url = \"redis+sentinel://s1:26379,s2:26379\"",
+            "store.url",
+            "names no master",
+        ),
+        (
+            "one cluster node",
+            "url = \"redis+cluster://h1:7000\"",
+            "store.url",
+            "names one node",
+        ),
+        (
+            "cluster database",
+            "url = \"redis+cluster://h1:7000,h2:7001/2\"",
+            "store.url",
+            "only database 0",
+        ),
+        (
+            "unknown scheme",
+            "url = \"redis+sentinal://s1/m\"",
+            "store.url",
+            "must start with",
+        ),
+        (
+            "two passwords",
+            "url = \"redis://:url-pw@h:6379/0\"\npassword_env = \"SHOP_SECRET\"",
+            "store.password_env",
+            "holds a password too",
+        ),
+        (
+            "two password sources",
+            "url = \"redis://h\"\npassword_env = \"SHOP_SECRET\"\npassword_file = \"/x\"",
+            "store",
+            "at most one of password_env or password_file",
+        ),
+        (
+            "unset password env",
+            "url = \"redis://h\"\npassword_env = \"NOT_SET\"",
+            "store.password_env",
+            "is not set",
+        ),
+        (
+            "ca without tls",
+            "url = \"redis://h\"\nca_file = \"/x\"",
+            "store.ca_file",
+            "applies only to TLS",
+        ),
+        (
+            "missing ca",
+            "url = \"rediss://h\"\nca_file = \"/nonexistent/ca.pem\"",
+            "store.ca_file",
+            "cannot read",
+        ),
+    ] {
+        let e = err(&store(lines)).to_string();
+        assert!(
+            e.contains(&format!("{key}: ")) && e.contains(message),
+            "{name}: {e}"
+        );
+        assert!(
+            !e.contains("url-pw") && !e.contains(SHOP_SECRET),
+            "{name}: {e}"
+        );
+    }
+    let e = err(&doc(
+        SERVER,
+        APP,
+        "[store]\nbackend = \"file\"\npath = \"/x\"\npassword_env = \"SHOP_SECRET\"",
+    ))
+    .to_string();
+    assert!(
+        e.contains("store.password_env: applies only to backend \"redis\""),
+        "{e}"
+    );
+
+    // A fleet's refresh lock must fit in the refresh window.
+    let redis = "[store]\nbackend = \"redis\"\nurl = \"redis://h\"";
+    let e = err(&doc(
+        SERVER,
+        &format!("{APP}\nrefresh_before = \"10s\""),
+        redis,
+    ))
+    .to_string();
+    assert!(
+        e.contains("apps.shop.refresh_before: ") && e.contains("at least 33s"),
+        "{e}"
+    );
+    ok(&doc(
+        SERVER,
+        &format!("{APP}\nrefresh_before = \"10s\""),
+        "",
+    ));
+    ok(&doc(
+        SERVER,
+        &format!("{APP}\nrefresh_before = \"10s\"\nfetch_timeout = \"2s\""),
+        redis,
+    ));
 }

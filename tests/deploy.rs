@@ -644,10 +644,11 @@ fn the_compose_fleet_shares_one_redis_and_gives_each_app_its_own_broker() {
         &|name| (name == "SHOP_SECRET").then(|| "compose-test-secret".to_owned()),
     )
     .expect("the fleet's config is valid");
-    let StoreBackend::Redis { url } = &config.store.backend else {
+    let StoreBackend::Redis(redis) = &config.store.backend else {
         panic!("the fleet shares a redis store");
     };
-    let redis_host = url
+    let redis_host = redis
+        .url
         .trim_start_matches("redis://")
         .split([':', '/'])
         .next()

@@ -413,7 +413,9 @@ async fn a_fleet_fetches_each_ticket_once() {
     let apps = classic_app(
         "shop",
         &sim,
-        "tickets = [\"jsapi\"]\nrefresh_before = \"1s\"",
+        // A fleet's refresh window must hold the lock's hold, a lease and
+        // a fetch: 4 s with a 300 ms fetch_timeout.
+        "tickets = [\"jsapi\"]\nrefresh_before = \"4s\"\nfetch_timeout = \"300ms\"",
     );
     let mut brokers = Vec::new();
     for _ in 0..3 {

@@ -31,6 +31,7 @@ mod warnings;
 pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
 pub use follow::FollowConfig;
+pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -108,7 +109,23 @@ pub struct ServerConfig {
 pub enum StoreBackend {
     Memory,
     File { path: PathBuf },
-    Redis { url: String },
+    Redis(RedisConfig),
+}
+
+/// `[store]` for backend `redis` (DESIGN.md section 14).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// As written; may hold a password, shown only masked.
+    pub url: String,
+    /// What the URL names: one Redis, a Sentinel-managed primary, a
+    /// Redis Cluster.
+    pub target: crate::store::RedisTarget,
+    /// From `password_env` or `password_file`, and where it came from; a
+    /// password written in the URL stays in [`RedisConfig::target`].
+    pub password: Option<(Secret, SecretSource)>,
+    /// PEM certificates of a private CA trusted for `rediss` instead of
+    /// the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,9 +238,11 @@ impl fmt::Debug for StoreBackend {
         match self {
             StoreBackend::Memory => f.write_str("Memory"),
             StoreBackend::File { path } => f.debug_struct("File").field("path", path).finish(),
-            StoreBackend::Redis { url } => f
+            StoreBackend::Redis(redis) => f
                 .debug_struct("Redis")
-                .field("url", &urls::masked(url))
+                .field("url", &urls::masked(&redis.url))
+                .field("password", &redis.password.as_ref().map(|(_, from)| from))
+                .field("ca_file", &redis.ca_file)
                 .finish(),
         }
     }

@@ -80,6 +80,9 @@ pub(crate) struct RawStore {
     pub path: Option<String>,
     pub url: Option<String>,
     pub key_prefix: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -70,9 +70,19 @@ pub(crate) fn effective(config: &Config) -> String {
             out.string("backend", "file");
             out.path("path", Some(path));
         }
-        StoreBackend::Redis { url } => {
+        StoreBackend::Redis(redis) => {
             out.string("backend", "redis");
-            out.string("url", &masked(url));
+            out.string("url", &masked(&redis.url));
+            // Where the password comes from, never the password.
+            match &redis.password {
+                Some((_, SecretSource::Env(name))) => out.string("password_env", name),
+                Some((_, SecretSource::File(path))) => out.path("password_file", Some(path)),
+                // Leader: only an app's secret can be its leader's.
+                Some((_, SecretSource::Inline | SecretSource::Leader)) | None => {
+                    out.opt_string("password_env", None)
+                }
+            }
+            out.path("ca_file", redis.ca_file.as_deref());
         }
     }
     out.string("key_prefix", &config.store.key_prefix);

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use humantime::format_duration;
 
+mod redis;
+
 use super::error::Problem;
 use super::raw::{
     InlineSecret, Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore, RawTls,
@@ -77,12 +79,14 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
     let server = server(raw.server)?;
     let apps = apps(raw.apps.unwrap_or_default(), env)?;
     compat_listeners(&server, &apps)?;
+    let store = store(raw.store.unwrap_or_default(), env)?;
+    redis::lock_fits(&store, &apps)?;
     let clients =
         super::clients::clients(raw.clients.unwrap_or_default(), &apps, server.remote_listen)?;
     Ok(Config {
         source: source.to_owned(),
         server,
-        store: store(raw.store.unwrap_or_default())?,
+        store,
         log: log(raw.log.unwrap_or_default())?,
         upstream: upstream(raw.upstream.unwrap_or_default())?,
         apps,
@@ -323,7 +327,7 @@ enum BackendKind {
     Redis,
 }
 
-fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
+fn store(raw: RawStore, env: Env<'_>) -> Result<StoreConfig, Problem> {
     let kind = choice(
         "store.backend",
         raw.backend.as_deref(),
@@ -336,14 +340,24 @@ fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
     )?;
     let path = path("store.path", raw.path)?;
     let url = raw.url;
+    let redis_only = [
+        ("store.url", url.is_some()),
+        ("store.password_env", raw.password_env.is_some()),
+        ("store.password_file", raw.password_file.is_some()),
+        ("store.ca_file", raw.ca_file.is_some()),
+    ];
     let backend = match kind {
         BackendKind::Memory => {
             only_with("store.path", path.is_some(), "file")?;
-            only_with("store.url", url.is_some(), "redis")?;
+            for (key, set) in redis_only {
+                only_with(key, set, "redis")?;
+            }
             StoreBackend::Memory
         }
         BackendKind::File => {
-            only_with("store.url", url.is_some(), "redis")?;
+            for (key, set) in redis_only {
+                only_with(key, set, "redis")?;
+            }
             let path = path.ok_or_else(|| {
                 Problem::new(
                     "store.path",
@@ -356,9 +370,13 @@ fn store(raw: RawStore) -> Result<StoreConfig, Problem> {
             only_with("store.path", path.is_some(), "file")?;
             let url =
                 url.ok_or_else(|| Problem::new("store.url", "required with backend \"redis\""))?;
-            StoreBackend::Redis {
-                url: redis_url("store.url", url)?,
-            }
+            StoreBackend::Redis(redis::redis(
+                url,
+                raw.password_env,
+                raw.password_file,
+                raw.ca_file,
+                env,
+            )?)
         }
     };
     let key_prefix =
@@ -379,19 +397,6 @@ fn only_with(key: &str, set: bool, backend: &str) -> Result<(), Problem> {
         ));
     }
     Ok(())
-}
-
-/// The URL may carry a password, so messages describe it but never echo it.
-fn redis_url(key: &str, url: String) -> Result<String, Problem> {
-    let url = url.trim().to_owned();
-    let rest = ["redis://", "rediss://", "redis+unix://"]
-        .iter()
-        .find_map(|scheme| url.strip_prefix(scheme))
-        .ok_or_else(|| Problem::new(key, "must start with redis://, rediss:// or redis+unix://"))?;
-    if rest.is_empty() {
-        return Err(Problem::new(key, "names no host (or socket path)"));
-    }
-    Ok(url)
 }
 
 fn log(raw: RawLog) -> Result<LogConfig, Problem> {
@@ -730,7 +735,7 @@ fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {
         return Err(Problem::new(
             key,
             "is not a plausible environment variable name (not shown, in case it is the \
-             secret itself); secret_env takes the name of the variable holding the secret",
+             secret itself); the key takes the name of the variable holding the secret",
         ));
     }
     match env(name) {

@@ -9,7 +9,7 @@ use humantime::format_duration;
 
 use super::urls::is_local_host;
 use super::validate::{is_loopback, TOKEN_LIFETIME};
-use super::{Config, SecretSource};
+use super::{Config, SecretSource, StoreBackend};
 
 pub(crate) fn collect(config: &Config) -> Vec<String> {
     let mut found = Vec::new();
@@ -55,6 +55,19 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
         );
     }
 
+    if let StoreBackend::Redis(redis) = &config.store.backend {
+        if let Some((_, SecretSource::File(path))) = &redis.password {
+            if let Some(mode) = world_readable(path) {
+                warn(
+                    "store.password_file",
+                    format!(
+                        "{} is readable by every local user (mode {mode:04o}); chmod o-r it",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
     if let Some(message) = super::clients::unguarded_listeners(config) {
         warn("clients", message);
     }

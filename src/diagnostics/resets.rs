@@ -15,21 +15,18 @@ use std::fs;
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{StoreBackend, StoreConfig};
-use crate::store::{write_atomically, Doubt, StoreError};
+use crate::store::{write_atomically, Doubt, RedisStore, StoreError};
 
 /// Resets WeChat allows per account and calendar month.
 pub const RESETS_PER_MONTH: u32 = 10;
 
 /// The file beside the app records (file store).
 const FILE_NAME: &str = "quota-resets.json";
-
-/// Bounds one Redis exchange: the count must never hold up the answer.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a month's Redis counter is kept: past the month's end.
 const REDIS_TTL_SECS: i64 = 40 * 86_400;
@@ -47,8 +44,10 @@ pub enum ResetLedger {
         path: PathBuf,
         writer: tokio::sync::Mutex<()>,
     },
+    /// The store's own connection (one Redis, Sentinel or Cluster), its
+    /// commands bounded like the store's.
     Redis {
-        client: redis::Client,
+        store: Arc<RedisStore>,
         prefix: String,
     },
 }
@@ -81,22 +80,20 @@ impl Months {
 }
 
 impl ResetLedger {
-    /// The ledger that goes with the configured store.
-    pub fn for_store(store: &StoreConfig) -> Result<Self, StoreError> {
-        Ok(match &store.backend {
-            StoreBackend::Memory => ResetLedger::Memory(Default::default()),
-            StoreBackend::File { path } => ResetLedger::File {
+    /// The ledger that goes with the configured store; `redis` is the
+    /// Redis store when that is the backend.
+    pub fn for_store(store: &StoreConfig, redis: Option<Arc<RedisStore>>) -> Self {
+        match (&store.backend, redis) {
+            (StoreBackend::File { path }, _) => ResetLedger::File {
                 path: path.join(FILE_NAME),
                 writer: Default::default(),
             },
-            StoreBackend::Redis { url } => ResetLedger::Redis {
-                client: redis::Client::open(url.as_str()).map_err(|err| StoreError::Redis {
-                    op: "open",
-                    message: err.to_string(),
-                })?,
+            (StoreBackend::Redis(_), Some(redis)) => ResetLedger::Redis {
+                store: redis,
                 prefix: store.key_prefix.clone(),
             },
-        })
+            _ => ResetLedger::Memory(Default::default()),
+        }
     }
 
     /// Counts one reset of `appid` in `month`; returns the month's count.
@@ -124,18 +121,10 @@ impl ResetLedger {
                 .await
                 .expect("reset ledger write panicked")
             }
-            ResetLedger::Redis { client, prefix } => {
-                let key = redis_key(prefix, appid, month);
-                redis_exchange("count", client, async |mut connection| {
-                    let (count, _): (u32, bool) = redis::pipe()
-                        .atomic()
-                        .incr(&key, 1)
-                        .expire(&key, REDIS_TTL_SECS)
-                        .query_async(&mut connection)
-                        .await?;
-                    Ok(count)
-                })
-                .await
+            ResetLedger::Redis { store, prefix } => {
+                store
+                    .count(&redis_key(prefix, appid, month), REDIS_TTL_SECS)
+                    .await
             }
         }
     }
@@ -154,16 +143,8 @@ impl ResetLedger {
                     .await
                     .expect("reset ledger read panicked")
             }
-            ResetLedger::Redis { client, prefix } => {
-                let key = redis_key(prefix, appid, month);
-                redis_exchange("read", client, async |mut connection| {
-                    let count: Option<u32> = redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut connection)
-                        .await?;
-                    Ok(count.unwrap_or(0))
-                })
-                .await
+            ResetLedger::Redis { store, prefix } => {
+                store.counted(&redis_key(prefix, appid, month)).await
             }
         }
     }
@@ -171,25 +152,6 @@ impl ResetLedger {
 
 fn redis_key(prefix: &str, appid: &str, month: u32) -> String {
     format!("{prefix}:{appid}:quota_resets:{month}")
-}
-
-/// One bounded exchange on a connection of its own: resets are rare, and
-/// the store's connection belongs to the refreshers.
-async fn redis_exchange<T>(
-    op: &'static str,
-    client: &redis::Client,
-    exchange: impl AsyncFnOnce(redis::aio::MultiplexedConnection) -> redis::RedisResult<T>,
-) -> Result<T, StoreError> {
-    let error = |message: String| StoreError::Redis { op, message };
-    let attempt = async {
-        let connection = client.get_multiplexed_async_connection().await?;
-        exchange(connection).await
-    };
-    match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(error(err.to_string())),
-        Err(_) => Err(error(format!("no answer within {REDIS_TIMEOUT:?}"))),
-    }
 }
 
 /// The counts on disk; none yet is an empty ledger. Only a regular file

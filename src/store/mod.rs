@@ -1,6 +1,7 @@
 //! Where each app's token and daily fetch count live between refreshes and
 //! across restarts: `memory` (nothing survives), `file` (one JSON file per
-//! app), `redis` (shared by a fleet). The refresher is the only caller.
+//! app), `redis` (shared by a fleet: one Redis, Sentinel or Cluster). The
+//! refresher is the only caller.
 
 mod file;
 mod memory;
@@ -25,7 +26,7 @@ pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
-pub use redis::RedisStore;
+pub use redis::{Access as RedisAccess, Node as RedisNode, RedisStore, RedisTarget, Topology};
 
 /// Which app a stored record belongs to. Records carry the appid and grant
 /// too, so a record written for another app is recognised and ignored.
@@ -265,19 +266,46 @@ pub trait Store: Send + Sync + 'static {
     fn cluster(&self) -> Option<&dyn Cluster> {
         None
     }
+
+    /// On shutdown, after the refreshers ended: lets go of whatever the
+    /// fleet would otherwise wait for (refresh locks still held).
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
-/// Proof of holding an app's refresh lock.
+/// How long a refresh lock lives unless its holder renews it: how long
+/// the fleet waits for a broker that died holding it.
+pub const LOCK_LEASE: Duration = Duration::from_secs(2);
+
+/// The longest a broker may hold an app's refresh lock: its upstream
+/// work (an invalidation of a stable token makes two calls, each bounded
+/// by `fetch_timeout`) and a second for the store.
+pub fn lock_hold(fetch_timeout: Duration) -> Duration {
+    fetch_timeout * 2 + Duration::from_secs(1)
+}
+
+/// How long before expiry a fleet must start refreshing so that a holder
+/// that dies at the worst moment (its hold almost over) still leaves
+/// another broker time for one fetch before the token runs out: the
+/// lock's hold, one lease for it to lapse, and one `fetch_timeout`.
+pub fn fleet_refresh_window(fetch_timeout: Duration) -> Duration {
+    lock_hold(fetch_timeout) + LOCK_LEASE + fetch_timeout
+}
+
+/// Proof of holding an app's refresh lock: the owner id stored in it.
 #[derive(Debug)]
 pub struct LockToken(pub String);
 
 /// What brokers sharing a store use to act as one (DESIGN.md section 9).
 pub trait Cluster: Send + Sync {
-    /// Takes the app's refresh lock for `ttl`, unless another broker holds it.
+    /// Takes the app's refresh lock, unless another broker holds it. The
+    /// lock lives while its token does, at most for `hold`; a holder that
+    /// dies loses it within [`LOCK_LEASE`].
     fn try_lock<'a>(
         &'a self,
         key: &'a StoreKey,
-        ttl: Duration,
+        hold: Duration,
     ) -> BoxFuture<'a, Result<Option<LockToken>, StoreError>>;
 
     /// Releases the lock if it is still ours.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod process;
+pub mod redis_ha;
 pub mod scripted;
 pub mod sdk;
 

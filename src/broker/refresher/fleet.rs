@@ -3,9 +3,8 @@
 //! another broker may have refreshed already; after it, the new record is
 //! stored and published. Brokers that did not fetch adopt the published
 //! token at once (or at the next poll). With Redis away, each broker keeps
-//! serving its valid token; a stable-grant app refreshes alone (safe: the
-//! stable token is shared upstream), a classic-grant one only when its
-//! token is about to run out, and says so.
+//! serving its valid token and refreshes alone only when that token is
+//! about to run out (or it has none), and says so.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use tracing::{error, info, warn};
 use super::Refresher;
 use crate::broker::TokenRecord;
 use crate::secret::AccessToken;
-use crate::store::LockToken;
+use crate::store::{lock_hold, LockToken, LOCK_LEASE};
 
 /// How often a broker re-reads the shared record in case it missed a
 /// published update.
@@ -47,12 +46,12 @@ impl Refresher {
         let Some(cluster) = store.cluster() else {
             return Turn::Mine(None);
         };
-        let ttl = self.app.fetch_timeout * 2 + Duration::from_secs(5);
-        // Another broker may hold the lock for up to its lifetime (longer
-        // only if it died holding it, and then the lock expires).
-        let give_up = Instant::now() + ttl;
+        let hold = lock_hold(self.app.fetch_timeout);
+        // Another broker may hold the lock for up to its hold; one that
+        // died holding it loses it within a lease.
+        let give_up = Instant::now() + hold + LOCK_LEASE;
         loop {
-            match cluster.try_lock(&self.key, ttl).await {
+            match cluster.try_lock(&self.key, hold).await {
                 Ok(Some(lock)) => {
                     self.set_degraded(false);
                     // Someone may have refreshed while we waited for the lock.
@@ -125,27 +124,26 @@ impl Refresher {
         let store = self.store.clone();
         if let (Some(cluster), Some(lock)) = (store.cluster(), lock) {
             if let Err(err) = cluster.unlock(&self.key, lock).await {
-                // It expires on its own; others wait at most its lifetime.
+                // Its lease ends it; others wait at most that long.
                 warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not release the refresh lock");
                 self.count_store_error(err.op_label());
             }
         }
     }
 
-    /// A stable-grant app may always refresh alone: every broker gets the
-    /// same token from `stable_token`. A classic-grant one only close to
-    /// expiry, since each classic fetch invalidates the fleet's token.
+    /// Alone only without a valid token or close to expiry: a classic
+    /// fetch invalidates the fleet's token, and even a stable one (every
+    /// broker gets the same token) costs each broker a call, while a
+    /// Redis failover is over in seconds (DESIGN.md section 14: at most
+    /// one extra fetch per credential).
     fn may_fetch_alone(&self) -> bool {
-        if self.is_stable() {
-            return true;
-        }
         match self.alone_deadline() {
             Some(deadline) => Instant::now() >= deadline,
             None => true,
         }
     }
 
-    /// When a classic-grant token counts as about to run out.
+    /// When the current token counts as about to run out.
     fn alone_deadline(&self) -> Option<Instant> {
         let token = self
             .current()
