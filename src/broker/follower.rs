@@ -212,12 +212,13 @@ impl Follower {
         }
     }
 
-    /// The version of the credential held, for the watch: the leader
-    /// answers once it holds another.
+    /// The version of the credential held, expired or not, for the
+    /// watch: the leader answers once it holds another. (Asking "from
+    /// nothing" for an expired one would be answered at once with the
+    /// same value, again and again, until the leader's expired too.)
     fn held_version(&self) -> Option<String> {
         let view = self.handle.shared.view.borrow();
-        let token = view.valid_token(self.handle.now_ms())?;
-        Some(token.version())
+        Some(view.token.as_ref()?.version())
     }
 
     /// Sends `reported` to the leader, which refreshes only if it is
