@@ -22,6 +22,7 @@ struct Leader {
     process: ChildBroker,
     sim: SimHandle,
     api: String,
+    metrics: String,
     /// `127.0.0.1:PORT` of the remote listener.
     remote: String,
     ca: PathBuf,
@@ -119,11 +120,32 @@ apps = ["shop"]
             process,
             sim,
             api: format!("http://127.0.0.1:{api_port}"),
+            metrics: format!("http://127.0.0.1:{ops_port}"),
             remote: format!("127.0.0.1:{remote_port}"),
             ca: issued.ca,
             credential_file,
             dir,
         }
+    }
+
+    /// Token reads the remote listener has answered.
+    async fn remote_token_reads(&self) -> f64 {
+        let text = http()
+            .get(format!("{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| {
+                line.starts_with("wxbroker_requests_total{")
+                    && line.contains("listener=\"remote\"")
+                    && line.contains("route=\"/v1/apps/{app}/token\"")
+            })
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
     }
 
     async fn token(&self) -> String {
@@ -291,6 +313,13 @@ async fn a_follower_serves_the_leaders_token_and_never_calls_wechat() {
         started.elapsed()
     );
     assert!(leader.sim.sim.token_valid(&second));
+
+    // It watches rather than polls: over a quiet second and a half the
+    // leader answers at most the one watch in flight.
+    let before = leader.remote_token_reads().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = leader.remote_token_reads().await;
+    assert!(after - before <= 1.0, "{before} -> {after} token reads");
 
     // Its JS-SDK ticket is the leader's too.
     let (_, ticket) = get(&format!("{}/v1/apps/shop/tickets/jsapi", leader.api)).await;
