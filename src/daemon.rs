@@ -14,6 +14,7 @@ use crate::broker::{self, Broker, BrokerContext};
 use crate::clock::Clock;
 use crate::config::{self, Config, StoreBackend};
 use crate::diagnostics::{self, Diagnostics, PollSchedule, ResetLedger};
+use crate::identity::Clients;
 use crate::metrics::Metrics;
 use crate::server::proxy::{Proxy, PROXY_TIMEOUT};
 use crate::server::{self, ApiState, Listeners};
@@ -38,6 +39,9 @@ pub struct Daemon {
     pub broker: Broker,
     pub metrics: Metrics,
     sinks: std::sync::Mutex<Vec<SinkHandle>>,
+    /// The API's `[[clients]]`, replaced by a reload: a revoked
+    /// credential stops working without a restart.
+    clients: Arc<arc_swap::ArcSwap<Clients>>,
     /// The configuration in effect (what a reload compares against).
     running: std::sync::Mutex<Config>,
     http: reqwest::Client,
@@ -143,6 +147,7 @@ impl Daemon {
             }
         }
         let report = self.broker.reconcile(app_sources(config, &self.http)).await;
+        self.clients.store(Arc::new(Clients::new(&config.clients)));
         let mut sinks = self.sinks.lock().expect("sink list poisoned");
         let gone = |name: &str| {
             report
@@ -321,11 +326,25 @@ pub async fn start_with(
         )?)),
         None => None,
     };
+    let remote_tls = match &config.server.remote_tls {
+        Some(files) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config_for(
+            &files.cert_file,
+            &files.key_file,
+            ("server.remote_tls.cert_file", "server.remote_tls.key_file"),
+        )?)),
+        None => None,
+    };
+    if let Some(addr) = listeners.remote_addr() {
+        info!(%addr, "remote token api listening (tls, [[clients]] only)");
+    }
+    let clients = state.clients.clone();
+    clients.store(Arc::new(Clients::new(&config.clients)));
     server::spawn(
         listeners,
         state,
         &config.server,
         compat_tls,
+        remote_tls,
         &tasks,
         &cancel,
     );
@@ -333,6 +352,7 @@ pub async fn start_with(
         broker,
         metrics,
         sinks: std::sync::Mutex::new(sinks),
+        clients,
         running: std::sync::Mutex::new(config.clone()),
         http,
         tasks,

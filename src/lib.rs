@@ -27,6 +27,8 @@
 //! - [`tls`] serves the compatible listeners over HTTPS and makes the
 //!   local CA of `wxbroker tls init`; [`upstream`] says how the broker's
 //!   own calls reach WeChat (`connect_to`, its own DNS client).
+//! - [`identity`] says which apps a request may read: a remote client's
+//!   bearer credential, a local peer's uid and gid (`[[clients]]`).
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -41,6 +43,7 @@ mod daemon;
 pub mod demo;
 pub mod diagnostics;
 pub mod fd_limit;
+pub mod identity;
 pub mod jssdk;
 pub mod logging;
 pub mod metrics;

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub cluster_degraded: IntGaugeVec,
     pub token_fights: IntCounterVec,
+    /// Follower apps only: 1 while the leader answers.
+    pub leader_reachable: IntGaugeVec,
     /// Counters of the named clients seen so far: read with an atomic
     /// load on every request, replaced whole (rarely: at most 64 names)
     /// under `new_client` when a new name arrives.
@@ -235,6 +237,14 @@ impl Metrics {
                     &["app"],
                 ),
             ),
+            leader_reachable: register(
+                &registry,
+                int_gauge(
+                    "wxbroker_leader_reachable",
+                    "For an app that follows a leader: 1 while the leader answers.",
+                    &["app"],
+                ),
+            ),
             known_clients: Default::default(),
             new_client: Default::default(),
             registry,
@@ -288,6 +298,7 @@ impl Metrics {
             let _ = self.ticket_expiry.remove_label_values(&labels);
         }
         let _ = self.cluster_degraded.remove_label_values(&[app]);
+        let _ = self.leader_reachable.remove_label_values(&[app]);
     }
 
     /// Counts a request from a named client, folding names past the cap

@@ -60,21 +60,35 @@ pub fn server_config(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_for(
+        cert_file,
+        key_file,
+        ("server.compat_tls.cert_file", "server.compat_tls.key_file"),
+    )
+}
+
+/// [`server_config`] for a listener whose files are set by `keys` (the
+/// cert's and the key's), which errors name.
+pub fn server_config_for(
+    cert_file: &Path,
+    key_file: &Path,
+    keys: (&'static str, &'static str),
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Read {
-            key: "server.compat_tls.cert_file",
+            key: keys.0,
             path: cert_file.to_path_buf(),
             source,
         })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate {
-            key: "server.compat_tls.cert_file",
+            key: keys.0,
             path: cert_file.to_path_buf(),
         });
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|source| TlsError::Read {
-        key: "server.compat_tls.key_file",
+        key: keys.1,
         path: key_file.to_path_buf(),
         source,
     })?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
+use super::follower::Leader;
 use super::{AppView, BrokerContext, CredentialHandle, InvalidateOutcome};
 use crate::config::AppConfig;
 use crate::credential::{Credential, TicketKind};
@@ -71,6 +72,27 @@ impl AppHandle {
                 forced_refresh_outcomes: &outcomes,
             },
         );
+        // A follower app's credentials, its tickets too, are all read
+        // from its leader: no refresher, so no upstream call, ever.
+        if let Some(follow) = &config.follow {
+            let leader = Leader::new(follow);
+            let mut follower = |credential| {
+                CredentialHandle::spawn_follower(
+                    config.clone(),
+                    credential,
+                    leader.clone(),
+                    context,
+                    seed.take(credential),
+                )
+            };
+            let token = follower(Credential::AccessToken);
+            let tickets = config
+                .tickets
+                .iter()
+                .map(|ticket| (ticket.kind, follower(Credential::Ticket(ticket.kind))))
+                .collect();
+            return AppHandle { token, tickets };
+        }
         let token = CredentialHandle::spawn(
             config.clone(),
             Credential::AccessToken,

@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::follower::{Follower, Leader};
 use super::refresher::{Command, Refresher};
 use super::{AppView, BrokerContext, InvalidateOutcome, TokenError, TokenRecord};
 use crate::clock::Clock;
@@ -238,6 +239,51 @@ impl CredentialHandle {
         context: &BrokerContext,
         seed: AppView,
     ) -> CredentialHandle {
+        let (handle, command_rx) = CredentialHandle::new(config, credential, context, seed);
+        let refresher = Refresher::new(source, daily_budget, handle.clone(), command_rx, context);
+        handle.run_writer(context, refresher.run());
+        handle
+    }
+
+    /// Starts a follower app's credential: its writer is a [`Follower`]
+    /// reading `leader`, never a refresher, so this broker makes no
+    /// upstream call for it. Readers and invalidations use the handle as
+    /// for any other credential.
+    pub(super) fn spawn_follower(
+        config: Arc<AppConfig>,
+        credential: Credential,
+        leader: Arc<Leader>,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> CredentialHandle {
+        let (handle, command_rx) = CredentialHandle::new(config, credential, context, seed);
+        let follower = Follower::new(leader, handle.clone(), command_rx, context);
+        handle.run_writer(context, follower.run());
+        handle
+    }
+
+    /// Runs `writer`, the credential's only writer, on `context.tasks`;
+    /// [`CredentialHandle::stop`] learns from `finished` that it ended.
+    fn run_writer(
+        &self,
+        context: &BrokerContext,
+        writer: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let finished = self.shared.finished.clone().drop_guard();
+        context.tasks.spawn(async move {
+            writer.await;
+            drop(finished);
+        });
+    }
+
+    /// The handle, publishing `seed`, and the receiving end of its
+    /// command channel for the writer.
+    fn new(
+        config: Arc<AppConfig>,
+        credential: Credential,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> (CredentialHandle, mpsc::Receiver<Command>) {
         let current = ArcSwapOption::new(seed.token.clone());
         let (view, _) = watch::channel(seed);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -253,13 +299,7 @@ impl CredentialHandle {
                 finished: CancellationToken::new(),
             }),
         };
-        let refresher = Refresher::new(source, daily_budget, handle.clone(), command_rx, context);
-        let finished = handle.shared.finished.clone().drop_guard();
-        context.tasks.spawn(async move {
-            refresher.run().await;
-            drop(finished);
-        });
-        handle
+        (handle, command_rx)
     }
 
     /// Cancelled when the credential's app stops (removed by a reload, or

@@ -7,6 +7,7 @@
 mod app;
 mod backoff;
 mod budget;
+mod follower;
 mod handle;
 mod refresher;
 mod schedule;
@@ -31,7 +32,7 @@ pub use app::AppHandle;
 pub use budget::DailyBudget;
 pub use handle::CredentialHandle;
 pub use ticket_source::{TicketSources, WechatTickets};
-pub use view::{AppView, InvalidateOutcome, LastError, TokenError, TokenRecord};
+pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
 
 /// Everything a refresher needs besides its app.
 #[derive(Clone)]
@@ -201,6 +202,12 @@ impl Broker {
             let view = app.view();
             let name = app.name();
             let valid = view.valid_token(now).is_some();
+            if let Some(leader) = &view.leader {
+                metrics
+                    .leader_reachable
+                    .with_label_values(&[name])
+                    .set(i64::from(leader.reachable));
+            }
             metrics
                 .token_valid
                 .with_label_values(&[name])

@@ -173,6 +173,7 @@ pub(super) fn app(grant: Grant) -> AppConfig {
         compat_listen: None,
         tickets: Vec::new(),
         agentid: None,
+        follow: None,
     }
 }
 

@@ -37,6 +37,18 @@ impl TokenRecord {
         self.expires_at_ms.saturating_sub(now_ms) / 1000
     }
 
+    /// A short digest of the value (16 hex digits of its SHA-256): tells
+    /// values apart, as a follower's watch does, and reveals nothing
+    /// usable.
+    pub fn version(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.value.expose().as_bytes());
+        digest[..8]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     pub fn is_valid(&self, now_ms: u64) -> bool {
         self.expires_at_ms > now_ms
     }
@@ -89,6 +101,16 @@ pub struct AppView {
     /// When a refresh deferred by `min_forced_interval` is due: the unix
     /// second a caller told "retry later" may retry.
     pub deferred_refresh_at: Option<u64>,
+    /// For an app that follows a leader: whether the leader answered
+    /// lately. `None` for an app this broker owns.
+    pub leader: Option<LeaderState>,
+}
+
+/// What a follower knows of its leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaderState {
+    /// The last exchange with the leader succeeded.
+    pub reachable: bool,
 }
 
 /// How many replaced tokens an [`AppView`] remembers.

@@ -18,7 +18,9 @@ use std::time::Duration;
 use crate::credential::TicketKind;
 use crate::secret::Secret;
 
+mod clients;
 mod error;
+mod follow;
 mod raw;
 mod render;
 mod tickets;
@@ -26,7 +28,9 @@ mod urls;
 mod validate;
 mod warnings;
 
+pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
+pub use follow::FollowConfig;
 pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
@@ -39,6 +43,8 @@ pub struct Config {
     pub log: LogConfig,
     pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
+    /// `[[clients]]`: who may read which apps (DESIGN.md section 15).
+    pub clients: Vec<ClientConfig>,
 }
 
 /// `[upstream]`: how the broker's own calls reach WeChat.
@@ -92,6 +98,10 @@ pub struct ServerConfig {
     /// A write to a client that makes no progress for this long (the
     /// client stopped reading) closes the connection.
     pub write_timeout: Duration,
+    /// The token API over TLS for authenticated `[[clients]]` (leaders).
+    pub remote_listen: Option<SocketAddr>,
+    /// Set exactly when `remote_listen` is.
+    pub remote_tls: Option<TlsFiles>,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.
@@ -154,6 +164,8 @@ pub enum SecretSource {
     Env(String),
     File(PathBuf),
     Inline,
+    /// None: the app follows a leader, which owns the secret.
+    Leader,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +193,9 @@ pub struct AppConfig {
     pub tickets: Vec<TicketConfig>,
     /// WeCom: the agent's id, which `wx.agentConfig` carries.
     pub agentid: Option<u64>,
+    /// Set when another broker owns this app's credentials: this one
+    /// reads them from there and never calls WeChat for the app.
+    pub follow: Option<FollowConfig>,
 }
 
 /// One configured ticket kind of an app.

@@ -22,6 +22,19 @@ pub(crate) struct RawConfig {
     pub log: Option<RawLog>,
     pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
+    pub clients: Option<Vec<RawClient>>,
+}
+
+/// `[[clients]]`: who may read which apps, on the remote listener (a
+/// bearer credential) or on the Unix socket (a uid or gid).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClient {
+    pub name: Option<String>,
+    pub credential_sha256: Option<String>,
+    pub uid: Option<i64>,
+    pub gid: Option<i64>,
+    pub apps: Option<Vec<String>>,
 }
 
 /// `[upstream]`: how the broker reaches WeChat.
@@ -56,6 +69,8 @@ pub(crate) struct RawServer {
     pub compat_tls: Option<RawTls>,
     pub body_timeout: Option<Loose>,
     pub write_timeout: Option<Loose>,
+    pub remote_listen: Option<String>,
+    pub remote_tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +112,9 @@ pub(crate) struct RawApp {
     pub tickets: Option<Vec<String>>,
     pub agentid: Option<i64>,
     pub ticket_budget: Option<std::collections::BTreeMap<String, i64>>,
+    pub follow: Option<String>,
+    pub follow_credential_file: Option<String>,
+    pub follow_ca_file: Option<String>,
 }
 
 /// `sink = { path = "...", format = "json", mode = "0600" }`: a file the

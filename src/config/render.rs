@@ -9,7 +9,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::urls::masked;
-use super::{AppKind, Config, Grant, LogFormat, Resolve, SecretSource, SinkFormat, StoreBackend};
+use super::{
+    AppKind, ClientIdentity, Config, Grant, LogFormat, Resolve, SecretSource, SinkFormat,
+    StoreBackend,
+};
 
 pub(crate) fn effective(config: &Config) -> String {
     let mut out = Out::default();
@@ -48,6 +51,17 @@ pub(crate) fn effective(config: &Config) -> String {
     }
     out.duration("body_timeout", server.body_timeout);
     out.duration("write_timeout", server.write_timeout);
+    out.addr("remote_listen", server.remote_listen);
+    if let Some(tls) = &server.remote_tls {
+        out.raw(
+            "remote_tls",
+            &format!(
+                "{{ cert_file = {}, key_file = {} }}",
+                quoted(&tls.cert_file.to_string_lossy()),
+                quoted(&tls.key_file.to_string_lossy())
+            ),
+        );
+    }
 
     out.table("[store]");
     match &config.store.backend {
@@ -63,7 +77,10 @@ pub(crate) fn effective(config: &Config) -> String {
             match &redis.password {
                 Some((_, SecretSource::Env(name))) => out.string("password_env", name),
                 Some((_, SecretSource::File(path))) => out.path("password_file", Some(path)),
-                Some((_, SecretSource::Inline)) | None => out.opt_string("password_env", None),
+                // Leader: only an app's secret can be its leader's.
+                Some((_, SecretSource::Inline | SecretSource::Leader)) | None => {
+                    out.opt_string("password_env", None)
+                }
             }
             out.path("ca_file", redis.ca_file.as_deref());
         }
@@ -113,6 +130,12 @@ pub(crate) fn effective(config: &Config) -> String {
             SecretSource::Env(name) => out.string("secret_env", name),
             SecretSource::File(path) => out.path("secret_file", Some(path)),
             SecretSource::Inline => out.string("secret", "***"),
+            SecretSource::Leader => {}
+        }
+        if let Some(follow) = &app.follow {
+            out.string("follow", &masked(&follow.url));
+            out.path("follow_credential_file", Some(&follow.credential_file));
+            out.path("follow_ca_file", follow.ca_file.as_deref());
         }
         out.duration("refresh_before", app.refresh_before);
         out.raw("daily_budget", &app.daily_budget.to_string());
@@ -155,6 +178,19 @@ pub(crate) fn effective(config: &Config) -> String {
         if let Some(agentid) = app.agentid {
             out.raw("agentid", &agentid.to_string());
         }
+    }
+    for client in &config.clients {
+        out.table("[[clients]]");
+        out.string("name", &client.name);
+        match client.identity {
+            // The digest is shown masked like a secret: check-config
+            // output is pasted into tickets and chats.
+            ClientIdentity::Bearer { .. } => out.string("credential_sha256", "***"),
+            ClientIdentity::Uid(uid) => out.raw("uid", &uid.to_string()),
+            ClientIdentity::Gid(gid) => out.raw("gid", &gid.to_string()),
+        }
+        let apps: Vec<String> = client.apps.iter().map(|app| quoted(app)).collect();
+        out.raw("apps", &format!("[{}]", apps.join(", ")));
     }
     out.0
 }

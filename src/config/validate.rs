@@ -81,6 +81,8 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
     compat_listeners(&server, &apps)?;
     let store = store(raw.store.unwrap_or_default(), env)?;
     redis::lock_fits(&store, &apps)?;
+    let clients =
+        super::clients::clients(raw.clients.unwrap_or_default(), &apps, server.remote_listen)?;
     Ok(Config {
         source: source.to_owned(),
         server,
@@ -88,6 +90,7 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         log: log(raw.log.unwrap_or_default())?,
         upstream: upstream(raw.upstream.unwrap_or_default())?,
         apps,
+        clients,
     })
 }
 
@@ -233,10 +236,13 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
     let metrics_listen = socket_addr("server.metrics_listen", raw.metrics_listen)?;
     let wechat_compat_listen =
         socket_addr("server.wechat_compat_listen", raw.wechat_compat_listen)?;
+    let remote_listen = socket_addr("server.remote_listen", raw.remote_listen)?;
+    let remote_tls = super::clients::remote(remote_listen, raw.remote_tls)?;
     distinct_listeners(&[
         ("server.listen", listen),
         ("server.metrics_listen", metrics_listen),
         ("server.wechat_compat_listen", wechat_compat_listen),
+        ("server.remote_listen", remote_listen),
     ])?;
 
     let token_wait_timeout = duration(
@@ -288,6 +294,8 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         compat_tls: raw.compat_tls.map(compat_tls).transpose()?,
         body_timeout,
         write_timeout,
+        remote_listen,
+        remote_tls,
     })
 }
 
@@ -534,7 +542,27 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
         ));
     }
 
-    let (secret, secret_source) = secret(&name, raw.secret_env, raw.secret_file, raw.secret, env)?;
+    let secret_keys: Vec<&str> = [
+        ("secret_env", raw.secret_env.is_some()),
+        ("secret_file", raw.secret_file.is_some()),
+        ("secret", raw.secret.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    let follow = super::follow::follow(
+        &key,
+        super::follow::RawFollow {
+            url: raw.follow,
+            credential_file: raw.follow_credential_file,
+            ca_file: raw.follow_ca_file,
+        },
+        &secret_keys,
+    )?;
+    let (secret, secret_source) = match follow {
+        Some(_) => (Secret::new(""), SecretSource::Leader),
+        None => secret(&name, raw.secret_env, raw.secret_file, raw.secret, env)?,
+    };
 
     let refresh_before = duration(
         &key("refresh_before"),
@@ -601,6 +629,7 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
         compat_listen,
         tickets,
         agentid,
+        follow,
     })
 }
 
@@ -727,7 +756,7 @@ fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, Problem> {
 /// reload in `open`, and anything but a regular file is refused by the
 /// metadata of what was opened (not of the path, which could be swapped
 /// between the check and the open). The read is bounded by size.
-fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
+pub(super) fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
     use rustix::fs::{Mode, OFlags};
 
     let cannot = |e: std::io::Error| Problem::new(key, format!("cannot read {shown}: {e}"));
@@ -787,7 +816,7 @@ fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
 /// Tencent issues: printable ASCII without spaces. A secret with a stray
 /// space would otherwise fail upstream as "wrong secret" (40001), far from
 /// its cause.
-fn checked_secret(key: &str, described: &str, value: String) -> Result<Secret, Problem> {
+pub(super) fn checked_secret(key: &str, described: &str, value: String) -> Result<Secret, Problem> {
     let trimmed = value.trim_end_matches(['\r', '\n']);
     if trimmed.is_empty() {
         return Err(Problem::new(key, format!("{described} is empty")));

@@ -68,6 +68,9 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
             }
         }
     }
+    if let Some(message) = super::clients::unguarded_listeners(config) {
+        warn("clients", message);
+    }
 
     let mut inline = Vec::new();
     for app in &config.apps {
@@ -94,7 +97,7 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
                     );
                 }
             }
-            SecretSource::Env(_) => {}
+            SecretSource::Env(_) | SecretSource::Leader => {}
         }
         if app.api_base.starts_with("http://") && !is_local_host(&app.api_base) {
             warn(

@@ -133,7 +133,9 @@ pub fn spawn(
 async fn round(diagnostics: &Diagnostics, broker: &Broker, metrics: &QuotaMetrics) {
     let apps = broker.apps();
     let mut polled = HashSet::new();
-    for app in apps.iter() {
+    // A followed app's quota is its leader's to watch; its own host may
+    // not even be on WeChat's IP whitelist.
+    for app in apps.iter().filter(|app| app.config().follow.is_none()) {
         for path in polled_paths(app.config()) {
             polled.insert((app.name().to_owned(), path.to_owned()));
             poll_one(diagnostics, app, path, metrics).await;

@@ -49,6 +49,12 @@ pub enum ApiError {
     UpstreamError(String),
     #[error("upstream did not answer in time")]
     UpstreamTimeout,
+    #[error(
+        "this listener serves authenticated clients only: send Authorization: Bearer <credential>"
+    )]
+    Unauthorized,
+    #[error("this client may not read app '{app}'")]
+    Forbidden { app: String },
 }
 
 impl ApiError {
@@ -70,6 +76,8 @@ impl ApiError {
             ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
             ApiError::UpstreamError(_) => S::BAD_GATEWAY,
             ApiError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
+            ApiError::Unauthorized => S::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => S::FORBIDDEN,
         }
     }
 
@@ -90,6 +98,8 @@ impl ApiError {
             ApiError::TokenUnavailable { .. } => "token_unavailable",
             ApiError::UpstreamError(_) => "upstream_error",
             ApiError::UpstreamTimeout => "upstream_timeout",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden { .. } => "forbidden",
         }
     }
 

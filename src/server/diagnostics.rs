@@ -18,6 +18,7 @@ use crate::diagnostics::{
     CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH, RESET_LIMIT_ERRCODE,
     RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
+use crate::identity::Access;
 
 /// The `route` label values of these routes, in [`Route::offset`] order.
 pub(super) const TEMPLATES: [&str; 3] = [
@@ -58,6 +59,7 @@ impl<'a> Route<'a> {
 pub(super) async fn handle(
     state: &ApiState,
     listener: ListenerKind,
+    access: &Access,
     route: Route<'_>,
     request: &http::request::Parts,
     body: RequestBody,
@@ -66,12 +68,12 @@ pub(super) async fn handle(
     match route {
         Route::Quota(name) => {
             allow(method, Method::GET)?;
-            let app = super::routes::find_app(&state.broker, name)?;
+            let app = super::routes::find_app(&state.broker, access, name)?;
             quota(state, &app, request.uri.query()).await
         }
         Route::ClearQuota(name) => {
             allow(method, Method::POST)?;
-            let app = super::routes::find_app(&state.broker, name)?;
+            let app = super::routes::find_app(&state.broker, access, name)?;
             if listener != ListenerKind::Unix {
                 return Ok(refusal(
                     StatusCode::FORBIDDEN,
@@ -80,13 +82,20 @@ pub(super) async fn handle(
                     None,
                 ));
             }
+            if app.config().follow.is_some() {
+                // Its secret and its quota are the leader's.
+                return Err(ApiError::BadRequest(format!(
+                    "app '{}' follows a leader, which owns its quota: run clear-quota against the leader",
+                    app.name()
+                )));
+            }
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             confirmed(&body)?;
             clear_quota(state, &app).await
         }
         Route::Rid { app: name, rid } => {
             allow(method, Method::GET)?;
-            let app = super::routes::find_app(&state.broker, name)?;
+            let app = super::routes::find_app(&state.broker, access, name)?;
             rid_details(state, &app, rid).await
         }
     }

@@ -29,6 +29,7 @@ use super::accept_errors::AcceptErrors;
 use super::body_deadline::RequestBody;
 use super::respond::Body;
 use super::write_stall::WriteStall;
+use crate::identity::Peer;
 
 /// The request line and headers together; token requests need a few
 /// hundred bytes, proxied SDK requests a few KiB.
@@ -46,6 +47,12 @@ const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+
+    /// Who is at the other end, where the kernel says (Unix sockets); each
+    /// request on the connection carries it as an extension.
+    fn peer(_io: &Self::Io) -> Option<Peer> {
+        None
+    }
 }
 
 impl Accept for TcpListener {
@@ -62,6 +69,15 @@ impl Accept for UnixListener {
     type Io = tokio::net::UnixStream;
     async fn accept(&self) -> io::Result<Self::Io> {
         UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn peer(io: &Self::Io) -> Option<Peer> {
+        // SO_PEERCRED: the credentials the peer had when it connected.
+        let cred = io.peer_cred().ok()?;
+        Some(Peer {
+            uid: cred.uid(),
+            gid: cred.gid(),
+        })
     }
 }
 
@@ -134,8 +150,12 @@ pub async fn serve<L: Accept, H: Handler>(
             },
         };
         let handler = handler.clone();
+        let peer = L::peer(&stream);
         let service = service_fn(move |request: Request<Incoming>| {
-            let request = request.map(|body| RequestBody::new(body, deadlines.body));
+            let mut request = request.map(|body| RequestBody::new(body, deadlines.body));
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             match handler.answer_now(&request) {
                 Some(response) => FutureEither::Left(ready(Ok::<_, Infallible>(response))),
                 None => {

@@ -12,6 +12,7 @@ mod diagnostics;
 mod listener;
 mod ops;
 pub mod proxy;
+pub mod remote;
 pub mod respond;
 pub mod routes;
 mod ticket_routes;
@@ -58,6 +59,8 @@ pub struct Listeners {
     /// Compatible listeners that serve one app each (`[[apps]]
     /// compat_listen`): the app's name and its listener.
     pub app_compat: Vec<(String, TcpListener)>,
+    /// The remote listener (`remote_listen`): TLS, `[[clients]]` only.
+    pub remote: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,10 @@ impl Listeners {
             Some(addr) => Some(tcp("server.wechat_compat_listen".into(), addr).await?),
             None => None,
         };
+        let remote = match server.remote_listen {
+            Some(addr) => Some(tcp("server.remote_listen".into(), addr).await?),
+            None => None,
+        };
         let mut app_compat = Vec::new();
         for app in &config.apps {
             if let Some(addr) = app.compat_listen {
@@ -114,7 +121,12 @@ impl Listeners {
             metrics,
             compat,
             app_compat,
+            remote,
         })
+    }
+
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn api_tcp_addr(&self) -> Option<SocketAddr> {
@@ -188,6 +200,7 @@ pub fn spawn(
     state: Arc<ApiState>,
     server: &ServerConfig,
     compat_tls: Option<tokio_rustls::TlsAcceptor>,
+    remote_tls: Option<tokio_rustls::TlsAcceptor>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
@@ -259,6 +272,22 @@ pub fn spawn(
             connections.clone(),
             deadlines,
             compat_tls.clone(),
+            cancel.clone(),
+        ));
+    }
+    // Configuration pairs remote_listen with remote_tls: never in clear.
+    if let (Some(remote), Some(tls)) = (listeners.remote, remote_tls) {
+        let handler = ApiHandler {
+            state: state.clone(),
+            kind: ListenerKind::Remote,
+        };
+        tasks.spawn(listener::serve(
+            "remote",
+            remote,
+            handler,
+            connections.clone(),
+            deadlines,
+            Some(tls),
             cancel.clone(),
         ));
     }

@@ -67,6 +67,12 @@ pub fn error(err: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
+    if let ApiError::Unauthorized = err {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"wxbroker\""),
+        );
+    }
     response
 }
 

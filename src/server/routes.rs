@@ -1,7 +1,10 @@
 //! The token API (DESIGN.md section 5), the same on TCP and on the Unix
 //! socket: routing, the TCP-only client header rule, and the handlers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
@@ -18,6 +21,7 @@ use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
 use crate::diagnostics::Diagnostics;
+use crate::identity::{Access, Clients, Peer};
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -33,6 +37,9 @@ pub struct ApiState {
     pub proxy: Proxy,
     /// Quota, quota resets and rid lookups (the operator's routes).
     pub diagnostics: std::sync::Arc<Diagnostics>,
+    /// `[[clients]]`, replaced whole by a reload: which apps a remote
+    /// client or a local peer may read.
+    pub clients: Arc<ArcSwap<Clients>>,
     hot: HotMetrics,
 }
 
@@ -51,6 +58,7 @@ impl ApiState {
             token_wait,
             proxy,
             diagnostics,
+            clients: Arc::default(),
         }
     }
 }
@@ -77,11 +85,12 @@ const ROUTE_TEMPLATES: [&str; 14] = [
 ];
 /// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
 const DIAGNOSTICS_INDEX: usize = 10;
-const LISTENERS: [ListenerKind; 2] = [
+const LISTENERS: [ListenerKind; 3] = [
     ListenerKind::Tcp {
         require_client_header: false,
     },
     ListenerKind::Unix,
+    ListenerKind::Remote,
 ];
 
 /// The metric children of the common case, resolved once: a 200 answer's
@@ -134,8 +143,13 @@ impl HotMetrics {
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListenerKind {
-    Tcp { require_client_header: bool },
+    Tcp {
+        require_client_header: bool,
+    },
     Unix,
+    /// `remote_listen`: TLS, bearer-authenticated clients, token and
+    /// ticket routes only (see `remote`).
+    Remote,
 }
 
 impl ListenerKind {
@@ -143,6 +157,7 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp { .. } => "tcp",
             ListenerKind::Unix => "unix",
+            ListenerKind::Remote => "remote",
         }
     }
 
@@ -150,12 +165,13 @@ impl ListenerKind {
         match self {
             ListenerKind::Tcp { .. } => 0,
             ListenerKind::Unix => 1,
+            ListenerKind::Remote => 2,
         }
     }
 }
 
 /// A parsed path; the `&'static str` templates are the `route` label.
-enum Route<'a> {
+pub(super) enum Route<'a> {
     Livez,
     Readyz,
     Apps,
@@ -174,7 +190,7 @@ enum Route<'a> {
 }
 
 impl Route<'_> {
-    fn parse(path: &str) -> Route<'_> {
+    pub(super) fn parse(path: &str) -> Route<'_> {
         if let Some((app, rest)) = path
             .strip_prefix("/v1/apps/")
             .and_then(|rest| rest.split_once('/'))
@@ -274,6 +290,16 @@ pub fn answer_now(
     {
         return None;
     }
+    // A remote request is authenticated, and a limited local peer's app
+    // checked, on the full path only.
+    let limited = match listener {
+        ListenerKind::Remote => true,
+        ListenerKind::Unix => state.clients.load().limits_local(),
+        ListenerKind::Tcp { .. } => false,
+    };
+    if limited {
+        return None;
+    }
     let as_text = respond::wants_text(request.uri().query());
     let answer = |app: &AppHandle| {
         let now = app.now_ms();
@@ -342,6 +368,24 @@ async fn dispatch(
     request: &http::request::Parts,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
+    // Who may read what: a remote client by its credential, a local
+    // peer by its uid and gid, anyone on loopback TCP. The remote
+    // listener is meant for other hosts, perhaps behind a load balancer
+    // that adds X-Forwarded-For: there the credential is the guard.
+    let access = match listener {
+        ListenerKind::Remote => {
+            let access = super::remote::authenticate(state, &request.headers)?;
+            if let Some(client) = access.client() {
+                state.metrics.count_client(client);
+            }
+            return super::remote::dispatch(state, &access, route, request, body).await;
+        }
+        ListenerKind::Unix => state
+            .clients
+            .load()
+            .local(request.extensions.get::<Peer>().copied()),
+        ListenerKind::Tcp { .. } => Access::All,
+    };
     check_not_relayed(&request.headers)?;
     let is_api = !matches!(route, Route::Livez | Route::Readyz);
     if is_api {
@@ -369,7 +413,7 @@ async fn dispatch(
         }
         Route::Apps => {
             allow_get(method)?;
-            Ok(apps(&state.broker))
+            Ok(apps(&state.broker, &access))
         }
         Route::DefaultToken => {
             allow_get(method)?;
@@ -379,36 +423,38 @@ async fn dispatch(
                 .ok_or_else(|| ApiError::NoDefaultApp {
                     configured: state.broker.names().join(", "),
                 })?;
+            allowed(&access, &app)?;
             token(state, &app, query).await
         }
         Route::AppToken(name) => {
             allow_get(method)?;
-            token(state, &find_app(&state.broker, name)?, query).await
+            token(state, &find_app(&state.broker, &access, name)?, query).await
         }
         Route::Invalidate(name) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             invalidate(state, &app, &body, query).await
         }
         Route::Ticket(name, kind) => {
             allow_get(method)?;
-            ticket_routes::ticket(state, &find_app(&state.broker, name)?, kind, query).await
+            ticket_routes::ticket(state, &find_app(&state.broker, &access, name)?, kind, query)
+                .await
         }
         Route::TicketInvalidate(name, kind) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             ticket_routes::invalidate(state, &app, kind, &body, query).await
         }
         Route::JssdkConfig(name) => {
             allow_post(method)?;
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let body = read_body(body, TOKEN_BODY_LIMIT).await?;
             ticket_routes::jssdk_config(state, &app, &body).await
         }
         Route::Proxy(name, path) => {
-            let app = find_app(&state.broker, name)?;
+            let app = find_app(&state.broker, &access, name)?;
             let forward = Forward {
                 method,
                 path,
@@ -422,7 +468,7 @@ async fn dispatch(
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
         Route::Diagnostics(route) => {
-            diagnostics::handle(state, listener, route, request, body).await
+            diagnostics::handle(state, listener, &access, route, request, body).await
         }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
@@ -450,7 +496,7 @@ fn client_name(headers: &HeaderMap) -> Option<&str> {
     well_formed.then_some(value)
 }
 
-fn allow_get(method: &Method) -> Result<(), ApiError> {
+pub(super) fn allow_get(method: &Method) -> Result<(), ApiError> {
     if method == Method::GET || method == Method::HEAD {
         Ok(())
     } else {
@@ -461,7 +507,7 @@ fn allow_get(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-fn allow_post(method: &Method) -> Result<(), ApiError> {
+pub(super) fn allow_post(method: &Method) -> Result<(), ApiError> {
     if method == Method::POST {
         Ok(())
     } else {
@@ -472,11 +518,43 @@ fn allow_post(method: &Method) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn find_app(broker: &Broker, name: &str) -> Result<AppHandle, ApiError> {
+/// The app named `name`, if it exists and `access` allows it. An app the
+/// caller may not read is 403 whether or not it exists, so the answer
+/// does not say which apps a broker has.
+pub(super) fn find_app(
+    broker: &Broker,
+    access: &Access,
+    name: &str,
+) -> Result<AppHandle, ApiError> {
+    if !access.allows(name) {
+        return Err(ApiError::Forbidden {
+            app: name.chars().take(64).collect(),
+        });
+    }
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
-        configured: broker.names().join(", "),
+        configured: visible_names(broker, access),
     })
+}
+
+fn allowed(access: &Access, app: &AppHandle) -> Result<(), ApiError> {
+    if access.allows(app.name()) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            app: app.name().to_owned(),
+        })
+    }
+}
+
+/// The names of the apps `access` may read, for messages.
+fn visible_names(broker: &Broker, access: &Access) -> String {
+    broker
+        .names()
+        .into_iter()
+        .filter(|name| access.allows(name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, ApiError> {
@@ -579,11 +657,13 @@ pub fn ready(broker: &Broker) -> Response<Body> {
     }
 }
 
-fn apps(broker: &Broker) -> Response<Body> {
+/// Every app `access` may read, with its status.
+pub(super) fn apps(broker: &Broker, access: &Access) -> Response<Body> {
     let now = broker.now_ms();
     let apps: Vec<_> = broker
         .apps()
         .iter()
+        .filter(|app| access.allows(app.name()))
         .map(|app| {
             let config = app.config();
             let view = app.view();
@@ -603,6 +683,8 @@ fn apps(broker: &Broker) -> Response<Body> {
                 "daily_budget": config.daily_budget,
                 "last_error": view.last_error,
                 "tickets": tickets(app, now),
+                "follows": config.follow.as_ref().map(|follow| &follow.url),
+                "leader_reachable": view.leader.as_ref().map(|leader| leader.reachable),
             })
         })
         .collect();

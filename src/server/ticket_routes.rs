@@ -15,7 +15,10 @@ use crate::credential::{Credential, TicketKind};
 use crate::jssdk;
 
 /// The app's `kind` ticket handle, or 404 `ticket_not_configured`.
-fn ticket_of<'a>(app: &'a AppHandle, kind: &str) -> Result<&'a CredentialHandle, ApiError> {
+pub(super) fn ticket_of<'a>(
+    app: &'a AppHandle,
+    kind: &str,
+) -> Result<&'a CredentialHandle, ApiError> {
     TicketKind::from_name(kind)
         .and_then(|kind| app.ticket(kind))
         .ok_or_else(|| ApiError::TicketNotConfigured {

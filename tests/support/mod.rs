@@ -175,6 +175,7 @@ impl Broker {
                     }
                     bound
                 },
+                remote: None,
             };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();

@@ -1,0 +1,521 @@
+//! The follower: the writer of a credential that another broker, the
+//! leader, owns (`[[apps]] follow`, DESIGN.md section 15). It takes the
+//! refresher's place in the engine — the same [`CredentialHandle`], the
+//! same publish into the view and the lock-free cell, the same command
+//! channel — but never calls WeChat. It watches the leader's remote
+//! listener (a long poll that answers as soon as the leader's credential
+//! changes), forwards invalidations there (the leader decides), and keeps
+//! its held credential while the leader cannot be reached: readers see
+//! no difference until that credential expires.
+//!
+//! What the leader sends is checked before anything is served: the
+//! status (a redirect is never followed), the JSON shape, the app, appid,
+//! grant and credential it names, a plausible value and lifetime. A
+//! failed check is logged with its cause and changes nothing.
+//!
+//! With a store of this broker's own (memory or file, not a shared Redis,
+//! whose fleet would take the record for its own), the adopted credential
+//! is saved like a fetched one, so a follower restarted while its leader
+//! is down still serves it until it expires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::refresher::Command;
+use super::{
+    AppView, BrokerContext, CredentialHandle, InvalidateOutcome, LastError, LeaderState,
+    TokenRecord,
+};
+use crate::config::{AppConfig, FollowConfig};
+use crate::credential::Credential;
+use crate::secret::{AccessToken, Secret};
+use crate::store::{grant_label, Store, StoreKey, StoredApp};
+
+/// How long the leader may hold a watch before answering unchanged.
+const WATCH_SECS: u64 = 25;
+/// A watch's whole exchange: the leader's wait and a margin for the answer.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(WATCH_SECS + 10);
+/// Reads and invalidations: as long as a leader may take to refresh.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Waits between attempts while the leader fails: short, since a
+/// follower costs the leader one cheap request, and a change should
+/// reach the follower soon after the leader is back.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+/// A credential answer is a few hundred bytes.
+const MAX_ANSWER: usize = 64 * 1024;
+/// WeChat's credentials are a few hundred characters at most.
+const MAX_VALUE: usize = 2048;
+/// Lifetimes are clamped like WeChat's own (DESIGN.md section 17).
+const MAX_LIFETIME_SECS: u64 = 86_400;
+
+/// A follower app's leader: where it is, and the client that reaches it.
+pub(super) struct Leader {
+    url: String,
+    credential: Secret,
+    /// `Err` when the client could not be built (an unreadable CA file
+    /// after validation): every exchange then fails with this cause.
+    http: Result<reqwest::Client, String>,
+}
+
+impl Leader {
+    pub(super) fn new(follow: &FollowConfig) -> Arc<Leader> {
+        Arc::new(Leader {
+            url: follow.url.clone(),
+            credential: follow.credential.clone(),
+            http: leader_client(follow),
+        })
+    }
+}
+
+/// Built like the upstream client (no redirects, no `Referer`), trusting
+/// the public roots and the configured private CA.
+fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION"), " follower"))
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(ca_file) = &follow.ca_file {
+        let pem = std::fs::read(ca_file)
+            .map_err(|err| format!("cannot read follow_ca_file {}: {err}", ca_file.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| format!("follow_ca_file {}: {err}", ca_file.display()))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
+        .build()
+        .map_err(|err| format!("cannot build the client for the leader: {err}"))
+}
+
+/// Why an exchange with the leader brought nothing to serve. Never holds
+/// a credential: it is logged and shown in `/v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refused(String);
+
+/// The leader's answer, as the remote listener sends it.
+#[derive(Deserialize)]
+struct Answer {
+    app: String,
+    appid: String,
+    grant: String,
+    credential: String,
+    expires_in: u64,
+    access_token: Option<AccessToken>,
+    ticket: Option<AccessToken>,
+    outcome: Option<String>,
+}
+
+/// The leader's error body, for its code.
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+pub(super) struct Follower {
+    app: Arc<AppConfig>,
+    credential: Credential,
+    leader: Arc<Leader>,
+    handle: CredentialHandle,
+    commands: mpsc::Receiver<Command>,
+    cancel: CancellationToken,
+    /// The last cause logged, so a leader down for an hour logs once.
+    last_logged: Option<Refused>,
+    /// Where adopted credentials are kept across restarts; `None` with a
+    /// shared store.
+    store: Option<Arc<dyn Store>>,
+    key: StoreKey,
+}
+
+impl Follower {
+    pub(super) fn new(
+        leader: Arc<Leader>,
+        handle: CredentialHandle,
+        commands: mpsc::Receiver<Command>,
+        context: &BrokerContext,
+    ) -> Follower {
+        let store = context.store.clone();
+        Follower {
+            key: StoreKey::for_credential(&handle.shared.config, handle.credential()),
+            store: store.cluster().is_none().then_some(store),
+            app: handle.shared.config.clone(),
+            credential: handle.credential(),
+            cancel: handle.stopped().clone(),
+            leader,
+            handle,
+            commands,
+            last_logged: None,
+        }
+    }
+
+    /// The leader-side path of this credential.
+    fn path(&self) -> String {
+        match self.credential {
+            Credential::AccessToken => format!("/v1/apps/{}/token", self.app.name),
+            Credential::Ticket(kind) => format!("/v1/apps/{}/tickets/{kind}", self.app.name),
+        }
+    }
+
+    /// Runs until the app stops. Unlike an upstream fetch, a watch
+    /// abandoned by a stop costs nothing: the leader still holds it all.
+    pub(super) async fn run(mut self) {
+        self.publish(|view| view.leader = Some(LeaderState { reachable: false }));
+        self.warm_start().await;
+        let mut retry = FIRST_RETRY;
+        let mut next_watch = Instant::now();
+        while !self.cancel.is_cancelled() {
+            let watch = watch(
+                self.leader.clone(),
+                self.path(),
+                self.held_version(),
+                next_watch,
+            );
+            tokio::select! {
+                () = self.cancel.cancelled() => break,
+                command = self.commands.recv() => match command {
+                    Some(Command::Invalidate { reported, reply, .. }) => {
+                        let outcome = self.forward_invalidation(&reported).await;
+                        let _ = reply.send(outcome);
+                    }
+                    // A follower is never held for 45009: its leader is.
+                    Some(Command::ClearQuotaHold) => {}
+                    None => break,
+                },
+                answer = watch => match self.check(answer) {
+                    Ok(record) => {
+                        self.adopt(record).await;
+                        retry = FIRST_RETRY;
+                        next_watch = Instant::now();
+                    }
+                    Err(refused) => {
+                        self.failed(refused);
+                        next_watch = Instant::now() + retry;
+                        retry = (retry * 2).min(MAX_RETRY);
+                    }
+                },
+            }
+        }
+    }
+
+    /// The version of the credential held, expired or not, for the
+    /// watch: the leader answers once it holds another. (Asking "from
+    /// nothing" for an expired one would be answered at once with the
+    /// same value, again and again, until the leader's expired too.)
+    fn held_version(&self) -> Option<String> {
+        let view = self.handle.shared.view.borrow();
+        Some(view.token.as_ref()?.version())
+    }
+
+    /// Sends `reported` to the leader, which refreshes only if it is
+    /// still its current credential; adopts what the leader answers.
+    async fn forward_invalidation(&mut self, reported: &AccessToken) -> InvalidateOutcome {
+        let field = match self.credential {
+            Credential::AccessToken => "access_token",
+            Credential::Ticket(_) => "ticket",
+        };
+        let body = serde_json::json!({ field: reported.expose() });
+        let url = format!("{}{}/invalidate", self.leader.url, self.path());
+        let answer = match &self.leader.http {
+            Ok(http) => {
+                let request = http
+                    .post(url)
+                    .bearer_auth(self.leader.credential.expose())
+                    .timeout(CALL_TIMEOUT)
+                    .json(&body);
+                receive(request).await
+            }
+            Err(cause) => Err(Refused(cause.clone())),
+        };
+        let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
+        match self.check(answer) {
+            Ok(record) => {
+                info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
+                let rotated = record.value != *reported;
+                self.adopt(record).await;
+                match outcome.as_deref() {
+                    Some("refreshed") => InvalidateOutcome::Refreshed,
+                    Some("rate_limited") => InvalidateOutcome::RateLimited,
+                    Some("deferred") => InvalidateOutcome::Deferred,
+                    Some("unchanged") => InvalidateOutcome::Unchanged,
+                    Some("failed") => InvalidateOutcome::Failed,
+                    _ if rotated => InvalidateOutcome::AlreadyRotated,
+                    _ => InvalidateOutcome::Pending,
+                }
+            }
+            Err(refused) => {
+                self.failed(refused);
+                InvalidateOutcome::Failed
+            }
+        }
+    }
+
+    /// What the leader sent, if it may be served: the app, appid, grant
+    /// and credential this follower stands for, a plausible value and a
+    /// lifetime, counted from now (the two hosts' clocks may differ).
+    fn check(&self, answer: Result<Answer, Refused>) -> Result<TokenRecord, Refused> {
+        let answer = answer?;
+        let refuse = |why: String| Err(Refused(why));
+        if answer.app != self.app.name {
+            return refuse(format!(
+                "the leader answered for app \"{}\"",
+                shown(&answer.app)
+            ));
+        }
+        if answer.appid != self.app.appid {
+            return refuse(format!(
+                "the leader answered for appid \"{}\", not {}",
+                shown(&answer.appid),
+                self.app.appid
+            ));
+        }
+        let grant = grant_label(self.app.kind, self.app.grant);
+        if answer.grant != grant {
+            return refuse(format!(
+                "the leader's app has grant \"{}\", this one {grant}",
+                shown(&answer.grant)
+            ));
+        }
+        if answer.credential != self.credential.label() {
+            return refuse(format!(
+                "the leader answered with a {}, not a {}",
+                shown(&answer.credential),
+                self.credential
+            ));
+        }
+        let value = match self.credential {
+            Credential::AccessToken => answer.access_token,
+            Credential::Ticket(_) => answer.ticket,
+        };
+        let Some(value) = value else {
+            return refuse(format!("the leader's answer holds no {}", self.credential));
+        };
+        let plausible = (1..=MAX_VALUE).contains(&value.expose().len())
+            && value.expose().bytes().all(|b| b.is_ascii_graphic());
+        if !plausible {
+            return refuse(format!(
+                "the leader's {} is not plausible (empty, too long, or not printable ASCII)",
+                self.credential
+            ));
+        }
+        if answer.expires_in == 0 {
+            return refuse(format!("the leader's {} has expired", self.credential));
+        }
+        let now = self.handle.now_ms();
+        Ok(TokenRecord {
+            value,
+            expires_at_ms: now.saturating_add(answer.expires_in.min(MAX_LIFETIME_SECS) * 1000),
+            fetched_at_ms: now,
+        })
+    }
+
+    /// The stored credential, when nothing valid is held yet (a reload
+    /// carries the running one over): a restart while the leader is down
+    /// keeps serving. Only a record for this appid and grant, plausible
+    /// and valid, is taken.
+    async fn warm_start(&mut self) {
+        let now = self.handle.now_ms();
+        if self.handle.valid_token_at(now).is_some() {
+            return;
+        }
+        let Some(store) = &self.store else { return };
+        let record = match store.load(&self.key).await {
+            Ok(Some(record)) if record.belongs_to(&self.key) => record,
+            Ok(_) => return,
+            Err(err) => {
+                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
+                return;
+            }
+        };
+        let token = record
+            .token
+            .filter(|stored| stored.implausible(now / 1000).is_none())
+            .map(TokenRecord::from_stored)
+            .filter(|token| token.is_valid(now));
+        if let Some(token) = token {
+            info!(app = %self.app.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+            self.publish(|view| view.install(Arc::new(token)));
+        }
+    }
+
+    /// Keeps `record` for a restart. A failure is logged and costs only
+    /// that: the leader still holds the credential.
+    async fn save(&self, record: &TokenRecord) {
+        let Some(store) = &self.store else { return };
+        let state = StoredApp {
+            appid: self.key.appid.clone(),
+            grant: self.key.grant.to_owned(),
+            token: Some(record.to_stored()),
+            day: crate::clock::beijing_day(record.fetched_at()),
+            // Nothing is ever fetched here.
+            fetches: 0,
+        };
+        if let Err(err) = store.save(&self.key, &state).await {
+            warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+        }
+    }
+
+    /// Serves `record` from now on, unless it is the one already held.
+    async fn adopt(&mut self, record: TokenRecord) {
+        if self.last_logged.take().is_some() {
+            info!(app = %self.app.name, credential = %self.credential, "the leader answers again");
+        }
+        let same = self
+            .handle
+            .shared
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|held| held.value == record.value);
+        if !same {
+            info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+            self.save(&record).await;
+        }
+        self.publish(|view| {
+            if !same {
+                view.install(Arc::new(record));
+            }
+            view.clear_failure();
+            view.leader = Some(LeaderState { reachable: true });
+        });
+    }
+
+    /// Keeps the held credential; records and logs why nothing came.
+    fn failed(&mut self, refused: Refused) {
+        if self.last_logged.as_ref() != Some(&refused) {
+            warn!(app = %self.app.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+        } else {
+            debug!(app = %self.app.name, cause = %refused.0, "the leader still fails");
+        }
+        let at = self.handle.now_secs();
+        let errmsg = format!("leader: {}", refused.0);
+        self.last_logged = Some(refused);
+        self.publish(|view| {
+            view.last_error = Some(LastError {
+                errcode: None,
+                errmsg,
+                at,
+            });
+            view.leader = Some(LeaderState { reachable: false });
+        });
+    }
+
+    /// The refresher's publish: the view and the readers' cell together.
+    fn publish(&self, change: impl FnOnce(&mut AppView)) {
+        let shared = &self.handle.shared;
+        shared.view.send_modify(|view| {
+            change(view);
+            shared.current.store(view.token.clone());
+        });
+    }
+}
+
+/// One watch: at `at`, ask the leader for the credential once it differs
+/// from `held` (at once without one).
+async fn watch(
+    leader: Arc<Leader>,
+    path: String,
+    held: Option<String>,
+    at: Instant,
+) -> Result<Answer, Refused> {
+    tokio::time::sleep_until(at).await;
+    let http = leader
+        .http
+        .as_ref()
+        .map_err(|cause| Refused(cause.clone()))?;
+    let mut request = http
+        .get(format!("{}{path}", leader.url))
+        .bearer_auth(leader.credential.expose());
+    request = match &held {
+        Some(version) => request
+            .query(&[("wait_change_from", version.as_str())])
+            .query(&[("timeout", WATCH_SECS)])
+            .timeout(WATCH_TIMEOUT),
+        None => request.timeout(CALL_TIMEOUT),
+    };
+    receive(request).await
+}
+
+/// Sends `request` and reads a credential answer, refusing anything else.
+async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
+    let response = request
+        .send()
+        .await
+        .map_err(|err| Refused(format!("cannot reach the leader: {}", error_chain(&err))))?;
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(Refused(format!(
+            "the leader answered a redirect ({status}); redirects are never followed"
+        )));
+    }
+    let body = read_limited(response).await?;
+    if !status.is_success() {
+        let cause = match serde_json::from_slice::<ErrorAnswer>(&body) {
+            Ok(ErrorAnswer { error }) => format!(
+                "the leader answered {status} {}: {}",
+                shown(&error.code),
+                shown(&error.message)
+            ),
+            Err(_) => format!("the leader answered {status}"),
+        };
+        return Err(Refused(cause));
+    }
+    serde_json::from_slice(&body).map_err(|err| {
+        Refused(format!(
+            "the leader's answer is not a credential answer: {err}"
+        ))
+    })
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| {
+        Refused(format!(
+            "the leader's answer broke off: {}",
+            error_chain(&err)
+        ))
+    })? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(Refused(format!(
+                "the leader's answer is larger than {MAX_ANSWER} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error with its causes ("certificate not valid for name …" sits
+/// deep inside reqwest's).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A string the leader sent, cut short and made printable for a log line.
+fn shown(text: &str) -> String {
+    text.chars()
+        .take(64)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}

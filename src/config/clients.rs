@@ -1,0 +1,395 @@
+//! `[[clients]]` and `[server] remote_listen` / `remote_tls` (DESIGN.md
+//! section 15): who may read which apps. A client is known by a bearer
+//! credential (on the remote listener, stored as its SHA-256 only) or by
+//! a local uid or gid (on the Unix socket, from SO_PEERCRED).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::error::Problem;
+use super::raw::{RawClient, RawTls};
+use super::{AppConfig, TlsFiles};
+
+/// One `[[clients]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// For logs and messages: `[A-Za-z0-9._-]{1,64}`.
+    pub name: String,
+    pub identity: ClientIdentity,
+    /// The apps this client may read, by name.
+    pub apps: Vec<String>,
+}
+
+/// How a client proves who it is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A bearer credential on the remote listener, kept as its SHA-256:
+    /// the configuration never holds the credential itself.
+    Bearer { sha256: [u8; 32] },
+    /// A local user on the Unix socket.
+    Uid(u32),
+    /// A local group (the peer's primary gid) on the Unix socket.
+    Gid(u32),
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The digest is not the credential, but it is no one's business.
+            ClientIdentity::Bearer { .. } => f.write_str("Bearer(***)"),
+            ClientIdentity::Uid(uid) => write!(f, "Uid({uid})"),
+            ClientIdentity::Gid(gid) => write!(f, "Gid({gid})"),
+        }
+    }
+}
+
+/// `remote_listen` and `remote_tls`: both or neither.
+pub(super) fn remote(
+    listen: Option<SocketAddr>,
+    tls: Option<RawTls>,
+) -> Result<Option<TlsFiles>, Problem> {
+    match (listen, tls) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(Problem::new(
+            "server.remote_tls",
+            "applies only with server.remote_listen",
+        )),
+        (Some(_), None) => Err(Problem::new(
+            "server.remote_tls",
+            "required with server.remote_listen: the remote listener serves tokens over TLS only",
+        )),
+        (Some(_), Some(raw)) => Ok(Some(remote_tls(raw)?)),
+    }
+}
+
+/// Both files required, and loaded here so a bad certificate is a
+/// configuration error naming the key.
+fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
+    const CERT: &str = "server.remote_tls.cert_file";
+    const KEY: &str = "server.remote_tls.key_file";
+    let required = |value: Option<String>, key: &str| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| Problem::new(key, "required"))
+    };
+    let files = TlsFiles {
+        cert_file: required(raw.cert_file, CERT)?,
+        key_file: required(raw.key_file, KEY)?,
+    };
+    if let Err(err) = crate::tls::server_config_for(&files.cert_file, &files.key_file, (CERT, KEY))
+    {
+        let key = match &err {
+            crate::tls::TlsError::Read { key, .. }
+            | crate::tls::TlsError::NoCertificate { key, .. } => *key,
+            _ => "server.remote_tls",
+        };
+        return Err(Problem::new(key, format!("{:#}", anyhow::Error::from(err))));
+    }
+    Ok(files)
+}
+
+/// Every `[[clients]]` entry; `remote_listen` tells whether a bearer
+/// client has anywhere to connect, and the remote listener anyone to serve.
+pub(super) fn clients(
+    raw: Vec<RawClient>,
+    apps: &[AppConfig],
+    remote_listen: Option<SocketAddr>,
+) -> Result<Vec<ClientConfig>, Problem> {
+    let mut clients: Vec<ClientConfig> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let client = client(index, raw, apps)?;
+        let key = format!("clients.{}", client.name);
+        if clients.iter().any(|c| c.name == client.name) {
+            return Err(Problem::new(
+                format!("clients[{index}].name"),
+                format!("\"{}\" is already the name of another client", client.name),
+            ));
+        }
+        if let Some(twin) = clients.iter().find(|c| c.identity == client.identity) {
+            let what = match client.identity {
+                ClientIdentity::Bearer { .. } => "credential_sha256",
+                ClientIdentity::Uid(_) => "uid",
+                ClientIdentity::Gid(_) => "gid",
+            };
+            return Err(Problem::new(
+                format!("{key}.{what}"),
+                format!("is the same as client \"{}\"'s", twin.name),
+            ));
+        }
+        if matches!(client.identity, ClientIdentity::Bearer { .. }) && remote_listen.is_none() {
+            return Err(Problem::new(
+                format!("{key}.credential_sha256"),
+                "a bearer credential is only accepted on server.remote_listen, which is not set",
+            ));
+        }
+        clients.push(client);
+    }
+    let any_bearer = clients
+        .iter()
+        .any(|c| matches!(c.identity, ClientIdentity::Bearer { .. }));
+    if remote_listen.is_some() && !any_bearer {
+        return Err(Problem::new(
+            "server.remote_listen",
+            "serves [[clients]] with a credential_sha256 only, and none is configured",
+        ));
+    }
+    Ok(clients)
+}
+
+/// With `[[clients]]` limiting local users by uid or gid, the other
+/// local listeners (TCP, the compatible ones) still serve every app to
+/// any local process: worth a warning, since they carry no identity.
+pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
+    let local_limits = config
+        .clients
+        .iter()
+        .any(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }));
+    let server = &config.server;
+    let open: Vec<&str> = [
+        ("server.listen", server.listen.is_some()),
+        (
+            "server.wechat_compat_listen",
+            server.wechat_compat_listen.is_some(),
+        ),
+        (
+            "[[apps]] compat_listen",
+            config.apps.iter().any(|app| app.compat_listen.is_some()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    (local_limits && !open.is_empty()).then(|| {
+        format!(
+            "uid/gid clients limit the Unix socket only; {} serve every app to any local \
+             process (TCP carries no identity): remove them where local users must be kept apart",
+            open.join(" and ")
+        )
+    })
+}
+
+fn client(index: usize, raw: RawClient, apps: &[AppConfig]) -> Result<ClientConfig, Problem> {
+    let name = raw
+        .name
+        .ok_or_else(|| Problem::new(format!("clients[{index}].name"), "required"))?;
+    let valid_name = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid_name {
+        return Err(Problem::new(
+            format!("clients[{index}].name"),
+            "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    let key = |field: &str| format!("clients.{name}.{field}");
+    let identity = match (raw.credential_sha256, raw.uid, raw.gid) {
+        (Some(hex), None, None) => ClientIdentity::Bearer {
+            sha256: sha256_hex(&hex).ok_or_else(|| {
+                // Not echoed: someone may have pasted the credential itself.
+                Problem::new(
+                    key("credential_sha256"),
+                    "must be 64 hex digits, the SHA-256 of the credential (e.g. \
+                     `printf %s \"$CREDENTIAL\" | sha256sum`); the value is not shown",
+                )
+            })?,
+        },
+        (None, Some(uid), None) => ClientIdentity::Uid(id(&key("uid"), uid)?),
+        (None, None, Some(gid)) => ClientIdentity::Gid(id(&key("gid"), gid)?),
+        _ => {
+            return Err(Problem::new(
+                format!("clients.{name}"),
+                "set exactly one of credential_sha256, uid or gid",
+            ))
+        }
+    };
+    let listed = raw
+        .apps
+        .filter(|apps| !apps.is_empty())
+        .ok_or_else(|| Problem::new(key("apps"), "required: the apps this client may read"))?;
+    let mut allowed: Vec<String> = Vec::with_capacity(listed.len());
+    for app in listed {
+        if !apps.iter().any(|a| a.name == app) {
+            let configured: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+            return Err(Problem::new(
+                key("apps"),
+                format!(
+                    "\"{app}\" is not a configured app (configured: {})",
+                    configured.join(", ")
+                ),
+            ));
+        }
+        if allowed.contains(&app) {
+            return Err(Problem::new(
+                key("apps"),
+                format!("\"{app}\" is listed twice"),
+            ));
+        }
+        allowed.push(app);
+    }
+    Ok(ClientConfig {
+        name,
+        identity,
+        apps: allowed,
+    })
+}
+
+fn id(key: &str, value: i64) -> Result<u32, Problem> {
+    // u32::MAX is (uid_t)-1, "no user" to the kernel.
+    u32::try_from(value)
+        .ok()
+        .filter(|&id| id != u32::MAX)
+        .ok_or_else(|| Problem::new(key, "must be a user or group id (0 to 4294967294)"))
+}
+
+fn sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim().as_bytes();
+    // from_str_radix alone would take a sign ("+a").
+    if text.len() != 64 || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (byte, pair) in digest.iter_mut().zip(text.chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(digest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::config::{Config, ConfigError};
+
+    const DIGEST: &str = "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8";
+
+    /// A file holding `text`, kept for the test's length.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_env("t.toml", text, &|_| None)
+    }
+
+    fn key_of(text: &str) -> String {
+        parse(text).unwrap_err().key().unwrap().to_owned()
+    }
+
+    #[test]
+    fn followers_clients_and_the_remote_listener_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let credential = file(&dir, "credential", "bearer-credential-value\n");
+        let issued = crate::tls::init(&dir.path().join("tls")).unwrap();
+        let tls = format!(
+            "remote_tls = {{ cert_file = \"{}\", key_file = \"{}\" }}",
+            issued.cert.display(),
+            issued.key.display()
+        );
+        let server = |extra: &str| format!("[server]\nlisten = \"127.0.0.1:8930\"\n{extra}\n");
+        let follower = |extra: &str| {
+            format!(
+                "[[apps]]\nname = \"shop\"\nappid = \"wx1\"\nfollow = \"https://prod:8943\"\n\
+                 follow_credential_file = \"{credential}\"\n{extra}\n"
+            )
+        };
+        let owned = "[[apps]]\nname = \"crm\"\nappid = \"wx2\"\nsecret = \"s\"\n";
+        let bearer = format!(
+            "[[clients]]\nname = \"staging\"\ncredential_sha256 = \"{DIGEST}\"\napps = [\"crm\"]\n"
+        );
+
+        let config = parse(&format!(
+            "{}{}{owned}{bearer}[[clients]]\nname = \"deploy\"\nuid = 1001\napps = [\"shop\"]\n",
+            server(&format!("remote_listen = \"0.0.0.0:8943\"\n{tls}")),
+            follower(&format!("follow_ca_file = \"{}\"", issued.ca.display())),
+        ))
+        .unwrap();
+        let follow = config.apps[0].follow.as_ref().unwrap();
+        assert_eq!(follow.url, "https://prod:8943");
+        assert_eq!(follow.credential.expose(), "bearer-credential-value");
+        assert_eq!(config.clients.len(), 2);
+        let shown = config.render_effective();
+        assert!(!shown.contains("bearer-credential-value") && !shown.contains(DIGEST));
+        assert!(shown.contains("follow = \"https://prod:8943\""), "{shown}");
+        assert!(!format!("{config:?}").contains(DIGEST));
+
+        // Each mistake is named by its key.
+        let cases = [
+            (
+                format!("{}{}", server(""), follower("secret = \"s\"")),
+                "apps.shop.secret",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    server(""),
+                    follower("").replace("https://prod", "http://prod")
+                ),
+                "apps.shop.follow",
+            ),
+            (
+                format!(
+                    "{}[[apps]]\nname = \"shop\"\nappid = \"wx1\"\nfollow = \"https://prod\"\n",
+                    server("")
+                ),
+                "apps.shop.follow_credential_file",
+            ),
+            (
+                format!("{}{owned}follow_ca_file = \"/x\"\n", server("")),
+                "apps.crm.follow_ca_file",
+            ),
+            (
+                format!("{}{owned}", server("remote_listen = \"127.0.0.1:8943\"")),
+                "server.remote_tls",
+            ),
+            (
+                format!(
+                    "{}{owned}",
+                    server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))
+                ),
+                "server.remote_listen",
+            ),
+            (
+                format!("{}{owned}{bearer}", server("")),
+                "clients.staging.credential_sha256",
+            ),
+            (
+                format!(
+                    "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\napps = [\"nope\"]\n",
+                    server("")
+                ),
+                "clients.x.apps",
+            ),
+            (
+                format!(
+                    "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\ngid = 5\napps = [\"crm\"]\n",
+                    server("")
+                ),
+                "clients.x",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(key_of(&text), key, "{text}");
+        }
+        // A pasted credential is not echoed back.
+        let pasted = format!(
+            "{}{owned}[[clients]]\nname = \"x\"\ncredential_sha256 = \"bearer-credential-value\"\napps = [\"crm\"]\n",
+            server(&format!("remote_listen = \"127.0.0.1:8943\"\n{tls}"))
+        );
+        let message = parse(&pasted).unwrap_err().to_string();
+        assert!(!message.contains("bearer-credential-value"), "{message}");
+    }
+
+    #[test]
+    fn digests_are_64_hex_digits() {
+        let hex = "ab".repeat(32);
+        assert_eq!(sha256_hex(&hex), Some([0xab; 32]));
+        assert_eq!(sha256_hex(&"ab".repeat(31)), None);
+        assert_eq!(sha256_hex(&"zz".repeat(32)), None);
+        assert_eq!(sha256_hex(&"+a".repeat(32)), None);
+    }
+}

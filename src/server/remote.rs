@@ -1,0 +1,216 @@
+//! The remote listener (`[server] remote_listen`, DESIGN.md section 15):
+//! the token and ticket API over TLS for `[[clients]]` that present a
+//! bearer credential, which is how followers (staging, a fleet behind one
+//! egress IP) read a leader's credentials. It serves no proxy, no
+//! `wx.config` signing and no compatible API: only reading, invalidating
+//! and watching the credentials of the apps each client is allowed.
+//!
+//! Its answers carry what a follower checks before it serves anything:
+//! the app's appid and grant, which credential it is, and a `version`
+//! (a digest prefix of the value) to watch from:
+//! `GET /v1/apps/{app}/token?wait_change_from=VERSION&timeout=25` answers
+//! as soon as the credential differs from VERSION, or with the same one
+//! when `timeout` seconds pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api_error::ApiError;
+use super::body_deadline::RequestBody;
+use super::respond::{self, Body};
+use super::routes::{self, ApiState, Route, TOKEN_BODY_LIMIT};
+use super::ticket_routes::ticket_of;
+use crate::broker::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
+use crate::credential::Credential;
+use crate::identity::Access;
+use crate::store::grant_label;
+
+/// A watch answers at the latest after this long, so proxies and NAT
+/// tables on the way never see an idle connection for long.
+const MAX_WATCH: Duration = Duration::from_secs(60);
+const DEFAULT_WATCH: Duration = Duration::from_secs(25);
+
+/// The caller's access, from `Authorization: Bearer <credential>`; 401
+/// for a missing, malformed or unknown credential alike.
+pub(super) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Access, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(ApiError::Unauthorized)?;
+    let (scheme, credential) = value.split_once(' ').ok_or(ApiError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::Unauthorized);
+    }
+    state
+        .clients
+        .load()
+        .bearer(credential.trim())
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// The routes the remote listener serves; every other path is 404.
+pub(super) async fn dispatch(
+    state: &ApiState,
+    access: &Access,
+    route: Route<'_>,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let method = &request.method;
+    let query = request.uri.query();
+    match route {
+        Route::Apps => {
+            routes::allow_get(method)?;
+            Ok(routes::apps(&state.broker, access))
+        }
+        Route::AppToken(name) => {
+            routes::allow_get(method)?;
+            let app = routes::find_app(&state.broker, access, name)?;
+            let token = watch(state, &app, &app, query).await?;
+            Ok(answer(&app, &app, &token, None))
+        }
+        Route::Ticket(name, kind) => {
+            routes::allow_get(method)?;
+            let app = routes::find_app(&state.broker, access, name)?;
+            let ticket = ticket_of(&app, kind)?;
+            let record = watch(state, &app, ticket, query).await?;
+            Ok(answer(&app, ticket, &record, None))
+        }
+        Route::Invalidate(name) => {
+            routes::allow_post(method)?;
+            let app = routes::find_app(&state.broker, access, name)?;
+            let body = routes::read_body(body, TOKEN_BODY_LIMIT).await?;
+            invalidate(state, &app, &app, &body).await
+        }
+        Route::TicketInvalidate(name, kind) => {
+            routes::allow_post(method)?;
+            let app = routes::find_app(&state.broker, access, name)?;
+            let ticket = ticket_of(&app, kind)?;
+            let body = routes::read_body(body, TOKEN_BODY_LIMIT).await?;
+            invalidate(state, &app, ticket, &body).await
+        }
+        _ => Err(ApiError::RouteNotFound {
+            method: method.to_string(),
+            path: request.uri.path().chars().take(256).collect(),
+        }),
+    }
+}
+
+fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The credential once it differs from `wait_change_from` (or at once
+/// without one), else the same one after `timeout`. A shutdown or the
+/// app's removal ends the wait early.
+async fn watch(
+    state: &ApiState,
+    app: &AppHandle,
+    handle: &CredentialHandle,
+    query: Option<&str>,
+) -> Result<Arc<TokenRecord>, ApiError> {
+    let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
+    let Some(from) = query_value(query, "wait_change_from") else {
+        return handle.token(state.token_wait).await.map_err(unavailable);
+    };
+    let wait = match query_value(query, "timeout") {
+        None => DEFAULT_WATCH,
+        Some(text) => text
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| ApiError::BadRequest("timeout takes whole seconds".to_owned()))?
+            .min(MAX_WATCH),
+    };
+    let mut changes = handle.subscribe();
+    let changed = changes.wait_for(|view| {
+        view.valid_token(handle.now_ms())
+            .is_some_and(|token| token.version() != from)
+    });
+    tokio::select! {
+        _ = tokio::time::timeout(wait, changed) => {}
+        () = handle.stopped().cancelled() => {}
+    }
+    // Unchanged, or changed: whatever is valid now. With none valid the
+    // watcher learns why at once, as any reader would.
+    handle.token(Duration::ZERO).await.map_err(unavailable)
+}
+
+/// A credential as the remote listener answers it.
+fn answer(
+    app: &AppHandle,
+    handle: &CredentialHandle,
+    record: &TokenRecord,
+    outcome: Option<InvalidateOutcome>,
+) -> Response<Body> {
+    let config = app.config();
+    let now = handle.now_ms();
+    let mut body = json!({
+        "app": config.name,
+        "appid": config.appid,
+        "grant": grant_label(config.kind, config.grant),
+        "credential": handle.credential().label(),
+        "expires_in": record.expires_in(now),
+        "expires_at": record.expires_at(),
+        "fetched_at": record.fetched_at(),
+        "version": record.version(),
+    });
+    match handle.credential() {
+        Credential::AccessToken => body["access_token"] = json!(record.value.expose()),
+        Credential::Ticket(kind) => {
+            body["kind"] = json!(kind.name());
+            body["ticket"] = json!(record.value.expose());
+        }
+    }
+    if let Some(outcome) = outcome {
+        body["refreshed"] = json!(outcome == InvalidateOutcome::Refreshed);
+        body["outcome"] = json!(outcome.metric_label());
+    }
+    respond::no_store(respond::json(StatusCode::OK, &body))
+}
+
+#[derive(Deserialize)]
+struct Reported {
+    access_token: Option<String>,
+    ticket: Option<String>,
+}
+
+/// An invalidation a follower forwards: the leader decides, exactly as
+/// for a local caller (compare-and-refresh, `min_forced_interval`).
+async fn invalidate(
+    state: &ApiState,
+    app: &AppHandle,
+    handle: &CredentialHandle,
+    body: &Bytes,
+) -> Result<Response<Body>, ApiError> {
+    let field = match handle.credential() {
+        Credential::AccessToken => "access_token",
+        Credential::Ticket(_) => "ticket",
+    };
+    let reported: Reported = serde_json::from_slice(body)
+        .map_err(|err| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}: {err}")))?;
+    let reported = match handle.credential() {
+        Credential::AccessToken => reported.access_token,
+        Credential::Ticket(_) => reported.ticket,
+    }
+    .ok_or_else(|| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}")))?;
+    let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
+    let deadline = tokio::time::Instant::now() + state.token_wait;
+    let outcome = handle
+        .invalidate(&reported, state.token_wait)
+        .await
+        .map_err(unavailable)?;
+    let record = handle
+        .token(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+        .map_err(unavailable)?;
+    Ok(answer(app, handle, &record, Some(outcome)))
+}
