@@ -19,6 +19,7 @@ use crate::credential::TicketKind;
 use crate::secret::Secret;
 
 mod error;
+mod platforms;
 mod raw;
 mod render;
 mod tickets;
@@ -27,6 +28,7 @@ mod validate;
 mod warnings;
 
 pub use error::{ConfigError, Location};
+pub use platforms::{PlatformConfig, AES_KEY_LEN};
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
+    /// WeChat Open Platform component apps (`[[platforms]]`).
+    pub platforms: Vec<PlatformConfig>,
 }
 
 /// `[upstream]`: how the broker's own calls reach WeChat.
@@ -91,6 +95,8 @@ pub struct ServerConfig {
     /// A write to a client that makes no progress for this long (the
     /// client stopped reading) closes the connection.
     pub write_timeout: Duration,
+    /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
+    pub callback_listen: Option<SocketAddr>,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.
@@ -257,6 +263,11 @@ impl Config {
     /// The app named `name`, if configured.
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// The platform named `name`, if configured.
+    pub fn platform(&self, name: &str) -> Option<&PlatformConfig> {
+        self.platforms.iter().find(|p| p.name == name)
     }
 
     /// The effective settings, defaults included, as TOML for

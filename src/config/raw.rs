@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub log: Option<RawLog>,
     pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
+    pub platforms: Option<Vec<super::platforms::RawPlatform>>,
 }
 
 /// `[upstream]`: how the broker reaches WeChat.
@@ -56,6 +57,7 @@ pub(crate) struct RawServer {
     pub compat_tls: Option<RawTls>,
     pub body_timeout: Option<Loose>,
     pub write_timeout: Option<Loose>,
+    pub callback_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

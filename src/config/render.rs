@@ -48,6 +48,7 @@ pub(crate) fn effective(config: &Config) -> String {
     }
     out.duration("body_timeout", server.body_timeout);
     out.duration("write_timeout", server.write_timeout);
+    out.addr("callback_listen", server.callback_listen);
 
     out.table("[store]");
     match &config.store.backend {
@@ -149,6 +150,7 @@ pub(crate) fn effective(config: &Config) -> String {
             out.raw("agentid", &agentid.to_string());
         }
     }
+    super::platforms::render(&mut out.0, &config.platforms);
     out.0
 }
 
