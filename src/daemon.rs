@@ -213,12 +213,15 @@ impl Daemon {
 pub struct Tuning {
     /// Deadline of one proxied upstream attempt; [`PROXY_TIMEOUT`].
     pub proxy_timeout: Duration,
+    /// The platforms' authorizer scheduler (its fetch rate, 20 a second).
+    pub authorizers: crate::platform::authorizers::SchedulerTuning,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             proxy_timeout: PROXY_TIMEOUT,
+            authorizers: Default::default(),
         }
     }
 }
@@ -253,6 +256,7 @@ pub async fn start_with(
         cancel: cancel.clone(),
     };
     let broker = Broker::start(apps, &context);
+    start_platforms(config, &broker, &http, tuning.authorizers)?;
     let sinks = broker
         .apps()
         .iter()
@@ -277,6 +281,9 @@ pub async fn start_with(
     }
     if let Some(addr) = listeners.compat_addr() {
         info!(%addr, "wechat-compatible api listening");
+    }
+    if let Some(addr) = listeners.callback_addr() {
+        info!(%addr, "open platform callback listening");
     }
     if let Some(addr) = listeners.metrics_addr() {
         info!(%addr, "metrics and probes listening");
@@ -307,7 +314,51 @@ pub async fn start_with(
     })
 }
 
-/// Each app with the upstream source that fetches its token.
+/// Starts every `[[platforms]]` entry, its durable state in the
+/// configured store's backend.
+fn start_platforms(
+    config: &Config,
+    broker: &Broker,
+    http: &reqwest::Client,
+    tuning: crate::platform::authorizers::SchedulerTuning,
+) -> Result<(), StartError> {
+    use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
+    if config.platforms.is_empty() {
+        return Ok(());
+    }
+    let context = broker.context();
+    let metrics = crate::platform::metrics::PlatformMetrics::new(&context.metrics);
+    let mut platforms = Vec::with_capacity(config.platforms.len());
+    for platform in &config.platforms {
+        let store: Arc<dyn PlatformStore> = match &config.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryPlatformStore::default()),
+            StoreBackend::File { path } => Arc::new(FilePlatformStore::new(
+                path,
+                &platform.name,
+                &platform.component_appid,
+            )),
+            StoreBackend::Redis { url } => Arc::new(
+                crate::platform::redis_store::RedisPlatformStore::new(
+                    url,
+                    &config.store.key_prefix,
+                    &platform.component_appid,
+                )
+                .map_err(StartError::Store)?,
+            ),
+        };
+        platforms.push(crate::platform::PlatformHandle::spawn(
+            platform.clone(),
+            http.clone(),
+            store,
+            context,
+            &metrics,
+            tuning,
+        ));
+    }
+    broker.attach_platforms(platforms);
+    Ok(())
+}
+
 /// Each app's own compatible listener: bound at start only.
 fn compat_listeners(config: &Config) -> Vec<(&str, std::net::SocketAddr)> {
     config

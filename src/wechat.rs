@@ -41,7 +41,7 @@ pub enum FetchError {
     /// token) could not be fetched because that one is unavailable or was
     /// rejected again after a refresh. Transient: the parent's own
     /// refresher deals with the cause.
-    #[error("the app's access token is unavailable: {0}")]
+    #[error("the credential it is fetched with is unavailable: {0}")]
     Parent(String),
 }
 

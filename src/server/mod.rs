@@ -10,6 +10,7 @@ pub mod body_deadline;
 pub mod compat;
 mod listener;
 mod ops;
+mod platform_routes;
 pub mod proxy;
 pub mod respond;
 pub mod routes;
@@ -57,6 +58,8 @@ pub struct Listeners {
     /// Compatible listeners that serve one app each (`[[apps]]
     /// compat_listen`): the app's name and its listener.
     pub app_compat: Vec<(String, TcpListener)>,
+    /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
+    pub callback: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,10 @@ impl Listeners {
                 app_compat.push((app.name.clone(), tcp(key, addr).await?));
             }
         }
+        let callback = match server.callback_listen {
+            Some(addr) => Some(tcp("server.callback_listen".into(), addr).await?),
+            None => None,
+        };
         let api_unix = match &server.unix_socket {
             Some(path) => Some(
                 UnixSocket::bind(path, server.socket_mode, server.socket_group.as_deref()).await?,
@@ -113,7 +120,12 @@ impl Listeners {
             metrics,
             compat,
             app_compat,
+            callback,
         })
+    }
+
+    pub fn callback_addr(&self) -> Option<SocketAddr> {
+        self.callback.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn api_tcp_addr(&self) -> Option<SocketAddr> {
@@ -163,6 +175,21 @@ impl Handler for CompatHandler {
         compat::handle(&self.state, request).await
     }
 }
+
+#[derive(Clone)]
+struct CallbackHandler {
+    broker: Broker,
+}
+
+impl Handler for CallbackHandler {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
+        crate::platform::callback::handle(&self.broker.platforms(), request).await
+    }
+}
+
+/// The callback listener faces the internet (behind the operator's
+/// ingress): its own connection limit, so pushes cannot starve the API.
+const CALLBACK_CONNECTIONS: usize = 256;
 
 #[derive(Clone)]
 struct OpsHandler {
@@ -254,6 +281,20 @@ pub fn spawn(
             connections.clone(),
             deadlines,
             compat_tls.clone(),
+            cancel.clone(),
+        ));
+    }
+    if let Some(callback) = listeners.callback {
+        let handler = CallbackHandler {
+            broker: state.broker.clone(),
+        };
+        tasks.spawn(listener::serve(
+            "callback",
+            callback,
+            handler,
+            Arc::new(Semaphore::new(CALLBACK_CONNECTIONS)),
+            deadlines,
+            None,
             cancel.clone(),
         ));
     }

@@ -48,7 +48,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 11] = [
+const ROUTE_TEMPLATES: [&str; 12] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -60,6 +60,7 @@ const ROUTE_TEMPLATES: [&str; 11] = [
     "/v1/apps/{app}/tickets/{kind}/invalidate",
     "/v1/apps/{app}/jssdk/config",
     "other",
+    "/v1/platforms/{platform}",
 ];
 const LISTENERS: [ListenerKind; 2] = [
     ListenerKind::Tcp {
@@ -153,10 +154,15 @@ enum Route<'a> {
     TicketInvalidate(&'a str, &'a str),
     JssdkConfig(&'a str),
     NotFound,
+    /// The path below `/v1/platforms/`.
+    Platform(&'a str),
 }
 
 impl Route<'_> {
     fn parse(path: &str) -> Route<'_> {
+        if let Some(rest) = path.strip_prefix("/v1/platforms/") {
+            return Route::Platform(rest);
+        }
         if let Some((app, rest)) = path
             .strip_prefix("/v1/apps/")
             .and_then(|rest| rest.split_once('/'))
@@ -216,6 +222,7 @@ impl Route<'_> {
             Route::TicketInvalidate(..) => 8,
             Route::JssdkConfig(_) => 9,
             Route::NotFound => 10,
+            Route::Platform(_) => 11,
         }
     }
 
@@ -340,6 +347,7 @@ async fn dispatch(
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
+        Route::Platform(rest) => super::platform_routes::dispatch(state, rest, request, body).await,
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),

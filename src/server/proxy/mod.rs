@@ -260,6 +260,45 @@ impl Proxy {
         }
     }
 
+    /// Checks and reads a call to forward with a token held elsewhere (an
+    /// authorizer's): the URL below `api_base`, the headers to pass on and
+    /// the whole body, so the call can be sent twice. Only token-carrying
+    /// paths qualify; credential endpoints are refused as always.
+    pub async fn prepare_token_call(
+        &self,
+        api_base: &str,
+        request: &Forward<'_>,
+        body: RequestBody,
+    ) -> Result<(reqwest::Url, HeaderMap, Bytes), ProxyError> {
+        let family = wechat_path::classify(request.path);
+        let url = target_url(api_base, request.path, request.query, Carries::AppToken)?;
+        refuse_credential_fetch(family)?;
+        if family.carries() != Carries::AppToken {
+            return Err(ProxyError::BadPath(
+                "this path does not carry an access token",
+            ));
+        }
+        let body = read_body(request.headers, body).await?;
+        Ok((url, forwarded_headers(request.headers), body))
+    }
+
+    /// One call with `token` put in; the answer, and whether it rejected
+    /// that token (40001, 40014, 42001).
+    pub async fn send_with_token(
+        &self,
+        method: &Method,
+        url: &reqwest::Url,
+        headers: &HeaderMap,
+        body: &Bytes,
+        token: &str,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        let mut url = url.clone();
+        url.query_pairs_mut().append_pair("access_token", token);
+        let answer = self.send(method, url, headers, body).await?;
+        let rejected = answer.token_rejection().is_some();
+        Ok((answer.into_response(), rejected))
+    }
+
     /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
     async fn send(
         &self,
