@@ -174,6 +174,7 @@ impl Broker {
                     }
                     bound
                 },
+                callback: None,
             };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();

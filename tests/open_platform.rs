@@ -1,0 +1,298 @@
+//! WeChat Open Platform (DESIGN.md section 13) end to end: the simulator
+//! pushes encrypted verify tickets and authorizations to the broker's
+//! callback listener over real HTTP, and the broker serves component and
+//! authorizer tokens that the simulator then judges.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::within;
+use wxbroker::config::Config;
+use wxbroker::platform::authorizers::SchedulerTuning;
+use wxbroker::platform::store::{FilePlatformStore, PlatformStore};
+use wxbroker::simulator::{SimConfig, SimHandle, Simulator};
+use wxbroker::{Daemon, Listeners, Tuning};
+
+const COMPONENT: &str = "wxcomponent0000001";
+const SECRET: &str = "component-s3cr3t-0123456789";
+const MSG_TOKEN: &str = "message-token-01";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+async fn simulator() -> SimHandle {
+    let sim = Simulator::new(SimConfig::default());
+    sim.add_component(COMPONENT, SECRET, MSG_TOKEN, AES_KEY);
+    sim.spawn().await.expect("simulator starts")
+}
+
+struct Platform {
+    daemon: Option<Daemon>,
+    api: SocketAddr,
+    callback: SocketAddr,
+    metrics: SocketAddr,
+    http: reqwest::Client,
+}
+
+/// A broker with one platform `saas` against `sim`, its store `store`
+/// (a `[store]` section), the simulator's pushes aimed at it.
+async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+        sim.base_url()
+    );
+    let config = Config::from_toml_str("platform.toml", &text).expect("valid config");
+    let listeners = Listeners::bind(&config).await.expect("binds");
+    let api = listeners.api_tcp_addr().unwrap();
+    let callback = listeners.callback_addr().unwrap();
+    let metrics = listeners.metrics_addr().unwrap();
+    sim.sim
+        .set_callback_url(COMPONENT, &format!("http://{callback}/wechat/platforms/saas/callback"));
+    let tuning = Tuning {
+        authorizers: SchedulerTuning {
+            fetch_rate: rate,
+            concurrency: 8,
+        },
+        ..Tuning::default()
+    };
+    let daemon = wxbroker::start_with(&config, listeners, tuning)
+        .await
+        .expect("broker starts");
+    Platform {
+        daemon: Some(daemon),
+        api,
+        callback,
+        metrics,
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    }
+}
+
+impl Platform {
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.api))
+            .header("wxbroker-client", "tests")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn callback(&self, path_and_query: &str, body: impl Into<reqwest::Body>) -> u16 {
+        self.http
+            .post(format!("http://{}{path_and_query}", self.callback))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("http://{}/metrics", self.metrics))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn component_token(&self) -> String {
+        let (status, body) = self.get("/v1/platforms/saas/component_token").await;
+        assert_eq!(status, 200, "{body}");
+        body["component_access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn authorizer_token(&self, appid: &str) -> Option<String> {
+        let (status, body) = self
+            .get(&format!("/v1/platforms/saas/authorizers/{appid}/token"))
+            .await;
+        (status == 200).then(|| body["access_token"].as_str().unwrap().to_owned())
+    }
+
+    async fn stop(mut self) {
+        self.daemon.take().unwrap().shutdown().await;
+    }
+}
+
+/// Polls until `done` holds, asking again every 20 ms.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    within(async {
+        while !done().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let _ = what;
+}
+
+#[tokio::test]
+async fn a_ticket_push_makes_one_component_token_fetch() {
+    let sim = simulator().await;
+    let broker = start(&sim, "", 20).await;
+    // No ticket yet: the broker asks WeChat to push one, and fetches with it.
+    let token = within(broker.component_token()).await;
+    assert!(token.starts_with("componenttoken_"));
+    assert_eq!(sim.sim.component_calls("api_start_push_ticket"), 1);
+    assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    // More pushes change the ticket, not the token.
+    assert_eq!(sim.sim.push_verify_ticket(COMPONENT).await, Some(200));
+    assert_eq!(broker.component_token().await, token);
+    assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn forged_or_broken_pushes_get_403_and_change_nothing() {
+    let sim = simulator().await;
+    let broker = start(&sim, "", 20).await;
+    broker.component_token().await;
+    let route = "/wechat/platforms/saas/callback";
+    let inner = format!(
+        "<xml><AppId><![CDATA[{COMPONENT}]]></AppId><InfoType><![CDATA[unknown_kind]]></InfoType></xml>"
+    );
+    let good = sim.sim.seal_push(COMPONENT, &inner).unwrap();
+    assert_eq!(broker.callback(&format!("{route}?{}", good.query), good.body.clone()).await, 200);
+
+    let push = sim.sim.seal_push(COMPONENT, &inner).unwrap();
+    let forged_signature = push.query.replace("msg_signature=", "msg_signature=0");
+    let stale = push
+        .query
+        .replacen("timestamp=", "timestamp=1", 1);
+    let truncated = push.body[..push.body.len() - 40].to_owned() + "]]></Encrypt></xml>";
+    // The same key, another appid: decrypts, but is not this platform's.
+    sim.sim.add_component("wxsomeoneelse00001", SECRET, MSG_TOKEN, AES_KEY);
+    let foreign = sim.sim.seal_push("wxsomeoneelse00001", &inner).unwrap();
+    let cases: Vec<(&str, String, String, u16)> = vec![
+        ("wrong signature", forged_signature, push.body.clone(), 403),
+        ("stale timestamp", stale, push.body.clone(), 403),
+        ("wrong appid", foreign.query.clone(), foreign.body.clone(), 403),
+        ("truncated", push.query.clone(), truncated, 403),
+        ("not xml", push.query.clone(), "{\"Encrypt\":1}".into(), 403),
+        ("no query", String::new(), push.body.clone(), 403),
+        ("oversize", push.query.clone(), "x".repeat(70 * 1024), 413),
+    ];
+    for (what, query, body, status) in cases {
+        assert_eq!(broker.callback(&format!("{route}?{query}"), body).await, status, "{what}");
+    }
+    assert_eq!(broker.callback("/wechat/platforms/other/callback", "x").await, 404);
+    assert_eq!(broker.callback("/v1/platforms/saas/component_token", "x").await, 404);
+    let metrics = broker.metrics_text().await;
+    assert!(
+        metrics.contains("wxbroker_platform_callbacks_total{outcome=\"accepted\",platform=\"saas\"} 2"),
+        "only the ticket push and the good push were accepted:\n{metrics}"
+    );
+    for secret in [SECRET, MSG_TOKEN, AES_KEY] {
+        assert!(!metrics.contains(secret));
+    }
+    assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn authorized_gives_a_valid_token_and_unauthorized_drops_it() {
+    let sim = simulator().await;
+    let broker = start(&sim, "", 20).await;
+    broker.component_token().await;
+    let (appid, status) = sim.sim.authorize_new(COMPONENT).await;
+    assert_eq!(status, Some(200));
+    eventually("the authorizer's token", || {
+        let broker = &broker;
+        let appid = appid.clone();
+        async move { broker.authorizer_token(&appid).await.is_some() }
+    })
+    .await;
+    let token = broker.authorizer_token(&appid).await.unwrap();
+    assert!(sim.sim.token_valid(&token), "the simulator accepts it");
+    let (status, list) = broker.get("/v1/platforms/saas/authorizers").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["authorizers"][0]["appid"], appid.as_str());
+    assert!(!list.to_string().contains(&token), "the list never shows a token");
+
+    assert_eq!(sim.sim.unauthorize(COMPONENT, &appid).await, Some(200));
+    let path = format!("/v1/platforms/saas/authorizers/{appid}/token");
+    eventually("the authorizer gone", || {
+        let broker = &broker;
+        let path = path.clone();
+        async move { broker.get(&path).await.0 == 404 }
+    })
+    .await;
+    let (_, body) = broker.get(&path).await;
+    assert_eq!(body["error"]["code"], "authorizer_not_found");
+    let (status, body) = broker.get("/v1/platforms/nope/component_token").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("platform_not_found")));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_thousand_authorizers_are_recovered_page_by_page() {
+    let sim = simulator().await;
+    let appids = sim.sim.add_authorizers(COMPONENT, 1000);
+    let broker = start(&sim, "", 2000).await;
+    eventually("every authorizer recovered and valid", || {
+        let broker = &broker;
+        async move {
+            let metrics = broker.metrics_text().await;
+            metrics.contains("wxbroker_authorizers{platform=\"saas\",state=\"valid\"} 1000")
+        }
+    })
+    .await;
+    assert_eq!(sim.sim.component_calls("api_get_authorizer_list"), 2);
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), 1000);
+    for appid in &appids {
+        let token = broker.authorizer_token(appid).await.expect("served");
+        assert!(sim.sim.token_valid(&token), "{appid}");
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_refresh_token_and_fetches_nothing() {
+    let sim = simulator().await;
+    let appids = sim.sim.add_authorizers(COMPONENT, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("[store]\nbackend = \"file\"\npath = \"{}\"\n", dir.path().display());
+    let broker = start(&sim, &store, 1000).await;
+    eventually("all authorizers valid", || {
+        let broker = &broker;
+        async move {
+            broker
+                .metrics_text()
+                .await
+                .contains("wxbroker_authorizers{platform=\"saas\",state=\"valid\"} 50")
+        }
+    })
+    .await;
+    broker.stop().await;
+    // Refresh tokens rotated on every fetch: the store holds the live ones.
+    let stored = FilePlatformStore::new(dir.path(), "saas", COMPONENT)
+        .load_authorizers()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 50);
+    for record in &stored {
+        assert_eq!(
+            Some(record.refresh_token.clone()),
+            sim.sim.refresh_token_of(&record.appid),
+            "{}",
+            record.appid
+        );
+    }
+    let fetches = sim.sim.component_calls("api_authorizer_token");
+    let lists = sim.sim.component_calls("api_get_authorizer_list");
+    let broker = start(&sim, &store, 1000).await;
+    for appid in &appids {
+        let token = broker.authorizer_token(appid).await.expect("served from the store");
+        assert!(sim.sim.token_valid(&token));
+    }
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), fetches, "a warm restart fetches no authorizer");
+    assert_eq!(sim.sim.component_calls("api_get_authorizer_list"), lists);
+    broker.stop().await;
+}
