@@ -47,8 +47,10 @@ async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
     let api = listeners.api_tcp_addr().unwrap();
     let callback = listeners.callback_addr().unwrap();
     let metrics = listeners.metrics_addr().unwrap();
-    sim.sim
-        .set_callback_url(COMPONENT, &format!("http://{callback}/wechat/platforms/saas/callback"));
+    sim.sim.set_callback_url(
+        COMPONENT,
+        &format!("http://{callback}/wechat/platforms/saas/callback"),
+    );
     let tuning = Tuning {
         authorizers: SchedulerTuning {
             fetch_rate: rate,
@@ -122,7 +124,10 @@ impl Platform {
 }
 
 /// Polls until `done` holds, asking again every 20 ms.
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
     within(async {
         while !done().await {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -158,34 +163,59 @@ async fn forged_or_broken_pushes_get_403_and_change_nothing() {
         "<xml><AppId><![CDATA[{COMPONENT}]]></AppId><InfoType><![CDATA[unknown_kind]]></InfoType></xml>"
     );
     let good = sim.sim.seal_push(COMPONENT, &inner).unwrap();
-    assert_eq!(broker.callback(&format!("{route}?{}", good.query), good.body.clone()).await, 200);
+    assert_eq!(
+        broker
+            .callback(&format!("{route}?{}", good.query), good.body.clone())
+            .await,
+        200
+    );
 
     let push = sim.sim.seal_push(COMPONENT, &inner).unwrap();
     let forged_signature = push.query.replace("msg_signature=", "msg_signature=0");
-    let stale = push
-        .query
-        .replacen("timestamp=", "timestamp=1", 1);
+    let stale = push.query.replacen("timestamp=", "timestamp=1", 1);
     let truncated = push.body[..push.body.len() - 40].to_owned() + "]]></Encrypt></xml>";
     // The same key, another appid: decrypts, but is not this platform's.
-    sim.sim.add_component("wxsomeoneelse00001", SECRET, MSG_TOKEN, AES_KEY);
+    sim.sim
+        .add_component("wxsomeoneelse00001", SECRET, MSG_TOKEN, AES_KEY);
     let foreign = sim.sim.seal_push("wxsomeoneelse00001", &inner).unwrap();
     let cases: Vec<(&str, String, String, u16)> = vec![
         ("wrong signature", forged_signature, push.body.clone(), 403),
         ("stale timestamp", stale, push.body.clone(), 403),
-        ("wrong appid", foreign.query.clone(), foreign.body.clone(), 403),
+        (
+            "wrong appid",
+            foreign.query.clone(),
+            foreign.body.clone(),
+            403,
+        ),
         ("truncated", push.query.clone(), truncated, 403),
         ("not xml", push.query.clone(), "{\"Encrypt\":1}".into(), 403),
         ("no query", String::new(), push.body.clone(), 403),
         ("oversize", push.query.clone(), "x".repeat(70 * 1024), 413),
     ];
     for (what, query, body, status) in cases {
-        assert_eq!(broker.callback(&format!("{route}?{query}"), body).await, status, "{what}");
+        assert_eq!(
+            broker.callback(&format!("{route}?{query}"), body).await,
+            status,
+            "{what}"
+        );
     }
-    assert_eq!(broker.callback("/wechat/platforms/other/callback", "x").await, 404);
-    assert_eq!(broker.callback("/v1/platforms/saas/component_token", "x").await, 404);
+    assert_eq!(
+        broker
+            .callback("/wechat/platforms/other/callback", "x")
+            .await,
+        404
+    );
+    assert_eq!(
+        broker
+            .callback("/v1/platforms/saas/component_token", "x")
+            .await,
+        404
+    );
     let metrics = broker.metrics_text().await;
     assert!(
-        metrics.contains("wxbroker_platform_callbacks_total{outcome=\"accepted\",platform=\"saas\"} 2"),
+        metrics.contains(
+            "wxbroker_platform_callbacks_total{outcome=\"accepted\",platform=\"saas\"} 2"
+        ),
         "only the ticket push and the good push were accepted:\n{metrics}"
     );
     for secret in [SECRET, MSG_TOKEN, AES_KEY] {
@@ -214,7 +244,10 @@ async fn authorized_gives_a_valid_token_and_unauthorized_drops_it() {
     assert_eq!(status, 200);
     assert_eq!(list["total"], 1);
     assert_eq!(list["authorizers"][0]["appid"], appid.as_str());
-    assert!(!list.to_string().contains(&token), "the list never shows a token");
+    assert!(
+        !list.to_string().contains(&token),
+        "the list never shows a token"
+    );
 
     assert_eq!(sim.sim.unauthorize(COMPONENT, &appid).await, Some(200));
     let path = format!("/v1/platforms/saas/authorizers/{appid}/token");
@@ -227,7 +260,10 @@ async fn authorized_gives_a_valid_token_and_unauthorized_drops_it() {
     let (_, body) = broker.get(&path).await;
     assert_eq!(body["error"]["code"], "authorizer_not_found");
     let (status, body) = broker.get("/v1/platforms/nope/component_token").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("platform_not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("platform_not_found"))
+    );
     broker.stop().await;
 }
 
@@ -258,7 +294,10 @@ async fn a_restart_keeps_every_refresh_token_and_fetches_nothing() {
     let sim = simulator().await;
     let appids = sim.sim.add_authorizers(COMPONENT, 50);
     let dir = tempfile::tempdir().unwrap();
-    let store = format!("[store]\nbackend = \"file\"\npath = \"{}\"\n", dir.path().display());
+    let store = format!(
+        "[store]\nbackend = \"file\"\npath = \"{}\"\n",
+        dir.path().display()
+    );
     let broker = start(&sim, &store, 1000).await;
     eventually("all authorizers valid", || {
         let broker = &broker;
@@ -289,10 +328,17 @@ async fn a_restart_keeps_every_refresh_token_and_fetches_nothing() {
     let lists = sim.sim.component_calls("api_get_authorizer_list");
     let broker = start(&sim, &store, 1000).await;
     for appid in &appids {
-        let token = broker.authorizer_token(appid).await.expect("served from the store");
+        let token = broker
+            .authorizer_token(appid)
+            .await
+            .expect("served from the store");
         assert!(sim.sim.token_valid(&token));
     }
-    assert_eq!(sim.sim.component_calls("api_authorizer_token"), fetches, "a warm restart fetches no authorizer");
+    assert_eq!(
+        sim.sim.component_calls("api_authorizer_token"),
+        fetches,
+        "a warm restart fetches no authorizer"
+    );
     assert_eq!(sim.sim.component_calls("api_get_authorizer_list"), lists);
     broker.stop().await;
 }

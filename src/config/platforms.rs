@@ -142,8 +142,14 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         raw.secret,
         env,
     )?;
-    let (token, token_source) =
-        validate::secret_of(&table, "token", raw.token_env, raw.token_file, raw.token, env)?;
+    let (token, token_source) = validate::secret_of(
+        &table,
+        "token",
+        raw.token_env,
+        raw.token_file,
+        raw.token,
+        env,
+    )?;
     let (aes_key, aes_key_source) = validate::secret_of(
         &table,
         "aes_key",
@@ -181,11 +187,7 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
             .filter(|&n| n >= 1)
             .ok_or_else(|| Problem::new(key("daily_budget"), "must be at least 1"))?,
     };
-    let api_base = validate::api_base(
-        &key("api_base"),
-        raw.api_base,
-        validate::WECHAT_API_BASE,
-    )?;
+    let api_base = validate::api_base(&key("api_base"), raw.api_base, validate::WECHAT_API_BASE)?;
     let fetch_timeout = validate::duration(
         &key("fetch_timeout"),
         raw.fetch_timeout.as_ref(),
@@ -317,7 +319,10 @@ mod tests {
         let platform = &config.platforms[0];
         assert_eq!(platform.aes_key.expose(), KEY);
         assert_eq!(platform.daily_budget, 2000);
-        assert!(config.apps.is_empty(), "a platform alone is a configuration");
+        assert!(
+            config.apps.is_empty(),
+            "a platform alone is a configuration"
+        );
         let shown = config.render_effective();
         assert!(shown.contains("aes_key_env = \"SAAS_AES\""), "{shown}");
         let inline = self::config(&format!(
@@ -345,7 +350,10 @@ mod tests {
             "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\naes_key_env = \"SAAS_AES\"\n",
         )
         .unwrap_err();
-        assert!(err.contains("platforms.saas:") && err.contains("token_env"), "{err}");
+        assert!(
+            err.contains("platforms.saas:") && err.contains("token_env"),
+            "{err}"
+        );
         let err = config("name = \"Bad Name\"\n").unwrap_err();
         assert!(err.contains("platforms[0].name"), "{err}");
         let err = config(

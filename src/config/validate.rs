@@ -656,7 +656,14 @@ fn secret(
     inline: Option<InlineSecret>,
     env: Env<'_>,
 ) -> Result<(Secret, SecretSource), Problem> {
-    secret_of(&format!("apps.{app}"), "secret", env_name, file, inline, env)
+    secret_of(
+        &format!("apps.{app}"),
+        "secret",
+        env_name,
+        file,
+        inline,
+        env,
+    )
 }
 
 /// Exactly one of `{field}_env`, `{field}_file`, `{field}` of the table
@@ -952,7 +959,11 @@ fn word(key: &str, value: Option<String>) -> Result<Option<String>, Problem> {
     }
 }
 
-pub(super) fn duration(key: &str, value: Option<&Loose>, default: Duration) -> Result<Duration, Problem> {
+pub(super) fn duration(
+    key: &str,
+    value: Option<&Loose>,
+    default: Duration,
+) -> Result<Duration, Problem> {
     match value {
         None => Ok(default),
         Some(Loose::String(text)) => humantime::parse_duration(text.trim()).map_err(|e| {

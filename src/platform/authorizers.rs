@@ -514,9 +514,7 @@ impl Scheduler {
         };
         entry.failures = entry.failures.saturating_add(1);
         let cap = MAX_RETRY.as_millis() as u64;
-        let backoff = 1000u64
-            .saturating_mul(1 << entry.failures.min(16))
-            .min(cap);
+        let backoff = 1000u64.saturating_mul(1 << entry.failures.min(16)).min(cap);
         let wait = rand::thread_rng().gen_range(backoff / 2..=backoff);
         warn!(platform = %self.name, authorizer = appid, error = %err, retry_in_ms = wait, "authorizer token refresh failed");
         let due = self.now_ms() + wait;
@@ -626,7 +624,13 @@ async fn report_rejection(component: &CredentialHandle, token: &AccessToken, err
     }
 }
 
-fn record_of(grant: AuthorizerGrant, held_refresh: &str, sent_ms: u64, now_ms: u64, authorized_at: u64) -> AuthorizerRecord {
+fn record_of(
+    grant: AuthorizerGrant,
+    held_refresh: &str,
+    sent_ms: u64,
+    now_ms: u64,
+    authorized_at: u64,
+) -> AuthorizerRecord {
     // An answer without a refresh token keeps the held one: an empty value
     // never replaces a good one.
     let refresh_token = if grant.refresh_token.is_empty() {
@@ -681,7 +685,12 @@ impl RefreshTask {
                 record,
             })
         };
-        if !self.store.lock_authorizer(&self.appid).await.unwrap_or(false) {
+        if !self
+            .store
+            .lock_authorizer(&self.appid)
+            .await
+            .unwrap_or(false)
+        {
             return settled(None);
         }
         if let Ok(Some(shared)) = self.store.shared_authorizer(&self.appid).await {
@@ -711,9 +720,19 @@ impl RefreshTask {
                 return Err(err);
             }
         };
-        let record = record_of(grant, &self.refresh_token, sent, self.clock.now_ms(), self.authorized_at);
+        let record = record_of(
+            grant,
+            &self.refresh_token,
+            sent,
+            self.clock.now_ms(),
+            self.authorized_at,
+        );
         // Durable before it is served: the refresh token may have rotated.
-        if let Err(err) = self.store.save_authorizers(std::slice::from_ref(&record)).await {
+        if let Err(err) = self
+            .store
+            .save_authorizers(std::slice::from_ref(&record))
+            .await
+        {
             error!(authorizer = %self.appid, error = %err, "could not store an authorizer's refresh token; keeping it in memory and serving");
         }
         Ok(record)

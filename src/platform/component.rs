@@ -93,7 +93,9 @@ impl ComponentSource {
             *last = Some(Instant::now());
         }
         match self.api.start_push_ticket().await {
-            Ok(()) => info!(platform = %self.name, "no valid component_verify_ticket; asked wechat to push one"),
+            Ok(()) => {
+                info!(platform = %self.name, "no valid component_verify_ticket; asked wechat to push one")
+            }
             Err(err) => warn!(platform = %self.name, error = %err, "api_start_push_ticket failed"),
         }
     }
@@ -104,8 +106,7 @@ impl ComponentSource {
         }
         let mut changes = self.ticket.subscribe();
         self.request_push().await;
-        let arrived =
-            tokio::time::timeout(self.wait, changes.wait_for(Option::is_some)).await;
+        let arrived = tokio::time::timeout(self.wait, changes.wait_for(Option::is_some)).await;
         match arrived {
             Ok(Ok(_)) => Ok(()),
             _ => Err(FetchError::Parent(

@@ -137,7 +137,12 @@ mod tests {
             b"<xml>stray<A>1</A></xml>",
             b"\xff\xfe<xml/>",
         ] {
-            assert_eq!(parse(text), Err(NotXml), "{}", String::from_utf8_lossy(text));
+            assert_eq!(
+                parse(text),
+                Err(NotXml),
+                "{}",
+                String::from_utf8_lossy(text)
+            );
         }
     }
 }

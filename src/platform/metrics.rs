@@ -67,7 +67,8 @@ impl PlatformMetrics {
             self.authorizers.with_label_values(&[platform, state]);
         }
         for result in crate::wechat::RESULT_LABELS {
-            self.authorizer_fetches.with_label_values(&[platform, result]);
+            self.authorizer_fetches
+                .with_label_values(&[platform, result]);
         }
         self.callbacks.with_label_values(&[platform, "accepted"]);
     }

@@ -16,8 +16,8 @@ pub mod callback;
 pub mod component;
 pub mod crypto;
 pub mod message;
-pub mod redis_store;
 pub mod metrics;
+pub mod redis_store;
 pub mod store;
 pub mod upstream;
 
@@ -239,9 +239,10 @@ impl PlatformHandle {
     }
 
     async fn check_and_apply(&self, query: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
-        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
         let param = |name: &str| {
             params
                 .iter()
@@ -262,7 +263,11 @@ impl PlatformHandle {
         }
         let envelope = message::parse(body).map_err(|_| Refusal::Envelope)?;
         let encrypt = envelope.get("Encrypt").ok_or(Refusal::Envelope)?;
-        if !self.inner.crypt.verify(timestamp, nonce, encrypt, signature) {
+        if !self
+            .inner
+            .crypt
+            .verify(timestamp, nonce, encrypt, signature)
+        {
             return Err(crypto::CryptError::Signature.into());
         }
         let plain = self.inner.crypt.decrypt(encrypt)?;
@@ -381,7 +386,9 @@ impl PlatformHandle {
                 return Ok((token.clone(), true));
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return token.map(|t| (t, false)).ok_or(AuthorizerError::Unavailable);
+                return token
+                    .map(|t| (t, false))
+                    .ok_or(AuthorizerError::Unavailable);
             }
         }
     }
@@ -411,7 +418,10 @@ impl PlatformHandle {
         });
         let metrics = &self.inner.metrics;
         let name = self.name();
-        metrics.authorizers.with_label_values(&[name, "valid"]).set(valid);
+        metrics
+            .authorizers
+            .with_label_values(&[name, "valid"])
+            .set(valid);
         metrics
             .authorizers
             .with_label_values(&[name, "invalid"])

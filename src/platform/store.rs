@@ -210,9 +210,13 @@ impl PlatformStore for MemoryPlatformStore {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Line {
     /// The first line: whose journal this is.
-    Platform { component_appid: String },
+    Platform {
+        component_appid: String,
+    },
     Put(AuthorizerRecord),
-    Drop { appid: String },
+    Drop {
+        appid: String,
+    },
 }
 
 /// The file backend (see the module's documentation).
@@ -327,7 +331,9 @@ impl FileInner {
                 }
                 // A torn last line (a crash mid-append) or a foreign one:
                 // every other line still stands.
-                _ => tracing::warn!(path = %path.display(), line = index + 1, "skipping an unreadable journal line"),
+                _ => {
+                    tracing::warn!(path = %path.display(), line = index + 1, "skipping an unreadable journal line")
+                }
             }
         }
         self.journal.lock().expect("poisoned").lines = lines;
@@ -496,7 +502,8 @@ mod tests {
             .append(true)
             .open(store.journal_path())
             .unwrap();
-        file.write_all(b"{\"op\":\"put\",\"appid\":\"a\",\"refr").unwrap();
+        file.write_all(b"{\"op\":\"put\",\"appid\":\"a\",\"refr")
+            .unwrap();
         let reopened = FilePlatformStore::new(dir.path(), "saas", "wxc");
         let all = reopened.load_authorizers().await.unwrap();
         assert_eq!(all, vec![record("a", "r2")]);

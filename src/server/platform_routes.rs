@@ -61,12 +61,9 @@ pub(super) async fn dispatch(
         "component_token" => {
             allow(method, &Method::GET)?;
             let component = platform.component();
-            let token = component
-                .token(state.token_wait)
-                .await
-                .map_err(|err| {
-                    ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
-                })?;
+            let token = component.token(state.token_wait).await.map_err(|err| {
+                ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
+            })?;
             Ok(component_answer(&platform, &token, query))
         }
         "authorizers" => {
@@ -102,7 +99,11 @@ fn allow(method: &Method, allowed: &Method) -> Result<(), ApiError> {
     } else {
         Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
-            allowed: if allowed == Method::GET { "GET" } else { "POST" },
+            allowed: if allowed == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            },
         })
     }
 }
@@ -129,7 +130,11 @@ fn authorizer_error(platform: &PlatformHandle, appid: &str, err: AuthorizerError
             appid: appid.chars().take(64).collect(),
         },
         AuthorizerError::Unavailable => ApiError::TokenUnavailable {
-            app: format!("{}/{}", platform.name(), appid.chars().take(64).collect::<String>()),
+            app: format!(
+                "{}/{}",
+                platform.name(),
+                appid.chars().take(64).collect::<String>()
+            ),
             credential: Credential::AuthorizerToken,
             retry_after: 1,
             last_error: None,
@@ -252,7 +257,13 @@ async fn invalidate(
         .invalidate_authorizer(appid, &request.access_token, state.token_wait)
         .await
         .map_err(|err| authorizer_error(platform, appid, err))?;
-    Ok(token_answer(platform, appid, &token, query, Some(refreshed)))
+    Ok(token_answer(
+        platform,
+        appid,
+        &token,
+        query,
+        Some(refreshed),
+    ))
 }
 
 /// As the app proxy, with the authorizer's token; a rejection of it is

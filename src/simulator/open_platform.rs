@@ -70,7 +70,10 @@ impl Default for OpenPlatform {
             rotate_refresh_tokens: true,
             component_token_lifetime: Duration::from_secs(7200),
             authorizer_token_lifetime: Duration::from_secs(7200),
-            http: reqwest::Client::builder().no_proxy().build().unwrap_or_default(),
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap_or_default(),
         }
     }
 }
@@ -260,7 +263,11 @@ impl Simulator {
         let (url, push, http) = {
             let open = self.open();
             let c = open.components.get(component)?;
-            (c.callback_url.clone()?, seal(component, c, inner), open.http.clone())
+            (
+                c.callback_url.clone()?,
+                seal(component, c, inner),
+                open.http.clone(),
+            )
         };
         let response = http
             .post(format!("{url}?{}", push.query))
@@ -306,9 +313,16 @@ pub(crate) async fn handle(sim: &Simulator, request: &SimRequest) -> Response<Bo
     };
     *sim.open().calls.entry(endpoint).or_default() += 1;
     let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-    let text = |key: &str| body.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let text = |key: &str| {
+        body.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
     let query = params::parse_query(&request.query);
-    let component_token = params::get(&query, "component_access_token").unwrap_or("").to_owned();
+    let component_token = params::get(&query, "component_access_token")
+        .unwrap_or("")
+        .to_owned();
     let component = text("component_appid");
     if endpoint == "api_start_push_ticket" {
         let known = sim
@@ -326,7 +340,12 @@ pub(crate) async fn handle(sim: &Simulator, request: &SimRequest) -> Response<Bo
         return reply::ok(&json!({ "errcode": 0, "errmsg": "ok" }));
     }
     let answer = match endpoint {
-        "api_component_token" => component_token_answer(sim, &component, &text("component_appsecret"), &text("component_verify_ticket")),
+        "api_component_token" => component_token_answer(
+            sim,
+            &component,
+            &text("component_appsecret"),
+            &text("component_verify_ticket"),
+        ),
         _ => match check_component_token(sim, &component, &component_token) {
             Err(err) => Err(err),
             Ok(()) => match endpoint {
@@ -343,7 +362,9 @@ pub(crate) async fn handle(sim: &Simulator, request: &SimRequest) -> Response<Bo
                     body.get("offset").and_then(Value::as_u64).unwrap_or(0),
                     body.get("count").and_then(Value::as_u64).unwrap_or(0),
                 ),
-                _ => Ok(json!({ "pre_auth_code": format!("preauthcode@@@{}", random(40)), "expires_in": 1800 })),
+                _ => Ok(
+                    json!({ "pre_auth_code": format!("preauthcode@@@{}", random(40)), "expires_in": 1800 }),
+                ),
             },
         },
     };
@@ -378,10 +399,17 @@ fn component_token_answer(
 fn check_component_token(sim: &Simulator, component: &str, token: &str) -> Result<(), WxError> {
     let now = sim.lock().clock.now();
     let open = sim.open();
-    match open.components.get(component).and_then(|c| c.tokens.get(token)) {
+    match open
+        .components
+        .get(component)
+        .and_then(|c| c.tokens.get(token))
+    {
         Some(expires) if now < *expires => Ok(()),
         Some(_) => Err(WxError::wechat(42001, "component access token expired")),
-        None => Err(WxError::wechat(40001, "invalid credential, access_token is invalid or not latest")),
+        None => Err(WxError::wechat(
+            40001,
+            "invalid credential, access_token is invalid or not latest",
+        )),
     }
 }
 
@@ -459,7 +487,12 @@ fn authorizer_token(
     }))
 }
 
-fn authorizer_list(sim: &Simulator, component: &str, offset: u64, count: u64) -> Result<Value, WxError> {
+fn authorizer_list(
+    sim: &Simulator,
+    component: &str,
+    offset: u64,
+    count: u64,
+) -> Result<Value, WxError> {
     if count == 0 || count > 500 {
         return Err(WxError::wechat(61009, "count must be 1 to 500"));
     }
