@@ -155,7 +155,7 @@ impl CredentialHandle {
     }
 
     /// Reports `reported` as rejected in an answer the broker itself
-    /// received (a forwarded call). Like [`AppHandle::invalidate`], but a
+    /// received (a forwarded call). Like [`CredentialHandle::invalidate`], but a
     /// refresh that is not allowed yet is scheduled for the earliest
     /// allowed moment ([`InvalidateOutcome::Deferred`]), since nobody
     /// else will report it: the caller was told to retry later.
