@@ -342,3 +342,72 @@ async fn a_restart_keeps_every_refresh_token_and_fetches_nothing() {
     assert_eq!(sim.sim.component_calls("api_get_authorizer_list"), lists);
     broker.stop().await;
 }
+
+/// Every authorizer's token as `broker` serves it now.
+async fn tokens_of(broker: &Platform, appids: &[String]) -> Vec<Option<String>> {
+    let mut tokens = Vec::with_capacity(appids.len());
+    for appid in appids {
+        tokens.push(broker.authorizer_token(appid).await);
+    }
+    tokens
+}
+
+#[tokio::test]
+async fn a_fleet_of_three_makes_one_fleets_worth_of_fetches() {
+    let redis = support::RedisServer::start().await;
+    let store = support::redis_store(&redis.url());
+    let sim = simulator().await;
+    // Short lifetimes, so a second round of refreshes comes within the test.
+    sim.sim
+        .set_authorizer_token_lifetime(Duration::from_secs(20));
+    let appids = sim.sim.add_authorizers(COMPONENT, 200);
+    // Pushes reach the first broker only; the others read the shared store.
+    let fleet = [
+        start(&sim, &store, 1000).await,
+        start(&sim, &store, 1000).await,
+        start(&sim, &store, 1000).await,
+    ];
+    sim.sim.set_callback_url(
+        COMPONENT,
+        &format!(
+            "http://{}/wechat/platforms/saas/callback",
+            fleet[0].callback
+        ),
+    );
+    sim.sim.push_verify_ticket(COMPONENT).await;
+    let mut first_round = Vec::new();
+    for broker in &fleet {
+        eventually("every authorizer valid on every broker", || async {
+            broker
+                .metrics_text()
+                .await
+                .contains("wxbroker_authorizers{platform=\"saas\",state=\"valid\"} 200")
+        })
+        .await;
+        first_round.push(tokens_of(broker, &appids).await);
+    }
+    assert_eq!(
+        sim.sim.component_calls("api_authorizer_token"),
+        200,
+        "one fetch per authorizer for the whole fleet"
+    );
+    assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    // The second round: each broker ends up serving new tokens...
+    for (broker, before) in fleet.iter().zip(&first_round) {
+        eventually("the second round on every broker", || async {
+            let now = tokens_of(broker, &appids).await;
+            now.iter()
+                .zip(before)
+                .all(|(now, before)| now.is_some() && now != before)
+        })
+        .await;
+        for token in tokens_of(broker, &appids).await.into_iter().flatten() {
+            assert!(sim.sim.token_valid(&token));
+        }
+    }
+    // ...fetched once for the fleet.
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), 400);
+    for broker in fleet {
+        broker.stop().await;
+    }
+}

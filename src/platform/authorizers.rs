@@ -88,11 +88,23 @@ pub struct Table {
     slots: ArcSwap<HashMap<Box<str>, Arc<Slot>>>,
     /// Woken whenever a token is published or an authorizer removed.
     pub changed: Notify,
+    /// Set once the stored (or recovered) authorizers are in: until then
+    /// an unknown appid may be one not loaded yet.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Table {
     pub fn get(&self, appid: &str) -> Option<Arc<Slot>> {
         self.slots.load().get(appid).cloned()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+        self.changed.notify_waiters();
     }
 
     pub fn len(&self) -> usize {
@@ -255,6 +267,22 @@ pub fn due_ms(refresh_before: Duration, fetched_ms: u64, expires_ms: u64, jitter
     latest.saturating_sub((spread as f64 * jitter.clamp(0.0, 1.0)) as u64)
 }
 
+/// A fraction in [0, 1) that spreads refresh moments: a hash of the
+/// authorizer and its token's fetch time, not a random draw, so every
+/// broker of a fleet holding the same token picks the same moment. One of
+/// them then refreshes; the others find the lock taken, and adopt the new
+/// token from the shared store seconds later instead of serving the
+/// replaced one until their own, later moment.
+pub fn jitter(appid: &str, fetched_ms: u64) -> f64 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(appid.as_bytes())
+        .chain_update(fetched_ms.to_be_bytes())
+        .finalize();
+    let bits = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
 impl Scheduler {
     pub fn new(parts: SchedulerParts) -> Self {
         let rate = parts.tuning.fetch_rate.max(1);
@@ -295,6 +323,7 @@ impl Scheduler {
         } else {
             info!(platform = %self.name, authorizers = stored.len(), "loaded stored authorizers");
             self.adopt_all(stored);
+            self.table.mark_loaded();
         }
         loop {
             let wake = self.next_wake();
@@ -342,13 +371,13 @@ impl Scheduler {
         }
     }
 
-    fn due_for(&self, token: Option<&AuthorizerToken>) -> u64 {
+    fn due_for(&self, appid: &str, token: Option<&AuthorizerToken>) -> u64 {
         match token {
             Some(token) if token.is_valid(self.now_ms()) => due_ms(
                 self.refresh_before,
                 token.fetched_at_ms,
                 token.expires_at_ms,
-                rand::thread_rng().gen(),
+                jitter(appid, token.fetched_at_ms),
             ),
             _ => self.now_ms(),
         }
@@ -382,7 +411,7 @@ impl Scheduler {
             if token.is_some() {
                 slot.token.store(token.clone());
             }
-            let due = self.due_for(token.as_deref().or(slot.token().as_deref()));
+            let due = self.due_for(&record.appid, token.as_deref().or(slot.token().as_deref()));
             let appid: Box<str> = record.appid.as_str().into();
             match self.entries.get_mut(&appid) {
                 Some(entry) => {
@@ -490,6 +519,7 @@ impl Scheduler {
             Outcome::Recovered(Ok(records)) => {
                 info!(platform = %self.name, authorizers = records.len(), "recovered authorizers from api_get_authorizer_list");
                 self.adopt_all(records);
+                self.table.mark_loaded();
             }
             Outcome::Recovered(Err(err)) => {
                 warn!(platform = %self.name, error = %err, "authorizer recovery failed; trying again");
@@ -662,11 +692,13 @@ struct RefreshTask {
 }
 
 impl RefreshTask {
-    async fn run(self) -> Outcome {
+    async fn run(mut self) -> Outcome {
         let appid = self.appid.clone();
         if self.store.is_shared() {
-            if let Some(outcome) = self.fleet_check().await {
-                return outcome;
+            match self.fleet_check().await {
+                Ok(Some(refresh_token)) => self.refresh_token = refresh_token.into(),
+                Ok(None) => {}
+                Err(outcome) => return outcome,
             }
         }
         let result = self.fetch().await;
@@ -677,10 +709,12 @@ impl RefreshTask {
     }
 
     /// In a fleet: another broker holds this authorizer, or refreshed it
-    /// already (adopt that), or the fleet's rate is spent this second.
-    async fn fleet_check(&self) -> Option<Outcome> {
+    /// already (adopt that), or the fleet's rate is spent this second; else
+    /// the lock is ours, and the fleet's refresh token (the one WeChat
+    /// holds, whoever rotated it last) is what to fetch with.
+    async fn fleet_check(&self) -> Result<Option<String>, Outcome> {
         let settled = |record| {
-            Some(Outcome::Settled {
+            Err(Outcome::Settled {
                 appid: self.appid.clone(),
                 record,
             })
@@ -693,17 +727,28 @@ impl RefreshTask {
         {
             return settled(None);
         }
-        if let Ok(Some(shared)) = self.store.shared_authorizer(&self.appid).await {
-            if shared.fetched_at_ms > self.held_fetched_at_ms && !shared.access_token.is_empty() {
+        let shared = self
+            .store
+            .shared_authorizer(&self.appid)
+            .await
+            .ok()
+            .flatten();
+        if let Some(shared) = &shared {
+            let fresher = shared.fetched_at_ms > self.held_fetched_at_ms
+                && !shared.access_token.is_empty()
+                && shared.expires_at_ms > self.clock.now_ms();
+            if fresher {
                 let _ = self.store.unlock_authorizer(&self.appid).await;
-                return settled(Some(shared));
+                return settled(Some(shared.clone()));
             }
         }
         if !self.store.fetch_permit(self.rate).await.unwrap_or(true) {
             let _ = self.store.unlock_authorizer(&self.appid).await;
             return settled(None);
         }
-        None
+        Ok(shared
+            .map(|shared| shared.refresh_token)
+            .filter(|refresh| !refresh.is_empty()))
     }
 
     async fn fetch(&self) -> Result<AuthorizerRecord, FetchError> {
@@ -836,7 +881,7 @@ impl RecoverTask {
                 })
                 .collect();
             // Each page is durable before the next is asked for.
-            if let Err(err) = self.store.save_authorizers(&records).await {
+            if let Err(err) = self.store.save_recovered(&records).await {
                 error!(platform = %self.name, error = %err, "could not store recovered refresh tokens");
             }
             all.extend(records);

@@ -342,12 +342,12 @@ impl PlatformHandle {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.inner.table.changed.notified();
-            let slot = self
-                .inner
-                .table
-                .get(appid)
-                .ok_or(AuthorizerError::NotFound)?;
-            if let Some(token) = slot.token().filter(|t| t.is_valid(self.now_ms())) {
+            let slot = self.inner.table.get(appid);
+            if slot.is_none() && self.inner.table.is_loaded() {
+                return Err(AuthorizerError::NotFound);
+            }
+            let token = slot.and_then(|slot| slot.token());
+            if let Some(token) = token.filter(|t| t.is_valid(self.now_ms())) {
                 return Ok(token);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {

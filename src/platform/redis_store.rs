@@ -158,6 +158,23 @@ impl PlatformStore for RedisPlatformStore {
         })
     }
 
+    fn save_recovered<'a>(
+        &'a self,
+        records: &'a [AuthorizerRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut connection = self.connection().await?;
+            let mut pipe = redis::pipe();
+            for record in records.iter().filter(|r| !r.refresh_token.is_empty()) {
+                let raw = serde_json::to_string(record).expect("a record serializes");
+                pipe.hset_nx(&self.tag, &record.appid, raw).ignore();
+            }
+            pipe.query_async::<()>(&mut connection)
+                .await
+                .map_err(redis_error("hsetnx"))
+        })
+    }
+
     fn remove_authorizer<'a>(&'a self, appid: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut connection = self.connection().await?;

@@ -94,6 +94,17 @@ pub trait PlatformStore: Send + Sync + 'static {
 
     fn remove_authorizer<'a>(&'a self, appid: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 
+    /// Stores records recovered from `api_get_authorizer_list`, keeping
+    /// any record already there: in a fleet, another broker may have
+    /// rotated a refresh token since the list was read, and the listed
+    /// one is then dead.
+    fn save_recovered<'a>(
+        &'a self,
+        records: &'a [AuthorizerRecord],
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.save_authorizers(records)
+    }
+
     /// Whether [`PlatformStore::compact`] would pay off now, with `live`
     /// authorizers held.
     fn wants_compaction(&self, _live: usize) -> bool {
