@@ -411,3 +411,72 @@ async fn a_fleet_of_three_makes_one_fleets_worth_of_fetches() {
         broker.stop().await;
     }
 }
+
+#[tokio::test]
+async fn sigkill_loses_no_refresh_token() {
+    let sim = simulator().await;
+    sim.sim.set_refresh_token_rotation(true);
+    let appids = sim.sim.add_authorizers(COMPONENT, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let (api, callback) = (support::free_port(), support::free_port());
+    let config_path = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{api}\"\ncallback_listen = \"127.0.0.1:{callback}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+            dir.path().join("state").display(),
+            sim.base_url()
+        ),
+    )
+    .unwrap();
+    sim.sim.set_callback_url(
+        COMPONENT,
+        &format!("http://127.0.0.1:{callback}/wechat/platforms/saas/callback"),
+    );
+    let last = format!(
+        "http://127.0.0.1:{api}/v1/platforms/saas/authorizers/{}/token",
+        appids.last().unwrap()
+    );
+    let mut broker = support::ChildBroker::spawn(&config_path, "warn");
+    broker.wait_ready(&last).await;
+    // Every authorizer refreshed (and its rotated refresh token stored
+    // before its token was served), then no chance to clean up.
+    support::wait_until("every authorizer fetched", || {
+        sim.sim.component_calls("api_authorizer_token") == 60
+    })
+    .await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for appid in &appids {
+        let url = format!("http://127.0.0.1:{api}/v1/platforms/saas/authorizers/{appid}/token");
+        let status = http
+            .get(&url)
+            .header("wxbroker-client", "tests")
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{appid}");
+    }
+    broker.kill();
+    let stored = FilePlatformStore::new(&dir.path().join("state"), "saas", COMPONENT)
+        .load_authorizers()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 60);
+    for record in &stored {
+        assert_eq!(
+            sim.sim.refresh_token_of(&record.appid).as_deref(),
+            Some(record.refresh_token.as_str()),
+            "{}: the stored refresh token is the one WeChat holds",
+            record.appid
+        );
+    }
+    let mut broker = support::ChildBroker::spawn(&config_path, "warn");
+    broker.wait_ready(&last).await;
+    assert_eq!(
+        sim.sim.component_calls("api_authorizer_token"),
+        60,
+        "the restart fetched no authorizer"
+    );
+    broker.terminate();
+}
