@@ -32,6 +32,7 @@ struct Platform {
     api: SocketAddr,
     callback: SocketAddr,
     metrics: SocketAddr,
+    compat: SocketAddr,
     http: reqwest::Client,
 }
 
@@ -39,7 +40,7 @@ struct Platform {
 /// (a `[store]` section), the simulator's pushes aimed at it.
 async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nwechat_compat_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
         sim.base_url()
     );
     let config = Config::from_toml_str("platform.toml", &text).expect("valid config");
@@ -47,6 +48,7 @@ async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
     let api = listeners.api_tcp_addr().unwrap();
     let callback = listeners.callback_addr().unwrap();
     let metrics = listeners.metrics_addr().unwrap();
+    let compat = listeners.compat_addr().unwrap();
     sim.sim.set_callback_url(
         COMPONENT,
         &format!("http://{callback}/wechat/platforms/saas/callback"),
@@ -66,6 +68,7 @@ async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
         api,
         callback,
         metrics,
+        compat,
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
     }
 }
@@ -479,4 +482,128 @@ async fn sigkill_loses_no_refresh_token() {
         "the restart fetched no authorizer"
     );
     broker.terminate();
+}
+
+#[tokio::test]
+async fn the_compatible_listener_serves_component_sdks() {
+    let sim = simulator().await;
+    let broker = start(&sim, "", 20).await;
+    let component = broker.component_token().await;
+    let (appid, _) = sim.sim.authorize_new(COMPONENT).await;
+    eventually("the authorizer's token", || {
+        let (broker, appid) = (&broker, appid.clone());
+        async move { broker.authorizer_token(&appid).await.is_some() }
+    })
+    .await;
+    let authorizer = broker.authorizer_token(&appid).await.unwrap();
+    let compat = |path: &str| format!("http://{}{path}", broker.compat);
+    let post = |path: String, body: Value| {
+        let http = broker.http.clone();
+        async move {
+            http.post(path)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let fetches = sim.sim.component_calls("api_component_token");
+    // From the cache, whatever secret and ticket the SDK sends.
+    let answer = post(
+        compat("/cgi-bin/component/api_component_token"),
+        serde_json::json!({"component_appid": COMPONENT, "component_appsecret": "wrong", "component_verify_ticket": "old"}),
+    )
+    .await;
+    assert_eq!(
+        answer["component_access_token"],
+        component.as_str(),
+        "{answer}"
+    );
+    let answer = post(
+        compat("/cgi-bin/component/api_authorizer_token?component_access_token=stale"),
+        serde_json::json!({"component_appid": COMPONENT, "authorizer_appid": appid, "authorizer_refresh_token": "sdk-held"}),
+    )
+    .await;
+    assert_eq!(
+        answer["authorizer_access_token"],
+        authorizer.as_str(),
+        "{answer}"
+    );
+    assert_eq!(sim.sim.component_calls("api_component_token"), fetches);
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), 0);
+    // Other component calls go out with the broker's component token.
+    let answer = post(
+        compat("/cgi-bin/component/api_create_preauthcode?component_access_token=stale"),
+        serde_json::json!({"component_appid": COMPONENT}),
+    )
+    .await;
+    assert!(answer["pre_auth_code"].is_string(), "{answer}");
+    // An authorizer's call is recognised by the token it holds.
+    let answer: Value = broker
+        .http
+        .get(compat(&format!(
+            "/cgi-bin/getcallbackip?access_token={authorizer}"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["ip_list"].is_array(), "{answer}");
+    let refused = post(
+        compat("/cgi-bin/component/api_query_auth?component_access_token=x"),
+        serde_json::json!({"component_appid": COMPONENT, "authorization_code": "c"}),
+    )
+    .await;
+    assert_eq!(refused["errcode"], -1);
+    assert_eq!(
+        sim.sim.component_calls("api_query_auth"),
+        1,
+        "only the broker's own exchange"
+    );
+
+    // The token API's side: the authorizer proxy, pre-auth codes, and an
+    // invalidation of a token too young to refresh.
+    let (status, body) = broker
+        .get(&format!(
+            "/v1/platforms/saas/authorizers/{appid}/proxy/cgi-bin/getcallbackip"
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert!(body["ip_list"].is_array(), "{body}");
+    let answer: Value = broker
+        .http
+        .post(format!(
+            "http://{}/v1/platforms/saas/pre_auth_code",
+            broker.api
+        ))
+        .header("wxbroker-client", "tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["pre_auth_code"].is_string(), "{answer}");
+    let answer: Value = broker
+        .http
+        .post(format!(
+            "http://{}/v1/platforms/saas/authorizers/{appid}/token/invalidate",
+            broker.api
+        ))
+        .header("wxbroker-client", "tests")
+        .json(&serde_json::json!({ "access_token": authorizer }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["access_token"], authorizer.as_str(), "{answer}");
+    assert_eq!(answer["refreshed"], false);
+    broker.stop().await;
 }

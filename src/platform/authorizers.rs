@@ -169,8 +169,13 @@ pub enum Command {
     Authorized { appid: String, code: String },
     /// `unauthorized`: the authorizer's tokens are dead.
     Unauthorized { appid: String },
-    /// A client reports `reported` rejected by WeChat.
-    Invalidate { appid: String, reported: String },
+    /// A client reports `reported` rejected by WeChat; `reply` says
+    /// whether a refresh was scheduled for it.
+    Invalidate {
+        appid: String,
+        reported: String,
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
 }
 
 /// Fixed behaviour tests need to change.
@@ -603,13 +608,19 @@ impl Scheduler {
                 }
                 info!(platform = %self.name, authorizer = %appid, "authorizer unauthorized; dropped");
             }
-            Command::Invalidate { appid, reported } => {
-                let Some(token) = self.table.get(&appid).and_then(|slot| slot.token()) else {
-                    return;
-                };
+            Command::Invalidate {
+                appid,
+                reported,
+                reply,
+            } => {
                 let now = self.now_ms();
-                let current = token.value.expose() == reported;
-                if current && now.saturating_sub(token.fetched_at_ms) >= MIN_FORCED_INTERVAL_MS {
+                let token = self.table.get(&appid).and_then(|slot| slot.token());
+                let refresh = token.as_ref().is_some_and(|token| {
+                    token.value.expose() == reported
+                        && now.saturating_sub(token.fetched_at_ms) >= MIN_FORCED_INTERVAL_MS
+                });
+                let _ = reply.send(refresh);
+                if let Some(token) = token.filter(|_| refresh) {
                     info!(platform = %self.name, authorizer = %appid, token = %token.value.fingerprint(), "authorizer token reported rejected; refreshing");
                     self.schedule(&appid, now);
                 }

@@ -368,11 +368,20 @@ impl PlatformHandle {
             .table
             .get(appid)
             .ok_or(AuthorizerError::NotFound)?;
+        let (reply, scheduled) = tokio::sync::oneshot::channel();
         self.send(Command::Invalidate {
             appid: appid.to_owned(),
             reported: reported.to_owned(),
+            reply,
         })
         .await;
+        // No refresh (another token is current, or this one is too young
+        // to replace): the current token, at once.
+        let wait = if scheduled.await.unwrap_or(false) {
+            wait
+        } else {
+            Duration::ZERO
+        };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.inner.table.changed.notified();

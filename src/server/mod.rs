@@ -8,6 +8,7 @@ mod accept_errors;
 mod api_error;
 pub mod body_deadline;
 pub mod compat;
+mod compat_platform;
 mod listener;
 mod ops;
 mod platform_routes;

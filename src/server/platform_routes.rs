@@ -279,13 +279,20 @@ async fn proxy(
     let token = authorizer_token(state, platform, appid).await?;
     let (url, headers, body) = state
         .proxy
-        .prepare_token_call(&platform.config().api_base, &forward, body)
+        .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
         .await
         .map_err(proxy_error)?;
     let method = forward.method;
     let (response, rejected) = state
         .proxy
-        .send_with_token(method, &url, &headers, &body, token.value.expose())
+        .send_with_token(
+            method,
+            &url,
+            &headers,
+            &body,
+            "access_token",
+            token.value.expose(),
+        )
         .await
         .map_err(proxy_error)?;
     if !rejected {
@@ -300,7 +307,14 @@ async fn proxy(
     }
     let (response, _) = state
         .proxy
-        .send_with_token(method, &url, &headers, &body, next.value.expose())
+        .send_with_token(
+            method,
+            &url,
+            &headers,
+            &body,
+            "access_token",
+            next.value.expose(),
+        )
         .await
         .map_err(proxy_error)?;
     Ok(response)
