@@ -40,7 +40,10 @@ pub(super) async fn handle(
     let path = wechat_path::normalise(request.uri.path());
     if let Some(endpoint) = path.strip_prefix("cgi-bin/component/") {
         let answer = component_call(api, &platforms, endpoint, request, body).await;
-        return Ok((COMPONENT_ROUTE, answer.unwrap_or_else(|e| e)));
+        return Ok((
+            COMPONENT_ROUTE,
+            answer.unwrap_or_else(WxFail::into_response),
+        ));
     }
     let query = request.uri.query().unwrap_or("");
     let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
@@ -54,16 +57,34 @@ pub(super) async fn handle(
         return Err(body);
     };
     let answer = authorizer_call(api, &platform, &appid, request, body).await;
-    Ok((AUTHORIZER_ROUTE, answer.unwrap_or_else(|e| e)))
+    Ok((
+        AUTHORIZER_ROUTE,
+        answer.unwrap_or_else(WxFail::into_response),
+    ))
 }
 
-type Answer = Result<Response<Body>, Response<Body>>;
-
-fn wx_error(errcode: i64, errmsg: &str) -> Response<Body> {
-    respond::wechat_error(errcode, errmsg)
+/// A WeChat-shaped error answer, made into a response at the end.
+struct WxFail {
+    errcode: i64,
+    errmsg: String,
 }
 
-fn proxy_failure(err: &ProxyError) -> Response<Body> {
+impl WxFail {
+    fn into_response(self) -> Response<Body> {
+        respond::wechat_error(self.errcode, &self.errmsg)
+    }
+}
+
+type Answer = Result<Response<Body>, WxFail>;
+
+fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
+    WxFail {
+        errcode,
+        errmsg: errmsg.to_owned(),
+    }
+}
+
+fn proxy_failure(err: &ProxyError) -> WxFail {
     wx_error(-1, &format!("system error (wxbroker: {err})"))
 }
 
@@ -74,7 +95,7 @@ fn platform_for(
     platforms: &[PlatformHandle],
     query: &str,
     body: &Value,
-) -> Result<PlatformHandle, Response<Body>> {
+) -> Result<PlatformHandle, WxFail> {
     if let Some(held) = query_param(query, "component_access_token") {
         if let Some(platform) = platforms.iter().find(|p| p.component().knows(&held)) {
             return Ok(platform.clone());
@@ -223,7 +244,7 @@ fn prepare(
     api: &ApiState,
     platform: &PlatformHandle,
     request: &http::request::Parts,
-) -> Result<(reqwest::Url, HeaderMap), Response<Body>> {
+) -> Result<(reqwest::Url, HeaderMap), WxFail> {
     let path = request.uri.path();
     let forward = Forward {
         method: &request.method,
