@@ -112,7 +112,7 @@ impl Daemon {
     /// Applies a new configuration's apps (SIGHUP): new apps start, removed
     /// ones stop, changed ones restart (keeping their token when appid,
     /// kind and grant are unchanged, so a changed secret is used from the
-    /// next fetch), unchanged ones are left alone. Listener, store and log
+    /// next fetch), unchanged ones are left alone. Listener, store, log and platform
     /// settings need a restart; a change to them is logged and ignored.
     ///
     /// Returns once every stopped refresher has ended: a fetch one had
@@ -129,6 +129,7 @@ impl Daemon {
                     "[[apps]] compat_listen",
                     compat_listeners(config) != compat_listeners(&running),
                 ),
+                ("[[platforms]]", config.platforms != running.platforms),
             ];
             for (section, changed) in fixed {
                 if changed {
