@@ -158,9 +158,10 @@ async fn a_ticket_push_makes_one_component_token_fetch() {
 
 #[tokio::test]
 async fn forged_or_broken_pushes_get_403_and_change_nothing() {
+    support::captured_logs();
     let sim = simulator().await;
     let broker = start(&sim, "", 20).await;
-    broker.component_token().await;
+    let component = broker.component_token().await;
     let route = "/wechat/platforms/saas/callback";
     let inner = format!(
         "<xml><AppId><![CDATA[{COMPONENT}]]></AppId><InfoType><![CDATA[unknown_kind]]></InfoType></xml>"
@@ -221,8 +222,22 @@ async fn forged_or_broken_pushes_get_403_and_change_nothing() {
         ),
         "only the ticket push and the good push were accepted:\n{metrics}"
     );
-    for secret in [SECRET, MSG_TOKEN, AES_KEY] {
+    let encrypted = push
+        .body
+        .split("CDATA[")
+        .nth(2)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
+    let logs = support::captured_logs();
+    assert!(
+        logs.contains("refused a callback push"),
+        "refusals are logged"
+    );
+    for secret in [SECRET, MSG_TOKEN, AES_KEY, &component, encrypted] {
         assert!(!metrics.contains(secret));
+        assert!(!logs.contains(secret), "a secret reached the log");
     }
     assert_eq!(sim.sim.component_calls("api_component_token"), 1);
     broker.stop().await;
@@ -360,9 +375,10 @@ async fn a_fleet_of_three_makes_one_fleets_worth_of_fetches() {
     let redis = support::RedisServer::start().await;
     let store = support::redis_store(&redis.url());
     let sim = simulator().await;
-    // Short lifetimes, so a second round of refreshes comes within the test.
+    // Short first lifetimes, so a second round of refreshes comes within
+    // the test (at half of them).
     sim.sim
-        .set_authorizer_token_lifetime(Duration::from_secs(20));
+        .set_authorizer_token_lifetime(Duration::from_secs(30));
     let appids = sim.sim.add_authorizers(COMPONENT, 200);
     // Pushes reach the first broker only; the others read the shared store.
     let fleet = [
@@ -395,6 +411,9 @@ async fn a_fleet_of_three_makes_one_fleets_worth_of_fetches() {
         "one fetch per authorizer for the whole fleet"
     );
     assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    // Tokens of the second round live long: no third round in the test.
+    sim.sim
+        .set_authorizer_token_lifetime(Duration::from_secs(3600));
     // The second round: each broker ends up serving new tokens...
     for (broker, before) in fleet.iter().zip(&first_round) {
         eventually("the second round on every broker", || async {
