@@ -634,7 +634,6 @@ impl Scheduler {
             api: self.api.clone(),
             component: self.component.clone(),
             store: self.store.clone(),
-            clock: self.clock,
             wait: self.component_wait,
             cancel: self.cancel.clone(),
         };
@@ -843,7 +842,6 @@ struct RecoverTask {
     api: ComponentApi,
     component: CredentialHandle,
     store: Arc<dyn PlatformStore>,
-    clock: Clock,
     wait: Duration,
     cancel: CancellationToken,
 }
@@ -902,7 +900,6 @@ impl RecoverTask {
                 break;
             }
         }
-        let _ = self.clock;
         Ok(all)
     }
 }
