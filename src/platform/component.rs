@@ -109,16 +109,15 @@ impl ComponentSource {
         let arrived = tokio::time::timeout(self.wait, changes.wait_for(Option::is_some)).await;
         match arrived {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(FetchError::Parent(
-                "no component_verify_ticket yet; waiting for wechat's push".into(),
-            )),
+            _ => Err(FetchError::NoVerifyTicket),
         }
     }
 
     async fn fetch_with_ticket(&self) -> Result<TokenGrant, FetchError> {
-        let ticket = self.current_ticket().await.ok_or_else(|| {
-            FetchError::Parent("no component_verify_ticket yet; waiting for wechat's push".into())
-        })?;
+        let ticket = self
+            .current_ticket()
+            .await
+            .ok_or(FetchError::NoVerifyTicket)?;
         let result = self.api.component_token(&ticket).await;
         if let Err(FetchError::Api { errcode, .. }) = &result {
             if TICKET_REJECTED.contains(errcode) {
