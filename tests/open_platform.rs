@@ -626,3 +626,27 @@ async fn the_compatible_listener_serves_component_sdks() {
     assert_eq!(answer["refreshed"], false);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn the_simulator_pushes_tickets_on_a_timer() {
+    let sim = simulator().await;
+    let broker = start(&sim, "", 20).await;
+    broker.component_token().await;
+    let pusher = sim
+        .sim
+        .spawn_ticket_pusher(COMPONENT, Duration::from_millis(50));
+    eventually("three more accepted pushes", || async {
+        broker
+            .metrics_text()
+            .await
+            .lines()
+            .find(|line| line.starts_with("wxbroker_platform_callbacks_total{outcome=\"accepted\""))
+            .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|accepted| accepted >= 4)
+    })
+    .await;
+    pusher.abort();
+    // New tickets alone make no component token fetch.
+    assert_eq!(sim.sim.component_calls("api_component_token"), 1);
+    broker.stop().await;
+}

@@ -919,4 +919,32 @@ mod tests {
         // A short lifetime never refreshes in its first half.
         assert!(due_ms(before, 0, 400_000, 1.0) >= 200_000);
     }
+
+    #[test]
+    fn jitter_is_the_same_on_every_broker_and_spreads() {
+        assert_eq!(jitter("wxa", 1_000), jitter("wxa", 1_000));
+        let values: Vec<f64> = (0..1000).map(|i| jitter(&format!("wx{i}"), 7)).collect();
+        assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
+        let low = values.iter().filter(|v| **v < 0.5).count();
+        assert!((400..600).contains(&low), "{low} of 1000 below a half");
+    }
+
+    #[test]
+    fn an_answer_without_a_refresh_token_keeps_the_held_one() {
+        let grant = |refresh: &str| AuthorizerGrant {
+            appid: "wxa".into(),
+            access_token: AccessToken::new("at"),
+            expires_in: 7200,
+            refresh_token: refresh.into(),
+        };
+        let kept = record_of(grant(""), "held", 1_000, 1_100, 5);
+        assert_eq!(kept.refresh_token, "held");
+        assert_eq!(
+            kept.expires_at_ms,
+            1_000 + 7_200_000,
+            "dated from the request"
+        );
+        let rotated = record_of(grant("new"), "held", 1_000, 1_100, 5);
+        assert_eq!(rotated.refresh_token, "new");
+    }
 }
