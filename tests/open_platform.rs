@@ -650,3 +650,43 @@ async fn the_simulator_pushes_tickets_on_a_timer() {
     assert_eq!(sim.sim.component_calls("api_component_token"), 1);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_verify_ticket_brings_a_new_push() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\nbackend = \"file\"\npath = \"{}\"\n",
+        dir.path().display()
+    );
+    let broker = start(&sim, &store, 20).await;
+    broker.component_token().await;
+    broker.stop().await;
+    // The stored ticket is stale at WeChat, and the component token must
+    // be fetched anew.
+    sim.sim.forget_verify_tickets(COMPONENT);
+    std::fs::remove_file(dir.path().join("saas.component_access_token.json")).unwrap();
+    let pushes = sim.sim.component_calls("api_start_push_ticket");
+    let broker = start(&sim, &store, 20).await;
+    let token = within(async {
+        loop {
+            let (status, body) = broker.get("/v1/platforms/saas/component_token").await;
+            if status == 200 {
+                break body["component_access_token"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await;
+    assert!(token.starts_with("componenttoken_"));
+    assert_eq!(
+        sim.sim.component_calls("api_start_push_ticket"),
+        pushes + 1,
+        "61006 asked for one new push"
+    );
+    assert_eq!(
+        sim.sim.component_calls("api_component_token"),
+        3,
+        "one fetch in the first life; a refused one and a good one in the second"
+    );
+    broker.stop().await;
+}

@@ -166,6 +166,14 @@ impl Simulator {
         }
     }
 
+    /// WeChat forgets every verify ticket it pushed for `component`: a
+    /// component token asked for with one is refused (61006).
+    pub fn forget_verify_tickets(&self, component: &str) {
+        if let Some(c) = self.open().components.get_mut(component) {
+            c.tickets.clear();
+        }
+    }
+
     /// Whether refreshing an authorizer's token hands out a new refresh
     /// token (the old one then dies).
     pub fn set_refresh_token_rotation(&self, rotate: bool) {
