@@ -39,6 +39,19 @@ struct Platform {
 /// A broker with one platform `saas` against `sim`, its store `store`
 /// (a `[store]` section), the simulator's pushes aimed at it.
 async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
+    start_tuned(
+        sim,
+        store,
+        SchedulerTuning {
+            fetch_rate: rate,
+            concurrency: 8,
+            ..SchedulerTuning::default()
+        },
+    )
+    .await
+}
+
+async fn start_tuned(sim: &SimHandle, store: &str, authorizers: SchedulerTuning) -> Platform {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nwechat_compat_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
         sim.base_url()
@@ -54,10 +67,7 @@ async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
         &format!("http://{callback}/wechat/platforms/saas/callback"),
     );
     let tuning = Tuning {
-        authorizers: SchedulerTuning {
-            fetch_rate: rate,
-            concurrency: 8,
-        },
+        authorizers,
         ..Tuning::default()
     };
     let daemon = wxbroker::start_with(&config, listeners, tuning)
@@ -688,5 +698,70 @@ async fn a_refused_verify_ticket_brings_a_new_push() {
         3,
         "one fetch in the first life; a refused one and a good one in the second"
     );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_reported_authorizer_token_is_replaced_once() {
+    let sim = simulator().await;
+    let broker = start_tuned(
+        &sim,
+        "",
+        SchedulerTuning {
+            min_forced_interval: Duration::ZERO,
+            ..SchedulerTuning::default()
+        },
+    )
+    .await;
+    broker.component_token().await;
+    let (appid, _) = sim.sim.authorize_new(COMPONENT).await;
+    eventually("the authorizer's token", || {
+        let (broker, appid) = (&broker, appid.clone());
+        async move { broker.authorizer_token(&appid).await.is_some() }
+    })
+    .await;
+    let first = broker.authorizer_token(&appid).await.unwrap();
+    let answer: Value = broker
+        .http
+        .post(format!(
+            "http://{}/v1/platforms/saas/authorizers/{appid}/token/invalidate",
+            broker.api
+        ))
+        .header("wxbroker-client", "tests")
+        .json(&serde_json::json!({ "access_token": first }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["refreshed"], true, "{answer}");
+    let second = answer["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(second, first);
+    assert!(sim.sim.token_valid(&second));
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), 1);
+    // Reported again, the replaced token changes nothing.
+    let answer: Value = broker
+        .http
+        .post(format!(
+            "http://{}/v1/platforms/saas/authorizers/{appid}/token/invalidate",
+            broker.api
+        ))
+        .header("wxbroker-client", "tests")
+        .json(&serde_json::json!({ "access_token": first }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            answer["refreshed"].as_bool(),
+            answer["access_token"].as_str()
+        ),
+        (Some(false), Some(second.as_str()))
+    );
+    assert_eq!(sim.sim.component_calls("api_authorizer_token"), 1);
     broker.stop().await;
 }

@@ -185,6 +185,9 @@ pub struct SchedulerTuning {
     pub fetch_rate: u32,
     /// Fetches in flight at once.
     pub concurrency: usize,
+    /// A reported token younger than this is not refreshed (WeChat keeps
+    /// a replaced token valid a while; a burst of reports is one refresh).
+    pub min_forced_interval: Duration,
 }
 
 impl Default for SchedulerTuning {
@@ -192,12 +195,11 @@ impl Default for SchedulerTuning {
         SchedulerTuning {
             fetch_rate: 20,
             concurrency: 4,
+            min_forced_interval: Duration::from_secs(30),
         }
     }
 }
 
-/// A reported authorizer token is refreshed at most this often.
-const MIN_FORCED_INTERVAL_MS: u64 = 30_000;
 /// How long after a failure an authorizer is tried again, at most.
 const MAX_RETRY: Duration = Duration::from_secs(600);
 /// `api_get_authorizer_list`'s largest page.
@@ -617,7 +619,8 @@ impl Scheduler {
                 let token = self.table.get(&appid).and_then(|slot| slot.token());
                 let refresh = token.as_ref().is_some_and(|token| {
                     token.value.expose() == reported
-                        && now.saturating_sub(token.fetched_at_ms) >= MIN_FORCED_INTERVAL_MS
+                        && now.saturating_sub(token.fetched_at_ms)
+                            >= self.tuning.min_forced_interval.as_millis() as u64
                 });
                 let _ = reply.send(refresh);
                 if let Some(token) = token.filter(|_| refresh) {

@@ -376,12 +376,8 @@ impl PlatformHandle {
         })
         .await;
         // No refresh (another token is current, or this one is too young
-        // to replace): the current token, at once.
-        let wait = if scheduled.await.unwrap_or(false) {
-            wait
-        } else {
-            Duration::ZERO
-        };
+        // to replace): the current token, at once, not refreshed.
+        let scheduled = scheduled.await.unwrap_or(false);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let changed = self.inner.table.changed.notified();
@@ -391,8 +387,15 @@ impl PlatformHandle {
                 .get(appid)
                 .ok_or(AuthorizerError::NotFound)?;
             let token = slot.token().filter(|t| t.is_valid(self.now_ms()));
-            if let Some(token) = token.as_ref().filter(|t| t.value.expose() != reported) {
-                return Ok((token.clone(), true));
+            let replaced = token.as_ref().filter(|t| t.value.expose() != reported);
+            match (scheduled, replaced) {
+                (true, Some(token)) => return Ok((token.clone(), true)),
+                (false, _) => {
+                    return token
+                        .map(|t| (t, false))
+                        .ok_or(AuthorizerError::Unavailable)
+                }
+                (true, None) => {}
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return token
