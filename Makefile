@@ -1,6 +1,6 @@
 # The README's commands. `make test` is what CI runs.
 
-.PHONY: test test-deps fmt-check clippy doc unit bench
+.PHONY: test test-deps fmt-check clippy doc unit bench bench-scale
 
 test: test-deps fmt-check clippy doc unit
 
@@ -25,3 +25,10 @@ unit:
 
 bench:
 	scripts/bench.sh
+
+# The Open Platform at scale: 10,000 authorizers in one broker
+# (docs/open-platform.md shows the figures).
+bench-scale:
+	cargo build --release --locked --bin wxbroker --example platform_scale
+	mkdir -p docs/bench
+	target/release/examples/platform_scale --authorizers 10000 | tee docs/bench/platform-scale.md

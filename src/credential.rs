@@ -49,15 +49,22 @@ impl fmt::Display for TicketKind {
 pub enum Credential {
     AccessToken,
     Ticket(TicketKind),
+    /// An Open Platform component app's token (DESIGN.md section 13).
+    ComponentToken,
+    /// An authorizer's token, fetched with the component token; refreshed
+    /// by the platform's own compact scheduler, not one engine task each.
+    AuthorizerToken,
 }
 
 impl Credential {
     /// Every value of the `credential` metric label an app can have.
-    pub const ALL: [Credential; 4] = [
+    pub const ALL: [Credential; 6] = [
         Credential::AccessToken,
         Credential::Ticket(TicketKind::Jsapi),
         Credential::Ticket(TicketKind::WxCard),
         Credential::Ticket(TicketKind::AgentConfig),
+        Credential::ComponentToken,
+        Credential::AuthorizerToken,
     ];
 
     /// The `credential` metric label, and the name in logs and records.
@@ -67,6 +74,8 @@ impl Credential {
             Credential::Ticket(TicketKind::Jsapi) => "jsapi_ticket",
             Credential::Ticket(TicketKind::WxCard) => "wx_card_ticket",
             Credential::Ticket(TicketKind::AgentConfig) => "agent_config_ticket",
+            Credential::ComponentToken => "component_access_token",
+            Credential::AuthorizerToken => "authorizer_access_token",
         }
     }
 }

@@ -119,7 +119,7 @@ impl Daemon {
     /// Applies a new configuration's apps (SIGHUP): new apps start, removed
     /// ones stop, changed ones restart (keeping their token when appid,
     /// kind and grant are unchanged, so a changed secret is used from the
-    /// next fetch), unchanged ones are left alone. Listener, store and log
+    /// next fetch), unchanged ones are left alone. Listener, store, log and platform
     /// settings need a restart; a change to them is logged and ignored.
     ///
     /// Returns once every stopped refresher has ended: a fetch one had
@@ -136,6 +136,7 @@ impl Daemon {
                     "[[apps]] compat_listen",
                     compat_listeners(config) != compat_listeners(&running),
                 ),
+                ("[[platforms]]", config.platforms != running.platforms),
             ];
             for (section, changed) in fixed {
                 if changed {
@@ -227,6 +228,8 @@ pub struct Tuning {
     /// When the daemon polls WeChat's `quota/get` (every 15 minutes);
     /// `None` turns the poll off.
     pub quota_poll: Option<PollSchedule>,
+    /// The platforms' authorizer scheduler (its fetch rate, 20 a second).
+    pub authorizers: crate::platform::authorizers::SchedulerTuning,
 }
 
 impl Default for Tuning {
@@ -234,6 +237,7 @@ impl Default for Tuning {
         Tuning {
             proxy_timeout: PROXY_TIMEOUT,
             quota_poll: Some(PollSchedule::default()),
+            authorizers: Default::default(),
         }
     }
 }
@@ -290,6 +294,7 @@ pub async fn start_with(
             &cancel,
         );
     }
+    start_platforms(config, &broker, &http, tuning.authorizers)?;
     let sinks = broker
         .apps()
         .iter()
@@ -315,6 +320,9 @@ pub async fn start_with(
     }
     if let Some(addr) = listeners.compat_addr() {
         info!(%addr, "wechat-compatible api listening");
+    }
+    if let Some(addr) = listeners.callback_addr() {
+        info!(%addr, "open platform callback listening");
     }
     if let Some(addr) = listeners.metrics_addr() {
         info!(%addr, "metrics and probes listening");
@@ -361,7 +369,51 @@ pub async fn start_with(
     })
 }
 
-/// Each app with the upstream source that fetches its token.
+/// Starts every `[[platforms]]` entry, its durable state in the
+/// configured store's backend.
+fn start_platforms(
+    config: &Config,
+    broker: &Broker,
+    http: &reqwest::Client,
+    tuning: crate::platform::authorizers::SchedulerTuning,
+) -> Result<(), StartError> {
+    use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
+    if config.platforms.is_empty() {
+        return Ok(());
+    }
+    let context = broker.context();
+    let metrics = crate::platform::metrics::PlatformMetrics::new(&context.metrics);
+    let mut platforms = Vec::with_capacity(config.platforms.len());
+    for platform in &config.platforms {
+        let store: Arc<dyn PlatformStore> = match &config.store.backend {
+            StoreBackend::Memory => Arc::new(MemoryPlatformStore::default()),
+            StoreBackend::File { path } => Arc::new(FilePlatformStore::new(
+                path,
+                &platform.name,
+                &platform.component_appid,
+            )),
+            StoreBackend::Redis(redis) => Arc::new(
+                crate::platform::redis_store::RedisPlatformStore::new(
+                    redis,
+                    &config.store.key_prefix,
+                    &platform.component_appid,
+                )
+                .map_err(StartError::Store)?,
+            ),
+        };
+        platforms.push(crate::platform::PlatformHandle::spawn(
+            platform.clone(),
+            http.clone(),
+            store,
+            context,
+            &metrics,
+            tuning,
+        ));
+    }
+    broker.attach_platforms(platforms);
+    Ok(())
+}
+
 /// Each app's own compatible listener: bound at start only.
 fn compat_listeners(config: &Config) -> Vec<(&str, std::net::SocketAddr)> {
     config

@@ -48,6 +48,7 @@ pub mod jssdk;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod platform;
 pub mod process_guard;
 pub mod reload;
 pub mod secret;

@@ -331,6 +331,14 @@ impl Metrics {
         &self.registry
     }
 
+    /// Registers metrics a part of the daemon owns itself (the
+    /// platforms'), so they appear in the same exposition.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("each collector registers once");
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);

@@ -166,8 +166,9 @@ impl Follower {
     /// The leader-side path of this credential.
     fn path(&self) -> String {
         match self.credential {
-            Credential::AccessToken => format!("/v1/apps/{}/token", self.app.name),
             Credential::Ticket(kind) => format!("/v1/apps/{}/tickets/{kind}", self.app.name),
+            // An app's other credential is its access token.
+            _ => format!("/v1/apps/{}/token", self.app.name),
         }
     }
 
@@ -225,8 +226,9 @@ impl Follower {
     /// still its current credential; adopts what the leader answers.
     async fn forward_invalidation(&mut self, reported: &AccessToken) -> InvalidateOutcome {
         let field = match self.credential {
-            Credential::AccessToken => "access_token",
             Credential::Ticket(_) => "ticket",
+            // An app's other credential is its access token.
+            _ => "access_token",
         };
         let body = serde_json::json!({ field: reported.expose() });
         let url = format!("{}{}/invalidate", self.leader.url, self.path());
@@ -298,8 +300,9 @@ impl Follower {
             ));
         }
         let value = match self.credential {
-            Credential::AccessToken => answer.access_token,
             Credential::Ticket(_) => answer.ticket,
+            // An app's other credential is its access token.
+            _ => answer.access_token,
         };
         let Some(value) = value else {
             return refuse(format!("the leader's answer holds no {}", self.credential));

@@ -231,7 +231,7 @@ fn seconds_until(at: Option<u64>, now: u64) -> u64 {
 impl CredentialHandle {
     /// Starts the app's refresher on `context.tasks`, publishing `seed`
     /// first (a reload carries the running app's token over).
-    pub(super) fn spawn(
+    pub(crate) fn spawn(
         config: Arc<AppConfig>,
         credential: Credential,
         daily_budget: u32,

@@ -56,6 +56,8 @@ pub struct Broker {
     /// reconciles at once could each start a replacement for one app.
     /// It guards no data; readers never touch it.
     reconciling: Arc<tokio::sync::Mutex<()>>,
+    /// The Open Platform component apps (DESIGN.md section 13).
+    platforms: Arc<ArcSwap<Vec<crate::platform::PlatformHandle>>>,
 }
 
 /// What [`Broker::reconcile`] did, by app name.
@@ -87,6 +89,7 @@ impl Broker {
             apps: Arc::new(ArcSwap::from_pointee(handles)),
             context: context.clone(),
             reconciling: Arc::default(),
+            platforms: Arc::default(),
         }
     }
 
@@ -145,6 +148,28 @@ impl Broker {
         report
     }
 
+    /// Makes the started platforms visible to the API and the gauges.
+    pub fn attach_platforms(&self, platforms: Vec<crate::platform::PlatformHandle>) {
+        self.platforms.store(Arc::new(platforms));
+    }
+
+    pub fn platforms(&self) -> Arc<Vec<crate::platform::PlatformHandle>> {
+        self.platforms.load_full()
+    }
+
+    pub fn platform(&self, name: &str) -> Option<crate::platform::PlatformHandle> {
+        self.platforms
+            .load()
+            .iter()
+            .find(|platform| platform.name() == name)
+            .cloned()
+    }
+
+    /// The context the broker's refreshers run in.
+    pub fn context(&self) -> &BrokerContext {
+        &self.context
+    }
+
     /// `f` of the app named `name`, without cloning its handle: the read
     /// path's way to an app.
     pub fn with_app<R>(&self, name: &str, f: impl FnOnce(&AppHandle) -> R) -> Option<R> {
@@ -198,6 +223,9 @@ impl Broker {
     pub fn update_gauges(&self) {
         let now = self.now_ms();
         let metrics = &self.context.metrics;
+        for platform in self.platforms.load().iter() {
+            platform.update_gauges();
+        }
         for app in self.apps.load().iter() {
             let view = app.view();
             let name = app.name();

@@ -36,7 +36,9 @@ pub(super) enum Renewal {
 impl Renewal {
     pub(super) fn of(credential: Credential) -> Renewal {
         match credential {
-            Credential::AccessToken => Renewal::Ahead,
+            Credential::AccessToken | Credential::ComponentToken | Credential::AuthorizerToken => {
+                Renewal::Ahead
+            }
             Credential::Ticket(_) => Renewal::AtExpiry,
         }
     }

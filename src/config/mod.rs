@@ -21,6 +21,7 @@ use crate::secret::Secret;
 mod clients;
 mod error;
 mod follow;
+mod platforms;
 mod raw;
 mod render;
 mod tickets;
@@ -31,6 +32,7 @@ mod warnings;
 pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
 pub use follow::FollowConfig;
+pub use platforms::{PlatformConfig, AES_KEY_LEN};
 pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
@@ -45,6 +47,8 @@ pub struct Config {
     pub apps: Vec<AppConfig>,
     /// `[[clients]]`: who may read which apps (DESIGN.md section 15).
     pub clients: Vec<ClientConfig>,
+    /// WeChat Open Platform component apps (`[[platforms]]`).
+    pub platforms: Vec<PlatformConfig>,
 }
 
 /// `[upstream]`: how the broker's own calls reach WeChat.
@@ -102,6 +106,8 @@ pub struct ServerConfig {
     pub remote_listen: Option<SocketAddr>,
     /// Set exactly when `remote_listen` is.
     pub remote_tls: Option<TlsFiles>,
+    /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
+    pub callback_listen: Option<SocketAddr>,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.
@@ -291,6 +297,11 @@ impl Config {
     /// The app named `name`, if configured.
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.name == name)
+    }
+
+    /// The platform named `name`, if configured.
+    pub fn platform(&self, name: &str) -> Option<&PlatformConfig> {
+        self.platforms.iter().find(|p| p.name == name)
     }
 
     /// The effective settings, defaults included, as TOML for

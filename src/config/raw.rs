@@ -22,6 +22,7 @@ pub(crate) struct RawConfig {
     pub log: Option<RawLog>,
     pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
+    pub platforms: Option<Vec<super::platforms::RawPlatform>>,
     pub clients: Option<Vec<RawClient>>,
 }
 
@@ -71,6 +72,7 @@ pub(crate) struct RawServer {
     pub write_timeout: Option<Loose>,
     pub remote_listen: Option<String>,
     pub remote_tls: Option<RawTls>,
+    pub callback_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

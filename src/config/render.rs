@@ -62,6 +62,7 @@ pub(crate) fn effective(config: &Config) -> String {
             ),
         );
     }
+    out.addr("callback_listen", server.callback_listen);
 
     out.table("[store]");
     match &config.store.backend {
@@ -192,6 +193,7 @@ pub(crate) fn effective(config: &Config) -> String {
         let apps: Vec<String> = client.apps.iter().map(|app| quoted(app)).collect();
         out.raw("apps", &format!("[{}]", apps.join(", ")));
     }
+    super::platforms::render(&mut out.0, &config.platforms);
     out.0
 }
 

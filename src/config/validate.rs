@@ -77,12 +77,21 @@ const MAX_SECRET_FILE: u64 = 4096;
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
     let server = server(raw.server)?;
-    let apps = apps(raw.apps.unwrap_or_default(), env)?;
+    let platforms = super::platforms::platforms(raw.platforms.unwrap_or_default(), env)?;
+    let raw_apps = raw.apps.unwrap_or_default();
+    // A broker may own platforms alone; with neither, it has nothing to do.
+    let apps = if raw_apps.is_empty() && !platforms.is_empty() {
+        Vec::new()
+    } else {
+        apps(raw_apps, env)?
+    };
     compat_listeners(&server, &apps)?;
     let store = store(raw.store.unwrap_or_default(), env)?;
     redis::lock_fits(&store, &apps)?;
     let clients =
         super::clients::clients(raw.clients.unwrap_or_default(), &apps, server.remote_listen)?;
+    super::platforms::callback_listener(&server, &platforms)?;
+    redis::platforms_fit(&store, &platforms)?;
     Ok(Config {
         source: source.to_owned(),
         server,
@@ -91,6 +100,7 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         upstream: upstream(raw.upstream.unwrap_or_default())?,
         apps,
         clients,
+        platforms,
     })
 }
 
@@ -238,11 +248,13 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         socket_addr("server.wechat_compat_listen", raw.wechat_compat_listen)?;
     let remote_listen = socket_addr("server.remote_listen", raw.remote_listen)?;
     let remote_tls = super::clients::remote(remote_listen, raw.remote_tls)?;
+    let callback_listen = socket_addr("server.callback_listen", raw.callback_listen)?;
     distinct_listeners(&[
         ("server.listen", listen),
         ("server.metrics_listen", metrics_listen),
         ("server.wechat_compat_listen", wechat_compat_listen),
         ("server.remote_listen", remote_listen),
+        ("server.callback_listen", callback_listen),
     ])?;
 
     let token_wait_timeout = duration(
@@ -296,6 +308,7 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         write_timeout,
         remote_listen,
         remote_tls,
+        callback_listen,
     })
 }
 
@@ -678,16 +691,38 @@ fn secret(
     inline: Option<InlineSecret>,
     env: Env<'_>,
 ) -> Result<(Secret, SecretSource), Problem> {
+    secret_of(
+        &format!("apps.{app}"),
+        "secret",
+        env_name,
+        file,
+        inline,
+        env,
+    )
+}
+
+/// Exactly one of `{field}_env`, `{field}_file`, `{field}` of the table
+/// `table` (`apps.shop`, `platforms.saas`): a secret, with the same rules
+/// and masking wherever it is configured.
+pub(super) fn secret_of(
+    table: &str,
+    field: &str,
+    env_name: Option<String>,
+    file: Option<String>,
+    inline: Option<InlineSecret>,
+    env: Env<'_>,
+) -> Result<(Secret, SecretSource), Problem> {
+    let (env_key, file_key) = (format!("{field}_env"), format!("{field}_file"));
     match (env_name, file, inline) {
         (Some(name), None, None) => {
-            let key = format!("apps.{app}.secret_env");
+            let key = format!("{table}.{env_key}");
             let value = env_secret(&key, &name, env)?;
-            let described = format!("the secret in environment variable {name}");
+            let described = format!("the {field} in environment variable {name}");
             let secret = checked_secret(&key, &described, value)?;
             Ok((secret, SecretSource::Env(name)))
         }
         (None, Some(file), None) => {
-            let key = format!("apps.{app}.secret_file");
+            let key = format!("{table}.{file_key}");
             let shown = if looks_like_secret(&file) {
                 "the file (its name looks like a secret, so it is not shown)".to_owned()
             } else {
@@ -695,20 +730,21 @@ fn secret(
             };
             let path = PathBuf::from(file);
             let value = read_secret_file(&key, &path, &shown)?;
-            let described = format!("the secret in {shown}");
+            let described = format!("the {field} in {shown}");
             let secret = checked_secret(&key, &described, value)?;
             Ok((secret, SecretSource::File(path)))
         }
         (None, None, Some(InlineSecret(inline))) => {
-            let key = format!("apps.{app}.secret");
-            let secret = checked_secret(&key, "the secret", inline.expose().to_owned())?;
+            let key = format!("{table}.{field}");
+            let described = format!("the {field}");
+            let secret = checked_secret(&key, &described, inline.expose().to_owned())?;
             Ok((secret, SecretSource::Inline))
         }
         (env_name, file, inline) => {
             let set: Vec<&str> = [
-                ("secret_env", env_name.is_some()),
-                ("secret_file", file.is_some()),
-                ("secret", inline.is_some()),
+                (env_key.as_str(), env_name.is_some()),
+                (file_key.as_str(), file.is_some()),
+                (field, inline.is_some()),
             ]
             .into_iter()
             .filter_map(|(key, set)| set.then_some(key))
@@ -719,8 +755,8 @@ fn secret(
                 format!("{} are set", set.join(" and "))
             };
             Err(Problem::new(
-                format!("apps.{app}"),
-                format!("set exactly one of secret_env, secret_file or secret ({found})"),
+                table,
+                format!("set exactly one of {env_key}, {file_key} or {field} ({found})"),
             ))
         }
     }
@@ -851,7 +887,7 @@ pub(crate) fn looks_like_secret(value: &str) -> bool {
 /// one, and a `user:password@` written here would travel with every call
 /// and hide the real host (`http://localhost:x@example.com` is
 /// `example.com`). Messages show the value with any userinfo masked.
-fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, Problem> {
+pub(super) fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, Problem> {
     let Some(value) = value else {
         return Ok(default.to_owned());
     };
@@ -919,7 +955,7 @@ fn choice<T: Copy>(
         })
 }
 
-fn socket_addr(key: &str, value: Option<String>) -> Result<Option<SocketAddr>, Problem> {
+pub(super) fn socket_addr(key: &str, value: Option<String>) -> Result<Option<SocketAddr>, Problem> {
     value
         .map(|v| {
             v.trim().parse().map_err(|_| {
@@ -958,7 +994,11 @@ fn word(key: &str, value: Option<String>) -> Result<Option<String>, Problem> {
     }
 }
 
-fn duration(key: &str, value: Option<&Loose>, default: Duration) -> Result<Duration, Problem> {
+pub(super) fn duration(
+    key: &str,
+    value: Option<&Loose>,
+    default: Duration,
+) -> Result<Duration, Problem> {
     match value {
         None => Ok(default),
         Some(Loose::String(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
@@ -979,14 +1019,14 @@ fn duration(key: &str, value: Option<&Loose>, default: Duration) -> Result<Durat
     }
 }
 
-fn positive(key: &str, value: Duration) -> Result<(), Problem> {
+pub(super) fn positive(key: &str, value: Duration) -> Result<(), Problem> {
     if value.is_zero() {
         return Err(Problem::new(key, "must be greater than zero"));
     }
     Ok(())
 }
 
-fn at_most(key: &str, value: Duration, max: Duration) -> Result<(), Problem> {
+pub(super) fn at_most(key: &str, value: Duration, max: Duration) -> Result<(), Problem> {
     if value > max {
         return Err(Problem::new(
             key,

@@ -45,6 +45,10 @@ pub enum ApiError {
         kind: String,
         configured: String,
     },
+    #[error("no platform named '{name}'; configured: {configured}")]
+    PlatformNotFound { name: String, configured: String },
+    #[error("platform '{platform}' has no authorizer '{appid}'")]
+    AuthorizerNotFound { platform: String, appid: String },
     #[error("upstream error: {0}")]
     UpstreamError(String),
     #[error("upstream did not answer in time")]
@@ -64,7 +68,9 @@ impl ApiError {
             ApiError::AppNotFound { .. }
             | ApiError::RouteNotFound { .. }
             | ApiError::NoDefaultApp { .. }
-            | ApiError::TicketNotConfigured { .. } => S::NOT_FOUND,
+            | ApiError::TicketNotConfigured { .. }
+            | ApiError::PlatformNotFound { .. }
+            | ApiError::AuthorizerNotFound { .. } => S::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => S::BAD_REQUEST,
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
@@ -87,6 +93,8 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::NoDefaultApp { .. } => "no_default_app",
             ApiError::TicketNotConfigured { .. } => "ticket_not_configured",
+            ApiError::PlatformNotFound { .. } => "platform_not_found",
+            ApiError::AuthorizerNotFound { .. } => "authorizer_not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingClientHeader => "missing_client_header",

@@ -204,6 +204,10 @@ async fn dispatch(
         );
         return (route, refused.into_response());
     }
+    let body = match super::compat_platform::handle(&state.api, request, body).await {
+        Ok(answered) => return answered,
+        Err(body) => body,
+    };
     let query = request.uri.query().unwrap_or("");
     let answer = match route {
         "/cgi-bin/token" => classic_token(state, &request.method, query).await,

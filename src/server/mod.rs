@@ -8,9 +8,11 @@ mod accept_errors;
 mod api_error;
 pub mod body_deadline;
 pub mod compat;
+mod compat_platform;
 mod diagnostics;
 mod listener;
 mod ops;
+mod platform_routes;
 pub mod proxy;
 pub mod remote;
 pub mod respond;
@@ -61,6 +63,8 @@ pub struct Listeners {
     pub app_compat: Vec<(String, TcpListener)>,
     /// The remote listener (`remote_listen`): TLS, `[[clients]]` only.
     pub remote: Option<TcpListener>,
+    /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
+    pub callback: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +113,10 @@ impl Listeners {
                 app_compat.push((app.name.clone(), tcp(key, addr).await?));
             }
         }
+        let callback = match server.callback_listen {
+            Some(addr) => Some(tcp("server.callback_listen".into(), addr).await?),
+            None => None,
+        };
         let api_unix = match &server.unix_socket {
             Some(path) => Some(
                 UnixSocket::bind(path, server.socket_mode, server.socket_group.as_deref()).await?,
@@ -122,11 +130,16 @@ impl Listeners {
             compat,
             app_compat,
             remote,
+            callback,
         })
     }
 
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.remote.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn callback_addr(&self) -> Option<SocketAddr> {
+        self.callback.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn api_tcp_addr(&self) -> Option<SocketAddr> {
@@ -180,6 +193,21 @@ impl Handler for CompatHandler {
         compat::handle(&self.state, request).await
     }
 }
+
+#[derive(Clone)]
+struct CallbackHandler {
+    broker: Broker,
+}
+
+impl Handler for CallbackHandler {
+    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
+        crate::platform::callback::handle(&self.broker.platforms(), request).await
+    }
+}
+
+/// The callback listener faces the internet (behind the operator's
+/// ingress): its own connection limit, so pushes cannot starve the API.
+const CALLBACK_CONNECTIONS: usize = 256;
 
 #[derive(Clone)]
 struct OpsHandler {
@@ -288,6 +316,20 @@ pub fn spawn(
             connections.clone(),
             deadlines,
             Some(tls),
+            cancel.clone(),
+        ));
+    }
+    if let Some(callback) = listeners.callback {
+        let handler = CallbackHandler {
+            broker: state.broker.clone(),
+        };
+        tasks.spawn(listener::serve(
+            "callback",
+            callback,
+            handler,
+            Arc::new(Semaphore::new(CALLBACK_CONNECTIONS)),
+            deadlines,
+            None,
             cancel.clone(),
         ));
     }

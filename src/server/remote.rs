@@ -164,11 +164,12 @@ fn answer(
         "version": record.version(),
     });
     match handle.credential() {
-        Credential::AccessToken => body["access_token"] = json!(record.value.expose()),
         Credential::Ticket(kind) => {
             body["kind"] = json!(kind.name());
             body["ticket"] = json!(record.value.expose());
         }
+        // An app's other credential is its access token.
+        _ => body["access_token"] = json!(record.value.expose()),
     }
     if let Some(outcome) = outcome {
         body["refreshed"] = json!(outcome == InvalidateOutcome::Refreshed);
@@ -192,14 +193,16 @@ async fn invalidate(
     body: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
     let field = match handle.credential() {
-        Credential::AccessToken => "access_token",
         Credential::Ticket(_) => "ticket",
+        // An app's other credential is its access token.
+        _ => "access_token",
     };
     let reported: Reported = serde_json::from_slice(body)
         .map_err(|err| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}: {err}")))?;
     let reported = match handle.credential() {
-        Credential::AccessToken => reported.access_token,
         Credential::Ticket(_) => reported.ticket,
+        // An app's other credential is its access token.
+        _ => reported.access_token,
     }
     .ok_or_else(|| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}")))?;
     let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);

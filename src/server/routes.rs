@@ -67,7 +67,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 14] = [
+const ROUTE_TEMPLATES: [&str; 15] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -82,6 +82,7 @@ const ROUTE_TEMPLATES: [&str; 14] = [
     diagnostics::TEMPLATES[1],
     diagnostics::TEMPLATES[2],
     "other",
+    "/v1/platforms/{platform}",
 ];
 /// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
 const DIAGNOSTICS_INDEX: usize = 10;
@@ -187,10 +188,15 @@ pub(super) enum Route<'a> {
     /// Quota, quota resets, rids: [`diagnostics`].
     Diagnostics(diagnostics::Route<'a>),
     NotFound,
+    /// The path below `/v1/platforms/`.
+    Platform(&'a str),
 }
 
 impl Route<'_> {
     pub(super) fn parse(path: &str) -> Route<'_> {
+        if let Some(rest) = path.strip_prefix("/v1/platforms/") {
+            return Route::Platform(rest);
+        }
         if let Some((app, rest)) = path
             .strip_prefix("/v1/apps/")
             .and_then(|rest| rest.split_once('/'))
@@ -257,6 +263,7 @@ impl Route<'_> {
             Route::JssdkConfig(_) => 9,
             Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
             Route::NotFound => 13,
+            Route::Platform(_) => 14,
         }
     }
 
@@ -470,6 +477,7 @@ async fn dispatch(
         Route::Diagnostics(route) => {
             diagnostics::handle(state, listener, &access, route, request, body).await
         }
+        Route::Platform(rest) => super::platform_routes::dispatch(state, rest, request, body).await,
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),

@@ -55,7 +55,7 @@ fn answer(
     let now_ms = app.now_ms();
     let kind = match handle.credential() {
         Credential::Ticket(kind) => kind.name(),
-        Credential::AccessToken => "access_token",
+        other => other.label(),
     };
     if as_text {
         return respond::no_store(respond::text(

@@ -55,6 +55,7 @@ mod endpoint;
 mod faults;
 mod media;
 mod mp_api;
+mod open_platform;
 mod openapi;
 mod params;
 mod quota;
@@ -83,6 +84,7 @@ use tokio::task::JoinHandle;
 
 pub use endpoint::Endpoint;
 pub use faults::Fault;
+pub use open_platform::Push;
 pub use tickets::TicketKind;
 pub use users::Scope;
 
@@ -167,12 +169,15 @@ pub struct RecordedRequest {
 #[derive(Clone)]
 pub struct Simulator {
     state: Arc<Mutex<State>>,
+    /// The Open Platform's accounts and authorizers, apart from the rest.
+    open_platform: open_platform::Shared,
 }
 
 impl Simulator {
     pub fn new(config: SimConfig) -> Self {
         Simulator {
             state: Arc::new(Mutex::new(State::new(config))),
+            open_platform: Arc::default(),
         }
     }
 

@@ -83,6 +83,9 @@ pub(crate) async fn handle(
     if let Some(rest) = request.path.strip_prefix("/__sim/") {
         return Ok(admin::handle(&sim, rest, &request));
     }
+    if request.path.starts_with("/cgi-bin/component/") {
+        return Ok(super::open_platform::handle(&sim, &request).await);
+    }
     let Some(endpoint) = Endpoint::from_path(&request.path) else {
         debug!(path = %request.path, "simulator route not found");
         return Ok(reply::not_found());

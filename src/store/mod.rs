@@ -65,6 +65,17 @@ impl StoreKey {
         let kind = match credential {
             Credential::AccessToken => return StoreKey::for_app(app),
             Credential::Ticket(kind) => kind,
+            // A platform's own record (`saas.component_access_token.json`),
+            // keyed in a shared store by the component appid.
+            Credential::ComponentToken | Credential::AuthorizerToken => {
+                let label = credential.label();
+                return StoreKey {
+                    name: format!("{}.{label}", app.name),
+                    appid: app.appid.clone(),
+                    grant: label,
+                    cluster_grant: label.to_owned(),
+                };
+            }
         };
         let label = credential.label();
         let cluster_grant = match (app.kind, kind) {

@@ -176,6 +176,7 @@ impl Broker {
                     bound
                 },
                 remote: None,
+                callback: None,
             };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();

@@ -675,7 +675,9 @@ impl Refresher {
     /// The configuration key of this credential's daily budget.
     fn budget_key(&self) -> String {
         match self.credential {
-            Credential::AccessToken => "daily_budget".to_owned(),
+            Credential::AccessToken | Credential::ComponentToken | Credential::AuthorizerToken => {
+                "daily_budget".to_owned()
+            }
             Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
         }
     }

@@ -260,6 +260,64 @@ impl Proxy {
         }
     }
 
+    /// Checks a call to forward with a token held elsewhere (an
+    /// authorizer's, a platform's component token): the URL below
+    /// `api_base` and the headers to pass on. Only token-carrying paths
+    /// qualify; credential endpoints are refused as always. `token_param`
+    /// names the query parameter the token goes in (`access_token`, or
+    /// `component_access_token`); the client's value of it is dropped.
+    pub fn token_call_target(
+        &self,
+        api_base: &str,
+        request: &Forward<'_>,
+        token_param: &str,
+    ) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
+        let family = wechat_path::classify(request.path);
+        let query = request
+            .query
+            .map(|query| target::without_keys(query, &["access_token", token_param]));
+        let url = target_url(api_base, request.path, query.as_deref(), Carries::AppToken)?;
+        refuse_credential_fetch(family)?;
+        if family.carries() != Carries::AppToken {
+            return Err(ProxyError::BadPath(
+                "this path does not carry an access token",
+            ));
+        }
+        Ok((url, forwarded_headers(request.headers)))
+    }
+
+    /// [`Proxy::token_call_target`], and the whole body, so the call can
+    /// be sent twice.
+    pub async fn prepare_token_call(
+        &self,
+        api_base: &str,
+        request: &Forward<'_>,
+        body: RequestBody,
+        token_param: &str,
+    ) -> Result<(reqwest::Url, HeaderMap, Bytes), ProxyError> {
+        let (url, headers) = self.token_call_target(api_base, request, token_param)?;
+        let body = read_body(request.headers, body).await?;
+        Ok((url, headers, body))
+    }
+
+    /// One call with `token` put in; the answer, and whether it rejected
+    /// that token (40001, 40014, 42001).
+    pub async fn send_with_token(
+        &self,
+        method: &Method,
+        url: &reqwest::Url,
+        headers: &HeaderMap,
+        body: &Bytes,
+        token_param: &str,
+        token: &str,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
+        let mut url = url.clone();
+        url.query_pairs_mut().append_pair(token_param, token);
+        let answer = self.send(method, url, headers, body).await?;
+        let rejected = answer.token_rejection().is_some();
+        Ok((answer.into_response(), rejected))
+    }
+
     /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
     async fn send(
         &self,

@@ -92,7 +92,7 @@ pub fn without_access_token(query: &str) -> String {
 }
 
 /// The raw query minus every pair whose (decoded) key is in `keys`.
-fn without_keys(query: &str, keys: &[&str]) -> String {
+pub(super) fn without_keys(query: &str, keys: &[&str]) -> String {
     query
         .split('&')
         .filter(|pair| !pair.is_empty() && !keys.iter().any(|key| pair_key_is(pair, key)))

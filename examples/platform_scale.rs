@@ -1,0 +1,274 @@
+//! The Open Platform at scale (DESIGN.md section 13), measured: one
+//! `wxbroker serve` (the release binary) with one platform, in front of an
+//! in-process simulator holding the authorizers. Prints a Markdown report.
+//!
+//! 1. Cold recovery: an empty store and N authorizers at the simulator;
+//!    `api_get_authorizer_list` pages and the authorizer fetch rate,
+//!    sampled every second for `--sample` seconds.
+//! 2. Warm start: N authorizers stored with fresh tokens; start to ready
+//!    (the table loaded and a token served), fetches made (none expected),
+//!    resident memory and the size of `/metrics`; against the same broker
+//!    with no authorizer, the memory per authorizer.
+//! 3. A backlog: N stored tokens all due now; the fetch rate the limiter
+//!    allows, sampled every second.
+//!
+//! ```text
+//! cargo build --release --bin wxbroker
+//! cargo run --release --example platform_scale -- --authorizers 10000
+//! ```
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use wxbroker::platform::store::{AuthorizerRecord, FilePlatformStore, PlatformStore};
+use wxbroker::simulator::{SimConfig, SimHandle, Simulator};
+
+const COMPONENT: &str = "wxcomponentscale01";
+const SECRET: &str = "component-scale-secret";
+const MSG_TOKEN: &str = "scale-message-token";
+const AES_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value_t = 10_000)]
+    authorizers: usize,
+    /// Seconds each fetch rate is sampled.
+    #[arg(long, default_value_t = 30)]
+    sample: u64,
+    #[arg(long, default_value = "target/release/wxbroker")]
+    binary: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+struct Broker {
+    child: Child,
+    api: u16,
+    metrics: u16,
+    http: reqwest::Client,
+}
+
+impl Broker {
+    fn start(args: &Args, sim: &SimHandle, state: &Path) -> Broker {
+        let (api, metrics, callback) = (free_port(), free_port(), free_port());
+        let config = state.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+                state.display(),
+                sim.base_url()
+            ),
+        )
+        .expect("config written");
+        sim.sim.set_callback_url(
+            COMPONENT,
+            &format!("http://127.0.0.1:{callback}/wechat/platforms/saas/callback"),
+        );
+        let child = Command::new(&args.binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the release binary runs (cargo build --release --bin wxbroker)");
+        Broker {
+            child,
+            api,
+            metrics,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.api))
+            .header("wxbroker-client", "bench")
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    async fn metrics_text(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics);
+        match self.http.get(url).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the platform lists `count` authorizers.
+    async fn wait_loaded(&self, count: usize) -> Duration {
+        let started = Instant::now();
+        let want = format!("\"total\":{count}");
+        loop {
+            if let Some((200, body)) = self.get("/v1/platforms/saas/authorizers?limit=1").await {
+                if body.contains(&want) {
+                    return started.elapsed();
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "never loaded");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Authorizer fetches per second over `secs` seconds: (max, mean).
+async fn fetch_rate(sim: &Simulator, secs: u64) -> (u64, f64) {
+    let start = sim.component_calls("api_authorizer_token");
+    let mut last = start;
+    let mut max = 0;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    for _ in 0..secs {
+        ticker.tick().await;
+        let now = sim.component_calls("api_authorizer_token");
+        max = max.max(now - last);
+        last = now;
+    }
+    (max, (last - start) as f64 / secs as f64)
+}
+
+/// `n` stored authorizers whose tokens were fetched `age` ago and live
+/// `life` more.
+async fn store(dir: &Path, sim: &Simulator, n: usize, age: u64, life: u64) {
+    let appids = sim.add_authorizers(COMPONENT, n);
+    let now = now_ms();
+    let records: Vec<AuthorizerRecord> = appids
+        .into_iter()
+        .map(|appid| AuthorizerRecord {
+            refresh_token: sim.refresh_token_of(&appid).unwrap(),
+            access_token: format!("87_stored-{appid}-{}", "x".repeat(100)),
+            expires_at_ms: now + life * 1000,
+            fetched_at_ms: now - age * 1000,
+            authorized_at: now / 1000,
+            appid,
+        })
+        .collect();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    FilePlatformStore::new(dir, "saas", COMPONENT)
+        .save_authorizers(&records)
+        .await
+        .unwrap();
+}
+
+async fn simulator() -> SimHandle {
+    let sim = Simulator::new(SimConfig::default());
+    sim.add_component(COMPONENT, SECRET, MSG_TOKEN, AES_KEY);
+    sim.spawn().await.expect("simulator")
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let n = args.authorizers;
+    let root = tempfile::tempdir().unwrap();
+    println!("# Open Platform at scale\n");
+    println!(
+        "`cargo run --release --example platform_scale -- --authorizers {n} --sample {}`, one platform, file store, release binary, loopback.\n",
+        args.sample
+    );
+    println!("| measure | figure |\n|---|---|");
+
+    // 1. Cold recovery.
+    let sim = simulator().await;
+    sim.sim.add_authorizers(COMPONENT, n);
+    let broker = Broker::start(&args, &sim, &root.path().join("cold"));
+    let (max, mean) = fetch_rate(&sim.sim, args.sample).await;
+    println!(
+        "| cold recovery: `api_get_authorizer_list` pages | {} |",
+        sim.sim.component_calls("api_get_authorizer_list")
+    );
+    println!(
+        "| cold recovery: authorizer fetches a second, max / mean over {}s | {max} / {mean:.1} |",
+        args.sample
+    );
+    broker.stop();
+    drop(sim);
+
+    // 2. Warm start with N stored, against none.
+    let sim = simulator().await;
+    let empty = Broker::start(&args, &sim, &root.path().join("empty"));
+    empty.wait_loaded(0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let base_rss = empty.rss_kib();
+    let base_metrics = empty.metrics_text().await.len();
+    empty.stop();
+    let warm_dir = root.path().join("warm");
+    store(&warm_dir, &sim.sim, n, 60, 7140).await;
+    let warm = Broker::start(&args, &sim, &warm_dir);
+    let loaded = warm.wait_loaded(n).await;
+    let first = sim.sim.component_calls("api_authorizer_token");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss = warm.rss_kib();
+    let metrics = warm.metrics_text().await.len();
+    let fetched = sim.sim.component_calls("api_authorizer_token") - first;
+    println!(
+        "| warm start with {n} stored: start to loaded | {} ms |",
+        loaded.as_millis()
+    );
+    println!("| warm start: authorizer fetches in the first 5 s | {fetched} |");
+    println!(
+        "| resident memory, no authorizer / {n} authorizers | {} / {} KiB |",
+        base_rss, rss
+    );
+    println!(
+        "| memory per authorizer | {:.2} KiB |",
+        (rss.saturating_sub(base_rss)) as f64 / n as f64
+    );
+    println!(
+        "| `/metrics` size, no authorizer / {n} authorizers | {base_metrics} / {metrics} bytes |"
+    );
+    warm.stop();
+    drop(sim);
+
+    // 3. A backlog: every stored token due now.
+    let sim = simulator().await;
+    let due_dir = root.path().join("due");
+    store(&due_dir, &sim.sim, n, 7100, 100).await;
+    let due = Broker::start(&args, &sim, &due_dir);
+    due.wait_loaded(n).await;
+    let (max, mean) = fetch_rate(&sim.sim, args.sample).await;
+    println!("| every token due at once: authorizer fetches a second, max / mean over {}s | {max} / {mean:.1} |", args.sample);
+    due.stop();
+    println!(
+        "| steady state, {n} tokens of 2 h refreshed in a window of up to 35 min before expiry | about {:.1} fetches a second on average |",
+        n as f64 / (7200.0 - 1200.0)
+    );
+}

@@ -1,0 +1,366 @@
+//! `[[platforms]]` (DESIGN.md section 13): the WeChat Open Platform
+//! component apps the broker owns, each with its component secret, the
+//! message token and EncodingAESKey that sign and encrypt WeChat's pushes,
+//! and `[server] callback_listen`, where those pushes arrive.
+//!
+//! The three secrets follow the app secret's rules: exactly one of
+//! `*_env`, `*_file` or the inline key, never shown in a message or in
+//! `check-config` (`***`).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::Problem;
+use super::raw::{InlineSecret, Loose};
+use super::validate::{self, Env, TOKEN_LIFETIME};
+use super::SecretSource;
+use crate::secret::Secret;
+
+/// `[[platforms]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlatform {
+    pub name: Option<String>,
+    pub component_appid: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret: Option<InlineSecret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub token: Option<InlineSecret>,
+    pub aes_key_env: Option<String>,
+    pub aes_key_file: Option<String>,
+    pub aes_key: Option<InlineSecret>,
+    pub refresh_before: Option<Loose>,
+    pub daily_budget: Option<i64>,
+    pub api_base: Option<String>,
+    pub fetch_timeout: Option<Loose>,
+}
+
+/// One validated platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformConfig {
+    /// `[a-z0-9_-]{1,32}`: in URLs, metric labels and store keys.
+    pub name: String,
+    pub component_appid: String,
+    pub secret: Secret,
+    pub secret_source: SecretSource,
+    /// The message verification token WeChat signs pushes with.
+    pub token: Secret,
+    pub token_source: SecretSource,
+    /// The EncodingAESKey: 43 characters of the base64 alphabet.
+    pub aes_key: Secret,
+    pub aes_key_source: SecretSource,
+    /// Refresh the component token and each authorizer token this long
+    /// before expiry.
+    pub refresh_before: Duration,
+    /// Component token fetches a Beijing day.
+    pub daily_budget: u32,
+    /// Without a trailing slash.
+    pub api_base: String,
+    pub fetch_timeout: Duration,
+}
+
+const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
+/// WeChat allows 2000 `api_component_token` calls a day.
+const DEFAULT_DAILY_BUDGET: u32 = 2000;
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// The length of an EncodingAESKey: 32 bytes in base64 without its `=`.
+pub const AES_KEY_LEN: usize = 43;
+
+pub(super) fn platforms(
+    raw: Vec<RawPlatform>,
+    env: Env<'_>,
+) -> Result<Vec<PlatformConfig>, Problem> {
+    let mut platforms: Vec<PlatformConfig> = Vec::with_capacity(raw.len());
+    for (index, raw) in raw.into_iter().enumerate() {
+        let platform = platform(index, raw, env)?;
+        if let Some(twin) = platforms.iter().find(|p| p.name == platform.name) {
+            return Err(Problem::new(
+                format!("platforms[{index}].name"),
+                format!("\"{}\" is already the name of a platform", twin.name),
+            ));
+        }
+        if let Some(twin) = platforms
+            .iter()
+            .find(|p| p.component_appid == platform.component_appid)
+        {
+            return Err(Problem::new(
+                format!("platforms.{}.component_appid", platform.name),
+                format!(
+                    "platform \"{}\" already uses this component appid; the two would fetch \
+                     competing component tokens",
+                    twin.name
+                ),
+            ));
+        }
+        platforms.push(platform);
+    }
+    Ok(platforms)
+}
+
+/// Platforms need a listener for WeChat's pushes, and the listener needs
+/// a platform: without pushes no component token can ever be fetched.
+pub(super) fn callback_listener(
+    server: &super::ServerConfig,
+    platforms: &[PlatformConfig],
+) -> Result<(), Problem> {
+    match (server.callback_listen.is_some(), platforms.is_empty()) {
+        (false, false) => Err(Problem::new(
+            "server.callback_listen",
+            "required with [[platforms]]: WeChat pushes the component_verify_ticket there",
+        )),
+        (true, true) => Err(Problem::new(
+            "server.callback_listen",
+            "applies only with [[platforms]]",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConfig, Problem> {
+    let name = name(index, raw.name)?;
+    let table = format!("platforms.{name}");
+    let key = |field: &str| format!("{table}.{field}");
+    let component_appid = raw
+        .component_appid
+        .ok_or_else(|| Problem::new(key("component_appid"), "required"))?;
+    if component_appid.is_empty() || !component_appid.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::new(
+            key("component_appid"),
+            "must be non-empty printable ASCII without spaces",
+        ));
+    }
+    let (secret, secret_source) = validate::secret_of(
+        &table,
+        "secret",
+        raw.secret_env,
+        raw.secret_file,
+        raw.secret,
+        env,
+    )?;
+    let (token, token_source) = validate::secret_of(
+        &table,
+        "token",
+        raw.token_env,
+        raw.token_file,
+        raw.token,
+        env,
+    )?;
+    let (aes_key, aes_key_source) = validate::secret_of(
+        &table,
+        "aes_key",
+        raw.aes_key_env,
+        raw.aes_key_file,
+        raw.aes_key,
+        env,
+    )?;
+    let aes_key_key = match &aes_key_source {
+        SecretSource::Env(_) => key("aes_key_env"),
+        SecretSource::File(_) => key("aes_key_file"),
+        // A platform's secrets never come from a leader.
+        SecretSource::Inline | SecretSource::Leader => key("aes_key"),
+    };
+    check_aes_key(&aes_key_key, aes_key.expose())?;
+
+    let refresh_before = validate::duration(
+        &key("refresh_before"),
+        raw.refresh_before.as_ref(),
+        DEFAULT_REFRESH_BEFORE,
+    )?;
+    validate::positive(&key("refresh_before"), refresh_before)?;
+    if refresh_before >= TOKEN_LIFETIME {
+        return Err(Problem::new(
+            key("refresh_before"),
+            format!(
+                "must be shorter than the token lifetime ({})",
+                humantime::format_duration(TOKEN_LIFETIME)
+            ),
+        ));
+    }
+    let daily_budget = match raw.daily_budget {
+        None => DEFAULT_DAILY_BUDGET,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| Problem::new(key("daily_budget"), "must be at least 1"))?,
+    };
+    let api_base = validate::api_base(&key("api_base"), raw.api_base, validate::WECHAT_API_BASE)?;
+    let fetch_timeout = validate::duration(
+        &key("fetch_timeout"),
+        raw.fetch_timeout.as_ref(),
+        DEFAULT_FETCH_TIMEOUT,
+    )?;
+    validate::positive(&key("fetch_timeout"), fetch_timeout)?;
+    validate::at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
+    Ok(PlatformConfig {
+        name,
+        component_appid,
+        secret,
+        secret_source,
+        token,
+        token_source,
+        aes_key,
+        aes_key_source,
+        refresh_before,
+        daily_budget,
+        api_base,
+        fetch_timeout,
+    })
+}
+
+fn name(index: usize, name: Option<String>) -> Result<String, Problem> {
+    let key = format!("platforms[{index}].name");
+    let name = name.ok_or_else(|| Problem::new(&key, "required"))?;
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(Problem::new(
+            key,
+            format!("\"{name}\" is not a valid name: use 1 to 32 of a-z, 0-9, _ and -"),
+        ));
+    }
+    Ok(name)
+}
+
+/// An EncodingAESKey is exactly 43 characters of the standard base64
+/// alphabet; the value itself is never quoted back.
+fn check_aes_key(key: &str, value: &str) -> Result<(), Problem> {
+    let alphabet = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if value.len() != AES_KEY_LEN || !alphabet {
+        return Err(Problem::new(
+            key,
+            format!(
+                "the EncodingAESKey must be exactly {AES_KEY_LEN} characters of A-Z, a-z, 0-9, + \
+                 and / (it is {} characters; the value is not shown)",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The platforms' part of `check-config`, secrets masked.
+pub(super) fn render(out: &mut String, platforms: &[PlatformConfig]) {
+    let source = |out: &mut String, field: &str, source: &SecretSource| {
+        let _ = match source {
+            SecretSource::Env(name) => writeln!(out, "{field}_env = {}", quoted(name)),
+            SecretSource::File(path) => {
+                writeln!(out, "{field}_file = {}", quoted(&path.to_string_lossy()))
+            }
+            SecretSource::Inline | SecretSource::Leader => writeln!(out, "{field} = \"***\""),
+        };
+    };
+    for platform in platforms {
+        let _ = writeln!(out, "\n[[platforms]]");
+        let _ = writeln!(out, "name = {}", quoted(&platform.name));
+        let _ = writeln!(
+            out,
+            "component_appid = {}",
+            quoted(&platform.component_appid)
+        );
+        source(out, "secret", &platform.secret_source);
+        source(out, "token", &platform.token_source);
+        source(out, "aes_key", &platform.aes_key_source);
+        let _ = writeln!(
+            out,
+            "refresh_before = {}",
+            quoted(&humantime::format_duration(platform.refresh_before).to_string())
+        );
+        let _ = writeln!(out, "daily_budget = {}", platform.daily_budget);
+        let _ = writeln!(
+            out,
+            "api_base = {}",
+            quoted(&super::urls::masked(&platform.api_base))
+        );
+        let _ = writeln!(
+            out,
+            "fetch_timeout = {}",
+            quoted(&humantime::format_duration(platform.fetch_timeout).to_string())
+        );
+    }
+}
+
+fn quoted(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+
+    fn config(platform: &str) -> Result<Config, String> {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\n[[platforms]]\n{platform}"
+        );
+        let env = |name: &str| match name {
+            "SAAS_SECRET" => Some("component-secret-value".to_owned()),
+            "SAAS_TOKEN" => Some("message-token-value".to_owned()),
+            "SAAS_AES" => Some(KEY.to_owned()),
+            _ => None,
+        };
+        Config::from_toml_str_with_env("t.toml", &text, &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_platform_from_env_and_inline_secrets() {
+        let config = config(
+            "name = \"saas\"\ncomponent_appid = \"wxcomponent01\"\nsecret_env = \"SAAS_SECRET\"\ntoken_env = \"SAAS_TOKEN\"\naes_key_env = \"SAAS_AES\"\n",
+        )
+        .unwrap();
+        let platform = &config.platforms[0];
+        assert_eq!(platform.aes_key.expose(), KEY);
+        assert_eq!(platform.daily_budget, 2000);
+        assert!(
+            config.apps.is_empty(),
+            "a platform alone is a configuration"
+        );
+        let shown = config.render_effective();
+        assert!(shown.contains("aes_key_env = \"SAAS_AES\""), "{shown}");
+        let inline = self::config(&format!(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s-inline-9\"\ntoken = \"t-inline-9\"\naes_key = \"{KEY}\"\n"
+        ))
+        .unwrap();
+        let shown = inline.render_effective();
+        for secret in ["s-inline-9", "t-inline-9", KEY] {
+            assert!(!shown.contains(secret), "{shown}");
+            assert!(!format!("{inline:?}").contains(secret));
+        }
+        assert!(shown.contains("aes_key = \"***\""), "{shown}");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_never_the_secret() {
+        let bad_key = "x".repeat(42);
+        let err = config(&format!(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"{bad_key}\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("platforms.saas.aes_key:"), "{err}");
+        assert!(!err.contains(&bad_key), "{err}");
+        let err = config(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\naes_key_env = \"SAAS_AES\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("platforms.saas:") && err.contains("token_env"),
+            "{err}"
+        );
+        let err = config("name = \"Bad Name\"\n").unwrap_err();
+        assert!(err.contains("platforms[0].name"), "{err}");
+        let err = config(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"a+b/\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("43 characters"), "{err}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The component token as an engine credential: a [`TokenSource`] that
+//! fetches `api_component_token` with the latest verify ticket. The
+//! refresher engine owns everything else (single flight, proactive
+//! refresh, budget, storage, the fleet's lock), as for an access token.
+//!
+//! Without a ticket the source makes no call and spends nothing: it asks
+//! WeChat to push one (`api_start_push_ticket`, at most once per 10
+//! minutes) and waits a while for the push to arrive.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::store::PlatformStore;
+use super::upstream::ComponentApi;
+use crate::wechat::{FetchError, TokenGrant, TokenSource};
+
+/// WeChat pushes a ticket every 10 minutes anyway; asking more often
+/// than that only burns the call.
+pub const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(600);
+/// A verify ticket is valid 12 hours after its push.
+pub const TICKET_LIFETIME_SECS: u64 = 12 * 3600;
+/// 61005: the verify ticket expired; 61006: it is invalid.
+const TICKET_REJECTED: [i64; 2] = [61005, 61006];
+
+/// The latest verify ticket, as this broker knows it: `None` when there
+/// is none, or WeChat refused the one there was.
+pub type TicketCell = watch::Sender<Option<Arc<str>>>;
+
+pub struct ComponentSource {
+    api: ComponentApi,
+    name: String,
+    ticket: Arc<TicketCell>,
+    store: Arc<dyn PlatformStore>,
+    last_push_request: Mutex<Option<Instant>>,
+    /// The last ticket WeChat refused, never read back from the store.
+    rejected: Mutex<Option<Arc<str>>>,
+    /// How long one attempt waits for a pushed ticket.
+    wait: Duration,
+    clock: crate::clock::Clock,
+}
+
+impl ComponentSource {
+    pub fn new(
+        api: ComponentApi,
+        name: &str,
+        ticket: Arc<TicketCell>,
+        store: Arc<dyn PlatformStore>,
+        wait: Duration,
+        clock: crate::clock::Clock,
+    ) -> Self {
+        ComponentSource {
+            api,
+            name: name.to_owned(),
+            ticket,
+            store,
+            last_push_request: Mutex::new(None),
+            rejected: Mutex::new(None),
+            wait,
+            clock,
+        }
+    }
+
+    /// The ticket to fetch with: the cell's, else the store's (another
+    /// broker of the fleet may have received the push), if still valid.
+    async fn current_ticket(&self) -> Option<Arc<str>> {
+        if let Some(ticket) = self.ticket.borrow().clone() {
+            return Some(ticket);
+        }
+        let stored = self.store.load_ticket().await.ok().flatten()?;
+        let age = self.clock.now_secs().saturating_sub(stored.received_at);
+        let refused = self.rejected.lock().expect("poisoned").as_deref() == Some(&*stored.ticket);
+        if age >= TICKET_LIFETIME_SECS || refused {
+            return None;
+        }
+        let ticket: Arc<str> = Arc::from(stored.ticket);
+        self.ticket.send_replace(Some(ticket.clone()));
+        Some(ticket)
+    }
+
+    /// Asks WeChat to push a ticket, unless it was asked within
+    /// [`PUSH_REQUEST_INTERVAL`].
+    async fn request_push(&self) {
+        {
+            let mut last = self.last_push_request.lock().expect("poisoned");
+            if last.is_some_and(|at| at.elapsed() < PUSH_REQUEST_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.api.start_push_ticket().await {
+            Ok(()) => {
+                info!(platform = %self.name, "no valid component_verify_ticket; asked wechat to push one")
+            }
+            Err(err) => warn!(platform = %self.name, error = %err, "api_start_push_ticket failed"),
+        }
+    }
+
+    async fn wait_for_ticket(&self) -> Result<(), FetchError> {
+        if self.current_ticket().await.is_some() {
+            return Ok(());
+        }
+        let mut changes = self.ticket.subscribe();
+        self.request_push().await;
+        let arrived = tokio::time::timeout(self.wait, changes.wait_for(Option::is_some)).await;
+        match arrived {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(FetchError::NoVerifyTicket),
+        }
+    }
+
+    async fn fetch_with_ticket(&self) -> Result<TokenGrant, FetchError> {
+        let ticket = self
+            .current_ticket()
+            .await
+            .ok_or(FetchError::NoVerifyTicket)?;
+        let result = self.api.component_token(&ticket).await;
+        if let Err(FetchError::Api { errcode, .. }) = &result {
+            if TICKET_REJECTED.contains(errcode) {
+                warn!(platform = %self.name, errcode, "wechat refused the component_verify_ticket; asking for a new push");
+                *self.rejected.lock().expect("poisoned") = Some(ticket.clone());
+                self.ticket.send_if_modified(|held| {
+                    let same = held.as_deref() == Some(&*ticket);
+                    if same {
+                        *held = None;
+                    }
+                    same
+                });
+                self.request_push().await;
+            }
+        }
+        result
+    }
+}
+
+impl TokenSource for ComponentSource {
+    fn fetch(&self, _force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
+        Box::pin(self.fetch_with_ticket())
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), FetchError>> {
+        Box::pin(self.wait_for_ticket())
+    }
+}

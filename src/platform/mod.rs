@@ -1,0 +1,449 @@
+//! WeChat Open Platform (DESIGN.md section 13): for each `[[platforms]]`
+//! entry, a [`PlatformHandle`] owning
+//!
+//! - the component token, an engine credential (one refresher, like an
+//!   app's access token) fetched with the latest verify ticket
+//!   ([`component`]);
+//! - the authorizers, a compact table with one scheduler task
+//!   ([`authorizers`]);
+//! - the pushes WeChat sends to the callback listener, checked and
+//!   decrypted ([`crypto`], [`message`]) and turned into changes here;
+//! - the durable state: the verify ticket and every refresh token
+//!   ([`store`]).
+
+pub mod authorizers;
+pub mod callback;
+pub mod component;
+pub mod crypto;
+pub mod message;
+pub mod metrics;
+pub mod redis_store;
+pub mod store;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::broker::{AppView, BrokerContext, CredentialHandle};
+use crate::config::{AppConfig, AppKind, Grant, PlatformConfig, SecretSource};
+use crate::credential::Credential;
+use crate::wechat::FetchError;
+use authorizers::{AuthorizerToken, Command, Scheduler, SchedulerParts, SchedulerTuning, Table};
+use component::{ComponentSource, TicketCell};
+use crypto::MessageCrypt;
+use metrics::PlatformMetrics;
+use store::{PlatformStore, StoredTicket};
+use upstream::ComponentApi;
+
+/// A push more than this far from the broker's clock is refused: a
+/// replayed push is as good as a forged one.
+pub const TIMESTAMP_WINDOW_SECS: u64 = 300;
+
+/// Why a push was refused (a 403, and nothing changes). The label is the
+/// metric's `outcome`; no variant carries the push's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("missing or malformed query parameters")]
+    Query,
+    #[error("timestamp outside the accepted window")]
+    Stale,
+    #[error("the body is not a push envelope")]
+    Envelope,
+    #[error("{0}")]
+    Crypt(#[from] crypto::CryptError),
+    #[error("the decrypted message is not a push")]
+    Message,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Query => "query",
+            Refusal::Stale => "stale",
+            Refusal::Envelope => "envelope",
+            Refusal::Crypt(err) => err.label(),
+            Refusal::Message => "message",
+        }
+    }
+}
+
+/// Why an authorizer's token cannot be had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthorizerError {
+    NotFound,
+    Unavailable,
+}
+
+/// One platform. Cheap to clone.
+#[derive(Clone)]
+pub struct PlatformHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<PlatformConfig>,
+    component: CredentialHandle,
+    crypt: MessageCrypt,
+    ticket: Arc<TicketCell>,
+    table: Arc<Table>,
+    commands: mpsc::Sender<Command>,
+    api: ComponentApi,
+    store: Arc<dyn PlatformStore>,
+    metrics: PlatformMetrics,
+    clock: crate::clock::Clock,
+}
+
+/// The engine's view of the component app: an app whose "access token" is
+/// the component token, so the refresher, its store records and its
+/// metrics need nothing new.
+fn component_app(config: &PlatformConfig) -> AppConfig {
+    AppConfig {
+        name: config.name.clone(),
+        kind: AppKind::Wechat,
+        grant: Grant::Classic,
+        appid: config.component_appid.clone(),
+        secret: config.secret.clone(),
+        secret_source: SecretSource::Inline,
+        refresh_before: config.refresh_before,
+        daily_budget: config.daily_budget,
+        min_forced_interval: Duration::from_secs(30),
+        api_base: config.api_base.clone(),
+        fetch_timeout: config.fetch_timeout,
+        sink: None,
+        compat_listen: None,
+        tickets: Vec::new(),
+        agentid: None,
+        follow: None,
+    }
+}
+
+impl PlatformHandle {
+    /// Starts the platform's component refresher and authorizer scheduler
+    /// on `context.tasks`.
+    pub fn spawn(
+        config: PlatformConfig,
+        http: reqwest::Client,
+        store: Arc<dyn PlatformStore>,
+        context: &BrokerContext,
+        metrics: &PlatformMetrics,
+        tuning: SchedulerTuning,
+    ) -> PlatformHandle {
+        let config = Arc::new(config);
+        let api = ComponentApi::new(http, &config);
+        let ticket: Arc<TicketCell> = Arc::new(tokio::sync::watch::channel(None).0);
+        let source = Arc::new(ComponentSource::new(
+            api.clone(),
+            &config.name,
+            ticket.clone(),
+            store.clone(),
+            config.fetch_timeout,
+            context.clock,
+        ));
+        let component = CredentialHandle::spawn(
+            Arc::new(component_app(&config)),
+            Credential::ComponentToken,
+            config.daily_budget,
+            source,
+            context,
+            AppView::default(),
+        );
+        metrics.init(&config.name);
+        let table = Arc::new(Table::default());
+        let (commands, command_rx) = mpsc::channel(4096);
+        let scheduler = Scheduler::new(SchedulerParts {
+            name: Arc::from(config.name.as_str()),
+            refresh_before: config.refresh_before,
+            api: api.clone(),
+            component: component.clone(),
+            store: store.clone(),
+            table: table.clone(),
+            metrics: metrics.clone(),
+            clock: context.clock,
+            commands: command_rx,
+            cancel: context.cancel.child_token(),
+            tuning,
+            component_wait: config.fetch_timeout,
+        });
+        context.tasks.spawn(scheduler.run());
+        let crypt = MessageCrypt::new(
+            config.token.clone(),
+            config.aes_key.expose(),
+            &config.component_appid,
+        )
+        .expect("validated: a 43-character EncodingAESKey");
+        PlatformHandle {
+            inner: Arc::new(Inner {
+                config,
+                component,
+                crypt,
+                ticket,
+                table,
+                commands,
+                api,
+                store,
+                metrics: metrics.clone(),
+                clock: context.clock,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn config(&self) -> &PlatformConfig {
+        &self.inner.config
+    }
+
+    /// The component token's handle.
+    pub fn component(&self) -> &CredentialHandle {
+        &self.inner.component
+    }
+
+    pub fn authorizers(&self) -> &Table {
+        &self.inner.table
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// Counts a push refused before it could be read (too large).
+    pub fn count_refusal(&self, outcome: &str) {
+        self.inner
+            .metrics
+            .callbacks
+            .with_label_values(&[self.name(), outcome])
+            .inc();
+    }
+
+    /// Checks, decrypts and applies one push. Every refusal leaves the
+    /// platform as it was.
+    pub async fn accept_push(&self, query: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
+        let result = self.check_and_apply(query, body).await;
+        let outcome = match &result {
+            Ok(()) => "accepted",
+            Err(refusal) => refusal.label(),
+        };
+        self.inner
+            .metrics
+            .callbacks
+            .with_label_values(&[self.name(), outcome])
+            .inc();
+        if let Err(refusal) = &result {
+            warn!(platform = %self.name(), reason = %refusal, "refused a callback push");
+        }
+        result
+    }
+
+    async fn check_and_apply(&self, query: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
+        let params: Vec<(String, String)> =
+            url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
+        let (Some(timestamp), Some(nonce), Some(signature)) =
+            (param("timestamp"), param("nonce"), param("msg_signature"))
+        else {
+            return Err(Refusal::Query);
+        };
+        if param("encrypt_type").is_some_and(|kind| kind != "aes") {
+            return Err(Refusal::Query);
+        }
+        let sent: u64 = timestamp.parse().map_err(|_| Refusal::Query)?;
+        if sent.abs_diff(self.inner.clock.now_secs()) > TIMESTAMP_WINDOW_SECS {
+            return Err(Refusal::Stale);
+        }
+        let envelope = message::parse(body).map_err(|_| Refusal::Envelope)?;
+        let encrypt = envelope.get("Encrypt").ok_or(Refusal::Envelope)?;
+        if !self
+            .inner
+            .crypt
+            .verify(timestamp, nonce, encrypt, signature)
+        {
+            return Err(crypto::CryptError::Signature.into());
+        }
+        let plain = self.inner.crypt.decrypt(encrypt)?;
+        let event = message::parse(&plain).map_err(|_| Refusal::Message)?;
+        if event
+            .get("AppId")
+            .is_some_and(|appid| appid != self.inner.config.component_appid)
+        {
+            return Err(crypto::CryptError::AppId.into());
+        }
+        self.apply(&event).await
+    }
+
+    async fn apply(&self, event: &message::Fields) -> Result<(), Refusal> {
+        let field = |name: &str| event.get(name).filter(|value| !value.is_empty());
+        match event.get("InfoType").unwrap_or_default() {
+            "component_verify_ticket" => {
+                let ticket = field("ComponentVerifyTicket").ok_or(Refusal::Message)?;
+                self.keep_ticket(ticket).await;
+            }
+            "authorized" | "updateauthorized" => {
+                let appid = field("AuthorizerAppid").ok_or(Refusal::Message)?;
+                let code = field("AuthorizationCode").ok_or(Refusal::Message)?;
+                info!(platform = %self.name(), authorizer = appid, "authorization pushed");
+                self.send(Command::Authorized {
+                    appid: appid.to_owned(),
+                    code: code.to_owned(),
+                })
+                .await;
+            }
+            "unauthorized" => {
+                let appid = field("AuthorizerAppid").ok_or(Refusal::Message)?;
+                self.send(Command::Unauthorized {
+                    appid: appid.to_owned(),
+                })
+                .await;
+            }
+            other => {
+                debug!(platform = %self.name(), info_type = other, "ignoring a push of another kind");
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the latest ticket, durably first: a restart must not lose it.
+    async fn keep_ticket(&self, ticket: &str) {
+        let stored = StoredTicket {
+            component_appid: self.inner.config.component_appid.clone(),
+            ticket: ticket.to_owned(),
+            received_at: self.inner.clock.now_secs(),
+        };
+        if let Err(err) = self.inner.store.save_ticket(&stored).await {
+            warn!(platform = %self.name(), error = %err, "could not store the component_verify_ticket; keeping it in memory");
+        }
+        self.inner.ticket.send_replace(Some(Arc::from(ticket)));
+        debug!(platform = %self.name(), "component_verify_ticket received");
+    }
+
+    async fn send(&self, command: Command) {
+        if self.inner.commands.send(command).await.is_err() {
+            warn!(platform = %self.name(), "the authorizer scheduler has stopped; push dropped");
+        }
+    }
+
+    /// The authorizer's valid token, waiting up to `wait` when it has
+    /// none yet (just authorized, or being refreshed after expiry).
+    pub async fn authorizer_token(
+        &self,
+        appid: &str,
+        wait: Duration,
+    ) -> Result<Arc<AuthorizerToken>, AuthorizerError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.inner.table.changed.notified();
+            let slot = self.inner.table.get(appid);
+            if slot.is_none() && self.inner.table.is_loaded() {
+                return Err(AuthorizerError::NotFound);
+            }
+            let token = slot.and_then(|slot| slot.token());
+            if let Some(token) = token.filter(|t| t.is_valid(self.now_ms())) {
+                return Ok(token);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(AuthorizerError::Unavailable);
+            }
+        }
+    }
+
+    /// Reports `reported` rejected; answers with the token to use next
+    /// and whether it is a new one, waiting up to `wait` for the refresh.
+    pub async fn invalidate_authorizer(
+        &self,
+        appid: &str,
+        reported: &str,
+        wait: Duration,
+    ) -> Result<(Arc<AuthorizerToken>, bool), AuthorizerError> {
+        self.inner
+            .table
+            .get(appid)
+            .ok_or(AuthorizerError::NotFound)?;
+        let (reply, scheduled) = tokio::sync::oneshot::channel();
+        self.send(Command::Invalidate {
+            appid: appid.to_owned(),
+            reported: reported.to_owned(),
+            reply,
+        })
+        .await;
+        // No refresh (another token is current, or this one is too young
+        // to replace): the current token, at once, not refreshed.
+        let scheduled = scheduled.await.unwrap_or(false);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.inner.table.changed.notified();
+            let slot = self
+                .inner
+                .table
+                .get(appid)
+                .ok_or(AuthorizerError::NotFound)?;
+            let token = slot.token().filter(|t| t.is_valid(self.now_ms()));
+            let replaced = token.as_ref().filter(|t| t.value.expose() != reported);
+            match (scheduled, replaced) {
+                (true, Some(token)) => return Ok((token.clone(), true)),
+                (false, _) => {
+                    return token
+                        .map(|t| (t, false))
+                        .ok_or(AuthorizerError::Unavailable)
+                }
+                (true, None) => {}
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return token
+                    .map(|t| (t, false))
+                    .ok_or(AuthorizerError::Unavailable);
+            }
+        }
+    }
+
+    /// A fresh pre-auth code (`api_create_preauthcode`), for building the
+    /// authorization link.
+    pub async fn pre_auth_code(&self, wait: Duration) -> Result<(String, u64), FetchError> {
+        let token = self
+            .inner
+            .component
+            .token(wait)
+            .await
+            .map_err(|err| FetchError::Parent(err.to_string()))?;
+        self.inner.api.pre_auth_code(token.value.expose()).await
+    }
+
+    /// Sets the platform's gauges from the table; called before a scrape.
+    pub fn update_gauges(&self) {
+        let now = self.now_ms();
+        let (mut valid, mut invalid, mut soonest) = (0i64, 0i64, u64::MAX);
+        self.inner.table.for_each(|slot| match slot.token() {
+            Some(token) if token.is_valid(now) => {
+                valid += 1;
+                soonest = soonest.min(token.expires_at_ms);
+            }
+            _ => invalid += 1,
+        });
+        let metrics = &self.inner.metrics;
+        let name = self.name();
+        metrics
+            .authorizers
+            .with_label_values(&[name, "valid"])
+            .set(valid);
+        metrics
+            .authorizers
+            .with_label_values(&[name, "invalid"])
+            .set(invalid);
+        if soonest != u64::MAX {
+            metrics
+                .soonest_expiry
+                .with_label_values(&[name])
+                .set(soonest as f64 / 1000.0);
+        }
+    }
+}

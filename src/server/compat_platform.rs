@@ -1,0 +1,329 @@
+//! The compatible listener's Open Platform calls (DESIGN.md sections 12
+//! and 13), for SDKs that speak WeChat's component API unchanged:
+//!
+//! - `api_component_token` is answered from the cache (never one upstream
+//!   call per request; the secret and ticket a client sends are ignored);
+//! - `api_authorizer_token` is answered from the authorizer cache, so an
+//!   SDK's own refresh never rotates a refresh token behind the broker;
+//! - `api_query_auth` is refused: the broker exchanges authorization codes
+//!   itself when WeChat pushes them, and a code works once;
+//! - every other `/cgi-bin/component/*` call is forwarded with the
+//!   broker's component token as `component_access_token`;
+//! - a call holding an authorizer token the broker served is forwarded
+//!   with that authorizer's current token.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response};
+use serde_json::{json, Value};
+
+use super::body_deadline::RequestBody;
+use super::proxy::{query_param, Forward, ProxyError};
+use super::respond::{self, Body};
+use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::wechat_path;
+use crate::platform::{AuthorizerError, PlatformHandle};
+
+const COMPONENT_ROUTE: &str = "/cgi-bin/component";
+const AUTHORIZER_ROUTE: &str = "/{path}";
+
+/// The answer to a platform call, with its route label; the body back
+/// when the call is not a platform's.
+pub(super) async fn handle(
+    api: &ApiState,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Result<(&'static str, Response<Body>), RequestBody> {
+    let platforms = api.broker.platforms();
+    if platforms.is_empty() {
+        return Err(body);
+    }
+    let path = wechat_path::normalise(request.uri.path());
+    if let Some(endpoint) = path.strip_prefix("cgi-bin/component/") {
+        let answer = component_call(api, &platforms, endpoint, request, body).await;
+        return Ok((
+            COMPONENT_ROUTE,
+            answer.unwrap_or_else(WxFail::into_response),
+        ));
+    }
+    let query = request.uri.query().unwrap_or("");
+    let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
+        return Err(body);
+    };
+    let owner = platforms.iter().find_map(|platform| {
+        let slot = platform.authorizers().owner_of(&held)?;
+        Some((platform.clone(), slot.appid.to_string()))
+    });
+    let Some((platform, appid)) = owner else {
+        return Err(body);
+    };
+    let answer = authorizer_call(api, &platform, &appid, request, body).await;
+    Ok((
+        AUTHORIZER_ROUTE,
+        answer.unwrap_or_else(WxFail::into_response),
+    ))
+}
+
+/// A WeChat-shaped error answer, made into a response at the end.
+struct WxFail {
+    errcode: i64,
+    errmsg: String,
+}
+
+impl WxFail {
+    fn into_response(self) -> Response<Body> {
+        respond::wechat_error(self.errcode, &self.errmsg)
+    }
+}
+
+type Answer = Result<Response<Body>, WxFail>;
+
+fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
+    WxFail {
+        errcode,
+        errmsg: errmsg.to_owned(),
+    }
+}
+
+fn proxy_failure(err: &ProxyError) -> WxFail {
+    wx_error(-1, &format!("system error (wxbroker: {err})"))
+}
+
+/// The platform a component call is for: the one holding the component
+/// token the client sent, the one whose component appid it names, or the
+/// only one.
+fn platform_for(
+    platforms: &[PlatformHandle],
+    query: &str,
+    body: &Value,
+) -> Result<PlatformHandle, WxFail> {
+    if let Some(held) = query_param(query, "component_access_token") {
+        if let Some(platform) = platforms.iter().find(|p| p.component().knows(&held)) {
+            return Ok(platform.clone());
+        }
+    }
+    let named = body
+        .get("component_appid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| query_param(query, "component_appid"));
+    if let Some(appid) = named {
+        return platforms
+            .iter()
+            .find(|p| p.config().component_appid == appid)
+            .cloned()
+            .ok_or_else(|| {
+                wx_error(
+                    40013,
+                    "invalid appid (wxbroker: no platform has this component appid)",
+                )
+            });
+    }
+    match platforms {
+        [only] => Ok(only.clone()),
+        _ => Err(wx_error(
+            41002,
+            "appid missing (wxbroker: name the component_appid)",
+        )),
+    }
+}
+
+async fn component_call(
+    api: &ApiState,
+    platforms: &[PlatformHandle],
+    endpoint: &str,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Answer {
+    let query = request.uri.query().unwrap_or("");
+    let bytes = read_body(body, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|err| wx_error(47001, &format!("data format error: {err}")))?;
+    let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let platform = platform_for(platforms, query, &json)?;
+    match endpoint {
+        "api_component_token" => {
+            let token = platform
+                .component()
+                .token(api.token_wait)
+                .await
+                .map_err(|err| wx_error(-1, &format!("system error (wxbroker: {err})")))?;
+            Ok(respond::no_store(respond::json(
+                http::StatusCode::OK,
+                &json!({
+                    "component_access_token": token.value.expose(),
+                    "expires_in": token.expires_in(platform.now_ms()),
+                }),
+            )))
+        }
+        "api_authorizer_token" => {
+            let appid = json
+                .get("authorizer_appid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let token = platform
+                .authorizer_token(appid, api.token_wait)
+                .await
+                .map_err(|err| match err {
+                    AuthorizerError::NotFound => {
+                        wx_error(61003, "component is not authorized by this account")
+                    }
+                    AuthorizerError::Unavailable => {
+                        wx_error(-1, "system error (wxbroker: the authorizer has no valid token yet)")
+                    }
+                })?;
+            // The client's own refresh token goes back as it came: the
+            // broker's never leaves it.
+            let refresh = json
+                .get("authorizer_refresh_token")
+                .cloned()
+                .unwrap_or(Value::Null);
+            Ok(respond::no_store(respond::json(
+                http::StatusCode::OK,
+                &json!({
+                    "authorizer_access_token": token.value.expose(),
+                    "expires_in": token.expires_in(platform.now_ms()),
+                    "authorizer_refresh_token": refresh,
+                }),
+            )))
+        }
+        "api_query_auth" => Err(wx_error(
+            -1,
+            "system error (wxbroker: authorization codes are exchanged by the broker when wechat pushes them; read the authorizer's token from the broker)",
+        )),
+        _ => forward_component(api, &platform, request, bytes).await,
+    }
+}
+
+/// A component call forwarded with the component token; a rejection of
+/// it is reported and the call made once more.
+async fn forward_component(
+    api: &ApiState,
+    platform: &PlatformHandle,
+    request: &http::request::Parts,
+    body: Bytes,
+) -> Answer {
+    let component = platform.component();
+    let token = component
+        .token(api.token_wait)
+        .await
+        .map_err(|err| wx_error(-1, &format!("system error (wxbroker: {err})")))?;
+    let (url, headers) = prepare(api, platform, request)?;
+    let send = |token: String| {
+        let (url, headers, body) = (&url, &headers, &body);
+        async move {
+            api.proxy
+                .send_with_token(
+                    &request.method,
+                    url,
+                    headers,
+                    body,
+                    "component_access_token",
+                    &token,
+                )
+                .await
+                .map_err(|err| proxy_failure(&err))
+        }
+    };
+    let (response, rejected) = send(token.value.expose().to_owned()).await?;
+    if !rejected {
+        return Ok(response);
+    }
+    let _ = component
+        .report_rejected(token.value.expose(), api.token_wait)
+        .await;
+    match component.valid_token() {
+        Some(next) if next.value != token.value => {
+            send(next.value.expose().to_owned()).await.map(|(r, _)| r)
+        }
+        _ => Ok(response),
+    }
+}
+
+/// The URL and headers of a forwarded call (its body is read already).
+fn prepare(
+    api: &ApiState,
+    platform: &PlatformHandle,
+    request: &http::request::Parts,
+) -> Result<(reqwest::Url, HeaderMap), WxFail> {
+    let path = request.uri.path();
+    let forward = Forward {
+        method: &request.method,
+        path: path.strip_prefix('/').unwrap_or(path),
+        query: request.uri.query(),
+        headers: &request.headers,
+    };
+    api.proxy
+        .token_call_target(
+            &platform.config().api_base,
+            &forward,
+            "component_access_token",
+        )
+        .map_err(|err| proxy_failure(&err))
+}
+
+/// An authorizer's call: its current token put in, once more after a
+/// rejection with the next one.
+async fn authorizer_call(
+    api: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Answer {
+    let path = request.uri.path();
+    let forward = Forward {
+        method: &request.method,
+        path: path.strip_prefix('/').unwrap_or(path),
+        query: request.uri.query(),
+        headers: &request.headers,
+    };
+    let (url, headers, body) = api
+        .proxy
+        .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
+        .await
+        .map_err(|err| proxy_failure(&err))?;
+    let token = platform
+        .authorizer_token(appid, api.token_wait)
+        .await
+        .map_err(|_| {
+            wx_error(
+                -1,
+                "system error (wxbroker: the authorizer has no valid token)",
+            )
+        })?;
+    let method: &Method = &request.method;
+    let (response, rejected) = api
+        .proxy
+        .send_with_token(
+            method,
+            &url,
+            &headers,
+            &body,
+            "access_token",
+            token.value.expose(),
+        )
+        .await
+        .map_err(|err| proxy_failure(&err))?;
+    if !rejected {
+        return Ok(response);
+    }
+    match platform
+        .invalidate_authorizer(appid, token.value.expose(), api.token_wait)
+        .await
+    {
+        Ok((next, true)) => api
+            .proxy
+            .send_with_token(
+                method,
+                &url,
+                &headers,
+                &body,
+                "access_token",
+                next.value.expose(),
+            )
+            .await
+            .map(|(response, _)| response)
+            .map_err(|err| proxy_failure(&err)),
+        _ => Ok(response),
+    }
+}

@@ -1,0 +1,321 @@
+//! The Open Platform routes of the token API (DESIGN.md section 13), below
+//! `/v1/platforms/{platform}/`: the component token, the authorizer list,
+//! an authorizer's token, its invalidation and proxy, and pre-auth codes.
+
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api_error::ApiError;
+use super::body_deadline::RequestBody;
+use super::proxy::Forward;
+use super::respond::{self, Body};
+use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
+use crate::broker::TokenRecord;
+use crate::credential::Credential;
+use crate::platform::authorizers::AuthorizerToken;
+use crate::platform::{AuthorizerError, PlatformHandle};
+
+/// The largest page of `GET .../authorizers`.
+const MAX_PAGE: usize = 500;
+
+/// `rest` is the path after `/v1/platforms/`.
+pub(super) async fn dispatch(
+    state: &ApiState,
+    rest: &str,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let method = &request.method;
+    let query = request.uri.query();
+    let (name, below) = rest.split_once('/').unwrap_or((rest, ""));
+    let platform = find(state, name)?;
+    if let Some(rest) = below.strip_prefix("authorizers/") {
+        let (appid, action) = rest.split_once('/').unwrap_or((rest, ""));
+        if let Some(path) = action.strip_prefix("proxy") {
+            if path.is_empty() || path.starts_with('/') {
+                let forward = Forward {
+                    method,
+                    path: path.strip_prefix('/').unwrap_or(""),
+                    query,
+                    headers: &request.headers,
+                };
+                return proxy(state, &platform, appid, forward, body).await;
+            }
+        }
+        return match action {
+            "token" => {
+                allow(method, &Method::GET)?;
+                let token = authorizer_token(state, &platform, appid).await?;
+                Ok(token_answer(&platform, appid, &token, query, None))
+            }
+            "token/invalidate" => {
+                allow(method, &Method::POST)?;
+                let body = read_body(body, TOKEN_BODY_LIMIT).await?;
+                invalidate(state, &platform, appid, &body, query).await
+            }
+            _ => Err(not_found(request)),
+        };
+    }
+    match below {
+        "component_token" => {
+            allow(method, &Method::GET)?;
+            let component = platform.component();
+            let token = component.token(state.token_wait).await.map_err(|err| {
+                ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
+            })?;
+            Ok(component_answer(&platform, &token, query))
+        }
+        "authorizers" => {
+            allow(method, &Method::GET)?;
+            Ok(list(&platform, query))
+        }
+        "pre_auth_code" => {
+            allow(method, &Method::POST)?;
+            let (code, expires_in) = platform
+                .pre_auth_code(state.token_wait)
+                .await
+                .map_err(|err| ApiError::UpstreamError(err.to_string()))?;
+            Ok(respond::no_store(respond::json(
+                StatusCode::OK,
+                &json!({ "pre_auth_code": code, "expires_in": expires_in }),
+            )))
+        }
+        _ => Err(not_found(request)),
+    }
+}
+
+fn not_found(request: &http::request::Parts) -> ApiError {
+    ApiError::RouteNotFound {
+        method: request.method.to_string(),
+        path: request.uri.path().chars().take(256).collect(),
+    }
+}
+
+fn allow(method: &Method, allowed: &Method) -> Result<(), ApiError> {
+    let head_for_get = allowed == Method::GET && method == Method::HEAD;
+    if method == allowed || head_for_get {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: if allowed == Method::GET {
+                "GET"
+            } else {
+                "POST"
+            },
+        })
+    }
+}
+
+fn find(state: &ApiState, name: &str) -> Result<PlatformHandle, ApiError> {
+    state.broker.platform(name).ok_or_else(|| {
+        let configured: Vec<String> = state
+            .broker
+            .platforms()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        ApiError::PlatformNotFound {
+            name: name.chars().take(64).collect(),
+            configured: configured.join(", "),
+        }
+    })
+}
+
+fn authorizer_error(platform: &PlatformHandle, appid: &str, err: AuthorizerError) -> ApiError {
+    match err {
+        AuthorizerError::NotFound => ApiError::AuthorizerNotFound {
+            platform: platform.name().to_owned(),
+            appid: appid.chars().take(64).collect(),
+        },
+        AuthorizerError::Unavailable => ApiError::TokenUnavailable {
+            app: format!(
+                "{}/{}",
+                platform.name(),
+                appid.chars().take(64).collect::<String>()
+            ),
+            credential: Credential::AuthorizerToken,
+            retry_after: 1,
+            last_error: None,
+        },
+    }
+}
+
+async fn authorizer_token(
+    state: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+) -> Result<std::sync::Arc<AuthorizerToken>, ApiError> {
+    platform
+        .authorizer_token(appid, state.token_wait)
+        .await
+        .map_err(|err| authorizer_error(platform, appid, err))
+}
+
+fn component_answer(
+    platform: &PlatformHandle,
+    token: &TokenRecord,
+    query: Option<&str>,
+) -> Response<Body> {
+    if respond::wants_text(query) {
+        return respond::no_store(respond::text(
+            StatusCode::OK,
+            token.value.expose().to_owned(),
+        ));
+    }
+    let now = platform.now_ms();
+    respond::no_store(respond::json(
+        StatusCode::OK,
+        &json!({
+            "platform": platform.name(),
+            "component_access_token": token.value.expose(),
+            "expires_in": token.expires_in(now),
+            "expires_at": token.expires_at(),
+        }),
+    ))
+}
+
+fn token_answer(
+    platform: &PlatformHandle,
+    appid: &str,
+    token: &AuthorizerToken,
+    query: Option<&str>,
+    refreshed: Option<bool>,
+) -> Response<Body> {
+    if respond::wants_text(query) {
+        return respond::no_store(respond::text(
+            StatusCode::OK,
+            token.value.expose().to_owned(),
+        ));
+    }
+    let now = platform.now_ms();
+    let mut body = json!({
+        "platform": platform.name(),
+        "appid": appid,
+        "access_token": token.value.expose(),
+        "expires_in": token.expires_in(now),
+        "expires_at": token.expires_at(),
+    });
+    if let Some(refreshed) = refreshed {
+        body["refreshed"] = json!(refreshed);
+    }
+    respond::no_store(respond::json(StatusCode::OK, &body))
+}
+
+/// `?offset=&limit=` (limit at most 500); never a token.
+fn list(platform: &PlatformHandle, query: Option<&str>) -> Response<Body> {
+    let (mut offset, mut limit) = (0usize, 100usize);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "offset" => offset = value.parse().unwrap_or(0),
+            "limit" => limit = value.parse().unwrap_or(100),
+            _ => {}
+        }
+    }
+    let limit = limit.clamp(1, MAX_PAGE);
+    let now = platform.now_ms();
+    let all = platform.authorizers().sorted();
+    let page: Vec<serde_json::Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|slot| {
+            let token = slot.token().filter(|t| t.is_valid(now));
+            json!({
+                "appid": &*slot.appid,
+                "valid": token.is_some(),
+                "expires_in": token.map_or(0, |t| t.expires_in(now)),
+                "authorized_at": slot.authorized_at(),
+            })
+        })
+        .collect();
+    respond::json(
+        StatusCode::OK,
+        &json!({ "authorizers": page, "total": all.len() }),
+    )
+}
+
+#[derive(Deserialize)]
+struct InvalidateRequest {
+    access_token: String,
+}
+
+async fn invalidate(
+    state: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+    body: &[u8],
+    query: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    let request: InvalidateRequest = serde_json::from_slice(body).map_err(|err| {
+        ApiError::BadRequest(format!(
+            "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
+        ))
+    })?;
+    let (token, refreshed) = platform
+        .invalidate_authorizer(appid, &request.access_token, state.token_wait)
+        .await
+        .map_err(|err| authorizer_error(platform, appid, err))?;
+    Ok(token_answer(
+        platform,
+        appid,
+        &token,
+        query,
+        Some(refreshed),
+    ))
+}
+
+/// As the app proxy, with the authorizer's token; a rejection of it is
+/// reported and the call made once more with the next token.
+async fn proxy(
+    state: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+    forward: Forward<'_>,
+    body: RequestBody,
+) -> Result<Response<Body>, ApiError> {
+    let proxy_error = |err| ApiError::from_proxy_error(platform.name(), err);
+    let token = authorizer_token(state, platform, appid).await?;
+    let (url, headers, body) = state
+        .proxy
+        .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
+        .await
+        .map_err(proxy_error)?;
+    let method = forward.method;
+    let (response, rejected) = state
+        .proxy
+        .send_with_token(
+            method,
+            &url,
+            &headers,
+            &body,
+            "access_token",
+            token.value.expose(),
+        )
+        .await
+        .map_err(proxy_error)?;
+    if !rejected {
+        return Ok(response);
+    }
+    let (next, refreshed) = platform
+        .invalidate_authorizer(appid, token.value.expose(), state.token_wait)
+        .await
+        .map_err(|err| authorizer_error(platform, appid, err))?;
+    if !refreshed {
+        return Ok(response);
+    }
+    let (response, _) = state
+        .proxy
+        .send_with_token(
+            method,
+            &url,
+            &headers,
+            &body,
+            "access_token",
+            next.value.expose(),
+        )
+        .await
+        .map_err(proxy_error)?;
+    Ok(response)
+}
