@@ -378,21 +378,27 @@ pub async fn exchange(
     field: AnswerField,
     timeout: Duration,
 ) -> Result<TokenGrant, FetchError> {
-    let exchange = async {
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        if status.is_redirection() {
-            return Err(FetchError::Redirect(status.as_u16()));
-        }
-        let body = response.bytes().await.map_err(transport_error)?;
-        if !status.is_success() {
-            return Err(FetchError::Http(status.as_u16()));
-        }
-        parse_answer(&body, field)
-    };
+    let exchange = async { parse_answer(&credential_body(request).await?, field) };
     tokio::time::timeout(timeout, exchange)
         .await
         .unwrap_or(Err(FetchError::Timeout(timeout)))
+}
+
+/// Sends a credential call and reads its whole body: a redirect is refused
+/// (never followed), any other status but success is an error, and
+/// transport errors never quote the URL. Not bounded in time: the caller
+/// bounds the whole exchange.
+pub async fn credential_body(request: reqwest::RequestBuilder) -> Result<bytes::Bytes, FetchError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    if status.is_redirection() {
+        return Err(FetchError::Redirect(status.as_u16()));
+    }
+    let body = response.bytes().await.map_err(transport_error)?;
+    if !status.is_success() {
+        return Err(FetchError::Http(status.as_u16()));
+    }
+    Ok(body)
 }
 
 impl TokenSource for WechatSource {

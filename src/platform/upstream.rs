@@ -85,15 +85,7 @@ impl ComponentApi {
             request = request.query(&[("component_access_token", token)]);
         }
         let exchange = async {
-            let response = request.send().await.map_err(transport_error)?;
-            let status = response.status();
-            if status.is_redirection() {
-                return Err(FetchError::Redirect(status.as_u16()));
-            }
-            let bytes = response.bytes().await.map_err(transport_error)?;
-            if !status.is_success() {
-                return Err(FetchError::Http(status.as_u16()));
-            }
+            let bytes = crate::wechat::credential_body(request).await?;
             let errors: ErrorFields = serde_json::from_slice(&bytes)
                 .map_err(|_| FetchError::Malformed("not a JSON object".into()))?;
             if let Some(errcode) = errors.errcode.filter(|code| *code != 0) {
@@ -284,17 +276,4 @@ fn grant(
         expires_in: expires_in.min(MAX_LIFETIME_SECS),
         refresh_token,
     })
-}
-
-/// reqwest errors may quote the URL, which carries the component token.
-fn transport_error(err: reqwest::Error) -> FetchError {
-    let err = err.without_url();
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    FetchError::Transport(message)
 }
