@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::*;
@@ -16,41 +15,6 @@ use wxbroker::simulator::{Endpoint, SimConfig};
 /// A short refresh window a fleet accepts: the lock's hold (2 × 300 ms +
 /// 1 s), its lease (2 s) and one more fetch fit in 4 s.
 const SHORT_WINDOW: &str = "refresh_before = \"4s\"\nfetch_timeout = \"300ms\"";
-
-async fn fleet(apps: &str, store: &str, size: usize) -> Vec<Arc<Broker>> {
-    let mut brokers = Vec::new();
-    for _ in 0..size {
-        let broker = Broker::start_with(
-            apps,
-            Options {
-                store: store.to_owned(),
-                ..Options::default()
-            },
-        )
-        .await;
-        brokers.push(Arc::new(broker));
-    }
-    brokers
-}
-
-/// Waits until every broker serves the same token; returns it.
-async fn converged(brokers: &[Arc<Broker>], app: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut tokens = HashSet::new();
-        for broker in brokers {
-            tokens.insert(broker.token(app).await);
-        }
-        if tokens.len() == 1 {
-            return tokens.into_iter().next().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet never converged: {tokens:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn metric_value(broker: &Broker, line_prefix: &str) -> Option<f64> {
     let text = broker.metrics_text().await;

@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::redis_ha::*;
@@ -17,37 +16,6 @@ use wxbroker::simulator::{Endpoint, SimConfig};
 /// A refresh window a fleet accepts with a short fetch_timeout: the
 /// lock's hold (2 × 300 ms + 1 s), its lease (2 s) and a fetch fit in 6 s.
 const WINDOW: &str = "refresh_before = \"6s\"\nfetch_timeout = \"300ms\"";
-
-async fn fleet(apps: &str, store: &str, size: usize) -> Vec<Arc<Broker>> {
-    let mut brokers = Vec::new();
-    for _ in 0..size {
-        let options = Options {
-            store: store.to_owned(),
-            ..Options::default()
-        };
-        brokers.push(Arc::new(Broker::start_with(apps, options).await));
-    }
-    brokers
-}
-
-/// Waits until every broker serves the same token for `app`; returns it.
-async fn converged(brokers: &[Arc<Broker>], app: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut tokens = HashSet::new();
-        for broker in brokers {
-            tokens.insert(broker.token(app).await);
-        }
-        if tokens.len() == 1 {
-            return tokens.into_iter().next().unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the fleet never converged on {app}: {tokens:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn token_key(prefix: &str, appid: &str, grant: &str) -> String {
     format!("{{{prefix}:{appid}:{grant}}}:token")

@@ -122,7 +122,7 @@ pub(super) fn callback_listener(
 }
 
 fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConfig, Problem> {
-    let name = name(index, raw.name)?;
+    let name = validate::table_name("platforms", index, raw.name)?;
     let table = format!("platforms.{name}");
     let key = |field: &str| format!("{table}.{field}");
     let component_appid = raw
@@ -210,22 +210,6 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         api_base,
         fetch_timeout,
     })
-}
-
-fn name(index: usize, name: Option<String>) -> Result<String, Problem> {
-    let key = format!("platforms[{index}].name");
-    let name = name.ok_or_else(|| Problem::new(&key, "required"))?;
-    let valid = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(Problem::new(
-            key,
-            format!("\"{name}\" is not a valid name: use 1 to 32 of a-z, 0-9, _ and -"),
-        ));
-    }
-    Ok(name)
 }
 
 /// An EncodingAESKey is exactly 43 characters of the standard base64

@@ -497,6 +497,29 @@ pub(super) fn api_base(key: &str, value: Option<String>, default: &str) -> Resul
 
 // ----- helpers for one key type each -----
 
+/// The `name` of the `index`th entry of an array of tables (`apps`,
+/// `platforms`). Names appear in URLs, metric labels and store keys, hence
+/// the strict set.
+pub(super) fn table_name(
+    table: &str,
+    index: usize,
+    name: Option<String>,
+) -> Result<String, Problem> {
+    let key = format!("{table}[{index}].name");
+    let name = name.ok_or_else(|| Problem::new(&key, "required"))?;
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !valid {
+        return Err(Problem::new(
+            key,
+            format!("\"{name}\" is not a valid name: use 1 to 32 of a-z, 0-9, _ and -"),
+        ));
+    }
+    Ok(name)
+}
+
 /// One of a fixed set of words; `None` means the default.
 fn choice<T: Copy>(
     key: &str,

@@ -13,10 +13,11 @@
 //!   with that authorizer's current token.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Response};
+use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
 use super::body_deadline::RequestBody;
+use super::platform_routes::{send_as_authorizer, AuthorizerCallError};
 use super::proxy::{query_param, Forward, ProxyError};
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
@@ -291,39 +292,17 @@ async fn authorizer_call(
                 "system error (wxbroker: the authorizer has no valid token)",
             )
         })?;
-    let method: &Method = &request.method;
-    let (response, rejected) = api
-        .proxy
-        .send_with_token(
-            method,
-            &url,
-            &headers,
-            &body,
-            "access_token",
-            token.value.expose(),
-        )
-        .await
-        .map_err(|err| proxy_failure(&err))?;
-    if !rejected {
-        return Ok(response);
-    }
-    match platform
-        .invalidate_authorizer(appid, token.value.expose(), api.token_wait)
-        .await
-    {
-        Ok((next, true)) => api
-            .proxy
-            .send_with_token(
-                method,
-                &url,
-                &headers,
-                &body,
-                "access_token",
-                next.value.expose(),
-            )
-            .await
-            .map(|(response, _)| response)
-            .map_err(|err| proxy_failure(&err)),
-        _ => Ok(response),
+    let answer = send_as_authorizer(
+        api,
+        platform,
+        appid,
+        &request.method,
+        (&url, &headers, &body),
+        &token,
+    )
+    .await;
+    match answer {
+        Ok(response) | Err(AuthorizerCallError::Invalidate(_, response)) => Ok(response),
+        Err(AuthorizerCallError::Proxy(err)) => Err(proxy_failure(&err)),
     }
 }

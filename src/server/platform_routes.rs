@@ -2,13 +2,14 @@
 //! `/v1/platforms/{platform}/`: the component token, the authorizer list,
 //! an authorizer's token, its invalidation and proxy, and pre-auth codes.
 
-use http::{Method, Response, StatusCode};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
-use super::proxy::Forward;
+use super::proxy::{Forward, ProxyError};
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
 use crate::broker::TokenRecord;
@@ -282,40 +283,73 @@ async fn proxy(
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
         .await
         .map_err(proxy_error)?;
-    let method = forward.method;
-    let (response, rejected) = state
-        .proxy
+    let answer = send_as_authorizer(
+        state,
+        platform,
+        appid,
+        forward.method,
+        (&url, &headers, &body),
+        &token,
+    )
+    .await;
+    match answer {
+        Ok(response) => Ok(response),
+        Err(AuthorizerCallError::Proxy(err)) => Err(proxy_error(err)),
+        Err(AuthorizerCallError::Invalidate(err, _)) => Err(authorizer_error(platform, appid, err)),
+    }
+}
+
+/// Why an authorizer's call has no answer to give as it stands.
+pub(super) enum AuthorizerCallError {
+    Proxy(ProxyError),
+    /// The rejected token could not be reported; the rejecting answer.
+    Invalidate(AuthorizerError, Response<Body>),
+}
+
+/// Sends a prepared call (`url`, headers, body) with the authorizer's
+/// `token`; on a rejection of it, reports the token and, when that
+/// replaced it, sends once more with the next one. Otherwise the first
+/// answer stands.
+pub(super) async fn send_as_authorizer(
+    state: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+    method: &Method,
+    (url, headers, body): (&reqwest::Url, &HeaderMap, &Bytes),
+    token: &AuthorizerToken,
+) -> Result<Response<Body>, AuthorizerCallError> {
+    let proxy = &state.proxy;
+    let (response, rejected) = proxy
         .send_with_token(
             method,
-            &url,
-            &headers,
-            &body,
+            url,
+            headers,
+            body,
             "access_token",
             token.value.expose(),
         )
         .await
-        .map_err(proxy_error)?;
+        .map_err(AuthorizerCallError::Proxy)?;
     if !rejected {
         return Ok(response);
     }
-    let (next, refreshed) = platform
+    let next = platform
         .invalidate_authorizer(appid, token.value.expose(), state.token_wait)
-        .await
-        .map_err(|err| authorizer_error(platform, appid, err))?;
-    if !refreshed {
-        return Ok(response);
+        .await;
+    match next {
+        Err(err) => Err(AuthorizerCallError::Invalidate(err, response)),
+        Ok((_, false)) => Ok(response),
+        Ok((next, true)) => proxy
+            .send_with_token(
+                method,
+                url,
+                headers,
+                body,
+                "access_token",
+                next.value.expose(),
+            )
+            .await
+            .map(|(response, _)| response)
+            .map_err(AuthorizerCallError::Proxy),
     }
-    let (response, _) = state
-        .proxy
-        .send_with_token(
-            method,
-            &url,
-            &headers,
-            &body,
-            "access_token",
-            next.value.expose(),
-        )
-        .await
-        .map_err(proxy_error)?;
-    Ok(response)
 }

@@ -663,3 +663,35 @@ pub fn expected_signature(ticket: &str, config: &Value, page: &str) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+/// `size` brokers of `apps` sharing the store `store` (a `[store]` table).
+pub async fn fleet(apps: &str, store: &str, size: usize) -> Vec<std::sync::Arc<Broker>> {
+    let mut brokers = Vec::new();
+    for _ in 0..size {
+        let options = Options {
+            store: store.to_owned(),
+            ..Options::default()
+        };
+        brokers.push(std::sync::Arc::new(Broker::start_with(apps, options).await));
+    }
+    brokers
+}
+
+/// Waits until every broker serves the same token for `app`; returns it.
+pub async fn converged(brokers: &[std::sync::Arc<Broker>], app: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut tokens = std::collections::HashSet::new();
+        for broker in brokers {
+            tokens.insert(broker.token(app).await);
+        }
+        if tokens.len() == 1 {
+            return tokens.into_iter().next().unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fleet never converged on {app}: {tokens:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

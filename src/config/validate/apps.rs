@@ -14,7 +14,7 @@ pub(super) fn apps(raw: Vec<RawApp>, env: Env<'_>) -> Result<Vec<AppConfig>, Pro
     }
     let mut apps: Vec<AppConfig> = Vec::with_capacity(raw.len());
     for (index, mut raw) in raw.into_iter().enumerate() {
-        let name = app_name(index, raw.name.take())?;
+        let name = table_name("apps", index, raw.name.take())?;
         if let Some(earlier) = apps.iter().position(|a| a.name == name) {
             return Err(Problem::new(
                 format!("apps[{index}].name"),
@@ -59,23 +59,6 @@ pub(super) fn apps(raw: Vec<RawApp>, env: Env<'_>) -> Result<Vec<AppConfig>, Pro
         apps.push(app);
     }
     Ok(apps)
-}
-
-/// Names appear in URLs, metric labels and store keys, hence the strict set.
-fn app_name(index: usize, name: Option<String>) -> Result<String, Problem> {
-    let key = format!("apps[{index}].name");
-    let name = name.ok_or_else(|| Problem::new(&key, "required"))?;
-    let valid = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(Problem::new(
-            key,
-            format!("\"{name}\" is not a valid name: use 1 to 32 of a-z, 0-9, _ and -"),
-        ));
-    }
-    Ok(name)
 }
 
 fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
