@@ -1,23 +1,36 @@
 //! `[[clients]]` and `[server] remote_listen` / `remote_tls` (DESIGN.md
-//! section 15): who may read which apps. A client is known by a bearer
-//! credential (on the remote listener, stored as its SHA-256 only) or by
-//! a local uid or gid (on the Unix socket, from SO_PEERCRED).
+//! sections 15, 20 and 21): who may read which apps and platforms, call
+//! which APIs through the forwarding routes, and take operator actions.
+//! A client is known by a bearer credential (on the remote listener,
+//! stored as its SHA-256 only) or by a local uid or gid (on the Unix
+//! socket, from SO_PEERCRED).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::api_patterns::ApiPattern;
 use super::error::Problem;
 use super::raw::{RawClient, RawTls};
-use super::{AppConfig, TlsFiles};
+use super::{AppConfig, PlatformConfig, TlsFiles};
 
 /// One `[[clients]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// For logs and messages: `[A-Za-z0-9._-]{1,64}`.
+    /// For logs and messages: `[A-Za-z0-9._-]{1,64}` as configured, or
+    /// from the identity when none is (`uid:1001`, `gid:50`).
     pub name: String,
     pub identity: ClientIdentity,
     /// The apps this client may read, by name.
     pub apps: Vec<String>,
+    /// The Open Platform platforms this client may read, by name.
+    pub platforms: Vec<String>,
+    /// The WeCom suites this client may read, by name.
+    pub suites: Vec<String>,
+    /// The paths it may call through the forwarding routes; `None`: every
+    /// path.
+    pub apis: Option<Vec<ApiPattern>>,
+    /// It may take operator actions (`clear_quota`) on the apps it reads.
+    pub admin: bool,
 }
 
 /// How a client proves who it is.
@@ -30,6 +43,18 @@ pub enum ClientIdentity {
     Uid(u32),
     /// A local group (the peer's primary gid) on the Unix socket.
     Gid(u32),
+}
+
+impl ClientIdentity {
+    /// The name of a client configured without one: `uid:1001`,
+    /// `gid:50`. A bearer credential has none to give.
+    pub fn default_name(&self) -> Option<String> {
+        match self {
+            ClientIdentity::Bearer { .. } => None,
+            ClientIdentity::Uid(uid) => Some(format!("uid:{uid}")),
+            ClientIdentity::Gid(gid) => Some(format!("gid:{gid}")),
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientIdentity {
@@ -89,23 +114,27 @@ fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
     Ok(files)
 }
 
+/// What a client may name as readable: the configured apps, platforms
+/// and suites, by name.
+pub(super) struct Owners<'a> {
+    pub apps: &'a [AppConfig],
+    pub platforms: &'a [PlatformConfig],
+    /// No configuration section declares suites yet, so this is empty and
+    /// any suite a client names is refused as unknown.
+    pub suites: &'a [&'a str],
+}
+
 /// Every `[[clients]]` entry; `remote_listen` tells whether a bearer
 /// client has anywhere to connect, and the remote listener anyone to serve.
 pub(super) fn clients(
     raw: Vec<RawClient>,
-    apps: &[AppConfig],
+    owners: &Owners<'_>,
     remote_listen: Option<SocketAddr>,
 ) -> Result<Vec<ClientConfig>, Problem> {
     let mut clients: Vec<ClientConfig> = Vec::with_capacity(raw.len());
     for (index, raw) in raw.into_iter().enumerate() {
-        let client = client(index, raw, apps)?;
-        let key = format!("clients.{}", client.name);
-        if clients.iter().any(|c| c.name == client.name) {
-            return Err(Problem::new(
-                format!("clients[{index}].name"),
-                format!("\"{}\" is already the name of another client", client.name),
-            ));
-        }
+        let client = client(index, raw, owners)?;
+        let key = |field: &str| format!("clients[{index}].{field}");
         if let Some(twin) = clients.iter().find(|c| c.identity == client.identity) {
             let what = match client.identity {
                 ClientIdentity::Bearer { .. } => "credential_sha256",
@@ -113,13 +142,19 @@ pub(super) fn clients(
                 ClientIdentity::Gid(_) => "gid",
             };
             return Err(Problem::new(
-                format!("{key}.{what}"),
+                key(what),
                 format!("is the same as client \"{}\"'s", twin.name),
+            ));
+        }
+        if clients.iter().any(|c| c.name == client.name) {
+            return Err(Problem::new(
+                key("name"),
+                format!("\"{}\" is already the name of another client", client.name),
             ));
         }
         if matches!(client.identity, ClientIdentity::Bearer { .. }) && remote_listen.is_none() {
             return Err(Problem::new(
-                format!("{key}.credential_sha256"),
+                key("credential_sha256"),
                 "a bearer credential is only accepted on server.remote_listen, which is not set",
             ));
         }
@@ -138,13 +173,15 @@ pub(super) fn clients(
 }
 
 /// With `[[clients]]` limiting local users by uid or gid, the other
-/// local listeners (TCP, the compatible ones) still serve every app to
-/// any local process: worth a warning, since they carry no identity.
+/// local listeners (TCP, the compatible ones) still serve every app and
+/// forward every path to any local process: worth a warning, since they
+/// carry no identity.
 pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
-    let local_limits = config
+    let local: Vec<&ClientConfig> = config
         .clients
         .iter()
-        .any(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }));
+        .filter(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }))
+        .collect();
     let server = &config.server;
     let open: Vec<&str> = [
         ("server.listen", server.listen.is_some()),
@@ -160,30 +197,23 @@ pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
     .collect();
-    (local_limits && !open.is_empty()).then(|| {
-        format!(
-            "uid/gid clients limit the Unix socket only; {} serve every app to any local \
-             process (TCP carries no identity): remove them where local users must be kept apart",
-            open.join(" and ")
-        )
-    })
+    if local.is_empty() || open.is_empty() {
+        return None;
+    }
+    let apis = if local.iter().any(|c| c.apis.is_some()) {
+        " and forward every API path whatever a client's apis say"
+    } else {
+        ""
+    };
+    Some(format!(
+        "uid/gid clients limit the Unix socket only; {} serve every app{apis} to any local \
+         process (TCP carries no identity): remove them where local users must be kept apart",
+        open.join(" and ")
+    ))
 }
 
-fn client(index: usize, raw: RawClient, apps: &[AppConfig]) -> Result<ClientConfig, Problem> {
-    let name = raw
-        .name
-        .ok_or_else(|| Problem::new(format!("clients[{index}].name"), "required"))?;
-    let valid_name = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if !valid_name {
-        return Err(Problem::new(
-            format!("clients[{index}].name"),
-            "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
-        ));
-    }
-    let key = |field: &str| format!("clients.{name}.{field}");
+fn client(index: usize, raw: RawClient, owners: &Owners<'_>) -> Result<ClientConfig, Problem> {
+    let key = |field: &str| format!("clients[{index}].{field}");
     let identity = match (raw.credential_sha256, raw.uid, raw.gid) {
         (Some(hex), None, None) => ClientIdentity::Bearer {
             sha256: sha256_hex(&hex).ok_or_else(|| {
@@ -199,40 +229,108 @@ fn client(index: usize, raw: RawClient, apps: &[AppConfig]) -> Result<ClientConf
         (None, None, Some(gid)) => ClientIdentity::Gid(id(&key("gid"), gid)?),
         _ => {
             return Err(Problem::new(
-                format!("clients.{name}"),
+                format!("clients[{index}]"),
                 "set exactly one of credential_sha256, uid or gid",
             ))
         }
     };
-    let listed = raw
-        .apps
-        .filter(|apps| !apps.is_empty())
-        .ok_or_else(|| Problem::new(key("apps"), "required: the apps this client may read"))?;
-    let mut allowed: Vec<String> = Vec::with_capacity(listed.len());
-    for app in listed {
-        if !apps.iter().any(|a| a.name == app) {
-            let configured: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
-            return Err(Problem::new(
-                key("apps"),
-                format!(
-                    "\"{app}\" is not a configured app (configured: {})",
-                    configured.join(", ")
-                ),
-            ));
+    let name = match raw.name {
+        Some(name) => valid_name(name).ok_or_else(|| {
+            Problem::new(
+                key("name"),
+                "must be 1 to 64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+            )
+        })?,
+        None => identity.default_name().ok_or_else(|| {
+            Problem::new(
+                key("name"),
+                "required for a credential_sha256 client: a bearer credential has no \
+                 identity to name it by, and the name labels its requests in logs and metrics",
+            )
+        })?,
+    };
+    let apps = names(&key("apps"), raw.apps, "app", owners.apps.iter().map(|a| a.name.as_str()))?;
+    let platforms = names(
+        &key("platforms"),
+        raw.platforms,
+        "platform",
+        owners.platforms.iter().map(|p| p.name.as_str()),
+    )?;
+    let suites = names(&key("suites"), raw.suites, "suite", owners.suites.iter().copied())?;
+    if apps.is_empty() && platforms.is_empty() && suites.is_empty() {
+        return Err(Problem::new(
+            key("apps"),
+            "required: the apps (or platforms) this client may read",
+        ));
+    }
+    let apis = match raw.apis {
+        None => None,
+        Some(listed) => {
+            let mut patterns = Vec::with_capacity(listed.len());
+            for (at, text) in listed.iter().enumerate() {
+                let pattern = ApiPattern::parse(text)
+                    .map_err(|why| Problem::new(format!("clients[{index}].apis[{at}]"), why))?;
+                patterns.push(pattern);
+            }
+            Some(patterns)
         }
-        if allowed.contains(&app) {
-            return Err(Problem::new(
-                key("apps"),
-                format!("\"{app}\" is listed twice"),
-            ));
-        }
-        allowed.push(app);
+    };
+    let admin = raw.admin.unwrap_or(false);
+    if admin && matches!(identity, ClientIdentity::Bearer { .. }) {
+        return Err(Problem::new(
+            key("admin"),
+            "applies to uid and gid clients only: operator actions are served on the Unix socket, never on the remote listener",
+        ));
     }
     Ok(ClientConfig {
         name,
         identity,
-        apps: allowed,
+        apps,
+        platforms,
+        suites,
+        apis,
+        admin,
     })
+}
+
+/// `name` if it is one a header or a log line can carry.
+fn valid_name(name: String) -> Option<String> {
+    let valid = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    valid.then_some(name)
+}
+
+/// A list of names at `key`, each one of `configured` and listed once;
+/// empty when the key is absent.
+fn names<'a>(
+    key: &str,
+    listed: Option<Vec<String>>,
+    what: &str,
+    configured: impl Iterator<Item = &'a str> + Clone,
+) -> Result<Vec<String>, Problem> {
+    let listed = listed.unwrap_or_default();
+    let mut names: Vec<String> = Vec::with_capacity(listed.len());
+    for name in listed {
+        if !configured.clone().any(|known| known == name) {
+            let configured: Vec<&str> = configured.clone().collect();
+            let configured = if configured.is_empty() {
+                "none is configured".to_owned()
+            } else {
+                format!("configured: {}", configured.join(", "))
+            };
+            return Err(Problem::new(
+                key,
+                format!("\"{name}\" is not a configured {what} ({configured})"),
+            ));
+        }
+        if names.contains(&name) {
+            return Err(Problem::new(key, format!("\"{name}\" is listed twice")));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn id(key: &str, value: i64) -> Result<u32, Problem> {
@@ -355,21 +453,21 @@ mod tests {
             ),
             (
                 format!("{}{owned}{bearer}", server("")),
-                "clients.staging.credential_sha256",
+                "clients[0].credential_sha256",
             ),
             (
                 format!(
                     "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\napps = [\"nope\"]\n",
                     server("")
                 ),
-                "clients.x.apps",
+                "clients[0].apps",
             ),
             (
                 format!(
                     "{}{owned}[[clients]]\nname = \"x\"\nuid = 5\ngid = 5\napps = [\"crm\"]\n",
                     server("")
                 ),
-                "clients.x",
+                "clients[0]",
             ),
         ];
         for (text, key) in cases {
@@ -382,6 +480,96 @@ mod tests {
         );
         let message = parse(&pasted).unwrap_err().to_string();
         assert!(!message.contains("bearer-credential-value"), "{message}");
+    }
+
+    #[test]
+    fn clients_name_platforms_suites_apis_and_admin() {
+        let platform = "[[platforms]]\nname = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\n\
+                        token = \"t\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
+        let base = format!(
+            "[server]\nlisten = \"127.0.0.1:8930\"\ncallback_listen = \"127.0.0.1:8940\"\n\
+             [[apps]]\nname = \"shop\"\nappid = \"wx1\"\nsecret = \"s\"\n{platform}"
+        );
+        let config = parse(&format!(
+            "{base}[[clients]]\nuid = 1001\napps = [\"shop\"]\nplatforms = [\"saas\"]\n\
+             apis = [\"/cgi-bin/message/*\", \"/tcb/invokecloudfunction\"]\n\
+             [[clients]]\ngid = 50\nplatforms = [\"saas\"]\nadmin = true\n\
+             [[clients]]\nname = \"ci\"\nuid = 1002\napps = [\"shop\"]\napis = []\n"
+        ))
+        .unwrap();
+        let names: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["uid:1001", "gid:50", "ci"]);
+        let first = &config.clients[0];
+        assert_eq!(first.platforms, ["saas"]);
+        assert_eq!(first.apis.as_ref().map(Vec::len), Some(2));
+        assert!(config.clients[1].admin && config.clients[1].apps.is_empty());
+        assert_eq!(config.clients[2].apis, Some(Vec::new()));
+        // check-config shows each client's lists, and a name taken from
+        // the identity as a comment (it is no name one could write).
+        let shown = config.render_effective();
+        for line in [
+            "# name: uid:1001 (from its identity)",
+            "platforms = [\"saas\"]",
+            "apis = [\"/cgi-bin/message/*\", \"/tcb/invokecloudfunction\"]",
+            "admin = true",
+            "apis = []",
+            "# apis: not set (every path)",
+        ] {
+            assert!(shown.contains(line), "{line} in\n{shown}");
+        }
+
+        let client = |body: &str| format!("{base}[[clients]]\n{body}\n");
+        let cases = [
+            ("uid = 5\napps = [\"shop\"]\nplatforms = [\"nope\"]", "clients[0].platforms"),
+            ("uid = 5\nplatforms = [\"saas\", \"saas\"]", "clients[0].platforms"),
+            ("uid = 5\napps = [\"shop\"]\nsuites = [\"crm\"]", "clients[0].suites"),
+            ("uid = 5", "clients[0].apps"),
+            ("uid = 5\napps = []\nplatforms = []", "clients[0].apps"),
+            ("uid = 5\napps = [\"shop\"]\napis = [\"/cgi-bin/*\", \"cgi-bin/x\"]", "clients[0].apis[1]"),
+            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/*/b\"]", "clients[0].apis[0]"),
+            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/../b\"]", "clients[0].apis[0]"),
+            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/%62\"]", "clients[0].apis[0]"),
+            ("uid = 5\napps = [\"shop\"]\napis = [\"\"]", "clients[0].apis[0]"),
+            ("name = \"bad name\"\nuid = 5\napps = [\"shop\"]", "clients[0].name"),
+        ];
+        for (body, key) in cases {
+            assert_eq!(key_of(&client(body)), key, "{body}");
+        }
+        let message = parse(&client("uid = 5\napps = [\"shop\"]\nsuites = [\"crm\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("none is configured"), "{message}");
+        let message = parse(&client("uid = 5\napps = [\"shop\"]\napis = [\"/a/*/b\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("'*'"), "{message}");
+        // Two nameless entries of one uid are twins.
+        let twins = client("uid = 5\napps = [\"shop\"]\n[[clients]]\nuid = 5\napps = [\"shop\"]");
+        assert_eq!(key_of(&twins), "clients[1].uid");
+    }
+
+    #[test]
+    fn a_bearer_client_needs_a_name_and_is_never_admin() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = crate::tls::init(&dir.path().join("tls")).unwrap();
+        let base = format!(
+            "[server]\nlisten = \"127.0.0.1:8930\"\nremote_listen = \"127.0.0.1:8943\"\n\
+             remote_tls = {{ cert_file = \"{}\", key_file = \"{}\" }}\n\
+             [[apps]]\nname = \"shop\"\nappid = \"wx1\"\nsecret = \"s\"\n",
+            issued.cert.display(),
+            issued.key.display()
+        );
+        let nameless = format!(
+            "{base}[[clients]]\ncredential_sha256 = \"{DIGEST}\"\napps = [\"shop\"]\n"
+        );
+        assert_eq!(key_of(&nameless), "clients[0].name");
+        let message = parse(&nameless).unwrap_err().to_string();
+        assert!(!message.contains(&DIGEST[..8]), "{message}");
+        let admin = format!(
+            "{base}[[clients]]\nname = \"staging\"\ncredential_sha256 = \"{DIGEST}\"\n\
+             apps = [\"shop\"]\nadmin = true\n"
+        );
+        assert_eq!(key_of(&admin), "clients[0].admin");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::credential::TicketKind;
 use crate::secret::Secret;
 
+mod api_patterns;
 mod clients;
 mod error;
 mod follow;
@@ -29,6 +30,7 @@ mod urls;
 mod validate;
 mod warnings;
 
+pub use api_patterns::ApiPattern;
 pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
 pub use follow::FollowConfig;
@@ -45,7 +47,8 @@ pub struct Config {
     pub log: LogConfig,
     pub upstream: UpstreamConfig,
     pub apps: Vec<AppConfig>,
-    /// `[[clients]]`: who may read which apps (DESIGN.md section 15).
+    /// `[[clients]]`: who may read which apps and platforms, and call
+    /// which APIs (DESIGN.md sections 15, 20 and 21).
     pub clients: Vec<ClientConfig>,
     /// WeChat Open Platform component apps (`[[platforms]]`).
     pub platforms: Vec<PlatformConfig>,

@@ -26,8 +26,8 @@ pub(crate) struct RawConfig {
     pub clients: Option<Vec<RawClient>>,
 }
 
-/// `[[clients]]`: who may read which apps, on the remote listener (a
-/// bearer credential) or on the Unix socket (a uid or gid).
+/// `[[clients]]`: who may read which apps and platforms, on the remote
+/// listener (a bearer credential) or on the Unix socket (a uid or gid).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawClient {
@@ -36,6 +36,10 @@ pub(crate) struct RawClient {
     pub uid: Option<i64>,
     pub gid: Option<i64>,
     pub apps: Option<Vec<String>>,
+    pub platforms: Option<Vec<String>>,
+    pub suites: Option<Vec<String>>,
+    pub apis: Option<Vec<String>>,
+    pub admin: Option<bool>,
 }
 
 /// `[upstream]`: how the broker reaches WeChat.

@@ -182,7 +182,11 @@ pub(crate) fn effective(config: &Config) -> String {
     }
     for client in &config.clients {
         out.table("[[clients]]");
-        out.string("name", &client.name);
+        if client.identity.default_name().as_ref() == Some(&client.name) {
+            out.comment(&format!("name: {} (from its identity)", client.name));
+        } else {
+            out.string("name", &client.name);
+        }
         match client.identity {
             // The digest is shown masked like a secret: check-config
             // output is pasted into tickets and chats.
@@ -190,8 +194,23 @@ pub(crate) fn effective(config: &Config) -> String {
             ClientIdentity::Uid(uid) => out.raw("uid", &uid.to_string()),
             ClientIdentity::Gid(gid) => out.raw("gid", &gid.to_string()),
         }
-        let apps: Vec<String> = client.apps.iter().map(|app| quoted(app)).collect();
-        out.raw("apps", &format!("[{}]", apps.join(", ")));
+        out.raw("apps", &quoted_list(client.apps.iter().map(String::as_str)));
+        if !client.platforms.is_empty() {
+            out.raw(
+                "platforms",
+                &quoted_list(client.platforms.iter().map(String::as_str)),
+            );
+        }
+        if !client.suites.is_empty() {
+            out.raw("suites", &quoted_list(client.suites.iter().map(String::as_str)));
+        }
+        match &client.apis {
+            Some(apis) => out.raw("apis", &quoted_list(apis.iter().map(|api| api.as_str()))),
+            None => out.comment("apis: not set (every path)"),
+        }
+        if client.admin {
+            out.raw("admin", "true");
+        }
     }
     super::platforms::render(&mut out.0, &config.platforms);
     out.0
@@ -199,6 +218,11 @@ pub(crate) fn effective(config: &Config) -> String {
 
 fn quoted(value: &str) -> String {
     toml::Value::String(value.to_owned()).to_string()
+}
+
+/// `["a", "b"]`, each quoted the TOML way.
+fn quoted_list<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    format!("[{}]", values.map(quoted).collect::<Vec<_>>().join(", "))
 }
 
 /// Builds the text line by line, quoting values the TOML way.

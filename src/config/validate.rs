@@ -91,8 +91,16 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
     compat_listeners(&server, &apps)?;
     let store = store(raw.store.unwrap_or_default(), env)?;
     redis::lock_fits(&store, &apps)?;
-    let clients =
-        super::clients::clients(raw.clients.unwrap_or_default(), &apps, server.remote_listen)?;
+    let owners = super::clients::Owners {
+        apps: &apps,
+        platforms: &platforms,
+        suites: &[],
+    };
+    let clients = super::clients::clients(
+        raw.clients.unwrap_or_default(),
+        &owners,
+        server.remote_listen,
+    )?;
     super::platforms::callback_listener(&server, &platforms)?;
     redis::platforms_fit(&store, &platforms)?;
     Ok(Config {

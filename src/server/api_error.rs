@@ -4,8 +4,10 @@
 use serde_json::json;
 
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
+use super::wechat_path::Withheld;
 use crate::broker::{LastError, TokenError};
 use crate::credential::Credential;
+use crate::identity::{Act, Denied, Resource};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -28,6 +30,12 @@ pub enum ApiError {
     ProxiedRequestRefused,
     #[error("the proxy never forwards {endpoint}: it fetches a credential, which only the broker does; read the token from GET /v1/apps/{app}/token")]
     CredentialEndpointRefused { app: String, endpoint: &'static str },
+    #[error("the proxy never forwards this path: {0}")]
+    ForwardWithheld(Withheld),
+    #[error("this client may not call {path} through the proxy: it is not in the client's apis")]
+    ApiNotAllowed { path: String },
+    #[error("{0}")]
+    AdminOnly(String),
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("the request body did not arrive in time")]
@@ -57,8 +65,8 @@ pub enum ApiError {
         "this listener serves authenticated clients only: send Authorization: Bearer <credential>"
     )]
     Unauthorized,
-    #[error("this client may not read app '{app}'")]
-    Forbidden { app: String },
+    #[error("this client may not read {what} '{name}'")]
+    Forbidden { what: &'static str, name: String },
 }
 
 impl ApiError {
@@ -74,9 +82,11 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => S::BAD_REQUEST,
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
-            ApiError::ProxiedRequestRefused | ApiError::CredentialEndpointRefused { .. } => {
-                S::FORBIDDEN
-            }
+            ApiError::ProxiedRequestRefused
+            | ApiError::CredentialEndpointRefused { .. }
+            | ApiError::ForwardWithheld(_)
+            | ApiError::ApiNotAllowed { .. }
+            | ApiError::AdminOnly(_) => S::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
             ApiError::RequestTimeout => S::REQUEST_TIMEOUT,
             ApiError::TokenUnavailable { .. } => S::SERVICE_UNAVAILABLE,
@@ -98,9 +108,11 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingClientHeader => "missing_client_header",
-            ApiError::ProxiedRequestRefused | ApiError::CredentialEndpointRefused { .. } => {
-                "proxied_request_refused"
-            }
+            ApiError::ProxiedRequestRefused
+            | ApiError::CredentialEndpointRefused { .. }
+            | ApiError::ForwardWithheld(_) => "proxied_request_refused",
+            ApiError::ApiNotAllowed { .. } => "api_not_allowed",
+            ApiError::AdminOnly(_) => "admin_only",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::TokenUnavailable { .. } => "token_unavailable",
@@ -138,6 +150,24 @@ impl ApiError {
         json!({ "error": error })
     }
 
+    /// A refusal of [`crate::identity::Access::check`].
+    pub fn denied(resource: Resource<'_>, act: Act<'_>, denied: Denied) -> Self {
+        match (denied, act) {
+            (Denied::ApiNotAllowed, Act::Forward(path)) => ApiError::ApiNotAllowed {
+                path: path.shown(),
+            },
+            (Denied::AdminOnly, _) => ApiError::AdminOnly(format!(
+                "this client may not take operator actions on {} '{}': that needs a [[clients]] entry with admin = true naming it, or root",
+                resource.kind(),
+                resource.name().chars().take(64).collect::<String>()
+            )),
+            _ => ApiError::Forbidden {
+                what: resource.kind(),
+                name: resource.name().chars().take(64).collect(),
+            },
+        }
+    }
+
     pub fn from_proxy_error(app: &str, err: ProxyError) -> Self {
         match err {
             ProxyError::BadPath(why) => ApiError::BadRequest(format!(
@@ -147,6 +177,7 @@ impl ApiError {
                 app: app.to_owned(),
                 endpoint,
             },
+            ProxyError::Withheld(withheld) => ApiError::ForwardWithheld(withheld),
             ProxyError::TooLarge => ApiError::PayloadTooLarge {
                 limit: PROXY_BODY_LIMIT,
             },

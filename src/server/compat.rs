@@ -54,6 +54,9 @@ impl WxError {
                 48001,
                 format!("api unauthorized: wxbroker never forwards {endpoint}"),
             ),
+            ProxyError::Withheld(withheld) => {
+                WxError::new(-1, format!("system error (wxbroker: refused: {withheld})"))
+            }
             ProxyError::TooLarge => WxError::new(
                 45002,
                 format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),

@@ -203,12 +203,14 @@ async fn forward_component(
     request: &http::request::Parts,
     body: Bytes,
 ) -> Answer {
+    // The path is judged before the token is asked for: a refused call
+    // makes no upstream call at all.
+    let (url, headers) = prepare(api, platform, request)?;
     let component = platform.component();
     let token = component
         .token(api.token_wait)
         .await
         .map_err(|err| wx_error(-1, &format!("system error (wxbroker: {err})")))?;
-    let (url, headers) = prepare(api, platform, request)?;
     let send = |token: String| {
         let (url, headers, body) = (&url, &headers, &body);
         async move {

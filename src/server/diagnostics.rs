@@ -1,6 +1,7 @@
 //! The operator's routes (DESIGN.md section 16): `GET
 //! /v1/apps/{app}/quota?cgi_path=…`, `POST /v1/apps/{app}/clear_quota`
-//! (body `{"confirm":true}`, Unix socket only) and `GET
+//! (body `{"confirm":true}`, Unix socket only, and with `[[clients]]`
+//! limiting local peers, an `admin` client's or root's) and `GET
 //! /v1/apps/{app}/rids/{rid}`. The broker makes the upstream call with its
 //! own credentials ([`crate::diagnostics`]); these handlers parse, refuse
 //! and explain.
@@ -18,7 +19,7 @@ use crate::diagnostics::{
     CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH, RESET_LIMIT_ERRCODE,
     RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
-use crate::identity::Access;
+use crate::identity::{Access, Act, Resource};
 
 /// The `route` label values of these routes, in [`Route::offset`] order.
 pub(super) const TEMPLATES: [&str; 3] = [
@@ -82,6 +83,9 @@ pub(super) async fn handle(
                     None,
                 ));
             }
+            // With uid/gid clients, reading the app is not enough: a reset
+            // spends one of the account's ten a month.
+            super::routes::check(access, Resource::App(name), Act::Operate)?;
             if app.config().follow.is_some() {
                 // Its secret and its quota are the leader's.
                 return Err(ApiError::BadRequest(format!(

@@ -11,18 +11,23 @@ use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::proxy::{Forward, ProxyError};
 use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::routes::{check, read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::wechat_path::ForwardPath;
 use crate::broker::TokenRecord;
 use crate::credential::Credential;
+use crate::identity::{Access, Act, Resource};
 use crate::platform::authorizers::AuthorizerToken;
 use crate::platform::{AuthorizerError, PlatformHandle};
 
 /// The largest page of `GET .../authorizers`.
 const MAX_PAGE: usize = 500;
 
-/// `rest` is the path after `/v1/platforms/`.
+/// `rest` is the path after `/v1/platforms/`. The caller's access to the
+/// platform is checked here, before any route below it: every one of
+/// them hands out or uses the platform's credentials.
 pub(super) async fn dispatch(
     state: &ApiState,
+    access: &Access,
     rest: &str,
     request: &http::request::Parts,
     body: RequestBody,
@@ -30,14 +35,19 @@ pub(super) async fn dispatch(
     let method = &request.method;
     let query = request.uri.query();
     let (name, below) = rest.split_once('/').unwrap_or((rest, ""));
+    // A platform the caller may not read is 403 whether or not it exists.
+    check(access, Resource::Platform(name), Act::Read)?;
     let platform = find(state, name)?;
     if let Some(rest) = below.strip_prefix("authorizers/") {
         let (appid, action) = rest.split_once('/').unwrap_or((rest, ""));
         if let Some(path) = action.strip_prefix("proxy") {
             if path.is_empty() || path.starts_with('/') {
+                let path = path.strip_prefix('/').unwrap_or("");
+                let judged = ForwardPath::new(path);
+                check(access, Resource::Platform(name), Act::Forward(&judged))?;
                 let forward = Forward {
                     method,
-                    path: path.strip_prefix('/').unwrap_or(""),
+                    path,
                     query,
                     headers: &request.headers,
                 };
@@ -277,12 +287,14 @@ async fn proxy(
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let proxy_error = |err| ApiError::from_proxy_error(platform.name(), err);
-    let token = authorizer_token(state, platform, appid).await?;
+    // The path is judged before the token is asked for: a refused call
+    // makes no upstream call at all, not even a token fetch.
     let (url, headers, body) = state
         .proxy
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
         .await
         .map_err(proxy_error)?;
+    let token = authorizer_token(state, platform, appid).await?;
     let answer = send_as_authorizer(
         state,
         platform,

@@ -21,7 +21,8 @@ use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
 use crate::diagnostics::Diagnostics;
-use crate::identity::{Access, Clients, Peer};
+use super::wechat_path::ForwardPath;
+use crate::identity::{Access, Act, Clients, Peer, Resource};
 use crate::metrics::Metrics;
 use crate::store::grant_label;
 use prometheus::{Histogram, IntCounter};
@@ -462,6 +463,8 @@ async fn dispatch(
         }
         Route::Proxy(name, path) => {
             let app = find_app(&state.broker, &access, name)?;
+            let judged = ForwardPath::new(path);
+            check(&access, Resource::App(name), Act::Forward(&judged))?;
             let forward = Forward {
                 method,
                 path,
@@ -477,7 +480,9 @@ async fn dispatch(
         Route::Diagnostics(route) => {
             diagnostics::handle(state, listener, &access, route, request, body).await
         }
-        Route::Platform(rest) => super::platform_routes::dispatch(state, rest, request, body).await,
+        Route::Platform(rest) => {
+            super::platform_routes::dispatch(state, &access, rest, request, body).await
+        }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),
@@ -534,25 +539,22 @@ pub(super) fn find_app(
     access: &Access,
     name: &str,
 ) -> Result<AppHandle, ApiError> {
-    if !access.allows(name) {
-        return Err(ApiError::Forbidden {
-            app: name.chars().take(64).collect(),
-        });
-    }
+    check(access, Resource::App(name), Act::Read)?;
     broker.app(name).ok_or_else(|| ApiError::AppNotFound {
         name: name.chars().take(64).collect(),
         configured: visible_names(broker, access),
     })
 }
 
+/// [`Access::check`], its refusal as the API answers it.
+pub(super) fn check(access: &Access, resource: Resource<'_>, act: Act<'_>) -> Result<(), ApiError> {
+    access
+        .check(resource, act)
+        .map_err(|denied| ApiError::denied(resource, act, denied))
+}
+
 fn allowed(access: &Access, app: &AppHandle) -> Result<(), ApiError> {
-    if access.allows(app.name()) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden {
-            app: app.name().to_owned(),
-        })
-    }
+    check(access, Resource::App(app.name()), Act::Read)
 }
 
 /// The names of the apps `access` may read, for messages.

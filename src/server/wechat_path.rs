@@ -7,7 +7,11 @@
 //! (DESIGN.md section 17: only the refresher fetches a credential).
 //!
 //! It is DESIGN.md section 12's path table: which credential a path
-//! carries decides what the forwarding routes do with it.
+//! carries decides what the forwarding routes do with it; and section
+//! 21's rule that no forwarding route reaches an operator action or an
+//! answer carrying refresh tokens or permanent codes ([`withheld`]).
+//! Every spelling a hop might see (each round of decoding) is judged, so
+//! a path refused in one of them is refused.
 
 /// The families of paths the forwarding routes treat differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,13 +77,155 @@ impl PathFamily {
     }
 }
 
+/// Why no forwarding route passes a path upstream, whatever it carries
+/// and whoever asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Withheld {
+    /// It fetches a credential the broker owns (section 17): forwarding it
+    /// would supersede the one every other client is using. Names the
+    /// endpoint.
+    CredentialFetch(&'static str),
+    /// An operator action: `clear_quota` in any spelling, version and
+    /// family spends one of the account's ten resets a month.
+    OperatorAction,
+    /// Its answer carries refresh tokens or permanent codes, which only
+    /// the broker holds. Names the endpoint.
+    SecretAnswer(&'static str),
+}
+
+impl std::fmt::Display for Withheld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Withheld::CredentialFetch(endpoint) => {
+                write!(f, "{endpoint} fetches a credential, which only the broker's refresher does")
+            }
+            Withheld::OperatorAction => f.write_str(
+                "clear_quota is an operator action: run `wxbroker clear-quota` on the broker's Unix socket",
+            ),
+            Withheld::SecretAnswer(endpoint) => write!(
+                f,
+                "{endpoint} answers with refresh tokens or permanent codes, which only the broker holds"
+            ),
+        }
+    }
+}
+
+/// Endpoints whose answers carry an authorizer's refresh token or a
+/// WeCom permanent code, by the last segment that names them.
+const SECRET_ANSWERS: [&str; 5] = [
+    "api_get_authorizer_list",
+    "api_get_authorizer_info",
+    "api_query_auth",
+    "get_permanent_code",
+    "get_auth_info",
+];
+
+/// Why `path` may never be forwarded, if it may not: judged in every
+/// spelling a hop might route on ([`spellings`]).
+pub fn withheld(path: &str) -> Option<Withheld> {
+    let spellings = spellings(path);
+    let fetch = spellings
+        .iter()
+        .map(|spelling| classify_normalised(spelling))
+        .find(|family| family.fetches_credential());
+    if let Some(family) = fetch {
+        return Some(Withheld::CredentialFetch(match family {
+            PathFamily::ClassicToken => "/cgi-bin/token",
+            PathFamily::StableToken => "/cgi-bin/stable_token",
+            PathFamily::WecomToken => "/cgi-bin/gettoken",
+            _ => "an Open Platform credential endpoint",
+        }));
+    }
+    if spellings.iter().any(|spelling| is_operator_action(spelling)) {
+        return Some(Withheld::OperatorAction);
+    }
+    spellings.iter().find_map(|spelling| {
+        spelling
+            .split('/')
+            .find_map(|segment| SECRET_ANSWERS.into_iter().find(|name| *name == segment))
+            .map(Withheld::SecretAnswer)
+    })
+}
+
+/// `clear_quota` in any family (`/cgi-bin/`, `/cgi-bin/component/`,
+/// WeCom's `/cgi-bin/service/`), version (`/v2`) or spelling
+/// (`clear-quota`, `clearquota`), and a `quota/clear` or `quota/reset`.
+fn is_operator_action(spelling: &str) -> bool {
+    let squashed: Vec<String> = spelling
+        .split('/')
+        .map(|segment| segment.replace(['_', '-', '.'], ""))
+        .collect();
+    let named = squashed.iter().any(|segment| {
+        ["clearquota", "resetquota", "quotaclear", "quotareset"]
+            .iter()
+            .any(|action| segment.contains(action))
+    });
+    let nested = squashed
+        .windows(2)
+        .any(|pair| pair[0] == "quota" && matches!(pair[1].as_str(), "clear" | "reset"));
+    named || nested
+}
+
+/// A forwarded path, judged once: every spelling a client may be
+/// allowed or refused by.
+#[derive(Debug, Clone)]
+pub struct ForwardPath {
+    spellings: Vec<String>,
+}
+
+impl ForwardPath {
+    pub fn new(path: &str) -> Self {
+        ForwardPath {
+            spellings: spellings(path),
+        }
+    }
+
+    /// The normalised spellings (no leading slash, lowercase).
+    pub fn spellings(&self) -> &[String] {
+        &self.spellings
+    }
+
+    /// The path as the upstream would finally route it, for messages:
+    /// `/` and the most decoded spelling, cut at 256 characters.
+    pub fn shown(&self) -> String {
+        let last = self.spellings.last().map_or("", String::as_str);
+        format!("/{}", last.chars().take(256).collect::<String>())
+    }
+}
+
+/// `path` normalised after one decoding, after two, and so on until
+/// decoding changes nothing (at most [`DECODE_ROUNDS`]); each spelling
+/// once. A hop that decodes fewer times than the next routes on one of
+/// these, so a rule must hold for all of them.
+pub fn spellings(path: &str) -> Vec<String> {
+    let mut spellings: Vec<String> = Vec::new();
+    let mut decoded = path.to_owned();
+    for _ in 0..DECODE_ROUNDS {
+        let next = String::from_utf8_lossy(&percent_decode(&decoded)).into_owned();
+        let spelling = segments(&next);
+        // Kept once, and the most decoded last.
+        spellings.retain(|earlier| *earlier != spelling);
+        spellings.push(spelling);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    spellings
+}
+
 /// Decoding rounds before a path is judged: a hop may decode once more
 /// than the one before it, so `%2574` must read as `t` too.
 const DECODE_ROUNDS: usize = 4;
 
 /// The family of `path` (with or without its leading slash).
 pub fn classify(path: &str) -> PathFamily {
-    match normalise(path).as_str() {
+    classify_normalised(&normalise(path))
+}
+
+/// [`classify`] for a path [`normalise`]d already.
+fn classify_normalised(path: &str) -> PathFamily {
+    match path {
         "cgi-bin/token" => PathFamily::ClassicToken,
         "cgi-bin/stable_token" => PathFamily::StableToken,
         "cgi-bin/gettoken" => PathFamily::WecomToken,
@@ -109,6 +255,12 @@ pub fn normalise(path: &str) -> String {
         }
         decoded = next;
     }
+    segments(&decoded)
+}
+
+/// A decoded path with empty and `.` segments dropped, `..` applied,
+/// lowercased, without leading or trailing slash.
+fn segments(decoded: &str) -> String {
     let mut segments: Vec<&str> = Vec::new();
     for segment in decoded.split(['/', '\\']) {
         // A `;` starts path parameters for some servers: what precedes it
@@ -179,6 +331,85 @@ mod tests {
         );
         assert_eq!(classify("/cgi-bin/ticket/getticket"), PathFamily::Ticket);
         assert_eq!(classify("/cgi-bin/get_jsapi_ticket"), PathFamily::Ticket);
+    }
+
+    #[test]
+    fn operator_actions_are_withheld_in_every_spelling_version_and_family() {
+        for path in [
+            "/cgi-bin/clear_quota",
+            "cgi-bin/clear_quota",
+            "/cgi-bin/%63lear_quota",
+            "/cgi-bin/%2563lear_quota",
+            "/CGI-BIN/Clear_Quota/",
+            "/cgi-bin//clear_quota",
+            "/cgi-bin/./clear_quota",
+            "/cgi-bin/x/../clear_quota",
+            "/cgi-bin%2fclear_quota",
+            "/cgi-bin/clear_quota;x=1",
+            "/cgi-bin/clear_quota/v2",
+            "/cgi-bin/component/clear_quota",
+            "/cgi-bin/component/clear_quota/v2",
+            "/cgi-bin/service/clear_quota",
+            "/wxa/clear_quota",
+            "/cgi-bin/clear-quota",
+            "/cgi-bin/openapi/quota/clear",
+            "/cgi-bin/openapi/quota/reset",
+            // Refused in a spelling a once-decoding hop would route on,
+            // even where full decoding makes it something else.
+            "/cgi-bin/clear_quota/%252e%252e/message/custom/send",
+        ] {
+            assert_eq!(withheld(path), Some(Withheld::OperatorAction), "{path}");
+        }
+        assert_eq!(withheld("/cgi-bin/openapi/quota/get"), None);
+        assert_eq!(withheld("/cgi-bin/message/custom/send"), None);
+    }
+
+    #[test]
+    fn answers_carrying_refresh_tokens_or_permanent_codes_are_withheld() {
+        for (path, endpoint) in [
+            (
+                "/cgi-bin/component/api_get_authorizer_list",
+                "api_get_authorizer_list",
+            ),
+            (
+                "/cgi-bin/component/%61pi_get_authorizer_list",
+                "api_get_authorizer_list",
+            ),
+            (
+                "/cgi-bin/component/api_get_authorizer_info",
+                "api_get_authorizer_info",
+            ),
+            ("/cgi-bin/service/get_permanent_code", "get_permanent_code"),
+            ("/cgi-bin/service/v2/get_permanent_code", "get_permanent_code"),
+            ("/cgi-bin/service/get_auth_info", "get_auth_info"),
+        ] {
+            assert_eq!(withheld(path), Some(Withheld::SecretAnswer(endpoint)), "{path}");
+        }
+        // A credential fetch stays one, whatever else it hands out.
+        assert!(matches!(
+            withheld("/cgi-bin/component/api_query_auth"),
+            Some(Withheld::CredentialFetch(_))
+        ));
+        assert!(matches!(
+            withheld("/cgi-bin/%2574oken"),
+            Some(Withheld::CredentialFetch("/cgi-bin/token"))
+        ));
+        assert_eq!(withheld("/cgi-bin/component/api_get_authorizer_option"), None);
+    }
+
+    #[test]
+    fn spellings_end_with_the_normalised_path() {
+        assert_eq!(spellings("/cgi-bin/token"), ["cgi-bin/token"]);
+        assert_eq!(
+            spellings("/a/%252e%252e/b"),
+            ["a/%2e%2e/b", "b"],
+            "each decoding's reading, the fullest last"
+        );
+        assert_eq!(
+            spellings("/x/%2574").last().unwrap(),
+            &normalise("/x/%2574")
+        );
+        assert_eq!(ForwardPath::new("/A/%62").shown(), "/a/b");
     }
 
     #[test]

@@ -26,13 +26,13 @@ use tracing::debug;
 
 use super::body_deadline::RequestBody;
 use super::respond::Body;
-use super::wechat_path::{self, Carries};
+use super::wechat_path::{self, Carries, Withheld};
 use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer};
 use headers::forwarded_headers;
 pub use target::{check_path, query_param, without_access_token};
-use target::{refuse_credential_fetch, target_url};
+use target::{refuse_withheld, target_url};
 
 /// How long one upstream attempt may take to answer (its head, plus the
 /// body when the proxy reads it whole to look for a rejected token), and
@@ -55,6 +55,10 @@ pub enum ProxyError {
     /// supersede the token every other client is using.
     #[error("{0} fetches a credential, which only the broker's refresher does")]
     CredentialEndpoint(&'static str),
+    /// An operator action, or an answer carrying refresh tokens or
+    /// permanent codes: no client gets it through a forwarding route.
+    #[error("{0}")]
+    Withheld(Withheld),
     #[error("request body larger than {PROXY_BODY_LIMIT} bytes")]
     TooLarge,
     #[error("could not read the request body: {0}")]
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::TokenRejected { .. } => "token_rejected",
             ProxyError::BadPath(_)
             | ProxyError::CredentialEndpoint(_)
+            | ProxyError::Withheld(_)
             | ProxyError::TooLarge
             | ProxyError::BadBody(_)
             | ProxyError::BodyTimeout
@@ -180,8 +185,9 @@ impl Proxy {
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let family = wechat_path::classify(request.path);
         let carries = family.carries();
+        // Withheld first, so every spelling of one is refused alike.
+        refuse_withheld(request.path)?;
         let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
-        refuse_credential_fetch(family)?;
         let body = read_body(request.headers, body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {
@@ -276,8 +282,8 @@ impl Proxy {
         let query = request
             .query
             .map(|query| target::without_keys(query, &["access_token", token_param]));
+        refuse_withheld(request.path)?;
         let url = target_url(api_base, request.path, query.as_deref(), Carries::AppToken)?;
-        refuse_credential_fetch(family)?;
         if family.carries() != Carries::AppToken {
             return Err(ProxyError::BadPath(
                 "this path does not carry an access token",

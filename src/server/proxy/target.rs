@@ -3,21 +3,18 @@
 //! query with the pairs the broker sets itself removed.
 
 use super::ProxyError;
-use crate::server::wechat_path::{percent_decode, Carries, PathFamily};
+use crate::server::wechat_path::{self, percent_decode, Carries, Withheld};
 
-/// Refuses a path whose family (judged however the path is spelled)
-/// would fetch a credential upstream (section 17: only the refresher
-/// fetches).
-pub(super) fn refuse_credential_fetch(family: PathFamily) -> Result<(), ProxyError> {
-    if !family.fetches_credential() {
-        return Ok(());
+/// Refuses a path no forwarding route may pass upstream, judged however
+/// it is spelled: a credential fetch (section 17: only the refresher
+/// fetches), an operator action, or an answer carrying refresh tokens or
+/// permanent codes (section 21).
+pub(super) fn refuse_withheld(path: &str) -> Result<(), ProxyError> {
+    match wechat_path::withheld(path) {
+        None => Ok(()),
+        Some(Withheld::CredentialFetch(endpoint)) => Err(ProxyError::CredentialEndpoint(endpoint)),
+        Some(withheld) => Err(ProxyError::Withheld(withheld)),
     }
-    Err(ProxyError::CredentialEndpoint(match family {
-        PathFamily::ClassicToken => "/cgi-bin/token",
-        PathFamily::StableToken => "/cgi-bin/stable_token",
-        PathFamily::WecomToken => "/cgi-bin/gettoken",
-        _ => "an Open Platform credential endpoint",
-    }))
 }
 
 /// Refuses any path that could leave `api_base` once a URL parser or the
