@@ -94,7 +94,10 @@ impl Access {
         let Access::Only { entries, .. } = self else {
             return Ok(());
         };
-        let mut naming = entries.iter().filter(|entry| entry.names(resource)).peekable();
+        let mut naming = entries
+            .iter()
+            .filter(|entry| entry.names(resource))
+            .peekable();
         if naming.peek().is_none() {
             return Err(Denied::NotListed);
         }
@@ -327,7 +330,9 @@ mod tests {
         assert!(!clients.local(None).allows("shop"));
         // Apps and platforms are apart: an app's name reads no platform.
         assert_eq!(
-            clients.local(peer(7, 2000)).check(Resource::Platform("crm"), Act::Read),
+            clients
+                .local(peer(7, 2000))
+                .check(Resource::Platform("crm"), Act::Read),
             Err(Denied::NotListed)
         );
     }
@@ -338,9 +343,8 @@ mod tests {
             uid: 1001,
             gid: 1001,
         }));
-        let forward = |path: &str| {
-            deploy.check(Resource::App("shop"), Act::Forward(&ForwardPath::new(path)))
-        };
+        let forward =
+            |path: &str| deploy.check(Resource::App("shop"), Act::Forward(&ForwardPath::new(path)));
         assert_eq!(forward("cgi-bin/message/custom/send"), Ok(()));
         assert_eq!(forward("cgi-bin/message/%63ustom/send"), Ok(()));
         for path in [
@@ -355,7 +359,10 @@ mod tests {
         // The apis of one entry do not open another entry's app.
         let crm = Resource::App("crm");
         let any = ForwardPath::new("cgi-bin/message/custom/send");
-        assert_eq!(deploy.check(crm, Act::Forward(&any)), Err(Denied::NotListed));
+        assert_eq!(
+            deploy.check(crm, Act::Forward(&any)),
+            Err(Denied::NotListed)
+        );
     }
 
     #[test]

@@ -249,14 +249,24 @@ fn client(index: usize, raw: RawClient, owners: &Owners<'_>) -> Result<ClientCon
             )
         })?,
     };
-    let apps = names(&key("apps"), raw.apps, "app", owners.apps.iter().map(|a| a.name.as_str()))?;
+    let apps = names(
+        &key("apps"),
+        raw.apps,
+        "app",
+        owners.apps.iter().map(|a| a.name.as_str()),
+    )?;
     let platforms = names(
         &key("platforms"),
         raw.platforms,
         "platform",
         owners.platforms.iter().map(|p| p.name.as_str()),
     )?;
-    let suites = names(&key("suites"), raw.suites, "suite", owners.suites.iter().copied())?;
+    let suites = names(
+        &key("suites"),
+        raw.suites,
+        "suite",
+        owners.suites.iter().copied(),
+    )?;
     if apps.is_empty() && platforms.is_empty() && suites.is_empty() {
         return Err(Problem::new(
             key("apps"),
@@ -484,7 +494,8 @@ mod tests {
 
     #[test]
     fn clients_name_platforms_suites_apis_and_admin() {
-        let platform = "[[platforms]]\nname = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\n\
+        let platform =
+            "[[platforms]]\nname = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\n\
                         token = \"t\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
         let base = format!(
             "[server]\nlisten = \"127.0.0.1:8930\"\ncallback_listen = \"127.0.0.1:8940\"\n\
@@ -520,17 +531,44 @@ mod tests {
 
         let client = |body: &str| format!("{base}[[clients]]\n{body}\n");
         let cases = [
-            ("uid = 5\napps = [\"shop\"]\nplatforms = [\"nope\"]", "clients[0].platforms"),
-            ("uid = 5\nplatforms = [\"saas\", \"saas\"]", "clients[0].platforms"),
-            ("uid = 5\napps = [\"shop\"]\nsuites = [\"crm\"]", "clients[0].suites"),
+            (
+                "uid = 5\napps = [\"shop\"]\nplatforms = [\"nope\"]",
+                "clients[0].platforms",
+            ),
+            (
+                "uid = 5\nplatforms = [\"saas\", \"saas\"]",
+                "clients[0].platforms",
+            ),
+            (
+                "uid = 5\napps = [\"shop\"]\nsuites = [\"crm\"]",
+                "clients[0].suites",
+            ),
             ("uid = 5", "clients[0].apps"),
             ("uid = 5\napps = []\nplatforms = []", "clients[0].apps"),
-            ("uid = 5\napps = [\"shop\"]\napis = [\"/cgi-bin/*\", \"cgi-bin/x\"]", "clients[0].apis[1]"),
-            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/*/b\"]", "clients[0].apis[0]"),
-            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/../b\"]", "clients[0].apis[0]"),
-            ("uid = 5\napps = [\"shop\"]\napis = [\"/a/%62\"]", "clients[0].apis[0]"),
-            ("uid = 5\napps = [\"shop\"]\napis = [\"\"]", "clients[0].apis[0]"),
-            ("name = \"bad name\"\nuid = 5\napps = [\"shop\"]", "clients[0].name"),
+            (
+                "uid = 5\napps = [\"shop\"]\napis = [\"/cgi-bin/*\", \"cgi-bin/x\"]",
+                "clients[0].apis[1]",
+            ),
+            (
+                "uid = 5\napps = [\"shop\"]\napis = [\"/a/*/b\"]",
+                "clients[0].apis[0]",
+            ),
+            (
+                "uid = 5\napps = [\"shop\"]\napis = [\"/a/../b\"]",
+                "clients[0].apis[0]",
+            ),
+            (
+                "uid = 5\napps = [\"shop\"]\napis = [\"/a/%62\"]",
+                "clients[0].apis[0]",
+            ),
+            (
+                "uid = 5\napps = [\"shop\"]\napis = [\"\"]",
+                "clients[0].apis[0]",
+            ),
+            (
+                "name = \"bad name\"\nuid = 5\napps = [\"shop\"]",
+                "clients[0].name",
+            ),
         ];
         for (body, key) in cases {
             assert_eq!(key_of(&client(body)), key, "{body}");
@@ -559,9 +597,8 @@ mod tests {
             issued.cert.display(),
             issued.key.display()
         );
-        let nameless = format!(
-            "{base}[[clients]]\ncredential_sha256 = \"{DIGEST}\"\napps = [\"shop\"]\n"
-        );
+        let nameless =
+            format!("{base}[[clients]]\ncredential_sha256 = \"{DIGEST}\"\napps = [\"shop\"]\n");
         assert_eq!(key_of(&nameless), "clients[0].name");
         let message = parse(&nameless).unwrap_err().to_string();
         assert!(!message.contains(&DIGEST[..8]), "{message}");

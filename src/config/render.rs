@@ -202,7 +202,10 @@ pub(crate) fn effective(config: &Config) -> String {
             );
         }
         if !client.suites.is_empty() {
-            out.raw("suites", &quoted_list(client.suites.iter().map(String::as_str)));
+            out.raw(
+                "suites",
+                &quoted_list(client.suites.iter().map(String::as_str)),
+            );
         }
         match &client.apis {
             Some(apis) => out.raw("apis", &quoted_list(apis.iter().map(|api| api.as_str()))),

@@ -136,7 +136,10 @@ pub fn withheld(path: &str) -> Option<Withheld> {
             _ => "an Open Platform credential endpoint",
         }));
     }
-    if spellings.iter().any(|spelling| is_operator_action(spelling)) {
+    if spellings
+        .iter()
+        .any(|spelling| is_operator_action(spelling))
+    {
         return Some(Withheld::OperatorAction);
     }
     spellings.iter().find_map(|spelling| {
@@ -194,7 +197,7 @@ impl ForwardPath {
 }
 
 /// `path` normalised after one decoding, after two, and so on until
-/// decoding changes nothing (at most [`DECODE_ROUNDS`]); each spelling
+/// decoding changes nothing (at most four times); each spelling
 /// once. A hop that decodes fewer times than the next routes on one of
 /// these, so a rule must hold for all of them.
 pub fn spellings(path: &str) -> Vec<String> {
@@ -380,10 +383,17 @@ mod tests {
                 "api_get_authorizer_info",
             ),
             ("/cgi-bin/service/get_permanent_code", "get_permanent_code"),
-            ("/cgi-bin/service/v2/get_permanent_code", "get_permanent_code"),
+            (
+                "/cgi-bin/service/v2/get_permanent_code",
+                "get_permanent_code",
+            ),
             ("/cgi-bin/service/get_auth_info", "get_auth_info"),
         ] {
-            assert_eq!(withheld(path), Some(Withheld::SecretAnswer(endpoint)), "{path}");
+            assert_eq!(
+                withheld(path),
+                Some(Withheld::SecretAnswer(endpoint)),
+                "{path}"
+            );
         }
         // A credential fetch stays one, whatever else it hands out.
         assert!(matches!(
@@ -394,7 +404,10 @@ mod tests {
             withheld("/cgi-bin/%2574oken"),
             Some(Withheld::CredentialFetch("/cgi-bin/token"))
         ));
-        assert_eq!(withheld("/cgi-bin/component/api_get_authorizer_option"), None);
+        assert_eq!(
+            withheld("/cgi-bin/component/api_get_authorizer_option"),
+            None
+        );
     }
 
     #[test]

@@ -234,6 +234,12 @@ impl Simulator {
         self.lock().calls(endpoint)
     }
 
+    /// Every request received so far (the admin routes aside), by raw
+    /// path, whether or not it names an endpoint the simulator knows.
+    pub fn requests_by_path(&self) -> std::collections::BTreeMap<String, u64> {
+        self.lock().paths()
+    }
+
     /// Calls to all token-issuing endpoints together.
     pub fn total_token_calls(&self) -> u64 {
         let state = self.lock();

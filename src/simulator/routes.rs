@@ -83,6 +83,7 @@ pub(crate) async fn handle(
     if let Some(rest) = request.path.strip_prefix("/__sim/") {
         return Ok(admin::handle(&sim, rest, &request));
     }
+    sim.lock().count_path(&request.path);
     if request.path.starts_with("/cgi-bin/component/") {
         return Ok(super::open_platform::handle(&sim, &request).await);
     }

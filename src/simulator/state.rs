@@ -64,7 +64,15 @@ pub(crate) struct State {
     last_force: HashMap<String, SimTime>,
     calls: HashMap<Endpoint, u64>,
     last: HashMap<Endpoint, RecordedRequest>,
+    /// Every request by its raw path, known endpoint or not, so a test
+    /// can tell that nothing at all reached the simulator.
+    paths: HashMap<String, u64>,
 }
+
+/// Distinct paths [`State::count_path`] keeps apart; past it, one
+/// bucket, so a flood of random paths cannot grow the map.
+const MAX_PATHS: usize = 4096;
+const OTHER_PATHS: &str = "(other)";
 
 impl State {
     pub(crate) fn new(config: SimConfig) -> Self {
@@ -87,7 +95,25 @@ impl State {
             last_force: HashMap::new(),
             calls: HashMap::new(),
             last: HashMap::new(),
+            paths: HashMap::new(),
         }
+    }
+
+    pub(crate) fn count_path(&mut self, path: &str) {
+        if let Some(count) = self.paths.get_mut(path) {
+            *count += 1;
+            return;
+        }
+        let key = if self.paths.len() < MAX_PATHS {
+            path
+        } else {
+            OTHER_PATHS
+        };
+        *self.paths.entry(key.to_owned()).or_default() += 1;
+    }
+
+    pub(crate) fn paths(&self) -> std::collections::BTreeMap<String, u64> {
+        self.paths.iter().map(|(p, n)| (p.clone(), *n)).collect()
     }
 
     pub(crate) fn add_account(&mut self, appid: &str, secret: &str, kind: AccountKind) {

@@ -31,8 +31,8 @@ use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer};
 use headers::forwarded_headers;
+use target::forward_target;
 pub use target::{check_path, query_param, without_access_token};
-use target::{refuse_withheld, target_url};
 
 /// How long one upstream attempt may take to answer (its head, plus the
 /// body when the proxy reads it whole to look for a rejected token), and
@@ -185,9 +185,7 @@ impl Proxy {
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let family = wechat_path::classify(request.path);
         let carries = family.carries();
-        // Withheld first, so every spelling of one is refused alike.
-        refuse_withheld(request.path)?;
-        let url = target_url(&app.config().api_base, request.path, request.query, carries)?;
+        let url = forward_target(&app.config().api_base, request.path, request.query, carries)?;
         let body = read_body(request.headers, body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {
@@ -282,8 +280,7 @@ impl Proxy {
         let query = request
             .query
             .map(|query| target::without_keys(query, &["access_token", token_param]));
-        refuse_withheld(request.path)?;
-        let url = target_url(api_base, request.path, query.as_deref(), Carries::AppToken)?;
+        let url = forward_target(api_base, request.path, query.as_deref(), Carries::AppToken)?;
         if family.carries() != Carries::AppToken {
             return Err(ProxyError::BadPath(
                 "this path does not carry an access token",

@@ -5,15 +5,28 @@
 use super::ProxyError;
 use crate::server::wechat_path::{self, percent_decode, Carries, Withheld};
 
-/// Refuses a path no forwarding route may pass upstream, judged however
-/// it is spelled: a credential fetch (section 17: only the refresher
-/// fetches), an operator action, or an answer carrying refresh tokens or
-/// permanent codes (section 21).
-pub(super) fn refuse_withheld(path: &str) -> Result<(), ProxyError> {
-    match wechat_path::withheld(path) {
-        None => Ok(()),
+/// The upstream URL of a forwarded call ([`target_url`]), unless the path
+/// is one no forwarding route passes upstream, judged however it is
+/// spelled. An operator action or an answer carrying refresh tokens or
+/// permanent codes (section 21) is refused as such in every spelling,
+/// malformed ones included, so the caller learns why; then a path that
+/// could leave `api_base` is a bad path; then a credential fetch is
+/// refused (section 17: only the refresher fetches).
+pub(super) fn forward_target(
+    api_base: &str,
+    path: &str,
+    query: Option<&str>,
+    carries: Carries,
+) -> Result<reqwest::Url, ProxyError> {
+    let withheld = wechat_path::withheld(path);
+    match withheld {
+        Some(Withheld::CredentialFetch(_)) | None => {}
+        Some(withheld) => return Err(ProxyError::Withheld(withheld)),
+    }
+    let url = target_url(api_base, path, query, carries)?;
+    match withheld {
         Some(Withheld::CredentialFetch(endpoint)) => Err(ProxyError::CredentialEndpoint(endpoint)),
-        Some(withheld) => Err(ProxyError::Withheld(withheld)),
+        _ => Ok(url),
     }
 }
 
@@ -52,7 +65,7 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
 /// what the call `carries` (the client's `access_token` for an app-token
 /// call; `appid` and `secret` for a secret-bearing one; nothing for a
 /// user-token call), checked to be still under `api_base` after parsing.
-pub(super) fn target_url(
+fn target_url(
     api_base: &str,
     path: &str,
     query: Option<&str>,
