@@ -206,7 +206,7 @@ pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
         ""
     };
     Some(format!(
-        "uid/gid clients limit the Unix socket only; {} serve every app{apis} to any local \
+        "uid/gid clients limit the Unix socket only; {} serve every app and platform{apis} to any local \
          process (TCP carries no identity): remove them where local users must be kept apart",
         open.join(" and ")
     ))
