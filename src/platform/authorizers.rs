@@ -27,6 +27,8 @@ use tracing::{error, info, warn};
 use super::metrics::PlatformMetrics;
 use super::store::{AuthorizerRecord, PlatformStore};
 use super::upstream::{AuthorizerGrant, ComponentApi};
+use crate::broker::backoff::Backoff;
+use crate::broker::schedule::{self, Renewal};
 use crate::broker::CredentialHandle;
 use crate::clock::Clock;
 use crate::secret::AccessToken;
@@ -211,6 +213,9 @@ struct Entry {
     due_ms: u64,
     failures: u32,
     in_flight: bool,
+    /// Paces the fetches while upstream grants lifetimes no longer than
+    /// `refresh_before` (DESIGN.md section 17); reset by a normal one.
+    short_lifetimes: Backoff,
 }
 
 enum Outcome {
@@ -263,13 +268,13 @@ pub struct SchedulerParts {
 }
 
 /// When an authorizer token fetched at `fetched_ms`, dying at
-/// `expires_ms`, is refreshed: `refresh_before` ahead, moved earlier by a
-/// random part of a quarter of its life so that tokens fetched together
-/// are not all refreshed together; never in the first half of its life.
+/// `expires_ms`, is refreshed: when the engine would refresh an access
+/// token (`refresh_before` ahead, never in the first half of its life),
+/// moved earlier by a random part of a quarter of its life so that tokens
+/// fetched together are not all refreshed together.
 pub fn due_ms(refresh_before: Duration, fetched_ms: u64, expires_ms: u64, jitter: f64) -> u64 {
     let lifetime = expires_ms.saturating_sub(fetched_ms);
-    let lead = (refresh_before.as_millis() as u64).min(lifetime / 2);
-    let latest = expires_ms.saturating_sub(lead);
+    let latest = schedule::due_ms(Renewal::Ahead, refresh_before, fetched_ms, expires_ms);
     let spread = (lifetime / 4).min(latest.saturating_sub(fetched_ms + lifetime / 2));
     latest.saturating_sub((spread as f64 * jitter.clamp(0.0, 1.0)) as u64)
 }
@@ -391,13 +396,26 @@ impl Scheduler {
     }
 
     /// Takes records (stored, recovered or freshly fetched) into the
-    /// table and the schedule.
+    /// table and the schedule. A token whose times no broker could have
+    /// written is dropped and its authorizer refreshed at once with the
+    /// record's refresh token, which is kept: it is the one thing that
+    /// cannot be had again without the merchant.
     fn adopt_all(&mut self, records: Vec<AuthorizerRecord>) {
+        let now = self.now_ms();
         let mut new_slots = Vec::new();
+        let (mut implausible, mut problem) = (0usize, None);
         for record in records {
             if record.refresh_token.is_empty() {
                 continue;
             }
+            let record = match record.token_implausible(now) {
+                None => record,
+                Some(found) => {
+                    implausible += 1;
+                    problem.get_or_insert((record.appid.clone(), found));
+                    record.without_token()
+                }
+            };
             let token = (!record.access_token.is_empty()).then(|| {
                 Arc::new(AuthorizerToken {
                     value: AccessToken::new(record.access_token.clone()),
@@ -420,24 +438,34 @@ impl Scheduler {
             }
             let due = self.due_for(&record.appid, token.as_deref().or(slot.token().as_deref()));
             let appid: Box<str> = record.appid.as_str().into();
-            match self.entries.get_mut(&appid) {
-                Some(entry) => {
-                    entry.refresh_token = record.refresh_token.into();
-                    entry.failures = 0;
-                }
-                None => {
-                    self.entries.insert(
-                        appid.clone(),
-                        Entry {
-                            refresh_token: record.refresh_token.into(),
-                            due_ms: due,
-                            failures: 0,
-                            in_flight: false,
-                        },
-                    );
-                }
-            }
+            let entry = self.entries.entry(appid.clone()).or_insert_with(|| Entry {
+                refresh_token: Box::default(),
+                due_ms: due,
+                failures: 0,
+                in_flight: false,
+                short_lifetimes: Backoff::default(),
+            });
+            entry.refresh_token = record.refresh_token.into();
+            entry.failures = 0;
+            let due = match token.as_deref() {
+                Some(token) => pace(
+                    &self.name,
+                    &appid,
+                    entry,
+                    token,
+                    self.refresh_before,
+                    now,
+                    due,
+                ),
+                None => due,
+            };
             self.schedule(&appid, due);
+        }
+        if let Some((appid, problem)) = problem {
+            error!(
+                platform = %self.name, authorizers = implausible, first = %appid, %problem,
+                "refusing stored authorizer tokens no broker could have written; refreshing them with their refresh tokens"
+            );
         }
         self.table.insert_many(new_slots);
         self.table.changed.notify_waiters();
@@ -644,6 +672,37 @@ impl Scheduler {
     }
 }
 
+/// DESIGN.md section 17 for authorizers: a token living no longer than
+/// `refresh_before` is served while it lives, but its authorizer's next
+/// fetch is paced by the error backoff (1 s doubling to 60 s), never by the
+/// lifetime; the anomaly is logged once, when it starts. Answers `due`, or
+/// the paced time.
+fn pace(
+    platform: &str,
+    appid: &str,
+    entry: &mut Entry,
+    token: &AuthorizerToken,
+    refresh_before: Duration,
+    now_ms: u64,
+    due: u64,
+) -> u64 {
+    let lifetime = Duration::from_millis(token.expires_at_ms.saturating_sub(token.fetched_at_ms));
+    if !schedule::is_short_lifetime(lifetime, refresh_before) {
+        entry.short_lifetimes.reset();
+        return due;
+    }
+    let first = entry.short_lifetimes.is_reset();
+    let wait = entry.short_lifetimes.next_pace();
+    if first {
+        error!(
+            platform, authorizer = appid,
+            lifetime = ?lifetime, refresh_before = ?refresh_before, next_fetch_in = ?wait,
+            "upstream granted an authorizer token a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
+        );
+    }
+    schedule::paced_due_ms(due, now_ms, wait)
+}
+
 /// The valid component token, waiting for one.
 async fn component_token(
     component: &CredentialHandle,
@@ -747,9 +806,11 @@ impl RefreshTask {
             .ok()
             .flatten();
         if let Some(shared) = &shared {
+            let now = self.clock.now_ms();
             let fresher = shared.fetched_at_ms > self.held_fetched_at_ms
                 && !shared.access_token.is_empty()
-                && shared.expires_at_ms > self.clock.now_ms();
+                && shared.expires_at_ms > now
+                && shared.token_implausible(now).is_none();
             if fresher {
                 let _ = self.store.unlock_authorizer(&self.appid).await;
                 return settled(Some(shared.clone()));
