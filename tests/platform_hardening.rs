@@ -351,7 +351,7 @@ async fn fifos_for_journal_and_ticket_wedge_neither_start_nor_sigterm() {
     for name in ["piped.authorizers.jsonl", "piped.verify_ticket.json"] {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &dir.join(name),
+            dir.join(name),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,

@@ -250,6 +250,7 @@ pub struct Scheduler {
     interval: Duration,
     next_start: Instant,
     component_wait: Duration,
+    short_lifetimes: ShortLifetimes,
 }
 
 pub struct SchedulerParts {
@@ -298,6 +299,11 @@ pub fn jitter(appid: &str, fetched_ms: u64) -> f64 {
 impl Scheduler {
     pub fn new(parts: SchedulerParts) -> Self {
         let rate = parts.tuning.fetch_rate.max(1);
+        let short_lifetimes = ShortLifetimes {
+            platform: parts.name.clone(),
+            refresh_before: parts.refresh_before,
+            authorizers: 0,
+        };
         Scheduler {
             name: parts.name,
             refresh_before: parts.refresh_before,
@@ -316,6 +322,7 @@ impl Scheduler {
             interval: Duration::from_secs(1) / rate,
             next_start: Instant::now(),
             component_wait: parts.component_wait,
+            short_lifetimes,
         }
     }
 
@@ -448,15 +455,10 @@ impl Scheduler {
             entry.refresh_token = record.refresh_token.into();
             entry.failures = 0;
             let due = match token.as_deref() {
-                Some(token) => pace(
-                    &self.name,
-                    &appid,
-                    entry,
-                    token,
-                    self.refresh_before,
-                    now,
-                    due,
-                ),
+                Some(token) => {
+                    self.short_lifetimes
+                        .pace(&appid, &mut entry.short_lifetimes, token, now, due)
+                }
                 None => due,
             };
             self.schedule(&appid, due);
@@ -631,6 +633,7 @@ impl Scheduler {
             Command::Unauthorized { appid } => {
                 if let Some(entry) = self.entries.remove(appid.as_str()) {
                     self.due.remove(&(entry.due_ms, appid.as_str().into()));
+                    self.short_lifetimes.forget(&entry.short_lifetimes);
                 }
                 self.table.remove(&appid);
                 if let Err(err) = self.store.remove_authorizer(&appid).await {
@@ -674,33 +677,59 @@ impl Scheduler {
 
 /// DESIGN.md section 17 for authorizers: a token living no longer than
 /// `refresh_before` is served while it lives, but its authorizer's next
-/// fetch is paced by the error backoff (1 s doubling to 60 s), never by the
-/// lifetime; the anomaly is logged once, when it starts. Answers `due`, or
-/// the paced time.
-fn pace(
-    platform: &str,
-    appid: &str,
-    entry: &mut Entry,
-    token: &AuthorizerToken,
+/// fetch is paced by the error backoff (1 s doubling to 60 s), never by
+/// the lifetime. The anomaly is logged once per platform, when the first
+/// authorizer meets it, and its end once, when the last is past it: ten
+/// thousand authorizers given short tokens make two lines, not one each.
+struct ShortLifetimes {
+    platform: Arc<str>,
     refresh_before: Duration,
-    now_ms: u64,
-    due: u64,
-) -> u64 {
-    let lifetime = Duration::from_millis(token.expires_at_ms.saturating_sub(token.fetched_at_ms));
-    if !schedule::is_short_lifetime(lifetime, refresh_before) {
-        entry.short_lifetimes.reset();
-        return due;
+    /// Authorizers whose latest token was short-lived.
+    authorizers: usize,
+}
+
+impl ShortLifetimes {
+    /// When the authorizer holding `token` (just adopted, due at `due`)
+    /// is fetched next; `pace` is its own backoff.
+    fn pace(
+        &mut self,
+        appid: &str,
+        pace: &mut Backoff,
+        token: &AuthorizerToken,
+        now_ms: u64,
+        due: u64,
+    ) -> u64 {
+        let lifetime =
+            Duration::from_millis(token.expires_at_ms.saturating_sub(token.fetched_at_ms));
+        if !schedule::is_short_lifetime(lifetime, self.refresh_before) {
+            self.forget(pace);
+            pace.reset();
+            return due;
+        }
+        let first = pace.is_reset();
+        let wait = pace.next_pace();
+        if first {
+            self.authorizers += 1;
+            if self.authorizers == 1 {
+                error!(
+                    platform = %self.platform, first = appid,
+                    lifetime = ?lifetime, refresh_before = ?self.refresh_before,
+                    "upstream granted an authorizer token a lifetime no longer than refresh_before; serving such tokens while they live, pacing their next fetches by the error backoff"
+                );
+            }
+        }
+        schedule::paced_due_ms(due, now_ms, wait)
     }
-    let first = entry.short_lifetimes.is_reset();
-    let wait = entry.short_lifetimes.next_pace();
-    if first {
-        error!(
-            platform, authorizer = appid,
-            lifetime = ?lifetime, refresh_before = ?refresh_before, next_fetch_in = ?wait,
-            "upstream granted an authorizer token a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
-        );
+
+    /// An authorizer past the anomaly, or gone.
+    fn forget(&mut self, pace: &Backoff) {
+        if !pace.is_reset() {
+            self.authorizers = self.authorizers.saturating_sub(1);
+            if self.authorizers == 0 {
+                info!(platform = %self.platform, "authorizer token lifetimes are longer than refresh_before again");
+            }
+        }
     }
-    schedule::paced_due_ms(due, now_ms, wait)
 }
 
 /// The valid component token, waiting for one.
@@ -1010,5 +1039,42 @@ mod tests {
         );
         let rotated = record_of(grant("new"), "held", 1_000, 1_100, 5);
         assert_eq!(rotated.refresh_token, "new");
+    }
+
+    #[test]
+    fn short_lifetimes_are_paced_and_counted_once_per_authorizer() {
+        let mut short = ShortLifetimes {
+            platform: Arc::from("saas"),
+            refresh_before: Duration::from_secs(8),
+            authorizers: 0,
+        };
+        let token = |fetched_at_ms, lifetime_ms| AuthorizerToken {
+            value: AccessToken::new("at"),
+            expires_at_ms: fetched_at_ms + lifetime_ms,
+            fetched_at_ms,
+        };
+        let (mut a, mut b) = (Backoff::default(), Backoff::default());
+        // A 2 s token is due after 1 s by its lifetime; the pace decides.
+        assert_eq!(short.pace("a", &mut a, &token(0, 2_000), 0, 1_000), 1_000);
+        assert_eq!(
+            short.pace("a", &mut a, &token(1_000, 2_000), 1_000, 2_000),
+            3_000
+        );
+        assert_eq!(
+            short.pace("a", &mut a, &token(3_000, 2_000), 3_000, 4_000),
+            7_000
+        );
+        assert_eq!(short.pace("b", &mut b, &token(0, 2_000), 0, 1_000), 1_000);
+        assert_eq!(short.authorizers, 2, "each authorizer counted once");
+        // A normal lifetime ends the anomaly for its authorizer.
+        let normal = token(10_000, 7_200_000);
+        assert_eq!(
+            short.pace("a", &mut a, &normal, 10_000, 5_000_000),
+            5_000_000
+        );
+        assert!(a.is_reset());
+        assert_eq!(short.authorizers, 1);
+        short.forget(&b);
+        assert_eq!(short.authorizers, 0);
     }
 }

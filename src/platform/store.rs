@@ -16,7 +16,7 @@
 //! A record with an empty refresh token is never written: an empty value
 //! must never replace the last good one.
 //!
-//! Both files hold secrets and are opened through [`crate::store::trust`]
+//! Both files hold secrets and are opened through `store::trust`
 //! (DESIGN.md sections 17 and 21): never through a symlink, never blocking
 //! on a FIFO, narrowed to 0600 if others could read them. One this broker
 //! could not have written alone is set aside and never loaded; the
