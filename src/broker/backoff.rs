@@ -37,6 +37,11 @@ impl Backoff {
         ceiling
     }
 
+    /// Whether no failure is counted since the last reset.
+    pub fn is_reset(&self) -> bool {
+        self.failures == 0
+    }
+
     pub fn reset(&mut self) {
         self.failures = 0;
     }

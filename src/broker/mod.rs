@@ -5,12 +5,12 @@
 //! themselves.
 
 mod app;
-mod backoff;
+pub(crate) mod backoff;
 mod budget;
 mod follower;
 mod handle;
 mod refresher;
-mod schedule;
+pub(crate) mod schedule;
 mod ticket_source;
 mod unsaved;
 mod view;

@@ -1,6 +1,7 @@
 //! When a refresher calls upstream next: pure functions of the held
 //! credential's times, its kind, and the failure at hand, so every
-//! deadline rule is tested without a clock.
+//! deadline rule is tested without a clock. The platforms' authorizer
+//! scheduler keeps its own due-time index but takes its rules from here.
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub(super) const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
 
 /// How a credential can be replaced before it dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Renewal {
+pub(crate) enum Renewal {
     /// Asking early gets a new one (an access token): ask `refresh_before`
     /// ahead, so readers never see a gap.
     Ahead,
@@ -48,7 +49,7 @@ impl Renewal {
 /// `expires_at_ms`, is due for replacement. Ahead: `refresh_before` early,
 /// but never earlier than half its life, so a `refresh_before` longer
 /// than the lifetime upstream grants cannot become a refresh loop.
-pub(super) fn due_ms(
+pub(crate) fn due_ms(
     renewal: Renewal,
     refresh_before: Duration,
     fetched_at_ms: u64,
@@ -62,6 +63,24 @@ pub(super) fn due_ms(
             expires_at_ms.saturating_sub(lead)
         }
     }
+}
+
+/// Whether upstream granting `lifetime` is an anomaly (DESIGN.md section
+/// 17): one no longer than `refresh_before` would be due for refresh at
+/// once, or within half of a lifetime that may be a second. Such a
+/// credential is served while it lives, and the next fetches are paced
+/// by [`paced_due_ms`].
+pub(crate) fn is_short_lifetime(lifetime: Duration, refresh_before: Duration) -> bool {
+    lifetime <= refresh_before
+}
+
+/// When a credential granted a short lifetime is fetched next: at its own
+/// due time, but never sooner than `pace` after `now_ms`, `pace` being the
+/// error backoff's next step (1 s doubling to 60 s). However short the
+/// lifetime, the fetches then slow down, never spin.
+pub(crate) fn paced_due_ms(due_ms: u64, now_ms: u64, pace: Duration) -> u64 {
+    let pace_ms = u64::try_from(pace.as_millis()).unwrap_or(u64::MAX);
+    due_ms.max(now_ms.saturating_add(pace_ms))
 }
 
 /// How long to wait before asking again after upstream answered with the
@@ -123,6 +142,24 @@ mod tests {
         assert_eq!(due(Duration::ZERO, 7_200_000), 1_000 + 7_200_000);
         // Nonsense times never underflow.
         assert_eq!(due_ms(Renewal::Ahead, 5 * MIN, 9_000, 1_000), 1_000);
+    }
+
+    #[test]
+    fn a_short_lifetime_is_paced_by_the_backoff_not_by_itself() {
+        let before = Duration::from_secs(8);
+        assert!(is_short_lifetime(Duration::from_secs(2), before));
+        assert!(is_short_lifetime(before, before));
+        assert!(!is_short_lifetime(Duration::from_secs(9), before));
+        let mut backoff = crate::broker::backoff::Backoff::default();
+        let (mut now, mut fetches) = (0u64, Vec::new());
+        // A 2 s token every time: fetched at 0, 1, 3, 7, 15 s, not every second.
+        while now < 20_000 {
+            fetches.push(now / 1000);
+            let due = due_ms(Renewal::Ahead, before, now, now + 2_000);
+            now = paced_due_ms(due, now, backoff.next_pace());
+        }
+        assert_eq!(fetches, [0, 1, 3, 7, 15]);
+        assert_eq!(paced_due_ms(7_000, 0, Duration::from_secs(1)), 7_000);
     }
 
     #[test]

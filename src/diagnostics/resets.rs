@@ -11,16 +11,14 @@
 //! [`Store`]: crate::store::Store
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{StoreBackend, StoreConfig};
-use crate::store::{write_atomically, Doubt, RedisStore, StoreError};
+use crate::store::trust::{self, Contents};
+use crate::store::{write_atomically, RedisStore, StoreError};
 
 /// Resets WeChat allows per account and calendar month.
 pub const RESETS_PER_MONTH: u32 = 10;
@@ -154,42 +152,16 @@ fn redis_key(prefix: &str, appid: &str, month: u32) -> String {
     format!("{prefix}:{appid}:quota_resets:{month}")
 }
 
+/// The largest ledger read: a few dozen bytes an app.
+const MAX_LEDGER_BYTES: u64 = 1024 * 1024;
+
 /// The counts on disk; none yet is an empty ledger. Only a regular file
-/// this uid alone could have written is believed (DESIGN.md section 17):
-/// a planted one could hide resets from the operator.
+/// this uid alone could have written is believed (DESIGN.md section 17,
+/// through [`trust`]): a planted one could hide resets from the operator.
 fn read_file(path: &Path) -> Result<Months, StoreError> {
-    let io = |source| StoreError::Io {
-        op: "read",
-        path: path.to_path_buf(),
-        source,
+    let Some(bytes) = trust::read(path, Contents::Plain, MAX_LEDGER_BYTES)? else {
+        return Ok(Months::default());
     };
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Months::default()),
-        Err(source) => return Err(io(source)),
-    };
-    let uid = rustix::process::geteuid().as_raw();
-    let doubt = if !meta.file_type().is_file() {
-        Some(Doubt::NotRegular)
-    } else if meta.uid() != uid {
-        Some(Doubt::Owner {
-            owner: meta.uid(),
-            uid,
-        })
-    } else if meta.mode() & 0o022 != 0 {
-        Some(Doubt::SharedWrite {
-            mode: meta.mode() & 0o7777,
-        })
-    } else {
-        None
-    };
-    if let Some(doubt) = doubt {
-        return Err(StoreError::Untrusted {
-            path: path.to_path_buf(),
-            doubt,
-        });
-    }
-    let bytes = fs::read(path).map_err(io)?;
     serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
         path: path.to_path_buf(),
         reason: err.to_string(),
@@ -199,6 +171,7 @@ fn read_file(path: &Path) -> Result<Months, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn file_ledger(dir: &Path) -> ResetLedger {

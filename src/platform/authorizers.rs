@@ -27,6 +27,8 @@ use tracing::{error, info, warn};
 use super::metrics::PlatformMetrics;
 use super::store::{AuthorizerRecord, PlatformStore};
 use super::upstream::{AuthorizerGrant, ComponentApi};
+use crate::broker::backoff::Backoff;
+use crate::broker::schedule::{self, Renewal};
 use crate::broker::CredentialHandle;
 use crate::clock::Clock;
 use crate::secret::AccessToken;
@@ -211,6 +213,9 @@ struct Entry {
     due_ms: u64,
     failures: u32,
     in_flight: bool,
+    /// Paces the fetches while upstream grants lifetimes no longer than
+    /// `refresh_before` (DESIGN.md section 17); reset by a normal one.
+    short_lifetimes: Backoff,
 }
 
 enum Outcome {
@@ -245,6 +250,7 @@ pub struct Scheduler {
     interval: Duration,
     next_start: Instant,
     component_wait: Duration,
+    short_lifetimes: ShortLifetimes,
 }
 
 pub struct SchedulerParts {
@@ -263,13 +269,13 @@ pub struct SchedulerParts {
 }
 
 /// When an authorizer token fetched at `fetched_ms`, dying at
-/// `expires_ms`, is refreshed: `refresh_before` ahead, moved earlier by a
-/// random part of a quarter of its life so that tokens fetched together
-/// are not all refreshed together; never in the first half of its life.
+/// `expires_ms`, is refreshed: when the engine would refresh an access
+/// token (`refresh_before` ahead, never in the first half of its life),
+/// moved earlier by a random part of a quarter of its life so that tokens
+/// fetched together are not all refreshed together.
 pub fn due_ms(refresh_before: Duration, fetched_ms: u64, expires_ms: u64, jitter: f64) -> u64 {
     let lifetime = expires_ms.saturating_sub(fetched_ms);
-    let lead = (refresh_before.as_millis() as u64).min(lifetime / 2);
-    let latest = expires_ms.saturating_sub(lead);
+    let latest = schedule::due_ms(Renewal::Ahead, refresh_before, fetched_ms, expires_ms);
     let spread = (lifetime / 4).min(latest.saturating_sub(fetched_ms + lifetime / 2));
     latest.saturating_sub((spread as f64 * jitter.clamp(0.0, 1.0)) as u64)
 }
@@ -293,6 +299,11 @@ pub fn jitter(appid: &str, fetched_ms: u64) -> f64 {
 impl Scheduler {
     pub fn new(parts: SchedulerParts) -> Self {
         let rate = parts.tuning.fetch_rate.max(1);
+        let short_lifetimes = ShortLifetimes {
+            platform: parts.name.clone(),
+            refresh_before: parts.refresh_before,
+            authorizers: 0,
+        };
         Scheduler {
             name: parts.name,
             refresh_before: parts.refresh_before,
@@ -311,6 +322,7 @@ impl Scheduler {
             interval: Duration::from_secs(1) / rate,
             next_start: Instant::now(),
             component_wait: parts.component_wait,
+            short_lifetimes,
         }
     }
 
@@ -391,13 +403,26 @@ impl Scheduler {
     }
 
     /// Takes records (stored, recovered or freshly fetched) into the
-    /// table and the schedule.
+    /// table and the schedule. A token whose times no broker could have
+    /// written is dropped and its authorizer refreshed at once with the
+    /// record's refresh token, which is kept: it is the one thing that
+    /// cannot be had again without the merchant.
     fn adopt_all(&mut self, records: Vec<AuthorizerRecord>) {
+        let now = self.now_ms();
         let mut new_slots = Vec::new();
+        let (mut implausible, mut problem) = (0usize, None);
         for record in records {
             if record.refresh_token.is_empty() {
                 continue;
             }
+            let record = match record.token_implausible(now) {
+                None => record,
+                Some(found) => {
+                    implausible += 1;
+                    problem.get_or_insert((record.appid.clone(), found));
+                    record.without_token()
+                }
+            };
             let token = (!record.access_token.is_empty()).then(|| {
                 Arc::new(AuthorizerToken {
                     value: AccessToken::new(record.access_token.clone()),
@@ -420,24 +445,29 @@ impl Scheduler {
             }
             let due = self.due_for(&record.appid, token.as_deref().or(slot.token().as_deref()));
             let appid: Box<str> = record.appid.as_str().into();
-            match self.entries.get_mut(&appid) {
-                Some(entry) => {
-                    entry.refresh_token = record.refresh_token.into();
-                    entry.failures = 0;
+            let entry = self.entries.entry(appid.clone()).or_insert_with(|| Entry {
+                refresh_token: Box::default(),
+                due_ms: due,
+                failures: 0,
+                in_flight: false,
+                short_lifetimes: Backoff::default(),
+            });
+            entry.refresh_token = record.refresh_token.into();
+            entry.failures = 0;
+            let due = match token.as_deref() {
+                Some(token) => {
+                    self.short_lifetimes
+                        .pace(&appid, &mut entry.short_lifetimes, token, now, due)
                 }
-                None => {
-                    self.entries.insert(
-                        appid.clone(),
-                        Entry {
-                            refresh_token: record.refresh_token.into(),
-                            due_ms: due,
-                            failures: 0,
-                            in_flight: false,
-                        },
-                    );
-                }
-            }
+                None => due,
+            };
             self.schedule(&appid, due);
+        }
+        if let Some((appid, problem)) = problem {
+            error!(
+                platform = %self.name, authorizers = implausible, first = %appid, %problem,
+                "refusing stored authorizer tokens no broker could have written; refreshing them with their refresh tokens"
+            );
         }
         self.table.insert_many(new_slots);
         self.table.changed.notify_waiters();
@@ -603,6 +633,7 @@ impl Scheduler {
             Command::Unauthorized { appid } => {
                 if let Some(entry) = self.entries.remove(appid.as_str()) {
                     self.due.remove(&(entry.due_ms, appid.as_str().into()));
+                    self.short_lifetimes.forget(&entry.short_lifetimes);
                 }
                 self.table.remove(&appid);
                 if let Err(err) = self.store.remove_authorizer(&appid).await {
@@ -641,6 +672,63 @@ impl Scheduler {
             cancel: self.cancel.clone(),
         };
         self.in_flight.spawn(task.run());
+    }
+}
+
+/// DESIGN.md section 17 for authorizers: a token living no longer than
+/// `refresh_before` is served while it lives, but its authorizer's next
+/// fetch is paced by the error backoff (1 s doubling to 60 s), never by
+/// the lifetime. The anomaly is logged once per platform, when the first
+/// authorizer meets it, and its end once, when the last is past it: ten
+/// thousand authorizers given short tokens make two lines, not one each.
+struct ShortLifetimes {
+    platform: Arc<str>,
+    refresh_before: Duration,
+    /// Authorizers whose latest token was short-lived.
+    authorizers: usize,
+}
+
+impl ShortLifetimes {
+    /// When the authorizer holding `token` (just adopted, due at `due`)
+    /// is fetched next; `pace` is its own backoff.
+    fn pace(
+        &mut self,
+        appid: &str,
+        pace: &mut Backoff,
+        token: &AuthorizerToken,
+        now_ms: u64,
+        due: u64,
+    ) -> u64 {
+        let lifetime =
+            Duration::from_millis(token.expires_at_ms.saturating_sub(token.fetched_at_ms));
+        if !schedule::is_short_lifetime(lifetime, self.refresh_before) {
+            self.forget(pace);
+            pace.reset();
+            return due;
+        }
+        let first = pace.is_reset();
+        let wait = pace.next_pace();
+        if first {
+            self.authorizers += 1;
+            if self.authorizers == 1 {
+                error!(
+                    platform = %self.platform, first = appid,
+                    lifetime = ?lifetime, refresh_before = ?self.refresh_before,
+                    "upstream granted an authorizer token a lifetime no longer than refresh_before; serving such tokens while they live, pacing their next fetches by the error backoff"
+                );
+            }
+        }
+        schedule::paced_due_ms(due, now_ms, wait)
+    }
+
+    /// An authorizer past the anomaly, or gone.
+    fn forget(&mut self, pace: &Backoff) {
+        if !pace.is_reset() {
+            self.authorizers = self.authorizers.saturating_sub(1);
+            if self.authorizers == 0 {
+                info!(platform = %self.platform, "authorizer token lifetimes are longer than refresh_before again");
+            }
+        }
     }
 }
 
@@ -747,9 +835,11 @@ impl RefreshTask {
             .ok()
             .flatten();
         if let Some(shared) = &shared {
+            let now = self.clock.now_ms();
             let fresher = shared.fetched_at_ms > self.held_fetched_at_ms
                 && !shared.access_token.is_empty()
-                && shared.expires_at_ms > self.clock.now_ms();
+                && shared.expires_at_ms > now
+                && shared.token_implausible(now).is_none();
             if fresher {
                 let _ = self.store.unlock_authorizer(&self.appid).await;
                 return settled(Some(shared.clone()));
@@ -949,5 +1039,42 @@ mod tests {
         );
         let rotated = record_of(grant("new"), "held", 1_000, 1_100, 5);
         assert_eq!(rotated.refresh_token, "new");
+    }
+
+    #[test]
+    fn short_lifetimes_are_paced_and_counted_once_per_authorizer() {
+        let mut short = ShortLifetimes {
+            platform: Arc::from("saas"),
+            refresh_before: Duration::from_secs(8),
+            authorizers: 0,
+        };
+        let token = |fetched_at_ms, lifetime_ms| AuthorizerToken {
+            value: AccessToken::new("at"),
+            expires_at_ms: fetched_at_ms + lifetime_ms,
+            fetched_at_ms,
+        };
+        let (mut a, mut b) = (Backoff::default(), Backoff::default());
+        // A 2 s token is due after 1 s by its lifetime; the pace decides.
+        assert_eq!(short.pace("a", &mut a, &token(0, 2_000), 0, 1_000), 1_000);
+        assert_eq!(
+            short.pace("a", &mut a, &token(1_000, 2_000), 1_000, 2_000),
+            3_000
+        );
+        assert_eq!(
+            short.pace("a", &mut a, &token(3_000, 2_000), 3_000, 4_000),
+            7_000
+        );
+        assert_eq!(short.pace("b", &mut b, &token(0, 2_000), 0, 1_000), 1_000);
+        assert_eq!(short.authorizers, 2, "each authorizer counted once");
+        // A normal lifetime ends the anomaly for its authorizer.
+        let normal = token(10_000, 7_200_000);
+        assert_eq!(
+            short.pace("a", &mut a, &normal, 10_000, 5_000_000),
+            5_000_000
+        );
+        assert!(a.is_reset());
+        assert_eq!(short.authorizers, 1);
+        short.forget(&b);
+        assert_eq!(short.authorizers, 0);
     }
 }

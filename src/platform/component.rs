@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::store::PlatformStore;
 use super::upstream::ComponentApi;
@@ -37,7 +37,8 @@ pub struct ComponentSource {
     ticket: Arc<TicketCell>,
     store: Arc<dyn PlatformStore>,
     last_push_request: Mutex<Option<Instant>>,
-    /// The last ticket WeChat refused, never read back from the store.
+    /// The last ticket WeChat refused, or one stored with implausible
+    /// times: never read back from the store.
     rejected: Mutex<Option<Arc<str>>>,
     /// How long one attempt waits for a pushed ticket.
     wait: Duration,
@@ -71,10 +72,28 @@ impl ComponentSource {
         if let Some(ticket) = self.ticket.borrow().clone() {
             return Some(ticket);
         }
-        let stored = self.store.load_ticket().await.ok().flatten()?;
-        let age = self.clock.now_secs().saturating_sub(stored.received_at);
+        let stored = match self.store.load_ticket().await {
+            Ok(stored) => stored?,
+            // Refused state was logged and set aside by the store.
+            Err(err) if err.is_untrusted() => return None,
+            Err(err) => {
+                warn!(platform = %self.name, error = %err, "cannot read the stored component_verify_ticket");
+                return None;
+            }
+        };
+        let now = self.clock.now_secs();
         let refused = self.rejected.lock().expect("poisoned").as_deref() == Some(&*stored.ticket);
-        if age >= TICKET_LIFETIME_SECS || refused {
+        if refused {
+            return None;
+        }
+        if let Some(problem) = stored.implausible(now) {
+            // Dated ahead, it would never age out. Remembered as refused,
+            // so it is refused (and logged) once.
+            error!(platform = %self.name, %problem, "refusing a stored component_verify_ticket no broker could have received; asking for a new push");
+            *self.rejected.lock().expect("poisoned") = Some(Arc::from(stored.ticket));
+            return None;
+        }
+        if now.saturating_sub(stored.received_at) >= TICKET_LIFETIME_SECS {
             return None;
         }
         let ticket: Arc<str> = Arc::from(stored.ticket);

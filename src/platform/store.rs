@@ -16,19 +16,27 @@
 //! A record with an empty refresh token is never written: an empty value
 //! must never replace the last good one.
 //!
+//! Both files hold secrets and are opened through `store::trust`
+//! (DESIGN.md sections 17 and 21): never through a symlink, never blocking
+//! on a FIFO, narrowed to 0600 if others could read them. One this broker
+//! could not have written alone is set aside and never loaded; the
+//! platform then recovers its authorizers from WeChat.
+//!
 //! [`Store`]: crate::store::Store
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, ErrorKind, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{write_atomically, StoreError};
+use tracing::error;
+
+use crate::store::trust::{self, Contents};
+use crate::store::{implausible_times, write_atomically, Implausible, StoreError};
 
 /// One authorizer as stored. Tokens are plain strings here: the record
 /// never reaches a log (`Debug` is masked by hand).
@@ -48,6 +56,32 @@ pub struct AuthorizerRecord {
     pub authorized_at: u64,
 }
 
+impl AuthorizerRecord {
+    /// Why the access token's times cannot be ones a broker whose clock
+    /// reads `now_ms` wrote (see [`implausible_times`]); `None` when they
+    /// are plausible or no token is held. Only the token is then
+    /// distrusted: the refresh token is the one thing that cannot be had
+    /// again without the merchant, and a planted one fails upstream
+    /// harmlessly.
+    pub fn token_implausible(&self, now_ms: u64) -> Option<Implausible> {
+        if self.access_token.is_empty() {
+            return None;
+        }
+        implausible_times(self.fetched_at_ms, self.expires_at_ms, now_ms / 1000)
+    }
+
+    /// The record without its access token: refreshed at once with its
+    /// refresh token.
+    pub fn without_token(self) -> Self {
+        AuthorizerRecord {
+            access_token: String::new(),
+            expires_at_ms: 0,
+            fetched_at_ms: 0,
+            ..self
+        }
+    }
+}
+
 impl std::fmt::Debug for AuthorizerRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthorizerRecord")
@@ -64,6 +98,16 @@ pub struct StoredTicket {
     pub ticket: String,
     /// Unix seconds.
     pub received_at: u64,
+}
+
+impl StoredTicket {
+    /// Why the ticket cannot have been received by a broker whose clock
+    /// reads `now_secs` (pushed in the future), or `None`. A ticket dated
+    /// ahead would never age out.
+    pub fn implausible(&self, now_secs: u64) -> Option<Implausible> {
+        let received_ms = self.received_at.saturating_mul(1000);
+        implausible_times(received_ms, received_ms, now_secs)
+    }
 }
 
 impl std::fmt::Debug for StoredTicket {
@@ -283,31 +327,41 @@ fn io_error<'a>(
     }
 }
 
-/// Opens `path` for reading if this uid alone could have written it.
-fn open_trusted(path: &Path) -> Result<Option<File>, StoreError> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(io_error("read", path)(err)),
-    };
-    let meta = file.metadata().map_err(io_error("read", path))?;
-    let ours = meta.uid() == rustix::process::geteuid().as_raw();
-    if !meta.is_file() || !ours || meta.mode() & 0o022 != 0 {
-        return Err(StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: "not a private file of this user; refusing it".into(),
-        });
+/// The largest verify ticket file read: it holds one short ticket.
+const MAX_TICKET_BYTES: u64 = 64 * 1024;
+/// The largest journal read: ten thousand authorizers take a few MB
+/// even just before a compaction; this leaves room for many times that.
+const MAX_JOURNAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Opens a platform file through [`trust`]; one refused is renamed aside
+/// (kept for the operator, never read or written again) and the refusal
+/// returned, so the platform starts from what WeChat holds instead.
+fn vetted<T>(
+    path: &Path,
+    open: impl FnOnce(&Path) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let result = open(path);
+    if let Err(err @ StoreError::Untrusted { .. }) = &result {
+        match trust::set_aside(path) {
+            Ok(aside) => {
+                error!(path = %path.display(), aside = %aside.display(), error = %err, "refusing platform state this broker could not have written; set it aside")
+            }
+            Err(rename) => {
+                error!(path = %path.display(), error = %err, rename_error = %rename, "refusing platform state this broker could not have written; it could not be set aside, and is neither read nor written")
+            }
+        }
     }
-    Ok(Some(file))
+    result
 }
 
 impl FileInner {
     fn read_ticket(&self) -> Result<Option<StoredTicket>, StoreError> {
-        let Some(file) = open_trusted(&self.ticket_path)? else {
+        let read = |path: &Path| trust::read(path, Contents::Secrets, MAX_TICKET_BYTES);
+        let Some(bytes) = vetted(&self.ticket_path, read)? else {
             return Ok(None);
         };
         let ticket: StoredTicket =
-            serde_json::from_reader(file).map_err(|err| StoreError::Corrupt {
+            serde_json::from_slice(&bytes).map_err(|err| StoreError::Corrupt {
                 path: self.ticket_path.clone(),
                 reason: err.to_string(),
             })?;
@@ -316,12 +370,14 @@ impl FileInner {
 
     fn read_journal(&self) -> Result<Vec<AuthorizerRecord>, StoreError> {
         let path = &self.journal_path;
-        let Some(file) = open_trusted(path)? else {
+        let open = |path: &Path| trust::open(path, Contents::Secrets, MAX_JOURNAL_BYTES);
+        let Some(file) = vetted(path, open)? else {
             return Ok(Vec::new());
         };
         let mut records: HashMap<String, AuthorizerRecord> = HashMap::new();
         let mut lines = 0;
-        for (index, line) in BufReader::new(file).split(b'\n').enumerate() {
+        let bounded = BufReader::new(file.take(MAX_JOURNAL_BYTES));
+        for (index, line) in bounded.split(b'\n').enumerate() {
             let line = line.map_err(io_error("read", path))?;
             if line.is_empty() {
                 continue;
@@ -355,13 +411,9 @@ impl FileInner {
         let path = &self.journal_path;
         let mut journal = self.journal.lock().expect("poisoned");
         if journal.file.is_none() {
-            let fresh = !path.exists();
-            let mut file = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_error("write", path))?;
+            // Never through a symlink, never into a file someone else
+            // could have written: such a journal was set aside on load.
+            let (mut file, fresh) = trust::open_append(path, Contents::Secrets)?;
             if fresh {
                 let header = Line::Platform {
                     component_appid: self.component_appid.clone(),
@@ -486,6 +538,8 @@ impl PlatformStore for FilePlatformStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn record(appid: &str, refresh: &str) -> AuthorizerRecord {
         AuthorizerRecord {
@@ -557,5 +611,144 @@ mod tests {
         assert_eq!(store.load_ticket().await.unwrap(), Some(ticket));
         let other = FilePlatformStore::new(dir.path(), "saas", "wxother");
         assert_eq!(other.load_ticket().await.unwrap(), None);
+    }
+
+    fn untrusted(result: Result<impl std::fmt::Debug, StoreError>) -> crate::store::Doubt {
+        match result {
+            Err(StoreError::Untrusted { doubt, .. }) => doubt,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// Names in `dir` starting with `prefix`.
+    fn named(dir: &Path, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(prefix))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_journal_is_set_aside_and_never_written_through() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = root.path().join("elsewhere.jsonl");
+        let planted = FilePlatformStore::new(root.path(), "planted", "wxc");
+        planted
+            .save_authorizers(&[record("a", "r1")])
+            .await
+            .unwrap();
+        std::fs::rename(planted.journal_path(), &elsewhere).unwrap();
+        let before = std::fs::read(&elsewhere).unwrap();
+        let dir = root.path().join("state");
+        std::fs::create_dir(&dir).unwrap();
+        let store = FilePlatformStore::new(&dir, "saas", "wxc");
+        std::os::unix::fs::symlink(&elsewhere, store.journal_path()).unwrap();
+        assert_eq!(
+            untrusted(store.load_authorizers().await),
+            crate::store::Doubt::NotRegular
+        );
+        assert_eq!(named(&dir, "saas.authorizers.jsonl.untrusted-").len(), 1);
+        store.save_authorizers(&[record("b", "rb")]).await.unwrap();
+        assert_eq!(
+            std::fs::read(&elsewhere).unwrap(),
+            before,
+            "never written through"
+        );
+        let meta = std::fs::symlink_metadata(store.journal_path()).unwrap();
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.mode() & 0o7777, 0o600);
+        assert_eq!(
+            store.load_authorizers().await.unwrap(),
+            vec![record("b", "rb")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_journal_others_may_read_is_narrowed_to_0600_and_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        store.save_authorizers(&[record("a", "r1")]).await.unwrap();
+        let path = store.journal_path();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let reopened = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        assert_eq!(
+            reopened.load_authorizers().await.unwrap(),
+            vec![record("a", "r1")]
+        );
+        assert_eq!(std::fs::metadata(path).unwrap().mode() & 0o7777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn fifos_for_journal_and_ticket_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        for path in [
+            store.journal_path().to_owned(),
+            store.inner.ticket_path.clone(),
+        ] {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &path,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+        }
+        let at_once = std::time::Duration::from_secs(10);
+        let journal = tokio::time::timeout(at_once, store.load_authorizers()).await;
+        assert_eq!(
+            untrusted(journal.expect("returns at once")),
+            crate::store::Doubt::NotRegular
+        );
+        let ticket = tokio::time::timeout(at_once, store.load_ticket()).await;
+        assert_eq!(
+            untrusted(ticket.expect("returns at once")),
+            crate::store::Doubt::NotRegular
+        );
+        assert!(named(dir.path(), "saas.")
+            .iter()
+            .all(|name| name.contains(".untrusted-")));
+        // Set aside: the next start finds nothing, and writes anew.
+        assert!(store.load_authorizers().await.unwrap().is_empty());
+        assert!(store.load_ticket().await.unwrap().is_none());
+    }
+
+    #[test]
+    fn implausible_times_distrust_the_token_only() {
+        let now_ms = 1_800_000_000_000;
+        let year_ms = 365 * 86_400_000;
+        let planted = AuthorizerRecord {
+            fetched_at_ms: now_ms + year_ms,
+            expires_at_ms: now_ms + 10 * year_ms,
+            ..record("a", "r1")
+        };
+        assert!(planted.token_implausible(now_ms).is_some());
+        let kept = planted.without_token();
+        assert_eq!(kept.refresh_token, "r1");
+        assert!(kept.access_token.is_empty());
+        assert_eq!(kept.token_implausible(now_ms), None);
+        let fresh = AuthorizerRecord {
+            fetched_at_ms: now_ms - 1_000,
+            expires_at_ms: now_ms + 7_199_000,
+            ..record("a", "r1")
+        };
+        assert_eq!(fresh.token_implausible(now_ms), None);
+        let long = AuthorizerRecord {
+            fetched_at_ms: now_ms,
+            expires_at_ms: now_ms + 2 * 86_400_000,
+            ..record("a", "r1")
+        };
+        assert!(long.token_implausible(now_ms).is_some());
+        let ticket = |received_at| StoredTicket {
+            component_appid: "wxc".into(),
+            ticket: "t".into(),
+            received_at,
+        };
+        assert_eq!(ticket(now_ms / 1000 - 600).implausible(now_ms / 1000), None);
+        assert!(ticket(now_ms / 1000 + 3600)
+            .implausible(now_ms / 1000)
+            .is_some());
     }
 }

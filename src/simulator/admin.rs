@@ -64,6 +64,10 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
             sim.set_token_lifetime(body::<Secs>(request)?.duration()?);
             done()
         }
+        (&Method::POST, "authorizer_lifetime") => {
+            sim.set_authorizer_token_lifetime(body::<Secs>(request)?.duration()?);
+            done()
+        }
         (&Method::POST, "ticket_lifetime") => {
             sim.set_ticket_lifetime(body::<Secs>(request)?.duration()?);
             done()

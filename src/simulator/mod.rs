@@ -40,7 +40,9 @@
 //! `POST ticket_fault` (the `fault` body, for the ticket endpoints' own
 //! queue), `POST ticket_lifetime` (`{"secs":..}`),
 //! `GET ticket_valid?owner=APPID_OR_CORPID&kind=jsapi|wx_card|agent_config&ticket=T`
-//! and `POST wecom_agents` (`{"corpid":..,"secret":..,"agentid":..}`); and
+//! and `POST wecom_agents` (`{"corpid":..,"secret":..,"agentid":..}`); for
+//! the Open Platform `POST authorizer_lifetime` (`{"secs":..}`, the
+//! `expires_in` of authorizer tokens issued from now on); and
 //! for the user-facing APIs
 //! `POST users` (`{"appid":..}` → `{"openid":..}`), `POST oauth_code`
 //! (`{"appid":..,"openid"?:..,"scope"?:"snsapi_base"|"snsapi_userinfo"}` →

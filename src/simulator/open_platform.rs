@@ -180,6 +180,7 @@ impl Simulator {
         self.open().rotate_refresh_tokens = rotate;
     }
 
+    /// `expires_in` of authorizer tokens issued from now on.
     pub fn set_authorizer_token_lifetime(&self, lifetime: Duration) {
         self.open().authorizer_token_lifetime = lifetime;
     }

@@ -5,15 +5,16 @@
 //! are used (see [`super::ownership`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tracing::error;
 
-use super::ownership::{own_uid, DirVerdict, Doubt, Facts};
+use super::ownership::{own_uid, DirVerdict, Facts};
+use super::trust::{self, Contents};
 use super::{Store, StoreError, StoreKey, StoredApp};
 
 pub struct FileStore {
@@ -112,44 +113,17 @@ fn remove_leftover_temp_files(dir: &Path) {
     }
 }
 
-/// Reads a record, if this broker's uid alone could have written it: a
-/// regular file of ours, not writable by group or others, with one name.
-/// Checked on the file actually opened (not only on the name before
-/// opening), and the name is never followed if it is a symlink.
+/// The largest record read: a record is a few hundred bytes.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
+/// Reads a record, if this broker's uid alone could have written it (see
+/// [`super::trust`]): a regular file of ours, not writable by group or
+/// others, with one name, never followed if it is a symlink. It holds a
+/// token, so one others may read is narrowed to 0600.
 fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
-    let io = |source| StoreError::Io {
-        op: "read",
-        path: path.to_path_buf(),
-        source,
+    let Some(bytes) = trust::read(path, Contents::Secrets, MAX_RECORD_BYTES)? else {
+        return Ok(None);
     };
-    let untrusted = |doubt| StoreError::Untrusted {
-        path: path.to_path_buf(),
-        doubt,
-    };
-    let uid = own_uid();
-    let named = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(io(source)),
-    };
-    // Before opening: a FIFO planted under the name would block the open.
-    if let Some(doubt) = Facts::of(&named).record_doubt(uid) {
-        return Err(untrusted(doubt));
-    }
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(io(source)),
-    };
-    let opened = file.metadata().map_err(io)?;
-    if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
-        return Err(untrusted(Doubt::Replaced));
-    }
-    if let Some(doubt) = Facts::of(&opened).record_doubt(uid) {
-        return Err(untrusted(doubt));
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|err| StoreError::Corrupt {
@@ -228,7 +202,9 @@ pub(crate) fn write_atomically(
 mod tests {
     use super::*;
     use crate::secret::AccessToken;
+    use crate::store::Doubt;
     use crate::store::StoredToken;
+    use std::os::unix::fs::MetadataExt;
 
     fn key() -> StoreKey {
         StoreKey {
@@ -332,6 +308,16 @@ mod tests {
         let store = FileStore::open(root.path()).unwrap();
         write_record_file(&store.record_path(&key()), 0o666);
         assert_eq!(refused(&store).await, Doubt::SharedWrite { mode: 0o666 });
+    }
+
+    #[tokio::test]
+    async fn a_record_others_may_read_is_narrowed_to_0600_and_used() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::open(root.path()).unwrap();
+        let path = store.record_path(&key());
+        write_record_file(&path, 0o644);
+        assert_eq!(store.load(&key()).await.unwrap(), Some(record()));
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod memory;
 mod memory_fleet;
 mod ownership;
 mod redis;
+pub(crate) mod trust;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -142,26 +143,10 @@ impl StoredToken {
     /// a file: one that claims a lifetime longer than upstream ever grants,
     /// or a fetch in the future, is not served whatever wrote it.
     pub fn implausible(&self, now_secs: u64) -> Option<Implausible> {
-        let fetched_ms = self.fetched_ms();
         if self.fetched_at_ms > 0 && self.fetched_at_ms / 1000 != self.fetched_at {
             return Some(Implausible::Inconsistent);
         }
-        if fetched_ms / 1000 > now_secs.saturating_add(CLOCK_SLACK_SECS) {
-            return Some(Implausible::FetchedLater {
-                fetched_at: self.fetched_at,
-            });
-        }
-        if self.expires_at > self.fetched_at.saturating_add(MAX_RECORD_LIFETIME_SECS) {
-            return Some(Implausible::Lifetime {
-                lifetime: self.expires_at.saturating_sub(self.fetched_at),
-            });
-        }
-        if self.expires_at > now_secs.saturating_add(MAX_RECORD_LIFETIME_SECS) {
-            return Some(Implausible::ExpiresLater {
-                expires_at: self.expires_at,
-            });
-        }
-        None
+        implausible_times(self.fetched_ms(), self.expires_ms(), now_secs)
     }
 
     /// Whether a broker holding `held` should take this (shared) token
@@ -181,6 +166,28 @@ pub const MAX_RECORD_LIFETIME_SECS: u64 = crate::wechat::MAX_LIFETIME_SECS;
 /// How far in the future a record's fetch time may lie: the wall clock
 /// can step back a little (NTP) between a write and the next start.
 const CLOCK_SLACK_SECS: u64 = 60;
+
+/// Why a token said to be fetched at `fetched_ms` and to die at
+/// `expires_ms` (unix milliseconds) cannot have been written by a broker
+/// whose clock reads `now_secs`, or `None` if these times are plausible:
+/// fetched no later than now (give or take the clock's slack), living no
+/// longer than upstream ever grants, and dying within a day of now. Every
+/// stored credential is judged by it (DESIGN.md section 17).
+pub fn implausible_times(fetched_ms: u64, expires_ms: u64, now_secs: u64) -> Option<Implausible> {
+    let (fetched_at, expires_at) = (fetched_ms / 1000, expires_ms / 1000);
+    if fetched_at > now_secs.saturating_add(CLOCK_SLACK_SECS) {
+        return Some(Implausible::FetchedLater { fetched_at });
+    }
+    if expires_at > fetched_at.saturating_add(MAX_RECORD_LIFETIME_SECS) {
+        return Some(Implausible::Lifetime {
+            lifetime: expires_at.saturating_sub(fetched_at),
+        });
+    }
+    if expires_at > now_secs.saturating_add(MAX_RECORD_LIFETIME_SECS) {
+        return Some(Implausible::ExpiresLater { expires_at });
+    }
+    None
+}
 
 /// Why a stored token's times are not ones a broker could have written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
-//! What the file store may trust on disk (DESIGN.md section 17): only what
-//! this process's uid could have written and nobody else could have
-//! changed. A record another local user planted would otherwise be served
+//! What the broker may trust on disk (DESIGN.md sections 17 and 21): only
+//! what this process's uid could have written and nobody else could have
+//! changed. [`super::trust`] applies these rules to every durable file. A record another local user planted would otherwise be served
 //! as a token, with no upstream call to contradict it.
 
 use std::fs::Metadata;
@@ -33,8 +33,9 @@ pub enum Doubt {
     /// name. A second one is a hard link someone else made.
     #[error("has {links} hard links")]
     Links { links: u64 },
-    #[error("replaced while it was being opened")]
-    Replaced,
+    /// Larger than any file of its kind the broker writes: not read.
+    #[error("larger than {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
 /// The facts about a file that decide whether it can be trusted, apart

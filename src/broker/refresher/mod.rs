@@ -537,7 +537,10 @@ impl Refresher {
     }
 
     fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
-        let short_lived = Duration::from_secs(grant.expires_in) <= self.app.refresh_before;
+        let short_lived = schedule::is_short_lifetime(
+            Duration::from_secs(grant.expires_in),
+            self.app.refresh_before,
+        );
         if !short_lived {
             self.backoff.reset();
         }
