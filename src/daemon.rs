@@ -281,7 +281,7 @@ pub async fn start_with(
     let broker = Broker::start(apps, &context);
     let diagnostics = Arc::new(Diagnostics::new(
         http.clone(),
-        ResetLedger::for_store(&config.store, redis),
+        ResetLedger::for_store(&config.store, redis.clone()),
         config.server.token_wait_timeout,
     ));
     if let Some(schedule) = tuning.quota_poll {
@@ -294,7 +294,7 @@ pub async fn start_with(
             &cancel,
         );
     }
-    start_platforms(config, &broker, &http, tuning.authorizers)?;
+    start_platforms(config, &broker, &http, redis.clone(), tuning.authorizers)?;
     let sinks = broker
         .apps()
         .iter()
@@ -375,6 +375,7 @@ fn start_platforms(
     config: &Config,
     broker: &Broker,
     http: &reqwest::Client,
+    redis: Option<Arc<RedisStore>>,
     tuning: crate::platform::authorizers::SchedulerTuning,
 ) -> Result<(), StartError> {
     use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
@@ -385,21 +386,17 @@ fn start_platforms(
     let metrics = crate::platform::metrics::PlatformMetrics::new(&context.metrics);
     let mut platforms = Vec::with_capacity(config.platforms.len());
     for platform in &config.platforms {
-        let store: Arc<dyn PlatformStore> = match &config.store.backend {
-            StoreBackend::Memory => Arc::new(MemoryPlatformStore::default()),
-            StoreBackend::File { path } => Arc::new(FilePlatformStore::new(
+        let store: Arc<dyn PlatformStore> = match (&config.store.backend, &redis) {
+            (_, Some(redis)) => Arc::new(crate::platform::redis_store::RedisPlatformStore::new(
+                redis.clone(),
+                &platform.component_appid,
+            )),
+            (StoreBackend::File { path }, None) => Arc::new(FilePlatformStore::new(
                 path,
                 &platform.name,
                 &platform.component_appid,
             )),
-            StoreBackend::Redis(redis) => Arc::new(
-                crate::platform::redis_store::RedisPlatformStore::new(
-                    redis,
-                    &config.store.key_prefix,
-                    &platform.component_appid,
-                )
-                .map_err(StartError::Store)?,
-            ),
+            _ => Arc::new(MemoryPlatformStore::default()),
         };
         platforms.push(crate::platform::PlatformHandle::spawn(
             platform.clone(),

@@ -102,7 +102,6 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         server.remote_listen,
     )?;
     super::platforms::callback_listener(&server, &platforms)?;
-    redis::platforms_fit(&store, &platforms)?;
     Ok(Config {
         source: source.to_owned(),
         server,

@@ -812,7 +812,8 @@ impl RefreshTask {
     /// In a fleet: another broker holds this authorizer, or refreshed it
     /// already (adopt that), or the fleet's rate is spent this second; else
     /// the lock is ours, and the fleet's refresh token (the one WeChat
-    /// holds, whoever rotated it last) is what to fetch with.
+    /// holds, whoever rotated it last) is what to fetch with, unless the
+    /// held one is newer.
     async fn fleet_check(&self) -> Result<Option<String>, Outcome> {
         let settled = |record| {
             Err(Outcome::Settled {
@@ -849,7 +850,11 @@ impl RefreshTask {
             let _ = self.store.unlock_authorizer(&self.appid).await;
             return settled(None);
         }
+        // A record older than the one held (a promoted replica that missed
+        // the last write) carries a refresh token that may be spent: keep
+        // the held one then.
         Ok(shared
+            .filter(|shared| shared.fetched_at_ms >= self.held_fetched_at_ms)
             .map(|shared| shared.refresh_token)
             .filter(|refresh| !refresh.is_empty()))
     }

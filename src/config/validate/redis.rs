@@ -140,22 +140,3 @@ pub(super) fn lock_fits(store: &StoreConfig, apps: &[AppConfig]) -> Result<(), P
     }
     Ok(())
 }
-
-/// `[[platforms]]` keep their authorizers in one Redis hash through their
-/// own connection, which speaks to a single Redis: a Sentinel or Cluster
-/// URL with platforms is refused rather than half served.
-pub(super) fn platforms_fit(
-    store: &StoreConfig,
-    platforms: &[super::super::PlatformConfig],
-) -> Result<(), Problem> {
-    match &store.backend {
-        StoreBackend::Redis(redis) if !platforms.is_empty() => match redis.target.topology {
-            crate::store::Topology::Single { .. } => Ok(()),
-            _ => Err(Problem::new(
-                "store.url",
-                "[[platforms]] need a single Redis (redis:// or rediss://); a Sentinel or Cluster URL serves apps only",
-            )),
-        },
-        _ => Ok(()),
-    }
-}

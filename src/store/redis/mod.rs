@@ -39,6 +39,9 @@ use keys::Keys;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the per-day counter outlives its day.
 const COUNTER_TTL_SECS: i64 = 3 * 86_400;
+/// How long a write of a crown jewel waits for a replica to confirm it:
+/// well inside [`COMMAND_TIMEOUT`].
+const REPLICA_WAIT: Duration = Duration::from_millis(300);
 /// Pause between attempts to resubscribe after Redis went away.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -83,6 +86,10 @@ pub struct RedisStore {
 struct Core {
     link: Link,
     prefix: String,
+    /// A Sentinel-managed primary: its writes reach a replica before a
+    /// failover can promote it, so crown jewels wait for one
+    /// ([`RedisStore::replicated_write`]).
+    replicated: bool,
     owner: String,
     /// Locks asked for whose answer never came: a frozen Redis runs the
     /// command once it thaws, leaving a lock nobody knows it holds (for
@@ -100,8 +107,10 @@ impl RedisStore {
     /// Does not connect: the broker must start, and serve a stored or
     /// locally fetched token, even while Redis is down.
     pub fn new(target: RedisTarget, access: Access, prefix: &str) -> Result<Self, StoreError> {
+        let replicated = matches!(target.topology, Topology::Sentinel { .. });
         Ok(RedisStore {
             core: Arc::new(Core {
+                replicated,
                 link: Link::new(target, access)?,
                 prefix: prefix.to_owned(),
                 unanswered_locks: Mutex::new(Vec::new()),
@@ -161,6 +170,66 @@ impl RedisStore {
 
     fn keys(&self, key: &StoreKey) -> Keys {
         Keys::new(&self.core.prefix, key)
+    }
+
+    /// The configured `key_prefix`: state kept beside the credentials (a
+    /// platform's authorizers) is keyed under it too.
+    pub fn prefix(&self) -> &str {
+        &self.core.prefix
+    }
+
+    /// Runs one command on the store's connection, with its timeout and
+    /// its failover handling: every kind's durable state goes through this
+    /// one connection, so what holds for tokens on Sentinel and Cluster
+    /// holds for it too. Keys of one command must share a hash tag.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        command: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.core.query(op, command).await
+    }
+
+    /// Runs `pipeline` (all its keys under one hash tag) as [`Self::query`]
+    /// runs a command.
+    pub async fn query_pipeline<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        self.core
+            .run(op, async |mut c| pipeline.query_async(&mut c).await)
+            .await
+    }
+
+    /// Runs `pipeline`, a write of something that cannot be fetched again
+    /// (a refresh token, a permanent code), and on a Sentinel-managed
+    /// primary waits until a replica has it too (`WAIT`, bounded by
+    /// [`REPLICA_WAIT`]), so a failover right after cannot take it along.
+    /// A replica that does not confirm in time is logged, not an error:
+    /// the write is on the primary, and the broker keeps it in memory.
+    pub async fn replicated_write(
+        &self,
+        op: &'static str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<(), StoreError> {
+        if !self.core.replicated {
+            return self.query_pipeline(op, pipeline).await;
+        }
+        let mut waited = pipeline.clone();
+        waited
+            .cmd("WAIT")
+            .arg(1)
+            .arg(REPLICA_WAIT.as_millis() as u64);
+        let answers: Vec<redis::Value> = self.query_pipeline(op, &waited).await?;
+        let confirmed = matches!(answers.last(), Some(redis::Value::Int(n)) if *n >= 1);
+        if !confirmed {
+            warn!(
+                op,
+                "no replica confirmed a write within {REPLICA_WAIT:?}; it is on the primary only"
+            );
+        }
+        Ok(())
     }
 }
 
