@@ -16,7 +16,7 @@ use tracing::debug;
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::diagnostics;
-use super::proxy::{Forward, Proxy};
+use super::proxy::{Caller, Forward, Proxy};
 use super::respond::{self, Body};
 use super::ticket_routes;
 use crate::broker::{AppHandle, Broker, InvalidateOutcome};
@@ -468,16 +468,26 @@ async fn dispatch(
                 query,
                 headers: &request.headers,
             };
+            let caller = Caller {
+                client: access.client(),
+                listener: listener.label(),
+            };
             state
                 .proxy
-                .forward(&app, forward, body)
+                .forward(&app, &caller, forward, body)
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
         Route::Diagnostics(route) => {
             diagnostics::handle(state, listener, &access, route, request, body).await
         }
-        Route::Platform(rest) => super::platform_routes::dispatch(state, rest, request, body).await,
+        Route::Platform(rest) => {
+            let caller = Caller {
+                client: access.client(),
+                listener: listener.label(),
+            };
+            super::platform_routes::dispatch(state, &caller, rest, request, body).await
+        }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
             path: request.uri.path().chars().take(256).collect(),
