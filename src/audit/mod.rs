@@ -212,16 +212,19 @@ impl Writer {
         tokio::pin!(stop);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Settings first: a record finished after a reload applied
+            // its settings goes where they say.
             tokio::select! {
+                biased;
+                Ok(()) = settings.changed() => {
+                    let current = settings.borrow_and_update().clone();
+                    self.configure(current).await;
+                }
                 received = records.recv_many(&mut batch, BATCH) => {
                     if received == 0 {
                         break;
                     }
                     self.write(&mut batch).await;
-                }
-                Ok(()) = settings.changed() => {
-                    let current = settings.borrow_and_update().clone();
-                    self.configure(current).await;
                 }
                 () = &mut stop => break,
             }
@@ -317,4 +320,146 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientConfig, ClientIdentity};
+
+    fn call(client: &str) -> Call {
+        Call::begin(
+            client,
+            "unix",
+            Target::App("shop".into()),
+            &http::Method::GET,
+            "/cgi-bin/openapi/quota/get".into(),
+        )
+    }
+
+    fn ok() -> Verdict {
+        Verdict::answered(&Reply::new(200, Some(0), Some("ok")))
+    }
+
+    fn clients() -> Arc<ArcSwap<Clients>> {
+        Arc::new(ArcSwap::from_pointee(Clients::new(&[ClientConfig {
+            name: "orders".into(),
+            identity: ClientIdentity::Uid(1001),
+            apps: vec!["shop".into()],
+        }])))
+    }
+
+    fn series(metrics: &Metrics, name: &str) -> String {
+        String::from_utf8(metrics.render())
+            .unwrap()
+            .lines()
+            .filter(|line| line.starts_with(name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let metrics = Metrics::new();
+        let (queue, _undrained) = mpsc::channel(2);
+        let auditor = Auditor {
+            queue,
+            metrics: AuditMetrics::new(&metrics),
+            clients: clients(),
+        };
+        for _ in 0..5 {
+            auditor.finish(call("orders"), ok());
+        }
+        assert_eq!(auditor.metrics.dropped.get(), 3);
+        assert!(series(&metrics, "wxbroker_proxied_calls_total")
+            .contains(r#"{app="shop",client="orders",outcome="ok"} 5"#));
+    }
+
+    #[tokio::test]
+    async fn only_configured_clients_become_labels() {
+        let metrics = Metrics::new();
+        let (queue, _undrained) = mpsc::channel(8);
+        let auditor = Auditor {
+            queue,
+            metrics: AuditMetrics::new(&metrics),
+            clients: clients(),
+        };
+        auditor.finish(call("uid-4242"), ok());
+        auditor.finish(call("unknown"), Verdict::unanswered(Outcome::Refused));
+        let text = series(&metrics, "wxbroker_proxied_calls_total");
+        assert!(
+            text.contains(r#"{app="shop",client="unknown",outcome="ok"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"{app="shop",client="unknown",outcome="refused"} 1"#));
+        assert!(!text.contains("uid-4242"));
+    }
+
+    #[tokio::test]
+    async fn the_writer_writes_what_is_queued_and_stops_after_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let (auditor, _control) = spawn(
+            AuditSettings {
+                file: Some(path.clone()),
+                max_bytes: 1 << 20,
+            },
+            &Metrics::new(),
+            clients(),
+            &tasks,
+            &cancel,
+            Duration::from_millis(200),
+        );
+        for _ in 0..10 {
+            auditor.finish(call("orders"), ok());
+        }
+        // A connection still draining keeps its Auditor: the writer stops
+        // at the drain's end all the same, with every record written.
+        cancel.cancel();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+            .await
+            .expect("the writer stops after the drain");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 10, "{text}");
+        drop(auditor);
+    }
+
+    #[tokio::test]
+    async fn a_reload_moves_the_records_to_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+        let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let settings = |file: &PathBuf| AuditSettings {
+            file: Some(file.clone()),
+            max_bytes: 1 << 20,
+        };
+        let (auditor, control) = spawn(
+            settings(&first),
+            &Metrics::new(),
+            clients(),
+            &tasks,
+            &cancel,
+            Duration::from_secs(5),
+        );
+        auditor.finish(call("orders"), ok());
+        let lines =
+            |path: &PathBuf| std::fs::read_to_string(path).map_or(0, |text| text.lines().count());
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while lines(&first) < 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the first record is written");
+        control.apply(settings(&second));
+        auditor.finish(call("orders"), ok());
+        drop(auditor);
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+            .await
+            .expect("the writer stops once every auditor is gone");
+        assert_eq!((lines(&first), lines(&second)), (1, 1));
+    }
 }
