@@ -292,3 +292,31 @@ async fn the_audit_file_rotates_past_its_size_bound() {
     }
     assert!(lines(&previous).len() > lines(&audit).len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moves_the_audit_to_the_new_file_at_once() {
+    let sim = simulator(SimConfig::default()).await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let (first, second) = (
+        audit_dir.path().join("first.jsonl"),
+        audit_dir.path().join("second.jsonl"),
+    );
+    let apps = format!(
+        "{}\n{}",
+        classic_app("shop", &sim, ""),
+        audit_section(&first, "")
+    );
+    let broker = Broker::start(&apps).await;
+    let call = "/v1/apps/shop/proxy/cgi-bin/openapi/quota/get?cgi_path=%2Fcgi-bin%2Ftoken";
+    let (status, _, _) = broker.send(Method::GET, call, &[], None).await;
+    assert_eq!(status, 200);
+    wait_for_lines(&first, 1).await;
+
+    let mut config = broker.config.clone();
+    config.log.audit_file = Some(second.clone());
+    broker.daemon().reload(&config).await;
+    let (status, _, _) = broker.send(Method::GET, call, &[], None).await;
+    assert_eq!(status, 200);
+    wait_for_lines(&second, 1).await;
+    assert_eq!(lines(&first).len(), 1);
+}

@@ -776,7 +776,9 @@ fn render_effective_shows_defaults_and_parses_back() {
     let rendered = ok(&text).render_effective();
     assert!(rendered.contains("socket_mode = \"0640\""), "{rendered}");
     assert!(
-        rendered.contains("audit_file = \"/var/log/wxbroker/audit.jsonl\"\naudit_max_bytes = 16777216\n"),
+        rendered.contains(
+            "audit_file = \"/var/log/wxbroker/audit.jsonl\"\naudit_max_bytes = 16777216\n"
+        ),
         "{rendered}"
     );
     assert!(
