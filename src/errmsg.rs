@@ -22,7 +22,7 @@ const MAX_RID: usize = 64;
 /// The `rid` at the end of `errmsg`, if it carries a well-formed one.
 pub fn rid(errmsg: &str) -> Option<&str> {
     let (_, after) = errmsg.rsplit_once("rid:")?;
-    let rid = after.trim_start().split_whitespace().next()?;
+    let rid = after.split_whitespace().next()?;
     let well_formed = !rid.is_empty()
         && rid.len() <= MAX_RID
         && rid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
