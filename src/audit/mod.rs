@@ -261,6 +261,9 @@ impl Writer {
     /// Emits each record as an event, then appends them to the file (when
     /// there is one and it is not waiting out a failure).
     async fn write(&mut self, batch: &mut Vec<CallRecord>) {
+        if batch.is_empty() {
+            return;
+        }
         for record in batch.iter() {
             record.emit();
         }
