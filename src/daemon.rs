@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::audit::{self, AuditControl, AuditSettings};
 use crate::broker::{self, Broker, BrokerContext};
 use crate::clock::Clock;
 use crate::config::{self, Config, StoreBackend};
@@ -42,6 +43,8 @@ pub struct Daemon {
     /// The API's `[[clients]]`, replaced by a reload: a revoked
     /// credential stops working without a restart.
     clients: Arc<arc_swap::ArcSwap<Clients>>,
+    /// Where the call audit writes; a reload applies `[log] audit_file`.
+    audit: AuditControl,
     /// The configuration in effect (what a reload compares against).
     running: std::sync::Mutex<Config>,
     http: reqwest::Client,
@@ -119,8 +122,10 @@ impl Daemon {
     /// Applies a new configuration's apps (SIGHUP): new apps start, removed
     /// ones stop, changed ones restart (keeping their token when appid,
     /// kind and grant are unchanged, so a changed secret is used from the
-    /// next fetch), unchanged ones are left alone. Listener, store, log and platform
-    /// settings need a restart; a change to them is logged and ignored.
+    /// next fetch), unchanged ones are left alone. `[log] audit_file` and
+    /// `audit_max_bytes` apply at once (the audit file is reopened). Listener,
+    /// store, log format and level, and platform settings need a restart; a
+    /// change to them is logged and ignored.
     ///
     /// Returns once every stopped refresher has ended: a fetch one had
     /// begun is waited for (at most its `fetch_timeout`) and stored.
@@ -130,7 +135,11 @@ impl Daemon {
             let fixed = [
                 ("[server]", config.server != running.server),
                 ("[store]", config.store != running.store),
-                ("[log]", config.log != running.log),
+                (
+                    "[log] format and level",
+                    (&config.log.format, &config.log.level)
+                        != (&running.log.format, &running.log.level),
+                ),
                 ("[upstream]", config.upstream != running.upstream),
                 (
                     "[[apps]] compat_listen",
@@ -149,6 +158,7 @@ impl Daemon {
         }
         let report = self.broker.reconcile(app_sources(config, &self.http)).await;
         self.clients.store(Arc::new(Clients::new(&config.clients)));
+        self.audit.apply(AuditSettings::of(&config.log));
         let mut sinks = self.sinks.lock().expect("sink list poisoned");
         let gone = |name: &str| {
             report
@@ -167,7 +177,12 @@ impl Daemon {
                 sinks.push(sink);
             }
         }
-        self.running.lock().expect("running config poisoned").apps = config.apps.clone();
+        {
+            let mut running = self.running.lock().expect("running config poisoned");
+            running.apps = config.apps.clone();
+            running.log.audit_file = config.log.audit_file.clone();
+            running.log.audit_max_bytes = config.log.audit_max_bytes;
+        }
         info!(
             added = ?report.added,
             restarted = ?report.restarted,
@@ -300,7 +315,20 @@ pub async fn start_with(
         .iter()
         .filter_map(|app| spawn_sink(app, &tasks))
         .collect();
-    let state = Arc::new(ApiState::new(
+    let clients = Arc::new(arc_swap::ArcSwap::from_pointee(Clients::new(
+        &config.clients,
+    )));
+    // The writer outlives the listeners' drain, so the calls finishing
+    // during it are recorded too.
+    let (auditor, audit) = audit::spawn(
+        AuditSettings::of(&config.log),
+        &metrics,
+        clients.clone(),
+        &tasks,
+        &cancel,
+        server::DRAIN_DEADLINE + Duration::from_secs(1),
+    );
+    let mut state = ApiState::new(
         broker.clone(),
         metrics.clone(),
         config.server.token_wait_timeout,
@@ -309,9 +337,12 @@ pub async fn start_with(
             tuning.proxy_timeout,
             config.server.token_wait_timeout,
             metrics.clone(),
+            auditor,
         ),
         diagnostics,
-    ));
+    );
+    state.clients = clients.clone();
+    let state = Arc::new(state);
     if let Some(addr) = listeners.api_tcp_addr() {
         info!(%addr, "token api listening on tcp");
     }
@@ -345,8 +376,6 @@ pub async fn start_with(
     if let Some(addr) = listeners.remote_addr() {
         info!(%addr, "remote token api listening (tls, [[clients]] only)");
     }
-    let clients = state.clients.clone();
-    clients.store(Arc::new(Clients::new(&config.clients)));
     server::spawn(
         listeners,
         state,
@@ -361,6 +390,7 @@ pub async fn start_with(
         metrics,
         sinks: std::sync::Mutex::new(sinks),
         clients,
+        audit,
         running: std::sync::Mutex::new(config.clone()),
         http,
         tasks,

@@ -256,6 +256,12 @@ impl Clients {
             entries: matching.into(),
         }
     }
+
+    /// Whether `name` is a configured client's name: only those become
+    /// metric labels, so the label set is bounded by the configuration.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.known.iter().any(|known| &*known.name == name)
+    }
 }
 
 /// Equal digests, looked at whole whatever differs where.

@@ -29,10 +29,15 @@
 //!   own calls reach WeChat (`connect_to`, its own DNS client).
 //! - [`identity`] says which apps a request may read: a remote client's
 //!   bearer credential, a local peer's uid and gid (`[[clients]]`).
+//! - [`audit`] records every call the broker forwards to WeChat (who,
+//!   what, WeChat's answer) in the log and `[log] audit_file`, off the
+//!   request path; [`errmsg`] reads the rid and a refused address out of
+//!   WeChat's error messages.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
 
+pub mod audit;
 pub mod broker;
 pub mod cli;
 pub mod client;
@@ -42,6 +47,7 @@ pub mod credential;
 mod daemon;
 pub mod demo;
 pub mod diagnostics;
+pub mod errmsg;
 pub mod fd_limit;
 pub mod identity;
 pub mod jssdk;

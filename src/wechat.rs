@@ -207,6 +207,14 @@ impl FetchError {
     pub fn fix(&self) -> Option<&'static str> {
         self.errcode().and_then(config_fix)
     }
+
+    /// The broker's address, when WeChat refused it by name.
+    pub fn blocked_ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            FetchError::Api { errcode, errmsg } => crate::errmsg::blocked_ip(*errcode, errmsg),
+            _ => None,
+        }
+    }
 }
 
 fn config_fix(errcode: i64) -> Option<&'static str> {

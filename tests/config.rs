@@ -103,6 +103,11 @@ fn the_full_example_parses_with_every_value() {
     assert_eq!(config.store.key_prefix, "prod-wx");
     assert_eq!(config.log.format, LogFormat::Json);
     assert_eq!(config.log.level, "info,wxbroker=debug");
+    assert_eq!(
+        config.log.audit_file.as_deref(),
+        Some(Path::new("/var/log/wxbroker/audit.jsonl"))
+    );
+    assert_eq!(config.log.audit_max_bytes, 16 * 1024 * 1024);
 
     assert_eq!(config.apps.len(), 2);
     let shop = config.app("shop").unwrap();
@@ -301,6 +306,9 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("empty prefix", doc(SERVER, APP, "[store]\nkey_prefix = \"\""), "store.key_prefix", "non-empty"),
         ("log format", doc(SERVER, APP, "[log]\nformat = \"xml\""), "log.format", "\"xml\""),
         ("log level", doc(SERVER, APP, "[log]\nlevel = \"verbose\""), "log.level", "not a level"),
+        ("empty audit file", doc(SERVER, APP, "[log]\naudit_file = \"\""), "log.audit_file", "must not be empty"),
+        ("audit bound alone", doc(SERVER, APP, "[log]\naudit_max_bytes = 1048576"), "log.audit_max_bytes", "applies only with log.audit_file"),
+        ("tiny audit bound", doc(SERVER, APP, "[log]\naudit_file = \"/var/log/wxbroker/audit.jsonl\"\naudit_max_bytes = 100"), "log.audit_max_bytes", "at least 4096"),
         ("no apps", format!("[server]\n{SERVER}"), "apps", "at least one [[apps]]"),
         ("missing name", doc(SERVER, "appid = \"wx1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps[0].name", "required"),
         ("bad name", doc(SERVER, "name = \"Shop\"\nappid = \"wx1\"\nsecret_env = \"SHOP_SECRET\"", ""), "apps[0].name", "a-z, 0-9, _ and -"),
@@ -754,6 +762,7 @@ fn render_effective_shows_defaults_and_parses_back() {
         "backend = \"memory\"",
         "key_prefix = \"wxbroker\"",
         "format = \"pretty\"",
+        "# audit_file: not set (disabled)",
         "grant = \"classic\"",
         "secret_env = \"SHOP_SECRET\"",
         "refresh_before = \"5m\"",
@@ -766,6 +775,12 @@ fn render_effective_shows_defaults_and_parses_back() {
     }
     let rendered = ok(&text).render_effective();
     assert!(rendered.contains("socket_mode = \"0640\""), "{rendered}");
+    assert!(
+        rendered.contains(
+            "audit_file = \"/var/log/wxbroker/audit.jsonl\"\naudit_max_bytes = 16777216\n"
+        ),
+        "{rendered}"
+    );
     assert!(
         rendered.contains("refresh_before = \"1h 30m\""),
         "{rendered}"

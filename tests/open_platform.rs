@@ -634,6 +634,15 @@ async fn the_compatible_listener_serves_component_sdks() {
         .unwrap();
     assert_eq!(answer["access_token"], authorizer.as_str(), "{answer}");
     assert_eq!(answer["refreshed"], false);
+    // Three calls were forwarded (a component call and an authorizer's on
+    // the compatible listener, one through the authorizer proxy), each
+    // audited under the platform's name; the cache answers were not.
+    let metrics = broker.metrics_text().await;
+    assert!(
+        metrics.lines().any(|line| line
+            == r#"wxbroker_proxied_calls_total{app="saas",client="unknown",outcome="ok"} 3"#),
+        "{metrics}"
+    );
     broker.stop().await;
 }
 

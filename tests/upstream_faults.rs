@@ -210,3 +210,81 @@ async fn wecom_apps_fetch_with_corpid_and_corpsecret() {
         request.query
     );
 }
+
+/// POSTs `body` to the simulator's admin route `/__sim/{route}`.
+async fn sim_admin(sim: &wxbroker::simulator::SimHandle, route: &str, body: &str) {
+    let response = within(
+        reqwest::Client::new()
+            .post(format!("{}/__sim/{route}", sim.base_url()))
+            .body(body.to_owned())
+            .send(),
+    )
+    .await
+    .expect("simulator admin");
+    assert!(
+        response.status().is_success(),
+        "{route}: {}",
+        response.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_address_wechat_refuses_is_named_until_a_fetch_succeeds() {
+    captured_logs();
+    let sim = simulator(SimConfig::default()).await;
+    // WeChat sees the broker as 203.0.113.7 (its NAT), whitelisted is .8.
+    sim_admin(&sim, "seen_ip", r#"{"ip":"203.0.113.7"}"#).await;
+    sim_admin(&sim, "ip_whitelist", r#"{"ips":["203.0.113.8"]}"#).await;
+    let mut broker = Broker::start(&classic_app("shop", &sim, "")).await;
+
+    let (status, body) = broker.get("/v1/apps/shop/token").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["errcode"], 40164);
+    assert_eq!(body["error"]["blocked_ip"], "203.0.113.7", "{body}");
+    let (_, apps) = broker.get("/v1/apps").await;
+    assert_eq!(apps["apps"][0]["blocked_ip"], "203.0.113.7", "{apps}");
+    let (status, ready) = broker.get("/readyz").await;
+    assert_eq!(status, 503);
+    let not_ready = &ready["apps"][0];
+    assert_eq!(not_ready["blocked_ip"], "203.0.113.7", "{ready}");
+    let reason = not_ready["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("wechat refuses the broker's address 203.0.113.7: add 203.0.113.7 to the IP whitelist (errcode 40164: invalid ip 203.0.113.7"),
+        "{reason}"
+    );
+    let logs = captured_logs();
+    let line = logs
+        .lines()
+        .find(|line| line.contains("blocked_ip=203.0.113.7"))
+        .unwrap_or_else(|| panic!("no log line names the address:\n{logs}"));
+    assert!(
+        line.contains("add 203.0.113.7 to the IP whitelist"),
+        "{line}"
+    );
+
+    // The operator whitelists the named address; the app's next fetch (a
+    // reload that restarts it, rather than waiting out the 10 minutes a
+    // configuration error holds it) succeeds, and the address is gone.
+    sim_admin(&sim, "ip_whitelist", r#"{"ips":["203.0.113.7"]}"#).await;
+    let mut config = broker.config.clone();
+    config.apps[0].fetch_timeout = Duration::from_secs(9);
+    broker.daemon().reload(&config).await;
+    broker.config = config;
+    // The restarted app starts from the old one's view (held) until its
+    // own first fetch ends.
+    let deadline = Instant::now() + WAIT;
+    let token = loop {
+        let (status, body) = broker.get("/v1/apps/shop/token").await;
+        if status == 200 {
+            break body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "never fetched: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(sim.sim.token_valid(&token));
+    let (_, apps) = broker.get("/v1/apps").await;
+    assert!(apps["apps"][0].get("blocked_ip").is_none(), "{apps}");
+    assert!(apps["apps"][0]["last_error"].is_null(), "{apps}");
+    let (status, ready) = broker.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+}

@@ -81,6 +81,15 @@ pub struct LastError {
     pub at: u64,
 }
 
+impl LastError {
+    /// The broker's address as WeChat named it when it refused it (an IP
+    /// whitelist errcode): what the operator must add to the whitelist.
+    /// Gone with the failure, so a fetch that succeeds clears it.
+    pub fn blocked_ip(&self) -> Option<std::net::IpAddr> {
+        crate::errmsg::blocked_ip(self.errcode?, &self.errmsg)
+    }
+}
+
 /// What readers see of an app; replaced whole by the refresher.
 #[derive(Debug, Clone, Default)]
 pub struct AppView {
@@ -169,11 +178,18 @@ impl AppView {
             return None;
         }
         Some(match &self.last_error {
-            Some(LastError {
-                errcode: Some(code),
-                errmsg,
-                ..
-            }) => format!("errcode {code}: {errmsg}"),
+            Some(
+                error @ LastError {
+                    errcode: Some(code),
+                    errmsg,
+                    ..
+                },
+            ) => match error.blocked_ip() {
+                Some(ip) => format!(
+                    "wechat refuses the broker's address {ip}: add {ip} to the IP whitelist (errcode {code}: {errmsg})"
+                ),
+                None => format!("errcode {code}: {errmsg}"),
+            },
             Some(error) => error.errmsg.clone(),
             None if self.token.is_some() => "token expired; refreshing".to_owned(),
             None => "no token fetched yet".to_owned(),

@@ -153,6 +153,11 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// Where each forwarded call's audit record is appended, as a JSON
+    /// line; `None`: the log alone carries them.
+    pub audit_file: Option<PathBuf>,
+    /// The audit file's size past which it becomes `<file>.1`.
+    pub audit_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

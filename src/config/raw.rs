@@ -96,6 +96,8 @@ pub(crate) struct RawStore {
 pub(crate) struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+    pub audit_file: Option<String>,
+    pub audit_max_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,10 @@ pub(crate) fn effective(config: &Config) -> String {
     };
     out.string("format", format);
     out.string("level", &config.log.level);
+    out.path("audit_file", config.log.audit_file.as_deref());
+    if config.log.audit_file.is_some() {
+        out.raw("audit_max_bytes", &config.log.audit_max_bytes.to_string());
+    }
 
     out.table("[upstream]");
     let resolve = match config.upstream.resolve {

@@ -62,6 +62,11 @@ const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
 const DEFAULT_KEY_PREFIX: &str = "wxbroker";
 const DEFAULT_LOG_LEVEL: &str = "info";
+/// The audit file's size before it is rotated: 64 MiB, some hundred
+/// thousand calls.
+const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// A bound below a few records would rotate on nearly every call.
+const MIN_AUDIT_MAX_BYTES: u64 = 4096;
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 const DEFAULT_DAILY_BUDGET: u32 = 1000;
 const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
@@ -430,7 +435,31 @@ fn log(raw: RawLog) -> Result<LogConfig, Problem> {
         &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
     )?;
     let level = log_level("log.level", raw.level)?;
-    Ok(LogConfig { format, level })
+    let audit_file = path("log.audit_file", raw.audit_file)?;
+    let audit_max_bytes = match raw.audit_max_bytes {
+        None => DEFAULT_AUDIT_MAX_BYTES,
+        Some(_) if audit_file.is_none() => {
+            return Err(Problem::new(
+                "log.audit_max_bytes",
+                "applies only with log.audit_file; set it or remove this key",
+            ))
+        }
+        Some(bytes) => u64::try_from(bytes)
+            .ok()
+            .filter(|bytes| *bytes >= MIN_AUDIT_MAX_BYTES)
+            .ok_or_else(|| {
+                Problem::new(
+                    "log.audit_max_bytes",
+                    format!("{bytes} is too small; at least {MIN_AUDIT_MAX_BYTES} bytes (the default is {DEFAULT_AUDIT_MAX_BYTES})"),
+                )
+            })?,
+    };
+    Ok(LogConfig {
+        format,
+        level,
+        audit_file,
+        audit_max_bytes,
+    })
 }
 
 /// A level name, or an `EnvFilter` directive list such as

@@ -145,6 +145,9 @@ impl ApiError {
             if let Some(last) = last_error {
                 error["errcode"] = json!(last.errcode);
                 error["errmsg"] = json!(last.errmsg);
+                if let Some(ip) = last.blocked_ip() {
+                    error["blocked_ip"] = json!(ip.to_string());
+                }
             }
         }
         json!({ "error": error })

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tracing::debug;
 
 use super::body_deadline::RequestBody;
-use super::proxy::{query_param, Forward, ProxyError, PROXY_BODY_LIMIT};
+use super::proxy::{query_param, Caller, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
 use super::wechat_path::{self, Carries, PathFamily};
@@ -25,6 +25,13 @@ use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
 use crate::wechat::is_token_rejected;
+
+/// Who calls on a compatible listener: SDKs send no credential, so no
+/// configured client.
+pub(super) const COMPAT_CALLER: Caller<'static> = Caller {
+    client: None,
+    listener: "compat",
+};
 
 /// The listener's state: the API's, and for a per-app listener
 /// (`[[apps]] compat_listen`) the one app it serves.
@@ -393,7 +400,7 @@ async fn proxied(
     state
         .api
         .proxy
-        .forward(&app, forward, body)
+        .forward(&app, &COMPAT_CALLER, forward, body)
         .await
         .map_err(|err| WxError::from_proxy(app.name(), &err))
 }

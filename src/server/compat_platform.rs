@@ -11,17 +11,22 @@
 //!   broker's component token as `component_access_token`;
 //! - a call holding an authorizer token the broker served is forwarded
 //!   with that authorizer's current token.
+//!
+//! Each forwarded call (not the ones answered from the caches) is
+//! recorded in the call audit.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
 use super::body_deadline::RequestBody;
+use super::compat::COMPAT_CALLER;
 use super::platform_routes::{send_as_authorizer, AuthorizerCallError};
-use super::proxy::{query_param, Forward, ProxyError};
+use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
 use super::wechat_path;
+use crate::audit::{Outcome, Target, Verdict};
 use crate::platform::{AuthorizerError, PlatformHandle};
 
 const COMPONENT_ROUTE: &str = "/cgi-bin/component";
@@ -57,7 +62,15 @@ pub(super) async fn handle(
     let Some((platform, appid)) = owner else {
         return Err(body);
     };
-    let answer = authorizer_call(api, &platform, &appid, request, body).await;
+    let target = Target::Authorizer {
+        platform: platform.name().to_owned(),
+        appid: appid.clone(),
+    };
+    let call = api
+        .proxy
+        .begin_call(&COMPAT_CALLER, target, &request.method, request.uri.path());
+    let (answer, verdict) = authorizer_call(api, &platform, &appid, request, body).await;
+    api.proxy.finish_call(call, verdict);
     Ok((
         AUTHORIZER_ROUTE,
         answer.unwrap_or_else(WxFail::into_response),
@@ -87,6 +100,21 @@ fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
 
 fn proxy_failure(err: &ProxyError) -> WxFail {
     wx_error(-1, &format!("system error (wxbroker: {err})"))
+}
+
+/// A forwarded call's answer, and how it ended for the audit.
+type Audited = (Answer, Verdict);
+
+fn audited(answer: Answer) -> Audited {
+    let verdict = match &answer {
+        Ok(response) => forwarding::verdict(Ok(response)),
+        Err(_) => Verdict::unanswered(Outcome::Refused),
+    };
+    (answer, verdict)
+}
+
+fn audited_failure(err: &ProxyError) -> Audited {
+    (Err(proxy_failure(err)), forwarding::verdict(Err(err)))
 }
 
 /// The platform a component call is for: the one holding the component
@@ -191,7 +219,20 @@ async fn component_call(
             -1,
             "system error (wxbroker: authorization codes are exchanged by the broker when wechat pushes them; read the authorizer's token from the broker)",
         )),
-        _ => forward_component(api, &platform, request, bytes).await,
+        _ => {
+            let target = Target::Component {
+                platform: platform.name().to_owned(),
+            };
+            let call = api.proxy.begin_call(
+                &COMPAT_CALLER,
+                target,
+                &request.method,
+                request.uri.path(),
+            );
+            let (answer, verdict) = forward_component(api, &platform, request, bytes).await;
+            api.proxy.finish_call(call, verdict);
+            answer
+        }
     }
 }
 
@@ -202,15 +243,23 @@ async fn forward_component(
     platform: &PlatformHandle,
     request: &http::request::Parts,
     body: Bytes,
-) -> Answer {
+) -> Audited {
     // The path is judged before the token is asked for: a refused call
     // makes no upstream call at all.
-    let (url, headers) = prepare(api, platform, request)?;
+    let (url, headers) = match prepare(api, platform, request) {
+        Ok(prepared) => prepared,
+        Err(err) => return audited_failure(&err),
+    };
     let component = platform.component();
-    let token = component
-        .token(api.token_wait)
-        .await
-        .map_err(|err| wx_error(-1, &format!("system error (wxbroker: {err})")))?;
+    let token = match component.token(api.token_wait).await {
+        Ok(token) => token,
+        Err(err) => {
+            return audited(Err(wx_error(
+                -1,
+                &format!("system error (wxbroker: {err})"),
+            )))
+        }
+    };
     let send = |token: String| {
         let (url, headers, body) = (&url, &headers, &body);
         async move {
@@ -224,21 +273,26 @@ async fn forward_component(
                     &token,
                 )
                 .await
-                .map_err(|err| proxy_failure(&err))
         }
     };
-    let (response, rejected) = send(token.value.expose().to_owned()).await?;
+    let (response, rejected) = match send(token.value.expose().to_owned()).await {
+        Ok(sent) => sent,
+        Err(err) => return audited_failure(&err),
+    };
     if !rejected {
-        return Ok(response);
+        return audited(Ok(response));
     }
     let _ = component
         .report_rejected(token.value.expose(), api.token_wait)
         .await;
     match component.valid_token() {
         Some(next) if next.value != token.value => {
-            send(next.value.expose().to_owned()).await.map(|(r, _)| r)
+            match send(next.value.expose().to_owned()).await {
+                Ok((response, _)) => audited(Ok(response)),
+                Err(err) => audited_failure(&err),
+            }
         }
-        _ => Ok(response),
+        _ => audited(Ok(response)),
     }
 }
 
@@ -247,7 +301,7 @@ fn prepare(
     api: &ApiState,
     platform: &PlatformHandle,
     request: &http::request::Parts,
-) -> Result<(reqwest::Url, HeaderMap), WxFail> {
+) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
     let path = request.uri.path();
     let forward = Forward {
         method: &request.method,
@@ -255,13 +309,11 @@ fn prepare(
         query: request.uri.query(),
         headers: &request.headers,
     };
-    api.proxy
-        .token_call_target(
-            &platform.config().api_base,
-            &forward,
-            "component_access_token",
-        )
-        .map_err(|err| proxy_failure(&err))
+    api.proxy.token_call_target(
+        &platform.config().api_base,
+        &forward,
+        "component_access_token",
+    )
 }
 
 /// An authorizer's call: its current token put in, once more after a
@@ -272,7 +324,7 @@ async fn authorizer_call(
     appid: &str,
     request: &http::request::Parts,
     body: RequestBody,
-) -> Answer {
+) -> Audited {
     let path = request.uri.path();
     let forward = Forward {
         method: &request.method,
@@ -280,20 +332,20 @@ async fn authorizer_call(
         query: request.uri.query(),
         headers: &request.headers,
     };
-    let (url, headers, body) = api
+    let prepared = api
         .proxy
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
-        .await
-        .map_err(|err| proxy_failure(&err))?;
-    let token = platform
-        .authorizer_token(appid, api.token_wait)
-        .await
-        .map_err(|_| {
-            wx_error(
-                -1,
-                "system error (wxbroker: the authorizer has no valid token)",
-            )
-        })?;
+        .await;
+    let (url, headers, body) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return audited_failure(&err),
+    };
+    let Ok(token) = platform.authorizer_token(appid, api.token_wait).await else {
+        return audited(Err(wx_error(
+            -1,
+            "system error (wxbroker: the authorizer has no valid token)",
+        )));
+    };
     let answer = send_as_authorizer(
         api,
         platform,
@@ -304,7 +356,7 @@ async fn authorizer_call(
     )
     .await;
     match answer {
-        Ok(response) | Err(AuthorizerCallError::Invalidate(_, response)) => Ok(response),
-        Err(AuthorizerCallError::Proxy(err)) => Err(proxy_failure(&err)),
+        Ok(response) | Err(AuthorizerCallError::Invalidate(_, response)) => audited(Ok(response)),
+        Err(AuthorizerCallError::Proxy(err)) => audited_failure(&err),
     }
 }

@@ -9,10 +9,11 @@ use serde_json::json;
 
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
-use super::proxy::{Forward, ProxyError};
+use super::proxy::{self as forwarding, Caller, Forward, ProxyError};
 use super::respond::{self, Body};
 use super::routes::{check, read_body, ApiState, TOKEN_BODY_LIMIT};
 use super::wechat_path::ForwardPath;
+use crate::audit::{Outcome, Target, Verdict};
 use crate::broker::TokenRecord;
 use crate::credential::Credential;
 use crate::identity::{Access, Act, Resource};
@@ -22,12 +23,14 @@ use crate::platform::{AuthorizerError, PlatformHandle};
 /// The largest page of `GET .../authorizers`.
 const MAX_PAGE: usize = 500;
 
-/// `rest` is the path after `/v1/platforms/`. The caller's access to the
-/// platform is checked here, before any route below it: every one of
-/// them hands out or uses the platform's credentials.
+/// `rest` is the path after `/v1/platforms/`; `caller` asked for it.
+/// The caller's access to the platform is checked here, before any route
+/// below it: every one of them hands out or uses the platform's
+/// credentials.
 pub(super) async fn dispatch(
     state: &ApiState,
     access: &Access,
+    caller: &Caller<'_>,
     rest: &str,
     request: &http::request::Parts,
     body: RequestBody,
@@ -51,7 +54,7 @@ pub(super) async fn dispatch(
                     query,
                     headers: &request.headers,
                 };
-                return proxy(state, &platform, appid, forward, body).await;
+                return proxy(state, caller, &platform, appid, forward, body).await;
             }
         }
         return match action {
@@ -278,23 +281,57 @@ async fn invalidate(
 }
 
 /// As the app proxy, with the authorizer's token; a rejection of it is
-/// reported and the call made once more with the next token.
+/// reported and the call made once more with the next token. Recorded in
+/// the call audit.
 async fn proxy(
     state: &ApiState,
+    caller: &Caller<'_>,
     platform: &PlatformHandle,
     appid: &str,
     forward: Forward<'_>,
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
-    let proxy_error = |err| ApiError::from_proxy_error(platform.name(), err);
-    // The path is judged before the token is asked for: a refused call
-    // makes no upstream call at all, not even a token fetch.
-    let (url, headers, body) = state
+    let target = Target::Authorizer {
+        platform: platform.name().to_owned(),
+        appid: appid.chars().take(64).collect(),
+    };
+    let call = state
+        .proxy
+        .begin_call(caller, target, forward.method, forward.path);
+    let (answer, verdict) = authorizer_call(state, platform, appid, forward, body).await;
+    state.proxy.finish_call(call, verdict);
+    answer
+}
+
+/// [`proxy`]'s call, and how it ended for the audit.
+async fn authorizer_call(
+    state: &ApiState,
+    platform: &PlatformHandle,
+    appid: &str,
+    forward: Forward<'_>,
+    body: RequestBody,
+) -> (Result<Response<Body>, ApiError>, Verdict) {
+    let proxy_error = |err: ProxyError| {
+        let verdict = forwarding::verdict(Err(&err));
+        (
+            Err(ApiError::from_proxy_error(platform.name(), err)),
+            verdict,
+        )
+    };
+    let prepared = state
         .proxy
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
-        .await
-        .map_err(proxy_error)?;
-    let token = authorizer_token(state, platform, appid).await?;
+        .await;
+    let (url, headers, body) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return proxy_error(err),
+    };
+    // The path was judged before the token is asked for: a refused call
+    // makes no upstream call at all, not even a token fetch.
+    let token = match authorizer_token(state, platform, appid).await {
+        Ok(token) => token,
+        Err(err) => return (Err(err), Verdict::unanswered(Outcome::Refused)),
+    };
     let answer = send_as_authorizer(
         state,
         platform,
@@ -305,9 +342,15 @@ async fn proxy(
     )
     .await;
     match answer {
-        Ok(response) => Ok(response),
-        Err(AuthorizerCallError::Proxy(err)) => Err(proxy_error(err)),
-        Err(AuthorizerCallError::Invalidate(err, _)) => Err(authorizer_error(platform, appid, err)),
+        Ok(response) => {
+            let verdict = forwarding::verdict(Ok(&response));
+            (Ok(response), verdict)
+        }
+        Err(AuthorizerCallError::Proxy(err)) => proxy_error(err),
+        Err(AuthorizerCallError::Invalidate(err, rejecting)) => (
+            Err(authorizer_error(platform, appid, err)),
+            forwarding::verdict(Ok(&rejecting)),
+        ),
     }
 }
 

@@ -16,11 +16,11 @@ use tracing::debug;
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::diagnostics;
-use super::proxy::{Forward, Proxy};
+use super::proxy::{Caller, Forward, Proxy};
 use super::respond::{self, Body};
 use super::ticket_routes;
 use super::wechat_path::ForwardPath;
-use crate::broker::{AppHandle, Broker, InvalidateOutcome};
+use crate::broker::{AppHandle, Broker, InvalidateOutcome, LastError};
 use crate::diagnostics::Diagnostics;
 use crate::identity::{Access, Act, Clients, Peer, Resource};
 use crate::metrics::Metrics;
@@ -471,9 +471,13 @@ async fn dispatch(
                 query,
                 headers: &request.headers,
             };
+            let caller = Caller {
+                client: access.client(),
+                listener: listener.label(),
+            };
             state
                 .proxy
-                .forward(&app, forward, body)
+                .forward(&app, &caller, forward, body)
                 .await
                 .map_err(|err| ApiError::from_proxy_error(app.name(), err))
         }
@@ -481,7 +485,11 @@ async fn dispatch(
             diagnostics::handle(state, listener, &access, route, request, body).await
         }
         Route::Platform(rest) => {
-            super::platform_routes::dispatch(state, &access, rest, request, body).await
+            let caller = Caller {
+                client: access.client(),
+                listener: listener.label(),
+            };
+            super::platform_routes::dispatch(state, &access, &caller, rest, request, body).await
         }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
@@ -646,15 +654,21 @@ pub fn live() -> Response<Body> {
     respond::json(StatusCode::OK, &json!({ "live": true }))
 }
 
-/// Ready while every app holds a valid token; otherwise says which and why.
+/// Ready while every app holds a valid token; otherwise says which and
+/// why, and the broker's address when WeChat refuses it.
 pub fn ready(broker: &Broker) -> Response<Body> {
     let now = broker.now_ms();
     let not_ready: Vec<_> = broker
         .apps()
         .iter()
         .filter_map(|app| {
-            let reason = app.view().unready_reason(now)?;
-            Some(json!({ "app": app.name(), "reason": reason }))
+            let view = app.view();
+            let reason = view.unready_reason(now)?;
+            let mut entry = json!({ "app": app.name(), "reason": reason });
+            if let Some(ip) = view.last_error.as_ref().and_then(LastError::blocked_ip) {
+                entry["blocked_ip"] = json!(ip.to_string());
+            }
+            Some(entry)
         })
         .collect();
     if not_ready.is_empty() {
@@ -678,7 +692,7 @@ pub(super) fn apps(broker: &Broker, access: &Access) -> Response<Body> {
             let config = app.config();
             let view = app.view();
             let valid = view.valid_token(now);
-            json!({
+            let mut status = json!({
                 "name": config.name,
                 "kind": match config.kind {
                     crate::config::AppKind::Wechat => "wechat",
@@ -695,7 +709,11 @@ pub(super) fn apps(broker: &Broker, access: &Access) -> Response<Body> {
                 "tickets": tickets(app, now),
                 "follows": config.follow.as_ref().map(|follow| &follow.url),
                 "leader_reachable": view.leader.as_ref().map(|leader| leader.reachable),
-            })
+            });
+            if let Some(ip) = view.last_error.as_ref().and_then(LastError::blocked_ip) {
+                status["blocked_ip"] = json!(ip.to_string());
+            }
+            status
         })
         .collect();
     respond::json(StatusCode::OK, &json!({ "apps": apps }))

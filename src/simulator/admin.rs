@@ -125,11 +125,22 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
                 "stable_force_daily_limit": config.stable_force_daily_limit,
                 "daily_limit": config.daily_limit,
                 "ip_whitelist": config.ip_whitelist.map(|ips| ips.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                "seen_ip": config.seen_ip.map(|ip| ip.to_string()),
                 "ticket_lifetime_secs": config.ticket_lifetime.as_secs_f64(),
                 "ticket_daily_limit": config.ticket_daily_limit,
                 "wecom_corp_ticket_hourly_limit": config.wecom_corp_ticket_hourly_limit,
                 "wecom_agent_ticket_hourly_limit": config.wecom_agent_ticket_hourly_limit,
             }))
+        }
+        (&Method::POST, "ip_whitelist") => {
+            let IpWhitelistBody { ips } = body(request)?;
+            sim.set_ip_whitelist(ips);
+            done()
+        }
+        (&Method::POST, "seen_ip") => {
+            let SeenIpBody { ip } = body(request)?;
+            sim.set_seen_ip(ip);
+            done()
         }
         (&Method::POST, "users") => {
             let AppBody { appid } = body(request)?;
@@ -164,6 +175,20 @@ fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResult {
 #[derive(Deserialize)]
 struct AppBody {
     appid: String,
+}
+
+/// `{"ips":["203.0.113.8"]}`; `null` (or no `ips`) turns the whitelist off.
+#[derive(Deserialize)]
+struct IpWhitelistBody {
+    #[serde(default)]
+    ips: Option<Vec<std::net::IpAddr>>,
+}
+
+/// `{"ip":"203.0.113.7"}`; `null` (or no `ip`): the peer's own address.
+#[derive(Deserialize)]
+struct SeenIpBody {
+    #[serde(default)]
+    ip: Option<std::net::IpAddr>,
 }
 
 /// `{"appid":..,"openid"?:..,"scope"?:..}`: a new user unless `openid` names

@@ -36,7 +36,10 @@
 //! `POST clear`, `POST latency` (`{"ms":..}`), `POST lifetime`
 //! (`{"secs":..}`), `POST advance` (`{"secs":..}`), `GET valid?token=T`,
 //! `POST accounts` (`{"appid":..,"secret":..,"kind":"wechat"|"wecom"}`),
-//! `GET last?endpoint=NAME`, `GET config`; for the JS-SDK tickets
+//! `GET last?endpoint=NAME`, `GET config`, `POST ip_whitelist`
+//! (`{"ips":["203.0.113.8"]}`, `null` turns it off) and `POST seen_ip`
+//! (`{"ip":"203.0.113.7"}`: the address WeChat sees every caller come
+//! from, as behind a NAT; `null` for the peer's own); for the JS-SDK tickets
 //! `POST ticket_fault` (the `fault` body, for the ticket endpoints' own
 //! queue), `POST ticket_lifetime` (`{"secs":..}`),
 //! `GET ticket_valid?owner=APPID_OR_CORPID&kind=jsapi|wx_card|agent_config&ticket=T`
@@ -113,6 +116,10 @@ pub struct SimConfig {
     pub daily_limit: u32,
     /// When set, token calls from any other peer get 40164.
     pub ip_whitelist: Option<Vec<IpAddr>>,
+    /// The address every network caller appears to come from (a NAT in
+    /// front of the broker, as WeChat sees it): what the whitelist checks
+    /// and a 40164 names. `None`: the peer's own address.
+    pub seen_ip: Option<IpAddr>,
     /// `expires_in` of newly issued JS-SDK tickets; a same-ticket answer
     /// repeats it while the ticket keeps its first expiry.
     pub ticket_lifetime: Duration,
@@ -137,6 +144,7 @@ impl Default for SimConfig {
             stable_force_daily_limit: 20,
             daily_limit: 2000,
             ip_whitelist: None,
+            seen_ip: None,
             ticket_lifetime: Duration::from_secs(7200),
             ticket_daily_limit: 100_000,
             wecom_corp_ticket_hourly_limit: 400,
@@ -317,6 +325,19 @@ impl Simulator {
     /// Latency added to every token call from now on.
     pub fn set_latency(&self, latency: Duration) {
         self.lock().latency = latency;
+    }
+
+    /// Replaces the IP whitelist of token calls (`None`: no whitelist).
+    pub fn set_ip_whitelist(&self, whitelist: Option<Vec<IpAddr>>) {
+        tracing::info!(?whitelist, "simulator ip whitelist set");
+        self.lock().config.ip_whitelist = whitelist;
+    }
+
+    /// Makes every network caller appear to come from `ip` (`None`: from
+    /// its own address), as a NAT in front of the broker would.
+    pub fn set_seen_ip(&self, ip: Option<IpAddr>) {
+        tracing::info!(?ip, "simulator seen ip set");
+        self.lock().config.seen_ip = ip;
     }
 
     /// `expires_in` of tokens issued from now on.

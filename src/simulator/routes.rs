@@ -162,7 +162,12 @@ async fn remember_rid(sim: &Simulator, asked: Asked, answer: Response<Body>) -> 
             request_url: asked.query.clone(),
             request_body: String::from_utf8_lossy(&asked.body).into_owned(),
             response_body: String::from_utf8_lossy(&bytes).into_owned(),
-            client_ip: asked.peer.to_canonical().to_string(),
+            client_ip: state
+                .config
+                .seen_ip
+                .unwrap_or(asked.peer)
+                .to_canonical()
+                .to_string(),
         };
         state.rids.remember(rid.to_owned(), record);
     }

@@ -405,7 +405,7 @@ impl State {
         let (Some(whitelist), Some(peer)) = (&self.config.ip_whitelist, peer) else {
             return Ok(());
         };
-        let peer = peer.to_canonical();
+        let peer = self.config.seen_ip.unwrap_or(peer).to_canonical();
         if whitelist.iter().any(|ip| ip.to_canonical() == peer) {
             return Ok(());
         }
@@ -488,6 +488,28 @@ mod tests {
         // An IPv4-mapped IPv6 peer is the same host.
         let mapped = Some(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()));
         assert!(s.grant_classic("wx1", "s", mapped).is_ok());
+    }
+
+    #[test]
+    fn the_whitelist_judges_and_names_the_seen_address() {
+        let nat = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+        let mut s = state(SimConfig {
+            ip_whitelist: Some(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+            seen_ip: Some(nat),
+            ..SimConfig::default()
+        });
+        let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let refused = s.grant_classic("wx1", "s", local).unwrap_err();
+        assert_eq!(refused.errcode, 40164);
+        assert!(
+            refused.errmsg.starts_with(
+                "invalid ip 203.0.113.7 ipv6 ::ffff:203.0.113.7, not in whitelist rid: "
+            ),
+            "{}",
+            refused.errmsg
+        );
+        s.config.ip_whitelist = Some(vec![nat]);
+        assert!(s.grant_classic("wx1", "s", local).is_ok());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
+pub(crate) use ownership::{own_uid, Facts, SHARED_WRITE};
 pub use redis::{Access as RedisAccess, Node as RedisNode, RedisStore, RedisTarget, Topology};
 
 /// Which app a stored record belongs to. Records carry the appid and grant

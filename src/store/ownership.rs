@@ -8,11 +8,11 @@ use std::os::unix::fs::MetadataExt;
 
 /// The permission bits that let someone other than the owner change a
 /// directory's entries or a file's content.
-const SHARED_WRITE: u32 = 0o022;
+pub(crate) const SHARED_WRITE: u32 = 0o022;
 
 /// The effective uid, which is the owner of every file the process
 /// creates, and so the only owner a file it wrote can have.
-pub(super) fn own_uid() -> u32 {
+pub(crate) fn own_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
@@ -33,6 +33,9 @@ pub enum Doubt {
     /// name. A second one is a hard link someone else made.
     #[error("has {links} hard links")]
     Links { links: u64 },
+    /// Another file took the name between the look and the open.
+    #[error("replaced while it was being opened")]
+    Replaced,
     /// Larger than any file of its kind the broker writes: not read.
     #[error("larger than {limit} bytes")]
     TooLarge { limit: u64 },
@@ -41,7 +44,7 @@ pub enum Doubt {
 /// The facts about a file that decide whether it can be trusted, apart
 /// from the filesystem so the rules can be tested without a second user.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Facts {
+pub(crate) struct Facts {
     pub is_file: bool,
     pub is_dir: bool,
     pub owner: u32,
@@ -50,7 +53,7 @@ pub(super) struct Facts {
 }
 
 impl Facts {
-    pub(super) fn of(meta: &Metadata) -> Self {
+    pub(crate) fn of(meta: &Metadata) -> Self {
         Facts {
             is_file: meta.file_type().is_file(),
             is_dir: meta.file_type().is_dir(),
@@ -62,7 +65,7 @@ impl Facts {
 
     /// Why a record file with these facts may hold something `uid` did not
     /// write, or `None` if only `uid` could have written it.
-    pub(super) fn record_doubt(&self, uid: u32) -> Option<Doubt> {
+    pub(crate) fn record_doubt(&self, uid: u32) -> Option<Doubt> {
         if !self.is_file {
             Some(Doubt::NotRegular)
         } else if self.owner != uid {

@@ -647,15 +647,27 @@ impl Refresher {
             ErrorClass::Retry => {
                 warn!(app, %credential, error = %err, retry_in = ?wait, "{credential} fetch failed; retrying");
             }
-            ErrorClass::Config => error!(
-                app,
-                %credential,
-                errcode = err.errcode(),
-                fix = err.fix().unwrap_or_default(),
-                error = %err,
-                retry_in = ?wait,
-                "{credential} fetch refused: configuration error"
-            ),
+            ErrorClass::Config => match err.blocked_ip() {
+                Some(ip) => error!(
+                    app,
+                    %credential,
+                    errcode = err.errcode(),
+                    blocked_ip = %ip,
+                    fix = format!("add {ip} to the IP whitelist of the WeChat console"),
+                    error = %err,
+                    retry_in = ?wait,
+                    "{credential} fetch refused: wechat refuses the broker's address {ip}"
+                ),
+                None => error!(
+                    app,
+                    %credential,
+                    errcode = err.errcode(),
+                    fix = err.fix().unwrap_or_default(),
+                    error = %err,
+                    retry_in = ?wait,
+                    "{credential} fetch refused: configuration error"
+                ),
+            },
             ErrorClass::QuotaExhausted => error!(
                 app,
                 %credential,

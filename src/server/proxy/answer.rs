@@ -1,6 +1,8 @@
 //! An upstream answer, looked at before it is passed on: small answers are
 //! read whole so that a rejection of the broker's token is seen whatever
-//! the content type; larger ones stream through untouched.
+//! the content type; larger ones stream through untouched. What WeChat
+//! answered (status, errcode, rid) goes with the relayed response, in its
+//! extensions, for the call audit.
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -8,8 +10,10 @@ use http::header::{self, HeaderMap};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Either, StreamBody};
 use hyper::body::Frame;
+use serde::Deserialize;
 
 use super::headers::{connection_listed, is_hop_by_hop};
+use crate::audit::Reply;
 use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
 
@@ -25,6 +29,8 @@ pub(super) enum Answer {
         status: StatusCode,
         headers: HeaderMap,
         body: Bytes,
+        /// Its `errcode` and `errmsg`, when it is a JSON object.
+        fields: Option<WxFields>,
     },
     Streaming {
         status: StatusCode,
@@ -53,10 +59,12 @@ pub(super) async fn peek(mut response: reqwest::Response) -> Result<Answer, reqw
                         1 => read.pop().unwrap_or_default(),
                         _ => read.concat().into(),
                     };
+                    let fields = WxFields::of(&body);
                     return Ok(Answer::Whole {
                         status,
                         headers,
                         body,
+                        fields,
                     });
                 }
                 Some(chunk) => {
@@ -82,21 +90,30 @@ impl Answer {
     /// was small enough to be read whole.
     pub(super) fn token_rejection(&self) -> Option<(i64, String)> {
         match self {
-            Answer::Whole { body, .. } => token_rejection(body),
+            Answer::Whole { fields, .. } => fields.as_ref()?.token_rejection(),
             Answer::Streaming { .. } => None,
         }
     }
 
+    /// The answer as relayed to the client, with a [`Reply`] in its
+    /// extensions.
     pub(super) fn into_response(self) -> Response<Body> {
-        let (status, headers, body) = match self {
+        let (status, headers, body, reply) = match self {
             Answer::Whole {
                 status,
                 mut headers,
                 body,
+                fields,
             } => {
                 // Set again by hyper from the body itself.
                 headers.remove(header::CONTENT_LENGTH);
-                (status, headers, respond::full(body))
+                let reply = match fields {
+                    Some(fields) => {
+                        Reply::new(status.as_u16(), fields.errcode, fields.errmsg.as_deref())
+                    }
+                    None => Reply::new(status.as_u16(), None, None),
+                };
+                (status, headers, respond::full(body), reply)
             }
             Answer::Streaming {
                 status,
@@ -114,12 +131,14 @@ impl Answer {
                     status,
                     headers,
                     Either::Right(BodyExt::boxed_unsync(StreamBody::new(frames))),
+                    Reply::new(status.as_u16(), None, None),
                 )
             }
         };
         let connection = connection_listed(&headers);
         let mut response = Response::new(body);
         *response.status_mut() = status;
+        response.extensions_mut().insert(reply);
         let out = response.headers_mut();
         for (name, value) in &headers {
             if !is_hop_by_hop(name, &connection) {
@@ -130,22 +149,56 @@ impl Answer {
     }
 }
 
-/// The errcode and errmsg when `body` is a JSON object that says the token
-/// it was called with is dead (40001, 40014, 42001).
-fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
-    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let answer = answer.as_object()?;
-    let errcode = answer
-        .get("errcode")?
-        .as_i64()
-        .filter(|code| is_token_rejected(*code))?;
-    let errmsg = answer.get("errmsg").and_then(|m| m.as_str()).unwrap_or("");
-    Some((errcode, errmsg.to_owned()))
+/// The fields of a WeChat answer the broker looks at, read once.
+#[derive(Debug)]
+pub(super) struct WxFields {
+    errcode: Option<i64>,
+    errmsg: Option<String>,
+}
+
+/// As an answer spells them: a field of an unexpected type is as good as
+/// absent, and leaves the other one readable.
+#[derive(Deserialize)]
+struct Spelled {
+    #[serde(default)]
+    errcode: Option<serde_json::Value>,
+    #[serde(default)]
+    errmsg: Option<serde_json::Value>,
+}
+
+impl WxFields {
+    /// The fields of `body` when it is a JSON object (an array would
+    /// deserialize into the struct too, so only an object is read).
+    fn of(body: &[u8]) -> Option<WxFields> {
+        let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+        if *first != b'{' {
+            return None;
+        }
+        let spelled: Spelled = serde_json::from_slice(body).ok()?;
+        Some(WxFields {
+            errcode: spelled.errcode.and_then(|code| code.as_i64()),
+            errmsg: match spelled.errmsg {
+                Some(serde_json::Value::String(errmsg)) => Some(errmsg),
+                _ => None,
+            },
+        })
+    }
+
+    /// The errcode and errmsg when the answer says the token it was called
+    /// with is dead (40001, 40014, 42001).
+    fn token_rejection(&self) -> Option<(i64, String)> {
+        let errcode = self.errcode.filter(|code| is_token_rejected(*code))?;
+        Some((errcode, self.errmsg.clone().unwrap_or_default()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
+        WxFields::of(body)?.token_rejection()
+    }
 
     #[test]
     fn only_token_errcodes_count_as_rejected() {
@@ -158,5 +211,15 @@ mod tests {
         assert!(token_rejection(br#"{"errcode":0}"#).is_none());
         assert!(token_rejection(br#"[40001]"#).is_none());
         assert!(token_rejection(b"not json").is_none());
+    }
+
+    #[test]
+    fn an_answer_s_errcode_and_errmsg_are_read_once() {
+        let fields =
+            WxFields::of(b" {\"errcode\":45047,\"errmsg\":\"x rid: 0a-1b\",\"n\":[1]}").unwrap();
+        assert_eq!(fields.errcode, Some(45047));
+        assert_eq!(fields.errmsg.as_deref(), Some("x rid: 0a-1b"));
+        let plain = WxFields::of(br#"{"openid":"o1"}"#).unwrap();
+        assert_eq!(plain.errcode, None);
     }
 }

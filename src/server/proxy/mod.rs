@@ -4,14 +4,16 @@
 //! (nothing may leave the app's `api_base`), the replayable request body,
 //! the forwarding itself with the app's current token put in the query, and
 //! the single retry after WeChat rejects that token. Its parts: `target`
-//! (where a call may go), `headers` (what travels with it) and `answer`
-//! (what comes back, and whether it rejects the broker's token).
+//! (where a call may go), `headers` (what travels with it), `answer`
+//! (what comes back, and whether it rejects the broker's token) and
+//! `audit` (what the call audit is told of each forwarded call).
 //!
 //! The token goes upstream in the URL, so it must never reach a log line or
 //! an error body: reqwest errors are stripped of their URL, and the query is
 //! never logged.
 
 mod answer;
+mod audit;
 mod headers;
 mod target;
 
@@ -27,9 +29,11 @@ use tracing::debug;
 use super::body_deadline::RequestBody;
 use super::respond::Body;
 use super::wechat_path::{self, Carries, Withheld};
+use crate::audit::{Auditor, Call, Target, Verdict};
 use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer};
+pub use audit::{audited_path, verdict, Caller};
 use headers::forwarded_headers;
 use target::forward_target;
 pub use target::{check_path, query_param, without_access_token};
@@ -109,12 +113,14 @@ pub struct Forward<'a> {
 }
 
 /// The proxy's shared state: one HTTP client (one connection pool) for
-/// every app and both front-ends.
+/// every app and both front-ends, and the call audit every forwarded call
+/// is recorded in.
 pub struct Proxy {
     http: reqwest::Client,
     timeout: Duration,
     token_wait: Duration,
     metrics: Metrics,
+    auditor: Auditor,
 }
 
 impl Proxy {
@@ -124,13 +130,39 @@ impl Proxy {
         timeout: Duration,
         token_wait: Duration,
         metrics: Metrics,
+        auditor: Auditor,
     ) -> Self {
         Proxy {
             http,
             timeout,
             token_wait,
             metrics,
+            auditor,
         }
+    }
+
+    /// Starts the audit record of a call `caller` asked for, to `path`
+    /// below `target`'s `api_base`.
+    pub fn begin_call(
+        &self,
+        caller: &Caller<'_>,
+        target: Target,
+        method: &Method,
+        path: &str,
+    ) -> Call {
+        Call::begin(
+            caller.client_name(),
+            caller.listener,
+            target,
+            method,
+            audited_path(path),
+        )
+    }
+
+    /// Ends the audit record of `call`: counted now, written by the
+    /// audit's writer (never waited for).
+    pub fn finish_call(&self, call: Call, verdict: Verdict) {
+        self.auditor.finish(call, verdict);
     }
 
     /// The client the proxy needs: redirects are passed back to the caller,
@@ -146,15 +178,23 @@ impl Proxy {
         crate::upstream::build(builder, upstream)
     }
 
-    /// Forwards `request` with `app`'s token and counts the outcome in
-    /// `wxbroker_proxy_requests_total`.
+    /// Forwards `request` with `app`'s token, counts the outcome in
+    /// `wxbroker_proxy_requests_total` and records the call in the audit.
     pub async fn forward(
         &self,
         app: &AppHandle,
+        caller: &Caller<'_>,
         request: Forward<'_>,
         body: RequestBody,
     ) -> Result<Response<Body>, ProxyError> {
+        let call = self.begin_call(
+            caller,
+            Target::App(app.name().to_owned()),
+            request.method,
+            request.path,
+        );
         let result = self.try_forward(app, &request, body).await;
+        self.finish_call(call, verdict(result.as_ref().map(|(response, _)| response)));
         let outcome = match &result {
             Ok((_, false)) => "ok",
             Ok((_, true)) => "retried",
