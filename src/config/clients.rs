@@ -62,6 +62,51 @@ pub(super) fn remote(
     }
 }
 
+/// Connections the remote listener serves at once: followers and their
+/// watches, a few per client, never the local API's budget.
+const DEFAULT_REMOTE_MAX_CONNECTIONS: usize = 256;
+/// A follower holds one watch per credential it follows (an app's token
+/// and each ticket); a fleet of followers may share one client entry.
+const DEFAULT_REMOTE_MAX_WATCHES_PER_CLIENT: usize = 64;
+
+/// `remote_max_connections` and `remote_max_watches_per_client`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RemoteLimits {
+    pub connections: usize,
+    pub watches_per_client: usize,
+}
+
+/// The remote listener's limits: at least 1 each, and set only with
+/// `remote_listen` (without it they would limit nothing).
+pub(super) fn remote_limits(
+    listen: Option<SocketAddr>,
+    connections: Option<i64>,
+    watches_per_client: Option<i64>,
+) -> Result<RemoteLimits, Problem> {
+    let limit = |key: &str, value: Option<i64>, default: usize| match value {
+        None => Ok(default),
+        Some(_) if listen.is_none() => {
+            Err(Problem::new(key, "applies only with server.remote_listen"))
+        }
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| Problem::new(key, "must be at least 1")),
+    };
+    Ok(RemoteLimits {
+        connections: limit(
+            "server.remote_max_connections",
+            connections,
+            DEFAULT_REMOTE_MAX_CONNECTIONS,
+        )?,
+        watches_per_client: limit(
+            "server.remote_max_watches_per_client",
+            watches_per_client,
+            DEFAULT_REMOTE_MAX_WATCHES_PER_CLIENT,
+        )?,
+    })
+}
+
 /// Both files required, and loaded here so a bad certificate is a
 /// configuration error naming the key.
 fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {

@@ -5,7 +5,9 @@
 //! the forwarding itself with the app's current token put in the query, and
 //! the single retry after WeChat rejects that token. Its parts: `target`
 //! (where a call may go), `headers` (what travels with it) and `answer`
-//! (what comes back, and whether it rejects the broker's token).
+//! (what comes back, and whether it rejects the broker's token). Every
+//! call it makes is marked as forwarded (`Wxbroker-Forwarded`), and a
+//! marked request is never forwarded again.
 //!
 //! The token goes upstream in the URL, so it must never reach a log line or
 //! an error body: reqwest errors are stripped of their URL, and the query is
@@ -30,7 +32,8 @@ use super::wechat_path::{self, Carries};
 use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer};
-use headers::forwarded_headers;
+pub use headers::FORWARDED_MARK;
+use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
 pub use target::{check_path, query_param, without_access_token};
 use target::{refuse_credential_fetch, target_url};
 
@@ -327,10 +330,14 @@ impl Proxy {
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
         let deadline = Instant::now() + self.timeout;
+        let mut headers = headers.clone();
+        // Refused by any broker this reaches, itself included: a loop
+        // ends at its first turn.
+        headers.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
         let sent = self
             .http
             .request(method.clone(), url)
-            .headers(headers.clone())
+            .headers(headers)
             .body(body.clone())
             .send();
         let upstream = timeout_at(deadline, sent)
