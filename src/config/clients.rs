@@ -361,6 +361,39 @@ mod tests {
         assert!(!shown.contains("bearer-credential-value") && !shown.contains(DIGEST));
         assert!(shown.contains("follow = \"https://prod:8943\""), "{shown}");
         assert!(!format!("{config:?}").contains(DIGEST));
+        // The remote listener's own limits, by default and as set.
+        let limits = |config: &Config| {
+            (
+                config.server.remote_max_connections,
+                config.server.remote_max_watches_per_client,
+            )
+        };
+        assert_eq!(limits(&config), (256, 64));
+        assert!(
+            shown.contains("remote_max_watches_per_client = 64"),
+            "{shown}"
+        );
+        let remote = |extra: &str| {
+            format!(
+                "{}{owned}{bearer}",
+                server(&format!(
+                    "remote_listen = \"127.0.0.1:8943\"\n{tls}\n{extra}"
+                ))
+            )
+        };
+        let set = parse(&remote(
+            "remote_max_connections = 32\nremote_max_watches_per_client = 4",
+        ))
+        .unwrap();
+        assert_eq!(limits(&set), (32, 4));
+        assert_eq!(
+            key_of(&remote("remote_max_connections = 0")),
+            "server.remote_max_connections"
+        );
+        assert_eq!(
+            key_of(&remote("remote_max_watches_per_client = -1")),
+            "server.remote_max_watches_per_client"
+        );
 
         // Each mistake is named by its key.
         let cases = [
