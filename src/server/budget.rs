@@ -65,7 +65,8 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A slot for one connection, once one is free.
+    /// A slot for one connection, once one is free; counted as open once
+    /// a connection takes it ([`Slot::open`]).
     pub async fn acquire(&self) -> Slot {
         let permit = self
             .permits
@@ -73,10 +74,10 @@ impl Budget {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        self.open.inc();
         Slot {
             _permit: permit,
             open: self.open.clone(),
+            counted: false,
         }
     }
 }
@@ -85,11 +86,25 @@ impl Budget {
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     open: IntGauge,
+    counted: bool,
+}
+
+impl Slot {
+    /// The slot now holds an accepted connection.
+    pub fn open(mut self) -> Slot {
+        if !self.counted {
+            self.counted = true;
+            self.open.inc();
+        }
+        self
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.open.dec();
+        if self.counted {
+            self.open.dec();
+        }
     }
 }
 
@@ -103,10 +118,12 @@ mod tests {
         let budgets = BudgetMetrics::new(&metrics);
         let remote = budgets.budget("remote", 2);
         let local = budgets.budget("tcp", 2);
-        let held = [remote.acquire().await, remote.acquire().await];
+        let held = [remote.acquire().await.open(), remote.acquire().await.open()];
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), remote.acquire());
         assert!(waiting.await.is_err(), "a third remote slot was given");
-        let _local = local.acquire().await;
+        let _local = local.acquire().await.open();
+        // Waiting for a connection is not holding one.
+        let _waiting_for_accept = local.acquire().await;
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(
             text.contains("wxbroker_connections_open{listener=\"remote\"} 2"),
@@ -117,7 +134,7 @@ mod tests {
             "{text}"
         );
         drop(held);
-        let _again = remote.acquire().await;
+        let _again = remote.acquire().await.open();
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(
             text.contains("wxbroker_connections_open{listener=\"remote\"} 1"),

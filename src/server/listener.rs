@@ -153,6 +153,7 @@ pub async fn serve<L: Accept, H: Handler>(
                 }
             },
         };
+        let slot = slot.open();
         let handler = handler.clone();
         let peer = L::peer(&stream);
         let service = service_fn(move |request: Request<Incoming>| {
