@@ -347,5 +347,22 @@ async fn a_reload_that_removes_a_client_ends_its_open_watch_before_the_next_toke
     // And the removed client's next request is refused too.
     let (status, _) = remote_get(&broker, &client, STAGING, "/v1/apps/shop/token").await;
     assert_eq!(status, 401);
+
+    // A changed credential ends the old one's watch at once, with no
+    // token change to wait for.
+    let (_, held) = remote_get(&broker, &client, CI, "/v1/apps/shop/token").await;
+    let watch = spawn_watch(&broker, &client, CI, held["version"].as_str().unwrap());
+    wait_for_metric(&broker, "wxbroker_remote_watches_open", 1.0).await;
+    for entry in config.clients.iter_mut().filter(|entry| entry.name == "ci") {
+        entry.identity = wxbroker::config::ClientIdentity::Bearer {
+            sha256: Sha256::digest(b"ci-credential-rotated-0a1b2c3d4e5f").into(),
+        };
+    }
+    within(broker.daemon().reload(&config)).await.unwrap();
+    let (status, body) = tokio::time::timeout(PROMPT, watch)
+        .await
+        .expect("the watch ended at the reload")
+        .unwrap();
+    assert_eq!(status, 401, "{body}");
     broker.stop().await;
 }

@@ -112,10 +112,10 @@ fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 }
 
 /// The credential once it differs from `wait_change_from` (or at once
-/// without one), else the same one after `timeout`. A shutdown or the
-/// app's removal ends the wait early; a reload that revokes the client
-/// ends it with 401. Whatever ended it, the client is authorized again,
-/// against the configuration in force, before anything is answered.
+/// without one), else the same one after `timeout`. A shutdown, the
+/// app's removal or a reload that removes or changes the client ends the
+/// wait early. Whatever ended it, the client is authorized again, against
+/// the clients in force, before anything is answered.
 async fn watch(
     state: &ApiState,
     access: &Access,
@@ -145,14 +145,13 @@ async fn watch(
     });
     tokio::select! {
         biased;
-        () = slot.revoked() => return Err(ApiError::Unauthorized),
+        () = slot.revoked() => {}
         _ = tokio::time::timeout(wait, changed) => {}
         () = handle.stopped().cancelled() => {}
     }
-    if slot.is_revoked() {
-        return Err(ApiError::Unauthorized);
-    }
-    // A reload may have swapped the clients while the slot was taken.
+    // Judged by the clients in force now: a removed client gets 401, one
+    // whose apps no longer include this one 403, and one merely changed
+    // the current credential, to watch again from.
     let now = authenticate(state, &request.headers)?;
     if !now.allows(app.name()) {
         return Err(ApiError::Forbidden {

@@ -76,7 +76,7 @@ impl Watches {
     }
 
     /// Ends every open watch of these clients (removed by a reload, or
-    /// changed): each answers 401 at once.
+    /// changed): each answers at once, as the clients now in force allow.
     pub fn revoke<'a>(&self, clients: impl IntoIterator<Item = &'a str>) {
         let mut table = self.clients.lock().expect("watch table poisoned");
         for client in clients {
@@ -103,7 +103,8 @@ impl WatchSlot<'_> {
         self.revoked.cancelled()
     }
 
-    pub(super) fn is_revoked(&self) -> bool {
+    #[cfg(test)]
+    fn is_revoked(&self) -> bool {
         self.revoked.is_cancelled()
     }
 }
