@@ -33,6 +33,9 @@ pub enum StartError {
     HttpClient(#[source] upstream::ClientError),
     #[error("server.compat_tls")]
     Tls(#[from] tls::TlsError),
+    /// An upstream that is one of the daemon's own listeners.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// A running daemon: its broker, metrics, and the tasks to stop.
@@ -45,6 +48,11 @@ pub struct Daemon {
     clients: Arc<arc_swap::ArcSwap<Clients>>,
     /// Where the call audit writes; a reload applies `[log] audit_file`.
     audit: AuditControl,
+    /// The remote clients' open watches, ended when a reload revokes
+    /// their client.
+    watches: Arc<server::Watches>,
+    /// The listeners' addresses, which no upstream may reach.
+    own_listeners: Vec<config::OwnListener>,
     /// The configuration in effect (what a reload compares against).
     running: std::sync::Mutex<Config>,
     http: reqwest::Client,
@@ -129,7 +137,14 @@ impl Daemon {
     ///
     /// Returns once every stopped refresher has ended: a fetch one had
     /// begun is waited for (at most its `fetch_timeout`) and stored.
-    pub async fn reload(&self, config: &Config) -> broker::Reconciled {
+    ///
+    /// `[[clients]]` take effect at once: a client removed, or whose
+    /// credential or apps changed, has its open watches ended.
+    ///
+    /// A configuration whose `api_base` or `connect_to` reaches one of the
+    /// daemon's own listeners is refused whole: nothing changes.
+    pub async fn reload(&self, config: &Config) -> Result<broker::Reconciled, config::ConfigError> {
+        config.check_upstreams_avoid(&self.own_listeners)?;
         {
             let running = self.running.lock().expect("running config poisoned");
             let fixed = [
@@ -157,7 +172,7 @@ impl Daemon {
             }
         }
         let report = self.broker.reconcile(app_sources(config, &self.http)).await;
-        self.clients.store(Arc::new(Clients::new(&config.clients)));
+        self.apply_clients(&config.clients);
         self.audit.apply(AuditSettings::of(&config.log));
         let mut sinks = self.sinks.lock().expect("sink list poisoned");
         let gone = |name: &str| {
@@ -190,7 +205,26 @@ impl Daemon {
             unchanged = ?report.kept,
             "configuration reloaded"
         );
-        report
+        Ok(report)
+    }
+
+    /// Puts `clients` in force, then ends the watches of every client
+    /// that is gone or changed: after this, no request or watch of a
+    /// revoked client is answered.
+    fn apply_clients(&self, clients: &[config::ClientConfig]) {
+        self.clients.store(Arc::new(Clients::new(clients)));
+        let mut running = self.running.lock().expect("running config poisoned");
+        let revoked: Vec<&str> = running
+            .clients
+            .iter()
+            .filter(|old| !clients.contains(old))
+            .map(|old| old.name.as_str())
+            .collect();
+        if !revoked.is_empty() {
+            info!(clients = ?revoked, "reload: ending the watches of removed or changed clients");
+            self.watches.revoke(revoked.iter().copied());
+        }
+        running.clients = clients.to_vec();
     }
 
     /// Stops accepting, drains connections, stops the refreshers, and
@@ -268,6 +302,10 @@ pub async fn start_with(
     listeners: Listeners,
     tuning: Tuning,
 ) -> Result<Daemon, StartError> {
+    // Before anything starts: a loop back to the broker is a
+    // configuration error, not something to find at the first request.
+    let own_listeners = listeners.own_addrs();
+    config.check_upstreams_avoid(&own_listeners)?;
     let metrics = Metrics::new();
     let redis = match &config.store.backend {
         StoreBackend::Redis(redis) => Some(Arc::new(RedisStore::configured(
@@ -340,6 +378,7 @@ pub async fn start_with(
             auditor,
         ),
         diagnostics,
+        config.server.remote_max_watches_per_client,
     );
     state.clients = clients.clone();
     let state = Arc::new(state);
@@ -376,6 +415,7 @@ pub async fn start_with(
     if let Some(addr) = listeners.remote_addr() {
         info!(%addr, "remote token api listening (tls, [[clients]] only)");
     }
+    let watches = state.watches.clone();
     server::spawn(
         listeners,
         state,
@@ -391,6 +431,8 @@ pub async fn start_with(
         sinks: std::sync::Mutex::new(sinks),
         clients,
         audit,
+        watches,
+        own_listeners,
         running: std::sync::Mutex::new(config.clone()),
         http,
         tasks,

@@ -5,7 +5,8 @@
 //! start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the
 //! token API's connections are capped to what the limit leaves after a
 //! reserve for the operations listener, state writes, the store and the
-//! refreshers' upstream connections.
+//! refreshers' upstream connections; when the listeners' budgets do not
+//! all fit, each gets its share.
 
 use tracing::{info, warn};
 
@@ -51,36 +52,50 @@ pub fn soft_limit() -> Option<u64> {
     (soft != rlimit::INFINITY).then_some(soft)
 }
 
-/// How many token API connections may be open at once: `configured`
-/// (`max_connections`, shared by the API listeners), lowered when the
-/// open-file limit `soft` cannot hold them besides `ops` operations
-/// connections and the [`RESERVE`]. Never below 1: a daemon that serves
-/// one client at a time beats one that serves none.
-pub fn connection_cap(configured: usize, ops: usize, soft: Option<u64>) -> usize {
+/// How many connections each listener may hold open at once: the
+/// `configured` budgets (one per listener), lowered in proportion when
+/// the open-file limit `soft` cannot hold them all besides `ops`
+/// operations connections and the [`RESERVE`]. Never below 1 each: a
+/// listener that serves one client at a time beats one that serves none.
+pub fn share(configured: &[usize], ops: usize, soft: Option<u64>) -> Vec<usize> {
     let Some(soft) = soft else {
-        return configured;
+        return configured.to_vec();
     };
     let available = soft.saturating_sub(RESERVE + ops as u64) / PER_CONNECTION;
-    let available = usize::try_from(available).unwrap_or(usize::MAX);
-    configured.min(available).max(1)
+    let wanted: u64 = configured.iter().map(|&n| n as u64).sum();
+    if wanted <= available {
+        return configured.to_vec();
+    }
+    configured
+        .iter()
+        .map(|&n| {
+            let fair = (n as u128 * available as u128 / wanted.max(1) as u128) as usize;
+            fair.clamp(1, n.max(1))
+        })
+        .collect()
 }
 
-/// [`connection_cap`] against the limit in force, warning when it lowers
-/// `configured`.
-pub fn cap_connections(configured: usize, ops: usize) -> usize {
+/// [`share`] against the limit in force for the `configured` budgets,
+/// by listener; warns when it lowers any.
+pub fn fit_budgets(configured: &[(&'static str, usize)], ops: usize) -> Vec<usize> {
     let soft = soft_limit();
-    let cap = connection_cap(configured, ops, soft);
-    if cap < configured {
+    let wanted: Vec<usize> = configured.iter().map(|(_, n)| *n).collect();
+    let fitted = share(&wanted, ops, soft);
+    if fitted != wanted {
+        let budgets: Vec<String> = configured
+            .iter()
+            .zip(&fitted)
+            .map(|((listener, wanted), got)| format!("{listener} {got} of {wanted}"))
+            .collect();
         warn!(
-            max_connections = configured,
             open_file_limit = soft,
-            serving_at_most = cap,
+            budgets = %budgets.join(", "),
             "max_connections exceeds what the open-file limit allows \
              ({PER_CONNECTION} per connection, {ops} for the operations listener, \
              {RESERVE} in reserve); raise the limit (LimitNOFILE=) or lower max_connections"
         );
     }
-    cap
+    fitted
 }
 
 #[cfg(test)]
@@ -90,10 +105,20 @@ mod tests {
     #[test]
     fn connections_fit_the_limit_after_the_reserve() {
         // 256 - 64 reserve - 64 ops = 128 descriptors, two a connection.
-        assert_eq!(connection_cap(1024, 64, Some(256)), 64);
-        assert_eq!(connection_cap(20, 64, Some(256)), 20);
-        assert_eq!(connection_cap(1024, 64, None), 1024);
-        assert_eq!(connection_cap(1024, 64, Some(100)), 1);
-        assert_eq!(connection_cap(1024, 64, Some(1 << 20)), 1024);
+        assert_eq!(share(&[1024], 64, Some(256)), [64]);
+        assert_eq!(share(&[20], 64, Some(256)), [20]);
+        assert_eq!(share(&[1024], 64, None), [1024]);
+        assert_eq!(share(&[1024], 64, Some(100)), [1]);
+        assert_eq!(share(&[1024], 64, Some(1 << 20)), [1024]);
+    }
+
+    #[test]
+    fn listeners_share_what_the_limit_leaves_in_proportion() {
+        // 64 connections to share among 1024 + 1024 + 256 wanted.
+        assert_eq!(share(&[1024, 1024, 256], 64, Some(256)), [28, 28, 7]);
+        // Enough for all: each keeps its own.
+        assert_eq!(share(&[20, 20, 8], 64, Some(256)), [20, 20, 8]);
+        // Never below one each, whatever the limit.
+        assert_eq!(share(&[1024, 1], 64, Some(100)), [1, 1]);
     }
 }

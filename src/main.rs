@@ -201,7 +201,12 @@ async fn apply_reload(daemon: &Daemon, loaded: Result<Config, ReloadError>) {
             for warning in config.warnings() {
                 tracing::warn!("{warning}");
             }
-            daemon.reload(&config).await;
+            if let Err(err) = daemon.reload(&config).await {
+                tracing::error!(
+                    error = %err,
+                    "reload rejected: the running configuration stays in effect"
+                );
+            }
         }
         Err(err) => tracing::error!(
             error = %err,

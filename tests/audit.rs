@@ -314,7 +314,11 @@ async fn a_reload_moves_the_audit_to_the_new_file_at_once() {
 
     let mut config = broker.config.clone();
     config.log.audit_file = Some(second.clone());
-    broker.daemon().reload(&config).await;
+    broker
+        .daemon()
+        .reload(&config)
+        .await
+        .expect("the reload is accepted");
     let (status, _, _) = broker.send(Method::GET, call, &[], None).await;
     assert_eq!(status, 200);
     wait_for_lines(&second, 1).await;

@@ -376,6 +376,54 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
             "not a host name",
         ),
         ("app compat clash", app_with("compat_listen = \"127.0.0.1:8930\""), "apps.shop.compat_listen", "already server.listen"),
+        (
+            "api_base at the compatible listener",
+            doc(&format!("{SERVER}\nwechat_compat_listen = \"127.0.0.1:8931\""), &format!("{APP}\napi_base = \"http://127.0.0.1:8931\""), ""),
+            "apps.shop.api_base",
+            "reaches this broker's own server.wechat_compat_listen (127.0.0.1:8931)",
+        ),
+        (
+            "api_base at a listener on every address",
+            doc("listen = \"0.0.0.0:8930\"", &format!("{APP}\napi_base = \"http://localhost:8930/\""), ""),
+            "apps.shop.api_base",
+            "reaches this broker's own server.listen (0.0.0.0:8930)",
+        ),
+        (
+            "api_base at an app's own compatible listener",
+            app_with("compat_listen = \"127.0.0.1:8932\"\napi_base = \"http://[::ffff:127.0.0.1]:8932\""),
+            "apps.shop.api_base",
+            "apps.shop.compat_listen",
+        ),
+        (
+            "connect_to at a listener",
+            doc(SERVER, APP, "[upstream]\nconnect_to = { \"api.weixin.qq.com\" = \"127.0.0.1:8930\" }"),
+            "upstream.connect_to.api.weixin.qq.com",
+            "reaches this broker's own server.listen",
+        ),
+        (
+            "connect_to without a port, api_base with the listener's",
+            doc(SERVER, &format!("{APP}\napi_base = \"http://api.weixin.qq.com:8930\""), "[upstream]\nconnect_to = { \"api.weixin.qq.com\" = \"127.0.0.1:0\" }"),
+            "apps.shop.api_base",
+            "server.listen",
+        ),
+        (
+            "platform api_base at the callback listener",
+            "[server]\nlisten = \"127.0.0.1:8930\"\ncallback_listen = \"127.0.0.1:8940\"\n\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"wxcomponent0000001\"\nsecret = \"component-secret-0123456789\"\ntoken = \"msgtoken\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\napi_base = \"http://127.0.0.1:8940\"\n".to_owned(),
+            "platforms.saas.api_base",
+            "server.callback_listen",
+        ),
+        (
+            "remote budget without a remote listener",
+            doc(&format!("{SERVER}\nremote_max_connections = 8"), APP, ""),
+            "server.remote_max_connections",
+            "applies only with server.remote_listen",
+        ),
+        (
+            "watch cap without a remote listener",
+            doc(&format!("{SERVER}\nremote_max_watches_per_client = 8"), APP, ""),
+            "server.remote_max_watches_per_client",
+            "applies only with server.remote_listen",
+        ),
         ("app compat addr", app_with("compat_listen = \"localhost:1\""), "apps.shop.compat_listen", "IP:PORT"),
     ]
 }

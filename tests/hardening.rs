@@ -473,7 +473,8 @@ async fn clients_that_stop_reading_a_large_answer_are_cut_off() {
         },
     )
     .await;
-    broker.token("big").await;
+    // A fresh connection: a pooled one would keep a permit of its own.
+    fresh_token(&broker, "big").await;
     // Three clients take every permit, ask for the large answer, and read
     // none of it.
     let mut stalled = Vec::new();
@@ -489,6 +490,17 @@ async fn clients_that_stop_reading_a_large_answer_are_cut_off() {
     within(fresh_token(&broker, "big")).await;
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(8), "served after {waited:?}");
+    // Each stalled client is cut off in its turn (a read now would make
+    // progress and restart its clock): wait until none is open.
+    let deadline = Instant::now() + WAIT;
+    while broker
+        .metric("wxbroker_connections_open{listener=\"tcp\"}")
+        .await
+        != 0.0
+    {
+        assert!(Instant::now() < deadline, "stalled clients never cut off");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // What the stalled clients find when they finally read: what the
     // socket buffers held, then the end, never the whole answer.
     for mut stream in stalled {

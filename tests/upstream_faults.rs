@@ -268,7 +268,11 @@ async fn the_address_wechat_refuses_is_named_until_a_fetch_succeeds() {
     sim_admin(&sim, "ip_whitelist", r#"{"ips":["203.0.113.7"]}"#).await;
     let mut config = broker.config.clone();
     config.apps[0].fetch_timeout = Duration::from_secs(9);
-    broker.daemon().reload(&config).await;
+    broker
+        .daemon()
+        .reload(&config)
+        .await
+        .expect("the reload is accepted");
     broker.config = config;
     // The restarted app starts from the old one's view (held) until its
     // own first fetch ends.

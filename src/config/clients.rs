@@ -87,6 +87,51 @@ pub(super) fn remote(
     }
 }
 
+/// Connections the remote listener serves at once: followers and their
+/// watches, a few per client, never the local API's budget.
+const DEFAULT_REMOTE_MAX_CONNECTIONS: usize = 256;
+/// A follower holds one watch per credential it follows (an app's token
+/// and each ticket); a fleet of followers may share one client entry.
+const DEFAULT_REMOTE_MAX_WATCHES_PER_CLIENT: usize = 64;
+
+/// `remote_max_connections` and `remote_max_watches_per_client`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RemoteLimits {
+    pub connections: usize,
+    pub watches_per_client: usize,
+}
+
+/// The remote listener's limits: at least 1 each, and set only with
+/// `remote_listen` (without it they would limit nothing).
+pub(super) fn remote_limits(
+    listen: Option<SocketAddr>,
+    connections: Option<i64>,
+    watches_per_client: Option<i64>,
+) -> Result<RemoteLimits, Problem> {
+    let limit = |key: &str, value: Option<i64>, default: usize| match value {
+        None => Ok(default),
+        Some(_) if listen.is_none() => {
+            Err(Problem::new(key, "applies only with server.remote_listen"))
+        }
+        Some(n) => usize::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| Problem::new(key, "must be at least 1")),
+    };
+    Ok(RemoteLimits {
+        connections: limit(
+            "server.remote_max_connections",
+            connections,
+            DEFAULT_REMOTE_MAX_CONNECTIONS,
+        )?,
+        watches_per_client: limit(
+            "server.remote_max_watches_per_client",
+            watches_per_client,
+            DEFAULT_REMOTE_MAX_WATCHES_PER_CLIENT,
+        )?,
+    })
+}
+
 /// Both files required, and loaded here so a bad certificate is a
 /// configuration error naming the key.
 fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
@@ -424,6 +469,39 @@ mod tests {
         assert!(!shown.contains("bearer-credential-value") && !shown.contains(DIGEST));
         assert!(shown.contains("follow = \"https://prod:8943\""), "{shown}");
         assert!(!format!("{config:?}").contains(DIGEST));
+        // The remote listener's own limits, by default and as set.
+        let limits = |config: &Config| {
+            (
+                config.server.remote_max_connections,
+                config.server.remote_max_watches_per_client,
+            )
+        };
+        assert_eq!(limits(&config), (256, 64));
+        assert!(
+            shown.contains("remote_max_watches_per_client = 64"),
+            "{shown}"
+        );
+        let remote = |extra: &str| {
+            format!(
+                "{}{owned}{bearer}",
+                server(&format!(
+                    "remote_listen = \"127.0.0.1:8943\"\n{tls}\n{extra}"
+                ))
+            )
+        };
+        let set = parse(&remote(
+            "remote_max_connections = 32\nremote_max_watches_per_client = 4",
+        ))
+        .unwrap();
+        assert_eq!(limits(&set), (32, 4));
+        assert_eq!(
+            key_of(&remote("remote_max_connections = 0")),
+            "server.remote_max_connections"
+        );
+        assert_eq!(
+            key_of(&remote("remote_max_watches_per_client = -1")),
+            "server.remote_max_watches_per_client"
+        );
 
         // Each mistake is named by its key.
         let cases = [

@@ -25,6 +25,7 @@ mod follow;
 mod platforms;
 mod raw;
 mod render;
+mod self_calls;
 mod tickets;
 mod urls;
 mod validate;
@@ -35,6 +36,7 @@ pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
 pub use follow::FollowConfig;
 pub use platforms::{PlatformConfig, AES_KEY_LEN};
+pub use self_calls::OwnListener;
 pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
@@ -89,6 +91,8 @@ pub struct ServerConfig {
     pub socket_mode: u32,
     pub socket_group: Option<String>,
     pub require_client_header: bool,
+    /// The connection budget of each local listener: the TCP API, the
+    /// Unix socket and the compatible listeners each have this many.
     pub max_connections: usize,
     pub metrics_listen: Option<SocketAddr>,
     pub wechat_compat_listen: Option<SocketAddr>,
@@ -109,6 +113,11 @@ pub struct ServerConfig {
     pub remote_listen: Option<SocketAddr>,
     /// Set exactly when `remote_listen` is.
     pub remote_tls: Option<TlsFiles>,
+    /// The remote listener's own connection budget (TLS handshakes and
+    /// long-poll watches included), apart from the local API's.
+    pub remote_max_connections: usize,
+    /// How many watches one remote client may hold open at once.
+    pub remote_max_watches_per_client: usize,
     /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
     pub callback_listen: Option<SocketAddr>,
 }

@@ -76,6 +76,8 @@ pub(crate) struct RawServer {
     pub write_timeout: Option<Loose>,
     pub remote_listen: Option<String>,
     pub remote_tls: Option<RawTls>,
+    pub remote_max_connections: Option<i64>,
+    pub remote_max_watches_per_client: Option<i64>,
     pub callback_listen: Option<String>,
 }
 

@@ -62,6 +62,16 @@ pub(crate) fn effective(config: &Config) -> String {
             ),
         );
     }
+    if server.remote_listen.is_some() {
+        out.raw(
+            "remote_max_connections",
+            &server.remote_max_connections.to_string(),
+        );
+        out.raw(
+            "remote_max_watches_per_client",
+            &server.remote_max_watches_per_client.to_string(),
+        );
+    }
     out.addr("callback_listen", server.callback_listen);
 
     out.table("[store]");

@@ -107,12 +107,20 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         server.remote_listen,
     )?;
     super::platforms::callback_listener(&server, &platforms)?;
+    let log = log(raw.log.unwrap_or_default())?;
+    let upstream = upstream(raw.upstream.unwrap_or_default())?;
+    super::self_calls::upstreams_avoid(
+        &upstream,
+        &apps,
+        &platforms,
+        &super::self_calls::configured_listeners(&server, &apps),
+    )?;
     Ok(Config {
         source: source.to_owned(),
         server,
         store,
-        log: log(raw.log.unwrap_or_default())?,
-        upstream: upstream(raw.upstream.unwrap_or_default())?,
+        log,
+        upstream,
         apps,
         clients,
         platforms,
@@ -263,6 +271,11 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         socket_addr("server.wechat_compat_listen", raw.wechat_compat_listen)?;
     let remote_listen = socket_addr("server.remote_listen", raw.remote_listen)?;
     let remote_tls = super::clients::remote(remote_listen, raw.remote_tls)?;
+    let remote_limits = super::clients::remote_limits(
+        remote_listen,
+        raw.remote_max_connections,
+        raw.remote_max_watches_per_client,
+    )?;
     let callback_listen = socket_addr("server.callback_listen", raw.callback_listen)?;
     distinct_listeners(&[
         ("server.listen", listen),
@@ -323,6 +336,8 @@ fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         write_timeout,
         remote_listen,
         remote_tls,
+        remote_max_connections: remote_limits.connections,
+        remote_max_watches_per_client: remote_limits.watches_per_client,
         callback_listen,
     })
 }

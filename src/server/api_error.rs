@@ -67,6 +67,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("this client may not read {what} '{name}'")]
     Forbidden { what: &'static str, name: String },
+    #[error("client '{client}' already holds {limit} open watches (server.remote_max_watches_per_client); wait for one to end")]
+    TooManyWatches { client: String, limit: usize },
+    #[error("this request was already forwarded by a wxbroker (Wxbroker-Forwarded): forwarding it again would loop; point api_base (or [upstream] connect_to) at WeChat, not at a broker")]
+    ForwardingLoop,
 }
 
 impl ApiError {
@@ -94,6 +98,8 @@ impl ApiError {
             ApiError::UpstreamTimeout => S::GATEWAY_TIMEOUT,
             ApiError::Unauthorized => S::UNAUTHORIZED,
             ApiError::Forbidden { .. } => S::FORBIDDEN,
+            ApiError::TooManyWatches { .. } => S::TOO_MANY_REQUESTS,
+            ApiError::ForwardingLoop => S::LOOP_DETECTED,
         }
     }
 
@@ -120,6 +126,8 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden { .. } => "forbidden",
+            ApiError::TooManyWatches { .. } => "too_many_watches",
+            ApiError::ForwardingLoop => "forwarding_loop",
         }
     }
 

@@ -16,6 +16,7 @@ use http::{Method, Request, Response};
 use serde::Deserialize;
 use tracing::debug;
 
+use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::proxy::{query_param, Caller, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
@@ -207,11 +208,17 @@ async fn dispatch(
         PathFamily::Ticket => "/cgi-bin/ticket",
         _ => "/{path}",
     };
-    if check_not_relayed(&request.headers).is_err() {
-        let refused = WxError::new(
-            40164,
-            "invalid ip: requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused",
-        );
+    if let Err(err) = check_not_relayed(&request.headers) {
+        let refused = match err {
+            ApiError::ForwardingLoop => WxError::new(
+                -1,
+                "system error (wxbroker: forwarding loop: this request was already forwarded by a wxbroker; point the app's api_base or [upstream] connect_to at WeChat, not at a broker)",
+            ),
+            _ => WxError::new(
+                40164,
+                "invalid ip: requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused",
+            ),
+        };
         return (route, refused.into_response());
     }
     let body = match super::compat_platform::handle(&state.api, request, body).await {

@@ -1,12 +1,12 @@
-//! One accept loop for TCP and Unix listeners: a connection permit from a
-//! semaphore before each accept (backpressure at `max_connections`), HTTP/1.1
-//! with deadlines on every part of an exchange that a client paces (the
-//! head, the body, each write), and graceful draining on cancellation.
+//! One accept loop for TCP and Unix listeners: a slot of the listener's
+//! own connection budget before each accept (backpressure at its limit),
+//! a short deadline for a TLS handshake, HTTP/1.1 with deadlines on every
+//! part of an exchange that a client paces (the head, the body, each
+//! write), and graceful draining on cancellation.
 
 use std::convert::Infallible;
 use std::future::{ready, Future};
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::Either as FutureEither;
@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
@@ -27,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::accept_errors::AcceptErrors;
 use super::body_deadline::RequestBody;
+use super::budget::Budget;
 use super::respond::Body;
 use super::write_stall::WriteStall;
 use crate::identity::Peer;
@@ -37,6 +37,10 @@ const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 /// How long in-flight requests get to finish once shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// A TLS handshake is a few round trips: a peer that has not finished one
+/// in this long (or never sent its ClientHello) gives its slot back,
+/// whatever `idle_timeout` allows a request head.
+pub const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one `accept failed` line per listener this often: out of file
@@ -115,7 +119,7 @@ pub async fn serve<L: Accept, H: Handler>(
     name: &'static str,
     listener: L,
     handler: H,
-    connections: Arc<Semaphore>,
+    budget: Budget,
     deadlines: Deadlines,
     tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
@@ -130,9 +134,9 @@ pub async fn serve<L: Accept, H: Handler>(
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     loop {
-        let permit = tokio::select! {
+        let slot = tokio::select! {
             () = cancel.cancelled() => break,
-            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            slot = budget.acquire() => slot,
         };
         let stream = tokio::select! {
             () = cancel.cancelled() => break,
@@ -149,6 +153,7 @@ pub async fn serve<L: Accept, H: Handler>(
                 }
             },
         };
+        let slot = slot.open();
         let handler = handler.clone();
         let peer = L::peer(&stream);
         let service = service_fn(move |request: Request<Incoming>| {
@@ -167,13 +172,13 @@ pub async fn serve<L: Accept, H: Handler>(
         let io = WriteStall::new(stream, deadlines.write_stall);
         let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             // The handshake runs in the connection's own task, so a client
-            // that stalls it holds only its own permit, and only as long as
-            // a request head may take.
+            // that stalls it holds only its own slot, and only briefly.
+            let handshake = TLS_HANDSHAKE_DEADLINE.min(deadlines.idle);
             let io = match tls {
                 None => Either::Right(io),
-                Some(tls) => match tokio::time::timeout(deadlines.idle, tls.accept(io)).await {
+                Some(tls) => match tokio::time::timeout(handshake, tls.accept(io)).await {
                     Ok(Ok(stream)) => Either::Left(stream),
                     Ok(Err(err)) => {
                         debug!(listener = name, error = %err, "tls handshake failed");

@@ -7,6 +7,7 @@
 mod accept_errors;
 mod api_error;
 pub mod body_deadline;
+mod budget;
 pub mod compat;
 mod compat_platform;
 mod diagnostics;
@@ -19,10 +20,12 @@ pub mod respond;
 pub mod routes;
 mod ticket_routes;
 pub mod unix;
+mod watches;
 pub mod wechat_path;
 mod write_stall;
 
-pub use listener::DRAIN_DEADLINE;
+pub use listener::{DRAIN_DEADLINE, TLS_HANDSHAKE_DEADLINE};
+pub use watches::Watches;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +33,6 @@ use std::sync::Arc;
 
 use http::{Request, Response};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +41,7 @@ use crate::config::{Config, ServerConfig};
 use crate::fd_limit;
 use crate::metrics::Metrics;
 use body_deadline::RequestBody;
+use budget::BudgetMetrics;
 use compat::CompatState;
 use listener::{Deadlines, Handler};
 use respond::Body;
@@ -162,6 +165,29 @@ impl Listeners {
             .and_then(|(_, listener)| listener.local_addr().ok())
     }
 
+    /// Every TCP listener's address, with the key that sets it: what no
+    /// upstream may reach (see [`Config::check_upstreams_avoid`]).
+    pub fn own_addrs(&self) -> Vec<crate::config::OwnListener> {
+        let server = [
+            ("server.listen", &self.api_tcp),
+            ("server.metrics_listen", &self.metrics),
+            ("server.wechat_compat_listen", &self.compat),
+            ("server.remote_listen", &self.remote),
+            ("server.callback_listen", &self.callback),
+        ]
+        .into_iter()
+        .filter_map(|(key, listener)| {
+            Some((key.to_owned(), listener.as_ref()?.local_addr().ok()?))
+        });
+        let apps = self.app_compat.iter().filter_map(|(app, listener)| {
+            Some((
+                format!("apps.{app}.compat_listen"),
+                listener.local_addr().ok()?,
+            ))
+        });
+        server.chain(apps).collect()
+    }
+
     pub fn unix_path(&self) -> Option<PathBuf> {
         self.api_unix.as_ref().map(|socket| socket.path.clone())
     }
@@ -232,12 +258,38 @@ pub fn spawn(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
-    // One limit across listeners: it protects the process, not a socket,
-    // so it also has to fit the process's open-file limit.
-    let connections = Arc::new(Semaphore::new(fd_limit::cap_connections(
-        server.max_connections,
-        OPS_CONNECTIONS,
-    )));
+    // Each listener its own budget, so no listener's peers can take
+    // another's slots; together they have to fit the open-file limit.
+    let any_compat = listeners.compat.is_some() || !listeners.app_compat.is_empty();
+    let wanted: Vec<(&'static str, usize)> = [
+        ("tcp", listeners.api_tcp.is_some(), server.max_connections),
+        ("unix", listeners.api_unix.is_some(), server.max_connections),
+        ("compat", any_compat, server.max_connections),
+        (
+            "remote",
+            listeners.remote.is_some() && remote_tls.is_some(),
+            server.remote_max_connections,
+        ),
+        (
+            "callback",
+            listeners.callback.is_some(),
+            CALLBACK_CONNECTIONS,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, bound, _)| *bound)
+    .map(|(listener, _, size)| (listener, size))
+    .collect();
+    let fitted = fd_limit::fit_budgets(&wanted, OPS_CONNECTIONS);
+    let budgets = BudgetMetrics::new(&state.metrics);
+    let budget = |listener: &'static str| {
+        let size = wanted
+            .iter()
+            .zip(&fitted)
+            .find(|((name, _), _)| *name == listener)
+            .map_or(1, |(_, size)| *size);
+        budgets.budget(listener, size)
+    };
     let deadlines = Deadlines {
         idle: server.idle_timeout,
         body: server.body_timeout,
@@ -254,7 +306,7 @@ pub fn spawn(
             "tcp",
             tcp,
             handler,
-            connections.clone(),
+            budget("tcp"),
             deadlines,
             None,
             cancel.clone(),
@@ -269,7 +321,7 @@ pub fn spawn(
             "unix",
             listener,
             handler,
-            connections.clone(),
+            budget("unix"),
             deadlines,
             None,
             cancel.clone(),
@@ -289,6 +341,8 @@ pub fn spawn(
                 .into_iter()
                 .map(|(app, listener)| (Some(app), listener)),
         );
+    // The compatible listeners share one budget, apart from the API's.
+    let compat_budget = any_compat.then(|| budget("compat"));
     for (pinned, listener) in compat_listeners {
         let handler = CompatHandler {
             state: Arc::new(CompatState::new(state.clone(), pinned)),
@@ -297,7 +351,9 @@ pub fn spawn(
             "compat",
             listener,
             handler,
-            connections.clone(),
+            compat_budget
+                .clone()
+                .expect("a compatible listener is bound"),
             deadlines,
             compat_tls.clone(),
             cancel.clone(),
@@ -313,7 +369,7 @@ pub fn spawn(
             "remote",
             remote,
             handler,
-            connections.clone(),
+            budget("remote"),
             deadlines,
             Some(tls),
             cancel.clone(),
@@ -327,7 +383,7 @@ pub fn spawn(
             "callback",
             callback,
             handler,
-            Arc::new(Semaphore::new(CALLBACK_CONNECTIONS)),
+            budget("callback"),
             deadlines,
             None,
             cancel.clone(),
@@ -338,12 +394,11 @@ pub fn spawn(
             broker: state.broker.clone(),
             metrics: state.metrics.clone(),
         };
-        let ops_connections = Arc::new(Semaphore::new(OPS_CONNECTIONS));
         tasks.spawn(listener::serve(
             "metrics",
             metrics,
             handler,
-            ops_connections,
+            budgets.budget("metrics", OPS_CONNECTIONS),
             deadlines,
             None,
             cancel.clone(),

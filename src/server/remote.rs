@@ -10,7 +10,10 @@
 //! (a digest prefix of the value) to watch from:
 //! `GET /v1/apps/{app}/token?wait_change_from=VERSION&timeout=25` answers
 //! as soon as the credential differs from VERSION, or with the same one
-//! when `timeout` seconds pass.
+//! when `timeout` seconds pass. A client holds at most
+//! `remote_max_watches_per_client` watches at once; a reload that
+//! removes or changes the client ends them with 401, and any watch is
+//! authorized again before it answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +26,11 @@ use serde_json::json;
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
-use super::routes::{self, ApiState, Route, TOKEN_BODY_LIMIT};
+use super::routes::{self, check, ApiState, Route, TOKEN_BODY_LIMIT};
 use super::ticket_routes::ticket_of;
 use crate::broker::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::credential::Credential;
-use crate::identity::Access;
+use crate::identity::{Access, Act, Resource};
 use crate::store::grant_label;
 
 /// A watch answers at the latest after this long, so proxies and NAT
@@ -62,7 +65,6 @@ pub(super) async fn dispatch(
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     let method = &request.method;
-    let query = request.uri.query();
     match route {
         Route::Apps => {
             routes::allow_get(method)?;
@@ -71,14 +73,14 @@ pub(super) async fn dispatch(
         Route::AppToken(name) => {
             routes::allow_get(method)?;
             let app = routes::find_app(&state.broker, access, name)?;
-            let token = watch(state, &app, &app, query).await?;
+            let token = watch(state, access, request, &app, &app).await?;
             Ok(answer(&app, &app, &token, None))
         }
         Route::Ticket(name, kind) => {
             routes::allow_get(method)?;
             let app = routes::find_app(&state.broker, access, name)?;
             let ticket = ticket_of(&app, kind)?;
-            let record = watch(state, &app, ticket, query).await?;
+            let record = watch(state, access, request, &app, ticket).await?;
             Ok(answer(&app, ticket, &record, None))
         }
         Route::Invalidate(name) => {
@@ -110,14 +112,18 @@ fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 }
 
 /// The credential once it differs from `wait_change_from` (or at once
-/// without one), else the same one after `timeout`. A shutdown or the
-/// app's removal ends the wait early.
+/// without one), else the same one after `timeout`. A shutdown, the
+/// app's removal or a reload that removes or changes the client ends the
+/// wait early. Whatever ended it, the client is authorized again, against
+/// the clients in force, before anything is answered.
 async fn watch(
     state: &ApiState,
+    access: &Access,
+    request: &http::request::Parts,
     app: &AppHandle,
     handle: &CredentialHandle,
-    query: Option<&str>,
 ) -> Result<Arc<TokenRecord>, ApiError> {
+    let query = request.uri.query();
     let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
     let Some(from) = query_value(query, "wait_change_from") else {
         return handle.token(state.token_wait).await.map_err(unavailable);
@@ -130,15 +136,24 @@ async fn watch(
             .map_err(|_| ApiError::BadRequest("timeout takes whole seconds".to_owned()))?
             .min(MAX_WATCH),
     };
+    // Every remote access names its client.
+    let slot = state.watches.enter(access.client().unwrap_or_default())?;
     let mut changes = handle.subscribe();
     let changed = changes.wait_for(|view| {
         view.valid_token(handle.now_ms())
             .is_some_and(|token| token.version() != from)
     });
     tokio::select! {
+        biased;
+        () = slot.revoked() => {}
         _ = tokio::time::timeout(wait, changed) => {}
         () = handle.stopped().cancelled() => {}
     }
+    // Judged by the clients in force now: a removed client gets 401, one
+    // whose apps no longer include this one 403, and one merely changed
+    // the current credential, to watch again from.
+    let now = authenticate(state, &request.headers)?;
+    check(&now, Resource::App(app.name()), Act::Read)?;
     // Unchanged, or changed: whatever is valid now. With none valid the
     // watcher learns why at once, as any reader would.
     handle.token(Duration::ZERO).await.map_err(unavailable)

@@ -41,6 +41,9 @@ pub struct ApiState {
     /// `[[clients]]`, replaced whole by a reload: which apps a remote
     /// client or a local peer may read.
     pub clients: Arc<ArcSwap<Clients>>,
+    /// The remote clients' open watches: capped per client, ended by a
+    /// reload that revokes the client.
+    pub watches: Arc<super::Watches>,
     hot: HotMetrics,
 }
 
@@ -51,9 +54,11 @@ impl ApiState {
         token_wait: Duration,
         proxy: Proxy,
         diagnostics: std::sync::Arc<Diagnostics>,
+        watches_per_client: usize,
     ) -> Self {
         ApiState {
             hot: HotMetrics::new(&metrics),
+            watches: Arc::new(super::Watches::new(&metrics, watches_per_client)),
             broker,
             metrics,
             token_wait,
@@ -499,8 +504,13 @@ async fn dispatch(
 }
 
 /// A request that came through a reverse proxy may come from anywhere;
-/// the token API is for local callers only (DESIGN.md section 6).
+/// the token API is for local callers only (DESIGN.md section 6). One a
+/// broker forwarded is a loop (an `api_base` leading back to a broker):
+/// refused before it can be forwarded again.
 pub(super) fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
+    if headers.contains_key(super::proxy::FORWARDED_MARK) {
+        return Err(ApiError::ForwardingLoop);
+    }
     if headers.contains_key(&X_FORWARDED_FOR) || headers.contains_key(http::header::FORWARDED) {
         return Err(ApiError::ProxiedRequestRefused);
     }

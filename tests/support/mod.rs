@@ -97,6 +97,8 @@ pub struct Broker {
     pub compat: Option<SocketAddr>,
     /// Per-app compatible listeners (`compat_listen`), by app name.
     pub app_compat: Vec<(String, SocketAddr)>,
+    /// The remote listener, when the `[server]` lines set `remote_listen`.
+    pub remote: Option<SocketAddr>,
     http: reqwest::Client,
 }
 
@@ -175,12 +177,16 @@ impl Broker {
                     }
                     bound
                 },
-                remote: None,
+                remote: match config.server.remote_listen {
+                    Some(addr) => Some(TcpListener::bind(addr).await.unwrap()),
+                    None => None,
+                },
                 callback: None,
             };
         let tcp = listeners.api_tcp_addr().unwrap();
         let metrics = listeners.metrics_addr().unwrap();
         let compat = listeners.compat_addr();
+        let remote = listeners.remote_addr();
         let app_compat = config
             .apps
             .iter()
@@ -204,6 +210,7 @@ impl Broker {
             dir,
             compat,
             app_compat,
+            remote,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(WAIT)

@@ -1,7 +1,14 @@
 //! Which of a client's headers travel upstream, and which of upstream's
-//! travel back: hop-by-hop headers never do, nor the broker's own.
+//! travel back: hop-by-hop headers never do, nor the broker's own. Every
+//! call the proxy makes carries [`FORWARDED_MARK`] instead.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Marks a request the broker forwarded. A broker refuses any request
+/// that carries it (a forwarding loop: an `api_base` that leads back to a
+/// broker), so no request is ever forwarded twice.
+pub const FORWARDED_MARK: HeaderName = HeaderName::from_static("wxbroker-forwarded");
+pub(super) const FORWARDED_MARK_VALUE: HeaderValue = HeaderValue::from_static("1");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -33,7 +40,7 @@ pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The client's headers minus hop-by-hop ones, `Host` (the upstream's is
-/// set from the URL), `Wxbroker-Client`, the length (the buffered body's
+/// set from the URL), `Wxbroker-Client` and `Wxbroker-Forwarded`, the length (the buffered body's
 /// is set again), `Expect` (answered here), and `Accept-Encoding`: the
 /// proxy must be able to read a JSON answer for a rejected token, so it
 /// asks for it uncompressed.
@@ -46,7 +53,8 @@ pub(super) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
             || name == header::CONTENT_LENGTH
             || name == header::EXPECT
             || name == header::ACCEPT_ENCODING
-            || name.as_str() == "wxbroker-client";
+            || name.as_str() == "wxbroker-client"
+            || name == FORWARDED_MARK;
         if !dropped {
             out.append(name.clone(), value.clone());
         }
@@ -65,6 +73,7 @@ mod tests {
         headers.insert("x-private", "1".parse().unwrap());
         headers.insert("host", "localhost".parse().unwrap());
         headers.insert("wxbroker-client", "svc".parse().unwrap());
+        headers.insert("wxbroker-forwarded", "1".parse().unwrap());
         headers.insert("transfer-encoding", "chunked".parse().unwrap());
         headers.insert("content-type", "application/json".parse().unwrap());
         headers.insert("x-request-id", "abc".parse().unwrap());

@@ -6,7 +6,9 @@
 //! the single retry after WeChat rejects that token. Its parts: `target`
 //! (where a call may go), `headers` (what travels with it), `answer`
 //! (what comes back, and whether it rejects the broker's token) and
-//! `audit` (what the call audit is told of each forwarded call).
+//! `audit` (what the call audit is told of each forwarded call). Every
+//! call it makes is marked as forwarded (`Wxbroker-Forwarded`), and a
+//! marked request is never forwarded again.
 //!
 //! The token goes upstream in the URL, so it must never reach a log line or
 //! an error body: reqwest errors are stripped of their URL, and the query is
@@ -34,7 +36,8 @@ use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer};
 pub use audit::{audited_path, verdict, Caller};
-use headers::forwarded_headers;
+pub use headers::FORWARDED_MARK;
+use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
 use target::forward_target;
 pub use target::{check_path, query_param, without_access_token};
 
@@ -370,10 +373,14 @@ impl Proxy {
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
         let deadline = Instant::now() + self.timeout;
+        let mut headers = headers.clone();
+        // Refused by any broker this reaches, itself included: a loop
+        // ends at its first turn.
+        headers.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
         let sent = self
             .http
             .request(method.clone(), url)
-            .headers(headers.clone())
+            .headers(headers)
             .body(body.clone())
             .send();
         let upstream = timeout_at(deadline, sent)
