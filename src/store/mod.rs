@@ -26,7 +26,10 @@ pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
-pub use redis::{Access as RedisAccess, Node as RedisNode, RedisStore, RedisTarget, Topology};
+pub use redis::{
+    Access as RedisAccess, Neighbour, Neighbours, Node as RedisNode, RedisStore, RedisTarget,
+    Topology,
+};
 
 /// Which app a stored record belongs to. Records carry the appid and grant
 /// too, so a record written for another app is recognised and ignored.

@@ -15,6 +15,7 @@ mod connect;
 mod keys;
 mod lock;
 mod migrate;
+mod neighbours;
 mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 pub use connect::Access;
+pub use neighbours::{Neighbour, Neighbours};
 pub use target::{Node, RedisTarget, Topology};
 
 use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredApp};
@@ -83,6 +85,8 @@ pub struct RedisStore {
 struct Core {
     link: Link,
     prefix: String,
+    /// [`RedisTarget::kind`]: single, sentinel or cluster.
+    topology: &'static str,
     owner: String,
     /// Locks asked for whose answer never came: a frozen Redis runs the
     /// command once it thaws, leaving a lock nobody knows it holds (for
@@ -102,6 +106,7 @@ impl RedisStore {
     pub fn new(target: RedisTarget, access: Access, prefix: &str) -> Result<Self, StoreError> {
         Ok(RedisStore {
             core: Arc::new(Core {
+                topology: target.kind(),
                 link: Link::new(target, access)?,
                 prefix: prefix.to_owned(),
                 unanswered_locks: Mutex::new(Vec::new()),
