@@ -786,7 +786,10 @@ async fn a_leader_flipping_between_two_tokens_is_an_anomaly_logged_once_and_coun
     let before = leader.count();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let asked = leader.count() - before;
-    assert!(asked <= 5, "{asked} watches in 3 s against a flipping leader");
+    assert!(
+        asked <= 5,
+        "{asked} watches in 3 s against a flipping leader"
+    );
 
     let log = follower.log();
     assert_eq!(

@@ -91,8 +91,12 @@ impl Refresher {
         self.check_held(seen_by).await;
     }
 
-    /// Asks upstream about the held token, if one is held and valid.
+    /// Asks upstream about the held token, if one is held and valid and
+    /// no refresh of it is already scheduled.
     async fn check_held(&mut self, seen_by: SeenBy) {
+        if self.deferred.is_some() {
+            return;
+        }
         let Some(held) = self.current().filter(|token| token.is_valid(self.now_ms())) else {
             return;
         };
