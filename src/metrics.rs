@@ -40,7 +40,7 @@ const LABELLED_STATUSES: [(u16, &str); 16] = [
 ];
 
 /// The bounded `status` label of `wxbroker_requests_total`: the status
-/// itself for the few in [`LABELLED_STATUSES`], else its class (`2xx` to
+/// itself for the few the broker answers itself, else its class (`2xx` to
 /// `5xx`, `1xx`), else `other`.
 pub fn status_label(status: http::StatusCode) -> &'static str {
     let code = status.as_u16();
