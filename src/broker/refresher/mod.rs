@@ -448,10 +448,10 @@ impl Refresher {
         let interval = self.app.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        // A client may report a token long after it died for reasons of
-        // its own; the broker's own check looks at the held token only,
-        // whatever its age, and only a token alive at the last check can
-        // die before the next.
+        // A client's report of an older token may have other causes, so
+        // it is a fight only while the token is younger than WeChat's
+        // overlap. The broker's own check asks about the token it holds
+        // and did not supersede: its rejection is a fight at any age.
         let fight = match seen_by {
             SeenBy::Client => fetched_ago < WECHAT_OVERLAP,
             SeenBy::Check | SeenBy::CheckAfterTimeout => true,
