@@ -75,8 +75,9 @@ async fn a_fetch_that_timed_out_is_followed_by_a_check() {
     assert_eq!(source.calls(), 3, "the timed-out fetch and its retry");
     source.rotate_elsewhere();
     // The check 30 s after the timeout sees the held token dead, before
-    // the periodic one (at 7200 s) would.
-    at(began, 6931).await;
+    // the periodic one (at 7200 s) would; its refresh waits out
+    // min_forced_interval (30 s) from the retry's fetch, at most 6901 s.
+    at(began, 6932).await;
     assert_eq!((source.calls(), fights(&running)), (4, 1));
     assert!(source.is_current(&running.handle.valid_token().unwrap().value));
     running.stop().await;
