@@ -279,6 +279,9 @@ pub struct Tuning {
     pub quota_poll: Option<PollSchedule>,
     /// The platforms' authorizer scheduler (its fetch rate, 20 a second).
     pub authorizers: crate::platform::authorizers::SchedulerTuning,
+    /// When the refreshers check their held access tokens upstream
+    /// (every 10 minutes, and after a fetch that timed out).
+    pub token_checks: broker::TokenChecks,
 }
 
 impl Default for Tuning {
@@ -287,6 +290,7 @@ impl Default for Tuning {
             proxy_timeout: PROXY_TIMEOUT,
             quota_poll: Some(PollSchedule::default()),
             authorizers: Default::default(),
+            token_checks: Default::default(),
         }
     }
 }
@@ -330,8 +334,12 @@ pub async fn start_with(
         clock: Clock::new(),
         tasks: tasks.clone(),
         cancel: cancel.clone(),
+        token_checks: tuning.token_checks.clone(),
     };
     let broker = Broker::start(apps, &context);
+    if let Some(redis) = &redis {
+        spawn_other_prefix_check(redis.clone(), config, &tasks, &cancel);
+    }
     let diagnostics = Arc::new(Diagnostics::new(
         http.clone(),
         ResetLedger::for_store(&config.store, redis.clone()),
@@ -481,6 +489,34 @@ fn start_platforms(
     }
     broker.attach_platforms(platforms);
     Ok(())
+}
+
+/// Looks once, in the background, for the apps' appids under another
+/// `key_prefix` in the shared store (DESIGN.md section 21). Followers are
+/// left out: they store nothing in Redis, and a leader's fleet may well
+/// share it.
+fn spawn_other_prefix_check(
+    redis: Arc<RedisStore>,
+    config: &Config,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let appids: Vec<String> = config
+        .apps
+        .iter()
+        .filter(|app| app.follow.is_none())
+        .map(|app| app.appid.clone())
+        .collect();
+    if appids.is_empty() {
+        return;
+    }
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        let appids: Vec<&str> = appids.iter().map(String::as_str).collect();
+        cancel
+            .run_until_cancelled(redis.warn_of_other_prefixes(&appids))
+            .await;
+    });
 }
 
 /// Each app's own compatible listener: bound at start only.

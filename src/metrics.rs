@@ -16,6 +16,47 @@ use prometheus::{
 /// How many distinct `Wxbroker-Client` names get their own label.
 const MAX_CLIENT_LABELS: usize = 64;
 
+/// The HTTP statuses that keep their own `status` label: those the broker
+/// answers itself. Any other status (an upstream's, relayed by a
+/// forwarding route) is counted in its class, so no upstream can grow
+/// `/metrics` by answering many distinct statuses.
+const LABELLED_STATUSES: [(u16, &str); 16] = [
+    (200, "200"),
+    (204, "204"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (412, "412"),
+    (413, "413"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
+];
+
+/// The bounded `status` label of `wxbroker_requests_total`: the status
+/// itself for the few the broker answers itself, else its class (`2xx` to
+/// `5xx`, `1xx`), else `other`.
+pub fn status_label(status: http::StatusCode) -> &'static str {
+    let code = status.as_u16();
+    if let Some((_, label)) = LABELLED_STATUSES.iter().find(|(known, _)| *known == code) {
+        return label;
+    }
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
 /// Every value the per-app labels can take, given by the modules that
 /// own them, so the series exist at zero from the start.
 pub struct AppLabels<'a> {
@@ -52,8 +93,13 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     pub cluster_degraded: IntGaugeVec,
     pub token_fights: IntCounterVec,
+    /// The refreshers' own checks of their held tokens, by result.
+    pub token_checks: IntCounterVec,
     /// Follower apps only: 1 while the leader answers.
     pub leader_reachable: IntGaugeVec,
+    /// Follower apps only: answers of the leader that went back to the
+    /// value held before the current one.
+    pub follower_flips: IntCounterVec,
     /// Counters of the named clients seen so far: read with an atomic
     /// load on every request, replaced whole (rarely: at most 64 names)
     /// under `new_client` when a new name arrives.
@@ -237,12 +283,28 @@ impl Metrics {
                     &["app"],
                 ),
             ),
+            token_checks: register(
+                &registry,
+                counter(
+                    "wxbroker_token_checks_total",
+                    "The broker's own upstream checks of its held access token, by result (valid, rejected, failed).",
+                    &["app", "result"],
+                ),
+            ),
             leader_reachable: register(
                 &registry,
                 int_gauge(
                     "wxbroker_leader_reachable",
                     "For an app that follows a leader: 1 while the leader answers.",
                     &["app"],
+                ),
+            ),
+            follower_flips: register(
+                &registry,
+                counter(
+                    "wxbroker_follower_flips_total",
+                    "For an app that follows a leader: answers that went back to the value held before the current one (two brokers without a shared store answering at the leader's address).",
+                    &["app", "credential"],
                 ),
             ),
             known_clients: Default::default(),
@@ -420,6 +482,21 @@ mod tests {
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn statuses_are_bucketed_beyond_a_fixed_few() {
+        let labels: std::collections::HashSet<&str> = (100..=999)
+            .map(|code| status_label(http::StatusCode::from_u16(code).unwrap()))
+            .collect();
+        assert!(labels.len() <= LABELLED_STATUSES.len() + 6, "{labels:?}");
+        let label = |code| status_label(http::StatusCode::from_u16(code).unwrap());
+        assert_eq!(label(200), "200");
+        assert_eq!(label(503), "503");
+        assert_eq!(label(299), "2xx");
+        assert_eq!(label(418), "4xx");
+        assert_eq!(label(599), "5xx");
+        assert_eq!(label(999), "other");
     }
 
     #[test]

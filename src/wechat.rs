@@ -300,6 +300,23 @@ pub trait TokenSource: Send + Sync + 'static {
     fn ready(&self) -> BoxFuture<'_, Result<(), FetchError>> {
         Box::pin(std::future::ready(Ok(())))
     }
+
+    /// How a held credential of this source is checked upstream, for the
+    /// sources that have a cheap way (DESIGN.md section 21); `None` for
+    /// the others.
+    fn token_check(&self) -> Option<&dyn TokenCheck> {
+        None
+    }
+}
+
+/// A cheap upstream call that tells whether a token is still good: it
+/// costs no credential quota (it has a quota of its own) and rotates
+/// nothing.
+pub trait TokenCheck: Send + Sync {
+    /// `Ok` when upstream accepts `token`; an `Api` error with a token
+    /// rejection ([`is_token_rejected`]) when it is dead; any other error
+    /// when nothing can be told.
+    fn check<'a>(&'a self, token: &'a AccessToken) -> BoxFuture<'a, Result<(), FetchError>>;
 }
 
 /// The HTTP client for credential fetches. It never follows a redirect
@@ -412,6 +429,49 @@ pub async fn credential_body(request: reqwest::RequestBuilder) -> Result<bytes::
 impl TokenSource for WechatSource {
     fn fetch(&self, force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
         Box::pin(self.call(force_refresh))
+    }
+
+    fn token_check(&self) -> Option<&dyn TokenCheck> {
+        Some(self)
+    }
+}
+
+/// `GET /cgi-bin/get_api_domain_ip?access_token=T`: WeChat and WeCom both
+/// answer it for a valid app token, on a quota of its own, and answer
+/// 40001, 40014 or 42001 for a dead one.
+impl TokenCheck for WechatSource {
+    fn check<'a>(&'a self, token: &'a AccessToken) -> BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            let request = self
+                .http
+                .get(format!("{}/cgi-bin/get_api_domain_ip", self.api_base))
+                .query(&[("access_token", token.expose())]);
+            let exchange = async { check_answer(&credential_body(request).await?) };
+            tokio::time::timeout(self.timeout, exchange)
+                .await
+                .unwrap_or(Err(FetchError::Timeout(self.timeout)))
+        })
+    }
+}
+
+/// A check's answer: an errcode other than 0 is the verdict; anything
+/// that is not a JSON object tells nothing.
+fn check_answer(body: &[u8]) -> Result<(), FetchError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        errcode: Option<i64>,
+        #[serde(default)]
+        errmsg: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|err| FetchError::Malformed(format!("not a JSON answer: {err}")))?;
+    match answer.errcode.filter(|code| *code != 0) {
+        Some(errcode) => Err(FetchError::Api {
+            errcode,
+            errmsg: answer.errmsg.unwrap_or_default(),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -255,3 +255,67 @@ async fn a_frozen_redis_never_blocks_readers() {
     let settled = converged(&brokers, "shop").await;
     assert!(sim.sim.token_valid(&settled));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_warns_at_start_when_its_appid_is_stored_under_another_prefix() {
+    let logs_before = captured_logs().len();
+    let redis = RedisServer::start().await;
+    let sim = simulator(SimConfig::default()).await;
+    // One fleet stores the classic account's token under "test" ...
+    let first = Broker::start_with(
+        &classic_app("shop", &sim, ""),
+        Options {
+            store: redis_store(&redis.url()),
+            ..Options::default()
+        },
+    )
+    .await;
+    first.token("shop").await;
+    // ... and another, a typo away, starts on the same Redis with the
+    // same appid, plus an appid nobody else holds.
+    let typo = redis_store(&redis.url()).replace("key_prefix = \"test\"", "key_prefix = \"tset\"");
+    let apps = format!(
+        "{}{}",
+        classic_app("shop", &sim, ""),
+        stable_app("other", &sim, "")
+    );
+    let second = Broker::start_with(
+        &apps,
+        Options {
+            store: typo,
+            ..Options::default()
+        },
+    )
+    .await;
+    let warning = |logs: &str| {
+        logs.lines()
+            .filter(|line| {
+                line.contains("WARN")
+                    && line.contains("under another key_prefix")
+                    && line.contains(APPID)
+                    && line.contains("\"test\"")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + WAIT;
+    while warning(&captured_logs()[logs_before..]) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no warning about the other prefix"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = captured_logs();
+    let new_logs = &logs[logs_before..];
+    assert_eq!(warning(new_logs), 1, "{new_logs}");
+    // The appid only this fleet holds is not named, nor is the first
+    // fleet warned about itself (its own prefix only).
+    assert!(
+        !new_logs
+            .lines()
+            .any(|line| line.contains("under another key_prefix") && line.contains(STABLE_APPID)),
+        "{new_logs}"
+    );
+    second.stop().await;
+    first.stop().await;
+}

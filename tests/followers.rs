@@ -675,3 +675,139 @@ async fn a_follower_restarted_while_the_leader_is_down_serves_its_stored_token()
         .contains("loaded the stored credential of the leader"));
     assert_eq!(sim.sim.total_token_calls(), 0);
 }
+
+/// A follower of `leader` (a scripted leader on plain HTTP) for `shop`,
+/// with a file store so that every adoption is saved; waited for until
+/// it serves a token.
+async fn follower_of(leader: &ScriptedUpstream, dir: &Path) -> (ChildBroker, String, String) {
+    let credential_file = dir.join("credential");
+    write_private(&credential_file, CREDENTIAL);
+    let sim = simulator(SimConfig::default()).await;
+    let (api_port, ops_port) = (free_port(), free_port());
+    let config = dir.join("follower.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{api_port}"
+metrics_listen = "127.0.0.1:{ops_port}"
+
+[store]
+backend = "file"
+path = "{}"
+
+[[apps]]
+name = "shop"
+appid = "{APPID}"
+api_base = "{}"
+follow = "{}"
+follow_credential_file = "{}"
+"#,
+            dir.join("state").display(),
+            sim.base_url(),
+            leader.base_url(),
+            credential_file.display()
+        ),
+    )
+    .unwrap();
+    let mut follower = ChildBroker::spawn(&config, "info");
+    let metrics = format!("http://127.0.0.1:{ops_port}");
+    follower.wait_ready(&format!("{metrics}/readyz")).await;
+    (follower, format!("http://127.0.0.1:{api_port}"), metrics)
+}
+
+/// A leader's answer for `shop` carrying `token`.
+fn leader_answer(token: &str) -> String {
+    json!({
+        "app": "shop", "appid": APPID, "grant": "classic", "credential": "access_token",
+        "access_token": token, "expires_in": 7000,
+        "expires_at": 0, "fetched_at": 0, "version": "0011223344556677"
+    })
+    .to_string()
+}
+
+fn lines_with(log: &str, needle: &str) -> usize {
+    log.lines().filter(|line| line.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_answering_every_watch_at_once_is_asked_at_a_bounded_pace() {
+    let answer = leader_answer("SAME-TOKEN-every-time");
+    let leader = ScriptedUpstream::start(move |_, _| Answer::json(answer.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (follower, api, _) = follower_of(&leader, dir.path()).await;
+
+    let before = leader.count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = leader.count() - before;
+    assert!(
+        asked <= 10,
+        "{asked} watches in 3 s against a leader answering at once"
+    );
+    let (status, body) = get(&format!("{api}/v1/apps/shop/token")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["access_token"], "SAME-TOKEN-every-time");
+    // A same-value answer is not a change: adopted (and saved) once.
+    let log = follower.log();
+    assert_eq!(
+        lines_with(&log, "adopted the leader's credential"),
+        1,
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_flipping_between_two_tokens_is_an_anomaly_logged_once_and_counted() {
+    let (a, b) = (leader_answer("FLIP-TOKEN-A"), leader_answer("FLIP-TOKEN-B"));
+    let leader = ScriptedUpstream::start(move |n, _| {
+        Answer::json(if n % 2 == 0 { a.clone() } else { b.clone() })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (follower, api, metrics) = follower_of(&leader, dir.path()).await;
+    let flips = "wxbroker_follower_flips_total{app=\"shop\",credential=\"access_token\"}";
+    let flipped = || async {
+        let text = http()
+            .get(format!("{metrics}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(flips)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually("two flips counted", || async {
+        (flipped().await >= 2.0).then_some(())
+    })
+    .await;
+    let before = leader.count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = leader.count() - before;
+    assert!(
+        asked <= 5,
+        "{asked} watches in 3 s against a flipping leader"
+    );
+
+    let log = follower.log();
+    assert_eq!(
+        lines_with(&log, "flip between two values"),
+        1,
+        "one anomaly line per episode:\n{log}"
+    );
+    // A and B each adopted (and saved) once; the flips back are neither
+    // saved nor logged one by one.
+    assert_eq!(
+        lines_with(&log, "adopted the leader's credential"),
+        2,
+        "{log}"
+    );
+    assert!(!log.contains("FLIP-TOKEN"), "a token in the log:\n{log}");
+    let (status, body) = get(&format!("{api}/v1/apps/shop/token")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"]
+        .as_str()
+        .is_some_and(|token| token.starts_with("FLIP-TOKEN-")));
+}

@@ -117,3 +117,74 @@ async fn a_lifetime_shorter_than_refresh_before_is_paced_by_the_backoff() {
         .await;
     assert!(anomalies >= 1.0, "the anomaly is counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_many_statuses_cannot_grow_the_metrics() {
+    // The token endpoint answers a token; every other call the status
+    // its query names.
+    let upstream = ScriptedUpstream::start(|_, request| {
+        if request.target.starts_with("/cgi-bin/token") {
+            return Answer::json(r#"{"access_token":"status-test-token","expires_in":7200}"#);
+        }
+        let code = request
+            .target
+            .split("code=")
+            .nth(1)
+            .and_then(|rest| rest.split('&').next())
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(200);
+        Answer {
+            status: code,
+            ..Answer::json(r#"{"errcode":0}"#)
+        }
+    })
+    .await;
+    let broker = Broker::start_with(
+        &app_against(&upstream, ""),
+        Options {
+            compat: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    broker.token("shop").await;
+    let codes: Vec<u16> = (200..600).step_by(3).collect();
+    for code in &codes {
+        let path = format!("/v1/apps/shop/proxy/cgi-bin/echo?code={code}");
+        broker.send(http::Method::GET, &path, &[], None).await;
+        let url = broker.compat_url(&format!("/cgi-bin/echo?code={code}&appid={APPID}"));
+        within(broker.http().get(url).send())
+            .await
+            .expect("compat request");
+    }
+    assert!(
+        upstream.count() > 2 * codes.len(),
+        "the upstream saw {} calls",
+        upstream.count()
+    );
+    let text = broker.metrics_text().await;
+    // The forwarding routes' series: the /v1 proxy's and the compatible
+    // listener's (whose other routes answered nothing here).
+    for (listener, route) in [("tcp", "/v1/apps/{app}/proxy"), ("compat", "")] {
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|line| {
+                line.starts_with("wxbroker_requests_total{")
+                    && line.contains(&format!("listener=\"{listener}\""))
+                    && line.contains(route)
+            })
+            .collect();
+        assert!(
+            series.iter().any(|line| line.contains("status=\"5xx\"")),
+            "the upstream's statuses reached the {listener} listener's answers:\n{}",
+            series.join("\n")
+        );
+        assert!(
+            series.len() <= 16,
+            "{} {listener} series for {} upstream statuses:\n{}",
+            series.len(),
+            codes.len(),
+            series.join("\n")
+        );
+    }
+}

@@ -505,9 +505,9 @@ async fn a_slow_upstream_is_504_after_the_proxy_timeout() {
         &apps,
         Options {
             tuning: Some(Tuning {
-                authorizers: Default::default(),
                 proxy_timeout: Duration::from_millis(300),
                 quota_poll: None,
+                ..Tuning::default()
             }),
             ..Options::default()
         },

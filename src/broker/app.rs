@@ -76,7 +76,12 @@ impl AppHandle {
         // from its leader: no refresher, so no upstream call, ever.
         if let Some(follow) = &config.follow {
             let leader = Leader::new(follow);
-            let mut follower = |credential| {
+            let mut follower = |credential: Credential| {
+                // At zero from the start, so an alert sees the first flip.
+                context
+                    .metrics
+                    .follower_flips
+                    .with_label_values(&[&config.name, credential.label()]);
                 CredentialHandle::spawn_follower(
                     config.clone(),
                     credential,

@@ -13,6 +13,13 @@
 //! grant and credential it names, a plausible value and lifetime. A
 //! failed check is logged with its cause and changes nothing.
 //!
+//! The watch is paced ([`super::follower_pace`]): a same-value answer is
+//! not a change, watches start at least a second apart and further apart
+//! while the leader answers at once with nothing new, and answers that
+//! flip between two values are an anomaly, logged once per episode and
+//! counted in `wxbroker_follower_flips_total`, never saved or logged one
+//! by one.
+//!
 //! With a store of this broker's own (memory or file, not a shared Redis,
 //! whose fleet would take the record for its own), the adopted credential
 //! is saved like a fetched one, so a follower restarted while its leader
@@ -25,8 +32,9 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::follower_pace::{FlipWatch, Seen, WatchPace};
 use super::refresher::Command;
 use super::{
     AppView, BrokerContext, CredentialHandle, InvalidateOutcome, LastError, LeaderState,
@@ -34,6 +42,7 @@ use super::{
 };
 use crate::config::{AppConfig, FollowConfig};
 use crate::credential::Credential;
+use crate::metrics::Metrics;
 use crate::secret::{AccessToken, Secret};
 use crate::store::{grant_label, Store, StoreKey, StoredApp};
 
@@ -140,6 +149,9 @@ pub(super) struct Follower {
     /// shared store.
     store: Option<Arc<dyn Store>>,
     key: StoreKey,
+    metrics: Metrics,
+    /// What the last answers were, to tell a flip from a change.
+    flips: FlipWatch,
 }
 
 impl Follower {
@@ -160,6 +172,8 @@ impl Follower {
             handle,
             commands,
             last_logged: None,
+            metrics: context.metrics.clone(),
+            flips: FlipWatch::default(),
         }
     }
 
@@ -178,8 +192,10 @@ impl Follower {
         self.publish(|view| view.leader = Some(LeaderState { reachable: false }));
         self.warm_start().await;
         let mut retry = FIRST_RETRY;
+        let mut pace = WatchPace::default();
         let mut next_watch = Instant::now();
         while !self.cancel.is_cancelled() {
+            let started = next_watch.max(Instant::now());
             let watch = watch(
                 self.leader.clone(),
                 self.path(),
@@ -199,9 +215,9 @@ impl Follower {
                 },
                 answer = watch => match self.check(answer) {
                     Ok(record) => {
-                        self.adopt(record).await;
+                        let seen = self.adopt(record).await;
                         retry = FIRST_RETRY;
-                        next_watch = Instant::now();
+                        next_watch = pace.next(started, Instant::now(), seen);
                     }
                     Err(refused) => {
                         self.failed(refused);
@@ -372,21 +388,28 @@ impl Follower {
         }
     }
 
-    /// Serves `record` from now on, unless it is the one already held.
-    async fn adopt(&mut self, record: TokenRecord) {
+    /// Serves `record` from now on, unless it is the one already held;
+    /// returns what it was. Only a change is logged and saved: a flip back
+    /// to the value held before is served, counted, and logged once per
+    /// episode.
+    async fn adopt(&mut self, record: TokenRecord) -> Seen {
         if self.last_logged.take().is_some() {
             info!(app = %self.app.name, credential = %self.credential, "the leader answers again");
         }
-        let same = self
-            .handle
-            .shared
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|held| held.value == record.value);
-        if !same {
-            info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
-            self.save(&record).await;
+        let held = self.handle.shared.current.load_full();
+        let seen = self.flips.classify(
+            held.as_deref().map(TokenRecord::version).as_deref(),
+            &record.version(),
+            Instant::now(),
+        );
+        let same = seen == Seen::Same;
+        match seen {
+            Seen::Same => {}
+            Seen::New => {
+                info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+                self.save(&record).await;
+            }
+            Seen::Flip { new_episode } => self.count_flip(&record, new_episode),
         }
         self.publish(|view| {
             if !same {
@@ -395,6 +418,28 @@ impl Follower {
             view.clear_failure();
             view.leader = Some(LeaderState { reachable: true });
         });
+        seen
+    }
+
+    /// The leader went back to the value it answered before the current
+    /// one: more than one broker answers at its address, each with its
+    /// own token (no shared store), and each fetch kills the other's.
+    fn count_flip(&self, record: &TokenRecord, new_episode: bool) {
+        self.metrics
+            .follower_flips
+            .with_label_values(&[&self.app.name, self.credential.label()])
+            .inc();
+        if new_episode {
+            error!(
+                app = %self.app.name, credential = %self.credential,
+                appid = %self.app.appid,
+                leader = %self.leader.url,
+                token = %record.value.fingerprint(),
+                "the leader's answers flip between two values: more than one broker answers at the leader's address without a shared store, and their fetches invalidate each other's; serving the latest answer, not saving or logging each flip (counted in wxbroker_follower_flips_total)"
+            );
+        } else {
+            debug!(app = %self.app.name, credential = %self.credential, "the leader's answer flipped again");
+        }
     }
 
     /// Keeps the held credential; records and logs why nothing came.

@@ -8,6 +8,7 @@ mod app;
 pub(crate) mod backoff;
 mod budget;
 mod follower;
+mod follower_pace;
 mod handle;
 mod refresher;
 pub(crate) mod schedule;
@@ -31,6 +32,7 @@ use crate::wechat::TokenSource;
 pub use app::AppHandle;
 pub use budget::DailyBudget;
 pub use handle::CredentialHandle;
+pub use refresher::TokenChecks;
 pub use ticket_source::{TicketSources, WechatTickets};
 pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
 
@@ -44,6 +46,8 @@ pub struct BrokerContext {
     pub clock: Clock,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
+    /// When refreshers check their held access tokens upstream.
+    pub token_checks: TokenChecks,
 }
 
 /// All configured apps, in configuration order. A reload replaces the set

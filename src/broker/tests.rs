@@ -2,6 +2,7 @@
 //! source: hours and days of token life run in milliseconds, and every
 //! assertion is about exact call counts and times.
 
+mod checks;
 mod fleet;
 mod tickets;
 
@@ -40,6 +41,9 @@ struct FakeSource {
     issued: AtomicU64,
     calls: Mutex<Vec<(Instant, bool)>>,
     current: Mutex<Option<(AccessToken, Instant)>>,
+    /// Whether it offers a check of a held token ([`TokenCheck`]).
+    checkable: std::sync::atomic::AtomicBool,
+    checks: AtomicU64,
 }
 
 impl FakeSource {
@@ -61,7 +65,39 @@ impl FakeSource {
             issued: AtomicU64::new(0),
             calls: Mutex::default(),
             current: Mutex::default(),
+            checkable: std::sync::atomic::AtomicBool::new(false),
+            checks: AtomicU64::new(0),
         }
+    }
+
+    /// A classic source with a check: a token checks out while it is the
+    /// last one issued.
+    fn checkable_classic() -> Arc<Self> {
+        let source = Self::new(None);
+        source.checkable.store(true, Ordering::SeqCst);
+        Arc::new(source)
+    }
+
+    /// Someone else fetches a token: the one issued before is dead.
+    fn rotate_elsewhere(&self) {
+        let n = self.issued.fetch_add(1, Ordering::SeqCst);
+        *self.current.lock().unwrap() = Some((
+            AccessToken::new(format!("elsewhere-{n}")),
+            Instant::now() + Duration::from_secs(LIFETIME),
+        ));
+    }
+
+    /// Whether `token` is the last one issued.
+    fn is_current(&self, token: &AccessToken) -> bool {
+        self.current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|(current, _)| current == token)
+    }
+
+    fn checks(&self) -> u64 {
+        self.checks.load(Ordering::SeqCst)
     }
 
     /// How long each call takes from now on.
@@ -143,6 +179,31 @@ impl TokenSource for FakeSource {
             let delay = *self.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
             self.answer(force_refresh)
+        })
+    }
+
+    fn token_check(&self) -> Option<&dyn crate::wechat::TokenCheck> {
+        if self.checkable.load(Ordering::SeqCst) {
+            Some(self)
+        } else {
+            None
+        }
+    }
+}
+
+impl crate::wechat::TokenCheck for FakeSource {
+    fn check<'a>(&'a self, token: &'a AccessToken) -> BoxFuture<'a, Result<(), FetchError>> {
+        Box::pin(async move {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if self.is_current(token) {
+                Ok(())
+            } else {
+                Err(FetchError::Api {
+                    errcode: 40001,
+                    errmsg: "invalid credential, access_token is invalid or not latest".into(),
+                })
+            }
         })
     }
 }
@@ -234,6 +295,7 @@ fn start_full(
         clock,
         tasks: tasks.clone(),
         cancel: cancel.clone(),
+        token_checks: TokenChecks::default(),
     };
     let broker = Broker::start(vec![(Arc::new(config), source)], &context);
     Running {

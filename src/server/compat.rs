@@ -178,7 +178,7 @@ pub async fn handle(state: &CompatState, request: Request<RequestBody>) -> Respo
     let status = response.status();
     metrics
         .requests
-        .with_label_values(&["compat", route, status.as_str()])
+        .with_label_values(&["compat", route, crate::metrics::status_label(status)])
         .inc();
     metrics
         .request_duration

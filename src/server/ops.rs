@@ -45,7 +45,11 @@ pub fn handle(
     };
     metrics
         .requests
-        .with_label_values(&["metrics", route, response.status().as_str()])
+        .with_label_values(&[
+            "metrics",
+            route,
+            crate::metrics::status_label(response.status()),
+        ])
         .inc();
     response
 }

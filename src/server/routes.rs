@@ -140,7 +140,11 @@ impl HotMetrics {
         } else {
             metrics
                 .requests
-                .with_label_values(&[listener.label(), ROUTE_TEMPLATES[route], status.as_str()])
+                .with_label_values(&[
+                    listener.label(),
+                    ROUTE_TEMPLATES[route],
+                    crate::metrics::status_label(status),
+                ])
                 .inc();
         }
         self.duration[route].observe(seconds);

@@ -19,3 +19,17 @@ pub(crate) fn check<'a>(sim: &Simulator, token: Option<&'a str>) -> Result<&'a s
         TokenStatus::NotLatest | TokenStatus::Unknown => Err(WxError::from_code(40001)),
     }
 }
+
+/// The token, when it is a valid app token of WeChat or of WeCom: for the
+/// few APIs both serve (`get_api_domain_ip`). Judged in the same order.
+pub(crate) fn check_any_kind<'a>(
+    sim: &Simulator,
+    token: Option<&'a str>,
+) -> Result<&'a str, WxError> {
+    let token = token.ok_or_else(|| WxError::wechat(41001, "access_token missing"))?;
+    match sim.lock().token_status(token) {
+        TokenStatus::Valid(_) => Ok(token),
+        TokenStatus::Expired => Err(WxError::wechat(42001, "access_token expired")),
+        TokenStatus::NotLatest | TokenStatus::Unknown => Err(WxError::from_code(40001)),
+    }
+}

@@ -46,6 +46,9 @@ pub enum Endpoint {
     CustomSend,
     /// `GET /cgi-bin/getcallbackip`.
     GetCallbackIp,
+    /// `GET /cgi-bin/get_api_domain_ip`: WeChat's and WeCom's API server
+    /// addresses, for a valid app token of either.
+    GetApiDomainIp,
     /// `GET /cgi-bin/ticket/getticket?type=jsapi|wx_card` (app token).
     GetTicket,
     /// WeCom `GET /cgi-bin/get_jsapi_ticket`: the corp's ticket.
@@ -62,7 +65,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in a fixed order (the order `/__sim/calls` lists them).
-    pub const ALL: [Endpoint; 27] = [
+    pub const ALL: [Endpoint; 28] = [
         Endpoint::Token,
         Endpoint::StableToken,
         Endpoint::WecomGetToken,
@@ -84,6 +87,7 @@ impl Endpoint {
         Endpoint::UserInfo,
         Endpoint::CustomSend,
         Endpoint::GetCallbackIp,
+        Endpoint::GetApiDomainIp,
         Endpoint::GetTicket,
         Endpoint::WecomGetJsapiTicket,
         Endpoint::WecomTicketGet,
@@ -116,6 +120,7 @@ impl Endpoint {
             Endpoint::UserInfo => "user_info",
             Endpoint::CustomSend => "custom_send",
             Endpoint::GetCallbackIp => "getcallbackip",
+            Endpoint::GetApiDomainIp => "get_api_domain_ip",
             Endpoint::GetTicket => "getticket",
             Endpoint::WecomGetJsapiTicket => "wecom_get_jsapi_ticket",
             Endpoint::WecomTicketGet => "wecom_ticket_get",
@@ -174,6 +179,7 @@ impl Endpoint {
             "/cgi-bin/user/info" => Endpoint::UserInfo,
             "/cgi-bin/message/custom/send" => Endpoint::CustomSend,
             "/cgi-bin/getcallbackip" => Endpoint::GetCallbackIp,
+            "/cgi-bin/get_api_domain_ip" => Endpoint::GetApiDomainIp,
             "/cgi-bin/ticket/getticket" => Endpoint::GetTicket,
             "/cgi-bin/get_jsapi_ticket" => Endpoint::WecomGetJsapiTicket,
             "/cgi-bin/ticket/get" => Endpoint::WecomTicketGet,

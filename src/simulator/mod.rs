@@ -3,7 +3,8 @@
 //! `/cgi-bin/gettoken`), the JS-SDK ticket endpoints
 //! (`/cgi-bin/ticket/getticket`, WeCom's `/cgi-bin/get_jsapi_ticket` and
 //! `/cgi-bin/ticket/get`), a handful of token-consuming APIs (`/tcb/*`,
-//! `user/info`, `message/custom/send`, `getcallbackip`, `media/get`), the
+//! `user/info`, `message/custom/send`, `getcallbackip`, `get_api_domain_ip`,
+//! `media/get`), the
 //! operator's diagnostics (`openapi/quota/get` from the real counters,
 //! `clear_quota` and `clear_quota/v2` with their monthly limit, and
 //! `openapi/rid/get` for the rid of every error answer given), the user-facing `/sns/*` APIs (web OAuth with USER tokens,

@@ -1,7 +1,9 @@
 //! A few Official Account APIs real SDKs call on the app token:
 //! `cgi-bin/user/info`, `cgi-bin/message/custom/send` and
 //! `cgi-bin/getcallbackip`. Each checks the app token as `tcb/*` does, and
-//! an openid against the users of the token's own app (40003).
+//! an openid against the users of the token's own app (40003). And
+//! `cgi-bin/get_api_domain_ip`, which WeChat and WeCom both serve, so it
+//! takes a valid token of either.
 
 use hyper::{Method, Response};
 use serde_json::{json, Map, Value};
@@ -33,6 +35,10 @@ pub(crate) fn handle(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) 
 
 fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<Value, WxError> {
     let query = params::parse_query(&request.query);
+    if endpoint == Endpoint::GetApiDomainIp {
+        app_token::check_any_kind(sim, get(&query, "access_token"))?;
+        return Ok(json!({ "ip_list": ["101.89.47.18", "101.91.34.103"] }));
+    }
     let token = app_token::check(sim, get(&query, "access_token"))?;
     match endpoint {
         Endpoint::GetCallbackIp => Ok(json!({
@@ -73,7 +79,7 @@ fn answer(sim: &Simulator, endpoint: Endpoint, request: &SimRequest) -> Result<V
             }
             Ok(json!({ "errcode": 0, "errmsg": "ok" }))
         }
-        // Routing only sends these three here.
+        // Routing only sends these here.
         _ => Err(WxError::from_code(-1)),
     }
 }

@@ -119,9 +119,10 @@ pub(crate) async fn handle(
         | Endpoint::SnsAuth
         | Endpoint::JsCode2Session => sns::handle(&sim, endpoint, &request),
         Endpoint::MediaGet => media::handle(&sim, &request),
-        Endpoint::UserInfo | Endpoint::CustomSend | Endpoint::GetCallbackIp => {
-            mp_api::handle(&sim, endpoint, &request)
-        }
+        Endpoint::UserInfo
+        | Endpoint::CustomSend
+        | Endpoint::GetCallbackIp
+        | Endpoint::GetApiDomainIp => mp_api::handle(&sim, endpoint, &request),
         Endpoint::QuotaGet | Endpoint::ClearQuota | Endpoint::ClearQuotaV2 | Endpoint::RidGet => {
             openapi::handle(&sim, endpoint, &request)
         }

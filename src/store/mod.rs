@@ -28,7 +28,10 @@ pub use memory::MemoryStore;
 pub use memory_fleet::MemoryFleet;
 pub use ownership::Doubt;
 pub(crate) use ownership::{own_uid, Facts, SHARED_WRITE};
-pub use redis::{Access as RedisAccess, Node as RedisNode, RedisStore, RedisTarget, Topology};
+pub use redis::{
+    Access as RedisAccess, Neighbour, Neighbours, Node as RedisNode, RedisStore, RedisTarget,
+    Topology,
+};
 
 /// Which app a stored record belongs to. Records carry the appid and grant
 /// too, so a record written for another app is recognised and ignored.

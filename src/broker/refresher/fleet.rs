@@ -241,6 +241,9 @@ impl Refresher {
         self.next_attempt = self.refresh_due(&stored);
         self.backoff.reset();
         self.hold_until = None;
+        // Another broker's token: no check of ours asked for it.
+        self.check_asked = false;
+        self.held_from_check = false;
         self.publish(|view| {
             view.install(Arc::new(stored));
             view.clear_failure();

@@ -1,7 +1,8 @@
 //! The refresher: one task per app, the only writer of its token. It waits
 //! for the next deadline (proactive refresh, a retry, a stable-grant
-//! re-check), for an invalidation, or for cancellation, and calls upstream
-//! at most once at a time, which is what makes every fetch single-flight.
+//! re-check), for an invalidation, for a check of its held token
+//! ([`checks`]), or for cancellation, and calls upstream at most once at a
+//! time, which is what makes every fetch single-flight.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -11,7 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+mod checks;
 mod fleet;
+
+pub use checks::TokenChecks;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
@@ -45,6 +49,30 @@ const WECHAT_OVERLAP: Duration = Duration::from_secs(300);
 /// A fight is logged once per episode: again only after this long
 /// without one.
 const FIGHT_EPISODE_GAP: Duration = Duration::from_secs(600);
+
+/// Who saw a token rejected upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SeenBy {
+    /// A client's report (an invalidation).
+    Client,
+    /// The refresher's periodic check.
+    Check,
+    /// The refresher's check after a fetch that timed out.
+    CheckAfterTimeout,
+    /// A rejection seen (and counted) before, whose refresh was deferred.
+    Deferred,
+}
+
+impl SeenBy {
+    fn describe(self) -> &'static str {
+        match self {
+            SeenBy::Client => "a client's report",
+            SeenBy::Check => "the broker's own check",
+            SeenBy::CheckAfterTimeout => "the broker's own check after a fetch that timed out",
+            SeenBy::Deferred => "an earlier rejection",
+        }
+    }
+}
 
 /// When a credential sent for at `sent_at_ms` and granted `expires_in`
 /// seconds expires. Checked arithmetic: the lifetime is clamped upstream,
@@ -95,6 +123,18 @@ pub(super) struct Refresher {
     deferred: Option<(AccessToken, Instant)>,
     /// The last token fight seen, for logging once per episode.
     last_fight: Option<Instant>,
+    /// When the held token is checked upstream; `None` for credentials
+    /// whose source has no check.
+    checks: Option<TokenChecks>,
+    /// The next periodic check.
+    next_check: Instant,
+    /// The checks due after a fetch that timed out.
+    checks_after_timeout: Vec<Instant>,
+    /// A check found the held token rejected and asked for a refresh,
+    /// which the next adopted token is the result of.
+    check_asked: bool,
+    /// The held token came from a refresh a check asked for.
+    held_from_check: bool,
 }
 
 /// The deadline of a deferred refresh, or never.
@@ -124,6 +164,16 @@ impl Refresher {
         let cancel = handle.stopped().clone();
         let app = handle.shared.config.clone();
         let credential = handle.credential();
+        let checks = (credential == Credential::AccessToken && source.token_check().is_some())
+            .then(|| context.token_checks.clone());
+        if checks.is_some() {
+            for result in checks::CHECK_RESULTS {
+                context
+                    .metrics
+                    .token_checks
+                    .with_label_values(&[&app.name, result]);
+            }
+        }
         Refresher {
             key: StoreKey::for_credential(&app, credential),
             budget: DailyBudget::new(daily_budget, context.clock.now_secs()),
@@ -147,6 +197,11 @@ impl Refresher {
             fetched_alone: false,
             deferred: None,
             last_fight: None,
+            next_check: Instant::now() + checks.as_ref().map_or(Duration::ZERO, |c| c.every),
+            checks,
+            checks_after_timeout: Vec::new(),
+            check_asked: false,
+            held_from_check: false,
         }
     }
 
@@ -165,6 +220,8 @@ impl Refresher {
         // the next wait; one that comes during the wait ends it.
         while !cancel.is_cancelled() {
             let clustered = self.updates.is_some();
+            let checking = self.checks_tokens();
+            let check_at = self.next_check_at();
             tokio::select! {
                 () = cancel.cancelled() => break,
                 Some(()) = next_update(&mut self.updates) => {
@@ -178,12 +235,12 @@ impl Refresher {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
                         info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
-                        self.invalidate(&reported, false).await;
+                        self.invalidate(&reported, false, SeenBy::Deferred).await;
                     }
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Invalidate { reported, defer, reply }) => {
-                        let outcome = self.invalidate(&reported, defer).await;
+                        let outcome = self.invalidate(&reported, defer, SeenBy::Client).await;
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
@@ -192,6 +249,7 @@ impl Refresher {
                 },
                 () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
                 () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
+                () = tokio::time::sleep_until(check_at), if checking => self.due_check().await,
             }
         }
         if self.unsaved.pending() {
@@ -363,8 +421,13 @@ impl Refresher {
 
     /// Rule 4: refresh only if `reported` is still current and the last
     /// refresh is older than `min_forced_interval`.
-    async fn invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
-        let outcome = self.try_invalidate(reported, defer).await;
+    async fn invalidate(
+        &mut self,
+        reported: &AccessToken,
+        defer: bool,
+        seen_by: SeenBy,
+    ) -> InvalidateOutcome {
+        let outcome = self.try_invalidate(reported, defer, seen_by).await;
         self.metrics
             .forced_refreshes
             .with_label_values(&[&self.app.name, outcome.metric_label()])
@@ -372,7 +435,12 @@ impl Refresher {
         outcome
     }
 
-    async fn try_invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
+    async fn try_invalidate(
+        &mut self,
+        reported: &AccessToken,
+        defer: bool,
+        seen_by: SeenBy,
+    ) -> InvalidateOutcome {
         let Some(current) = self.current().filter(|token| token.value == *reported) else {
             return InvalidateOutcome::AlreadyRotated;
         };
@@ -380,8 +448,18 @@ impl Refresher {
         let interval = self.app.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        if fetched_ago < WECHAT_OVERLAP && self.credential == Credential::AccessToken {
-            self.count_fight(reported, fetched_ago);
+        // A client's report of an older token may have other causes, so
+        // it is a fight only while the token is younger than WeChat's
+        // overlap. The broker's own check asks about the token it holds
+        // and did not supersede: its rejection is a fight at any age.
+        let fight = match seen_by {
+            SeenBy::Client => fetched_ago < WECHAT_OVERLAP,
+            SeenBy::Check | SeenBy::CheckAfterTimeout => true,
+            // Counted when it was seen.
+            SeenBy::Deferred => false,
+        };
+        if fight && self.credential == Credential::AccessToken {
+            self.count_fight(reported, fetched_ago, seen_by);
         }
         // The earliest moment rule 4 allows a refresh of this token.
         let allowed_at = [
@@ -463,7 +541,7 @@ impl Refresher {
     /// A rejection of a token younger than WeChat's overlap, which this
     /// broker did not replace: something else fetches tokens for this
     /// appid (another environment, a fleet with another key prefix).
-    fn count_fight(&mut self, reported: &AccessToken, age: Duration) {
+    fn count_fight(&mut self, reported: &AccessToken, age: Duration, seen_by: SeenBy) {
         self.metrics
             .token_fights
             .with_label_values(&[&self.app.name])
@@ -479,8 +557,10 @@ impl Refresher {
                 appid = %self.app.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
-                "token fight: WeChat rejected a token this broker fetched {}s ago and has not replaced; something else is fetching tokens for this appid (another environment or broker sharing the secret). Make it read from this broker",
-                age.as_secs()
+                seen_by = seen_by.describe(),
+                "token fight: WeChat rejected a token this broker fetched {}s ago and has not replaced (seen by {}); something else is fetching tokens for this appid (another environment or broker sharing the secret, a fleet with another key_prefix, or a fetch of this broker's that timed out yet was carried out). Make it read from this broker",
+                age.as_secs(),
+                seen_by.describe()
             );
         }
     }
@@ -511,6 +591,9 @@ impl Refresher {
         }
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
+        if matches!(result, Err(FetchError::Timeout(_))) {
+            self.check_after_timeout();
+        }
         let app = self.app.name.as_str();
         let credential = self.credential.label();
         self.metrics
@@ -546,6 +629,7 @@ impl Refresher {
         }
         self.hold_until = None;
         self.fetched_alone = self.degraded;
+        self.held_from_check = std::mem::take(&mut self.check_asked);
         let token = TokenRecord {
             value: grant.token,
             expires_at_ms: expiry_ms(sent_at, grant.expires_in),

@@ -15,6 +15,7 @@ mod connect;
 mod keys;
 mod lock;
 mod migrate;
+mod neighbours;
 mod target;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 pub use connect::Access;
+pub use neighbours::{Neighbour, Neighbours};
 pub use target::{Node, RedisTarget, Topology};
 
 use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredApp};
@@ -90,6 +92,8 @@ struct Core {
     /// failover can promote it, so crown jewels wait for one
     /// ([`RedisStore::replicated_write`]).
     replicated: bool,
+    /// [`RedisTarget::kind`]: single, sentinel or cluster.
+    topology: &'static str,
     owner: String,
     /// Locks asked for whose answer never came: a frozen Redis runs the
     /// command once it thaws, leaving a lock nobody knows it holds (for
@@ -111,6 +115,7 @@ impl RedisStore {
         Ok(RedisStore {
             core: Arc::new(Core {
                 replicated,
+                topology: target.kind(),
                 link: Link::new(target, access)?,
                 prefix: prefix.to_owned(),
                 unanswered_locks: Mutex::new(Vec::new()),
