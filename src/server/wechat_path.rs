@@ -9,7 +9,9 @@
 //! It is DESIGN.md section 12's path table: which credential a path
 //! carries decides what the forwarding routes do with it; and section
 //! 21's rule that no forwarding route reaches an operator action or an
-//! answer carrying refresh tokens or permanent codes ([`withheld`]).
+//! answer carrying refresh tokens or permanent codes ([`withheld`]), save
+//! the authorizer's profile, forwarded with its refresh tokens taken out
+//! ([`scrubs_refresh_tokens`]).
 //! Every spelling a hop might see (each round of decoding) is judged, so
 //! a path refused in one of them is refused.
 
@@ -125,7 +127,7 @@ const SECRET_ANSWERS: [&str; 4] = [
 const SCRUBBED_ANSWERS: [&str; 1] = ["api_get_authorizer_info"];
 
 /// Whether the answer to `path` is relayed only with its refresh tokens
-/// taken out ([`SCRUBBED_ANSWERS`]), judged in every spelling.
+/// taken out (`SCRUBBED_ANSWERS`), judged in every spelling.
 pub fn scrubs_refresh_tokens(path: &str) -> bool {
     spellings(path).iter().any(|spelling| {
         spelling
