@@ -5,8 +5,12 @@
 //!
 //! On the remote listener a client proves itself with a bearer
 //! credential, checked against the SHA-256 the configuration holds; on
-//! the Unix socket the kernel tells the peer's uid and gid (SO_PEERCRED). The `Wxbroker-Client` header is neither: any caller can
-//! write any name in it, so it only names callers in logs and metrics.
+//! the Unix socket the kernel tells the peer's uid and gid (SO_PEERCRED);
+//! on loopback TCP (the token API and the compatible listeners) the
+//! kernel's socket tables tell the uid owning the peer's socket, and the
+//! passwd database that user's primary group. The `Wxbroker-Client`
+//! header is none of these: any caller can write any name in it, so it
+//! only names callers in logs and metrics.
 
 use std::sync::Arc;
 
@@ -15,8 +19,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{ApiPattern, ClientConfig, ClientIdentity};
 use crate::server::wechat_path::ForwardPath;
 
-/// The process at the other end of a Unix socket connection, as the
-/// kernel reports it when the connection is accepted.
+/// The local user at the other end of a connection: on the Unix socket
+/// as the kernel reports it when the connection is accepted, on loopback
+/// TCP as the owner of the peer's socket and its primary group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
@@ -74,9 +79,8 @@ pub enum Denied {
 /// touches an app's, a platform's or a suite's credentials.
 #[derive(Debug, Clone)]
 pub enum Access {
-    /// Everything: TCP on loopback, root and, while no `[[clients]]`
-    /// names a uid or gid, every peer on the Unix socket (the behaviour
-    /// before clients existed).
+    /// Everything: root and, while no `[[clients]]` names a uid or gid,
+    /// every local peer (the behaviour before clients existed).
     All,
     /// What the caller's client entries allow; `client` names the caller
     /// in logs and metrics.
@@ -219,7 +223,8 @@ impl Clients {
         found
     }
 
-    /// What a local peer on the Unix socket may do. With no uid or gid
+    /// What a local peer (on the Unix socket or loopback TCP) may do;
+    /// `None` is a peer that could not be identified. With no uid or gid
     /// client configured, everything, as before clients existed. Root may
     /// do everything too: it can read the broker's state and secrets
     /// anyway. Anyone else gets what the clients matching their uid or

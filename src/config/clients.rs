@@ -3,7 +3,9 @@
 //! which APIs through the forwarding routes, and take operator actions.
 //! A client is known by a bearer credential (on the remote listener,
 //! stored as its SHA-256 only) or by a local uid or gid (on the Unix
-//! socket, from SO_PEERCRED).
+//! socket from SO_PEERCRED; on loopback TCP, the token API's and the
+//! compatible listeners, by the user owning the caller's socket and that
+//! user's primary group).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use std::path::PathBuf;
 use super::api_patterns::ApiPattern;
 use super::error::Problem;
 use super::raw::{RawClient, RawTls};
+use super::validate::is_loopback;
 use super::{AppConfig, PlatformConfig, TlsFiles};
 
 /// One `[[clients]]` entry.
@@ -39,9 +42,10 @@ pub enum ClientIdentity {
     /// A bearer credential on the remote listener, kept as its SHA-256:
     /// the configuration never holds the credential itself.
     Bearer { sha256: [u8; 32] },
-    /// A local user on the Unix socket.
+    /// A local user, on the Unix socket and loopback TCP.
     Uid(u32),
-    /// A local group (the peer's primary gid) on the Unix socket.
+    /// A local group: the peer's gid on the Unix socket, the primary group
+    /// of its user in the passwd database on loopback TCP.
     Gid(u32),
 }
 
@@ -217,42 +221,40 @@ pub(super) fn clients(
     Ok(clients)
 }
 
-/// With `[[clients]]` limiting local users by uid or gid, the other
-/// local listeners (TCP, the compatible ones) still serve every app and
-/// forward every path to any local process: worth a warning, since they
-/// carry no identity.
-pub(super) fn unguarded_listeners(config: &super::Config) -> Option<String> {
-    let local: Vec<&ClientConfig> = config
+/// With `[[clients]]` limiting local users by uid or gid, a TCP peer is
+/// known by the local user owning its socket, which only a peer on
+/// loopback can be: a local listener bound beyond loopback answers every
+/// other host with nothing, worth a warning.
+pub(super) fn unidentified_listeners(config: &super::Config) -> Option<String> {
+    let local = config
         .clients
         .iter()
-        .filter(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }))
-        .collect();
+        .any(|c| !matches!(c.identity, ClientIdentity::Bearer { .. }));
+    let beyond = |addr: Option<SocketAddr>| addr.is_some_and(|addr| !is_loopback(&addr));
     let server = &config.server;
-    let open: Vec<&str> = [
-        ("server.listen", server.listen.is_some()),
+    let open: Vec<String> = [
+        ("server.listen".to_owned(), beyond(server.listen)),
         (
-            "server.wechat_compat_listen",
-            server.wechat_compat_listen.is_some(),
-        ),
-        (
-            "[[apps]] compat_listen",
-            config.apps.iter().any(|app| app.compat_listen.is_some()),
+            "server.wechat_compat_listen".to_owned(),
+            beyond(server.wechat_compat_listen),
         ),
     ]
     .into_iter()
+    .chain(config.apps.iter().map(|app| {
+        (
+            format!("apps.{}.compat_listen", app.name),
+            beyond(app.compat_listen),
+        )
+    }))
     .filter_map(|(key, set)| set.then_some(key))
     .collect();
-    if local.is_empty() || open.is_empty() {
+    if !local || open.is_empty() {
         return None;
     }
-    let apis = if local.iter().any(|c| c.apis.is_some()) {
-        " and forward every API path whatever a client's apis say"
-    } else {
-        ""
-    };
     Some(format!(
-        "uid/gid clients limit the Unix socket only; {} serve every app and platform{apis} to any local \
-         process (TCP carries no identity): remove them where local users must be kept apart",
+        "uid/gid clients limit local callers, and a TCP caller is known only on loopback (by the \
+         user owning its socket): {} answer every other host with nothing (403, or errcode -1); \
+         serve other hosts on server.remote_listen with bearer clients",
         open.join(" and ")
     ))
 }
@@ -685,6 +687,34 @@ mod tests {
              apps = [\"shop\"]\nadmin = true\n"
         );
         assert_eq!(key_of(&admin), "clients[0].admin");
+    }
+
+    #[test]
+    fn local_listeners_beyond_loopback_are_warned_about_with_uid_clients() {
+        let config = |host: &str, clients: &str| {
+            parse(&format!(
+                "[server]\nlisten = \"{host}:8930\"\nrequire_client_header = true\n\
+                 [[apps]]\nname = \"shop\"\nappid = \"wx1\"\nsecret = \"s\"\n\
+                 compat_listen = \"{host}:8932\"\n{clients}"
+            ))
+            .unwrap()
+        };
+        let uid = "[[clients]]\nuid = 1001\napps = [\"shop\"]\n";
+        let warned = |config: &Config| {
+            config
+                .warnings()
+                .into_iter()
+                .find(|warning| warning.contains("uid/gid clients"))
+        };
+        let warning = warned(&config("0.0.0.0", uid)).expect("a warning");
+        assert!(
+            warning.contains("server.listen and apps.shop.compat_listen"),
+            "{warning}"
+        );
+        assert!(warning.contains("server.remote_listen"), "{warning}");
+        // On loopback, or without uid or gid clients, every caller is known.
+        assert_eq!(warned(&config("127.0.0.1", uid)), None);
+        assert_eq!(warned(&config("0.0.0.0", "")), None);
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
             }
         }
     }
-    if let Some(message) = super::clients::unguarded_listeners(config) {
+    if let Some(message) = super::clients::unidentified_listeners(config) {
         warn("clients", message);
     }
 

@@ -6,8 +6,12 @@
 //! app's current token in place of the one the client holds.
 //!
 //! No client header is required (SDKs cannot send one), so this listener
-//! belongs on loopback. Errors are WeChat-shaped, `{"errcode":..,"errmsg":..}`
-//! with HTTP 200, as WeChat sends its own.
+//! belongs on loopback. With uid or gid clients configured, a caller is
+//! the local user owning its socket (see `tcp_peer`) and gets what its
+//! entries allow, as on the Unix socket: the apps and platforms they name
+//! and, through the forwarded calls, the paths their `apis` list. Errors
+//! are WeChat-shaped, `{"errcode":..,"errmsg":..}` with HTTP 200, as
+//! WeChat sends its own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,18 +25,35 @@ use super::body_deadline::RequestBody;
 use super::proxy::{query_param, Caller, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path::{self, Carries, PathFamily};
+use super::wechat_path::{self, Carries, ForwardPath, PathFamily};
 use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
+use crate::identity::{Access, Act, Peer, Resource};
 use crate::wechat::is_token_rejected;
 
-/// Who calls on a compatible listener: SDKs send no credential, so no
-/// configured client.
-pub(super) const COMPAT_CALLER: Caller<'static> = Caller {
-    client: None,
-    listener: "compat",
-};
+/// Who calls on a compatible listener, for the call audit: the client
+/// its peer was identified as, if any.
+pub(super) fn caller(access: &Access) -> Caller<'_> {
+    Caller {
+        client: access.client(),
+        listener: "compat",
+    }
+}
+
+/// [`Access::check`], its refusal WeChat-shaped: errcode -1 (a code no
+/// SDK retries at once), the reason as `/v1` gives it.
+pub(super) fn check(
+    access: &Access,
+    resource: Resource<'_>,
+    act: Act<'_>,
+) -> Result<(), (i64, String)> {
+    access.check(resource, act).map_err(|denied| {
+        let refusal = ApiError::denied(resource, act, denied);
+        let code = refusal.code();
+        (-1, format!("system error (wxbroker: {code}: {refusal})"))
+    })
+}
 
 /// The listener's state: the API's, and for a per-app listener
 /// (`[[apps]] compat_listen`) the one app it serves.
@@ -96,6 +117,10 @@ impl WxError {
     }
 }
 
+fn allowed(access: &Access, resource: Resource<'_>, act: Act<'_>) -> Result<(), WxError> {
+    check(access, resource, act).map_err(|(errcode, errmsg)| WxError::new(errcode, errmsg))
+}
+
 /// Why the broker has no token for `app`, WeChat-shaped. An app held by
 /// an upstream error answers with WeChat's own errcode and errmsg, so the
 /// SDK raises the real cause; but 40001, 40014 and 42001 (WeChat answers
@@ -147,6 +172,10 @@ fn no_credential(app: &str, what: &str, err: &TokenError) -> WxError {
 impl CompatState {
     pub fn new(api: Arc<ApiState>, pinned: Option<String>) -> Self {
         CompatState { api, pinned }
+    }
+
+    pub(super) fn api(&self) -> &ApiState {
+        &self.api
     }
 
     /// The pinned app of a per-app listener: `None` on the shared one;
@@ -221,40 +250,59 @@ async fn dispatch(
         };
         return (route, refused.into_response());
     }
-    let body = match super::compat_platform::handle(&state.api, request, body).await {
+    // Who asks: with uid or gid clients, the local user owning the
+    // connection's socket (nobody, when it could not be identified).
+    let access = state
+        .api
+        .clients
+        .load()
+        .local(request.extensions.get::<Peer>().copied());
+    let body = match super::compat_platform::handle(&state.api, &access, request, body).await {
         Ok(answered) => return answered,
         Err(body) => body,
     };
     let query = request.uri.query().unwrap_or("");
+    let asked = Asked {
+        state,
+        access: &access,
+    };
     let answer = match route {
-        "/cgi-bin/token" => classic_token(state, &request.method, query).await,
-        "/cgi-bin/stable_token" => stable_token(state, &request.method, body).await,
-        "/cgi-bin/gettoken" => wecom_token(state, &request.method, query).await,
-        "/cgi-bin/ticket" => ticket(state, request, body).await,
-        _ => proxied(state, request, body, family.carries()).await,
+        "/cgi-bin/token" => classic_token(asked, &request.method, query).await,
+        "/cgi-bin/stable_token" => stable_token(asked, &request.method, body).await,
+        "/cgi-bin/gettoken" => wecom_token(asked, &request.method, query).await,
+        "/cgi-bin/ticket" => ticket(asked, request, body).await,
+        _ => proxied(asked, request, body, family.carries()).await,
     };
     (route, answer.unwrap_or_else(WxError::into_response))
+}
+
+/// A request's listener and what its caller may do.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    state: &'a CompatState,
+    access: &'a Access,
 }
 
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=A[&secret=..]`;
 /// the secret is ignored.
 async fn classic_token(
-    state: &CompatState,
+    asked: Asked<'_>,
     method: &Method,
     query: &str,
 ) -> Result<Response<Body>, WxError> {
+    let state = asked.state;
     if method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
     }
     if let Some(app) = state.pinned() {
-        return serve_token(state, &app?, false).await;
+        return serve_token(asked, &app?, false).await;
     }
     check_grant_type(query_param(query, "grant_type").as_deref())?;
     let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
     let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    serve_token(state, &app, false).await
+    serve_token(asked, &app, false).await
 }
 
 #[derive(Deserialize)]
@@ -269,15 +317,16 @@ struct StableRequest {
 /// secret is ignored, and so is `force_refresh`: the broker alone decides
 /// when to spend one of the day's forced refreshes.
 async fn stable_token(
-    state: &CompatState,
+    asked: Asked<'_>,
     method: &Method,
     body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
+    let state = asked.state;
     if method != Method::POST {
         return Err(WxError::new(43002, "require POST method"));
     }
     if let Some(app) = state.pinned() {
-        return serve_token(state, &app?, false).await;
+        return serve_token(asked, &app?, false).await;
     }
     let body = read_body(body, TOKEN_BODY_LIMIT)
         .await
@@ -289,26 +338,27 @@ async fn stable_token(
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
     let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Stable))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
-    serve_token(state, &app, false).await
+    serve_token(asked, &app, false).await
 }
 
 /// WeCom's `GET /cgi-bin/gettoken?corpid=C[&corpsecret=..]`.
 async fn wecom_token(
-    state: &CompatState,
+    asked: Asked<'_>,
     method: &Method,
     query: &str,
 ) -> Result<Response<Body>, WxError> {
+    let state = asked.state;
     if method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
     }
     if let Some(app) = state.pinned() {
-        return serve_token(state, &app?, true).await;
+        return serve_token(asked, &app?, true).await;
     }
     let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
     let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
     let app = find_by_appid(state, &corpid, AppKind::Wecom, None)
         .ok_or_else(|| WxError::new(40013, "invalid corpid"))?;
-    serve_token(state, &app, true).await
+    serve_token(asked, &app, true).await
 }
 
 fn check_grant_type(grant_type: Option<&str>) -> Result<(), WxError> {
@@ -335,12 +385,13 @@ fn find_by_appid(
 }
 
 async fn serve_token(
-    state: &CompatState,
+    asked: Asked<'_>,
     app: &AppHandle,
     wecom: bool,
 ) -> Result<Response<Body>, WxError> {
+    allowed(asked.access, Resource::App(app.name()), Act::Read)?;
     let token = app
-        .token(state.api.token_wait)
+        .token(asked.state.api.token_wait)
         .await
         .map_err(|err| no_token(app.name(), &err))?;
     Ok(respond::wechat_token(&token, app.now_ms(), wecom))
@@ -349,23 +400,25 @@ async fn serve_token(
 /// A ticket endpoint: answered from the ticket cache when the app owns
 /// that kind, else forwarded as any app-token call (section 12).
 async fn ticket(
-    state: &CompatState,
+    asked: Asked<'_>,
     request: &http::request::Parts,
     body: RequestBody,
 ) -> Result<Response<Body>, WxError> {
+    let state = asked.state;
     let query = request.uri.query().unwrap_or("");
-    let app = app_for_call(state, query, Carries::AppToken)?;
+    let app = app_for_call(state, asked.access, query, Carries::AppToken)?;
     let kind = ticket_kind(
         app.config().kind,
         &wechat_path::normalise(request.uri.path()),
         query_param(query, "type").as_deref(),
     );
     let Some(handle) = kind.and_then(|kind| app.ticket(kind)) else {
-        return proxied(state, request, body, Carries::AppToken).await;
+        return proxied(asked, request, body, Carries::AppToken).await;
     };
     if request.method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
     }
+    allowed(asked.access, Resource::App(app.name()), Act::Read)?;
     let ticket = handle
         .token(state.api.token_wait)
         .await
@@ -388,16 +441,24 @@ fn ticket_kind(kind: AppKind, path: &str, type_: Option<&str>) -> Option<TicketK
     }
 }
 
-/// Any other path: forwarded to the app's `api_base` with its token.
+/// Any other path: forwarded to the app's `api_base` with its token,
+/// when the caller may call that path of that app.
 async fn proxied(
-    state: &CompatState,
+    asked: Asked<'_>,
     request: &http::request::Parts,
     body: RequestBody,
     carries: Carries,
 ) -> Result<Response<Body>, WxError> {
+    let state = asked.state;
     let query = request.uri.query();
     let path = request.uri.path();
-    let app = app_for_call(state, query.unwrap_or(""), carries)?;
+    let app = app_for_call(state, asked.access, query.unwrap_or(""), carries)?;
+    let judged = ForwardPath::new(path);
+    allowed(
+        asked.access,
+        Resource::App(app.name()),
+        Act::Forward(&judged),
+    )?;
     let forward = Forward {
         method: &request.method,
         path: path.strip_prefix('/').unwrap_or(path),
@@ -407,7 +468,7 @@ async fn proxied(
     state
         .api
         .proxy
-        .forward(&app, &COMPAT_CALLER, forward, body)
+        .forward(&app, &caller(asked.access), forward, body)
         .await
         .map_err(|err| WxError::from_proxy(app.name(), &err))
 }
@@ -416,8 +477,14 @@ async fn proxied(
 /// parameter, else the one whose token (current or lately served) the
 /// client holds, else the only app. A secret-bearing call goes out with
 /// that app's secret, so it must name a configured app (or there must be
-/// only one); a user-token call only needs an `api_base`, any app's.
-fn app_for_call(state: &CompatState, query: &str, carries: Carries) -> Result<AppHandle, WxError> {
+/// only one); a user-token call only needs an `api_base`, any app's the
+/// caller may read.
+fn app_for_call(
+    state: &CompatState,
+    access: &Access,
+    query: &str,
+    carries: Carries,
+) -> Result<AppHandle, WxError> {
     if let Some(app) = state.pinned() {
         return app;
     }
@@ -440,8 +507,12 @@ fn app_for_call(state: &CompatState, query: &str, carries: Carries) -> Result<Ap
             };
         }
         Carries::UserToken => {
-            let wechat = apps.iter().find(|app| app.config().kind == AppKind::Wechat);
-            return wechat
+            let readable = |app: &&AppHandle| access.allows(app.name());
+            let wechat = |app: &&AppHandle| app.config().kind == AppKind::Wechat;
+            return (apps.iter())
+                .find(|app| readable(app) && wechat(app))
+                .or_else(|| apps.iter().find(readable))
+                .or_else(|| apps.iter().find(wechat))
                 .or(apps.first())
                 .cloned()
                 .ok_or_else(|| WxError::new(-1, "system error (wxbroker: no app configured)"));

@@ -12,21 +12,24 @@
 //! - a call holding an authorizer token the broker served is forwarded
 //!   with that authorizer's current token.
 //!
-//! Each forwarded call (not the ones answered from the caches) is
-//! recorded in the call audit.
+//! With uid or gid clients, each needs the caller's access to the
+//! platform, and a forwarded call a path its `apis` list. Each forwarded
+//! call (not the ones answered from the caches) is recorded in the call
+//! audit.
 
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
 use super::body_deadline::RequestBody;
-use super::compat::COMPAT_CALLER;
+use super::compat::{caller, check};
 use super::platform_routes::{send_as_authorizer, AuthorizerCallError};
 use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path;
+use super::wechat_path::{self, ForwardPath};
 use crate::audit::{Outcome, Target, Verdict};
+use crate::identity::{Access, Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
 
 const COMPONENT_ROUTE: &str = "/cgi-bin/component";
@@ -36,6 +39,7 @@ const AUTHORIZER_ROUTE: &str = "/{path}";
 /// when the call is not a platform's.
 pub(super) async fn handle(
     api: &ApiState,
+    access: &Access,
     request: &http::request::Parts,
     body: RequestBody,
 ) -> Result<(&'static str, Response<Body>), RequestBody> {
@@ -45,7 +49,7 @@ pub(super) async fn handle(
     }
     let path = wechat_path::normalise(request.uri.path());
     if let Some(endpoint) = path.strip_prefix("cgi-bin/component/") {
-        let answer = component_call(api, &platforms, endpoint, request, body).await;
+        let answer = component_call(api, access, &platforms, endpoint, request, body).await;
         return Ok((
             COMPONENT_ROUTE,
             answer.unwrap_or_else(WxFail::into_response),
@@ -62,13 +66,17 @@ pub(super) async fn handle(
     let Some((platform, appid)) = owner else {
         return Err(body);
     };
+    let judged = ForwardPath::new(request.uri.path());
+    if let Err(refused) = allowed(access, &platform, Act::Forward(&judged)) {
+        return Ok((AUTHORIZER_ROUTE, refused.into_response()));
+    }
     let target = Target::Authorizer {
         platform: platform.name().to_owned(),
         appid: appid.clone(),
     };
     let call = api
         .proxy
-        .begin_call(&COMPAT_CALLER, target, &request.method, request.uri.path());
+        .begin_call(&caller(access), target, &request.method, request.uri.path());
     let (answer, verdict) = authorizer_call(api, &platform, &appid, request, body).await;
     api.proxy.finish_call(call, verdict);
     Ok((
@@ -96,6 +104,12 @@ fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
         errcode,
         errmsg: errmsg.to_owned(),
     }
+}
+
+/// Whether the caller may `act` on `platform`, refused WeChat-shaped.
+fn allowed(access: &Access, platform: &PlatformHandle, act: Act<'_>) -> Result<(), WxFail> {
+    check(access, Resource::Platform(platform.name()), act)
+        .map_err(|(errcode, errmsg)| WxFail { errcode, errmsg })
 }
 
 fn proxy_failure(err: &ProxyError) -> WxFail {
@@ -158,6 +172,7 @@ fn platform_for(
 
 async fn component_call(
     api: &ApiState,
+    access: &Access,
     platforms: &[PlatformHandle],
     endpoint: &str,
     request: &http::request::Parts,
@@ -169,6 +184,7 @@ async fn component_call(
         .map_err(|err| wx_error(47001, &format!("data format error: {err}")))?;
     let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let platform = platform_for(platforms, query, &json)?;
+    allowed(access, &platform, Act::Read)?;
     match endpoint {
         "api_component_token" => {
             let token = platform
@@ -220,11 +236,13 @@ async fn component_call(
             "system error (wxbroker: authorization codes are exchanged by the broker when wechat pushes them; read the authorizer's token from the broker)",
         )),
         _ => {
+            let judged = ForwardPath::new(request.uri.path());
+            allowed(access, &platform, Act::Forward(&judged))?;
             let target = Target::Component {
                 platform: platform.name().to_owned(),
             };
             let call = api.proxy.begin_call(
-                &COMPAT_CALLER,
+                &caller(access),
                 target,
                 &request.method,
                 request.uri.path(),

@@ -28,6 +28,7 @@ use super::accept_errors::AcceptErrors;
 use super::body_deadline::RequestBody;
 use super::budget::Budget;
 use super::respond::Body;
+use super::tcp_peer::TcpOrigin;
 use super::write_stall::WriteStall;
 use crate::identity::Peer;
 
@@ -57,6 +58,12 @@ pub trait Accept: Send + 'static {
     fn peer(_io: &Self::Io) -> Option<Peer> {
         None
     }
+
+    /// Both ends of a TCP connection, for a handler that identifies
+    /// loopback peers when it needs to ([`TcpOrigin::peer`]).
+    fn origin(_io: &Self::Io) -> Option<TcpOrigin> {
+        None
+    }
 }
 
 impl Accept for TcpListener {
@@ -66,6 +73,10 @@ impl Accept for TcpListener {
         // Token answers are one small write; waiting to coalesce only adds latency.
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    fn origin(io: &Self::Io) -> Option<TcpOrigin> {
+        TcpOrigin::of(io)
     }
 }
 
@@ -97,6 +108,13 @@ pub trait Handler: Clone + Send + Sync + 'static {
     }
 
     fn call(&self, request: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send;
+
+    /// The handler of one accepted connection, kept for the connection's
+    /// life, so what it learns of the peer is learnt once. `origin` tells
+    /// where a TCP connection comes from, for a handler that asks.
+    fn for_connection(&self, _origin: impl FnOnce() -> Option<TcpOrigin>) -> Self {
+        self.clone()
+    }
 }
 
 /// How long a client may take over each part of an exchange it paces.
@@ -154,7 +172,7 @@ pub async fn serve<L: Accept, H: Handler>(
             },
         };
         let slot = slot.open();
-        let handler = handler.clone();
+        let handler = handler.for_connection(|| L::origin(&stream));
         let peer = L::peer(&stream);
         let service = service_fn(move |request: Request<Incoming>| {
             let mut request = request.map(|body| RequestBody::new(body, deadlines.body));

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod remote;
 pub mod respond;
 pub mod routes;
+mod tcp_peer;
 mod ticket_routes;
 pub mod unix;
 mod watches;
@@ -46,6 +47,7 @@ use compat::CompatState;
 use listener::{Deadlines, Handler};
 use respond::Body;
 pub use routes::{ApiState, ListenerKind};
+use tcp_peer::TcpOrigin;
 pub use unix::{UnixBindError, UnixSocket};
 
 /// Probes and scrapes must get through even when clients hold every API
@@ -197,6 +199,9 @@ impl Listeners {
 struct ApiHandler {
     state: Arc<ApiState>,
     kind: ListenerKind,
+    /// On the TCP listener, the connection's two ends: its peer is
+    /// identified when uid or gid clients limit local callers.
+    origin: Option<Arc<TcpOrigin>>,
 }
 
 impl Handler for ApiHandler {
@@ -204,19 +209,45 @@ impl Handler for ApiHandler {
         routes::answer_now(&self.state, self.kind, request)
     }
 
-    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn call(&self, mut request: Request<RequestBody>) -> Response<Body> {
+        tcp_peer::identify_request(&self.state.clients, self.origin.as_deref(), &mut request).await;
         routes::handle(&self.state, self.kind, request).await
+    }
+
+    fn for_connection(&self, origin: impl FnOnce() -> Option<TcpOrigin>) -> Self {
+        let origin = match self.kind {
+            ListenerKind::Tcp { .. } => origin().map(Arc::new),
+            // The Unix socket knows its peer; the remote listener's
+            // clients prove who they are.
+            ListenerKind::Unix | ListenerKind::Remote => None,
+        };
+        ApiHandler {
+            state: self.state.clone(),
+            kind: self.kind,
+            origin,
+        }
     }
 }
 
 #[derive(Clone)]
 struct CompatHandler {
     state: Arc<CompatState>,
+    /// The connection's two ends, as [`ApiHandler`]'s.
+    origin: Option<Arc<TcpOrigin>>,
 }
 
 impl Handler for CompatHandler {
-    async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
+    async fn call(&self, mut request: Request<RequestBody>) -> Response<Body> {
+        let clients = &self.state.api().clients;
+        tcp_peer::identify_request(clients, self.origin.as_deref(), &mut request).await;
         compat::handle(&self.state, request).await
+    }
+
+    fn for_connection(&self, origin: impl FnOnce() -> Option<TcpOrigin>) -> Self {
+        CompatHandler {
+            state: self.state.clone(),
+            origin: origin().map(Arc::new),
+        }
     }
 }
 
@@ -301,6 +332,7 @@ pub fn spawn(
             kind: ListenerKind::Tcp {
                 require_client_header: server.require_client_header,
             },
+            origin: None,
         };
         tasks.spawn(listener::serve(
             "tcp",
@@ -316,6 +348,7 @@ pub fn spawn(
         let handler = ApiHandler {
             state: state.clone(),
             kind: ListenerKind::Unix,
+            origin: None,
         };
         let serving = listener::serve(
             "unix",
@@ -346,6 +379,7 @@ pub fn spawn(
     for (pinned, listener) in compat_listeners {
         let handler = CompatHandler {
             state: Arc::new(CompatState::new(state.clone(), pinned)),
+            origin: None,
         };
         tasks.spawn(listener::serve(
             "compat",
@@ -364,6 +398,7 @@ pub fn spawn(
         let handler = ApiHandler {
             state: state.clone(),
             kind: ListenerKind::Remote,
+            origin: None,
         };
         tasks.spawn(listener::serve(
             "remote",

@@ -311,8 +311,7 @@ pub fn answer_now(
     // checked, on the full path only.
     let limited = match listener {
         ListenerKind::Remote => true,
-        ListenerKind::Unix => state.clients.load().limits_local(),
-        ListenerKind::Tcp { .. } => false,
+        ListenerKind::Unix | ListenerKind::Tcp { .. } => state.clients.load().limits_local(),
     };
     if limited {
         return None;
@@ -386,7 +385,8 @@ async fn dispatch(
     body: RequestBody,
 ) -> Result<Response<Body>, ApiError> {
     // Who may read what: a remote client by its credential, a local
-    // peer by its uid and gid, anyone on loopback TCP. The remote
+    // peer by its uid and gid (SO_PEERCRED on the Unix socket, the
+    // socket's owner on loopback TCP; see `tcp_peer`). The remote
     // listener is meant for other hosts, perhaps behind a load balancer
     // that adds X-Forwarded-For: there the credential is the guard.
     let access = match listener {
@@ -397,11 +397,10 @@ async fn dispatch(
             }
             return super::remote::dispatch(state, &access, route, request, body).await;
         }
-        ListenerKind::Unix => state
+        ListenerKind::Unix | ListenerKind::Tcp { .. } => state
             .clients
             .load()
             .local(request.extensions.get::<Peer>().copied()),
-        ListenerKind::Tcp { .. } => Access::All,
     };
     check_not_relayed(&request.headers)?;
     let is_api = !matches!(route, Route::Livez | Route::Readyz);
@@ -438,7 +437,7 @@ async fn dispatch(
                 .broker
                 .default_app()
                 .ok_or_else(|| ApiError::NoDefaultApp {
-                    configured: state.broker.names().join(", "),
+                    configured: visible_names(&state.broker, &access),
                 })?;
             allowed(&access, &app)?;
             token(state, &app, query).await

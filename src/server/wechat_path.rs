@@ -9,7 +9,9 @@
 //! It is DESIGN.md section 12's path table: which credential a path
 //! carries decides what the forwarding routes do with it; and section
 //! 21's rule that no forwarding route reaches an operator action or an
-//! answer carrying refresh tokens or permanent codes ([`withheld`]).
+//! answer carrying refresh tokens or permanent codes ([`withheld`]), save
+//! the authorizer's profile, forwarded with its refresh tokens taken out
+//! ([`scrubs_refresh_tokens`]).
 //! Every spelling a hop might see (each round of decoding) is judged, so
 //! a path refused in one of them is refused.
 
@@ -112,13 +114,27 @@ impl std::fmt::Display for Withheld {
 
 /// Endpoints whose answers carry an authorizer's refresh token or a
 /// WeCom permanent code, by the last segment that names them.
-const SECRET_ANSWERS: [&str; 5] = [
+const SECRET_ANSWERS: [&str; 4] = [
     "api_get_authorizer_list",
-    "api_get_authorizer_info",
     "api_query_auth",
     "get_permanent_code",
     "get_auth_info",
 ];
+
+/// Endpoints forwarded with every refresh token taken out of their
+/// answers: SDKs call them for an authorizer's profile, which they need,
+/// beside its refresh token, which only the broker may hold.
+const SCRUBBED_ANSWERS: [&str; 1] = ["api_get_authorizer_info"];
+
+/// Whether the answer to `path` is relayed only with its refresh tokens
+/// taken out (`SCRUBBED_ANSWERS`), judged in every spelling.
+pub fn scrubs_refresh_tokens(path: &str) -> bool {
+    spellings(path).iter().any(|spelling| {
+        spelling
+            .split('/')
+            .any(|segment| SCRUBBED_ANSWERS.contains(&segment))
+    })
+}
 
 /// Why `path` may never be forwarded, if it may not: judged in every
 /// spelling a hop might route on ([`spellings`]).
@@ -378,10 +394,6 @@ mod tests {
                 "/cgi-bin/component/%61pi_get_authorizer_list",
                 "api_get_authorizer_list",
             ),
-            (
-                "/cgi-bin/component/api_get_authorizer_info",
-                "api_get_authorizer_info",
-            ),
             ("/cgi-bin/service/get_permanent_code", "get_permanent_code"),
             (
                 "/cgi-bin/service/v2/get_permanent_code",
@@ -408,6 +420,26 @@ mod tests {
             withheld("/cgi-bin/component/api_get_authorizer_option"),
             None
         );
+        // Forwarded, its refresh tokens taken out of the answer.
+        assert_eq!(withheld("/cgi-bin/component/api_get_authorizer_info"), None);
+    }
+
+    #[test]
+    fn the_authorizer_profile_is_scrubbed_however_it_is_spelled() {
+        for path in [
+            "/cgi-bin/component/api_get_authorizer_info",
+            "cgi-bin/component/%61pi_get_authorizer_info",
+            "/cgi-bin/component/%2561pi_get_authorizer_info",
+            "/CGI-BIN/Component/API_Get_Authorizer_Info/",
+            "/cgi-bin/component/x/../api_get_authorizer_info",
+            "/cgi-bin/component/api_get_authorizer_info;x=1",
+        ] {
+            assert!(scrubs_refresh_tokens(path), "{path}");
+        }
+        assert!(!scrubs_refresh_tokens(
+            "/cgi-bin/component/api_get_authorizer_option"
+        ));
+        assert!(!scrubs_refresh_tokens("/sns/oauth2/refresh_token"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! timer and on `api_start_push_ticket`), the component endpoints
 //! (`api_component_token`, `api_start_push_ticket`, `api_query_auth`,
 //! `api_authorizer_token`, `api_get_authorizer_list`,
-//! `api_create_preauthcode`), authorizers created in bulk, refresh tokens
+//! `api_get_authorizer_info`, `api_create_preauthcode`), authorizers created in bulk, refresh tokens
 //! that rotate or not, and authorizer tokens that the token-consuming
 //! APIs accept (they live in the same token book as app tokens).
 //!
@@ -317,6 +317,7 @@ pub(crate) async fn handle(sim: &Simulator, request: &SimRequest) -> Response<Bo
         "api_query_auth" => "api_query_auth",
         "api_authorizer_token" => "api_authorizer_token",
         "api_get_authorizer_list" => "api_get_authorizer_list",
+        "api_get_authorizer_info" => "api_get_authorizer_info",
         "api_create_preauthcode" => "api_create_preauthcode",
         _ => return reply::not_found(),
     };
@@ -371,6 +372,9 @@ pub(crate) async fn handle(sim: &Simulator, request: &SimRequest) -> Response<Bo
                     body.get("offset").and_then(Value::as_u64).unwrap_or(0),
                     body.get("count").and_then(Value::as_u64).unwrap_or(0),
                 ),
+                "api_get_authorizer_info" => {
+                    authorizer_info(sim, &component, &text("authorizer_appid"))
+                }
                 _ => Ok(
                     json!({ "pre_auth_code": format!("preauthcode@@@{}", random(40)), "expires_in": 1800 }),
                 ),
@@ -518,6 +522,38 @@ fn authorizer_list(
         .map(|(appid, a)| json!({ "authorizer_appid": appid, "refresh_token": a.refresh_token, "auth_time": a.auth_time }))
         .collect();
     Ok(json!({ "total_count": mine.len(), "list": list }))
+}
+
+/// An authorizer's profile and its authorization, refresh token
+/// included, as WeChat answers `api_get_authorizer_info`.
+fn authorizer_info(sim: &Simulator, component: &str, appid: &str) -> Result<Value, WxError> {
+    let open = sim.open();
+    let authorizer = open
+        .authorizers
+        .get(appid)
+        .filter(|a| a.component == component)
+        .ok_or_else(|| WxError::wechat(61003, "component is not authorized by this account"))?;
+    let short: String = appid.chars().rev().take(6).collect();
+    Ok(json!({
+        "authorizer_info": {
+            "nick_name": format!("authorizer {appid}"),
+            "head_img": "http://wx.qlogo.cn/mmopen/simulated/0",
+            "service_type_info": { "id": 2 },
+            "verify_type_info": { "id": 0 },
+            "user_name": format!("gh_{short}"),
+            "principal_name": "simulated company",
+            "alias": "",
+            "qrcode_url": "http://mmbiz.qpic.cn/mmbiz/simulated/0",
+        },
+        "authorization_info": {
+            "authorizer_appid": appid,
+            "authorizer_refresh_token": authorizer.refresh_token,
+            "func_info": [
+                { "funcscope_category": { "id": 1 } },
+                { "funcscope_category": { "id": 15 } },
+            ],
+        },
+    }))
 }
 
 /// The handle the simulator keeps.

@@ -1,8 +1,9 @@
 //! An upstream answer, looked at before it is passed on: small answers are
 //! read whole so that a rejection of the broker's token is seen whatever
-//! the content type; larger ones stream through untouched. What WeChat
-//! answered (status, errcode, rid) goes with the relayed response, in its
-//! extensions, for the call audit.
+//! the content type; larger ones stream through untouched. An answer that
+//! may carry refresh tokens is read whole (up to a larger bound) and
+//! relayed without them. What WeChat answered (status, errcode, rid) goes
+//! with the relayed response, in its extensions, for the call audit.
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -20,7 +21,14 @@ use crate::wechat::is_token_rejected;
 /// JSON answers up to this size are read whole to check for 40001, 40014
 /// and 42001; WeChat's error answers are a few dozen bytes. Larger or
 /// non-JSON answers are streamed through untouched.
-const PEEK_LIMIT: usize = 64 * 1024;
+pub(super) const PEEK_LIMIT: usize = 64 * 1024;
+
+/// How much of an answer to scrub of refresh tokens is read at most; an
+/// authorizer's profile is a few KiB.
+pub(super) const SCRUB_LIMIT: usize = 1024 * 1024;
+
+/// The fields taken out of a scrubbed answer, at any depth.
+const REFRESH_TOKEN_FIELDS: [&str; 2] = ["authorizer_refresh_token", "refresh_token"];
 
 /// An upstream answer, read whole when it is small JSON, else with its
 /// first chunks in hand and the rest still streaming.
@@ -40,14 +48,17 @@ pub(super) enum Answer {
     },
 }
 
-pub(super) async fn peek(mut response: reqwest::Response) -> Result<Answer, reqwest::Error> {
+/// The answer, read whole when it is at most `whole` bytes
+/// ([`PEEK_LIMIT`], or [`SCRUB_LIMIT`] for one to scrub).
+pub(super) async fn peek(
+    mut response: reqwest::Response,
+    whole: usize,
+) -> Result<Answer, reqwest::Error> {
     let status = response.status();
     let headers = std::mem::take(response.headers_mut());
     // Any small answer is read whole, whatever its content type: WeChat
     // sends some errors (media/get's) as text/plain.
-    let small_json = response
-        .content_length()
-        .is_none_or(|n| n <= PEEK_LIMIT as u64);
+    let small_json = response.content_length().is_none_or(|n| n <= whole as u64);
     let mut read = Vec::new();
     if small_json {
         let mut size = 0;
@@ -70,7 +81,7 @@ pub(super) async fn peek(mut response: reqwest::Response) -> Result<Answer, reqw
                 Some(chunk) => {
                     size += chunk.len();
                     read.push(chunk);
-                    if size > PEEK_LIMIT {
+                    if size > whole {
                         break;
                     }
                 }
@@ -86,6 +97,41 @@ pub(super) async fn peek(mut response: reqwest::Response) -> Result<Answer, reqw
 }
 
 impl Answer {
+    /// The answer with every refresh token field taken out of its JSON, at
+    /// any depth; an answer that cannot be checked (not JSON, or too large
+    /// to read whole) is refused rather than relayed.
+    pub(super) fn without_refresh_tokens(self) -> Result<Answer, &'static str> {
+        let Answer::Whole {
+            status,
+            headers,
+            body,
+            fields,
+        } = self
+        else {
+            return Err("the answer is too large to check for refresh tokens");
+        };
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Answer::Whole {
+                status,
+                headers,
+                body,
+                fields,
+            });
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| "the answer is not JSON, so its refresh tokens cannot be taken out")?;
+        remove_fields(&mut value, &REFRESH_TOKEN_FIELDS);
+        let body = serde_json::to_vec(&value)
+            .map_err(|_| "the answer could not be written again")?
+            .into();
+        Ok(Answer::Whole {
+            status,
+            headers,
+            body,
+            fields,
+        })
+    }
+
     /// A rejection of the token the call was made with, when the answer
     /// was small enough to be read whole.
     pub(super) fn token_rejection(&self) -> Option<(i64, String)> {
@@ -146,6 +192,24 @@ impl Answer {
             }
         }
         response
+    }
+}
+
+/// Removes every object field named in `names` from `value`, at any depth.
+fn remove_fields(value: &mut serde_json::Value, names: &[&str]) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|key, _| !names.contains(&key.as_str()));
+            for nested in map.values_mut() {
+                remove_fields(nested, names);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for nested in items {
+                remove_fields(nested, names);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -211,6 +275,50 @@ mod tests {
         assert!(token_rejection(br#"{"errcode":0}"#).is_none());
         assert!(token_rejection(br#"[40001]"#).is_none());
         assert!(token_rejection(b"not json").is_none());
+    }
+
+    fn whole(body: &str) -> Answer {
+        Answer::Whole {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            fields: WxFields::of(body.as_bytes()),
+        }
+    }
+
+    fn body_of(answer: Answer) -> serde_json::Value {
+        match answer {
+            Answer::Whole { body, .. } => serde_json::from_slice(&body).unwrap(),
+            Answer::Streaming { .. } => panic!("streaming"),
+        }
+    }
+
+    #[test]
+    fn refresh_tokens_are_taken_out_at_any_depth() {
+        let scrubbed = whole(
+            r#"{"authorizer_info":{"nick_name":"shop","refresh_token":"r0"},
+                "authorization_info":{"authorizer_appid":"wx1","authorizer_refresh_token":"r1",
+                "func_info":[{"refresh_token":"r2","id":1}]},"refresh_token":"r3",
+                "authorizer_refresh_token":"r4","authorizer_refresh_token":"r5"}"#,
+        )
+        .without_refresh_tokens()
+        .unwrap();
+        let body = body_of(scrubbed);
+        let text = body.to_string();
+        for token in ["r0", "r1", "r2", "r3", "r4", "r5", "refresh_token"] {
+            assert!(!text.contains(token), "{token} in {text}");
+        }
+        assert_eq!(body["authorizer_info"]["nick_name"], "shop");
+        assert_eq!(body["authorization_info"]["authorizer_appid"], "wx1");
+        assert_eq!(body["authorization_info"]["func_info"][0]["id"], 1);
+        // An error answer passes, and an empty one; what is not JSON does not.
+        let error = whole(r#"{"errcode":61003,"errmsg":"not authorized"}"#);
+        assert_eq!(
+            body_of(error.without_refresh_tokens().unwrap())["errcode"],
+            61003
+        );
+        assert!(whole("").without_refresh_tokens().is_ok());
+        assert!(whole("refresh_token=r1").without_refresh_tokens().is_err());
     }
 
     #[test]

@@ -34,7 +34,7 @@ use super::wechat_path::{self, Carries, Withheld};
 use crate::audit::{Auditor, Call, Target, Verdict};
 use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
-use answer::{peek, Answer};
+use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
 pub use headers::FORWARDED_MARK;
 use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
@@ -365,6 +365,9 @@ impl Proxy {
     }
 
     /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
+    /// Every forwarded call comes through here, so an answer that may
+    /// carry refresh tokens (an authorizer's profile) is scrubbed here,
+    /// judged by the path the call actually went to.
     async fn send(
         &self,
         method: &Method,
@@ -372,6 +375,7 @@ impl Proxy {
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
+        let scrub = wechat_path::scrubs_refresh_tokens(url.path());
         let deadline = Instant::now() + self.timeout;
         let mut headers = headers.clone();
         // Refused by any broker this reaches, itself included: a loop
@@ -387,10 +391,17 @@ impl Proxy {
             .await
             .map_err(|_| ProxyError::Timeout(self.timeout))?
             .map_err(|err| self.upstream_error(err))?;
-        timeout_at(deadline, peek(upstream))
+        let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
+        let answer = timeout_at(deadline, peek(upstream, whole))
             .await
             .map_err(|_| ProxyError::Timeout(self.timeout))?
-            .map_err(|err| self.upstream_error(err))
+            .map_err(|err| self.upstream_error(err))?;
+        if !scrub {
+            return Ok(answer);
+        }
+        answer
+            .without_refresh_tokens()
+            .map_err(|why| ProxyError::Upstream(why.to_owned()))
     }
 
     fn upstream_error(&self, err: reqwest::Error) -> ProxyError {
