@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::SimRequest;
+use super::request::SimRequest;
 use super::{AccountKind, Endpoint, Fault, Scope, Simulator, TicketKind};
 
 pub(crate) fn handle(sim: &Simulator, route: &str, request: &SimRequest) -> Response<Body> {

@@ -11,7 +11,7 @@ use tracing::debug;
 use super::app_token;
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::SimRequest;
+use super::request::SimRequest;
 use super::wx_error::WxError;
 use super::Simulator;
 

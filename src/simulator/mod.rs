@@ -66,6 +66,7 @@ mod openapi;
 mod params;
 mod quota;
 mod reply;
+mod request;
 mod rids;
 mod routes;
 mod server;

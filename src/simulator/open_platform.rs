@@ -26,7 +26,7 @@ use sha1::{Digest, Sha1};
 use super::clock::SimTime;
 use super::params;
 use super::reply::{self, Body};
-use super::routes::SimRequest;
+use super::request::SimRequest;
 use super::tokens::{Family, Holder};
 use super::wx_error::WxError;
 use super::Simulator;

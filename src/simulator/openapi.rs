@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 use super::app_token;
 use super::params::{self, get};
 use super::reply::{self, Body};
+use super::request::SimRequest;
 use super::rids::RidMiss;
-use super::routes::SimRequest;
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};
 

@@ -3,17 +3,17 @@
 //! token-consuming APIs, the
 //! user-facing `/sns/*` APIs or the admin routes.
 
-use std::fmt;
 use std::net::IpAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{Method, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde_json::json;
 use tracing::debug;
 
 use super::reply::{self, Body};
+use super::request::{DropConnection, SimRequest};
 use super::rids::{rid_in, RidRecord};
 use super::{
     admin, media, mp_api, openapi, params, sns, tcb, ticket_api, token_api, Endpoint,
@@ -22,29 +22,6 @@ use super::{
 
 /// Bodies larger than this are refused; WeChat's own limits are far lower.
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// A fully read request, as the handlers see it.
-pub(crate) struct SimRequest {
-    pub method: Method,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Bytes,
-    pub peer: IpAddr,
-}
-
-/// Returned by the service to make hyper close the connection without an
-/// answer (the `DropConnection` fault).
-#[derive(Debug)]
-pub(crate) struct DropConnection;
-
-impl fmt::Display for DropConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("connection dropped by injected fault")
-    }
-}
-
-impl std::error::Error for DropConnection {}
 
 pub(crate) async fn handle(
     sim: Simulator,

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::SimRequest;
+use super::request::SimRequest;
 use super::users::{Scope, TokenOwner, UserGrant};
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};

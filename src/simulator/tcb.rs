@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::app_token;
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::SimRequest;
+use super::request::SimRequest;
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};
 

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::app_token;
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::{DropConnection, SimRequest};
+use super::request::{DropConnection, SimRequest};
 use super::state::State;
 use super::tickets::{Limit, TicketGrant, TicketKey, TicketKind};
 use super::token_api;

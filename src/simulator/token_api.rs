@@ -10,7 +10,7 @@ use tracing::debug;
 use super::faults::FaultAction;
 use super::params::{self, get};
 use super::reply::{self, Body};
-use super::routes::{DropConnection, SimRequest};
+use super::request::{DropConnection, SimRequest};
 use super::state::Grant;
 use super::wx_error::WxError;
 use super::{Endpoint, Simulator};
