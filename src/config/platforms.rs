@@ -112,13 +112,14 @@ pub(super) fn callback_listener(
 ) -> Result<(), Problem> {
     match (
         server.callback_listen.is_some(),
-        platforms.is_empty() && !any_suite,
+        platforms.is_empty(),
+        any_suite,
     ) {
-        (false, false) => Err(Problem::new(
+        (false, false, _) => Err(Problem::new(
             "server.callback_listen",
             "required with [[platforms]]: WeChat pushes the component_verify_ticket there",
         )),
-        (true, true) => Err(Problem::new(
+        (true, true, false) => Err(Problem::new(
             "server.callback_listen",
             "applies only with [[platforms]] or [[suites]]",
         )),

@@ -36,7 +36,7 @@ impl Config {
             &self.suites,
             own,
         )
-            .map_err(|problem| problem.into_error(&self.source))
+        .map_err(|problem| problem.into_error(&self.source))
     }
 }
 

@@ -147,7 +147,10 @@ fn suite(index: usize, raw: RawSuite, env: Env<'_>) -> Result<SuiteConfig, Probl
         raw.aes_key,
         env,
     )?;
-    super::platforms::check_aes_key(&source_key(&table, "aes_key", &aes_key_source), aes_key.expose())?;
+    super::platforms::check_aes_key(
+        &source_key(&table, "aes_key", &aes_key_source),
+        aes_key.expose(),
+    )?;
     let provider_secret = match (
         raw.provider_secret_env,
         raw.provider_secret_file,
@@ -336,7 +339,11 @@ pub(super) fn render(out: &mut String, suites: &[SuiteConfig]) {
             }
         }
         let _ = writeln!(out, "customized = {}", suite.customized);
-        let tickets: Vec<String> = suite.corp_tickets.iter().map(|k| quoted(k.name())).collect();
+        let tickets: Vec<String> = suite
+            .corp_tickets
+            .iter()
+            .map(|k| quoted(k.name()))
+            .collect();
         let _ = writeln!(out, "corp_tickets = [{}]", tickets.join(", "));
         let _ = writeln!(
             out,

@@ -88,8 +88,7 @@ fn seal(component_appid: &str, component: &Component, inner: &str) -> Push {
     let encrypt = push_crypto::encrypt(&component.key, component_appid, inner);
     let timestamp = push_crypto::wall_secs().to_string();
     let nonce = random(10);
-    let signature =
-        push_crypto::signature(&component.message_token, &timestamp, &nonce, &encrypt);
+    let signature = push_crypto::signature(&component.message_token, &timestamp, &nonce, &encrypt);
     Push {
         query: format!(
             "timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}"

@@ -90,7 +90,12 @@ struct Signed<'a> {
 impl SuiteCallback {
     /// `None` when `aes_key` is not 43 base64 characters (configuration
     /// validation refuses those first).
-    pub fn new(token: Secret, aes_key: &str, suite_id: &str, provider_corpid: &str) -> Option<Self> {
+    pub fn new(
+        token: Secret,
+        aes_key: &str,
+        suite_id: &str,
+        provider_corpid: &str,
+    ) -> Option<Self> {
         Some(SuiteCallback {
             crypt: MessageCrypt::accepting(token, aes_key, &[suite_id, provider_corpid])?,
             suite_id: suite_id.to_owned(),
@@ -295,7 +300,11 @@ mod tests {
         for receive_id in [SUITE, PROVIDER] {
             let encrypt = sealed(&ticket_xml("ticket-1"), receive_id);
             let event = cb
-                .open_push(Some(&query(&encrypt, NOW, "")), push(&encrypt).as_bytes(), NOW)
+                .open_push(
+                    Some(&query(&encrypt, NOW, "")),
+                    push(&encrypt).as_bytes(),
+                    NOW,
+                )
                 .unwrap();
             assert_eq!(
                 event,
@@ -332,7 +341,10 @@ mod tests {
             cb.open_push(Some(&good), b"{\"Encrypt\":1}", NOW),
             Err(Refusal::Envelope)
         );
-        assert_eq!(cb.open_push(None, body.as_bytes(), NOW), Err(Refusal::Query));
+        assert_eq!(
+            cb.open_push(None, body.as_bytes(), NOW),
+            Err(Refusal::Query)
+        );
         let mut heavy = body.clone().into_bytes();
         heavy.resize(BODY_LIMIT + 1, b' ');
         assert_eq!(
@@ -342,7 +354,11 @@ mod tests {
         // Signed and sealed with the right key, but for someone else.
         let foreign = sealed(&ticket_xml("ticket-1"), "wwsomeoneelse");
         assert_eq!(
-            cb.open_push(Some(&query(&foreign, NOW, "")), push(&foreign).as_bytes(), NOW),
+            cb.open_push(
+                Some(&query(&foreign, NOW, "")),
+                push(&foreign).as_bytes(),
+                NOW
+            ),
             Err(Refusal::Crypt(CryptError::AppId))
         );
         // For this provider, but naming another of its suites.
@@ -405,7 +421,9 @@ mod tests {
                         timestamp: 42
                     }
                 );
-                let tampered = push.body.replacen("<Encrypt><![CDATA[", "<Encrypt><![CDATA[A", 1);
+                let tampered = push
+                    .body
+                    .replacen("<Encrypt><![CDATA[", "<Encrypt><![CDATA[A", 1);
                 assert!(cb
                     .open_push(Some(&push.query), tampered.as_bytes(), now)
                     .is_err());
@@ -417,7 +435,12 @@ mod tests {
             );
         }
         let stale = sim
-            .seal_suite_push_at(SUITE, &suite_ticket_xml(SUITE, "t", 1), ReceiveId::SuiteId, now - 600)
+            .seal_suite_push_at(
+                SUITE,
+                &suite_ticket_xml(SUITE, "t", 1),
+                ReceiveId::SuiteId,
+                now - 600,
+            )
             .unwrap();
         assert_eq!(
             cb.open_push(Some(&stale.query), stale.body.as_bytes(), now),

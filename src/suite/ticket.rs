@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(judge(Some(&older), &newer, NOW), TicketDecision::Replace);
         assert_eq!(judge(Some(&newer), &older, NOW), TicketDecision::Older);
         assert!(!judge(Some(&newer), &older, NOW).keeps_pushed());
-        assert_eq!(judge(Some(&newer), &newer.clone(), NOW), TicketDecision::Same);
+        assert_eq!(
+            judge(Some(&newer), &newer.clone(), NOW),
+            TicketDecision::Same
+        );
     }
 
     #[test]

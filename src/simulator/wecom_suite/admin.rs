@@ -57,10 +57,7 @@ fn bad(message: &str) -> (StatusCode, String) {
 }
 
 fn unknown() -> (StatusCode, String) {
-    (
-        StatusCode::NOT_FOUND,
-        "no such suite or corp".to_owned(),
-    )
+    (StatusCode::NOT_FOUND, "no such suite or corp".to_owned())
 }
 
 fn body<T: DeserializeOwned>(request: &SimRequest) -> Result<T, (StatusCode, String)> {
@@ -169,7 +166,9 @@ async fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResu
                 .map(|i| i.customized)
                 .ok_or_else(unknown)?;
             if !customized {
-                return Err(bad("only a customized (代开发) install has its permanent code reset"));
+                return Err(bad(
+                    "only a customized (代开发) install has its permanent code reset",
+                ));
             }
             let status = sim.reset_permanent_code(&suite_id, &corpid).await;
             Ok(json!({ "status": status }))
@@ -225,7 +224,9 @@ async fn answer(sim: &Simulator, route: &str, request: &SimRequest) -> AdminResu
             let suite_id =
                 get(&query, "suite_id").ok_or_else(|| bad("missing suite_id parameter"))?;
             let corpid = get(&query, "corpid").ok_or_else(|| bad("missing corpid parameter"))?;
-            let code = sim.permanent_code_of(suite_id, corpid).ok_or_else(unknown)?;
+            let code = sim
+                .permanent_code_of(suite_id, corpid)
+                .ok_or_else(unknown)?;
             Ok(json!({ "permanent_code": code }))
         }
         (&Method::GET, "/token_valid") => {

@@ -100,7 +100,11 @@ pub(crate) async fn handle(
     Ok(match answer {
         Ok(value) => reply::ok(&value),
         Err(err) => {
-            debug!(endpoint, errcode = err.errcode, "simulator suite call refused");
+            debug!(
+                endpoint,
+                errcode = err.errcode,
+                "simulator suite call refused"
+            );
             reply::wx_error(&err)
         }
     })
@@ -140,9 +144,12 @@ fn suite_token_answer(
     if secret.as_deref() != Some(suite.spec.suite_secret.as_str()) {
         return Err(WxError::wecom(40001, "invalid suite_secret"));
     }
-    let known = ticket
-        .as_deref()
-        .is_some_and(|t| suite.tickets.iter().any(|k| k.value == t && now < k.expires));
+    let known = ticket.as_deref().is_some_and(|t| {
+        suite
+            .tickets
+            .iter()
+            .any(|k| k.value == t && now < k.expires)
+    });
     if !known {
         return Err(WxError::wecom(40085, "invalid suite ticket"));
     }
@@ -201,10 +208,7 @@ fn check_suite_token(sim: &Simulator, token: Option<&str>) -> Result<String, WxE
     Err(if expired {
         WxError::wecom(42009, "suite_access_token expired")
     } else {
-        WxError::wecom(
-            40082,
-            "invalid suite_access_token or provider_access_token",
-        )
+        WxError::wecom(40082, "invalid suite_access_token or provider_access_token")
     })
 }
 
@@ -248,16 +252,7 @@ fn with_install(
         .get(&(suite_id.to_owned(), corpid.clone()))
         .filter(|install| install.permanent_code == code)
         .ok_or_else(|| WxError::wecom(40084, "invalid permanent_code"))?;
-    Ok((
-        corpid,
-        Install {
-            corp_name: install.corp_name.clone(),
-            permanent_code: install.permanent_code.clone(),
-            agentid: install.agentid,
-            installed_at: install.installed_at,
-            customized: install.customized,
-        },
-    ))
+    Ok((corpid, install.clone()))
 }
 
 /// `v2/get_permanent_code` (with the code) and `get_auth_info` (without).

@@ -55,6 +55,10 @@ const KEPT_TICKETS: usize = 32;
 const KEPT_TOKENS: usize = 16;
 /// How long an install's `AuthCode` may be exchanged, once.
 const AUTH_CODE_LIFETIME: Duration = Duration::from_secs(600);
+/// How far ahead of the wall clock a ticket's `TimeStamp` may be pushed
+/// to keep every new ticket newer than the last (pushes faster than one a
+/// second); well inside the minutes a receiver tolerates.
+const MAX_STAMP_LEAD_SECS: u64 = 60;
 
 /// A suite (app template) as WeCom knows it.
 #[derive(Clone, Debug)]
@@ -179,6 +183,8 @@ struct Suite {
     token: TokenChain,
     /// Successful `get_suite_token` calls on the Beijing day.
     quota: (u64, u32),
+    /// The `TimeStamp` of the newest ticket pushed.
+    last_stamp: u64,
     pusher: Option<tokio::task::AbortHandle>,
 }
 
@@ -196,6 +202,7 @@ struct Provider {
     token: TokenChain,
 }
 
+#[derive(Clone)]
 struct Install {
     corp_name: String,
     permanent_code: String,
@@ -316,6 +323,7 @@ impl Simulator {
                 tickets: VecDeque::new(),
                 token: TokenChain::default(),
                 quota: (0, 0),
+                last_stamp: 0,
                 pusher: None,
             },
         );
@@ -410,18 +418,30 @@ impl Simulator {
     /// its `TimeStamp` is older than any pushed since, and it expires
     /// `age` sooner. An `age` past the ticket lifetime pushes a dead
     /// ticket (a broker that keeps it gets 40085).
+    ///
+    /// `TimeStamp`s follow the wall clock, as the receiver's does (the
+    /// simulator's [`advance`](Simulator::advance) ages tickets, not
+    /// stamps); each ticket pushed without delay is stamped at least a
+    /// second after the one before, as WeCom's, ten minutes apart, are.
     pub async fn push_delayed_suite_ticket(
         &self,
         suite_id: &str,
         age: Duration,
     ) -> Option<PushedSuiteTicket> {
-        let (now, unix, _) = self.sim_now();
+        let (now, _, _) = self.sim_now();
+        let wall = push_crypto::wall_secs();
         let ticket = random(64);
-        let timestamp = unix.saturating_sub(age.as_secs());
-        {
+        let timestamp = {
             let mut suites = self.suites();
             let expires = (now + suites.ticket_lifetime).saturating_sub(age);
             let suite = suites.suites.get_mut(suite_id)?;
+            let timestamp = if age.is_zero() {
+                let stamp = wall.max((suite.last_stamp + 1).min(wall + MAX_STAMP_LEAD_SECS));
+                suite.last_stamp = suite.last_stamp.max(stamp);
+                stamp
+            } else {
+                wall.saturating_sub(age.as_secs())
+            };
             suite.tickets.push_back(Ticket {
                 value: ticket.clone(),
                 expires,
@@ -429,13 +449,19 @@ impl Simulator {
             if suite.tickets.len() > KEPT_TICKETS {
                 suite.tickets.pop_front();
             }
-        }
+            timestamp
+        };
         let event = Event::Ticket {
             ticket: &ticket,
             timestamp,
         };
-        let status = self.send_suite_push(suite_id, &event, unix).await;
-        info!(suite_id, timestamp, ?status, "simulator pushed a suite_ticket");
+        let status = self.send_suite_push(suite_id, &event).await;
+        info!(
+            suite_id,
+            timestamp,
+            ?status,
+            "simulator pushed a suite_ticket"
+        );
         Some(PushedSuiteTicket {
             ticket,
             timestamp,
@@ -477,7 +503,12 @@ impl Simulator {
     ) -> Option<Push> {
         let suites = self.suites();
         let suite = suites.suites.get(suite_id)?;
-        Some(seal::push(suite, suite.receive_id(receive), inner, timestamp))
+        Some(seal::push(
+            suite,
+            suite.receive_id(receive),
+            inner,
+            timestamp,
+        ))
     }
 
     /// WeCom's URL check for the suite's callback, signed now.
@@ -521,13 +552,18 @@ impl Simulator {
     /// at once.
     pub async fn install_corp(&self, suite_id: &str) -> Option<InstalledCorp> {
         let corpid = self.add_installed_corps(suite_id, 1).pop()?;
-        let (now, unix, _) = self.sim_now();
+        let (now, _, _) = self.sim_now();
         let auth_code = self.mint_auth_code(suite_id, &corpid, now);
         let event = Event::CreateAuth {
             auth_code: &auth_code,
         };
-        let status = self.send_suite_push(suite_id, &event, unix).await;
-        info!(suite_id, corpid, ?status, "simulator corp installed a suite");
+        let status = self.send_suite_push(suite_id, &event).await;
+        info!(
+            suite_id,
+            corpid,
+            ?status,
+            "simulator corp installed a suite"
+        );
         Some(InstalledCorp { corpid, status })
     }
 
@@ -555,7 +591,11 @@ impl Simulator {
                         customized,
                     };
                     if customized {
-                        agents.push((corpid.clone(), install.permanent_code.clone(), install.agentid));
+                        agents.push((
+                            corpid.clone(),
+                            install.permanent_code.clone(),
+                            install.agentid,
+                        ));
                     }
                     suites
                         .installs
@@ -599,8 +639,7 @@ impl Simulator {
                 .get_mut(&(suite_id.to_owned(), corpid.to_owned()))?;
             install.corp_name = corp_name.to_owned();
         }
-        let (_, unix, _) = self.sim_now();
-        self.send_suite_push(suite_id, &Event::ChangeAuth { corpid }, unix)
+        self.send_suite_push(suite_id, &Event::ChangeAuth { corpid })
             .await
     }
 
@@ -620,8 +659,7 @@ impl Simulator {
             }
         }
         info!(suite_id, corpid, "simulator corp cancelled a suite");
-        let (_, unix, _) = self.sim_now();
-        self.send_suite_push(suite_id, &Event::CancelAuth { corpid }, unix)
+        self.send_suite_push(suite_id, &Event::CancelAuth { corpid })
             .await
     }
 
@@ -630,7 +668,7 @@ impl Simulator {
     /// with an `AuthCode` that `v2/get_permanent_code` exchanges for the
     /// new one. `None` for an install that is not 代开发.
     pub async fn reset_permanent_code(&self, suite_id: &str, corpid: &str) -> Option<u16> {
-        let (now, unix, _) = self.sim_now();
+        let (now, _, _) = self.sim_now();
         let (old, new, agentid) = {
             let mut suites = self.suites();
             let install = suites
@@ -652,7 +690,7 @@ impl Simulator {
         let event = Event::ResetPermanentCode {
             auth_code: &auth_code,
         };
-        self.send_suite_push(suite_id, &event, unix).await
+        self.send_suite_push(suite_id, &event).await
     }
 
     fn mint_auth_code(&self, suite_id: &str, corpid: &str, now: SimTime) -> String {
@@ -670,17 +708,13 @@ impl Simulator {
 
     /// Seals `event` for the suite's current receive id and POSTs it to
     /// the callback URL; the status it answered.
-    async fn send_suite_push(&self, suite_id: &str, event: &Event<'_>, unix: u64) -> Option<u16> {
+    async fn send_suite_push(&self, suite_id: &str, event: &Event<'_>) -> Option<u16> {
+        let wall = push_crypto::wall_secs();
         let (url, push, http) = {
             let suites = self.suites();
             let suite = suites.suites.get(suite_id)?;
-            let inner = seal::event_xml(suite_id, event, unix);
-            let push = seal::push(
-                suite,
-                suite.receive_id(suite.receive_id),
-                &inner,
-                push_crypto::wall_secs(),
-            );
+            let inner = seal::event_xml(suite_id, event, wall);
+            let push = seal::push(suite, suite.receive_id(suite.receive_id), &inner, wall);
             (suite.callback_url.clone()?, push, suites.http.clone())
         };
         let response = http

@@ -55,7 +55,9 @@ pub(super) fn push(suite: &Suite, receive_id: &str, inner: &str, timestamp: u64)
 /// The URL check: a random number sealed for `receive_id` as `echostr`,
 /// signed together with it.
 pub(super) fn url_check(suite: &Suite, receive_id: &str, timestamp: u64) -> UrlCheck {
-    let plaintext = rand::thread_rng().gen_range(1_000_000_000_000_000u64..u64::MAX).to_string();
+    let plaintext = rand::thread_rng()
+        .gen_range(1_000_000_000_000_000u64..u64::MAX)
+        .to_string();
     let echostr = push_crypto::encrypt(&suite.key, receive_id, &plaintext);
     let query = signed_query(suite, &echostr, timestamp);
     UrlCheck {
