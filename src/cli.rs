@@ -159,6 +159,25 @@ pub struct SimulateArgs {
     /// Token calls allowed per app per Beijing day before 45009.
     #[arg(long, default_value_t = 2000)]
     pub daily_limit: u32,
+    /// A WeCom suite, as comma-separated KEY=VALUE pairs: suite_id,
+    /// secret, token, aes_key (43 characters) and provider_corpid are
+    /// required; provider_secret, customized=true (a 代开发 template),
+    /// callback (the URL its pushes go to), ticket_every (default 10m,
+    /// with a callback) and receive_id (suite_id or provider_corpid) are
+    /// optional. Repeatable.
+    #[arg(long = "suite", value_parser = parse_suite)]
+    pub suites: Vec<SimSuiteArg>,
+}
+
+/// One `--suite` of `wxbroker simulate`.
+#[derive(Debug, Clone)]
+pub struct SimSuiteArg {
+    pub suite: crate::simulator::SimSuite,
+    /// Where its pushes and URL checks go.
+    pub callback: Option<String>,
+    /// How often a `suite_ticket` is pushed to `callback`.
+    pub ticket_every: Duration,
+    pub receive_id: crate::simulator::ReceiveId,
 }
 
 #[derive(Debug, Clone)]
@@ -293,6 +312,75 @@ fn parse_account(text: &str) -> Result<SimAccount, String> {
     }
 }
 
+fn parse_suite(text: &str) -> Result<SimSuiteArg, String> {
+    let mut pairs = std::collections::BTreeMap::new();
+    for pair in text.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("expected KEY=VALUE, got {pair:?}"))?;
+        const KEYS: [&str; 10] = [
+            "suite_id",
+            "secret",
+            "token",
+            "aes_key",
+            "provider_corpid",
+            "provider_secret",
+            "customized",
+            "callback",
+            "ticket_every",
+            "receive_id",
+        ];
+        if !KEYS.contains(&key) {
+            return Err(format!("unknown key {key:?}; use {}", KEYS.join(", ")));
+        }
+        if pairs.insert(key, value.to_owned()).is_some() {
+            return Err(format!("{key} is given twice"));
+        }
+    }
+    let mut take = |key: &str| pairs.remove(key).filter(|v| !v.is_empty());
+    let mut required = |key: &str| take(key).ok_or_else(|| format!("{key} is required"));
+    let suite = crate::simulator::SimSuite {
+        suite_id: required("suite_id")?,
+        suite_secret: required("secret")?,
+        token: required("token")?,
+        aes_key: required("aes_key")?,
+        provider_corpid: required("provider_corpid")?,
+        provider_secret: take("provider_secret"),
+        customized: match take("customized").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(format!("customized must be true or false, not {other:?}")),
+        },
+    };
+    let aes_key_ok = suite.aes_key.len() == 43
+        && suite
+            .aes_key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
+    if !aes_key_ok {
+        return Err("aes_key must be 43 characters of A-Z, a-z, 0-9, + and /".to_owned());
+    }
+    let ticket_every = match take("ticket_every") {
+        None => Duration::from_secs(600),
+        Some(text) => parse_duration(&text)?,
+    };
+    if ticket_every.is_zero() {
+        return Err("ticket_every must be longer than 0s".to_owned());
+    }
+    let receive_id = match take("receive_id") {
+        None => crate::simulator::ReceiveId::SuiteId,
+        Some(name) => crate::simulator::ReceiveId::from_name(&name).ok_or_else(|| {
+            format!("receive_id must be suite_id or provider_corpid, not {name:?}")
+        })?,
+    };
+    Ok(SimSuiteArg {
+        suite,
+        callback: take("callback"),
+        ticket_every,
+        receive_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +449,46 @@ mod tests {
         };
         assert_eq!(args.rid, "6172-0a");
         assert!(Cli::try_parse_from(["wxbroker", "rid", "--app", "shop", "not a rid"]).is_err());
+    }
+
+    #[test]
+    fn suites_parse() {
+        let key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+        let base = format!("suite_id=ww1,secret=s,token=t,aes_key={key},provider_corpid=wwp");
+        let plain = parse_suite(&base).unwrap();
+        assert_eq!(plain.suite.suite_id, "ww1");
+        assert!(!plain.suite.customized && plain.suite.provider_secret.is_none());
+        assert_eq!(plain.ticket_every, Duration::from_secs(600));
+        assert_eq!(plain.callback, None);
+        let full = parse_suite(&format!(
+            "{base},provider_secret=ps,customized=true,callback=http://127.0.0.1:8940/wechat/suites/crm/callback,ticket_every=30s,receive_id=provider_corpid"
+        ))
+        .unwrap();
+        assert!(full.suite.customized);
+        assert_eq!(full.suite.provider_secret.as_deref(), Some("ps"));
+        assert_eq!(full.ticket_every, Duration::from_secs(30));
+        assert_eq!(full.receive_id, crate::simulator::ReceiveId::ProviderCorpId);
+        assert_eq!(
+            full.callback.as_deref(),
+            Some("http://127.0.0.1:8940/wechat/suites/crm/callback")
+        );
+        for bad in [
+            "suite_id=ww1",
+            &format!("{base},aes_key=short"),
+            &base.replace(&format!("aes_key={key}"), "aes_key=short"),
+            &format!("{base},nonsense=1"),
+            &format!("{base},customized=yes"),
+            &format!("{base},ticket_every=0s"),
+            &format!("{base},receive_id=me"),
+            "suite_id",
+        ] {
+            assert!(parse_suite(bad).is_err(), "{bad}");
+        }
+        let cli = Cli::parse_from(["wxbroker", "simulate", "--suite", &base, "--suite", &base]);
+        let Command::Simulate(args) = cli.command else {
+            panic!("not simulate")
+        };
+        assert_eq!(args.suites.len(), 2);
     }
 
     #[test]

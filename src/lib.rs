@@ -33,6 +33,9 @@
 //!   what, WeChat's answer) in the log and `[log] audit_file`, off the
 //!   request path; [`errmsg`] reads the rid and a refused address out of
 //!   WeChat's error messages.
+//! - [`suite`] holds the logic of WeCom service providers' suites (their
+//!   callback checks, pushed events and the suite_ticket rule), as pure
+//!   functions for the engine to run.
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
@@ -62,6 +65,7 @@ pub mod server;
 pub mod simulator;
 pub mod sink;
 pub mod store;
+pub mod suite;
 pub mod tls;
 pub mod upstream;
 pub mod wechat;

@@ -340,6 +340,14 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         };
         simulator.add_account(&account.appid, &account.secret, kind);
     }
+    for arg in &args.suites {
+        let suite_id = &arg.suite.suite_id;
+        simulator.add_suite(arg.suite.clone());
+        simulator.set_suite_receive_id(suite_id, arg.receive_id);
+        if let Some(url) = &arg.callback {
+            simulator.set_suite_callback_url(suite_id, url);
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("simulator {}", args.listen))?;
@@ -352,8 +360,36 @@ async fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
             if account.wecom { "wecom" } else { "wechat" }
         );
     }
-    println!("  admin: http://{addr}/__sim/calls");
+    for arg in &args.suites {
+        let suite = &arg.suite;
+        match &arg.callback {
+            Some(url) => println!(
+                "  suite {} ({}) pushing a suite_ticket to {url} every {}",
+                suite.suite_id,
+                if suite.customized {
+                    "代开发"
+                } else {
+                    "third-party app"
+                },
+                humantime::format_duration(arg.ticket_every)
+            ),
+            None => println!(
+                "  suite {} (no callback: POST /__sim/suites to set one)",
+                suite.suite_id
+            ),
+        }
+    }
+    println!("  admin: http://{addr}/__sim/calls, http://{addr}/__sim/suites/calls");
+    // The listener is bound already, so a suite token can be fetched with
+    // the first ticket the moment it is pushed.
+    let pushers: Vec<_> = args
+        .suites
+        .iter()
+        .filter(|arg| arg.callback.is_some())
+        .map(|arg| simulator.spawn_suite_ticket_pusher(&arg.suite.suite_id, arg.ticket_every))
+        .collect();
     simulator.serve(listener, shutdown_signal()).await?;
+    pushers.iter().for_each(tokio::task::JoinHandle::abort);
     Ok(())
 }
 

@@ -1100,3 +1100,434 @@ fn platforms_run_on_every_redis_topology() {
         ok(&config(url));
     }
 }
+
+// ----- WeCom suites -----
+
+const SUITE_KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
+const SUITE_SECRET: &str = "suite-S3cret-0123456789abcdef";
+const SUITE_TOKEN: &str = "callbackTok3n-value";
+const PROVIDER_SECRET: &str = "provider-S3cret-0123456789abcdef";
+
+fn suite_env(name: &str) -> Option<String> {
+    match name {
+        "CRM_SUITE_SECRET" => Some(SUITE_SECRET.to_owned()),
+        "CRM_MSG_TOKEN" => Some(SUITE_TOKEN.to_owned()),
+        "CRM_AES_KEY" => Some(SUITE_KEY.to_owned()),
+        "PROVIDER_SECRET" => Some(PROVIDER_SECRET.to_owned()),
+        "SHORT_AES_KEY" => Some("abc".to_owned()),
+        other => env(other),
+    }
+}
+
+/// A document with a callback listener and the given `[[suites]]` bodies
+/// (no apps: suites alone are a configuration).
+fn suites_doc(suites: &[&str], rest: &str) -> String {
+    let mut text =
+        "[server]\nlisten = \"127.0.0.1:8930\"\ncallback_listen = \"127.0.0.1:8940\"\n".to_owned();
+    for suite in suites {
+        text.push_str(&format!("\n[[suites]]\n{suite}\n"));
+    }
+    text.push_str(rest);
+    text
+}
+
+/// The `crm` suite from the environment, with `extra` keys.
+fn crm(extra: &str) -> String {
+    format!(
+        "name = \"crm\"\nsuite_id = \"wwsuite0000000001\"\nprovider_corpid = \"wwprovider000001\"\n\
+         secret_env = \"CRM_SUITE_SECRET\"\ntoken_env = \"CRM_MSG_TOKEN\"\naes_key_env = \"CRM_AES_KEY\"\n{extra}"
+    )
+}
+
+fn suite_parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(SOURCE, text, &suite_env)
+}
+
+#[test]
+fn a_suite_reads_its_secrets_and_defaults() {
+    let config = suite_parse(&suites_doc(&[&crm("")], "")).unwrap();
+    assert!(config.apps.is_empty(), "a suite alone is a configuration");
+    let suite = config.suite("crm").unwrap();
+    assert_eq!(suite.suite_id, "wwsuite0000000001");
+    assert_eq!(suite.provider_corpid, "wwprovider000001");
+    assert_eq!(suite.secret.expose(), SUITE_SECRET);
+    assert_eq!(suite.token.expose(), SUITE_TOKEN);
+    assert_eq!(suite.aes_key.expose(), SUITE_KEY);
+    assert_eq!(
+        suite.secret_source,
+        SecretSource::Env("CRM_SUITE_SECRET".into())
+    );
+    assert!(suite.provider_secret.is_none());
+    assert!(!suite.customized);
+    assert!(suite.corp_tickets.is_empty());
+    assert_eq!(suite.refresh_before, Duration::from_secs(300));
+    assert_eq!(suite.daily_budget, 2000);
+    assert_eq!(suite.api_base, "https://qyapi.weixin.qq.com");
+    assert_eq!(suite.fetch_timeout, Duration::from_secs(10));
+
+    let full = crm(
+        "provider_secret_env = \"PROVIDER_SECRET\"\ncustomized = true\n\
+         corp_tickets = [\"agent_config\", \"jsapi\"]\nrefresh_before = \"10m\"\ndaily_budget = 500\n\
+         api_base = \"http://127.0.0.1:9999/\"\nfetch_timeout = \"5s\"",
+    );
+    let config = suite_parse(&suites_doc(
+        &[&full],
+        "\n[[clients]]\nuid = 1001\nsuites = [\"crm\"]\n",
+    ))
+    .unwrap();
+    let suite = &config.suites[0];
+    let (provider, from) = suite.provider_secret.as_ref().unwrap();
+    assert_eq!(provider.expose(), PROVIDER_SECRET);
+    assert_eq!(from, &SecretSource::Env("PROVIDER_SECRET".into()));
+    assert!(suite.customized);
+    assert_eq!(
+        suite.corp_tickets,
+        [
+            wxbroker::credential::TicketKind::AgentConfig,
+            wxbroker::credential::TicketKind::Jsapi
+        ]
+    );
+    assert_eq!(suite.refresh_before, Duration::from_secs(600));
+    assert_eq!(suite.daily_budget, 500);
+    assert_eq!(suite.api_base, "http://127.0.0.1:9999");
+    assert_eq!(suite.fetch_timeout, Duration::from_secs(5));
+    assert_eq!(
+        config.clients[0].suites,
+        ["crm"],
+        "clients may name a configured suite"
+    );
+
+    // check-config shows every key, the sources of secrets, and parses back.
+    let shown = config.render_effective();
+    for line in [
+        "[[suites]]",
+        "name = \"crm\"",
+        "suite_id = \"wwsuite0000000001\"",
+        "provider_corpid = \"wwprovider000001\"",
+        "secret_env = \"CRM_SUITE_SECRET\"",
+        "token_env = \"CRM_MSG_TOKEN\"",
+        "aes_key_env = \"CRM_AES_KEY\"",
+        "provider_secret_env = \"PROVIDER_SECRET\"",
+        "customized = true",
+        "corp_tickets = [\"agent_config\", \"jsapi\"]",
+        "refresh_before = \"10m\"",
+        "daily_budget = 500",
+        "fetch_timeout = \"5s\"",
+    ] {
+        assert!(shown.contains(line), "{line} missing from:\n{shown}");
+    }
+    let again = suite_parse(&shown).unwrap();
+    assert_eq!(again.suites, config.suites);
+}
+
+#[test]
+fn suite_secrets_never_show_in_check_config_debug_warnings_or_errors() {
+    let inline = format!(
+        "name = \"crm\"\nsuite_id = \"wwsuite0000000001\"\nprovider_corpid = \"wwprovider000001\"\n\
+         secret = \"{SUITE_SECRET}\"\ntoken = \"{SUITE_TOKEN}\"\naes_key = \"{SUITE_KEY}\"\n\
+         provider_secret = \"{PROVIDER_SECRET}\"\n"
+    );
+    let config = suite_parse(&suites_doc(&[&inline], "")).unwrap();
+    let shown = config.render_effective();
+    let debug = format!("{config:?}");
+    let warnings = config.warnings().join("\n");
+    for secret in [SUITE_SECRET, SUITE_TOKEN, SUITE_KEY, PROVIDER_SECRET] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!warnings.contains(secret), "{warnings}");
+    }
+    for field in ["secret", "token", "aes_key", "provider_secret"] {
+        assert!(shown.contains(&format!("\n{field} = \"***\"")), "{shown}");
+        assert!(
+            warnings.contains(&format!(
+                "suites.crm.{field}: the {field} is written in the configuration file"
+            )),
+            "{warnings}"
+        );
+    }
+    // A wrong EncodingAESKey is named, never quoted.
+    let bad_key = "K".repeat(44);
+    let e = suite_parse(&suites_doc(&[&inline.replace(SUITE_KEY, &bad_key)], "")).unwrap_err();
+    assert_eq!(e.key(), Some("suites.crm.aes_key"), "{e}");
+    assert!(!e.to_string().contains(&bad_key), "{e}");
+    for secret in [SUITE_SECRET, SUITE_TOKEN, PROVIDER_SECRET] {
+        assert!(!e.to_string().contains(secret), "{e}");
+    }
+}
+
+#[test]
+fn every_suites_key_mistake_is_named_by_its_key() {
+    let without = |key: &str| {
+        crm("")
+            .lines()
+            .filter(|line| !line.starts_with(&format!("{key} ")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let other = crm("")
+        .replace("\"crm\"", "\"crm2\"")
+        .replace("wwsuite0000000001", "wwsuite0000000002");
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "no name",
+            suites_doc(&[&without("name")], ""),
+            "suites[0].name",
+            "required",
+        ),
+        (
+            "bad name",
+            suites_doc(&[&crm("").replace("\"crm\"", "\"CRM app\"")], ""),
+            "suites[0].name",
+            "not a valid name",
+        ),
+        (
+            "name twice",
+            suites_doc(
+                &[
+                    &crm(""),
+                    &crm("").replace("wwsuite0000000001", "wwsuite0000000002"),
+                ],
+                "",
+            ),
+            "suites[1].name",
+            "already the name of a suite",
+        ),
+        (
+            "no suite_id",
+            suites_doc(&[&without("suite_id")], ""),
+            "suites.crm.suite_id",
+            "required",
+        ),
+        (
+            "suite_id with a space",
+            suites_doc(&[&crm("").replace("wwsuite0000000001", "ww suite")], ""),
+            "suites.crm.suite_id",
+            "printable ASCII",
+        ),
+        (
+            "suite_id twice",
+            suites_doc(
+                &[
+                    &crm(""),
+                    &other.replace("wwsuite0000000002", "wwsuite0000000001"),
+                ],
+                "",
+            ),
+            "suites.crm2.suite_id",
+            "already uses this suite_id",
+        ),
+        (
+            "no provider_corpid",
+            suites_doc(&[&without("provider_corpid")], ""),
+            "suites.crm.provider_corpid",
+            "required",
+        ),
+        (
+            "empty provider_corpid",
+            suites_doc(&[&crm("").replace("\"wwprovider000001\"", "\"\"")], ""),
+            "suites.crm.provider_corpid",
+            "printable ASCII",
+        ),
+        (
+            "no secret",
+            suites_doc(&[&without("secret_env")], ""),
+            "suites.crm",
+            "set exactly one of secret_env, secret_file or secret (none is set)",
+        ),
+        (
+            "two secrets",
+            suites_doc(&[&crm("secret = \"inline-value\"")], ""),
+            "suites.crm",
+            "secret_env and secret are set",
+        ),
+        (
+            "secret variable unset",
+            suites_doc(&[&crm("").replace("CRM_SUITE_SECRET", "NO_SUCH_VAR")], ""),
+            "suites.crm.secret_env",
+            "NO_SUCH_VAR is not set",
+        ),
+        (
+            "secret file missing",
+            suites_doc(
+                &[&without("secret_env").replace(
+                    "token_env",
+                    "secret_file = \"/nonexistent/suite-secret\"\ntoken_env",
+                )],
+                "",
+            ),
+            "suites.crm.secret_file",
+            "cannot read",
+        ),
+        (
+            "no token",
+            suites_doc(&[&without("token_env")], ""),
+            "suites.crm",
+            "set exactly one of token_env, token_file or token",
+        ),
+        (
+            "token variable empty",
+            suites_doc(&[&crm("").replace("CRM_MSG_TOKEN", "EMPTY_SECRET")], ""),
+            "suites.crm.token_env",
+            "is empty",
+        ),
+        (
+            "no aes_key",
+            suites_doc(&[&without("aes_key_env")], ""),
+            "suites.crm",
+            "set exactly one of aes_key_env, aes_key_file or aes_key",
+        ),
+        (
+            "aes_key too short",
+            suites_doc(&[&crm("").replace("CRM_AES_KEY", "SHORT_AES_KEY")], ""),
+            "suites.crm.aes_key_env",
+            "exactly 43 characters",
+        ),
+        (
+            "aes_key inline off the alphabet",
+            suites_doc(
+                &[&without("aes_key_env").replace(
+                    "token_env",
+                    &format!("aes_key = \"{}\"\ntoken_env", "-".repeat(43)),
+                )],
+                "",
+            ),
+            "suites.crm.aes_key",
+            "exactly 43 characters",
+        ),
+        (
+            "provider secret unset",
+            suites_doc(&[&crm("provider_secret_env = \"NO_SUCH_VAR\"")], ""),
+            "suites.crm.provider_secret_env",
+            "NO_SUCH_VAR is not set",
+        ),
+        (
+            "two provider secrets",
+            suites_doc(
+                &[&crm(
+                    "provider_secret_env = \"PROVIDER_SECRET\"\nprovider_secret = \"x-inline\"",
+                )],
+                "",
+            ),
+            "suites.crm",
+            "provider_secret_env and provider_secret are set",
+        ),
+        (
+            "a ticket WeCom corps lack",
+            suites_doc(&[&crm("corp_tickets = [\"wx_card\"]")], ""),
+            "suites.crm.corp_tickets[0]",
+            "not a ticket a WeCom corp has",
+        ),
+        (
+            "a ticket twice",
+            suites_doc(&[&crm("corp_tickets = [\"jsapi\", \"jsapi\"]")], ""),
+            "suites.crm.corp_tickets[1]",
+            "listed twice",
+        ),
+        (
+            "refresh_before too long",
+            suites_doc(&[&crm("refresh_before = \"2h\"")], ""),
+            "suites.crm.refresh_before",
+            "shorter than the token lifetime",
+        ),
+        (
+            "refresh_before a number",
+            suites_doc(&[&crm("refresh_before = 300")], ""),
+            "suites.crm.refresh_before",
+            "",
+        ),
+        (
+            "refresh_before zero",
+            suites_doc(&[&crm("refresh_before = \"0s\"")], ""),
+            "suites.crm.refresh_before",
+            "",
+        ),
+        (
+            "daily_budget zero",
+            suites_doc(&[&crm("daily_budget = 0")], ""),
+            "suites.crm.daily_budget",
+            "at least 1",
+        ),
+        (
+            "api_base not http",
+            suites_doc(&[&crm("api_base = \"ftp://qyapi.weixin.qq.com\"")], ""),
+            "suites.crm.api_base",
+            "",
+        ),
+        (
+            "api_base at the callback listener",
+            suites_doc(&[&crm("api_base = \"http://127.0.0.1:8940\"")], ""),
+            "suites.crm.api_base",
+            "server.callback_listen",
+        ),
+        (
+            "fetch_timeout too long",
+            suites_doc(&[&crm("fetch_timeout = \"2m\"")], ""),
+            "suites.crm.fetch_timeout",
+            "",
+        ),
+        (
+            "no callback listener",
+            format!(
+                "[server]\nlisten = \"127.0.0.1:8930\"\n\n[[suites]]\n{}\n",
+                crm("")
+            ),
+            "server.callback_listen",
+            "required with [[suites]]",
+        ),
+        (
+            "a client naming an unknown suite",
+            suites_doc(
+                &[&crm("")],
+                "\n[[clients]]\nuid = 1001\nsuites = [\"erp\"]\n",
+            ),
+            "clients[0].suites",
+            "erp",
+        ),
+    ];
+    for (what, text, key, message) in cases {
+        let e = match suite_parse(&text) {
+            Ok(_) => panic!("{what}: accepted\n---\n{text}"),
+            Err(e) => e,
+        };
+        let shown = e.to_string();
+        assert_eq!(e.key(), Some(key), "{what}: {shown}");
+        assert!(
+            shown.starts_with(&format!("{SOURCE}: {key}: ")),
+            "{what}: {shown}"
+        );
+        assert!(
+            shown.contains(message),
+            "{what}: {shown:?} lacks {message:?}"
+        );
+    }
+
+    // Keys the schema does not know, and values of the wrong type, are
+    // refused by the parser with their name and line.
+    let e = suite_parse(&suites_doc(&[&crm("suite_secret = \"x\"")], "")).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("unknown field `suite_secret`"),
+        "{e}"
+    );
+    let e = suite_parse(&suites_doc(&[&crm("customized = \"yes\"")], "")).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e:?}");
+    assert!(e.to_string().contains("invalid type"), "{e}");
+}
+
+#[test]
+fn the_callback_listener_serves_platforms_or_suites() {
+    // With suites alone it is required and accepted; with neither, refused.
+    suite_parse(&suites_doc(&[&crm("")], "")).unwrap();
+    let e = suite_parse(&doc(
+        "listen = \"127.0.0.1:8930\"\ncallback_listen = \"127.0.0.1:8940\"",
+        APP,
+        "",
+    ))
+    .unwrap_err();
+    assert_eq!(e.key(), Some("server.callback_listen"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("applies only with [[platforms]] or [[suites]]"),
+        "{e}"
+    );
+}

@@ -168,8 +168,7 @@ fn remote_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
 pub(super) struct Owners<'a> {
     pub apps: &'a [AppConfig],
     pub platforms: &'a [PlatformConfig],
-    /// No configuration section declares suites yet, so this is empty and
-    /// any suite a client names is refused as unknown.
+    /// The configured `[[suites]]`, by name.
     pub suites: &'a [&'a str],
 }
 
@@ -317,7 +316,7 @@ fn client(index: usize, raw: RawClient, owners: &Owners<'_>) -> Result<ClientCon
     if apps.is_empty() && platforms.is_empty() && suites.is_empty() {
         return Err(Problem::new(
             key("apps"),
-            "required: the apps (or platforms) this client may read",
+            "required: the apps (or platforms, or suites) this client may read",
         ));
     }
     let apis = match raw.apis {

@@ -26,6 +26,7 @@ mod platforms;
 mod raw;
 mod render;
 mod self_calls;
+mod suites;
 mod tickets;
 mod urls;
 mod validate;
@@ -37,6 +38,7 @@ pub use error::{ConfigError, Location};
 pub use follow::FollowConfig;
 pub use platforms::{PlatformConfig, AES_KEY_LEN};
 pub use self_calls::OwnListener;
+pub use suites::SuiteConfig;
 pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
@@ -54,6 +56,8 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// WeChat Open Platform component apps (`[[platforms]]`).
     pub platforms: Vec<PlatformConfig>,
+    /// WeCom service providers' suites (`[[suites]]`).
+    pub suites: Vec<SuiteConfig>,
 }
 
 /// `[upstream]`: how the broker's own calls reach WeChat.
@@ -118,7 +122,8 @@ pub struct ServerConfig {
     pub remote_max_connections: usize,
     /// How many watches one remote client may hold open at once.
     pub remote_max_watches_per_client: usize,
-    /// Where WeChat's Open Platform pushes arrive (`callback_listen`).
+    /// Where WeChat's Open Platform and WeCom's suite pushes arrive
+    /// (`callback_listen`).
     pub callback_listen: Option<SocketAddr>,
 }
 
@@ -319,6 +324,11 @@ impl Config {
     /// The platform named `name`, if configured.
     pub fn platform(&self, name: &str) -> Option<&PlatformConfig> {
         self.platforms.iter().find(|p| p.name == name)
+    }
+
+    /// The suite named `name`, if configured.
+    pub fn suite(&self, name: &str) -> Option<&SuiteConfig> {
+        self.suites.iter().find(|s| s.name == name)
     }
 
     /// The effective settings, defaults included, as TOML for

@@ -103,19 +103,25 @@ pub(super) fn platforms(
 }
 
 /// Platforms need a listener for WeChat's pushes, and the listener needs
-/// a platform: without pushes no component token can ever be fetched.
+/// a platform (or a suite): without pushes no component token can ever be
+/// fetched.
 pub(super) fn callback_listener(
     server: &super::ServerConfig,
     platforms: &[PlatformConfig],
+    any_suite: bool,
 ) -> Result<(), Problem> {
-    match (server.callback_listen.is_some(), platforms.is_empty()) {
-        (false, false) => Err(Problem::new(
+    match (
+        server.callback_listen.is_some(),
+        platforms.is_empty(),
+        any_suite,
+    ) {
+        (false, false, _) => Err(Problem::new(
             "server.callback_listen",
             "required with [[platforms]]: WeChat pushes the component_verify_ticket there",
         )),
-        (true, true) => Err(Problem::new(
+        (true, true, false) => Err(Problem::new(
             "server.callback_listen",
-            "applies only with [[platforms]]",
+            "applies only with [[platforms]] or [[suites]]",
         )),
         _ => Ok(()),
     }
@@ -214,7 +220,7 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
 
 /// An EncodingAESKey is exactly 43 characters of the standard base64
 /// alphabet; the value itself is never quoted back.
-fn check_aes_key(key: &str, value: &str) -> Result<(), Problem> {
+pub(super) fn check_aes_key(key: &str, value: &str) -> Result<(), Problem> {
     let alphabet = value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');

@@ -23,6 +23,7 @@ pub(crate) struct RawConfig {
     pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
     pub platforms: Option<Vec<super::platforms::RawPlatform>>,
+    pub suites: Option<Vec<super::suites::RawSuite>>,
     pub clients: Option<Vec<RawClient>>,
 }
 

@@ -230,6 +230,7 @@ pub(crate) fn effective(config: &Config) -> String {
         }
     }
     super::platforms::render(&mut out.0, &config.platforms);
+    super::suites::render(&mut out.0, &config.suites);
     out.0
 }
 

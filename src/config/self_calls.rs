@@ -1,5 +1,5 @@
-//! Upstreams that are the broker itself. An `api_base` (of an app or a
-//! platform) or an `[upstream] connect_to` address that reaches one of
+//! Upstreams that are the broker itself. An `api_base` (of an app, a
+//! platform or a suite) or an `[upstream] connect_to` address that reaches one of
 //! the broker's own listeners turns every forwarded call into a loop: the
 //! compatible listener forwards to itself until its connections run out.
 //! Such a configuration is refused when it is read (for listeners with a
@@ -17,7 +17,9 @@ use url::{Host, Url};
 
 use super::error::Problem;
 use super::urls::masked;
-use super::{AppConfig, Config, ConfigError, PlatformConfig, ServerConfig, UpstreamConfig};
+use super::{
+    AppConfig, Config, ConfigError, PlatformConfig, ServerConfig, SuiteConfig, UpstreamConfig,
+};
 
 /// One of the broker's TCP listeners: the key that sets it, and where it
 /// listens.
@@ -27,8 +29,14 @@ impl Config {
     /// Refuses an `api_base` or `connect_to` that reaches one of `own`
     /// (the listeners the daemon bound); the error names the key.
     pub fn check_upstreams_avoid(&self, own: &[OwnListener]) -> Result<(), ConfigError> {
-        upstreams_avoid(&self.upstream, &self.apps, &self.platforms, own)
-            .map_err(|problem| problem.into_error(&self.source))
+        upstreams_avoid(
+            &self.upstream,
+            &self.apps,
+            &self.platforms,
+            &self.suites,
+            own,
+        )
+        .map_err(|problem| problem.into_error(&self.source))
     }
 }
 
@@ -61,6 +69,7 @@ pub(super) fn upstreams_avoid(
     upstream: &UpstreamConfig,
     apps: &[AppConfig],
     platforms: &[PlatformConfig],
+    suites: &[SuiteConfig],
     own: &[OwnListener],
 ) -> Result<(), Problem> {
     for (host, addr) in &upstream.connect_to {
@@ -83,7 +92,12 @@ pub(super) fn upstreams_avoid(
                 format!("platforms.{}.api_base", platform.name),
                 &platform.api_base,
             )
-        }));
+        }))
+        .chain(
+            suites
+                .iter()
+                .map(|suite| (format!("suites.{}.api_base", suite.name), &suite.api_base)),
+        );
     for (key, base) in bases {
         for target in targets(base, &upstream.connect_to) {
             refuse_if_own(&key, &masked(base), target, own)?;

@@ -86,9 +86,11 @@ const MAX_SECRET_FILE: u64 = 4096;
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
     let server = server(raw.server)?;
     let platforms = super::platforms::platforms(raw.platforms.unwrap_or_default(), env)?;
+    let suites = super::suites::suites(raw.suites.unwrap_or_default(), env)?;
     let raw_apps = raw.apps.unwrap_or_default();
-    // A broker may own platforms alone; with neither, it has nothing to do.
-    let apps = if raw_apps.is_empty() && !platforms.is_empty() {
+    // A broker may own platforms or suites alone; with none of the three,
+    // it has nothing to do.
+    let apps = if raw_apps.is_empty() && !(platforms.is_empty() && suites.is_empty()) {
         Vec::new()
     } else {
         apps::apps(raw_apps, env)?
@@ -96,23 +98,26 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
     compat_listeners(&server, &apps)?;
     let store = store(raw.store.unwrap_or_default(), env)?;
     redis::lock_fits(&store, &apps)?;
+    let suite_names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
     let owners = super::clients::Owners {
         apps: &apps,
         platforms: &platforms,
-        suites: &[],
+        suites: &suite_names,
     };
     let clients = super::clients::clients(
         raw.clients.unwrap_or_default(),
         &owners,
         server.remote_listen,
     )?;
-    super::platforms::callback_listener(&server, &platforms)?;
+    super::platforms::callback_listener(&server, &platforms, !suites.is_empty())?;
+    super::suites::callback_listener(&server, &suites)?;
     let log = log(raw.log.unwrap_or_default())?;
     let upstream = upstream(raw.upstream.unwrap_or_default())?;
     super::self_calls::upstreams_avoid(
         &upstream,
         &apps,
         &platforms,
+        &suites,
         &super::self_calls::configured_listeners(&server, &apps),
     )?;
     Ok(Config {
@@ -124,6 +129,7 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         apps,
         clients,
         platforms,
+        suites,
     })
 }
 

@@ -71,6 +71,7 @@ pub(crate) fn collect(config: &Config) -> Vec<String> {
     if let Some(message) = super::clients::unidentified_listeners(config) {
         warn("clients", message);
     }
+    super::suites::warnings(&config.suites, &mut warn);
 
     let mut inline = Vec::new();
     for app in &config.apps {

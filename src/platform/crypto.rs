@@ -2,7 +2,9 @@
 //! its WXBizMsgCrypt libraries): the signature over the sorted token,
 //! timestamp, nonce and ciphertext, and AES-256-CBC with the key and IV
 //! derived from the EncodingAESKey, PKCS#7 padded to 32-byte blocks, around
-//! `16 random bytes || u32 big-endian length || message || appid`.
+//! `16 random bytes || u32 big-endian length || message || receive id`.
+//! The receive id is the component appid for the Open Platform; WeCom's
+//! suites use their suite id or the provider's corpid.
 //!
 //! Every check fails closed and says only which check failed: no error
 //! carries key material, ciphertext or plaintext.
@@ -46,7 +48,7 @@ pub enum CryptError {
     Padding,
     #[error("bad length field")]
     Length,
-    #[error("appid mismatch")]
+    #[error("receive id mismatch")]
     AppId,
 }
 
@@ -62,18 +64,18 @@ impl CryptError {
     }
 }
 
-/// The message token, the derived AES key and the component appid of one
-/// platform.
+/// The message token, the derived AES key and the receive ids accepted
+/// (the first is the one [`MessageCrypt::encrypt`] seals for).
 pub struct MessageCrypt {
     token: Secret,
     key: [u8; 32],
-    appid: String,
+    receive_ids: Vec<String>,
 }
 
 impl std::fmt::Debug for MessageCrypt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageCrypt")
-            .field("appid", &self.appid)
+            .field("receive_ids", &self.receive_ids)
             .finish_non_exhaustive()
     }
 }
@@ -107,7 +109,13 @@ impl MessageCrypt {
     /// `None` when `aes_key` is not 43 base64 characters (configuration
     /// validation refuses those first).
     pub fn new(token: Secret, aes_key: &str, appid: &str) -> Option<Self> {
-        if aes_key.len() != crate::config::AES_KEY_LEN {
+        MessageCrypt::accepting(token, aes_key, &[appid])
+    }
+
+    /// A codec whose messages may end in any of `receive_ids` (at least
+    /// one); `None` as for [`MessageCrypt::new`].
+    pub fn accepting(token: Secret, aes_key: &str, receive_ids: &[&str]) -> Option<Self> {
+        if aes_key.len() != crate::config::AES_KEY_LEN || receive_ids.is_empty() {
             return None;
         }
         let bytes = LENIENT.decode(format!("{aes_key}=")).ok()?;
@@ -115,7 +123,7 @@ impl MessageCrypt {
         Some(MessageCrypt {
             token,
             key,
-            appid: appid.to_owned(),
+            receive_ids: receive_ids.iter().map(|id| (*id).to_owned()).collect(),
         })
     }
 
@@ -128,7 +136,8 @@ impl MessageCrypt {
         )
     }
 
-    /// The message inside `encrypt`, checked to be for this appid.
+    /// The message inside `encrypt`, checked to be for one of the receive
+    /// ids.
     pub fn decrypt(&self, encrypt: &str) -> Result<Vec<u8>, CryptError> {
         let mut data = STRICT
             .decode(encrypt.trim())
@@ -156,8 +165,14 @@ impl MessageCrypt {
         if len > rest.len() {
             return Err(CryptError::Length);
         }
-        let (message, appid) = rest.split_at(len);
-        if !same(appid, self.appid.as_bytes()) {
+        let (message, receive_id) = rest.split_at(len);
+        // Every id is compared in full, so the time taken does not tell
+        // which one (if any) matched.
+        let matched = self
+            .receive_ids
+            .iter()
+            .fold(false, |any, id| same(receive_id, id.as_bytes()) | any);
+        if !matched {
             return Err(CryptError::AppId);
         }
         Ok(message.to_vec())
@@ -166,11 +181,12 @@ impl MessageCrypt {
     /// Encrypts `message` as WeChat would (used for the broker's own tests
     /// of the round trip; the simulator has its own implementation).
     pub fn encrypt(&self, message: &[u8], random: [u8; 16]) -> String {
-        let mut plain = Vec::with_capacity(HEADER + message.len() + self.appid.len() + PAD_BLOCK);
+        let receive_id = self.receive_ids[0].as_bytes();
+        let mut plain = Vec::with_capacity(HEADER + message.len() + receive_id.len() + PAD_BLOCK);
         plain.extend_from_slice(&random);
         plain.extend_from_slice(&(message.len() as u32).to_be_bytes());
         plain.extend_from_slice(message);
-        plain.extend_from_slice(self.appid.as_bytes());
+        plain.extend_from_slice(receive_id);
         let pad = PAD_BLOCK - plain.len() % PAD_BLOCK;
         plain.extend(std::iter::repeat_n(pad as u8, pad));
         let len = plain.len();
@@ -269,5 +285,21 @@ mod tests {
             Err(CryptError::Padding)
         );
         assert!(MessageCrypt::new(Secret::new(TOKEN), "short", APPID).is_none());
+    }
+
+    #[test]
+    fn any_of_several_receive_ids_is_accepted_and_no_other() {
+        let both =
+            MessageCrypt::accepting(Secret::new(TOKEN), AES_KEY, &["wwsuite", APPID]).unwrap();
+        assert_eq!(both.decrypt(ENCRYPT).unwrap(), MESSAGE.as_bytes());
+        let sealed = both.encrypt(b"<xml/>", [1; 16]);
+        assert_eq!(crypt("wwsuite").decrypt(&sealed).unwrap(), b"<xml/>");
+        let neither =
+            MessageCrypt::accepting(Secret::new(TOKEN), AES_KEY, &["wwsuite", "wwother"]).unwrap();
+        assert_eq!(neither.decrypt(ENCRYPT), Err(CryptError::AppId));
+        // A prefix of an accepted id is not that id.
+        let prefix = MessageCrypt::accepting(Secret::new(TOKEN), AES_KEY, &["wx0a1b2c"]).unwrap();
+        assert_eq!(prefix.decrypt(ENCRYPT), Err(CryptError::AppId));
+        assert!(MessageCrypt::accepting(Secret::new(TOKEN), AES_KEY, &[]).is_none());
     }
 }

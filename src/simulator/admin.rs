@@ -228,7 +228,7 @@ fn one() -> u32 {
 /// defaults to 1.
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-enum FaultBody {
+pub(crate) enum FaultBody {
     Errcode {
         errcode: i64,
         #[serde(default = "one")]
@@ -254,7 +254,7 @@ enum FaultBody {
 }
 
 impl FaultBody {
-    fn into_fault(self) -> Fault {
+    pub(crate) fn into_fault(self) -> Fault {
         match self {
             FaultBody::Errcode { errcode, count } => Fault::Errcode { errcode, count },
             FaultBody::Http500 { count } => Fault::Http500Html { count },

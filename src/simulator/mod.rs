@@ -8,7 +8,9 @@
 //! operator's diagnostics (`openapi/quota/get` from the real counters,
 //! `clear_quota` and `clear_quota/v2` with their monthly limit, and
 //! `openapi/rid/get` for the rid of every error answer given), the user-facing `/sns/*` APIs (web OAuth with USER tokens,
-//! the Mini Program's `jscode2session`), fault injection and inspection. It is the test oracle for
+//! the Mini Program's `jscode2session`), WeChat's Open Platform and WeCom's
+//! service providers (suites, their encrypted pushes, installs and
+//! `/cgi-bin/service/*`), fault injection and inspection. It is the test oracle for
 //! the broker, so it follows WeChat's rules, not the broker's wishes; the
 //! `demo` and `simulate` commands serve it too.
 //!
@@ -52,7 +54,9 @@
 //! (`{"appid":..,"openid"?:..,"scope"?:"snsapi_base"|"snsapi_userinfo"}` →
 //! `{"code":..,"openid":..}`), `POST js_code` (`{"appid":..,"openid"?:..}` →
 //! `{"js_code":..,"openid":..}`) and `POST media` (`{"appid":..,"content":..}`
-//! → `{"media_id":..}`).
+//! → `{"media_id":..}`). WeCom's suites have their own routes under
+//! `/__sim/suites` (adding a suite, pushes, installs, cancellations,
+//! faults; listed in `wecom_suite/admin.rs`).
 
 mod admin;
 mod app_token;
@@ -64,6 +68,7 @@ mod mp_api;
 mod open_platform;
 mod openapi;
 mod params;
+mod push_crypto;
 mod quota;
 mod reply;
 mod request;
@@ -78,6 +83,7 @@ mod tickets;
 mod token_api;
 mod tokens;
 mod users;
+mod wecom_suite;
 mod wx_error;
 
 use std::future::Future;
@@ -94,6 +100,10 @@ pub use faults::Fault;
 pub use open_platform::Push;
 pub use tickets::TicketKind;
 pub use users::Scope;
+pub use wecom_suite::{
+    suite_ticket_xml, InstalledCorp, PushedSuiteTicket, ReceiveId, SimSuite, UrlCheck,
+    SUITE_ENDPOINTS,
+};
 
 use state::State;
 use tokens::TokenStatus;
@@ -183,6 +193,8 @@ pub struct Simulator {
     state: Arc<Mutex<State>>,
     /// The Open Platform's accounts and authorizers, apart from the rest.
     open_platform: open_platform::Shared,
+    /// WeCom's suites, providers and installs, apart from the rest.
+    wecom_suites: wecom_suite::Shared,
 }
 
 impl Simulator {
@@ -190,6 +202,7 @@ impl Simulator {
         Simulator {
             state: Arc::new(Mutex::new(State::new(config))),
             open_platform: Arc::default(),
+            wecom_suites: Arc::default(),
         }
     }
 

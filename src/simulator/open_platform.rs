@@ -7,24 +7,20 @@
 //! that rotate or not, and authorizer tokens that the token-consuming
 //! APIs accept (they live in the same token book as app tokens).
 //!
-//! The push encryption is written here again, apart from the broker's:
-//! the simulator is the broker's oracle and shares no logic with it.
+//! The push encryption (`push_crypto`) is the simulator's own, apart from
+//! the broker's: the simulator is the broker's oracle and shares no logic
+//! with it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aes::Aes256;
-use base64::Engine as _;
-use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockEncryptMut, KeyIvInit};
 use hyper::Response;
-use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
 
 use super::clock::SimTime;
 use super::params;
+use super::push_crypto;
 use super::reply::{self, Body};
 use super::request::SimRequest;
 use super::tokens::{Family, Holder};
@@ -79,7 +75,7 @@ impl Default for OpenPlatform {
 }
 
 fn random(len: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::thread_rng(), len)
+    push_crypto::random(len)
 }
 
 /// A push, ready to send: its query string and XML body.
@@ -89,38 +85,10 @@ pub struct Push {
 }
 
 fn seal(component_appid: &str, component: &Component, inner: &str) -> Push {
-    let mut plain = Vec::new();
-    plain.extend_from_slice(random(16).as_bytes());
-    plain.extend_from_slice(&(inner.len() as u32).to_be_bytes());
-    plain.extend_from_slice(inner.as_bytes());
-    plain.extend_from_slice(component_appid.as_bytes());
-    let pad = 32 - plain.len() % 32;
-    plain.extend(std::iter::repeat_n(pad as u8, pad));
-    let len = plain.len();
-    let key = component.key;
-    let iv: [u8; 16] = key[..16].try_into().expect("16 bytes");
-    let sealed = cbc::Encryptor::<Aes256>::new(&key.into(), &iv.into())
-        .encrypt_padded_mut::<NoPadding>(&mut plain, len)
-        .expect("whole blocks")
-        .to_vec();
-    let encrypt = base64::engine::general_purpose::STANDARD.encode(sealed);
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        .to_string();
+    let encrypt = push_crypto::encrypt(&component.key, component_appid, inner);
+    let timestamp = push_crypto::wall_secs().to_string();
     let nonce = random(10);
-    let mut parts = [
-        component.message_token.as_str(),
-        timestamp.as_str(),
-        nonce.as_str(),
-        encrypt.as_str(),
-    ];
-    parts.sort_unstable();
-    let signature: String = Sha1::digest(parts.concat().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let signature = push_crypto::signature(&component.message_token, &timestamp, &nonce, &encrypt);
     Push {
         query: format!(
             "timestamp={timestamp}&nonce={nonce}&encrypt_type=aes&msg_signature={signature}"
@@ -139,19 +107,13 @@ impl Simulator {
     /// Registers a component app with its secret, message token and
     /// EncodingAESKey (43 base64 characters).
     pub fn add_component(&self, appid: &str, secret: &str, message_token: &str, aes_key: &str) {
-        let key = base64::engine::general_purpose::GeneralPurpose::new(
-            &base64::alphabet::STANDARD,
-            base64::engine::general_purpose::GeneralPurposeConfig::new()
-                .with_decode_allow_trailing_bits(true),
-        )
-        .decode(format!("{aes_key}="))
-        .expect("a 43-character EncodingAESKey");
+        let key = push_crypto::aes_key(aes_key).expect("a 43-character EncodingAESKey");
         self.open().components.insert(
             appid.to_owned(),
             Component {
                 secret: secret.to_owned(),
                 message_token: message_token.to_owned(),
-                key: key.try_into().expect("32 bytes"),
+                key,
                 callback_url: None,
                 tickets: Vec::new(),
                 tokens: HashMap::new(),

@@ -1,7 +1,8 @@
 //! HTTP dispatch: reads a whole request, counts and records it against its
 //! endpoint, and hands it to the token API, the ticket API, the
 //! token-consuming APIs, the
-//! user-facing `/sns/*` APIs or the admin routes.
+//! user-facing `/sns/*` APIs, the Open Platform's `/cgi-bin/component/*`,
+//! WeCom's service providers' `/cgi-bin/service/*` or the admin routes.
 
 use std::net::IpAddr;
 
@@ -58,11 +59,17 @@ pub(crate) async fn handle(
     };
 
     if let Some(rest) = request.path.strip_prefix("/__sim/") {
+        if let Some(route) = rest.strip_prefix("suites") {
+            return Ok(super::wecom_suite::handle_admin(&sim, route, &request).await);
+        }
         return Ok(admin::handle(&sim, rest, &request));
     }
     sim.lock().count_path(&request.path);
     if request.path.starts_with("/cgi-bin/component/") {
         return Ok(super::open_platform::handle(&sim, &request).await);
+    }
+    if request.path.starts_with("/cgi-bin/service/") {
+        return super::wecom_suite::handle(&sim, &request).await;
     }
     let Some(endpoint) = Endpoint::from_path(&request.path) else {
         debug!(path = %request.path, "simulator route not found");

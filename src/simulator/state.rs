@@ -137,6 +137,17 @@ impl State {
             .insert(secret.to_owned(), agentid);
     }
 
+    /// Forgets one app secret of a WeCom corp (a 代开发 install cancelled,
+    /// or its permanent code reset): `gettoken` with it fails from now on.
+    pub(crate) fn remove_wecom_agent(&mut self, corpid: &str, secret: &str) {
+        if let Some(agents) = self.wecom_agents.get_mut(corpid) {
+            agents.remove(secret);
+            if agents.is_empty() {
+                self.wecom_agents.remove(corpid);
+            }
+        }
+    }
+
     /// The agentid registered for a WeCom app, if any (an account added
     /// with [`AccountKind::Wecom`] alone has none).
     pub(crate) fn wecom_agentid(&self, holder: &Holder) -> Option<u64> {
