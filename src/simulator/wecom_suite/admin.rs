@@ -31,7 +31,7 @@ use serde_json::{json, Map, Value};
 use super::super::admin::FaultBody;
 use super::super::params::{self, get};
 use super::super::reply::{self, Body};
-use super::super::routes::SimRequest;
+use super::super::request::SimRequest;
 use super::super::Simulator;
 use super::{ReceiveId, SimSuite, SUITE_ENDPOINTS};
 

@@ -25,7 +25,7 @@ use super::super::faults::FaultAction;
 use super::super::params;
 use super::super::push_crypto::random;
 use super::super::reply::{self, Body};
-use super::super::routes::{DropConnection, SimRequest};
+use super::super::request::{DropConnection, SimRequest};
 use super::super::tokens::{Family, Holder};
 use super::super::wx_error::WxError;
 use super::super::Simulator;
