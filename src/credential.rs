@@ -78,6 +78,31 @@ impl Credential {
             Credential::AuthorizerToken => "authorizer_access_token",
         }
     }
+
+    /// The field that carries the value in the broker's answers (the
+    /// token API, the remote listener) and in an invalidation's body.
+    pub fn answer_field(self) -> &'static str {
+        match self {
+            Credential::AccessToken => "access_token",
+            Credential::Ticket(_) => "ticket",
+            Credential::ComponentToken => "component_access_token",
+            // `/v1/platforms/{platform}/authorizers/{appid}/token`
+            // answers an authorizer's token as an access token.
+            Credential::AuthorizerToken => "access_token",
+        }
+    }
+
+    /// Where a follower reads this credential of the app `owner` on its
+    /// leader's remote listener, or `None` for a credential no broker
+    /// follows (a platform's: `follow` is an app's setting, and the
+    /// remote listener serves app credentials only).
+    pub fn leader_path(self, owner: &str) -> Option<String> {
+        match self {
+            Credential::AccessToken => Some(format!("/v1/apps/{owner}/token")),
+            Credential::Ticket(kind) => Some(format!("/v1/apps/{owner}/tickets/{kind}")),
+            Credential::ComponentToken | Credential::AuthorizerToken => None,
+        }
+    }
 }
 
 impl fmt::Display for Credential {

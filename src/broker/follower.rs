@@ -29,13 +29,13 @@ use tracing::{debug, info, warn};
 
 use super::refresher::Command;
 use super::{
-    AppView, BrokerContext, CredentialHandle, InvalidateOutcome, LastError, LeaderState,
-    TokenRecord,
+    AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError,
+    LeaderState, TokenRecord,
 };
-use crate::config::{AppConfig, FollowConfig};
+use crate::config::FollowConfig;
 use crate::credential::Credential;
 use crate::secret::{AccessToken, Secret};
-use crate::store::{grant_label, Store, StoreKey, StoredApp};
+use crate::store::{Store, StoredApp};
 
 /// How long the leader may hold a watch before answering unchanged.
 const WATCH_SECS: u64 = 25;
@@ -102,7 +102,8 @@ fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Refused(String);
 
-/// The leader's answer, as the remote listener sends it.
+/// The leader's answer, as the remote listener sends it. The value is
+/// in the field its credential names ([`Credential::answer_field`]).
 #[derive(Deserialize)]
 struct Answer {
     app: String,
@@ -110,9 +111,19 @@ struct Answer {
     grant: String,
     credential: String,
     expires_in: u64,
-    access_token: Option<AccessToken>,
-    ticket: Option<AccessToken>,
     outcome: Option<String>,
+    #[serde(flatten)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Answer {
+    /// The value `credential` is answered in, if the answer holds one.
+    fn value(&self, credential: Credential) -> Option<AccessToken> {
+        match self.fields.get(credential.answer_field())? {
+            serde_json::Value::String(value) => Some(AccessToken::new(value.as_str())),
+            _ => None,
+        }
+    }
 }
 
 /// The leader's error body, for its code.
@@ -128,7 +139,7 @@ struct ErrorBody {
 }
 
 pub(super) struct Follower {
-    app: Arc<AppConfig>,
+    spec: Arc<CredentialSpec>,
     credential: Credential,
     leader: Arc<Leader>,
     handle: CredentialHandle,
@@ -139,7 +150,6 @@ pub(super) struct Follower {
     /// Where adopted credentials are kept across restarts; `None` with a
     /// shared store.
     store: Option<Arc<dyn Store>>,
-    key: StoreKey,
 }
 
 impl Follower {
@@ -151,9 +161,8 @@ impl Follower {
     ) -> Follower {
         let store = context.store.clone();
         Follower {
-            key: StoreKey::for_credential(&handle.shared.config, handle.credential()),
             store: store.cluster().is_none().then_some(store),
-            app: handle.shared.config.clone(),
+            spec: handle.spec().clone(),
             credential: handle.credential(),
             cancel: handle.stopped().clone(),
             leader,
@@ -163,13 +172,11 @@ impl Follower {
         }
     }
 
-    /// The leader-side path of this credential.
-    fn path(&self) -> String {
-        match self.credential {
-            Credential::Ticket(kind) => format!("/v1/apps/{}/tickets/{kind}", self.app.name),
-            // An app's other credential is its access token.
-            _ => format!("/v1/apps/{}/token", self.app.name),
-        }
+    /// The leader-side path of this credential, or why it has none.
+    fn path(&self) -> Result<String, Refused> {
+        self.credential
+            .leader_path(&self.spec.name)
+            .ok_or_else(|| Refused(format!("a {} is never followed", self.credential)))
     }
 
     /// Runs until the app stops. Unlike an upstream fetch, a watch
@@ -225,15 +232,11 @@ impl Follower {
     /// Sends `reported` to the leader, which refreshes only if it is
     /// still its current credential; adopts what the leader answers.
     async fn forward_invalidation(&mut self, reported: &AccessToken) -> InvalidateOutcome {
-        let field = match self.credential {
-            Credential::Ticket(_) => "ticket",
-            // An app's other credential is its access token.
-            _ => "access_token",
-        };
+        let field = self.credential.answer_field();
         let body = serde_json::json!({ field: reported.expose() });
-        let url = format!("{}{}/invalidate", self.leader.url, self.path());
-        let answer = match &self.leader.http {
-            Ok(http) => {
+        let answer = match (&self.leader.http, self.path()) {
+            (Ok(http), Ok(path)) => {
+                let url = format!("{}{path}/invalidate", self.leader.url);
                 let request = http
                     .post(url)
                     .bearer_auth(self.leader.credential.expose())
@@ -241,12 +244,13 @@ impl Follower {
                     .json(&body);
                 receive(request).await
             }
-            Err(cause) => Err(Refused(cause.clone())),
+            (Err(cause), _) => Err(Refused(cause.clone())),
+            (_, Err(refused)) => Err(refused),
         };
         let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
         match self.check(answer) {
             Ok(record) => {
-                info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
+                info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
                 let rotated = record.value != *reported;
                 self.adopt(record).await;
                 match outcome.as_deref() {
@@ -272,20 +276,20 @@ impl Follower {
     fn check(&self, answer: Result<Answer, Refused>) -> Result<TokenRecord, Refused> {
         let answer = answer?;
         let refuse = |why: String| Err(Refused(why));
-        if answer.app != self.app.name {
+        if answer.app != self.spec.name {
             return refuse(format!(
                 "the leader answered for app \"{}\"",
                 shown(&answer.app)
             ));
         }
-        if answer.appid != self.app.appid {
+        if answer.appid != self.spec.key.appid {
             return refuse(format!(
                 "the leader answered for appid \"{}\", not {}",
                 shown(&answer.appid),
-                self.app.appid
+                self.spec.key.appid
             ));
         }
-        let grant = grant_label(self.app.kind, self.app.grant);
+        let grant = self.spec.grant;
         if answer.grant != grant {
             return refuse(format!(
                 "the leader's app has grant \"{}\", this one {grant}",
@@ -299,12 +303,7 @@ impl Follower {
                 self.credential
             ));
         }
-        let value = match self.credential {
-            Credential::Ticket(_) => answer.ticket,
-            // An app's other credential is its access token.
-            _ => answer.access_token,
-        };
-        let Some(value) = value else {
+        let Some(value) = answer.value(self.credential) else {
             return refuse(format!("the leader's answer holds no {}", self.credential));
         };
         let plausible = (1..=MAX_VALUE).contains(&value.expose().len())
@@ -336,11 +335,12 @@ impl Follower {
             return;
         }
         let Some(store) = &self.store else { return };
-        let record = match store.load(&self.key).await {
-            Ok(Some(record)) if record.belongs_to(&self.key) => record,
+        let key = &self.spec.key;
+        let record = match store.load(key).await {
+            Ok(Some(record)) if record.belongs_to(key) => record,
             Ok(_) => return,
             Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
+                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
                 return;
             }
         };
@@ -350,7 +350,7 @@ impl Follower {
             .map(TokenRecord::from_stored)
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
-            info!(app = %self.app.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+            info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
             self.publish(|view| view.install(Arc::new(token)));
         }
     }
@@ -359,23 +359,24 @@ impl Follower {
     /// that: the leader still holds the credential.
     async fn save(&self, record: &TokenRecord) {
         let Some(store) = &self.store else { return };
+        let key = &self.spec.key;
         let state = StoredApp {
-            appid: self.key.appid.clone(),
-            grant: self.key.grant.to_owned(),
+            appid: key.appid.clone(),
+            grant: key.grant.to_owned(),
             token: Some(record.to_stored()),
             day: crate::clock::beijing_day(record.fetched_at()),
             // Nothing is ever fetched here.
             fetches: 0,
         };
-        if let Err(err) = store.save(&self.key, &state).await {
-            warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+        if let Err(err) = store.save(key, &state).await {
+            warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not store the leader's credential");
         }
     }
 
     /// Serves `record` from now on, unless it is the one already held.
     async fn adopt(&mut self, record: TokenRecord) {
         if self.last_logged.take().is_some() {
-            info!(app = %self.app.name, credential = %self.credential, "the leader answers again");
+            info!(app = %self.spec.name, credential = %self.credential, "the leader answers again");
         }
         let same = self
             .handle
@@ -385,7 +386,7 @@ impl Follower {
             .as_ref()
             .is_some_and(|held| held.value == record.value);
         if !same {
-            info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+            info!(app = %self.spec.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
             self.save(&record).await;
         }
         self.publish(|view| {
@@ -400,9 +401,9 @@ impl Follower {
     /// Keeps the held credential; records and logs why nothing came.
     fn failed(&mut self, refused: Refused) {
         if self.last_logged.as_ref() != Some(&refused) {
-            warn!(app = %self.app.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+            warn!(app = %self.spec.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
         } else {
-            debug!(app = %self.app.name, cause = %refused.0, "the leader still fails");
+            debug!(app = %self.spec.name, cause = %refused.0, "the leader still fails");
         }
         let at = self.handle.now_secs();
         let errmsg = format!("leader: {}", refused.0);
@@ -431,11 +432,12 @@ impl Follower {
 /// from `held` (at once without one).
 async fn watch(
     leader: Arc<Leader>,
-    path: String,
+    path: Result<String, Refused>,
     held: Option<String>,
     at: Instant,
 ) -> Result<Answer, Refused> {
     tokio::time::sleep_until(at).await;
+    let path = path?;
     let http = leader
         .http
         .as_ref()

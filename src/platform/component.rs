@@ -17,6 +17,10 @@ use tracing::{error, info, warn};
 
 use super::store::PlatformStore;
 use super::upstream::ComponentApi;
+use crate::broker::{CredentialSpec, Reissue};
+use crate::config::PlatformConfig;
+use crate::credential::Credential;
+use crate::store::StoreKey;
 use crate::wechat::{FetchError, TokenGrant, TokenSource};
 
 /// WeChat pushes a ticket every 10 minutes anyway; asking more often
@@ -26,6 +30,24 @@ pub const PUSH_REQUEST_INTERVAL: Duration = Duration::from_secs(600);
 pub const TICKET_LIFETIME_SECS: u64 = 12 * 3600;
 /// 61005: the verify ticket expired; 61006: it is invalid.
 const TICKET_REJECTED: [i64; 2] = [61005, 61006];
+
+/// The component token's spec, from its platform's own settings.
+pub fn spec(config: &PlatformConfig) -> CredentialSpec {
+    let credential = Credential::ComponentToken;
+    CredentialSpec {
+        name: config.name.clone(),
+        credential,
+        grant: credential.label(),
+        key: StoreKey::of_platform(&config.name, &config.component_appid, credential),
+        refresh_before: config.refresh_before,
+        min_forced_interval: config.min_forced_interval,
+        fetch_timeout: config.fetch_timeout,
+        daily_budget: config.daily_budget,
+        budget_key: "daily_budget".to_owned(),
+        reissue: Reissue::Fresh,
+        fight_window: None,
+    }
+}
 
 /// The latest verify ticket, as this broker knows it: `None` when there
 /// is none, or WeChat refused the one there was.
@@ -163,5 +185,101 @@ impl TokenSource for ComponentSource {
 
     fn ready(&self) -> BoxFuture<'_, Result<(), FetchError>> {
         Box::pin(self.wait_for_ticket())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::broker::{
+        AppView, BrokerContext, CredentialHandle, InvalidateOutcome, WechatTickets,
+    };
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::secret::AccessToken;
+    use crate::store::MemoryStore;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A component endpoint that issues a new token on every call.
+    #[derive(Default)]
+    struct Issuing {
+        calls: AtomicU64,
+    }
+
+    impl TokenSource for Issuing {
+        fn fetch(&self, _force_refresh: bool) -> BoxFuture<'_, Result<TokenGrant, FetchError>> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(Ok(TokenGrant {
+                token: AccessToken::new(format!("component-{n}")),
+                expires_in: 7200,
+            })))
+        }
+    }
+
+    fn platform(extra: &str) -> PlatformConfig {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n{extra}\n"
+        );
+        let config = Config::from_toml_str("t.toml", &text).unwrap();
+        config.platforms[0].clone()
+    }
+
+    /// The component token on the engine, fetched from `source`, with
+    /// the clock at 2026-11-24 10:00 Beijing time.
+    fn start(config: &PlatformConfig, source: Arc<Issuing>) -> (CredentialHandle, TaskTracker) {
+        let tasks = TaskTracker::new();
+        let context = BrokerContext {
+            store: Arc::new(MemoryStore::new()),
+            tickets: Arc::new(WechatTickets::new(reqwest::Client::new())),
+            metrics: Metrics::new(),
+            clock: Clock::starting_at(Duration::from_secs(1_795_975_200)),
+            tasks: tasks.clone(),
+            cancel: CancellationToken::new(),
+        };
+        let handle =
+            CredentialHandle::spawn(Arc::new(spec(config)), source, &context, AppView::default());
+        (handle, tasks)
+    }
+
+    /// Reports the token held now as rejected, `after` its fetch.
+    async fn report_after(handle: &CredentialHandle, after: Duration) -> InvalidateOutcome {
+        let held = handle.token(WAIT).await.unwrap();
+        tokio::time::sleep(after).await;
+        handle.invalidate(held.value.expose(), WAIT).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_component_token_is_forced_on_its_platforms_own_min_forced_interval() {
+        // 5 s: a rejection 6 s after the fetch refreshes, where an app's
+        // 30 s would refuse it.
+        let source = Arc::new(Issuing::default());
+        let (handle, tasks) = start(&platform("min_forced_interval = \"5s\""), source.clone());
+        let outcome = report_after(&handle, Duration::from_secs(2)).await;
+        assert_eq!(outcome, InvalidateOutcome::RateLimited);
+        let outcome = report_after(&handle, Duration::from_secs(4)).await;
+        assert_eq!(outcome, InvalidateOutcome::Refreshed);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+        handle.stopped().cancel();
+        tasks.close();
+        tasks.wait().await;
+
+        // 2 min: one 40 s after the fetch is still refused.
+        let source = Arc::new(Issuing::default());
+        let (handle, tasks) = start(&platform("min_forced_interval = \"2m\""), source.clone());
+        let outcome = report_after(&handle, Duration::from_secs(40)).await;
+        assert_eq!(outcome, InvalidateOutcome::RateLimited);
+        let outcome = report_after(&handle, Duration::from_secs(81)).await;
+        assert_eq!(outcome, InvalidateOutcome::Refreshed);
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+        handle.stopped().cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 }

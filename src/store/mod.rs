@@ -67,16 +67,8 @@ impl StoreKey {
         let kind = match credential {
             Credential::AccessToken => return StoreKey::for_app(app),
             Credential::Ticket(kind) => kind,
-            // A platform's own record (`saas.component_access_token.json`),
-            // keyed in a shared store by the component appid.
             Credential::ComponentToken | Credential::AuthorizerToken => {
-                let label = credential.label();
-                return StoreKey {
-                    name: format!("{}.{label}", app.name),
-                    appid: app.appid.clone(),
-                    grant: label,
-                    cluster_grant: label.to_owned(),
-                };
+                return StoreKey::of_platform(&app.name, &app.appid, credential)
             }
         };
         let label = credential.label();
@@ -92,6 +84,19 @@ impl StoreKey {
             appid: app.appid.clone(),
             grant: label,
             cluster_grant,
+        }
+    }
+
+    /// The key of a credential a platform owns: its own record
+    /// (`saas.component_access_token.json`), keyed in a shared store by
+    /// the component appid.
+    pub fn of_platform(name: &str, component_appid: &str, credential: Credential) -> Self {
+        let label = credential.label();
+        StoreKey {
+            name: format!("{name}.{label}"),
+            appid: component_appid.to_owned(),
+            grant: label,
+            cluster_grant: label.to_owned(),
         }
     }
 

@@ -46,7 +46,7 @@ impl Refresher {
         let Some(cluster) = store.cluster() else {
             return Turn::Mine(None);
         };
-        let hold = lock_hold(self.app.fetch_timeout);
+        let hold = lock_hold(self.spec.fetch_timeout);
         // Another broker may hold the lock for up to its hold; one that
         // died holding it loses it within a lease.
         let give_up = Instant::now() + hold + LOCK_LEASE;
@@ -100,7 +100,7 @@ impl Refresher {
         self.count_store_error(err.op_label());
         if self.may_fetch_alone() {
             error!(
-                app = %self.app.name, credential = %self.credential,
+                app = %self.spec.name, credential = %self.credential,
                 error = %err,
                 "cluster store unreachable: refreshing without the fleet's lock"
             );
@@ -108,7 +108,7 @@ impl Refresher {
             return Turn::Mine(None);
         }
         warn!(
-            app = %self.app.name, credential = %self.credential,
+            app = %self.spec.name, credential = %self.credential,
             error = %err,
             "cluster store unreachable: keeping the current token and waiting for it"
         );
@@ -125,7 +125,7 @@ impl Refresher {
         if let (Some(cluster), Some(lock)) = (store.cluster(), lock) {
             if let Err(err) = cluster.unlock(&self.key, lock).await {
                 // Its lease ends it; others wait at most that long.
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not release the refresh lock");
+                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not release the refresh lock");
                 self.count_store_error(err.op_label());
             }
         }
@@ -148,7 +148,7 @@ impl Refresher {
         let token = self
             .current()
             .filter(|token| token.is_valid(self.now_ms()))?;
-        let lead = ALONE_LEAD_MAX.min(self.app.refresh_before / 2);
+        let lead = ALONE_LEAD_MAX.min(self.spec.refresh_before / 2);
         let lead_ms = lead.as_millis() as u64;
         Some(
             self.clock
@@ -160,12 +160,12 @@ impl Refresher {
         if self.degraded != degraded {
             self.degraded = degraded;
             if !degraded {
-                info!(app = %self.app.name, credential = %self.credential, "cluster store reachable again");
+                info!(app = %self.spec.name, credential = %self.credential, "cluster store reachable again");
             }
         }
         self.metrics
             .cluster_degraded
-            .with_label_values(&[&self.app.name])
+            .with_label_values(&[&self.spec.name])
             .set(i64::from(degraded));
     }
 
@@ -233,7 +233,7 @@ impl Refresher {
 
     fn take_stored(&mut self, stored: TokenRecord) {
         info!(
-            app = %self.app.name, credential = %self.credential,
+            app = %self.spec.name, credential = %self.credential,
             token = %stored.value.fingerprint(),
             expires_in = stored.expires_in(self.now_ms()),
             "adopted the fleet's token"

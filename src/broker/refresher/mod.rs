@@ -15,15 +15,16 @@ mod fleet;
 
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
-use super::schedule::{self, Failure, Renewal};
+use super::schedule::{self, Failure};
 use super::unsaved::Unsaved;
-use super::{BrokerContext, CredentialHandle, InvalidateOutcome, LastError, TokenRecord};
+use super::{
+    BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError, TokenRecord,
+};
 use crate::clock::{next_beijing_midnight, Clock};
-use crate::config::{AppConfig, AppKind, Grant};
 use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
+use crate::store::{Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
 
 pub(super) enum Command {
@@ -38,10 +39,6 @@ pub(super) enum Command {
     ClearQuotaHold,
 }
 
-/// How long WeChat keeps a replaced token valid. A rejection of a token
-/// younger than this, which the broker did not replace, means something
-/// else fetched tokens for this appid in the meantime: a token fight.
-const WECHAT_OVERLAP: Duration = Duration::from_secs(300);
 /// A fight is logged once per episode: again only after this long
 /// without one.
 const FIGHT_EPISODE_GAP: Duration = Duration::from_secs(600);
@@ -60,7 +57,7 @@ enum AttemptError {
 }
 
 pub(super) struct Refresher {
-    app: Arc<AppConfig>,
+    spec: Arc<CredentialSpec>,
     credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
@@ -116,19 +113,17 @@ async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
 impl Refresher {
     pub(super) fn new(
         source: Arc<dyn TokenSource>,
-        daily_budget: u32,
         handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
-        let app = handle.shared.config.clone();
-        let credential = handle.credential();
+        let spec = handle.spec().clone();
         Refresher {
-            key: StoreKey::for_credential(&app, credential),
-            budget: DailyBudget::new(daily_budget, context.clock.now_secs()),
-            app,
-            credential,
+            key: spec.key.clone(),
+            budget: DailyBudget::new(spec.daily_budget, context.clock.now_secs()),
+            credential: spec.credential,
+            spec,
             source,
             store: context.store.clone(),
             metrics: context.metrics.clone(),
@@ -177,7 +172,7 @@ impl Refresher {
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
-                        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
+                        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
                         self.invalidate(&reported, false).await;
                     }
                 }
@@ -230,12 +225,12 @@ impl Refresher {
         let record = match self.store.load(&self.key).await {
             Ok(record) => record,
             Err(err) if err.is_untrusted() => {
-                error!(app = %self.app.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                error!(app = %self.spec.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
                 self.count_store_error(err.op_label());
                 None
             }
             Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
+                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
                 None
             }
@@ -243,7 +238,7 @@ impl Refresher {
         let Some(record) = record else { return };
         if !record.belongs_to(&self.key) {
             warn!(
-                app = %self.app.name, credential = %self.credential,
+                app = %self.spec.name, credential = %self.credential,
                 stored_appid = %record.appid,
                 stored_grant = %record.grant,
                 "ignoring stored state written for another app or grant"
@@ -264,7 +259,7 @@ impl Refresher {
             .filter(|stored| match stored.implausible(now / 1000) {
                 None => true,
                 Some(problem) => {
-                    error!(app = %self.app.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    error!(app = %self.spec.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
                     self.count_store_error(UNTRUSTED_LABEL);
                     false
                 }
@@ -273,7 +268,7 @@ impl Refresher {
             .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
-                app = %self.app.name, credential = %self.credential,
+                app = %self.spec.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
                 expires_in = token.expires_in(now),
                 "loaded stored token"
@@ -287,8 +282,8 @@ impl Refresher {
     /// When the held credential should be replaced (see [`schedule::due_ms`]).
     fn refresh_due(&self, token: &TokenRecord) -> Instant {
         self.clock.instant_at_ms(schedule::due_ms(
-            Renewal::of(self.credential),
-            self.app.refresh_before,
+            self.spec.reissue.renewal(),
+            self.spec.refresh_before,
             token.fetched_at_ms,
             token.expires_at_ms,
         ))
@@ -321,7 +316,7 @@ impl Refresher {
     /// while that one is valid: `stable_token` before its rotation window
     /// (rule 3), and every ticket endpoint (DESIGN.md section 11).
     fn answers_held_again(&self) -> bool {
-        self.is_stable() || matches!(self.credential, Credential::Ticket(_))
+        self.spec.reissue.repeats_held()
     }
 
     /// An answer that repeats the held credential is a success, but never
@@ -340,9 +335,9 @@ impl Refresher {
             .map_or(answered_expiry, |held| held.expires_at_ms)
             .min(answered_expiry);
         let left = Duration::from_millis(held_expiry.saturating_sub(now));
-        let wait = schedule::recheck_after(Renewal::of(self.credential), left);
+        let wait = schedule::recheck_after(self.spec.reissue.renewal(), left);
         info!(
-            app = %self.app.name,
+            app = %self.spec.name,
             credential = %self.credential,
             value = %grant.token.fingerprint(),
             expires_in = left.as_secs(),
@@ -367,7 +362,7 @@ impl Refresher {
         let outcome = self.try_invalidate(reported, defer).await;
         self.metrics
             .forced_refreshes
-            .with_label_values(&[&self.app.name, outcome.metric_label()])
+            .with_label_values(&[&self.spec.name, outcome.metric_label()])
             .inc();
         outcome
     }
@@ -377,10 +372,14 @@ impl Refresher {
             return InvalidateOutcome::AlreadyRotated;
         };
         let now = Instant::now();
-        let interval = self.app.min_forced_interval;
+        let interval = self.spec.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
-        if fetched_ago < WECHAT_OVERLAP && self.credential == Credential::AccessToken {
+        if self
+            .spec
+            .fight_window
+            .is_some_and(|window| fetched_ago < window)
+        {
             self.count_fight(reported, fetched_ago);
         }
         // The earliest moment rule 4 allows a refresh of this token.
@@ -405,11 +404,11 @@ impl Refresher {
             fleet::Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
-            Ok((grant, _)) if self.is_stable() && grant.token == *reported => {
+            Ok((grant, _)) if self.spec.reissue.can_force() && grant.token == *reported => {
                 self.attempt(true).await
             }
             other => other,
@@ -443,7 +442,7 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
-                    app = %self.app.name, credential = %self.credential,
+                    app = %self.spec.name, credential = %self.credential,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -466,7 +465,7 @@ impl Refresher {
     fn count_fight(&mut self, reported: &AccessToken, age: Duration) {
         self.metrics
             .token_fights
-            .with_label_values(&[&self.app.name])
+            .with_label_values(&[&self.spec.name])
             .inc();
         let now = Instant::now();
         let new_episode = self
@@ -475,20 +474,14 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
-                app = %self.app.name, credential = %self.credential,
-                appid = %self.app.appid,
+                app = %self.spec.name, credential = %self.credential,
+                appid = %self.key.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
                 "token fight: WeChat rejected a token this broker fetched {}s ago and has not replaced; something else is fetching tokens for this appid (another environment or broker sharing the secret). Make it read from this broker",
                 age.as_secs()
             );
         }
-    }
-
-    fn is_stable(&self) -> bool {
-        self.credential == Credential::AccessToken
-            && self.app.kind == AppKind::Wechat
-            && self.app.grant == Grant::Stable
     }
 
     /// One upstream call, within the daily budget. Returns the grant and
@@ -511,7 +504,7 @@ impl Refresher {
         }
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
-        let app = self.app.name.as_str();
+        let app = self.spec.name.as_str();
         let credential = self.credential.label();
         self.metrics
             .upstream_fetch_duration
@@ -539,7 +532,7 @@ impl Refresher {
     fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
         let short_lived = schedule::is_short_lifetime(
             Duration::from_secs(grant.expires_in),
-            self.app.refresh_before,
+            self.spec.refresh_before,
         );
         if !short_lived {
             self.backoff.reset();
@@ -552,9 +545,9 @@ impl Refresher {
             fetched_at_ms: self.now_ms(),
         };
         info!(
-            app = %self.app.name,
+            app = %self.spec.name,
             credential = %self.credential,
-            grant = grant_label(self.app.kind, self.app.grant),
+            grant = self.spec.grant,
             value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
             duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
@@ -579,16 +572,16 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
-            app = %self.app.name, credential = %self.credential,
+            app = %self.spec.name, credential = %self.credential,
             expires_in,
-            refresh_before = ?self.app.refresh_before,
+            refresh_before = ?self.spec.refresh_before,
             next_fetch_in = ?wait,
             "upstream granted a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
         );
         self.metrics
             .upstream_errors
             .with_label_values(&[
-                &self.app.name,
+                &self.spec.name,
                 self.credential.label(),
                 SHORT_LIFETIME_LABEL,
             ])
@@ -620,12 +613,12 @@ impl Refresher {
 
     /// Logs a failure with what to do about it; returns it as readers see it.
     fn log_failure(&self, err: &AttemptError, wait: Duration) -> LastError {
-        let app = self.app.name.as_str();
+        let app = self.spec.name.as_str();
         let credential = self.credential;
         let at = self.now_secs();
         let err = match err {
             AttemptError::BudgetSpent => {
-                let budget_key = self.budget_key();
+                let budget_key = &self.spec.budget_key;
                 error!(
                     app,
                     %credential,
@@ -687,16 +680,6 @@ impl Refresher {
         }
     }
 
-    /// The configuration key of this credential's daily budget.
-    fn budget_key(&self) -> String {
-        match self.credential {
-            Credential::AccessToken | Credential::ComponentToken | Credential::AuthorizerToken => {
-                "daily_budget".to_owned()
-            }
-            Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
-        }
-    }
-
     /// Lifts a hold that only WeChat's daily quota (45009) imposed, after
     /// an operator reset that quota; any other hold stays.
     fn clear_quota_hold(&mut self) {
@@ -711,7 +694,7 @@ impl Refresher {
         if !quota_held {
             return;
         }
-        info!(app = %self.app.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
+        info!(app = %self.spec.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
         self.hold_until = None;
         self.next_attempt = Instant::now();
         self.publish(|view| view.clear_failure());
@@ -731,7 +714,7 @@ impl Refresher {
                     return count <= self.budget.limit();
                 }
                 Err(err) => {
-                    warn!(app = %self.app.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
+                    warn!(app = %self.spec.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
                     self.count_store_error(err.op_label());
                 }
             }
@@ -775,11 +758,11 @@ impl Refresher {
                 // The count in memory stays the authority; the store gets
                 // it again soon (a shared store counts on its own counter).
                 let retry_in = self.unsaved.failed();
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
+                warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
                 self.count_store_error(err.op_label());
             }
             Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not persist token state");
+                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not persist token state");
                 self.count_store_error(err.op_label());
             }
         }
