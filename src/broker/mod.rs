@@ -14,6 +14,7 @@ pub(crate) mod backoff;
 mod budget;
 mod follower;
 mod handle;
+mod pushed_source;
 mod refresher;
 pub(crate) mod schedule;
 mod spec;
@@ -37,6 +38,10 @@ use crate::wechat::TokenSource;
 pub use app::AppHandle;
 pub use budget::DailyBudget;
 pub use handle::CredentialHandle;
+pub use pushed_source::{
+    KeptTicket, PushRequest, PushedTicketCaller, PushedTicketShape, PushedTicketSource, TicketCell,
+    TicketKeeper, PUSH_REQUEST_INTERVAL,
+};
 pub use schedule::Reissue;
 pub use spec::CredentialSpec;
 pub use ticket_source::{TicketSources, WechatTickets};

@@ -31,7 +31,7 @@ use crate::broker::{AppView, BrokerContext, CredentialHandle};
 use crate::config::PlatformConfig;
 use crate::wechat::FetchError;
 use authorizers::{AuthorizerToken, Command, Scheduler, SchedulerParts, SchedulerTuning, Table};
-use component::{ComponentSource, TicketCell};
+use component::TicketCell;
 use crypto::MessageCrypt;
 use metrics::PlatformMetrics;
 use store::{PlatformStore, StoredTicket};
@@ -107,14 +107,13 @@ impl PlatformHandle {
         tuning: SchedulerTuning,
     ) -> PlatformHandle {
         let config = Arc::new(config);
-        let api = ComponentApi::new(http, &config);
+        let api = ComponentApi::new(http.clone(), &config);
         let ticket: Arc<TicketCell> = Arc::new(tokio::sync::watch::channel(None).0);
-        let source = Arc::new(ComponentSource::new(
-            api.clone(),
-            &config.name,
+        let source = Arc::new(component::source(
+            http.clone(),
+            &config,
             ticket.clone(),
             store.clone(),
-            config.fetch_timeout,
             context.clock,
         ));
         let component = CredentialHandle::spawn(
