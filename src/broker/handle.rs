@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::follower::{Follower, Leader};
+use super::refresher::coordination::{self, Coordination};
 use super::refresher::{Command, Refresher};
 use super::{AppView, BrokerContext, CredentialSpec, InvalidateOutcome, TokenError, TokenRecord};
 use crate::clock::Clock;
@@ -238,9 +239,21 @@ impl CredentialHandle {
         context: &BrokerContext,
         seed: AppView,
     ) -> CredentialHandle {
+        let coordination = coordination::for_store(&context.store);
+        CredentialHandle::spawn_coordinated(spec, source, coordination, context, seed)
+    }
+
+    /// [`CredentialHandle::spawn`] with the coordination given.
+    pub(super) fn spawn_coordinated(
+        spec: Arc<CredentialSpec>,
+        source: Arc<dyn TokenSource>,
+        coordination: Box<dyn Coordination>,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
         let refresher = Refresher::new(source, handle.clone(), command_rx, context);
-        handle.run_writer(context, refresher.run());
+        handle.run_writer(context, refresher.run(coordination));
         handle
     }
 

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-mod fleet;
+pub(super) mod coordination;
 
+use self::coordination::{Coordination, Turn};
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
 use super::schedule::{self, Failure};
@@ -68,7 +69,7 @@ pub(super) struct Refresher {
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
-    /// Outside cluster mode: the store lags the count in memory.
+    /// A count kept here (not on a fleet's counter) that the store lags.
     unsaved: Unsaved,
     backoff: Backoff,
     /// When the next scheduled upstream attempt is due.
@@ -77,16 +78,6 @@ pub(super) struct Refresher {
     hold_until: Option<Instant>,
     /// The last upstream call made for an invalidation.
     last_forced: Option<Instant>,
-    /// Cluster mode: wake-ups when another broker stored a new token.
-    updates: Option<mpsc::Receiver<()>>,
-    /// Cluster mode: when to re-read the shared record anyway.
-    next_poll: Instant,
-    /// Cluster mode: refreshing without the shared store.
-    degraded: bool,
-    /// Cluster mode: the current token was fetched without the fleet's
-    /// lock, so it may already be dead upstream (another broker fetching
-    /// alone invalidates it); it is never offered to the fleet.
-    fetched_alone: bool,
     /// A rejected token whose refresh `min_forced_interval` put off, and
     /// when it is allowed: one at a time, later reports merge into it.
     deferred: Option<(AccessToken, Instant)>,
@@ -102,14 +93,6 @@ async fn deferred_due(deferred: &Option<(AccessToken, Instant)>) {
     }
 }
 
-/// The next wake-up from the cluster, or never outside cluster mode.
-async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
-    match updates {
-        Some(updates) => updates.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Refresher {
     pub(super) fn new(
         source: Arc<dyn TokenSource>,
@@ -119,9 +102,14 @@ impl Refresher {
     ) -> Self {
         let cancel = handle.stopped().clone();
         let spec = handle.spec().clone();
+        let mut budget = DailyBudget::new(spec.daily_budget, context.clock.now_secs());
+        // Carried over from the credential's previous settings by a
+        // reload; the store may lag it (a save that failed), never lead it.
+        let seed = handle.view();
+        budget.at_least(seed.fetches_day, seed.fetches_today);
         Refresher {
             key: spec.key.clone(),
-            budget: DailyBudget::new(spec.daily_budget, context.clock.now_secs()),
+            budget,
             credential: spec.credential,
             spec,
             source,
@@ -136,56 +124,45 @@ impl Refresher {
             next_attempt: Instant::now(),
             hold_until: None,
             last_forced: None,
-            updates: None,
-            next_poll: Instant::now() + fleet::POLL_INTERVAL,
-            degraded: false,
-            fetched_alone: false,
             deferred: None,
             last_fight: None,
         }
     }
 
-    /// Runs until the app stops. Cancellation is looked at only between
-    /// pieces of work, at the `select!`: an upstream fetch that has begun
-    /// runs to its end (bounded by `fetch_timeout`) and its token is
-    /// adopted and stored before the task ends, because WeChat has already
-    /// replaced the token this broker held.
-    pub(super) async fn run(mut self) {
+    /// Runs until the credential's owner stops, sharing it with others as
+    /// `coordination` says. Cancellation is looked at only between pieces
+    /// of work, at the `select!`: an upstream fetch that has begun runs to
+    /// its end (bounded by `fetch_timeout`) and its token is adopted and
+    /// stored before the task ends, because WeChat has already replaced
+    /// the token this broker held.
+    pub(super) async fn run(mut self, mut coordination: Box<dyn Coordination>) {
         let cancel = self.cancel.clone();
-        if let Some(cluster) = self.store.clone().cluster() {
-            self.updates = Some(cluster.watch(&self.key, cancel.child_token()));
-        }
-        self.warm_start().await;
+        let coordination = &mut *coordination;
+        coordination.start(&mut self).await;
+        self.warm_start(coordination).await;
         // A stop that came while a branch's work ran is seen here, before
         // the next wait; one that comes during the wait ends it.
         while !cancel.is_cancelled() {
-            let clustered = self.updates.is_some();
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(()) = next_update(&mut self.updates) => {
-                    self.adopt_stored(None).await;
-                }
-                () = tokio::time::sleep_until(self.next_poll), if clustered => {
-                    self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
-                    self.adopt_stored(None).await;
-                }
+                () = coordination.next_result() => coordination.adopt_result(&mut self).await,
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
                         info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
-                        self.invalidate(&reported, false).await;
+                        self.invalidate(coordination, &reported, false).await;
                     }
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Invalidate { reported, defer, reply }) => {
-                        let outcome = self.invalidate(&reported, defer).await;
+                        let outcome = self.invalidate(coordination, &reported, defer).await;
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
                     Some(Command::ClearQuotaHold) => self.clear_quota_hold(),
                     None => break,
                 },
-                () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh(coordination).await,
                 () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
             }
         }
@@ -210,14 +187,7 @@ impl Refresher {
 
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
-    async fn warm_start(&mut self) {
-        // Carried over from the app's previous settings by a reload; the
-        // store may lag it (a save that failed), never lead it.
-        let view = self.handle.view();
-        self.budget.at_least(view.fetches_day, view.fetches_today);
-        if self.budget.used() > 0 && self.store.cluster().is_none() {
-            self.unsaved.save_now();
-        }
+    async fn warm_start(&mut self, coordination: &mut dyn Coordination) {
         if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
             self.next_attempt = self.refresh_due(&token);
             return;
@@ -246,13 +216,7 @@ impl Refresher {
             return;
         }
         self.budget.at_least(record.day, record.fetches);
-        if let Some(cluster) = self.store.clone().cluster() {
-            // The fleet's count, not whatever the record last carried.
-            match cluster.fetches(&self.key, self.budget.day()).await {
-                Ok(count) => self.budget.restore(self.budget.day(), count),
-                Err(err) => self.count_store_error(err.op_label()),
-            }
-        }
+        coordination.restore_count(self).await;
         let now = self.now_ms();
         let token = record
             .token
@@ -289,27 +253,31 @@ impl Refresher {
         ))
     }
 
-    async fn scheduled_refresh(&mut self) {
-        let lock = match self.take_turn(None).await {
-            fleet::Turn::Mine(lock) => lock,
-            fleet::Turn::Settled | fleet::Turn::Later => return,
+    async fn scheduled_refresh(&mut self, coordination: &mut dyn Coordination) {
+        let pass = match coordination.take_turn(self, None).await {
+            Turn::Mine(pass) => pass,
+            Turn::Settled | Turn::Later => return,
         };
         let current = self.current();
-        match self.attempt(false).await {
+        let fetched = match self.attempt(coordination, false).await {
             Ok((grant, sent_at)) => {
                 let same = current
                     .as_ref()
                     .is_some_and(|token| token.value == grant.token);
                 if same && self.answers_held_again() {
                     self.keep_held(grant, sent_at);
+                    false
                 } else {
                     self.adopt(grant, sent_at);
+                    true
                 }
             }
-            Err(err) => self.on_failure(err),
-        }
-        self.persist().await;
-        self.end_turn(lock).await;
+            Err(err) => {
+                self.on_failure(err);
+                false
+            }
+        };
+        coordination.end_turn(self, pass, fetched).await;
     }
 
     /// Whether upstream answers a fetch with the credential already held
@@ -358,8 +326,13 @@ impl Refresher {
 
     /// Rule 4: refresh only if `reported` is still current and the last
     /// refresh is older than `min_forced_interval`.
-    async fn invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
-        let outcome = self.try_invalidate(reported, defer).await;
+    async fn invalidate(
+        &mut self,
+        coordination: &mut dyn Coordination,
+        reported: &AccessToken,
+        defer: bool,
+    ) -> InvalidateOutcome {
+        let outcome = self.try_invalidate(coordination, reported, defer).await;
         self.metrics
             .forced_refreshes
             .with_label_values(&[&self.spec.name, outcome.metric_label()])
@@ -367,7 +340,12 @@ impl Refresher {
         outcome
     }
 
-    async fn try_invalidate(&mut self, reported: &AccessToken, defer: bool) -> InvalidateOutcome {
+    async fn try_invalidate(
+        &mut self,
+        coordination: &mut dyn Coordination,
+        reported: &AccessToken,
+        defer: bool,
+    ) -> InvalidateOutcome {
         let Some(current) = self.current().filter(|token| token.value == *reported) else {
             return InvalidateOutcome::AlreadyRotated;
         };
@@ -398,18 +376,18 @@ impl Refresher {
             }
             return self.defer_refresh(reported, allowed_at);
         }
-        let lock = match self.take_turn(Some(reported)).await {
-            fleet::Turn::Mine(lock) => lock,
-            fleet::Turn::Settled => return InvalidateOutcome::AlreadyRotated,
-            fleet::Turn::Later => return InvalidateOutcome::RateLimited,
+        let pass = match coordination.take_turn(self, Some(reported)).await {
+            Turn::Mine(pass) => pass,
+            Turn::Settled => return InvalidateOutcome::AlreadyRotated,
+            Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
         info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
-        let result = match self.attempt(false).await {
+        let result = match self.attempt(coordination, false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
             Ok((grant, _)) if self.spec.reissue.can_force() && grant.token == *reported => {
-                self.attempt(true).await
+                self.attempt(coordination, true).await
             }
             other => other,
         };
@@ -429,8 +407,8 @@ impl Refresher {
                 InvalidateOutcome::Failed
             }
         };
-        self.persist().await;
-        self.end_turn(lock).await;
+        let fetched = outcome == InvalidateOutcome::Refreshed;
+        coordination.end_turn(self, pass, fetched).await;
         outcome
     }
 
@@ -487,21 +465,19 @@ impl Refresher {
     /// One upstream call, within the daily budget. Returns the grant and
     /// the unix millisecond the request was sent, the earliest WeChat could
     /// have issued the token, so `expires_at` is never later than WeChat's.
-    async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
+    async fn attempt(
+        &mut self,
+        coordination: &mut dyn Coordination,
+        force_refresh: bool,
+    ) -> Result<(TokenGrant, u64), AttemptError> {
         // A credential fetched with another waits for that one first, and
         // without it makes no call and spends nothing.
         self.source.ready().await.map_err(AttemptError::Upstream)?;
         let sent_at = self.now_ms();
-        if !self.spend_budget(sent_at / 1000).await {
+        if !coordination.count_fetch(self, sent_at / 1000).await {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
-        if self.store.cluster().is_none() {
-            // Counted durably before the call: a crash right after it must
-            // not hand the next start an unspent budget. (A shared store
-            // counts on its own counter, already incremented.)
-            self.persist().await;
-        }
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         let app = self.spec.name.as_str();
@@ -538,7 +514,6 @@ impl Refresher {
             self.backoff.reset();
         }
         self.hold_until = None;
-        self.fetched_alone = self.degraded;
         let token = TokenRecord {
             value: grant.token,
             expires_at_ms: expiry_ms(sent_at, grant.expires_in),
@@ -700,28 +675,6 @@ impl Refresher {
         self.publish(|view| view.clear_failure());
     }
 
-    /// Counts one upstream call against the day's budget: the fleet's
-    /// shared counter in cluster mode (this broker's own count while the
-    /// store is away), else this broker's.
-    async fn spend_budget(&mut self, now_secs: u64) -> bool {
-        let store = self.store.clone();
-        if let (Some(cluster), false) = (store.cluster(), self.degraded) {
-            self.budget.roll(now_secs);
-            let day = self.budget.day();
-            match cluster.count_fetch(&self.key, day).await {
-                Ok(count) => {
-                    self.budget.restore(day, count);
-                    return count <= self.budget.limit();
-                }
-                Err(err) => {
-                    warn!(app = %self.spec.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
-                    self.count_store_error(err.op_label());
-                }
-            }
-        }
-        self.budget.try_spend(now_secs)
-    }
-
     /// Publishes a change of the app's view; the token goes into the
     /// readers' lock-free cell in the same step, so the two never differ.
     fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
@@ -741,10 +694,7 @@ impl Refresher {
     }
 
     /// Rule 6 and 8: the token and the day's count survive restarts.
-    async fn persist(&mut self) {
-        if self.fetched_alone {
-            return;
-        }
+    async fn save(&mut self) -> Result<(), crate::store::StoreError> {
         let record = StoredApp {
             appid: self.key.appid.clone(),
             grant: self.key.grant.to_owned(),
@@ -752,20 +702,36 @@ impl Refresher {
             day: self.budget.day(),
             fetches: self.budget.used(),
         };
-        match self.store.save(&self.key, &record).await {
-            Ok(()) => self.unsaved.saved(),
-            Err(err) if self.store.cluster().is_none() => {
-                // The count in memory stays the authority; the store gets
-                // it again soon (a shared store counts on its own counter).
-                let retry_in = self.unsaved.failed();
-                warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
-                self.count_store_error(err.op_label());
-            }
-            Err(err) => {
-                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not persist token state");
-                self.count_store_error(err.op_label());
-            }
+        self.store.save(&self.key, &record).await?;
+        self.unsaved.saved();
+        Ok(())
+    }
+
+    /// [`Refresher::save`] of a count kept here: the count in memory stays
+    /// the authority, and a store that failed gets it again soon.
+    async fn persist(&mut self) {
+        if let Err(err) = self.save().await {
+            let retry_in = self.unsaved.failed();
+            warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
+            self.count_store_error(err.op_label());
         }
+    }
+
+    /// Serves `stored`, a token another broker fetched and stored.
+    fn take_stored(&mut self, stored: TokenRecord) {
+        info!(
+            app = %self.spec.name, credential = %self.credential,
+            token = %stored.value.fingerprint(),
+            expires_in = stored.expires_in(self.now_ms()),
+            "adopted the fleet's token"
+        );
+        self.next_attempt = self.refresh_due(&stored);
+        self.backoff.reset();
+        self.hold_until = None;
+        self.publish(|view| {
+            view.install(Arc::new(stored));
+            view.clear_failure();
+        });
     }
 
     fn count_store_error(&self, op: &str) {
