@@ -30,12 +30,11 @@ use tracing::{debug, info, warn};
 use super::refresher::Command;
 use super::{
     AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError,
-    LeaderState, TokenRecord,
+    LeaderState, TokenRecord, Writer,
 };
 use crate::config::FollowConfig;
 use crate::credential::Credential;
 use crate::secret::{AccessToken, Secret};
-use crate::store::{Store, StoredApp};
 
 /// How long the leader may hold a watch before answering unchanged.
 const WATCH_SECS: u64 = 25;
@@ -142,14 +141,15 @@ pub(super) struct Follower {
     spec: Arc<CredentialSpec>,
     credential: Credential,
     leader: Arc<Leader>,
-    handle: CredentialHandle,
+    /// Publishes, warm-starts and saves, as a refresher's does.
+    writer: Writer,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     /// The last cause logged, so a leader down for an hour logs once.
     last_logged: Option<Refused>,
-    /// Where adopted credentials are kept across restarts; `None` with a
-    /// shared store.
-    store: Option<Arc<dyn Store>>,
+    /// Whether adopted credentials are kept across restarts: not in a
+    /// shared store, whose fleet would take the record for its own.
+    keeps: bool,
 }
 
 impl Follower {
@@ -159,14 +159,13 @@ impl Follower {
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Follower {
-        let store = context.store.clone();
         Follower {
-            store: store.cluster().is_none().then_some(store),
+            keeps: context.store.cluster().is_none(),
             spec: handle.spec().clone(),
             credential: handle.credential(),
             cancel: handle.stopped().clone(),
             leader,
-            handle,
+            writer: Writer::new(handle, context),
             commands,
             last_logged: None,
         }
@@ -225,7 +224,7 @@ impl Follower {
     /// nothing" for an expired one would be answered at once with the
     /// same value, again and again, until the leader's expired too.)
     fn held_version(&self) -> Option<String> {
-        let view = self.handle.shared.view.borrow();
+        let view = self.writer.handle().shared.view.borrow();
         Some(view.token.as_ref()?.version())
     }
 
@@ -317,7 +316,7 @@ impl Follower {
         if answer.expires_in == 0 {
             return refuse(format!("the leader's {} has expired", self.credential));
         }
-        let now = self.handle.now_ms();
+        let now = self.writer.handle().now_ms();
         Ok(TokenRecord {
             value,
             expires_at_ms: now.saturating_add(answer.expires_in.min(MAX_LIFETIME_SECS) * 1000),
@@ -330,45 +329,26 @@ impl Follower {
     /// keeps serving. Only a record for this appid and grant, plausible
     /// and valid, is taken.
     async fn warm_start(&mut self) {
-        let now = self.handle.now_ms();
-        if self.handle.valid_token_at(now).is_some() {
+        if !self.keeps || self.writer.valid().is_some() {
             return;
         }
-        let Some(store) = &self.store else { return };
-        let key = &self.spec.key;
-        let record = match store.load(key).await {
-            Ok(Some(record)) if record.belongs_to(key) => record,
-            Ok(_) => return,
-            Err(err) => {
-                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
-                return;
-            }
+        let Some((_, Some(token))) = self.writer.warm_start().await else {
+            return;
         };
-        let token = record
-            .token
-            .filter(|stored| stored.implausible(now / 1000).is_none())
-            .map(TokenRecord::from_stored)
-            .filter(|token| token.is_valid(now));
-        if let Some(token) = token {
-            info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
-            self.publish(|view| view.install(Arc::new(token)));
-        }
+        let now = self.writer.handle().now_ms();
+        info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+        self.publish(|view| view.install(Arc::new(token)));
     }
 
-    /// Keeps `record` for a restart. A failure is logged and costs only
-    /// that: the leader still holds the credential.
-    async fn save(&self, record: &TokenRecord) {
-        let Some(store) = &self.store else { return };
-        let key = &self.spec.key;
-        let state = StoredApp {
-            appid: key.appid.clone(),
-            grant: key.grant.to_owned(),
-            token: Some(record.to_stored()),
-            day: crate::clock::beijing_day(record.fetched_at()),
-            // Nothing is ever fetched here.
-            fetches: 0,
-        };
-        if let Err(err) = store.save(key, &state).await {
+    /// Keeps the credential held for a restart. A failure is logged and
+    /// costs only that: the leader still holds the credential.
+    async fn save(&self) {
+        if !self.keeps {
+            return;
+        }
+        let today = crate::clock::beijing_day(self.writer.handle().now_secs());
+        // Nothing is ever fetched here.
+        if let Err(err) = self.writer.save(today, 0).await {
             warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not store the leader's credential");
         }
     }
@@ -379,15 +359,11 @@ impl Follower {
             info!(app = %self.spec.name, credential = %self.credential, "the leader answers again");
         }
         let same = self
-            .handle
-            .shared
-            .current
-            .load()
-            .as_ref()
+            .writer
+            .current()
             .is_some_and(|held| held.value == record.value);
         if !same {
             info!(app = %self.spec.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
-            self.save(&record).await;
         }
         self.publish(|view| {
             if !same {
@@ -396,6 +372,9 @@ impl Follower {
             view.clear_failure();
             view.leader = Some(LeaderState { reachable: true });
         });
+        if !same {
+            self.save().await;
+        }
     }
 
     /// Keeps the held credential; records and logs why nothing came.
@@ -405,7 +384,7 @@ impl Follower {
         } else {
             debug!(app = %self.spec.name, cause = %refused.0, "the leader still fails");
         }
-        let at = self.handle.now_secs();
+        let at = self.writer.handle().now_secs();
         let errmsg = format!("leader: {}", refused.0);
         self.last_logged = Some(refused);
         self.publish(|view| {
@@ -418,13 +397,8 @@ impl Follower {
         });
     }
 
-    /// The refresher's publish: the view and the readers' cell together.
     fn publish(&self, change: impl FnOnce(&mut AppView)) {
-        let shared = &self.handle.shared;
-        shared.view.send_modify(|view| {
-            change(view);
-            shared.current.store(view.token.clone());
-        });
+        self.writer.publish(change);
     }
 }
 

@@ -5,7 +5,7 @@
 //! themselves.
 //!
 //! The engine knows no kind: a credential is a [`CredentialSpec`] and a
-//! source ([`TokenSource`]). The app kind ([`app`]) builds its specs from
+//! source ([`TokenSource`]). The app kind (`app.rs`) builds its specs from
 //! `[[apps]]`; a platform builds its component token's from
 //! `[[platforms]]`.
 
@@ -21,6 +21,7 @@ mod spec;
 mod ticket_source;
 mod unsaved;
 mod view;
+mod writer;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub use schedule::Reissue;
 pub use spec::CredentialSpec;
 pub use ticket_source::{TicketSources, WechatTickets};
 pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
+pub use writer::Writer;
 
 /// Everything a refresher needs besides its app.
 #[derive(Clone)]

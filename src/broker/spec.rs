@@ -25,7 +25,7 @@ pub struct CredentialSpec {
     pub grant: &'static str,
     /// Where its record lives, and whose it is (appid and grant).
     pub key: StoreKey,
-    /// Replace it this long before it expires (see [`super::schedule::due_ms`]).
+    /// Replace it this long before it expires (never before half its life).
     pub refresh_before: Duration,
     /// The shortest time between two refreshes a rejection forces.
     pub min_forced_interval: Duration,

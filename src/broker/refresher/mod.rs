@@ -20,12 +20,13 @@ use super::schedule::{self, Failure};
 use super::unsaved::Unsaved;
 use super::{
     BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError, TokenRecord,
+    Writer,
 };
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
+use crate::store::StoreKey;
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
 
 pub(super) enum Command {
@@ -62,10 +63,10 @@ pub(super) struct Refresher {
     credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
-    store: Arc<dyn Store>,
     metrics: Metrics,
     clock: Clock,
-    handle: CredentialHandle,
+    /// Publishes, warm-starts and saves.
+    writer: Writer,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
@@ -113,10 +114,9 @@ impl Refresher {
             credential: spec.credential,
             spec,
             source,
-            store: context.store.clone(),
             metrics: context.metrics.clone(),
             clock: context.clock,
-            handle,
+            writer: Writer::new(handle, context),
             commands,
             cancel,
             unsaved: Unsaved::default(),
@@ -182,59 +182,34 @@ impl Refresher {
     }
 
     fn current(&self) -> Option<Arc<TokenRecord>> {
-        self.handle.shared.view.borrow().token.clone()
+        self.writer.current()
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
+        self.writer.publish(change);
+    }
+
+    fn count_store_error(&self, op: &str) {
+        self.writer.count_store_error(op);
     }
 
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
     async fn warm_start(&mut self, coordination: &mut dyn Coordination) {
-        if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
+        if let Some(token) = self.writer.valid() {
             self.next_attempt = self.refresh_due(&token);
             return;
         }
-        let record = match self.store.load(&self.key).await {
-            Ok(record) => record,
-            Err(err) if err.is_untrusted() => {
-                error!(app = %self.spec.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
-                self.count_store_error(err.op_label());
-                None
-            }
-            Err(err) => {
-                warn!(app = %self.spec.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
-                self.count_store_error(err.op_label());
-                None
-            }
-        };
-        let Some(record) = record else { return };
-        if !record.belongs_to(&self.key) {
-            warn!(
-                app = %self.spec.name, credential = %self.credential,
-                stored_appid = %record.appid,
-                stored_grant = %record.grant,
-                "ignoring stored state written for another app or grant"
-            );
+        let Some((record, token)) = self.writer.warm_start().await else {
             return;
-        }
+        };
         self.budget.at_least(record.day, record.fetches);
         coordination.restore_count(self).await;
-        let now = self.now_ms();
-        let token = record
-            .token
-            .filter(|stored| match stored.implausible(now / 1000) {
-                None => true,
-                Some(problem) => {
-                    error!(app = %self.spec.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
-                    self.count_store_error(UNTRUSTED_LABEL);
-                    false
-                }
-            })
-            .map(TokenRecord::from_stored)
-            .filter(|token| token.is_valid(now));
         if let Some(token) = token {
             info!(
                 app = %self.spec.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
-                expires_in = token.expires_in(now),
+                expires_in = token.expires_in(self.now_ms()),
                 "loaded stored token"
             );
             self.next_attempt = self.refresh_due(&token);
@@ -659,7 +634,8 @@ impl Refresher {
     /// an operator reset that quota; any other hold stays.
     fn clear_quota_hold(&mut self) {
         let quota_held = self
-            .handle
+            .writer
+            .handle()
             .shared
             .view
             .borrow()
@@ -675,16 +651,6 @@ impl Refresher {
         self.publish(|view| view.clear_failure());
     }
 
-    /// Publishes a change of the app's view; the token goes into the
-    /// readers' lock-free cell in the same step, so the two never differ.
-    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
-        let shared = &self.handle.shared;
-        shared.view.send_modify(|view| {
-            change(view);
-            shared.current.store(view.token.clone());
-        });
-    }
-
     fn publish_budget(&self) {
         let (used, day) = (self.budget.used(), self.budget.day());
         self.publish(|view| {
@@ -693,16 +659,11 @@ impl Refresher {
         });
     }
 
-    /// Rule 6 and 8: the token and the day's count survive restarts.
+    /// Rule 6 and 8: the token and the day's count survive restarts. A
+    /// failure is counted.
     async fn save(&mut self) -> Result<(), crate::store::StoreError> {
-        let record = StoredApp {
-            appid: self.key.appid.clone(),
-            grant: self.key.grant.to_owned(),
-            token: self.current().map(|token| token.to_stored()),
-            day: self.budget.day(),
-            fetches: self.budget.used(),
-        };
-        self.store.save(&self.key, &record).await?;
+        let (day, fetches) = (self.budget.day(), self.budget.used());
+        self.writer.save(day, fetches).await?;
         self.unsaved.saved();
         Ok(())
     }
@@ -713,7 +674,6 @@ impl Refresher {
         if let Err(err) = self.save().await {
             let retry_in = self.unsaved.failed();
             warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
-            self.count_store_error(err.op_label());
         }
     }
 
@@ -732,12 +692,5 @@ impl Refresher {
             view.install(Arc::new(stored));
             view.clear_failure();
         });
-    }
-
-    fn count_store_error(&self, op: &str) {
-        self.metrics
-            .store_errors
-            .with_label_values(&[self.store.backend(), op])
-            .inc();
     }
 }

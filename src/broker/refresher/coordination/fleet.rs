@@ -168,7 +168,6 @@ impl Fleet {
         }
         if let Err(err) = r.save().await {
             warn!(app = %r.spec.name, credential = %r.credential, error = %err, "could not persist token state");
-            r.count_store_error(err.op_label());
         }
     }
 
@@ -236,15 +235,13 @@ impl Fleet {
     /// ours, so the fleet converges on the newest token. Returns whether a
     /// token was adopted.
     async fn adopt_stored(&mut self, r: &mut Refresher, reported: Option<&AccessToken>) -> bool {
-        let record = match r.store.load(&r.key).await {
+        let record = match r.writer.read().await {
             Ok(record) => {
                 self.set_degraded(r, false);
-                record.filter(|record| record.belongs_to(&r.key))
+                record
             }
-            Err(err) => {
-                r.count_store_error(err.op_label());
-                return false;
-            }
+            // Counted by the read.
+            Err(_) => return false,
         };
         let now = r.now_ms();
         let current = r.current().filter(|token| token.is_valid(now));
