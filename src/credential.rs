@@ -125,4 +125,25 @@ mod tests {
             Credential::ALL.iter().map(|c| c.label()).collect();
         assert_eq!(labels.len(), Credential::ALL.len());
     }
+
+    #[test]
+    fn each_kind_names_its_answer_field_and_where_it_is_followed() {
+        let jsapi = Credential::Ticket(TicketKind::Jsapi);
+        assert_eq!(Credential::AccessToken.answer_field(), "access_token");
+        assert_eq!(jsapi.answer_field(), "ticket");
+        assert_eq!(
+            Credential::ComponentToken.answer_field(),
+            "component_access_token"
+        );
+        assert_eq!(
+            Credential::AccessToken.leader_path("shop").as_deref(),
+            Some("/v1/apps/shop/token")
+        );
+        assert_eq!(
+            jsapi.leader_path("shop").as_deref(),
+            Some("/v1/apps/shop/tickets/jsapi")
+        );
+        assert_eq!(Credential::ComponentToken.leader_path("saas"), None);
+        assert_eq!(Credential::AuthorizerToken.leader_path("saas"), None);
+    }
 }

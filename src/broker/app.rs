@@ -62,7 +62,7 @@ pub(super) fn ticket_spec(app: &AppConfig, ticket: &TicketConfig) -> CredentialS
         name: app.name.clone(),
         credential,
         grant: grant_label(app.kind, app.grant),
-        key: StoreKey::for_credential(app, credential),
+        key: StoreKey::for_ticket(app, ticket.kind),
         refresh_before: app.refresh_before,
         min_forced_interval: app.min_forced_interval,
         fetch_timeout: app.fetch_timeout,

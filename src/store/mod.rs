@@ -58,20 +58,13 @@ impl StoreKey {
         }
     }
 
-    /// The key of one of the app's credentials. A ticket's record is its
-    /// own (`shop.jsapi_ticket.json`; app names cannot hold a dot), and in
-    /// a shared store it is keyed by what owns it upstream: the appid (a
+    /// The key of one of the app's tickets. A ticket's record is its own
+    /// (`shop.jsapi_ticket.json`; app names cannot hold a dot), and in a
+    /// shared store it is keyed by what owns it upstream: the appid (a
     /// WeChat app's tickets, a WeCom corp's jsapi ticket) or the agent (a
     /// WeCom agent_config ticket, told apart by the agent's secret).
-    pub fn for_credential(app: &AppConfig, credential: Credential) -> Self {
-        let kind = match credential {
-            Credential::AccessToken => return StoreKey::for_app(app),
-            Credential::Ticket(kind) => kind,
-            Credential::ComponentToken | Credential::AuthorizerToken => {
-                return StoreKey::of_platform(&app.name, &app.appid, credential)
-            }
-        };
-        let label = credential.label();
+    pub fn for_ticket(app: &AppConfig, kind: TicketKind) -> Self {
+        let label = Credential::Ticket(kind).label();
         let cluster_grant = match (app.kind, kind) {
             (AppKind::Wecom, TicketKind::AgentConfig) => {
                 format!("{label}-{}", fingerprint(app.secret.expose()))

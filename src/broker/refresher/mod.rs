@@ -1,7 +1,10 @@
-//! The refresher: one task per app, the only writer of its token. It waits
-//! for the next deadline (proactive refresh, a retry, a stable-grant
-//! re-check), for an invalidation, or for cancellation, and calls upstream
-//! at most once at a time, which is what makes every fetch single-flight.
+//! The refresher: one task per credential, its only writer, run as its
+//! [`CredentialSpec`] says. It waits for the next deadline (proactive
+//! refresh, a retry, a stable-grant re-check), for an invalidation, or for
+//! cancellation, and calls upstream at most once at a time, which is what
+//! makes every fetch single-flight. Whether it shares the credential with
+//! a fleet is its [`coordination`], a strategy; what it publishes and
+//! stores goes through the [`Writer`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
