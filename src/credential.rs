@@ -78,6 +78,31 @@ impl Credential {
             Credential::AuthorizerToken => "authorizer_access_token",
         }
     }
+
+    /// The field that carries the value in the broker's answers (the
+    /// token API, the remote listener) and in an invalidation's body.
+    pub fn answer_field(self) -> &'static str {
+        match self {
+            Credential::AccessToken => "access_token",
+            Credential::Ticket(_) => "ticket",
+            Credential::ComponentToken => "component_access_token",
+            // `/v1/platforms/{platform}/authorizers/{appid}/token`
+            // answers an authorizer's token as an access token.
+            Credential::AuthorizerToken => "access_token",
+        }
+    }
+
+    /// Where a follower reads this credential of the app `owner` on its
+    /// leader's remote listener, or `None` for a credential no broker
+    /// follows (a platform's: `follow` is an app's setting, and the
+    /// remote listener serves app credentials only).
+    pub fn leader_path(self, owner: &str) -> Option<String> {
+        match self {
+            Credential::AccessToken => Some(format!("/v1/apps/{owner}/token")),
+            Credential::Ticket(kind) => Some(format!("/v1/apps/{owner}/tickets/{kind}")),
+            Credential::ComponentToken | Credential::AuthorizerToken => None,
+        }
+    }
 }
 
 impl fmt::Display for Credential {
@@ -99,5 +124,26 @@ mod tests {
         let labels: std::collections::HashSet<_> =
             Credential::ALL.iter().map(|c| c.label()).collect();
         assert_eq!(labels.len(), Credential::ALL.len());
+    }
+
+    #[test]
+    fn each_kind_names_its_answer_field_and_where_it_is_followed() {
+        let jsapi = Credential::Ticket(TicketKind::Jsapi);
+        assert_eq!(Credential::AccessToken.answer_field(), "access_token");
+        assert_eq!(jsapi.answer_field(), "ticket");
+        assert_eq!(
+            Credential::ComponentToken.answer_field(),
+            "component_access_token"
+        );
+        assert_eq!(
+            Credential::AccessToken.leader_path("shop").as_deref(),
+            Some("/v1/apps/shop/token")
+        );
+        assert_eq!(
+            jsapi.leader_path("shop").as_deref(),
+            Some("/v1/apps/shop/tickets/jsapi")
+        );
+        assert_eq!(Credential::ComponentToken.leader_path("saas"), None);
+        assert_eq!(Credential::AuthorizerToken.leader_path("saas"), None);
     }
 }

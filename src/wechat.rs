@@ -43,11 +43,11 @@ pub enum FetchError {
     /// refresher deals with the cause.
     #[error("the app's access token is unavailable: {0}")]
     Parent(String),
-    /// A platform's component token cannot be asked for yet: WeChat has
-    /// not pushed a verify ticket, or refused the last one. Transient: the
-    /// push is on its way.
-    #[error("no valid component_verify_ticket yet; waiting for wechat's push")]
-    NoVerifyTicket,
+    /// A credential fetched with a pushed ticket (a platform's component
+    /// token) cannot be asked for yet: upstream has not pushed the ticket
+    /// named, or refused the last one. Transient: the push is on its way.
+    #[error("no valid {0} yet; waiting for its push")]
+    NoPushedTicket(&'static str),
 }
 
 /// What to do after a failure.
@@ -191,7 +191,7 @@ impl FetchError {
             FetchError::Http(_) | FetchError::Redirect(_) => "http",
             FetchError::Malformed(_) => "malformed",
             FetchError::Parent(_) => "parent_token",
-            FetchError::NoVerifyTicket => "no_verify_ticket",
+            FetchError::NoPushedTicket(_) => "no_verify_ticket",
         }
     }
 

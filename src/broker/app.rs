@@ -1,25 +1,81 @@
-//! One app's credentials: its access token and the JS-SDK tickets
+//! The app kind (`[[apps]]`): its access token and the JS-SDK tickets
 //! fetched with it, each a [`CredentialHandle`] with its own refresher.
+//! Here, and only here, an app's settings become the [`CredentialSpec`]s
+//! the engine runs.
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use super::follower::Leader;
-use super::{AppView, BrokerContext, CredentialHandle, InvalidateOutcome};
-use crate::config::AppConfig;
+use super::schedule::Reissue;
+use super::{AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome};
+use crate::config::{AppConfig, AppKind, Grant, TicketConfig};
 use crate::credential::{Credential, TicketKind};
 use crate::metrics::AppLabels;
+use crate::store::{grant_label, StoreKey};
 use crate::wechat::TokenSource;
 
-/// One app: its access token, and its tickets in configuration order.
-/// Cheap to clone. It dereferences to the access token's handle, the
-/// credential almost every caller means.
+/// How long WeChat keeps a replaced access token valid. A rejection of a
+/// token younger than this, which the broker did not replace, means
+/// something else fetched tokens for this appid in the meantime: a token
+/// fight.
+const WECHAT_OVERLAP: Duration = Duration::from_secs(300);
+
+/// One app: its settings, its access token, and its tickets in
+/// configuration order. Cheap to clone. It dereferences to the access
+/// token's handle, the credential almost every caller means.
 #[derive(Clone)]
 pub struct AppHandle {
+    config: Arc<AppConfig>,
     token: CredentialHandle,
     tickets: Arc<[(TicketKind, CredentialHandle)]>,
+}
+
+/// The spec of an app's access token.
+pub(super) fn token_spec(app: &AppConfig) -> CredentialSpec {
+    CredentialSpec {
+        name: app.name.clone(),
+        credential: Credential::AccessToken,
+        grant: grant_label(app.kind, app.grant),
+        key: StoreKey::for_app(app),
+        refresh_before: app.refresh_before,
+        min_forced_interval: app.min_forced_interval,
+        fetch_timeout: app.fetch_timeout,
+        daily_budget: app.daily_budget,
+        budget_key: "daily_budget".to_owned(),
+        reissue: match (app.kind, app.grant) {
+            (AppKind::Wechat, Grant::Stable) => Reissue::UntilForced,
+            (AppKind::Wechat, Grant::Classic) | (AppKind::Wecom, _) => Reissue::Fresh,
+        },
+        fight_window: Some(WECHAT_OVERLAP),
+    }
+}
+
+/// The spec of one of an app's tickets: fetched with the app's token, on
+/// the app's timings, within its own budget.
+pub(super) fn ticket_spec(app: &AppConfig, ticket: &TicketConfig) -> CredentialSpec {
+    let credential = Credential::Ticket(ticket.kind);
+    CredentialSpec {
+        name: app.name.clone(),
+        credential,
+        grant: grant_label(app.kind, app.grant),
+        key: StoreKey::for_ticket(app, ticket.kind),
+        refresh_before: app.refresh_before,
+        min_forced_interval: app.min_forced_interval,
+        fetch_timeout: app.fetch_timeout,
+        daily_budget: ticket.daily_budget,
+        budget_key: format!("ticket_budget.{}", ticket.kind),
+        reissue: Reissue::UntilExpiry,
+        fight_window: None,
+    }
+}
+
+/// Every credential spec of `app`, the token first.
+fn specs(app: &AppConfig) -> impl Iterator<Item = CredentialSpec> + '_ {
+    std::iter::once(token_spec(app)).chain(app.tickets.iter().map(|t| ticket_spec(app, t)))
 }
 
 impl Deref for AppHandle {
@@ -57,10 +113,7 @@ impl AppHandle {
     ) -> AppHandle {
         let errcodes: Vec<&str> = crate::wechat::errcode_labels().collect();
         let outcomes = InvalidateOutcome::ALL.map(InvalidateOutcome::metric_label);
-        let credentials: Vec<&str> = std::iter::once(Credential::AccessToken)
-            .chain(config.tickets.iter().map(|t| Credential::Ticket(t.kind)))
-            .map(Credential::label)
-            .collect();
+        let credentials: Vec<&str> = specs(&config).map(|spec| spec.credential.label()).collect();
         let ticket_kinds: Vec<&str> = config.tickets.iter().map(|t| t.kind.name()).collect();
         context.metrics.init_app(
             &config.name,
@@ -76,32 +129,29 @@ impl AppHandle {
         // from its leader: no refresher, so no upstream call, ever.
         if let Some(follow) = &config.follow {
             let leader = Leader::new(follow);
-            let mut follower = |credential: Credential| {
+            let mut follower = |spec: CredentialSpec| {
                 // At zero from the start, so an alert sees the first flip.
                 context
                     .metrics
                     .follower_flips
-                    .with_label_values(&[&config.name, credential.label()]);
-                CredentialHandle::spawn_follower(
-                    config.clone(),
-                    credential,
-                    leader.clone(),
-                    context,
-                    seed.take(credential),
-                )
+                    .with_label_values(&[&config.name, spec.credential.label()]);
+                let seed = seed.take(spec.credential);
+                CredentialHandle::spawn_follower(Arc::new(spec), leader.clone(), context, seed)
             };
-            let token = follower(Credential::AccessToken);
+            let token = follower(token_spec(&config));
             let tickets = config
                 .tickets
                 .iter()
-                .map(|ticket| (ticket.kind, follower(Credential::Ticket(ticket.kind))))
+                .map(|ticket| (ticket.kind, follower(ticket_spec(&config, ticket))))
                 .collect();
-            return AppHandle { token, tickets };
+            return AppHandle {
+                config,
+                token,
+                tickets,
+            };
         }
         let token = CredentialHandle::spawn(
-            config.clone(),
-            Credential::AccessToken,
-            config.daily_budget,
+            Arc::new(token_spec(&config)),
             source,
             context,
             seed.take(Credential::AccessToken),
@@ -110,20 +160,23 @@ impl AppHandle {
             .tickets
             .iter()
             .map(|ticket| {
-                let credential = Credential::Ticket(ticket.kind);
+                let spec = ticket_spec(&config, ticket);
+                let seed = seed.take(spec.credential);
                 let source = context.tickets.source(&config, ticket.kind, token.clone());
-                let handle = CredentialHandle::spawn(
-                    config.clone(),
-                    credential,
-                    ticket.daily_budget,
-                    source,
-                    context,
-                    seed.take(credential),
-                );
+                let handle = CredentialHandle::spawn(Arc::new(spec), source, context, seed);
                 (ticket.kind, handle)
             })
             .collect();
-        AppHandle { token, tickets }
+        AppHandle {
+            config,
+            token,
+            tickets,
+        }
+    }
+
+    /// The app's settings.
+    pub fn config(&self) -> &AppConfig {
+        &self.config
     }
 
     /// The handle of the app's `kind` ticket, if it has one.
@@ -159,10 +212,11 @@ impl AppHandle {
     /// What the app's replacement with `config` starts from: the final
     /// view of each credential that is the same one upstream.
     pub(super) fn seed_for(&self, config: &AppConfig) -> Seed {
+        let next: Vec<CredentialSpec> = specs(config).collect();
         Seed {
             views: self
                 .credentials()
-                .filter(|handle| handle.same_credential_in(config))
+                .filter(|handle| next.iter().any(|spec| handle.spec().same_upstream(spec)))
                 .map(|handle| (handle.credential(), handle.view()))
                 .collect(),
         }

@@ -37,14 +37,13 @@ use tracing::{debug, error, info, warn};
 use super::follower_pace::{FlipWatch, Seen, WatchPace};
 use super::refresher::Command;
 use super::{
-    AppView, BrokerContext, CredentialHandle, InvalidateOutcome, LastError, LeaderState,
-    TokenRecord,
+    AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError,
+    LeaderState, TokenRecord, Writer,
 };
-use crate::config::{AppConfig, FollowConfig};
+use crate::config::FollowConfig;
 use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::{AccessToken, Secret};
-use crate::store::{grant_label, Store, StoreKey, StoredApp};
 
 /// How long the leader may hold a watch before answering unchanged.
 const WATCH_SECS: u64 = 25;
@@ -111,7 +110,8 @@ fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Refused(String);
 
-/// The leader's answer, as the remote listener sends it.
+/// The leader's answer, as the remote listener sends it. The value is
+/// in the field its credential names ([`Credential::answer_field`]).
 #[derive(Deserialize)]
 struct Answer {
     app: String,
@@ -119,9 +119,19 @@ struct Answer {
     grant: String,
     credential: String,
     expires_in: u64,
-    access_token: Option<AccessToken>,
-    ticket: Option<AccessToken>,
     outcome: Option<String>,
+    #[serde(flatten)]
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Answer {
+    /// The value `credential` is answered in, if the answer holds one.
+    fn value(&self, credential: Credential) -> Option<AccessToken> {
+        match self.fields.get(credential.answer_field())? {
+            serde_json::Value::String(value) => Some(AccessToken::new(value.as_str())),
+            _ => None,
+        }
+    }
 }
 
 /// The leader's error body, for its code.
@@ -137,18 +147,18 @@ struct ErrorBody {
 }
 
 pub(super) struct Follower {
-    app: Arc<AppConfig>,
+    spec: Arc<CredentialSpec>,
     credential: Credential,
     leader: Arc<Leader>,
-    handle: CredentialHandle,
+    /// Publishes, warm-starts and saves, as a refresher's does.
+    writer: Writer,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     /// The last cause logged, so a leader down for an hour logs once.
     last_logged: Option<Refused>,
-    /// Where adopted credentials are kept across restarts; `None` with a
-    /// shared store.
-    store: Option<Arc<dyn Store>>,
-    key: StoreKey,
+    /// Whether adopted credentials are kept across restarts: not in a
+    /// shared store, whose fleet would take the record for its own.
+    keeps: bool,
     metrics: Metrics,
     /// What the last answers were, to tell a flip from a change.
     flips: FlipWatch,
@@ -161,15 +171,13 @@ impl Follower {
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Follower {
-        let store = context.store.clone();
         Follower {
-            key: StoreKey::for_credential(&handle.shared.config, handle.credential()),
-            store: store.cluster().is_none().then_some(store),
-            app: handle.shared.config.clone(),
+            keeps: context.store.cluster().is_none(),
+            spec: handle.spec().clone(),
             credential: handle.credential(),
             cancel: handle.stopped().clone(),
             leader,
-            handle,
+            writer: Writer::new(handle, context),
             commands,
             last_logged: None,
             metrics: context.metrics.clone(),
@@ -177,13 +185,11 @@ impl Follower {
         }
     }
 
-    /// The leader-side path of this credential.
-    fn path(&self) -> String {
-        match self.credential {
-            Credential::Ticket(kind) => format!("/v1/apps/{}/tickets/{kind}", self.app.name),
-            // An app's other credential is its access token.
-            _ => format!("/v1/apps/{}/token", self.app.name),
-        }
+    /// The leader-side path of this credential, or why it has none.
+    fn path(&self) -> Result<String, Refused> {
+        self.credential
+            .leader_path(&self.spec.name)
+            .ok_or_else(|| Refused(format!("a {} is never followed", self.credential)))
     }
 
     /// Runs until the app stops. Unlike an upstream fetch, a watch
@@ -234,22 +240,18 @@ impl Follower {
     /// nothing" for an expired one would be answered at once with the
     /// same value, again and again, until the leader's expired too.)
     fn held_version(&self) -> Option<String> {
-        let view = self.handle.shared.view.borrow();
+        let view = self.writer.handle().shared.view.borrow();
         Some(view.token.as_ref()?.version())
     }
 
     /// Sends `reported` to the leader, which refreshes only if it is
     /// still its current credential; adopts what the leader answers.
     async fn forward_invalidation(&mut self, reported: &AccessToken) -> InvalidateOutcome {
-        let field = match self.credential {
-            Credential::Ticket(_) => "ticket",
-            // An app's other credential is its access token.
-            _ => "access_token",
-        };
+        let field = self.credential.answer_field();
         let body = serde_json::json!({ field: reported.expose() });
-        let url = format!("{}{}/invalidate", self.leader.url, self.path());
-        let answer = match &self.leader.http {
-            Ok(http) => {
+        let answer = match (&self.leader.http, self.path()) {
+            (Ok(http), Ok(path)) => {
+                let url = format!("{}{path}/invalidate", self.leader.url);
                 let request = http
                     .post(url)
                     .bearer_auth(self.leader.credential.expose())
@@ -257,12 +259,13 @@ impl Follower {
                     .json(&body);
                 receive(request).await
             }
-            Err(cause) => Err(Refused(cause.clone())),
+            (Err(cause), _) => Err(Refused(cause.clone())),
+            (_, Err(refused)) => Err(refused),
         };
         let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
         match self.check(answer) {
             Ok(record) => {
-                info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
+                info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
                 let rotated = record.value != *reported;
                 self.adopt(record).await;
                 match outcome.as_deref() {
@@ -288,20 +291,20 @@ impl Follower {
     fn check(&self, answer: Result<Answer, Refused>) -> Result<TokenRecord, Refused> {
         let answer = answer?;
         let refuse = |why: String| Err(Refused(why));
-        if answer.app != self.app.name {
+        if answer.app != self.spec.name {
             return refuse(format!(
                 "the leader answered for app \"{}\"",
                 shown(&answer.app)
             ));
         }
-        if answer.appid != self.app.appid {
+        if answer.appid != self.spec.key.appid {
             return refuse(format!(
                 "the leader answered for appid \"{}\", not {}",
                 shown(&answer.appid),
-                self.app.appid
+                self.spec.key.appid
             ));
         }
-        let grant = grant_label(self.app.kind, self.app.grant);
+        let grant = self.spec.grant;
         if answer.grant != grant {
             return refuse(format!(
                 "the leader's app has grant \"{}\", this one {grant}",
@@ -315,12 +318,7 @@ impl Follower {
                 self.credential
             ));
         }
-        let value = match self.credential {
-            Credential::Ticket(_) => answer.ticket,
-            // An app's other credential is its access token.
-            _ => answer.access_token,
-        };
-        let Some(value) = value else {
+        let Some(value) = answer.value(self.credential) else {
             return refuse(format!("the leader's answer holds no {}", self.credential));
         };
         let plausible = (1..=MAX_VALUE).contains(&value.expose().len())
@@ -334,7 +332,7 @@ impl Follower {
         if answer.expires_in == 0 {
             return refuse(format!("the leader's {} has expired", self.credential));
         }
-        let now = self.handle.now_ms();
+        let now = self.writer.handle().now_ms();
         Ok(TokenRecord {
             value,
             expires_at_ms: now.saturating_add(answer.expires_in.min(MAX_LIFETIME_SECS) * 1000),
@@ -347,44 +345,27 @@ impl Follower {
     /// keeps serving. Only a record for this appid and grant, plausible
     /// and valid, is taken.
     async fn warm_start(&mut self) {
-        let now = self.handle.now_ms();
-        if self.handle.valid_token_at(now).is_some() {
+        if !self.keeps || self.writer.valid().is_some() {
             return;
         }
-        let Some(store) = &self.store else { return };
-        let record = match store.load(&self.key).await {
-            Ok(Some(record)) if record.belongs_to(&self.key) => record,
-            Ok(_) => return,
-            Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
-                return;
-            }
+        let Some((_, Some(token))) = self.writer.warm_start().await else {
+            return;
         };
-        let token = record
-            .token
-            .filter(|stored| stored.implausible(now / 1000).is_none())
-            .map(TokenRecord::from_stored)
-            .filter(|token| token.is_valid(now));
-        if let Some(token) = token {
-            info!(app = %self.app.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
-            self.publish(|view| view.install(Arc::new(token)));
-        }
+        let now = self.writer.handle().now_ms();
+        info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+        self.publish(|view| view.install(Arc::new(token)));
     }
 
-    /// Keeps `record` for a restart. A failure is logged and costs only
-    /// that: the leader still holds the credential.
-    async fn save(&self, record: &TokenRecord) {
-        let Some(store) = &self.store else { return };
-        let state = StoredApp {
-            appid: self.key.appid.clone(),
-            grant: self.key.grant.to_owned(),
-            token: Some(record.to_stored()),
-            day: crate::clock::beijing_day(record.fetched_at()),
-            // Nothing is ever fetched here.
-            fetches: 0,
-        };
-        if let Err(err) = store.save(&self.key, &state).await {
-            warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+    /// Keeps the credential held for a restart. A failure is logged and
+    /// costs only that: the leader still holds the credential.
+    async fn save(&self) {
+        if !self.keeps {
+            return;
+        }
+        let today = crate::clock::beijing_day(self.writer.handle().now_secs());
+        // Nothing is ever fetched here.
+        if let Err(err) = self.writer.save(today, 0).await {
+            warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not store the leader's credential");
         }
     }
 
@@ -394,9 +375,9 @@ impl Follower {
     /// episode.
     async fn adopt(&mut self, record: TokenRecord) -> Seen {
         if self.last_logged.take().is_some() {
-            info!(app = %self.app.name, credential = %self.credential, "the leader answers again");
+            info!(app = %self.spec.name, credential = %self.credential, "the leader answers again");
         }
-        let held = self.handle.shared.current.load_full();
+        let held = self.writer.current();
         let seen = self.flips.classify(
             held.as_deref().map(TokenRecord::version).as_deref(),
             &record.version(),
@@ -406,8 +387,7 @@ impl Follower {
         match seen {
             Seen::Same => {}
             Seen::New => {
-                info!(app = %self.app.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
-                self.save(&record).await;
+                info!(app = %self.spec.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
             }
             Seen::Flip { new_episode } => self.count_flip(&record, new_episode),
         }
@@ -418,6 +398,9 @@ impl Follower {
             view.clear_failure();
             view.leader = Some(LeaderState { reachable: true });
         });
+        if seen == Seen::New {
+            self.save().await;
+        }
         seen
     }
 
@@ -427,29 +410,29 @@ impl Follower {
     fn count_flip(&self, record: &TokenRecord, new_episode: bool) {
         self.metrics
             .follower_flips
-            .with_label_values(&[&self.app.name, self.credential.label()])
+            .with_label_values(&[&self.spec.name, self.credential.label()])
             .inc();
         if new_episode {
             error!(
-                app = %self.app.name, credential = %self.credential,
-                appid = %self.app.appid,
+                app = %self.spec.name, credential = %self.credential,
+                appid = %self.spec.key.appid,
                 leader = %self.leader.url,
                 token = %record.value.fingerprint(),
                 "the leader's answers flip between two values: more than one broker answers at the leader's address without a shared store, and their fetches invalidate each other's; serving the latest answer, not saving or logging each flip (counted in wxbroker_follower_flips_total)"
             );
         } else {
-            debug!(app = %self.app.name, credential = %self.credential, "the leader's answer flipped again");
+            debug!(app = %self.spec.name, credential = %self.credential, "the leader's answer flipped again");
         }
     }
 
     /// Keeps the held credential; records and logs why nothing came.
     fn failed(&mut self, refused: Refused) {
         if self.last_logged.as_ref() != Some(&refused) {
-            warn!(app = %self.app.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+            warn!(app = %self.spec.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
         } else {
-            debug!(app = %self.app.name, cause = %refused.0, "the leader still fails");
+            debug!(app = %self.spec.name, cause = %refused.0, "the leader still fails");
         }
-        let at = self.handle.now_secs();
+        let at = self.writer.handle().now_secs();
         let errmsg = format!("leader: {}", refused.0);
         self.last_logged = Some(refused);
         self.publish(|view| {
@@ -462,13 +445,8 @@ impl Follower {
         });
     }
 
-    /// The refresher's publish: the view and the readers' cell together.
     fn publish(&self, change: impl FnOnce(&mut AppView)) {
-        let shared = &self.handle.shared;
-        shared.view.send_modify(|view| {
-            change(view);
-            shared.current.store(view.token.clone());
-        });
+        self.writer.publish(change);
     }
 }
 
@@ -476,11 +454,12 @@ impl Follower {
 /// from `held` (at once without one).
 async fn watch(
     leader: Arc<Leader>,
-    path: String,
+    path: Result<String, Refused>,
     held: Option<String>,
     at: Instant,
 ) -> Result<Answer, Refused> {
     tokio::time::sleep_until(at).await;
+    let path = path?;
     let http = leader
         .http
         .as_ref()

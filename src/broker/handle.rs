@@ -9,25 +9,24 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::follower::{Follower, Leader};
+use super::refresher::coordination::{self, Coordination};
 use super::refresher::{Command, Refresher};
-use super::{AppView, BrokerContext, InvalidateOutcome, TokenError, TokenRecord};
+use super::{AppView, BrokerContext, CredentialSpec, InvalidateOutcome, TokenError, TokenRecord};
 use crate::clock::Clock;
-use crate::config::AppConfig;
 use crate::credential::Credential;
 use crate::secret::AccessToken;
-use crate::store::StoreKey;
 use crate::wechat::TokenSource;
 
-/// One credential's read side: the app's access token, or one of its
-/// tickets. Cheap to clone.
+/// One credential's read side (an app's access token or ticket, a
+/// platform's component token), as its [`CredentialSpec`] describes it.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct CredentialHandle {
     pub(super) shared: Arc<Shared>,
 }
 
 pub(super) struct Shared {
-    pub(super) config: Arc<AppConfig>,
-    pub(super) credential: Credential,
+    pub(super) spec: Arc<CredentialSpec>,
     /// The current token, for the read path: an atomic load, no lock.
     /// Only the refresher stores into it, together with `view`.
     pub(super) current: ArcSwapOption<TokenRecord>,
@@ -44,16 +43,18 @@ pub(super) struct Shared {
 const COMMAND_QUEUE: usize = 4096;
 
 impl CredentialHandle {
-    pub fn config(&self) -> &AppConfig {
-        &self.shared.config
+    /// What the engine knows of the credential.
+    pub fn spec(&self) -> &Arc<CredentialSpec> {
+        &self.shared.spec
     }
 
     pub fn credential(&self) -> Credential {
-        self.shared.credential
+        self.shared.spec.credential
     }
 
+    /// The owner's name: the app or platform.
     pub fn name(&self) -> &str {
-        &self.shared.config.name
+        &self.shared.spec.name
     }
 
     pub fn now_secs(&self) -> u64 {
@@ -229,19 +230,30 @@ fn seconds_until(at: Option<u64>, now: u64) -> u64 {
 }
 
 impl CredentialHandle {
-    /// Starts the app's refresher on `context.tasks`, publishing `seed`
-    /// first (a reload carries the running app's token over).
+    /// Starts the credential's refresher on `context.tasks`, fetching
+    /// from `source` as `spec` says, and publishing `seed` first (a
+    /// reload carries the running credential over).
     pub(crate) fn spawn(
-        config: Arc<AppConfig>,
-        credential: Credential,
-        daily_budget: u32,
+        spec: Arc<CredentialSpec>,
         source: Arc<dyn TokenSource>,
         context: &BrokerContext,
         seed: AppView,
     ) -> CredentialHandle {
-        let (handle, command_rx) = CredentialHandle::new(config, credential, context, seed);
-        let refresher = Refresher::new(source, daily_budget, handle.clone(), command_rx, context);
-        handle.run_writer(context, refresher.run());
+        let coordination = coordination::for_store(&context.store);
+        CredentialHandle::spawn_coordinated(spec, source, coordination, context, seed)
+    }
+
+    /// [`CredentialHandle::spawn`] with the coordination given.
+    pub(super) fn spawn_coordinated(
+        spec: Arc<CredentialSpec>,
+        source: Arc<dyn TokenSource>,
+        coordination: Box<dyn Coordination>,
+        context: &BrokerContext,
+        seed: AppView,
+    ) -> CredentialHandle {
+        let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
+        let refresher = Refresher::new(source, handle.clone(), command_rx, context);
+        handle.run_writer(context, refresher.run(coordination));
         handle
     }
 
@@ -250,13 +262,12 @@ impl CredentialHandle {
     /// upstream call for it. Readers and invalidations use the handle as
     /// for any other credential.
     pub(super) fn spawn_follower(
-        config: Arc<AppConfig>,
-        credential: Credential,
+        spec: Arc<CredentialSpec>,
         leader: Arc<Leader>,
         context: &BrokerContext,
         seed: AppView,
     ) -> CredentialHandle {
-        let (handle, command_rx) = CredentialHandle::new(config, credential, context, seed);
+        let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
         let follower = Follower::new(leader, handle.clone(), command_rx, context);
         handle.run_writer(context, follower.run());
         handle
@@ -279,8 +290,7 @@ impl CredentialHandle {
     /// The handle, publishing `seed`, and the receiving end of its
     /// command channel for the writer.
     fn new(
-        config: Arc<AppConfig>,
-        credential: Credential,
+        spec: Arc<CredentialSpec>,
         context: &BrokerContext,
         seed: AppView,
     ) -> (CredentialHandle, mpsc::Receiver<Command>) {
@@ -289,8 +299,7 @@ impl CredentialHandle {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let handle = CredentialHandle {
             shared: Arc::new(Shared {
-                config,
-                credential,
+                spec,
                 current,
                 view,
                 commands,
@@ -314,18 +323,5 @@ impl CredentialHandle {
     pub(super) async fn stop(&self) {
         self.shared.cancel.cancel();
         self.shared.finished.cancelled().await;
-    }
-
-    /// Whether this credential of `other` is the same one upstream (the
-    /// same appid, grant, and for WeCom the same agent), so what is held
-    /// for one is good for the other.
-    pub(super) fn same_credential_in(&self, other: &AppConfig) -> bool {
-        let credential = self.credential();
-        let (mine, theirs) = (
-            StoreKey::for_credential(self.config(), credential),
-            StoreKey::for_credential(other, credential),
-        );
-        (mine.appid, mine.grant, mine.cluster_grant)
-            == (theirs.appid, theirs.grant, theirs.cluster_grant)
     }
 }

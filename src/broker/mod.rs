@@ -3,6 +3,11 @@
 //! ticket). Each credential's refresher task is its only writer; request
 //! handlers only read the published [`AppView`] and never call WeChat
 //! themselves.
+//!
+//! The engine knows no kind: a credential is a [`CredentialSpec`] and a
+//! source ([`TokenSource`]). The app kind (`app.rs`) builds its specs from
+//! `[[apps]]`; a platform builds its component token's from
+//! `[[platforms]]`.
 
 mod app;
 pub(crate) mod backoff;
@@ -10,11 +15,14 @@ mod budget;
 mod follower;
 mod follower_pace;
 mod handle;
+mod pushed_source;
 mod refresher;
 pub(crate) mod schedule;
+mod spec;
 mod ticket_source;
 mod unsaved;
 mod view;
+mod writer;
 
 use std::sync::Arc;
 
@@ -32,9 +40,16 @@ use crate::wechat::TokenSource;
 pub use app::AppHandle;
 pub use budget::DailyBudget;
 pub use handle::CredentialHandle;
+pub use pushed_source::{
+    KeptTicket, PushRequest, PushedTicketCaller, PushedTicketShape, PushedTicketSource, TicketCell,
+    TicketKeeper, PUSH_REQUEST_INTERVAL,
+};
 pub use refresher::TokenChecks;
+pub use schedule::Reissue;
+pub use spec::CredentialSpec;
 pub use ticket_source::{TicketSources, WechatTickets};
 pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
+pub use writer::Writer;
 
 /// Everything a refresher needs besides its app.
 #[derive(Clone)]
@@ -256,7 +271,7 @@ impl Broker {
                     .with_label_values(&[name])
                     .set(token.fetched_at_ms as f64 / 1000.0);
             }
-            for ((kind, ticket), budget) in app.tickets().zip(&app.config().tickets) {
+            for (kind, ticket) in app.tickets() {
                 let view = ticket.view();
                 let labels = [name, kind.name()];
                 let valid = view.valid_token(now).is_some();
@@ -278,7 +293,7 @@ impl Broker {
                 metrics
                     .daily_budget
                     .with_label_values(&[name, credential])
-                    .set(i64::from(budget.daily_budget));
+                    .set(i64::from(ticket.spec().daily_budget));
             }
             let credential = Credential::AccessToken.label();
             metrics
@@ -288,7 +303,7 @@ impl Broker {
             metrics
                 .daily_budget
                 .with_label_values(&[name, credential])
-                .set(i64::from(app.config().daily_budget));
+                .set(i64::from(app.spec().daily_budget));
         }
     }
 }

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use crate::credential::Credential;
 use crate::wechat::ErrorClass;
 
 /// The shortest wait between two stable-grant asks that returned the
@@ -34,14 +33,46 @@ pub(crate) enum Renewal {
     AtExpiry,
 }
 
-impl Renewal {
-    pub(super) fn of(credential: Credential) -> Renewal {
-        match credential {
-            Credential::AccessToken | Credential::ComponentToken | Credential::AuthorizerToken => {
-                Renewal::Ahead
-            }
-            Credential::Ticket(_) => Renewal::AtExpiry,
+/// What upstream answers when asked for a credential while the held one
+/// is still valid (DESIGN.md section 11): it decides when to ask, and
+/// what an answer that repeats the held value means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissue {
+    /// A new value every time (a classic or WeCom access token, the
+    /// component token): asked `refresh_before` ahead, and every answer
+    /// is adopted.
+    Fresh,
+    /// The held value until its rotation window, a new one when forced
+    /// (`stable_token`): asked ahead; a repeated answer keeps the held
+    /// expiry, and a rejected value handed back is asked for once more
+    /// with `force_refresh`.
+    UntilForced,
+    /// The held value until it dies (a JS-SDK ticket): asked once it has
+    /// died upstream too; a repeated answer keeps the held expiry.
+    UntilExpiry,
+}
+
+impl Reissue {
+    /// When a credential of this kind is replaced.
+    pub(crate) fn renewal(self) -> Renewal {
+        match self {
+            Reissue::Fresh | Reissue::UntilForced => Renewal::Ahead,
+            Reissue::UntilExpiry => Renewal::AtExpiry,
         }
+    }
+
+    /// Whether upstream answers with the held value while it is valid.
+    pub fn repeats_held(self) -> bool {
+        match self {
+            Reissue::Fresh => false,
+            Reissue::UntilForced | Reissue::UntilExpiry => true,
+        }
+    }
+
+    /// Whether a rejected value handed back again is asked for once more
+    /// with `force_refresh`.
+    pub fn can_force(self) -> bool {
+        self == Reissue::UntilForced
     }
 }
 
@@ -129,7 +160,6 @@ pub(super) fn holds(failure: Failure) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::TicketKind;
 
     const MIN: Duration = Duration::from_secs(60);
 
@@ -164,11 +194,9 @@ mod tests {
 
     #[test]
     fn tickets_are_due_when_they_die() {
-        assert_eq!(
-            Renewal::of(Credential::Ticket(TicketKind::Jsapi)),
-            Renewal::AtExpiry
-        );
-        assert_eq!(Renewal::of(Credential::AccessToken), Renewal::Ahead);
+        assert_eq!(Reissue::UntilExpiry.renewal(), Renewal::AtExpiry);
+        assert_eq!(Reissue::Fresh.renewal(), Renewal::Ahead);
+        assert_eq!(Reissue::UntilForced.renewal(), Renewal::Ahead);
         assert_eq!(
             due_ms(Renewal::AtExpiry, 5 * MIN, 1_000, 7_201_000),
             7_202_000

@@ -35,6 +35,7 @@ pub(crate) struct RawPlatform {
     pub aes_key: Option<InlineSecret>,
     pub refresh_before: Option<Loose>,
     pub daily_budget: Option<i64>,
+    pub min_forced_interval: Option<Loose>,
     pub api_base: Option<String>,
     pub fetch_timeout: Option<Loose>,
 }
@@ -58,6 +59,9 @@ pub struct PlatformConfig {
     pub refresh_before: Duration,
     /// Component token fetches a Beijing day.
     pub daily_budget: u32,
+    /// The shortest time between two component token refreshes forced by
+    /// a rejection (the app's rule 4).
+    pub min_forced_interval: Duration,
     /// Without a trailing slash.
     pub api_base: String,
     pub fetch_timeout: Duration,
@@ -66,6 +70,7 @@ pub struct PlatformConfig {
 const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// WeChat allows 2000 `api_component_token` calls a day.
 const DEFAULT_DAILY_BUDGET: u32 = 2000;
+const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The length of an EncodingAESKey: 32 bytes in base64 without its `=`.
@@ -194,6 +199,11 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
             .filter(|&n| n >= 1)
             .ok_or_else(|| Problem::new(key("daily_budget"), "must be at least 1"))?,
     };
+    let min_forced_interval = validate::duration(
+        &key("min_forced_interval"),
+        raw.min_forced_interval.as_ref(),
+        DEFAULT_MIN_FORCED_INTERVAL,
+    )?;
     let api_base = validate::api_base(&key("api_base"), raw.api_base, validate::WECHAT_API_BASE)?;
     let fetch_timeout = validate::duration(
         &key("fetch_timeout"),
@@ -213,6 +223,7 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         aes_key_source,
         refresh_before,
         daily_budget,
+        min_forced_interval,
         api_base,
         fetch_timeout,
     })
@@ -267,6 +278,11 @@ pub(super) fn render(out: &mut String, platforms: &[PlatformConfig]) {
         let _ = writeln!(out, "daily_budget = {}", platform.daily_budget);
         let _ = writeln!(
             out,
+            "min_forced_interval = {}",
+            quoted(&humantime::format_duration(platform.min_forced_interval).to_string())
+        );
+        let _ = writeln!(
+            out,
             "api_base = {}",
             quoted(&super::urls::masked(&platform.api_base))
         );
@@ -284,6 +300,8 @@ fn quoted(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::config::Config;
 
     const KEY: &str = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG";
@@ -310,6 +328,7 @@ mod tests {
         let platform = &config.platforms[0];
         assert_eq!(platform.aes_key.expose(), KEY);
         assert_eq!(platform.daily_budget, 2000);
+        assert_eq!(platform.min_forced_interval, Duration::from_secs(30));
         assert!(
             config.apps.is_empty(),
             "a platform alone is a configuration"
@@ -326,6 +345,26 @@ mod tests {
             assert!(!format!("{inline:?}").contains(secret));
         }
         assert!(shown.contains("aes_key = \"***\""), "{shown}");
+    }
+
+    #[test]
+    fn a_platform_sets_its_own_min_forced_interval() {
+        let config = config(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key_env = \"SAAS_AES\"\nmin_forced_interval = \"5s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.platforms[0].min_forced_interval,
+            Duration::from_secs(5)
+        );
+        assert!(config
+            .render_effective()
+            .contains("min_forced_interval = \"5s\""));
+        let err = self::config(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key_env = \"SAAS_AES\"\nmin_forced_interval = \"soon\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("platforms.saas.min_forced_interval"), "{err}");
     }
 
     #[test]

@@ -28,11 +28,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::broker::{AppView, BrokerContext, CredentialHandle};
-use crate::config::{AppConfig, AppKind, Grant, PlatformConfig, SecretSource};
-use crate::credential::Credential;
+use crate::config::PlatformConfig;
 use crate::wechat::FetchError;
 use authorizers::{AuthorizerToken, Command, Scheduler, SchedulerParts, SchedulerTuning, Table};
-use component::{ComponentSource, TicketCell};
+use component::TicketCell;
 use crypto::MessageCrypt;
 use metrics::PlatformMetrics;
 use store::{PlatformStore, StoredTicket};
@@ -96,30 +95,6 @@ struct Inner {
     clock: crate::clock::Clock,
 }
 
-/// The engine's view of the component app: an app whose "access token" is
-/// the component token, so the refresher, its store records and its
-/// metrics need nothing new.
-fn component_app(config: &PlatformConfig) -> AppConfig {
-    AppConfig {
-        name: config.name.clone(),
-        kind: AppKind::Wechat,
-        grant: Grant::Classic,
-        appid: config.component_appid.clone(),
-        secret: config.secret.clone(),
-        secret_source: SecretSource::Inline,
-        refresh_before: config.refresh_before,
-        daily_budget: config.daily_budget,
-        min_forced_interval: Duration::from_secs(30),
-        api_base: config.api_base.clone(),
-        fetch_timeout: config.fetch_timeout,
-        sink: None,
-        compat_listen: None,
-        tickets: Vec::new(),
-        agentid: None,
-        follow: None,
-    }
-}
-
 impl PlatformHandle {
     /// Starts the platform's component refresher and authorizer scheduler
     /// on `context.tasks`.
@@ -132,20 +107,17 @@ impl PlatformHandle {
         tuning: SchedulerTuning,
     ) -> PlatformHandle {
         let config = Arc::new(config);
-        let api = ComponentApi::new(http, &config);
+        let api = ComponentApi::new(http.clone(), &config);
         let ticket: Arc<TicketCell> = Arc::new(tokio::sync::watch::channel(None).0);
-        let source = Arc::new(ComponentSource::new(
-            api.clone(),
-            &config.name,
+        let source = Arc::new(component::source(
+            http.clone(),
+            &config,
             ticket.clone(),
             store.clone(),
-            config.fetch_timeout,
             context.clock,
         ));
         let component = CredentialHandle::spawn(
-            Arc::new(component_app(&config)),
-            Credential::ComponentToken,
-            config.daily_budget,
+            Arc::new(component::spec(&config)),
             source,
             context,
             AppView::default(),

@@ -1,7 +1,8 @@
-//! The component endpoints of WeChat's Open Platform, as the broker calls
-//! them: the component token, the push of a new verify ticket, the
-//! authorization code exchange, an authorizer's token, the authorizer
-//! list and a pre-auth code. Every call is one POST of JSON, never
+//! The component endpoints of WeChat's Open Platform that take the
+//! component token, as the broker calls them: the authorization code
+//! exchange, an authorizer's token, the authorizer list and a pre-auth
+//! code (the component token itself is the engine's pushed-ticket source,
+//! [`super::component`]). Every call is one POST of JSON, never
 //! follows a redirect (the client is the credential client), and its
 //! failures are [`FetchError`]s, classified like every other credential's.
 
@@ -12,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::PlatformConfig;
-use crate::secret::{AccessToken, Secret};
-use crate::wechat::{FetchError, TokenGrant, MAX_LIFETIME_SECS};
+use crate::secret::AccessToken;
+use crate::wechat::{FetchError, MAX_LIFETIME_SECS};
 
 /// An authorizer's token answer (`api_query_auth`, `api_authorizer_token`).
 #[derive(Clone)]
@@ -49,7 +50,6 @@ pub struct ComponentApi {
     http: reqwest::Client,
     base: String,
     component_appid: String,
-    secret: Secret,
     timeout: Duration,
 }
 
@@ -67,7 +67,6 @@ impl ComponentApi {
             http,
             base: platform.api_base.clone(),
             component_appid: platform.component_appid.clone(),
-            secret: platform.secret.clone(),
             timeout: platform.fetch_timeout,
         }
     }
@@ -100,51 +99,6 @@ impl ComponentApi {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or(Err(FetchError::Timeout(self.timeout)))
-    }
-
-    /// `api_component_token` with the latest verify ticket.
-    pub async fn component_token(&self, ticket: &str) -> Result<TokenGrant, FetchError> {
-        #[derive(Deserialize)]
-        struct Answer {
-            #[serde(default)]
-            component_access_token: String,
-            #[serde(default)]
-            expires_in: u64,
-        }
-        let answer: Answer = self
-            .call(
-                "/cgi-bin/component/api_component_token",
-                None,
-                json!({
-                    "component_appid": self.component_appid,
-                    "component_appsecret": self.secret.expose(),
-                    "component_verify_ticket": ticket,
-                }),
-            )
-            .await?;
-        if answer.component_access_token.is_empty() || answer.expires_in == 0 {
-            return Err(FetchError::Malformed(
-                "answer has no component_access_token or expires_in".into(),
-            ));
-        }
-        Ok(TokenGrant {
-            token: AccessToken::new(answer.component_access_token),
-            expires_in: answer.expires_in.min(MAX_LIFETIME_SECS),
-        })
-    }
-
-    /// `api_start_push_ticket`: asks WeChat to push a verify ticket now.
-    pub async fn start_push_ticket(&self) -> Result<(), FetchError> {
-        self.call::<Value>(
-            "/cgi-bin/component/api_start_push_ticket",
-            None,
-            json!({
-                "component_appid": self.component_appid,
-                "component_secret": self.secret.expose(),
-            }),
-        )
-        .await
-        .map(drop)
     }
 
     /// `api_query_auth`: an authorization code for the authorizer's tokens.

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::api_error::ApiError;
@@ -178,25 +177,16 @@ fn answer(
         "fetched_at": record.fetched_at(),
         "version": record.version(),
     });
-    match handle.credential() {
-        Credential::Ticket(kind) => {
-            body["kind"] = json!(kind.name());
-            body["ticket"] = json!(record.value.expose());
-        }
-        // An app's other credential is its access token.
-        _ => body["access_token"] = json!(record.value.expose()),
+    let credential = handle.credential();
+    if let Credential::Ticket(kind) = credential {
+        body["kind"] = json!(kind.name());
     }
+    body[credential.answer_field()] = json!(record.value.expose());
     if let Some(outcome) = outcome {
         body["refreshed"] = json!(outcome == InvalidateOutcome::Refreshed);
         body["outcome"] = json!(outcome.metric_label());
     }
     respond::no_store(respond::json(StatusCode::OK, &body))
-}
-
-#[derive(Deserialize)]
-struct Reported {
-    access_token: Option<String>,
-    ticket: Option<String>,
 }
 
 /// An invalidation a follower forwards: the leader decides, exactly as
@@ -207,23 +197,24 @@ async fn invalidate(
     handle: &CredentialHandle,
     body: &Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let field = match handle.credential() {
-        Credential::Ticket(_) => "ticket",
-        // An app's other credential is its access token.
-        _ => "access_token",
+    let field = handle.credential().answer_field();
+    let expected = || format!("expected {{\"{field}\": \"…\"}}");
+    let reported: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|err| ApiError::BadRequest(format!("{}: {err}", expected())))?;
+    let reported = match reported.get(field) {
+        Some(serde_json::Value::String(reported)) => reported.as_str(),
+        Some(serde_json::Value::Null) | None => return Err(ApiError::BadRequest(expected())),
+        Some(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "{}: \"{field}\" is not a string",
+                expected()
+            )))
+        }
     };
-    let reported: Reported = serde_json::from_slice(body)
-        .map_err(|err| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}: {err}")))?;
-    let reported = match handle.credential() {
-        Credential::Ticket(_) => reported.ticket,
-        // An app's other credential is its access token.
-        _ => reported.access_token,
-    }
-    .ok_or_else(|| ApiError::BadRequest(format!("expected {{\"{field}\": \"…\"}}")))?;
     let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
     let deadline = tokio::time::Instant::now() + state.token_wait;
     let outcome = handle
-        .invalidate(&reported, state.token_wait)
+        .invalidate(reported, state.token_wait)
         .await
         .map_err(unavailable)?;
     let record = handle

@@ -11,7 +11,7 @@ use super::respond::{self, Body};
 use super::routes::ApiState;
 use crate::broker::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::config::AppKind;
-use crate::credential::{Credential, TicketKind};
+use crate::credential::TicketKind;
 use crate::jssdk;
 
 /// The app's `kind` ticket handle, or 404 `ticket_not_configured`.
@@ -19,8 +19,16 @@ pub(super) fn ticket_of<'a>(
     app: &'a AppHandle,
     kind: &str,
 ) -> Result<&'a CredentialHandle, ApiError> {
+    configured(app, kind).map(|(_, handle)| handle)
+}
+
+/// The app's `kind` ticket and its handle, or 404 `ticket_not_configured`.
+fn configured<'a>(
+    app: &'a AppHandle,
+    kind: &str,
+) -> Result<(TicketKind, &'a CredentialHandle), ApiError> {
     TicketKind::from_name(kind)
-        .and_then(|kind| app.ticket(kind))
+        .and_then(|kind| Some((kind, app.ticket(kind)?)))
         .ok_or_else(|| ApiError::TicketNotConfigured {
             app: app.name().to_owned(),
             kind: kind.chars().take(32).collect(),
@@ -44,19 +52,16 @@ async fn valid(
         .map_err(|err| ApiError::from_credential_error(app.name(), ticket.credential(), err))
 }
 
-/// The ticket answer of `handle`'s `ticket`, now.
+/// The answer of the app's `kind` ticket `ticket`, now.
 fn answer(
     app: &AppHandle,
-    handle: &CredentialHandle,
+    kind: TicketKind,
     ticket: &TokenRecord,
     as_text: bool,
     refreshed: Option<bool>,
 ) -> Response<Body> {
     let now_ms = app.now_ms();
-    let kind = match handle.credential() {
-        Credential::Ticket(kind) => kind.name(),
-        other => other.label(),
-    };
+    let kind = kind.name();
     if as_text {
         return respond::no_store(respond::text(
             StatusCode::OK,
@@ -83,15 +88,9 @@ pub(super) async fn ticket(
     kind: &str,
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let handle = ticket_of(app, kind)?;
+    let (kind, handle) = configured(app, kind)?;
     let record = valid(state, app, handle).await?;
-    Ok(answer(
-        app,
-        handle,
-        &record,
-        respond::wants_text(query),
-        None,
-    ))
+    Ok(answer(app, kind, &record, respond::wants_text(query), None))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +108,7 @@ pub(super) async fn invalidate(
     body: &[u8],
     query: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
-    let handle = ticket_of(app, kind)?;
+    let (kind, handle) = configured(app, kind)?;
     let request: InvalidateRequest = serde_json::from_slice(body).map_err(|err| {
         ApiError::BadRequest(format!(
             "expected {{\"ticket\": \"<the ticket that failed>\"}}: {err}"
@@ -126,7 +125,7 @@ pub(super) async fn invalidate(
         .map_err(|err| ApiError::from_credential_error(app.name(), handle.credential(), err))?;
     Ok(answer(
         app,
-        handle,
+        kind,
         &record,
         respond::wants_text(query),
         Some(outcome == InvalidateOutcome::Refreshed),

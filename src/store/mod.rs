@@ -61,28 +61,13 @@ impl StoreKey {
         }
     }
 
-    /// The key of one of the app's credentials. A ticket's record is its
-    /// own (`shop.jsapi_ticket.json`; app names cannot hold a dot), and in
-    /// a shared store it is keyed by what owns it upstream: the appid (a
+    /// The key of one of the app's tickets. A ticket's record is its own
+    /// (`shop.jsapi_ticket.json`; app names cannot hold a dot), and in a
+    /// shared store it is keyed by what owns it upstream: the appid (a
     /// WeChat app's tickets, a WeCom corp's jsapi ticket) or the agent (a
     /// WeCom agent_config ticket, told apart by the agent's secret).
-    pub fn for_credential(app: &AppConfig, credential: Credential) -> Self {
-        let kind = match credential {
-            Credential::AccessToken => return StoreKey::for_app(app),
-            Credential::Ticket(kind) => kind,
-            // A platform's own record (`saas.component_access_token.json`),
-            // keyed in a shared store by the component appid.
-            Credential::ComponentToken | Credential::AuthorizerToken => {
-                let label = credential.label();
-                return StoreKey {
-                    name: format!("{}.{label}", app.name),
-                    appid: app.appid.clone(),
-                    grant: label,
-                    cluster_grant: label.to_owned(),
-                };
-            }
-        };
-        let label = credential.label();
+    pub fn for_ticket(app: &AppConfig, kind: TicketKind) -> Self {
+        let label = Credential::Ticket(kind).label();
         let cluster_grant = match (app.kind, kind) {
             (AppKind::Wecom, TicketKind::AgentConfig) => {
                 format!("{label}-{}", fingerprint(app.secret.expose()))
@@ -95,6 +80,19 @@ impl StoreKey {
             appid: app.appid.clone(),
             grant: label,
             cluster_grant,
+        }
+    }
+
+    /// The key of a credential a platform owns: its own record
+    /// (`saas.component_access_token.json`), keyed in a shared store by
+    /// the component appid.
+    pub fn of_platform(name: &str, component_appid: &str, credential: Credential) -> Self {
+        let label = credential.label();
+        StoreKey {
+            name: format!("{name}.{label}"),
+            appid: component_appid.to_owned(),
+            grant: label,
+            cluster_grant: label.to_owned(),
         }
     }
 

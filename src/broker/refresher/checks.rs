@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::coordination::Coordination;
 use super::{Refresher, SeenBy};
 use crate::broker::{InvalidateOutcome, TokenRecord};
 use crate::wechat::{is_token_rejected, FetchError};
@@ -73,7 +74,7 @@ impl Refresher {
     }
 
     /// Runs the check that is due.
-    pub(super) async fn due_check(&mut self) {
+    pub(super) async fn due_check(&mut self, coordination: &mut dyn Coordination) {
         let Some(every) = self.checks.as_ref().map(|checks| checks.every) else {
             return;
         };
@@ -88,12 +89,12 @@ impl Refresher {
         } else {
             SeenBy::Check
         };
-        self.check_held(seen_by).await;
+        self.check_held(coordination, seen_by).await;
     }
 
     /// Asks upstream about the held token, if one is held and valid and
     /// no refresh of it is already scheduled.
-    async fn check_held(&mut self, seen_by: SeenBy) {
+    async fn check_held(&mut self, coordination: &mut dyn Coordination, seen_by: SeenBy) {
         if self.deferred.is_some() {
             return;
         }
@@ -112,40 +113,49 @@ impl Refresher {
         };
         self.metrics
             .token_checks
-            .with_label_values(&[&self.app.name, label])
+            .with_label_values(&[&self.spec.name, label])
             .inc();
         match result {
             Ok(()) => {
-                debug!(app = %self.app.name, token = %held.value.fingerprint(), "the held token checks out upstream");
+                debug!(app = %self.spec.name, token = %held.value.fingerprint(), "the held token checks out upstream");
             }
             Err(FetchError::Api { errcode, .. }) if is_token_rejected(errcode) => {
-                self.rejected_by_check(&held, errcode, seen_by).await;
+                self.rejected_by_check(coordination, &held, errcode, seen_by)
+                    .await;
             }
             Err(err) => {
-                debug!(app = %self.app.name, error = %err, "could not check the held token upstream");
+                debug!(app = %self.spec.name, error = %err, "could not check the held token upstream");
             }
         }
     }
 
     /// Upstream rejected the token this broker holds and did not replace.
-    async fn rejected_by_check(&mut self, held: &TokenRecord, errcode: i64, seen_by: SeenBy) {
+    async fn rejected_by_check(
+        &mut self,
+        coordination: &mut dyn Coordination,
+        held: &TokenRecord,
+        errcode: i64,
+        seen_by: SeenBy,
+    ) {
         if self.held_from_check {
             // The token the last check's refresh brought is dead too:
             // something keeps fetching, and a refresh now would only
             // kill its token in turn.
             let age = Duration::from_millis(self.now_ms().saturating_sub(held.fetched_at_ms));
             self.count_fight(&held.value, age, seen_by);
-            debug!(app = %self.app.name, token = %held.value.fingerprint(), errcode, "the token a check's refresh brought was rejected too; not refreshing again on a check");
+            debug!(app = %self.spec.name, token = %held.value.fingerprint(), errcode, "the token a check's refresh brought was rejected too; not refreshing again on a check");
             return;
         }
         info!(
-            app = %self.app.name, credential = %self.credential,
+            app = %self.spec.name, credential = %self.credential,
             token = %held.value.fingerprint(),
             errcode,
             "upstream rejected the held token on the broker's own check; refreshing once"
         );
         self.check_asked = true;
-        let outcome = self.invalidate(&held.value, true, seen_by).await;
+        let outcome = self
+            .invalidate(coordination, &held.value, true, seen_by)
+            .await;
         if matches!(
             outcome,
             InvalidateOutcome::AlreadyRotated | InvalidateOutcome::Unchanged

@@ -1,8 +1,11 @@
-//! The refresher: one task per app, the only writer of its token. It waits
-//! for the next deadline (proactive refresh, a retry, a stable-grant
-//! re-check), for an invalidation, for a check of its held token
-//! ([`checks`]), or for cancellation, and calls upstream at most once at a
-//! time, which is what makes every fetch single-flight.
+//! The refresher: one task per credential, its only writer, run as its
+//! [`CredentialSpec`] says. It waits for the next deadline (proactive
+//! refresh, a retry, a stable-grant re-check), for an invalidation, for a
+//! check of its held token ([`checks`]), or for cancellation, and calls
+//! upstream at most once at a time, which is what makes every fetch
+//! single-flight. Whether it shares the credential with a fleet is its
+//! [`coordination`], a strategy; what it publishes and stores goes through
+//! the [`Writer`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -13,21 +16,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 mod checks;
-mod fleet;
+pub(super) mod coordination;
 
 pub use checks::TokenChecks;
 
+use self::coordination::{Coordination, Turn};
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
-use super::schedule::{self, Failure, Renewal};
+use super::schedule::{self, Failure};
 use super::unsaved::Unsaved;
-use super::{BrokerContext, CredentialHandle, InvalidateOutcome, LastError, TokenRecord};
+use super::{
+    BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError, TokenRecord,
+    Writer,
+};
 use crate::clock::{next_beijing_midnight, Clock};
-use crate::config::{AppConfig, AppKind, Grant};
 use crate::credential::Credential;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
-use crate::store::{grant_label, Store, StoreKey, StoredApp, UNTRUSTED_LABEL};
+use crate::store::StoreKey;
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
 
 pub(super) enum Command {
@@ -42,10 +48,6 @@ pub(super) enum Command {
     ClearQuotaHold,
 }
 
-/// How long WeChat keeps a replaced token valid. A rejection of a token
-/// younger than this, which the broker did not replace, means something
-/// else fetched tokens for this appid in the meantime: a token fight.
-const WECHAT_OVERLAP: Duration = Duration::from_secs(300);
 /// A fight is logged once per episode: again only after this long
 /// without one.
 const FIGHT_EPISODE_GAP: Duration = Duration::from_secs(600);
@@ -88,18 +90,18 @@ enum AttemptError {
 }
 
 pub(super) struct Refresher {
-    app: Arc<AppConfig>,
+    spec: Arc<CredentialSpec>,
     credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
-    store: Arc<dyn Store>,
     metrics: Metrics,
     clock: Clock,
-    handle: CredentialHandle,
+    /// Publishes, warm-starts and saves.
+    writer: Writer,
     commands: mpsc::Receiver<Command>,
     cancel: CancellationToken,
     budget: DailyBudget,
-    /// Outside cluster mode: the store lags the count in memory.
+    /// A count kept here (not on a fleet's counter) that the store lags.
     unsaved: Unsaved,
     backoff: Backoff,
     /// When the next scheduled upstream attempt is due.
@@ -108,16 +110,6 @@ pub(super) struct Refresher {
     hold_until: Option<Instant>,
     /// The last upstream call made for an invalidation.
     last_forced: Option<Instant>,
-    /// Cluster mode: wake-ups when another broker stored a new token.
-    updates: Option<mpsc::Receiver<()>>,
-    /// Cluster mode: when to re-read the shared record anyway.
-    next_poll: Instant,
-    /// Cluster mode: refreshing without the shared store.
-    degraded: bool,
-    /// Cluster mode: the current token was fetched without the fleet's
-    /// lock, so it may already be dead upstream (another broker fetching
-    /// alone invalidates it); it is never offered to the fleet.
-    fetched_alone: bool,
     /// A rejected token whose refresh `min_forced_interval` put off, and
     /// when it is allowed: one at a time, later reports merge into it.
     deferred: Option<(AccessToken, Instant)>,
@@ -145,45 +137,41 @@ async fn deferred_due(deferred: &Option<(AccessToken, Instant)>) {
     }
 }
 
-/// The next wake-up from the cluster, or never outside cluster mode.
-async fn next_update(updates: &mut Option<mpsc::Receiver<()>>) -> Option<()> {
-    match updates {
-        Some(updates) => updates.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Refresher {
     pub(super) fn new(
         source: Arc<dyn TokenSource>,
-        daily_budget: u32,
         handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
         context: &BrokerContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
-        let app = handle.shared.config.clone();
-        let credential = handle.credential();
-        let checks = (credential == Credential::AccessToken && source.token_check().is_some())
+        let spec = handle.spec().clone();
+        let mut budget = DailyBudget::new(spec.daily_budget, context.clock.now_secs());
+        // Carried over from the credential's previous settings by a
+        // reload; the store may lag it (a save that failed), never lead it.
+        let seed = handle.view();
+        budget.at_least(seed.fetches_day, seed.fetches_today);
+        // Only a credential that can be fought over (one with a fight
+        // window: an access token) is checked upstream.
+        let checks = (spec.fight_window.is_some() && source.token_check().is_some())
             .then(|| context.token_checks.clone());
         if checks.is_some() {
             for result in checks::CHECK_RESULTS {
                 context
                     .metrics
                     .token_checks
-                    .with_label_values(&[&app.name, result]);
+                    .with_label_values(&[&spec.name, result]);
             }
         }
         Refresher {
-            key: StoreKey::for_credential(&app, credential),
-            budget: DailyBudget::new(daily_budget, context.clock.now_secs()),
-            app,
-            credential,
+            key: spec.key.clone(),
+            budget,
+            credential: spec.credential,
+            spec,
             source,
-            store: context.store.clone(),
             metrics: context.metrics.clone(),
             clock: context.clock,
-            handle,
+            writer: Writer::new(handle, context),
             commands,
             cancel,
             unsaved: Unsaved::default(),
@@ -191,10 +179,6 @@ impl Refresher {
             next_attempt: Instant::now(),
             hold_until: None,
             last_forced: None,
-            updates: None,
-            next_poll: Instant::now() + fleet::POLL_INTERVAL,
-            degraded: false,
-            fetched_alone: false,
             deferred: None,
             last_fight: None,
             next_check: Instant::now() + checks.as_ref().map_or(Duration::ZERO, |c| c.every),
@@ -205,51 +189,44 @@ impl Refresher {
         }
     }
 
-    /// Runs until the app stops. Cancellation is looked at only between
-    /// pieces of work, at the `select!`: an upstream fetch that has begun
-    /// runs to its end (bounded by `fetch_timeout`) and its token is
-    /// adopted and stored before the task ends, because WeChat has already
-    /// replaced the token this broker held.
-    pub(super) async fn run(mut self) {
+    /// Runs until the credential's owner stops, sharing it with others as
+    /// `coordination` says. Cancellation is looked at only between pieces
+    /// of work, at the `select!`: an upstream fetch that has begun runs to
+    /// its end (bounded by `fetch_timeout`) and its token is adopted and
+    /// stored before the task ends, because WeChat has already replaced
+    /// the token this broker held.
+    pub(super) async fn run(mut self, mut coordination: Box<dyn Coordination>) {
         let cancel = self.cancel.clone();
-        if let Some(cluster) = self.store.clone().cluster() {
-            self.updates = Some(cluster.watch(&self.key, cancel.child_token()));
-        }
-        self.warm_start().await;
+        let coordination = &mut *coordination;
+        coordination.start(&mut self).await;
+        self.warm_start(coordination).await;
         // A stop that came while a branch's work ran is seen here, before
         // the next wait; one that comes during the wait ends it.
         while !cancel.is_cancelled() {
-            let clustered = self.updates.is_some();
             let checking = self.checks_tokens();
             let check_at = self.next_check_at();
             tokio::select! {
                 () = cancel.cancelled() => break,
-                Some(()) = next_update(&mut self.updates) => {
-                    self.adopt_stored(None).await;
-                }
-                () = tokio::time::sleep_until(self.next_poll), if clustered => {
-                    self.next_poll = Instant::now() + fleet::POLL_INTERVAL;
-                    self.adopt_stored(None).await;
-                }
+                () = coordination.next_result() => coordination.adopt_result(&mut self).await,
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
-                        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
-                        self.invalidate(&reported, false, SeenBy::Deferred).await;
+                        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
+                        self.invalidate(coordination, &reported, false, SeenBy::Deferred).await;
                     }
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Invalidate { reported, defer, reply }) => {
-                        let outcome = self.invalidate(&reported, defer, SeenBy::Client).await;
+                        let outcome = self.invalidate(coordination, &reported, defer, SeenBy::Client).await;
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
                     Some(Command::ClearQuotaHold) => self.clear_quota_hold(),
                     None => break,
                 },
-                () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh().await,
+                () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh(coordination).await,
                 () = self.unsaved.due(), if self.unsaved.pending() => self.persist().await,
-                () = tokio::time::sleep_until(check_at), if checking => self.due_check().await,
+                () = tokio::time::sleep_until(check_at), if checking => self.due_check(coordination).await,
             }
         }
         if self.unsaved.pending() {
@@ -268,72 +245,34 @@ impl Refresher {
     }
 
     fn current(&self) -> Option<Arc<TokenRecord>> {
-        self.handle.shared.view.borrow().token.clone()
+        self.writer.current()
+    }
+
+    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
+        self.writer.publish(change);
+    }
+
+    fn count_store_error(&self, op: &str) {
+        self.writer.count_store_error(op);
     }
 
     /// Rule 7: a stored token with more than `refresh_before` left means no
     /// upstream call at all on start.
-    async fn warm_start(&mut self) {
-        // Carried over from the app's previous settings by a reload; the
-        // store may lag it (a save that failed), never lead it.
-        let view = self.handle.view();
-        self.budget.at_least(view.fetches_day, view.fetches_today);
-        if self.budget.used() > 0 && self.store.cluster().is_none() {
-            self.unsaved.save_now();
-        }
-        if let Some(token) = self.current().filter(|token| token.is_valid(self.now_ms())) {
+    async fn warm_start(&mut self, coordination: &mut dyn Coordination) {
+        if let Some(token) = self.writer.valid() {
             self.next_attempt = self.refresh_due(&token);
             return;
         }
-        let record = match self.store.load(&self.key).await {
-            Ok(record) => record,
-            Err(err) if err.is_untrusted() => {
-                error!(app = %self.app.name, credential = %self.credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
-                self.count_store_error(err.op_label());
-                None
-            }
-            Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "ignoring unreadable stored state");
-                self.count_store_error(err.op_label());
-                None
-            }
-        };
-        let Some(record) = record else { return };
-        if !record.belongs_to(&self.key) {
-            warn!(
-                app = %self.app.name, credential = %self.credential,
-                stored_appid = %record.appid,
-                stored_grant = %record.grant,
-                "ignoring stored state written for another app or grant"
-            );
+        let Some((record, token)) = self.writer.warm_start().await else {
             return;
-        }
+        };
         self.budget.at_least(record.day, record.fetches);
-        if let Some(cluster) = self.store.clone().cluster() {
-            // The fleet's count, not whatever the record last carried.
-            match cluster.fetches(&self.key, self.budget.day()).await {
-                Ok(count) => self.budget.restore(self.budget.day(), count),
-                Err(err) => self.count_store_error(err.op_label()),
-            }
-        }
-        let now = self.now_ms();
-        let token = record
-            .token
-            .filter(|stored| match stored.implausible(now / 1000) {
-                None => true,
-                Some(problem) => {
-                    error!(app = %self.app.name, credential = %self.credential, %problem, "refusing a stored token no broker could have written; fetching anew");
-                    self.count_store_error(UNTRUSTED_LABEL);
-                    false
-                }
-            })
-            .map(TokenRecord::from_stored)
-            .filter(|token| token.is_valid(now));
+        coordination.restore_count(self).await;
         if let Some(token) = token {
             info!(
-                app = %self.app.name, credential = %self.credential,
+                app = %self.spec.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
-                expires_in = token.expires_in(now),
+                expires_in = token.expires_in(self.now_ms()),
                 "loaded stored token"
             );
             self.next_attempt = self.refresh_due(&token);
@@ -345,41 +284,45 @@ impl Refresher {
     /// When the held credential should be replaced (see [`schedule::due_ms`]).
     fn refresh_due(&self, token: &TokenRecord) -> Instant {
         self.clock.instant_at_ms(schedule::due_ms(
-            Renewal::of(self.credential),
-            self.app.refresh_before,
+            self.spec.reissue.renewal(),
+            self.spec.refresh_before,
             token.fetched_at_ms,
             token.expires_at_ms,
         ))
     }
 
-    async fn scheduled_refresh(&mut self) {
-        let lock = match self.take_turn(None).await {
-            fleet::Turn::Mine(lock) => lock,
-            fleet::Turn::Settled | fleet::Turn::Later => return,
+    async fn scheduled_refresh(&mut self, coordination: &mut dyn Coordination) {
+        let pass = match coordination.take_turn(self, None).await {
+            Turn::Mine(pass) => pass,
+            Turn::Settled | Turn::Later => return,
         };
         let current = self.current();
-        match self.attempt(false).await {
+        let fetched = match self.attempt(coordination, false).await {
             Ok((grant, sent_at)) => {
                 let same = current
                     .as_ref()
                     .is_some_and(|token| token.value == grant.token);
                 if same && self.answers_held_again() {
                     self.keep_held(grant, sent_at);
+                    false
                 } else {
                     self.adopt(grant, sent_at);
+                    true
                 }
             }
-            Err(err) => self.on_failure(err),
-        }
-        self.persist().await;
-        self.end_turn(lock).await;
+            Err(err) => {
+                self.on_failure(err);
+                false
+            }
+        };
+        coordination.end_turn(self, pass, fetched).await;
     }
 
     /// Whether upstream answers a fetch with the credential already held
     /// while that one is valid: `stable_token` before its rotation window
     /// (rule 3), and every ticket endpoint (DESIGN.md section 11).
     fn answers_held_again(&self) -> bool {
-        self.is_stable() || matches!(self.credential, Credential::Ticket(_))
+        self.spec.reissue.repeats_held()
     }
 
     /// An answer that repeats the held credential is a success, but never
@@ -398,9 +341,9 @@ impl Refresher {
             .map_or(answered_expiry, |held| held.expires_at_ms)
             .min(answered_expiry);
         let left = Duration::from_millis(held_expiry.saturating_sub(now));
-        let wait = schedule::recheck_after(Renewal::of(self.credential), left);
+        let wait = schedule::recheck_after(self.spec.reissue.renewal(), left);
         info!(
-            app = %self.app.name,
+            app = %self.spec.name,
             credential = %self.credential,
             value = %grant.token.fingerprint(),
             expires_in = left.as_secs(),
@@ -423,20 +366,24 @@ impl Refresher {
     /// refresh is older than `min_forced_interval`.
     async fn invalidate(
         &mut self,
+        coordination: &mut dyn Coordination,
         reported: &AccessToken,
         defer: bool,
         seen_by: SeenBy,
     ) -> InvalidateOutcome {
-        let outcome = self.try_invalidate(reported, defer, seen_by).await;
+        let outcome = self
+            .try_invalidate(coordination, reported, defer, seen_by)
+            .await;
         self.metrics
             .forced_refreshes
-            .with_label_values(&[&self.app.name, outcome.metric_label()])
+            .with_label_values(&[&self.spec.name, outcome.metric_label()])
             .inc();
         outcome
     }
 
     async fn try_invalidate(
         &mut self,
+        coordination: &mut dyn Coordination,
         reported: &AccessToken,
         defer: bool,
         seen_by: SeenBy,
@@ -445,20 +392,23 @@ impl Refresher {
             return InvalidateOutcome::AlreadyRotated;
         };
         let now = Instant::now();
-        let interval = self.app.min_forced_interval;
+        let interval = self.spec.min_forced_interval;
         let fetched_ago =
             Duration::from_millis(self.now_ms().saturating_sub(current.fetched_at_ms));
         // A client's report of an older token may have other causes, so
-        // it is a fight only while the token is younger than WeChat's
-        // overlap. The broker's own check asks about the token it holds
+        // it is a fight only within the kind's fight window (WeChat's
+        // overlap). The broker's own check asks about the token it holds
         // and did not supersede: its rejection is a fight at any age.
         let fight = match seen_by {
-            SeenBy::Client => fetched_ago < WECHAT_OVERLAP,
-            SeenBy::Check | SeenBy::CheckAfterTimeout => true,
+            SeenBy::Client => self
+                .spec
+                .fight_window
+                .is_some_and(|window| fetched_ago < window),
+            SeenBy::Check | SeenBy::CheckAfterTimeout => self.spec.fight_window.is_some(),
             // Counted when it was seen.
             SeenBy::Deferred => false,
         };
-        if fight && self.credential == Credential::AccessToken {
+        if fight {
             self.count_fight(reported, fetched_ago, seen_by);
         }
         // The earliest moment rule 4 allows a refresh of this token.
@@ -477,18 +427,18 @@ impl Refresher {
             }
             return self.defer_refresh(reported, allowed_at);
         }
-        let lock = match self.take_turn(Some(reported)).await {
-            fleet::Turn::Mine(lock) => lock,
-            fleet::Turn::Settled => return InvalidateOutcome::AlreadyRotated,
-            fleet::Turn::Later => return InvalidateOutcome::RateLimited,
+        let pass = match coordination.take_turn(self, Some(reported)).await {
+            Turn::Mine(pass) => pass,
+            Turn::Settled => return InvalidateOutcome::AlreadyRotated,
+            Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(app = %self.app.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
-        let result = match self.attempt(false).await {
+        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        let result = match self.attempt(coordination, false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
-            Ok((grant, _)) if self.is_stable() && grant.token == *reported => {
-                self.attempt(true).await
+            Ok((grant, _)) if self.spec.reissue.can_force() && grant.token == *reported => {
+                self.attempt(coordination, true).await
             }
             other => other,
         };
@@ -508,8 +458,8 @@ impl Refresher {
                 InvalidateOutcome::Failed
             }
         };
-        self.persist().await;
-        self.end_turn(lock).await;
+        let fetched = outcome == InvalidateOutcome::Refreshed;
+        coordination.end_turn(self, pass, fetched).await;
         outcome
     }
 
@@ -521,7 +471,7 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
-                    app = %self.app.name, credential = %self.credential,
+                    app = %self.spec.name, credential = %self.credential,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -544,7 +494,7 @@ impl Refresher {
     fn count_fight(&mut self, reported: &AccessToken, age: Duration, seen_by: SeenBy) {
         self.metrics
             .token_fights
-            .with_label_values(&[&self.app.name])
+            .with_label_values(&[&self.spec.name])
             .inc();
         let now = Instant::now();
         let new_episode = self
@@ -553,8 +503,8 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
-                app = %self.app.name, credential = %self.credential,
-                appid = %self.app.appid,
+                app = %self.spec.name, credential = %self.credential,
+                appid = %self.key.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
                 seen_by = seen_by.describe(),
@@ -565,36 +515,28 @@ impl Refresher {
         }
     }
 
-    fn is_stable(&self) -> bool {
-        self.credential == Credential::AccessToken
-            && self.app.kind == AppKind::Wechat
-            && self.app.grant == Grant::Stable
-    }
-
     /// One upstream call, within the daily budget. Returns the grant and
     /// the unix millisecond the request was sent, the earliest WeChat could
     /// have issued the token, so `expires_at` is never later than WeChat's.
-    async fn attempt(&mut self, force_refresh: bool) -> Result<(TokenGrant, u64), AttemptError> {
+    async fn attempt(
+        &mut self,
+        coordination: &mut dyn Coordination,
+        force_refresh: bool,
+    ) -> Result<(TokenGrant, u64), AttemptError> {
         // A credential fetched with another waits for that one first, and
         // without it makes no call and spends nothing.
         self.source.ready().await.map_err(AttemptError::Upstream)?;
         let sent_at = self.now_ms();
-        if !self.spend_budget(sent_at / 1000).await {
+        if !coordination.count_fetch(self, sent_at / 1000).await {
             return Err(AttemptError::BudgetSpent);
         }
         self.publish_budget();
-        if self.store.cluster().is_none() {
-            // Counted durably before the call: a crash right after it must
-            // not hand the next start an unspent budget. (A shared store
-            // counts on its own counter, already incremented.)
-            self.persist().await;
-        }
         let started = StdInstant::now();
         let result = self.source.fetch(force_refresh).await;
         if matches!(result, Err(FetchError::Timeout(_))) {
             self.check_after_timeout();
         }
-        let app = self.app.name.as_str();
+        let app = self.spec.name.as_str();
         let credential = self.credential.label();
         self.metrics
             .upstream_fetch_duration
@@ -622,13 +564,12 @@ impl Refresher {
     fn adopt(&mut self, grant: TokenGrant, sent_at: u64) {
         let short_lived = schedule::is_short_lifetime(
             Duration::from_secs(grant.expires_in),
-            self.app.refresh_before,
+            self.spec.refresh_before,
         );
         if !short_lived {
             self.backoff.reset();
         }
         self.hold_until = None;
-        self.fetched_alone = self.degraded;
         self.held_from_check = std::mem::take(&mut self.check_asked);
         let token = TokenRecord {
             value: grant.token,
@@ -636,9 +577,9 @@ impl Refresher {
             fetched_at_ms: self.now_ms(),
         };
         info!(
-            app = %self.app.name,
+            app = %self.spec.name,
             credential = %self.credential,
-            grant = grant_label(self.app.kind, self.app.grant),
+            grant = self.spec.grant,
             value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
             duration_ms = token.fetched_at_ms.saturating_sub(sent_at),
@@ -663,16 +604,16 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
-            app = %self.app.name, credential = %self.credential,
+            app = %self.spec.name, credential = %self.credential,
             expires_in,
-            refresh_before = ?self.app.refresh_before,
+            refresh_before = ?self.spec.refresh_before,
             next_fetch_in = ?wait,
             "upstream granted a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
         );
         self.metrics
             .upstream_errors
             .with_label_values(&[
-                &self.app.name,
+                &self.spec.name,
                 self.credential.label(),
                 SHORT_LIFETIME_LABEL,
             ])
@@ -704,12 +645,12 @@ impl Refresher {
 
     /// Logs a failure with what to do about it; returns it as readers see it.
     fn log_failure(&self, err: &AttemptError, wait: Duration) -> LastError {
-        let app = self.app.name.as_str();
+        let app = self.spec.name.as_str();
         let credential = self.credential;
         let at = self.now_secs();
         let err = match err {
             AttemptError::BudgetSpent => {
-                let budget_key = self.budget_key();
+                let budget_key = &self.spec.budget_key;
                 error!(
                     app,
                     %credential,
@@ -771,21 +712,12 @@ impl Refresher {
         }
     }
 
-    /// The configuration key of this credential's daily budget.
-    fn budget_key(&self) -> String {
-        match self.credential {
-            Credential::AccessToken | Credential::ComponentToken | Credential::AuthorizerToken => {
-                "daily_budget".to_owned()
-            }
-            Credential::Ticket(kind) => format!("ticket_budget.{kind}"),
-        }
-    }
-
     /// Lifts a hold that only WeChat's daily quota (45009) imposed, after
     /// an operator reset that quota; any other hold stays.
     fn clear_quota_hold(&mut self) {
         let quota_held = self
-            .handle
+            .writer
+            .handle()
             .shared
             .view
             .borrow()
@@ -795,42 +727,10 @@ impl Refresher {
         if !quota_held {
             return;
         }
-        info!(app = %self.app.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
+        info!(app = %self.spec.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
         self.hold_until = None;
         self.next_attempt = Instant::now();
         self.publish(|view| view.clear_failure());
-    }
-
-    /// Counts one upstream call against the day's budget: the fleet's
-    /// shared counter in cluster mode (this broker's own count while the
-    /// store is away), else this broker's.
-    async fn spend_budget(&mut self, now_secs: u64) -> bool {
-        let store = self.store.clone();
-        if let (Some(cluster), false) = (store.cluster(), self.degraded) {
-            self.budget.roll(now_secs);
-            let day = self.budget.day();
-            match cluster.count_fetch(&self.key, day).await {
-                Ok(count) => {
-                    self.budget.restore(day, count);
-                    return count <= self.budget.limit();
-                }
-                Err(err) => {
-                    warn!(app = %self.app.name, credential = %self.credential, error = %err, "cannot count on the fleet's budget; counting locally");
-                    self.count_store_error(err.op_label());
-                }
-            }
-        }
-        self.budget.try_spend(now_secs)
-    }
-
-    /// Publishes a change of the app's view; the token goes into the
-    /// readers' lock-free cell in the same step, so the two never differ.
-    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
-        let shared = &self.handle.shared;
-        shared.view.send_modify(|view| {
-            change(view);
-            shared.current.store(view.token.clone());
-        });
     }
 
     fn publish_budget(&self) {
@@ -841,38 +741,41 @@ impl Refresher {
         });
     }
 
-    /// Rule 6 and 8: the token and the day's count survive restarts.
+    /// Rule 6 and 8: the token and the day's count survive restarts. A
+    /// failure is counted.
+    async fn save(&mut self) -> Result<(), crate::store::StoreError> {
+        let (day, fetches) = (self.budget.day(), self.budget.used());
+        self.writer.save(day, fetches).await?;
+        self.unsaved.saved();
+        Ok(())
+    }
+
+    /// [`Refresher::save`] of a count kept here: the count in memory stays
+    /// the authority, and a store that failed gets it again soon.
     async fn persist(&mut self) {
-        if self.fetched_alone {
-            return;
-        }
-        let record = StoredApp {
-            appid: self.key.appid.clone(),
-            grant: self.key.grant.to_owned(),
-            token: self.current().map(|token| token.to_stored()),
-            day: self.budget.day(),
-            fetches: self.budget.used(),
-        };
-        match self.store.save(&self.key, &record).await {
-            Ok(()) => self.unsaved.saved(),
-            Err(err) if self.store.cluster().is_none() => {
-                // The count in memory stays the authority; the store gets
-                // it again soon (a shared store counts on its own counter).
-                let retry_in = self.unsaved.failed();
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = record.fetches, "could not persist token state; keeping it in memory");
-                self.count_store_error(err.op_label());
-            }
-            Err(err) => {
-                warn!(app = %self.app.name, credential = %self.credential, error = %err, "could not persist token state");
-                self.count_store_error(err.op_label());
-            }
+        if let Err(err) = self.save().await {
+            let retry_in = self.unsaved.failed();
+            warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
         }
     }
 
-    fn count_store_error(&self, op: &str) {
-        self.metrics
-            .store_errors
-            .with_label_values(&[self.store.backend(), op])
-            .inc();
+    /// Serves `stored`, a token another broker fetched and stored.
+    fn take_stored(&mut self, stored: TokenRecord) {
+        info!(
+            app = %self.spec.name, credential = %self.credential,
+            token = %stored.value.fingerprint(),
+            expires_in = stored.expires_in(self.now_ms()),
+            "adopted the fleet's token"
+        );
+        self.next_attempt = self.refresh_due(&stored);
+        self.backoff.reset();
+        self.hold_until = None;
+        // Another broker's token: no check of ours asked for it.
+        self.check_asked = false;
+        self.held_from_check = false;
+        self.publish(|view| {
+            view.install(Arc::new(stored));
+            view.clear_failure();
+        });
     }
 }

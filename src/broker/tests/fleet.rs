@@ -189,3 +189,90 @@ async fn a_fleet_fetches_each_ticket_once_a_lifetime() {
     );
     stop_all(fleet).await;
 }
+
+/// Three brokers sharing `store`, each running the access token's
+/// refresher with the coordination `coordinated` makes for it.
+fn three_coordinated(
+    source: &Arc<FakeSource>,
+    store: &Arc<MemoryFleet>,
+    coordinated: impl Fn(
+        &Arc<dyn Store>,
+    ) -> Box<dyn crate::broker::refresher::coordination::Coordination>,
+) -> (Vec<CredentialHandle>, TaskTracker) {
+    let tasks = TaskTracker::new();
+    let spec = Arc::new(app::token_spec(&app(Grant::Classic)));
+    let handles = (0..SIZE)
+        .map(|_| {
+            let context = BrokerContext {
+                store: store.clone(),
+                tickets: Arc::new(tickets::FakeTickets::default()),
+                metrics: Metrics::new(),
+                clock: Clock::starting_at(Duration::from_secs(START)),
+                tasks: tasks.clone(),
+                cancel: CancellationToken::new(),
+                token_checks: crate::broker::TokenChecks::default(),
+            };
+            CredentialHandle::spawn_coordinated(
+                spec.clone(),
+                source.clone(),
+                coordinated(&context.store),
+                &context,
+                AppView::default(),
+            )
+        })
+        .collect();
+    (handles, tasks)
+}
+
+async fn stop_handles(handles: Vec<CredentialHandle>, tasks: TaskTracker) {
+    for handle in &handles {
+        handle.stopped().cancel();
+    }
+    tasks.close();
+    tasks.wait().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_coordinations_drive_one_refresher_through_a_memory_fleet() {
+    use crate::broker::refresher::coordination::{Fleet, Local};
+    let key = StoreKey::for_app(&app(Grant::Classic));
+    let day = crate::clock::beijing_day(START);
+
+    // Alone: every broker has every turn and counts in its own record, so
+    // three on one store make three fetches and serve three tokens.
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let (alone, tasks) = three_coordinated(&source, &store, |_| Box::new(Local));
+    let mut tokens = std::collections::HashSet::new();
+    for handle in &alone {
+        let token = handle.token(WAIT).await.unwrap();
+        tokens.insert(token.value.expose().to_owned());
+    }
+    assert_eq!((source.calls(), tokens.len()), (SIZE, SIZE));
+    assert_eq!(store.count(&key, day), 0, "nothing on the fleet's counter");
+    stop_handles(alone, tasks).await;
+
+    // As a fleet: one turn for all, counted on the fleet's counter, and
+    // every broker serves the token the one fetch brought.
+    let source = FakeSource::classic();
+    let store = Arc::new(MemoryFleet::new());
+    let (fleet, tasks) =
+        three_coordinated(&source, &store, |store| Box::new(Fleet::new(store.clone())));
+    let first = fleet[0].token(WAIT).await.unwrap().value.clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fleet.iter().all(|handle| {
+        handle
+            .valid_token()
+            .is_some_and(|token| token.value == first)
+    }) {
+        assert!(Instant::now() < deadline, "the fleet never agreed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(source.calls(), 1);
+    assert_eq!(
+        store.count(&key, day),
+        1,
+        "one fetch on the fleet's counter"
+    );
+    stop_handles(fleet, tasks).await;
+}
