@@ -347,7 +347,8 @@ impl PlatformHandle {
     }
 
     /// The authorizer's valid token, waiting up to `wait` when it has
-    /// none yet (just authorized, or being refreshed after expiry).
+    /// none yet (just authorized, or being refreshed after expiry); at
+    /// once unavailable when it has none and is held.
     pub async fn authorizer_token(
         &self,
         appid: &str,
@@ -360,9 +361,15 @@ impl PlatformHandle {
             if slot.is_none() && self.inner.table.is_loaded() {
                 return Err(AuthorizerError::NotFound);
             }
+            let held = slot.as_ref().is_some_and(|slot| slot.hold() != Hold::None);
             let token = slot.and_then(|slot| slot.token());
             if let Some(token) = token.filter(|t| t.is_valid(self.now_ms())) {
                 return Ok(token);
+            }
+            // Held (a configuration errcode, 45009, the budget spent):
+            // waiting cannot bring a token soon, so the answer is now.
+            if held {
+                return Err(AuthorizerError::Unavailable);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(AuthorizerError::Unavailable);
