@@ -526,7 +526,11 @@ async fn a_fleet_shares_one_authorizer_daily_budget() {
         let asked = std::time::Instant::now();
         let served = tokens_of(broker, &appids).await;
         assert_eq!(served.iter().flatten().count(), 4);
-        assert!(asked.elapsed() < Duration::from_secs(4), "{:?}", asked.elapsed());
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            asked.elapsed()
+        );
     }
     // One counter for the fleet, beside the platform's other keys.
     let day = wxbroker::clock::beijing_day(

@@ -127,7 +127,9 @@ impl FetchBudget {
                 state.budget.roll(now_secs);
                 state.budget.at_least(day, count);
             }
-            Err(err) => warn!(error = %err, "cannot read the day's count of fetches; counting from this broker's own"),
+            Err(err) => {
+                warn!(error = %err, "cannot read the day's count of fetches; counting from this broker's own")
+            }
         }
     }
 
@@ -228,12 +230,13 @@ mod tests {
 
     struct Refreshing;
 
+    /// Only its classification is asked for; every call fails.
     impl ChildSource for Refreshing {
         fn parent_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
-            unimplemented!()
+            Box::pin(async { Err(FetchError::Http(500)) })
         }
         fn parent_rejected<'a>(&'a self, _: &'a AccessToken) -> BoxFuture<'a, ()> {
-            unimplemented!()
+            Box::pin(async {})
         }
         fn fetch<'a>(
             &'a self,
@@ -241,21 +244,21 @@ mod tests {
             _: &'a str,
             _: &'a str,
         ) -> BoxFuture<'a, Result<ChildGrant, FetchError>> {
-            unimplemented!()
+            Box::pin(async { Err(FetchError::Http(500)) })
         }
         fn exchange<'a>(
             &'a self,
             _: &'a AccessToken,
             _: &'a str,
         ) -> BoxFuture<'a, Result<ChildGrant, FetchError>> {
-            unimplemented!()
+            Box::pin(async { Err(FetchError::Http(500)) })
         }
         fn list<'a>(
             &'a self,
             _: &'a AccessToken,
             _: u64,
         ) -> BoxFuture<'a, Result<ChildPage, FetchError>> {
-            unimplemented!()
+            Box::pin(async { Err(FetchError::Http(500)) })
         }
         fn config_fix(&self, errcode: i64) -> Option<&'static str> {
             (errcode == 61023).then_some("the merchant must authorize again")

@@ -90,8 +90,7 @@ pub trait ChildStore: Send + Sync + 'static {
     fn wants_compaction(&self, live: usize) -> bool;
 
     /// Replaces every record with exactly `records`.
-    fn compact<'a>(&'a self, records: &'a [ChildRecord])
-        -> BoxFuture<'a, Result<(), StoreError>>;
+    fn compact<'a>(&'a self, records: &'a [ChildRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Whether several brokers share this store.
     fn is_shared(&self) -> bool;

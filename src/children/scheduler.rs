@@ -412,7 +412,8 @@ impl Scheduler {
                 authorized_at: slot.map_or(0, |slot| slot.authorized_at()),
                 kind: self.kind,
             };
-            self.in_flight.spawn(task.run().instrument(self.span.clone()));
+            self.in_flight
+                .spawn(task.run().instrument(self.span.clone()));
         }
     }
 
@@ -459,9 +460,8 @@ impl Scheduler {
                 self.adopt_all(vec![record]);
             }
             Outcome::Authorized(Err(err)) => {
-                self.fetches.count(
-                    Failed::Upstream(err.clone()).result_label(self.source.as_ref()),
-                );
+                self.fetches
+                    .count(Failed::Upstream(err.clone()).result_label(self.source.as_ref()));
                 warn!(error = %err, "could not exchange an authorization code");
             }
             Outcome::Recovered(Ok(records)) => {
@@ -809,11 +809,7 @@ impl RefreshTask {
     }
 
     async fn fetch(&self) -> Result<ChildRecord, Failed> {
-        let parent = self
-            .source
-            .parent_token()
-            .await
-            .map_err(Failed::Upstream)?;
+        let parent = self.source.parent_token().await.map_err(Failed::Upstream)?;
         if !self.budget.spend(self.clock.now_secs()).await {
             return Err(Failed::BudgetSpent);
         }
@@ -942,7 +938,12 @@ impl RecoverTask {
             }
             all.extend(records);
             offset += fetched;
-            info!(recovered = all.len(), total = page.total, "{} list page", self.kind);
+            info!(
+                recovered = all.len(),
+                total = page.total,
+                "{} list page",
+                self.kind
+            );
             if fetched == 0 || offset >= page.total {
                 break;
             }

@@ -29,11 +29,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::broker::{AppView, BrokerContext, CredentialHandle};
+use crate::children::scheduler::FetchCounter;
+use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::{AppConfig, AppKind, Grant, PlatformConfig, SecretSource};
 use crate::credential::Credential;
 use crate::wechat::FetchError;
-use crate::children::scheduler::FetchCounter;
-use crate::children::{Hold, Scheduler, SchedulerParts};
 use authorizers::{
     AuthorizerSource, AuthorizerStore, AuthorizerToken, Command, SchedulerTuning, Table,
 };

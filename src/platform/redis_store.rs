@@ -224,7 +224,11 @@ impl PlatformStore for RedisPlatformStore {
     }
 
     fn count_authorizer_fetch(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
-        Box::pin(async move { self.redis.count(&self.fetches_key(day), DAY_COUNT_SECS).await })
+        Box::pin(async move {
+            self.redis
+                .count(&self.fetches_key(day), DAY_COUNT_SECS)
+                .await
+        })
     }
 
     fn authorizer_fetches(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {

@@ -331,7 +331,11 @@ async fn a_configuration_errcode_gets_one_attempt_per_10_minutes() {
     tokio::time::sleep(HOUR + Duration::from_secs(5)).await;
     for held in ["a", "d"] {
         let calls = upstream.calls_of(held);
-        assert_eq!(calls.len(), 7, "{held}: at 0, 10, ..., 60 minutes: {calls:?}");
+        assert_eq!(
+            calls.len(),
+            7,
+            "{held}: at 0, 10, ..., 60 minutes: {calls:?}"
+        );
         for pair in calls.windows(2) {
             assert!(
                 pair[1] - pair[0] >= 600_000,
@@ -359,9 +363,15 @@ async fn a_transient_errcode_is_retried_by_the_engines_backoff() {
 
     tokio::time::sleep(Duration::from_secs(10 * 60)).await;
     let calls = upstream.calls_of("a");
-    assert!(calls.len() >= 12, "retried within a minute each time: {calls:?}");
+    assert!(
+        calls.len() >= 12,
+        "retried within a minute each time: {calls:?}"
+    );
     for pair in calls.windows(2) {
-        assert!(pair[1] - pair[0] <= 61_000, "the backoff's cap is 60 s: {calls:?}");
+        assert!(
+            pair[1] - pair[0] <= 61_000,
+            "the backoff's cap is 60 s: {calls:?}"
+        );
     }
     assert_eq!(running.hold("a"), Hold::None);
     assert_eq!(running.counted("errcode") as usize, calls.len());
@@ -421,7 +431,12 @@ async fn a_budget_spent_before_a_restart_stays_spent() {
 async fn the_writer_keeps_the_token_index_through_refreshes_and_removal() {
     let upstream = Upstream::new(clock());
     let running = Running::start(upstream.clone(), Arc::default(), &["a", "b"], 200_000);
-    let owner = |token: &str| running.table.owner_of(token).map(|slot| slot.id.to_string());
+    let owner = |token: &str| {
+        running
+            .table
+            .owner_of(token)
+            .map(|slot| slot.id.to_string())
+    };
 
     tokio::time::sleep(Duration::from_secs(60)).await;
     let first = running.valid_token("a").expect("a's first token");

@@ -205,7 +205,7 @@ impl RedisStore {
     /// Runs `pipeline`, a write of something that cannot be fetched again
     /// (a refresh token, a permanent code), and on a Sentinel-managed
     /// primary waits until a replica has it too (`WAIT`, bounded by
-    /// [`REPLICA_WAIT`]), so a failover right after cannot take it along.
+    /// `REPLICA_WAIT`), so a failover right after cannot take it along.
     /// A replica that does not confirm in time is logged, not an error:
     /// the write is on the primary, and the broker keeps it in memory.
     pub async fn replicated_write(
