@@ -8,10 +8,12 @@ use std::sync::Mutex;
 use futures_util::future::BoxFuture;
 use prometheus::{IntCounterVec, Opts};
 
+use super::tasks::record_of;
 use super::*;
-use crate::children::source::ChildPage;
+use crate::children::source::{ChildGrant, ChildPage};
 use crate::clock::beijing_day;
 use crate::store::StoreError;
+use crate::wechat::FetchError;
 
 /// 2025-11-24T06:00:00Z, 14:00 in Beijing: the next Beijing midnight is
 /// ten hours away.
