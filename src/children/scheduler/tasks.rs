@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::super::policy::{Failed, FetchBudget};
-use super::super::record::{ChildRecord, ChildStore};
-use super::super::source::{ChildGrant, ChildSource};
+use crate::children::policy::{Failed, FetchBudget};
+use crate::children::record::{ChildRecord, ChildStore};
+use crate::children::source::{ChildGrant, ChildSource};
 use crate::clock::Clock;
 use crate::secret::AccessToken;
 use crate::wechat::{self, FetchError};
