@@ -11,6 +11,11 @@
 //!    with no authorizer, the memory per authorizer.
 //! 3. A backlog: N stored tokens all due now; the fetch rate the limiter
 //!    allows, sampled every second.
+//! 4. The compatible listener's lookup by token: 500 calls, each carrying
+//!    the stored (valid) token of another authorizer, forwarded to the
+//!    simulator; latency p50 and p99 with 100 authorizers held and with
+//!    N. The broker finds whose token it is through its token index, so
+//!    the two should not differ with the number of authorizers.
 //!
 //! ```text
 //! cargo build --release --bin wxbroker
@@ -60,17 +65,18 @@ struct Broker {
     child: Child,
     api: u16,
     metrics: u16,
+    compat: u16,
     http: reqwest::Client,
 }
 
 impl Broker {
     fn start(args: &Args, sim: &SimHandle, state: &Path) -> Broker {
-        let (api, metrics, callback) = (free_port(), free_port(), free_port());
+        let (api, metrics, callback, compat) = (free_port(), free_port(), free_port(), free_port());
         let config = state.with_extension("toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\nwechat_compat_listen = \"127.0.0.1:{compat}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
                 state.display(),
                 sim.base_url()
             ),
@@ -91,6 +97,7 @@ impl Broker {
             child,
             api,
             metrics,
+            compat,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         }
     }
@@ -105,6 +112,24 @@ impl Broker {
             .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.ok()?))
+    }
+
+    /// One call through the compatible listener holding `token`: how
+    /// long it took, and whether WeChat's answer came back.
+    async fn compat_call(&self, token: &str) -> (Duration, bool) {
+        let url = format!(
+            "http://127.0.0.1:{}/cgi-bin/getcallbackip?access_token={token}",
+            self.compat
+        );
+        let started = Instant::now();
+        let answered = match self.http.get(url).send().await {
+            Ok(response) => response
+                .text()
+                .await
+                .is_ok_and(|body| body.contains("ip_list")),
+            Err(_) => false,
+        };
+        (started.elapsed(), answered)
     }
 
     async fn metrics_text(&self) -> String {
@@ -165,27 +190,70 @@ async fn fetch_rate(sim: &Simulator, secs: u64) -> (u64, f64) {
 }
 
 /// `n` stored authorizers whose tokens were fetched `age` ago and live
-/// `life` more.
-async fn store(dir: &Path, sim: &Simulator, n: usize, age: u64, life: u64) {
+/// `life` more; the tokens are ones the simulator issued (and honours)
+/// when `valid`, else made up. Returns the tokens.
+async fn store(
+    dir: &Path,
+    sim: &Simulator,
+    n: usize,
+    age: u64,
+    life: u64,
+    valid: bool,
+) -> Vec<String> {
     let appids = sim.add_authorizers(COMPONENT, n);
     let now = now_ms();
     let records: Vec<AuthorizerRecord> = appids
         .into_iter()
         .map(|appid| AuthorizerRecord {
             refresh_token: sim.refresh_token_of(&appid).unwrap(),
-            access_token: format!("87_stored-{appid}-{}", "x".repeat(100)),
+            access_token: if valid {
+                sim.issue_authorizer_token(&appid).unwrap()
+            } else {
+                format!("87_stored-{appid}-{}", "x".repeat(100))
+            },
             expires_at_ms: now + life * 1000,
             fetched_at_ms: now - age * 1000,
             authorized_at: now / 1000,
             appid,
         })
         .collect();
+    let tokens = records.iter().map(|r| r.access_token.clone()).collect();
     std::fs::create_dir_all(dir).unwrap();
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     FilePlatformStore::new(dir, "saas", COMPONENT)
         .save_authorizers(&records)
         .await
         .unwrap();
+    tokens
+}
+
+/// Calls through the compatible listener measured at each size.
+const LOOKUP_CALLS: usize = 500;
+
+/// Latency of [`LOOKUP_CALLS`] calls through the compatible listener,
+/// each holding another of `n` authorizers' tokens: (p50, p99).
+async fn lookup_latency(args: &Args, root: &Path, n: usize) -> (Duration, Duration) {
+    let sim = simulator().await;
+    let dir = root.join(format!("lookup-{n}"));
+    let tokens = store(&dir, &sim.sim, n, 60, 7140, true).await;
+    let broker = Broker::start(args, &sim, &dir);
+    broker.wait_loaded(n).await;
+    // Spread over all of them: with fewer than the calls, each in turn.
+    let pick = |i: usize| &tokens[(i * n.max(LOOKUP_CALLS) / LOOKUP_CALLS) % n];
+    for i in 0..50 {
+        let (_, answered) = broker.compat_call(pick(i * 7)).await;
+        assert!(answered, "the compatible listener forwards the call");
+    }
+    let mut took = Vec::with_capacity(LOOKUP_CALLS);
+    for i in 0..LOOKUP_CALLS {
+        let (elapsed, answered) = broker.compat_call(pick(i)).await;
+        assert!(answered, "call {i} answered");
+        took.push(elapsed);
+    }
+    broker.stop();
+    took.sort_unstable();
+    let at = |q: f64| took[((q * LOOKUP_CALLS as f64).ceil() as usize).saturating_sub(1)];
+    (at(0.50), at(0.99))
 }
 
 async fn simulator() -> SimHandle {
@@ -231,7 +299,7 @@ async fn main() {
     let base_metrics = empty.metrics_text().await.len();
     empty.stop();
     let warm_dir = root.path().join("warm");
-    store(&warm_dir, &sim.sim, n, 60, 7140).await;
+    store(&warm_dir, &sim.sim, n, 60, 7140, false).await;
     let warm = Broker::start(&args, &sim, &warm_dir);
     let loaded = warm.wait_loaded(n).await;
     let first = sim.sim.component_calls("api_authorizer_token");
@@ -261,7 +329,7 @@ async fn main() {
     // 3. A backlog: every stored token due now.
     let sim = simulator().await;
     let due_dir = root.path().join("due");
-    store(&due_dir, &sim.sim, n, 7100, 100).await;
+    store(&due_dir, &sim.sim, n, 7100, 100, false).await;
     let due = Broker::start(&args, &sim, &due_dir);
     due.wait_loaded(n).await;
     let (max, mean) = fetch_rate(&sim.sim, args.sample).await;
@@ -270,5 +338,25 @@ async fn main() {
     println!(
         "| steady state, {n} tokens of 2 h refreshed in a window of up to 35 min before expiry | about {:.1} fetches a second on average |",
         n as f64 / (7200.0 - 1200.0)
+    );
+
+    // 4. The compatible listener's lookup by token, small and large.
+    let small = 100.min(n);
+    let (small_p50, small_p99) = lookup_latency(&args, root.path(), small).await;
+    let (large_p50, large_p99) = lookup_latency(&args, root.path(), n).await;
+    let micros = |d: Duration| d.as_micros();
+    println!(
+        "| compatible listener, {LOOKUP_CALLS} calls each holding another authorizer's token, {small} authorizers: p50 / p99 | {} / {} µs |",
+        micros(small_p50),
+        micros(small_p99)
+    );
+    println!(
+        "| compatible listener, the same with {n} authorizers: p50 / p99 | {} / {} µs |",
+        micros(large_p50),
+        micros(large_p99)
+    );
+    println!(
+        "| compatible listener: p99 with {n} over p99 with {small} | {:.2} (bound: at most 3) |",
+        large_p99.as_secs_f64() / small_p99.as_secs_f64()
     );
 }

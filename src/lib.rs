@@ -6,6 +6,9 @@
 //! - [`wechat`] speaks WeChat's token protocol and classifies its failures.
 //! - [`broker`] runs one refresher task per app, the only writer of that
 //!   app's token; readers get the current token without waiting.
+//! - [`children`] runs many credentials under one parent (a platform's
+//!   authorizers) as one compact table with one writer, on the engine's
+//!   policy.
 //! - [`store`] keeps tokens and daily fetch counts across restarts.
 //! - [`server`] serves the token API on TCP and a Unix socket (with a
 //!   token-injecting proxy to WeChat), the WeChat-compatible listener for
@@ -42,6 +45,7 @@
 
 pub mod audit;
 pub mod broker;
+pub mod children;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -52,8 +52,18 @@ async fn start(sim: &SimHandle, store: &str, rate: u32) -> Platform {
 }
 
 async fn start_tuned(sim: &SimHandle, store: &str, authorizers: SchedulerTuning) -> Platform {
+    start_configured(sim, store, authorizers, "").await
+}
+
+/// As [`start_tuned`], with `platform` (more keys) added to the platform.
+async fn start_configured(
+    sim: &SimHandle,
+    store: &str,
+    authorizers: SchedulerTuning,
+    platform: &str,
+) -> Platform {
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nwechat_compat_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\nwechat_compat_listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ntoken_wait_timeout = \"5s\"\n{store}\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n{platform}",
         sim.base_url()
     );
     let config = Config::from_toml_str("platform.toml", &text).expect("valid config");
@@ -439,6 +449,104 @@ async fn a_fleet_of_three_makes_one_fleets_worth_of_fetches() {
     }
     // ...fetched once for the fleet.
     assert_eq!(sim.sim.component_calls("api_authorizer_token"), 400);
+    for broker in fleet {
+        broker.stop().await;
+    }
+}
+
+/// The value of the metric series `series` (name and labels), 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_fleet_shares_one_authorizer_daily_budget() {
+    let redis = support::RedisServer::start().await;
+    let store = support::redis_store(&redis.url());
+    let sim = simulator().await;
+    let appids = sim.sim.add_authorizers(COMPONENT, 6);
+    let budget = "authorizer_daily_budget = 4\n";
+    let tuning = SchedulerTuning {
+        fetch_rate: 1000,
+        concurrency: 8,
+        ..SchedulerTuning::default()
+    };
+    let fleet = [
+        start_configured(&sim, &store, tuning, budget).await,
+        start_configured(&sim, &store, tuning, budget).await,
+    ];
+    sim.sim.set_callback_url(
+        COMPONENT,
+        &format!(
+            "http://{}/wechat/platforms/saas/callback",
+            fleet[0].callback
+        ),
+    );
+    sim.sim.push_verify_ticket(COMPONENT).await;
+    // Every broker tries every authorizer: four are fetched for the
+    // fleet, the other two are refused by the fleet's budget and held.
+    for broker in &fleet {
+        eventually("four valid and two held on every broker", || async {
+            let text = broker.metrics_text().await;
+            metric(
+                &text,
+                "wxbroker_authorizers{platform=\"saas\",state=\"valid\"}",
+            ) == 4.0
+                && metric(
+                    &text,
+                    "wxbroker_authorizers_held{platform=\"saas\",reason=\"budget\"}",
+                ) == 2.0
+        })
+        .await;
+    }
+    assert_eq!(
+        sim.sim.component_calls("api_authorizer_token"),
+        4,
+        "the budget is the fleet's, not each broker's"
+    );
+    let refused: f64 = {
+        let mut sum = 0.0;
+        for broker in &fleet {
+            sum += metric(
+                &broker.metrics_text().await,
+                "wxbroker_authorizer_fetches_total{platform=\"saas\",result=\"budget\"}",
+            );
+        }
+        sum
+    };
+    assert!(refused >= 2.0, "refusals are counted: {refused}");
+    // The four fetched tokens are served on every broker; a held
+    // authorizer without a token is answered at once, not after
+    // token_wait_timeout (5 s).
+    for broker in &fleet {
+        let asked = std::time::Instant::now();
+        let served = tokens_of(broker, &appids).await;
+        assert_eq!(served.iter().flatten().count(), 4);
+        assert!(
+            asked.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    // One counter for the fleet, beside the platform's other keys.
+    let day = wxbroker::clock::beijing_day(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let counted: u32 = redis::cmd("GET")
+        .arg(format!("{{test:{COMPONENT}:authorizers}}:fetches:{day}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(counted >= 4, "{counted}");
     for broker in fleet {
         broker.stop().await;
     }

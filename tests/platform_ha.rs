@@ -102,19 +102,22 @@ impl PlatformBroker {
         }
     }
 
-    /// Authorizer fetches that failed with an errcode (61023 for a spent
-    /// refresh token among them).
+    /// Authorizer fetches that failed with an errcode, whatever its
+    /// class (61023 for a spent refresh token is a configuration one).
     async fn refused_fetches(&self) -> f64 {
         let text = self.metrics_text().await;
-        text.lines()
-            .find(|line| {
-                line.starts_with(
-                    "wxbroker_authorizer_fetches_total{platform=\"saas\",result=\"errcode\"}",
-                )
+        ["errcode", "config", "quota"]
+            .iter()
+            .filter_map(|result| {
+                let series = format!(
+                    "wxbroker_authorizer_fetches_total{{platform=\"saas\",result=\"{result}\"}}"
+                );
+                text.lines()
+                    .find(|line| line.starts_with(&series))
+                    .and_then(|line| line.rsplit(' ').next())
+                    .and_then(|value| value.parse::<f64>().ok())
             })
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0.0)
+            .sum()
     }
 
     async fn all_valid(&self) -> bool {

@@ -1,7 +1,8 @@
 //! When a refresher calls upstream next: pure functions of the held
 //! credential's times, its kind, and the failure at hand, so every
-//! deadline rule is tested without a clock. The platforms' authorizer
-//! scheduler keeps its own due-time index but takes its rules from here.
+//! deadline rule is tested without a clock. The scheduler of credentials
+//! under one parent (`crate::children`) keeps its own due-time index but
+//! takes its rules from here.
 
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ pub(super) const STABLE_RECHECK_FLOOR: Duration = Duration::from_secs(2);
 pub(super) const TICKET_EXPIRY_MARGIN: Duration = Duration::from_secs(1);
 /// How long a configuration error holds the credential before the next
 /// attempt.
-pub(super) const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
+pub(crate) const CONFIG_ERROR_HOLD: Duration = Duration::from_secs(600);
 
 /// How a credential can be replaced before it dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +129,7 @@ pub(super) fn recheck_after(renewal: Renewal, left: Duration) -> Duration {
 
 /// Why an attempt failed, as far as the schedule cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Failure {
+pub(crate) enum Failure {
     /// The day's budget is spent.
     BudgetSpent,
     /// Upstream refused or failed, classified by rule 5.
@@ -139,7 +140,7 @@ pub(super) enum Failure {
 /// 5): transient ones by the backoff's next delay, configuration errors
 /// ten minutes, a spent budget or 45009 until Beijing midnight
 /// (`until_midnight`).
-pub(super) fn failure_wait(
+pub(crate) fn failure_wait(
     failure: Failure,
     until_midnight: Duration,
     backoff: impl FnOnce() -> Duration,
@@ -153,7 +154,7 @@ pub(super) fn failure_wait(
 
 /// Whether a failure holds the credential until an operator or the next
 /// day fixes it, so readers are answered at once instead of waiting.
-pub(super) fn holds(failure: Failure) -> bool {
+pub(crate) fn holds(failure: Failure) -> bool {
     failure != Failure::Upstream(ErrorClass::Retry)
 }
 

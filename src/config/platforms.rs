@@ -36,6 +36,7 @@ pub(crate) struct RawPlatform {
     pub refresh_before: Option<Loose>,
     pub daily_budget: Option<i64>,
     pub min_forced_interval: Option<Loose>,
+    pub authorizer_daily_budget: Option<i64>,
     pub api_base: Option<String>,
     pub fetch_timeout: Option<Loose>,
 }
@@ -62,6 +63,9 @@ pub struct PlatformConfig {
     /// The shortest time between two component token refreshes forced by
     /// a rejection (the app's rule 4).
     pub min_forced_interval: Duration,
+    /// Authorizer token fetches (`api_authorizer_token`) a Beijing day,
+    /// all authorizers together; in a fleet, the fleet's.
+    pub authorizer_daily_budget: u32,
     /// Without a trailing slash.
     pub api_base: String,
     pub fetch_timeout: Duration,
@@ -71,6 +75,9 @@ const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
 /// WeChat allows 2000 `api_component_token` calls a day.
 const DEFAULT_DAILY_BUDGET: u32 = 2000;
 const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
+/// Ten thousand authorizers refreshed every hour and a half take 160,000
+/// fetches a day; this leaves room for retries and reported tokens.
+pub const DEFAULT_AUTHORIZER_DAILY_BUDGET: u32 = 200_000;
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The length of an EncodingAESKey: 32 bytes in base64 without its `=`.
@@ -204,6 +211,13 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         raw.min_forced_interval.as_ref(),
         DEFAULT_MIN_FORCED_INTERVAL,
     )?;
+    let authorizer_daily_budget = match raw.authorizer_daily_budget {
+        None => DEFAULT_AUTHORIZER_DAILY_BUDGET,
+        Some(n) => u32::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| Problem::new(key("authorizer_daily_budget"), "must be at least 1"))?,
+    };
     let api_base = validate::api_base(&key("api_base"), raw.api_base, validate::WECHAT_API_BASE)?;
     let fetch_timeout = validate::duration(
         &key("fetch_timeout"),
@@ -224,6 +238,7 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         refresh_before,
         daily_budget,
         min_forced_interval,
+        authorizer_daily_budget,
         api_base,
         fetch_timeout,
     })
@@ -283,6 +298,11 @@ pub(super) fn render(out: &mut String, platforms: &[PlatformConfig]) {
         );
         let _ = writeln!(
             out,
+            "authorizer_daily_budget = {}",
+            platform.authorizer_daily_budget
+        );
+        let _ = writeln!(
+            out,
             "api_base = {}",
             quoted(&super::urls::masked(&platform.api_base))
         );
@@ -329,12 +349,17 @@ mod tests {
         assert_eq!(platform.aes_key.expose(), KEY);
         assert_eq!(platform.daily_budget, 2000);
         assert_eq!(platform.min_forced_interval, Duration::from_secs(30));
+        assert_eq!(platform.authorizer_daily_budget, 200_000);
         assert!(
             config.apps.is_empty(),
             "a platform alone is a configuration"
         );
         let shown = config.render_effective();
         assert!(shown.contains("aes_key_env = \"SAAS_AES\""), "{shown}");
+        assert!(
+            shown.contains("authorizer_daily_budget = 200000"),
+            "{shown}"
+        );
         let inline = self::config(&format!(
             "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s-inline-9\"\ntoken = \"t-inline-9\"\naes_key = \"{KEY}\"\n"
         ))
@@ -384,6 +409,24 @@ mod tests {
             err.contains("platforms.saas:") && err.contains("token_env"),
             "{err}"
         );
+        for bad in ["0", "-5", "5000000000"] {
+            let err = config(&format!(
+                "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"{KEY}\"\nauthorizer_daily_budget = {bad}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                err.contains("platforms.saas.authorizer_daily_budget: must be at least 1"),
+                "{err}"
+            );
+        }
+        let set = config(&format!(
+            "name = \"saas\"\ncomponent_appid = \"wxc\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"{KEY}\"\nauthorizer_daily_budget = 50000\n"
+        ))
+        .unwrap();
+        assert_eq!(set.platforms[0].authorizer_daily_budget, 50_000);
+        assert!(set
+            .render_effective()
+            .contains("authorizer_daily_budget = 50000"));
         let err = config("name = \"Bad Name\"\n").unwrap_err();
         assert!(err.contains("platforms[0].name"), "{err}");
         let err = config(

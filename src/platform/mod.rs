@@ -4,8 +4,9 @@
 //! - the component token, an engine credential (one refresher, like an
 //!   app's access token) fetched with the latest verify ticket
 //!   ([`component`]);
-//! - the authorizers, a compact table with one scheduler task
-//!   ([`authorizers`]);
+//! - the authorizers, an instance of the family of credentials under one
+//!   parent ([`crate::children`]): a compact table with one scheduler
+//!   task ([`authorizers`]);
 //! - the pushes WeChat sends to the callback listener, checked and
 //!   decrypted ([`crypto`], [`message`]) and turned into changes here;
 //! - the durable state: the verify ticket and every refresh token
@@ -28,9 +29,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::broker::{AppView, BrokerContext, CredentialHandle};
+use crate::children::scheduler::FetchCounter;
+use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::PlatformConfig;
 use crate::wechat::FetchError;
-use authorizers::{AuthorizerToken, Command, Scheduler, SchedulerParts, SchedulerTuning, Table};
+use authorizers::{
+    AuthorizerSource, AuthorizerStore, AuthorizerToken, Command, SchedulerTuning, Table,
+};
 use component::TicketCell;
 use crypto::MessageCrypt;
 use metrics::PlatformMetrics;
@@ -126,18 +131,26 @@ impl PlatformHandle {
         let table = Arc::new(Table::default());
         let (commands, command_rx) = mpsc::channel(4096);
         let scheduler = Scheduler::new(SchedulerParts {
-            name: Arc::from(config.name.as_str()),
+            kind: authorizers::KIND,
+            span: tracing::info_span!("platform", platform = %config.name),
             refresh_before: config.refresh_before,
-            api: api.clone(),
-            component: component.clone(),
-            store: store.clone(),
+            source: Arc::new(AuthorizerSource::new(
+                api.clone(),
+                component.clone(),
+                config.fetch_timeout,
+            )),
+            store: Arc::new(AuthorizerStore(store.clone())),
             table: table.clone(),
-            metrics: metrics.clone(),
+            fetches: FetchCounter {
+                counter: metrics.authorizer_fetches.clone(),
+                parent: Arc::from(config.name.as_str()),
+            },
             clock: context.clock,
             commands: command_rx,
             cancel: context.cancel.child_token(),
             tuning,
-            component_wait: config.fetch_timeout,
+            daily_budget: config.authorizer_daily_budget,
+            budget_key: format!("platforms.{}.authorizer_daily_budget", config.name),
         });
         context.tasks.spawn(scheduler.run());
         let crypt = MessageCrypt::new(
@@ -266,7 +279,7 @@ impl PlatformHandle {
                 let code = field("AuthorizationCode").ok_or(Refusal::Message)?;
                 info!(platform = %self.name(), authorizer = appid, "authorization pushed");
                 self.send(Command::Authorized {
-                    appid: appid.to_owned(),
+                    id: appid.to_owned(),
                     code: code.to_owned(),
                 })
                 .await;
@@ -274,7 +287,7 @@ impl PlatformHandle {
             "unauthorized" => {
                 let appid = field("AuthorizerAppid").ok_or(Refusal::Message)?;
                 self.send(Command::Unauthorized {
-                    appid: appid.to_owned(),
+                    id: appid.to_owned(),
                 })
                 .await;
             }
@@ -306,7 +319,8 @@ impl PlatformHandle {
     }
 
     /// The authorizer's valid token, waiting up to `wait` when it has
-    /// none yet (just authorized, or being refreshed after expiry).
+    /// none yet (just authorized, or being refreshed after expiry); at
+    /// once unavailable when it has none and is held.
     pub async fn authorizer_token(
         &self,
         appid: &str,
@@ -319,9 +333,15 @@ impl PlatformHandle {
             if slot.is_none() && self.inner.table.is_loaded() {
                 return Err(AuthorizerError::NotFound);
             }
+            let held = slot.as_ref().is_some_and(|slot| slot.hold() != Hold::None);
             let token = slot.and_then(|slot| slot.token());
             if let Some(token) = token.filter(|t| t.is_valid(self.now_ms())) {
                 return Ok(token);
+            }
+            // Held (a configuration errcode, 45009, the budget spent):
+            // waiting cannot bring a token soon, so the answer is now.
+            if held {
+                return Err(AuthorizerError::Unavailable);
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Err(AuthorizerError::Unavailable);
@@ -343,7 +363,7 @@ impl PlatformHandle {
             .ok_or(AuthorizerError::NotFound)?;
         let (reply, scheduled) = tokio::sync::oneshot::channel();
         self.send(Command::Invalidate {
-            appid: appid.to_owned(),
+            id: appid.to_owned(),
             reported: reported.to_owned(),
             reply,
         })
@@ -394,12 +414,18 @@ impl PlatformHandle {
     pub fn update_gauges(&self) {
         let now = self.now_ms();
         let (mut valid, mut invalid, mut soonest) = (0i64, 0i64, u64::MAX);
-        self.inner.table.for_each(|slot| match slot.token() {
-            Some(token) if token.is_valid(now) => {
-                valid += 1;
-                soonest = soonest.min(token.expires_at_ms);
+        let mut held = [0i64; Hold::REASONS.len()];
+        self.inner.table.for_each(|slot| {
+            match slot.token() {
+                Some(token) if token.is_valid(now) => {
+                    valid += 1;
+                    soonest = soonest.min(token.expires_at_ms);
+                }
+                _ => invalid += 1,
             }
-            _ => invalid += 1,
+            if let Some(at) = Hold::REASONS.iter().position(|r| *r == slot.hold()) {
+                held[at] += 1;
+            }
         });
         let metrics = &self.inner.metrics;
         let name = self.name();
@@ -411,6 +437,12 @@ impl PlatformHandle {
             .authorizers
             .with_label_values(&[name, "invalid"])
             .set(invalid);
+        for (hold, count) in Hold::REASONS.iter().zip(held) {
+            metrics
+                .held
+                .with_label_values(&[name, hold.label()])
+                .set(count);
+        }
         if soonest != u64::MAX {
             metrics
                 .soonest_expiry

@@ -5,8 +5,9 @@
 //! `{prefix:component_appid:authorizers}`, so each command lands on one
 //! Cluster node: the hash of authorizer records (no expiry: a refresh
 //! token must outlive any token), the verify ticket, a short lock per
-//! authorizer being refreshed, and a per-second counter that keeps the
-//! whole fleet within its authorizer fetch rate.
+//! authorizer being refreshed, a per-second counter that keeps the whole
+//! fleet within its authorizer fetch rate, and the fleet's count of
+//! authorizer fetches per Beijing day (`authorizer_daily_budget`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,9 @@ use crate::store::StoreError;
 const LOCK_TTL: Duration = Duration::from_secs(30);
 /// How long one second's fetch counter is kept.
 const RATE_WINDOW_SECS: i64 = 5;
+/// How long a Beijing day's count of authorizer fetches is kept: past
+/// the day's end, whatever the clocks of the fleet say.
+const DAY_COUNT_SECS: i64 = 2 * 86_400;
 
 /// Deletes the lock only if this broker still holds it.
 const UNLOCK: &str =
@@ -57,6 +61,11 @@ impl RedisPlatformStore {
 
     fn lock_key(&self, appid: &str) -> String {
         format!("{}:lock:{appid}", self.tag)
+    }
+
+    /// The fleet's count of authorizer fetches on the Beijing day `day`.
+    fn fetches_key(&self, day: u32) -> String {
+        format!("{}:fetches:{day}", self.tag)
     }
 }
 
@@ -212,5 +221,17 @@ impl PlatformStore for RedisPlatformStore {
                 .arg(&self.owner);
             self.redis.query("unlock", &unlock).await
         })
+    }
+
+    fn count_authorizer_fetch(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        Box::pin(async move {
+            self.redis
+                .count(&self.fetches_key(day), DAY_COUNT_SECS)
+                .await
+        })
+    }
+
+    fn authorizer_fetches(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        Box::pin(async move { self.redis.counted(&self.fetches_key(day)).await })
     }
 }

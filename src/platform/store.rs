@@ -38,58 +38,9 @@ use tracing::error;
 use crate::store::trust::{self, Contents};
 use crate::store::{implausible_times, write_atomically, Implausible, StoreError};
 
-/// One authorizer as stored. Tokens are plain strings here: the record
-/// never reaches a log (`Debug` is masked by hand).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuthorizerRecord {
-    pub appid: String,
-    pub refresh_token: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub access_token: String,
-    /// Unix milliseconds; 0 when no access token is held.
-    #[serde(default)]
-    pub expires_at_ms: u64,
-    #[serde(default)]
-    pub fetched_at_ms: u64,
-    /// Unix seconds of the authorization (or of its recovery).
-    #[serde(default)]
-    pub authorized_at: u64,
-}
-
-impl AuthorizerRecord {
-    /// Why the access token's times cannot be ones a broker whose clock
-    /// reads `now_ms` wrote (see [`implausible_times`]); `None` when they
-    /// are plausible or no token is held. Only the token is then
-    /// distrusted: the refresh token is the one thing that cannot be had
-    /// again without the merchant, and a planted one fails upstream
-    /// harmlessly.
-    pub fn token_implausible(&self, now_ms: u64) -> Option<Implausible> {
-        if self.access_token.is_empty() {
-            return None;
-        }
-        implausible_times(self.fetched_at_ms, self.expires_at_ms, now_ms / 1000)
-    }
-
-    /// The record without its access token: refreshed at once with its
-    /// refresh token.
-    pub fn without_token(self) -> Self {
-        AuthorizerRecord {
-            access_token: String::new(),
-            expires_at_ms: 0,
-            fetched_at_ms: 0,
-            ..self
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthorizerRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthorizerRecord")
-            .field("appid", &self.appid)
-            .field("expires_at_ms", &self.expires_at_ms)
-            .finish_non_exhaustive()
-    }
-}
+/// One authorizer as stored: the family's record (see [`crate::children`]),
+/// its `appid` the authorizer's and its `refresh_token` WeChat's.
+pub use crate::children::ChildRecord as AuthorizerRecord;
 
 /// The latest verify ticket WeChat pushed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +144,34 @@ pub trait PlatformStore: Send + Sync + 'static {
     fn unlock_authorizer<'a>(&'a self, _appid: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Counts one authorizer fetch on the Beijing day `day` (`YYYYMMDD`)
+    /// against `authorizer_daily_budget`, durably before it returns;
+    /// answers the day's count, the whole fleet's in a shared store.
+    fn count_authorizer_fetch(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>>;
+
+    /// The day's count of authorizer fetches as stored (0 for another
+    /// day).
+    fn authorizer_fetches(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>>;
+}
+
+/// The next count of a per-day counter holding `(day, used)`.
+fn next_count(count: &mut (u32, u32), day: u32) -> u32 {
+    *count = if count.0 == day {
+        (day, count.1.saturating_add(1))
+    } else {
+        (day, 1)
+    };
+    count.1
+}
+
+/// What a per-day counter holding `(day, used)` says of `day`.
+fn count_on(count: (u32, u32), day: u32) -> u32 {
+    if count.0 == day {
+        count.1
+    } else {
+        0
+    }
 }
 
 fn refuse_empty(records: &[AuthorizerRecord]) -> Result<(), StoreError> {
@@ -210,6 +189,8 @@ fn refuse_empty(records: &[AuthorizerRecord]) -> Result<(), StoreError> {
 pub struct MemoryPlatformStore {
     ticket: Mutex<Option<StoredTicket>>,
     authorizers: Mutex<HashMap<String, AuthorizerRecord>>,
+    /// `(day, used)` of authorizer fetches.
+    fetches: Mutex<(u32, u32)>,
 }
 
 impl PlatformStore for MemoryPlatformStore {
@@ -258,6 +239,16 @@ impl PlatformStore for MemoryPlatformStore {
         self.authorizers.lock().expect("poisoned").remove(appid);
         Box::pin(async { Ok(()) })
     }
+
+    fn count_authorizer_fetch(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        let used = next_count(&mut self.fetches.lock().expect("poisoned"), day);
+        Box::pin(async move { Ok(used) })
+    }
+
+    fn authorizer_fetches(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        let used = count_on(*self.fetches.lock().expect("poisoned"), day);
+        Box::pin(async move { Ok(used) })
+    }
 }
 
 /// One journal line.
@@ -272,6 +263,12 @@ enum Line {
     Drop {
         appid: String,
     },
+    /// Authorizer fetches counted on a Beijing day so far; the highest
+    /// for the latest day stands.
+    Count {
+        day: u32,
+        used: u32,
+    },
 }
 
 /// The file backend (see the module's documentation).
@@ -284,6 +281,8 @@ struct FileInner {
     ticket_path: PathBuf,
     journal_path: PathBuf,
     journal: Mutex<Journal>,
+    /// `(day, used)` of authorizer fetches, as the journal holds it.
+    fetches: Mutex<(u32, u32)>,
 }
 
 #[derive(Default)]
@@ -307,6 +306,7 @@ impl FilePlatformStore {
                 ticket_path: dir.join(format!("{name}.verify_ticket.json")),
                 journal_path: dir.join(format!("{name}.authorizers.jsonl")),
                 journal: Mutex::default(),
+                fetches: Mutex::default(),
             }),
         }
     }
@@ -396,6 +396,12 @@ impl FileInner {
                 Ok(Line::Drop { appid }) => {
                     records.remove(&appid);
                 }
+                Ok(Line::Count { day, used }) => {
+                    let mut fetches = self.fetches.lock().expect("poisoned");
+                    if day > fetches.0 || (day == fetches.0 && used > fetches.1) {
+                        *fetches = (day, used);
+                    }
+                }
                 // A torn last line (a crash mid-append) or a foreign one:
                 // every other line still stands.
                 _ => {
@@ -438,6 +444,10 @@ impl FileInner {
         };
         let mut lines = vec![header];
         lines.extend(records.iter().cloned().map(Line::Put));
+        let (day, used) = *self.fetches.lock().expect("poisoned");
+        if used > 0 {
+            lines.push(Line::Count { day, used });
+        }
         write_lines(&mut bytes, &lines).expect("writing into a Vec");
         let mut journal = self.journal.lock().expect("poisoned");
         write_atomically(&self.journal_path, &bytes, 0o600).map_err(|err| StoreError::Io {
@@ -449,6 +459,15 @@ impl FileInner {
         journal.file = None;
         journal.lines = lines.len();
         Ok(())
+    }
+}
+
+impl FileInner {
+    /// Counts one fetch, appended (and synced) before it is answered.
+    fn count_fetch(&self, day: u32) -> Result<u32, StoreError> {
+        let used = next_count(&mut self.fetches.lock().expect("poisoned"), day);
+        self.append(&[Line::Count { day, used }])?;
+        Ok(used)
     }
 }
 
@@ -533,6 +552,17 @@ impl PlatformStore for FilePlatformStore {
         let records = records.to_vec();
         Box::pin(blocking(move || inner.rewrite(&records)))
     }
+
+    fn count_authorizer_fetch(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(blocking(move || inner.count_fetch(day)))
+    }
+
+    /// Read by [`PlatformStore::load_authorizers`], which comes first.
+    fn authorizer_fetches(&self, day: u32) -> BoxFuture<'_, Result<u32, StoreError>> {
+        let used = count_on(*self.inner.fetches.lock().expect("poisoned"), day);
+        Box::pin(async move { Ok(used) })
+    }
 }
 
 #[cfg(test)]
@@ -595,6 +625,30 @@ mod tests {
         let mut all = store.load_authorizers().await.unwrap();
         all.sort_by(|x, y| x.appid.cmp(&y.appid));
         assert_eq!(all, vec![record("a", "final"), record("b", "rb")]);
+    }
+
+    #[tokio::test]
+    async fn the_days_fetch_count_survives_reopening_and_compaction() {
+        let (today, tomorrow) = (20251124, 20251125);
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        store.save_authorizers(&[record("a", "r1")]).await.unwrap();
+        for expected in 1..=3 {
+            assert_eq!(store.count_authorizer_fetch(today).await.unwrap(), expected);
+        }
+        let reopened = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        assert_eq!(reopened.load_authorizers().await.unwrap().len(), 1);
+        assert_eq!(reopened.authorizer_fetches(today).await.unwrap(), 3);
+        assert_eq!(reopened.authorizer_fetches(tomorrow).await.unwrap(), 0);
+        assert_eq!(reopened.count_authorizer_fetch(today).await.unwrap(), 4);
+        reopened.compact(&[record("a", "r2")]).await.unwrap();
+        let compacted = FilePlatformStore::new(dir.path(), "saas", "wxc");
+        assert_eq!(
+            compacted.load_authorizers().await.unwrap(),
+            vec![record("a", "r2")]
+        );
+        assert_eq!(compacted.authorizer_fetches(today).await.unwrap(), 4);
+        assert_eq!(compacted.count_authorizer_fetch(tomorrow).await.unwrap(), 1);
     }
 
     #[tokio::test]

@@ -9,8 +9,10 @@
 //!   itself when WeChat pushes them, and a code works once;
 //! - every other `/cgi-bin/component/*` call is forwarded with the
 //!   broker's component token as `component_access_token`;
-//! - a call holding an authorizer token the broker served is forwarded
-//!   with that authorizer's current token.
+//! - a call holding an authorizer token the broker served (its current
+//!   one, or one of the last two it replaced) is forwarded with that
+//!   authorizer's current token; the token index finds whose it is in
+//!   O(1).
 //!
 //! With uid or gid clients, each needs the caller's access to the
 //! platform, and a forwarded call a path its `apis` list. Each forwarded
@@ -59,9 +61,11 @@ pub(super) async fn handle(
     let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
+    // One index lookup per platform, whatever the number of authorizers:
+    // the token held now, or one of the last two it replaced.
     let owner = platforms.iter().find_map(|platform| {
         let slot = platform.authorizers().owner_of(&held)?;
-        Some((platform.clone(), slot.appid.to_string()))
+        Some((platform.clone(), slot.id.to_string()))
     });
     let Some((platform, appid)) = owner else {
         return Err(body);

@@ -237,7 +237,7 @@ fn list(platform: &PlatformHandle, query: Option<&str>) -> Response<Body> {
         .map(|slot| {
             let token = slot.token().filter(|t| t.is_valid(now));
             json!({
-                "appid": &*slot.appid,
+                "appid": &*slot.id,
                 "valid": token.is_some(),
                 "expires_in": token.map_or(0, |t| t.expires_in(now)),
                 "authorized_at": slot.authorized_at(),

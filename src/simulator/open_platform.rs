@@ -173,6 +173,19 @@ impl Simulator {
             .collect()
     }
 
+    /// Issues `authorizer` an access token as `api_authorizer_token`
+    /// would, without turning its refresh token (for benchmarks that
+    /// store valid tokens for the broker to serve); `None` for an
+    /// unknown authorizer. Not counted as a call.
+    pub fn issue_authorizer_token(&self, authorizer: &str) -> Option<String> {
+        let lifetime = {
+            let open = self.open();
+            open.authorizers.get(authorizer)?;
+            open.authorizer_token_lifetime
+        };
+        Some(issue_authorizer_token(self, authorizer, lifetime))
+    }
+
     /// The authorizer's current refresh token, as WeChat holds it.
     pub fn refresh_token_of(&self, authorizer: &str) -> Option<String> {
         self.open()
