@@ -23,6 +23,7 @@ mod clients;
 mod error;
 mod follow;
 mod platforms;
+mod pushed;
 mod raw;
 mod render;
 mod self_calls;

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::Problem;
+use super::pushed::{self, RawRefreshing, RawSecret, Refreshing};
 use super::raw::{InlineSecret, Loose};
-use super::validate::{self, Env, TOKEN_LIFETIME};
+use super::validate::{self, Env};
 use super::SecretSource;
 use crate::secret::Secret;
 
@@ -71,17 +72,11 @@ pub struct PlatformConfig {
     pub fetch_timeout: Duration,
 }
 
-const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
-/// WeChat allows 2000 `api_component_token` calls a day.
-const DEFAULT_DAILY_BUDGET: u32 = 2000;
 const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
 /// Ten thousand authorizers refreshed every hour and a half take 160,000
 /// fetches a day; this leaves room for retries and reported tokens.
 pub const DEFAULT_AUTHORIZER_DAILY_BUDGET: u32 = 200_000;
-const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-/// The length of an EncodingAESKey: 32 bytes in base64 without its `=`.
-pub const AES_KEY_LEN: usize = 43;
+pub use super::pushed::AES_KEY_LEN;
 
 pub(super) fn platforms(
     raw: Vec<RawPlatform>,
@@ -152,80 +147,53 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
             "must be non-empty printable ASCII without spaces",
         ));
     }
-    let (secret, secret_source) = validate::secret_of(
+    let secrets = pushed::callback_secrets(
         &table,
-        "secret",
-        raw.secret_env,
-        raw.secret_file,
-        raw.secret,
+        RawSecret {
+            env: raw.secret_env,
+            file: raw.secret_file,
+            inline: raw.secret,
+        },
+        RawSecret {
+            env: raw.token_env,
+            file: raw.token_file,
+            inline: raw.token,
+        },
+        RawSecret {
+            env: raw.aes_key_env,
+            file: raw.aes_key_file,
+            inline: raw.aes_key,
+        },
         env,
     )?;
-    let (token, token_source) = validate::secret_of(
+    let (secret, secret_source) = secrets.secret;
+    let (token, token_source) = secrets.token;
+    let (aes_key, aes_key_source) = secrets.aes_key;
+    let Refreshing {
+        refresh_before,
+        daily_budget,
+        api_base,
+        fetch_timeout,
+    } = pushed::refreshing(
         &table,
-        "token",
-        raw.token_env,
-        raw.token_file,
-        raw.token,
-        env,
+        RawRefreshing {
+            refresh_before: raw.refresh_before,
+            daily_budget: raw.daily_budget,
+            api_base: raw.api_base,
+            fetch_timeout: raw.fetch_timeout,
+        },
+        validate::WECHAT_API_BASE,
     )?;
-    let (aes_key, aes_key_source) = validate::secret_of(
-        &table,
-        "aes_key",
-        raw.aes_key_env,
-        raw.aes_key_file,
-        raw.aes_key,
-        env,
-    )?;
-    let aes_key_key = match &aes_key_source {
-        SecretSource::Env(_) => key("aes_key_env"),
-        SecretSource::File(_) => key("aes_key_file"),
-        // A platform's secrets never come from a leader.
-        SecretSource::Inline | SecretSource::Leader => key("aes_key"),
-    };
-    check_aes_key(&aes_key_key, aes_key.expose())?;
-
-    let refresh_before = validate::duration(
-        &key("refresh_before"),
-        raw.refresh_before.as_ref(),
-        DEFAULT_REFRESH_BEFORE,
-    )?;
-    validate::positive(&key("refresh_before"), refresh_before)?;
-    if refresh_before >= TOKEN_LIFETIME {
-        return Err(Problem::new(
-            key("refresh_before"),
-            format!(
-                "must be shorter than the token lifetime ({})",
-                humantime::format_duration(TOKEN_LIFETIME)
-            ),
-        ));
-    }
-    let daily_budget = match raw.daily_budget {
-        None => DEFAULT_DAILY_BUDGET,
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| Problem::new(key("daily_budget"), "must be at least 1"))?,
-    };
     let min_forced_interval = validate::duration(
         &key("min_forced_interval"),
         raw.min_forced_interval.as_ref(),
         DEFAULT_MIN_FORCED_INTERVAL,
     )?;
-    let authorizer_daily_budget = match raw.authorizer_daily_budget {
-        None => DEFAULT_AUTHORIZER_DAILY_BUDGET,
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| Problem::new(key("authorizer_daily_budget"), "must be at least 1"))?,
-    };
-    let api_base = validate::api_base(&key("api_base"), raw.api_base, validate::WECHAT_API_BASE)?;
-    let fetch_timeout = validate::duration(
-        &key("fetch_timeout"),
-        raw.fetch_timeout.as_ref(),
-        DEFAULT_FETCH_TIMEOUT,
+    let authorizer_daily_budget = pushed::at_least_one(
+        &key("authorizer_daily_budget"),
+        raw.authorizer_daily_budget,
+        DEFAULT_AUTHORIZER_DAILY_BUDGET,
     )?;
-    validate::positive(&key("fetch_timeout"), fetch_timeout)?;
-    validate::at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
     Ok(PlatformConfig {
         name,
         component_appid,
@@ -242,25 +210,6 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         api_base,
         fetch_timeout,
     })
-}
-
-/// An EncodingAESKey is exactly 43 characters of the standard base64
-/// alphabet; the value itself is never quoted back.
-pub(super) fn check_aes_key(key: &str, value: &str) -> Result<(), Problem> {
-    let alphabet = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/');
-    if value.len() != AES_KEY_LEN || !alphabet {
-        return Err(Problem::new(
-            key,
-            format!(
-                "the EncodingAESKey must be exactly {AES_KEY_LEN} characters of A-Z, a-z, 0-9, + \
-                 and / (it is {} characters; the value is not shown)",
-                value.len()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// The platforms' part of `check-config`, secrets masked.

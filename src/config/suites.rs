@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::Problem;
+use super::pushed::{self, RawRefreshing, RawSecret, Refreshing};
 use super::raw::{InlineSecret, Loose};
-use super::validate::{self, Env, TOKEN_LIFETIME, WECOM_API_BASE};
+use super::validate::{self, Env, WECOM_API_BASE};
 use super::SecretSource;
 use crate::credential::TicketKind;
 use crate::secret::Secret;
@@ -85,10 +86,6 @@ pub struct SuiteConfig {
     pub fetch_timeout: Duration,
 }
 
-const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
-const DEFAULT_DAILY_BUDGET: u32 = 2000;
-const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// The tickets a WeCom corp has.
 const CORP_TICKETS: [TicketKind; 2] = [TicketKind::Jsapi, TicketKind::AgentConfig];
 
@@ -123,81 +120,59 @@ fn suite(index: usize, raw: RawSuite, env: Env<'_>) -> Result<SuiteConfig, Probl
     let key = |field: &str| format!("{table}.{field}");
     let suite_id = identifier(&key("suite_id"), raw.suite_id)?;
     let provider_corpid = identifier(&key("provider_corpid"), raw.provider_corpid)?;
-    let (secret, secret_source) = validate::secret_of(
+    let secrets = pushed::callback_secrets(
         &table,
-        "secret",
-        raw.secret_env,
-        raw.secret_file,
-        raw.secret,
+        RawSecret {
+            env: raw.secret_env,
+            file: raw.secret_file,
+            inline: raw.secret,
+        },
+        RawSecret {
+            env: raw.token_env,
+            file: raw.token_file,
+            inline: raw.token,
+        },
+        RawSecret {
+            env: raw.aes_key_env,
+            file: raw.aes_key_file,
+            inline: raw.aes_key,
+        },
         env,
     )?;
-    let (token, token_source) = validate::secret_of(
-        &table,
-        "token",
-        raw.token_env,
-        raw.token_file,
-        raw.token,
-        env,
-    )?;
-    let (aes_key, aes_key_source) = validate::secret_of(
-        &table,
-        "aes_key",
-        raw.aes_key_env,
-        raw.aes_key_file,
-        raw.aes_key,
-        env,
-    )?;
-    super::platforms::check_aes_key(
-        &source_key(&table, "aes_key", &aes_key_source),
-        aes_key.expose(),
-    )?;
-    let provider_secret = match (
-        raw.provider_secret_env,
-        raw.provider_secret_file,
-        raw.provider_secret,
-    ) {
-        (None, None, None) => None,
-        (env_name, file, inline) => Some(validate::secret_of(
+    let (secret, secret_source) = secrets.secret;
+    let (token, token_source) = secrets.token;
+    let (aes_key, aes_key_source) = secrets.aes_key;
+    let provider_secret = RawSecret {
+        env: raw.provider_secret_env,
+        file: raw.provider_secret_file,
+        inline: raw.provider_secret,
+    };
+    let provider_secret = if provider_secret.is_absent() {
+        None
+    } else {
+        Some(pushed::read_secret(
             &table,
             "provider_secret",
-            env_name,
-            file,
-            inline,
+            provider_secret,
             env,
-        )?),
+        )?)
     };
     let corp_tickets = corp_tickets(&key("corp_tickets"), raw.corp_tickets)?;
-
-    let refresh_before = validate::duration(
-        &key("refresh_before"),
-        raw.refresh_before.as_ref(),
-        DEFAULT_REFRESH_BEFORE,
+    let Refreshing {
+        refresh_before,
+        daily_budget,
+        api_base,
+        fetch_timeout,
+    } = pushed::refreshing(
+        &table,
+        RawRefreshing {
+            refresh_before: raw.refresh_before,
+            daily_budget: raw.daily_budget,
+            api_base: raw.api_base,
+            fetch_timeout: raw.fetch_timeout,
+        },
+        WECOM_API_BASE,
     )?;
-    validate::positive(&key("refresh_before"), refresh_before)?;
-    if refresh_before >= TOKEN_LIFETIME {
-        return Err(Problem::new(
-            key("refresh_before"),
-            format!(
-                "must be shorter than the token lifetime ({})",
-                humantime::format_duration(TOKEN_LIFETIME)
-            ),
-        ));
-    }
-    let daily_budget = match raw.daily_budget {
-        None => DEFAULT_DAILY_BUDGET,
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| Problem::new(key("daily_budget"), "must be at least 1"))?,
-    };
-    let api_base = validate::api_base(&key("api_base"), raw.api_base, WECOM_API_BASE)?;
-    let fetch_timeout = validate::duration(
-        &key("fetch_timeout"),
-        raw.fetch_timeout.as_ref(),
-        DEFAULT_FETCH_TIMEOUT,
-    )?;
-    validate::positive(&key("fetch_timeout"), fetch_timeout)?;
-    validate::at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
     Ok(SuiteConfig {
         name,
         suite_id,
@@ -229,16 +204,6 @@ fn identifier(key: &str, value: Option<String>) -> Result<String, Problem> {
         ));
     }
     Ok(value)
-}
-
-/// The key a secret's value came from, for a message about the value.
-fn source_key(table: &str, field: &str, source: &SecretSource) -> String {
-    match source {
-        SecretSource::Env(_) => format!("{table}.{field}_env"),
-        SecretSource::File(_) => format!("{table}.{field}_file"),
-        // A suite's secrets never come from a leader.
-        SecretSource::Inline | SecretSource::Leader => format!("{table}.{field}"),
-    }
 }
 
 fn corp_tickets(key: &str, names: Option<Vec<String>>) -> Result<Vec<TicketKind>, Problem> {
