@@ -92,6 +92,7 @@ impl ChildSource for Upstream {
                 access_token: AccessToken::new(format!("tok-{id}-{serial}")),
                 expires_in: LIFETIME,
                 refresh_token: refresh_token.to_owned(),
+                name: String::new(),
             }),
         };
         Box::pin(async move { answer })
@@ -229,6 +230,7 @@ impl Running {
                     expires_at_ms: 0,
                     fetched_at_ms: 0,
                     authorized_at: START,
+                    name: String::new(),
                 },
             );
         }
@@ -485,22 +487,29 @@ fn jitter_is_the_same_on_every_broker_and_spreads() {
 }
 
 #[test]
-fn an_answer_without_a_refresh_token_keeps_the_held_one() {
+fn an_answer_without_a_refresh_token_or_name_keeps_the_held_ones() {
     let grant = |refresh: &str| ChildGrant {
         id: "wxa".into(),
         access_token: AccessToken::new("at"),
         expires_in: 7200,
         refresh_token: refresh.into(),
+        name: String::new(),
     };
-    let kept = record_of(grant(""), "held", 1_000, 1_100, 5);
+    let kept = record_of(grant(""), ("held", "Corp A"), 1_000, 1_100, 5);
     assert_eq!(kept.refresh_token, "held");
+    assert_eq!(kept.name, "Corp A");
     assert_eq!(
         kept.expires_at_ms,
         1_000 + 7_200_000,
         "dated from the request"
     );
-    let rotated = record_of(grant("new"), "held", 1_000, 1_100, 5);
+    let renamed = ChildGrant {
+        name: "Corp B".into(),
+        ..grant("new")
+    };
+    let rotated = record_of(renamed, ("held", "Corp A"), 1_000, 1_100, 5);
     assert_eq!(rotated.refresh_token, "new");
+    assert_eq!(rotated.name, "Corp B");
 }
 
 #[test]

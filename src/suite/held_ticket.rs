@@ -1,0 +1,167 @@
+//! The `suite_ticket` a suite holds: the newest by `TimeStamp`
+//! ([`super::ticket::judge`]), whatever order the pushes arrive in and
+//! whichever broker of a fleet received them. A pushed ticket is judged
+//! against the held one and the store's, stored (durably, through the
+//! suite's store) before the suite token's source may use it, and never
+//! replaced by an older one. A fleet member that receives no pushes reads
+//! the fleet's ticket from the shared store: at start, whenever its
+//! source has none, and every [`FLEET_LOOK_EVERY`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::ticket::{self, PushedTicket, TicketDecision};
+use crate::broker::TicketCell;
+use crate::clock::Clock;
+use crate::platform::store::{PlatformStore, StoredTicket};
+use crate::secret::Secret;
+
+/// How often a member of a fleet looks for a ticket another member kept:
+/// WeCom pushes every ten minutes, a ticket lives thirty.
+pub const FLEET_LOOK_EVERY: Duration = Duration::from_secs(30);
+
+pub struct HeldTicket {
+    suite: String,
+    suite_id: String,
+    /// The ticket the suite token's source fetches with.
+    cell: Arc<TicketCell>,
+    held: Mutex<Option<PushedTicket>>,
+    /// The newest `TimeStamp` of a ticket held or found in the store,
+    /// expired ones too (0: none): what the age gauge reads.
+    newest_seen: AtomicU64,
+    store: Arc<dyn PlatformStore>,
+    /// One judgement at a time: two pushes at once must not both win.
+    judging: tokio::sync::Mutex<()>,
+    clock: Clock,
+}
+
+impl HeldTicket {
+    pub fn new(
+        suite: &str,
+        suite_id: &str,
+        cell: Arc<TicketCell>,
+        store: Arc<dyn PlatformStore>,
+        clock: Clock,
+    ) -> Self {
+        HeldTicket {
+            suite: suite.to_owned(),
+            suite_id: suite_id.to_owned(),
+            cell,
+            held: Mutex::new(None),
+            newest_seen: AtomicU64::new(0),
+            store,
+            judging: tokio::sync::Mutex::new(()),
+            clock,
+        }
+    }
+
+    /// The `TimeStamp` (Unix seconds) of the newest ticket this broker
+    /// has known, held or stored, expired or not; `None` before the first.
+    pub fn newest_timestamp(&self) -> Option<u64> {
+        Some(self.newest_seen.load(Ordering::Relaxed)).filter(|&at| at > 0)
+    }
+
+    /// Judges a pushed ticket; keeps it (durably first) when it is the
+    /// newest.
+    pub async fn push(&self, pushed: PushedTicket) -> TicketDecision {
+        let _one = self.judging.lock().await;
+        let now = self.clock.now_secs();
+        let newest = self.newest_known(now).await;
+        let decision = ticket::judge(newest.as_ref(), &pushed, now);
+        if decision.keeps_pushed() {
+            let stored = StoredTicket {
+                component_appid: self.suite_id.clone(),
+                ticket: pushed.ticket.expose().to_owned(),
+                received_at: pushed.timestamp,
+            };
+            if let Err(err) = self.store.save_ticket(&stored).await {
+                warn!(suite = %self.suite, error = %err, "could not store the suite_ticket; keeping it in memory");
+            }
+            self.hold(pushed);
+        }
+        debug!(suite = %self.suite, decision = decision.label(), "suite_ticket pushed");
+        decision
+    }
+
+    /// Takes the store's ticket when it is newer than the held one (a
+    /// restart, or another member of a fleet received the push).
+    pub async fn look_in_store(&self) {
+        let _one = self.judging.lock().await;
+        let now = self.clock.now_secs();
+        let held = self.held.lock().expect("poisoned").clone();
+        if let Some(stored) = self.stored().await {
+            self.seen(&stored, now);
+            if ticket::judge(held.as_ref(), &stored, now).keeps_pushed() {
+                info!(suite = %self.suite, age_secs = ticket::age_secs(&stored, now), "took the suite_ticket from the store");
+                self.hold(stored);
+            }
+        }
+    }
+
+    /// The newest of the held and the stored ticket.
+    async fn newest_known(&self, now: u64) -> Option<PushedTicket> {
+        let held = self.held.lock().expect("poisoned").clone();
+        let Some(stored) = self.stored().await else {
+            return held;
+        };
+        if ticket::judge(held.as_ref(), &stored, now).keeps_pushed() {
+            self.hold(stored.clone());
+            return Some(stored);
+        }
+        held
+    }
+
+    async fn stored(&self) -> Option<PushedTicket> {
+        match self.store.load_ticket().await {
+            Ok(stored) => stored
+                .filter(|stored| stored.component_appid == self.suite_id)
+                .map(|stored| PushedTicket {
+                    ticket: Secret::new(stored.ticket),
+                    timestamp: stored.received_at,
+                }),
+            Err(err) => {
+                debug!(suite = %self.suite, error = %err, "cannot read the stored suite_ticket");
+                None
+            }
+        }
+    }
+
+    /// Counts a ticket found in the store towards the age gauge, unless
+    /// it is stamped in the future (a wrong clock; never believed).
+    fn seen(&self, ticket: &PushedTicket, now: u64) {
+        if ticket.timestamp <= now.saturating_add(ticket::FUTURE_SLACK_SECS) {
+            self.newest_seen
+                .fetch_max(ticket.timestamp, Ordering::Relaxed);
+        }
+    }
+
+    fn hold(&self, ticket: PushedTicket) {
+        self.newest_seen
+            .fetch_max(ticket.timestamp, Ordering::Relaxed);
+        self.cell
+            .send_replace(Some(Arc::from(ticket.ticket.expose())));
+        *self.held.lock().expect("poisoned") = Some(ticket);
+    }
+
+    /// At start, and every [`FLEET_LOOK_EVERY`] in a shared store, the
+    /// store's ticket, until `cancel`.
+    pub async fn follow_store(
+        self: Arc<Self>,
+        shared: bool,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            self.look_in_store().await;
+            if !shared {
+                return;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(FLEET_LOOK_EVERY) => {}
+            }
+        }
+    }
+}
