@@ -146,13 +146,15 @@ impl HeldTicket {
         *self.held.lock().expect("poisoned") = Some(ticket);
     }
 
-    /// At start, and every [`FLEET_LOOK_EVERY`] in a shared store, the
+    /// At start, then in a shared store every [`FLEET_LOOK_EVERY`] and
+    /// whenever the suite token's source took a ticket from it, the
     /// store's ticket, until `cancel`.
     pub async fn follow_store(
         self: Arc<Self>,
         shared: bool,
         cancel: tokio_util::sync::CancellationToken,
     ) {
+        let mut changes = self.cell.subscribe();
         loop {
             self.look_in_store().await;
             if !shared {
@@ -161,6 +163,7 @@ impl HeldTicket {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = tokio::time::sleep(FLEET_LOOK_EVERY) => {}
+                Ok(()) = changes.changed() => {}
             }
         }
     }
