@@ -192,3 +192,76 @@ impl ChildSource for CorpSource {
             .map(|(_, fix)| *fix)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::children::policy::class_of;
+    use crate::wechat::ErrorClass;
+
+    fn source(customized: bool) -> CorpSource {
+        let config = crate::config::Config::from_toml_str(
+            "t.toml",
+            "[server]\nlisten = \"127.0.0.1:0\"\ncallback_listen = \"127.0.0.1:0\"\n[[suites]]\nname = \"crm\"\nsuite_id = \"ww1\"\nprovider_corpid = \"ww2\"\nsecret = \"s\"\ntoken = \"t\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n",
+        )
+        .unwrap();
+        let suite = &config.suites[0];
+        let context = crate::broker::BrokerContext {
+            store: Arc::new(crate::store::MemoryStore::new()),
+            tickets: Arc::new(crate::broker::WechatTickets::new(reqwest::Client::new())),
+            metrics: crate::metrics::Metrics::new(),
+            clock: crate::clock::Clock::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+            token_checks: crate::broker::TokenChecks::default(),
+        };
+        // Never asked in these tests: no ticket ever arrives.
+        let cell = Arc::new(tokio::sync::watch::channel(None).0);
+        let store = Arc::new(crate::platform::store::MemoryPlatformStore::default());
+        let never = super::super::suite_token::source(
+            reqwest::Client::new(),
+            suite,
+            cell,
+            store,
+            context.clock,
+        );
+        let token = CredentialHandle::spawn(
+            Arc::new(super::super::suite_token::spec(suite)),
+            Arc::new(never),
+            &context,
+            crate::broker::AppView::default(),
+        );
+        context.cancel.cancel();
+        CorpSource::new(
+            SuiteApi::new(reqwest::Client::new(), suite),
+            token,
+            Duration::from_secs(1),
+            customized,
+        )
+    }
+
+    fn api(errcode: i64) -> FetchError {
+        FetchError::Api {
+            errcode,
+            errmsg: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dead_permanent_code_needs_the_corp_and_a_dead_suite_token_its_refresher() {
+        let plain = source(false);
+        for code in [40084, 41025, 40078] {
+            assert_eq!(class_of(&api(code), &plain), ErrorClass::Config, "{code}");
+        }
+        for code in [42009, 40082, 40001, -1] {
+            assert_eq!(class_of(&api(code), &plain), ErrorClass::Retry, "{code}");
+        }
+        assert!(plain.fetch_needs_parent() && !plain.can_list());
+        // 代开发: gettoken's 40001 is the corp app's dead secret.
+        let customized = source(true);
+        assert_eq!(class_of(&api(40001), &customized), ErrorClass::Config);
+        assert!(!customized.fetch_needs_parent());
+    }
+}

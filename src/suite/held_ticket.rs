@@ -168,3 +168,90 @@ impl HeldTicket {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::store::MemoryPlatformStore;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn held(store: Arc<dyn PlatformStore>) -> HeldTicket {
+        let cell = Arc::new(tokio::sync::watch::channel(None).0);
+        let clock = Clock::starting_at(Duration::from_secs(NOW));
+        HeldTicket::new("crm", "wwsuite", cell, store, clock)
+    }
+
+    fn pushed(text: &str, timestamp: u64) -> PushedTicket {
+        PushedTicket {
+            ticket: Secret::new(text),
+            timestamp,
+        }
+    }
+
+    async fn stored(store: &dyn PlatformStore) -> (String, u64) {
+        let kept = store.load_ticket().await.unwrap().unwrap();
+        (kept.ticket, kept.received_at)
+    }
+
+    #[tokio::test]
+    async fn the_newest_is_kept_durably_and_an_older_push_changes_nothing() {
+        let store: Arc<dyn PlatformStore> = Arc::new(MemoryPlatformStore::default());
+        let ticket = held(store.clone());
+        assert_eq!(ticket.newest_timestamp(), None);
+        assert_eq!(
+            ticket.push(pushed("b", NOW - 10)).await,
+            TicketDecision::Replace
+        );
+        assert_eq!(
+            ticket.push(pushed("a", NOW - 600)).await,
+            TicketDecision::Older
+        );
+        assert_eq!(
+            ticket.push(pushed("b", NOW - 10)).await,
+            TicketDecision::Same
+        );
+        assert_eq!(stored(store.as_ref()).await, ("b".into(), NOW - 10));
+        assert_eq!(ticket.newest_timestamp(), Some(NOW - 10));
+        assert_eq!(ticket.cell.borrow().as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn a_push_is_judged_against_the_fleets_ticket_too() {
+        let store: Arc<dyn PlatformStore> = Arc::new(MemoryPlatformStore::default());
+        let ticket = held(store.clone());
+        ticket.push(pushed("old", NOW - 900)).await;
+        // Another broker of the fleet kept a newer one.
+        let fleets = StoredTicket {
+            component_appid: "wwsuite".into(),
+            ticket: "fleet".into(),
+            received_at: NOW - 30,
+        };
+        store.save_ticket(&fleets).await.unwrap();
+        assert_eq!(
+            ticket.push(pushed("mid", NOW - 300)).await,
+            TicketDecision::Older
+        );
+        assert_eq!(stored(store.as_ref()).await, ("fleet".into(), NOW - 30));
+        assert_eq!(ticket.cell.borrow().as_deref(), Some("fleet"));
+        assert_eq!(ticket.newest_timestamp(), Some(NOW - 30));
+    }
+
+    #[tokio::test]
+    async fn an_expired_stored_ticket_is_not_held_but_dates_the_gauge() {
+        let store: Arc<dyn PlatformStore> = Arc::new(MemoryPlatformStore::default());
+        let expired = StoredTicket {
+            component_appid: "wwsuite".into(),
+            ticket: "dead".into(),
+            received_at: NOW - 3600,
+        };
+        store.save_ticket(&expired).await.unwrap();
+        let ticket = held(store);
+        ticket.look_in_store().await;
+        assert!(
+            ticket.cell.borrow().is_none(),
+            "a dead ticket is not fetched with"
+        );
+        assert_eq!(ticket.newest_timestamp(), Some(NOW - 3600));
+    }
+}

@@ -109,7 +109,7 @@ impl RefreshTask {
             match self.fleet_check().await {
                 Ok(Some(refresh_token)) => self.refresh_token = refresh_token.into(),
                 Ok(None) => {}
-                Err(outcome) => return outcome,
+                Err(outcome) => return *outcome,
             }
         }
         let result = self.fetch().await;
@@ -124,12 +124,12 @@ impl RefreshTask {
     /// else the lock is ours, and the fleet's durable grant (the one
     /// upstream holds, whoever rotated it last) is what to fetch with,
     /// unless the held one is newer.
-    async fn fleet_check(&self) -> Result<Option<String>, Outcome> {
+    async fn fleet_check(&self) -> Result<Option<String>, Box<Outcome>> {
         let settled = |record| {
-            Err(Outcome::Settled {
+            Err(Box::new(Outcome::Settled {
                 id: self.id.clone(),
                 record,
-            })
+            }))
         };
         if !self.store.lock_child(&self.id).await.unwrap_or(false) {
             return settled(None);
