@@ -279,7 +279,8 @@ impl SuiteHandle {
         if !self.inner.config.corp_tickets.contains(&kind) {
             return Err(CorpError::TicketNotConfigured);
         }
-        if self.inner.corps.get(corpid).is_none() {
+        // A corp's id names its tickets' records.
+        if !upstream::is_corpid(corpid) || self.inner.corps.get(corpid).is_none() {
             return Err(CorpError::NotFound);
         }
         Ok(self.inner.corp_tickets.get(corpid, kind))

@@ -29,6 +29,16 @@ pub fn rejects_suite_token(err: &FetchError) -> bool {
         .is_some_and(|code| SUITE_TOKEN_REJECTED.contains(&code) || wechat::is_token_rejected(code))
 }
 
+/// Whether `corpid` looks like WeCom's (`ww…`, up to 64 letters, digits,
+/// `_` or `-`): it names files and keys, so an answer that says otherwise
+/// is refused.
+pub fn is_corpid(corpid: &str) -> bool {
+    (1..=64).contains(&corpid.len())
+        && corpid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A corp's install, as `v2/get_permanent_code` answers it.
 pub struct Install {
     pub corpid: String,
@@ -129,9 +139,9 @@ impl SuiteApi {
                 json!({ "auth_code": auth_code }),
             ))
             .await?;
-        if answer.permanent_code.is_empty() || answer.auth_corp_info.corpid.is_empty() {
+        if answer.permanent_code.is_empty() || !is_corpid(&answer.auth_corp_info.corpid) {
             return Err(FetchError::Malformed(
-                "the answer has no permanent_code or corpid".into(),
+                "the answer has no permanent_code or no plausible corpid".into(),
             ));
         }
         Ok(Install {
@@ -278,4 +288,34 @@ fn grant(value: String, expires_in: u64, field: &str) -> Result<TokenGrant, Fetc
         token: AccessToken::new(value),
         expires_in: expires_in.min(MAX_LIFETIME_SECS),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plausible_corpids_are_taken() {
+        for good in ["wwcorp000000000001", "ww-a_b", "dk1"] {
+            assert!(is_corpid(good), "{good}");
+        }
+        for bad in ["", "../../etc", "ww corp", "ww/corp", &"w".repeat(65)] {
+            assert!(!is_corpid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_suite_token_is_recognised() {
+        let api = |errcode| FetchError::Api {
+            errcode,
+            errmsg: String::new(),
+        };
+        for code in [42009, 40082, 40001, 40014, 42001] {
+            assert!(rejects_suite_token(&api(code)), "{code}");
+        }
+        for code in [40084, 40085, 45009] {
+            assert!(!rejects_suite_token(&api(code)), "{code}");
+        }
+        assert!(!rejects_suite_token(&FetchError::Http(502)));
+    }
 }
