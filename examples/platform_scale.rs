@@ -214,6 +214,7 @@ async fn store(
             expires_at_ms: now + life * 1000,
             fetched_at_ms: now - age * 1000,
             authorized_at: now / 1000,
+            name: String::new(),
             appid,
         })
         .collect();

@@ -54,17 +54,28 @@ pub enum Credential {
     /// An authorizer's token, fetched with the component token; refreshed
     /// by the platform's own compact scheduler, not one engine task each.
     AuthorizerToken,
+    /// A WeCom suite's token, fetched with the pushed `suite_ticket`
+    /// (DESIGN.md section 19).
+    SuiteAccessToken,
+    /// A WeCom service provider's own token (`get_provider_token`).
+    ProviderAccessToken,
+    /// An installed corp's token under a suite; refreshed by the suite's
+    /// compact scheduler, like an authorizer's.
+    CorpAccessToken,
 }
 
 impl Credential {
     /// Every value of the `credential` metric label an app can have.
-    pub const ALL: [Credential; 6] = [
+    pub const ALL: [Credential; 9] = [
         Credential::AccessToken,
         Credential::Ticket(TicketKind::Jsapi),
         Credential::Ticket(TicketKind::WxCard),
         Credential::Ticket(TicketKind::AgentConfig),
         Credential::ComponentToken,
         Credential::AuthorizerToken,
+        Credential::SuiteAccessToken,
+        Credential::ProviderAccessToken,
+        Credential::CorpAccessToken,
     ];
 
     /// The `credential` metric label, and the name in logs and records.
@@ -76,6 +87,9 @@ impl Credential {
             Credential::Ticket(TicketKind::AgentConfig) => "agent_config_ticket",
             Credential::ComponentToken => "component_access_token",
             Credential::AuthorizerToken => "authorizer_access_token",
+            Credential::SuiteAccessToken => "suite_access_token",
+            Credential::ProviderAccessToken => "provider_access_token",
+            Credential::CorpAccessToken => "corp_access_token",
         }
     }
 
@@ -89,18 +103,26 @@ impl Credential {
             // `/v1/platforms/{platform}/authorizers/{appid}/token`
             // answers an authorizer's token as an access token.
             Credential::AuthorizerToken => "access_token",
+            Credential::SuiteAccessToken => "suite_access_token",
+            Credential::ProviderAccessToken => "provider_access_token",
+            // A corp's token is used as any WeCom access token.
+            Credential::CorpAccessToken => "access_token",
         }
     }
 
     /// Where a follower reads this credential of the app `owner` on its
     /// leader's remote listener, or `None` for a credential no broker
-    /// follows (a platform's: `follow` is an app's setting, and the
-    /// remote listener serves app credentials only).
+    /// follows (a platform's or a suite's: `follow` is an app's setting,
+    /// and the remote listener serves app credentials only).
     pub fn leader_path(self, owner: &str) -> Option<String> {
         match self {
             Credential::AccessToken => Some(format!("/v1/apps/{owner}/token")),
             Credential::Ticket(kind) => Some(format!("/v1/apps/{owner}/tickets/{kind}")),
-            Credential::ComponentToken | Credential::AuthorizerToken => None,
+            Credential::ComponentToken
+            | Credential::AuthorizerToken
+            | Credential::SuiteAccessToken
+            | Credential::ProviderAccessToken
+            | Credential::CorpAccessToken => None,
         }
     }
 }

@@ -161,6 +161,7 @@ impl Daemon {
                     compat_listeners(config) != compat_listeners(&running),
                 ),
                 ("[[platforms]]", config.platforms != running.platforms),
+                ("[[suites]]", config.suites != running.suites),
             ];
             for (section, changed) in fixed {
                 if changed {
@@ -279,6 +280,8 @@ pub struct Tuning {
     pub quota_poll: Option<PollSchedule>,
     /// The platforms' authorizer scheduler (its fetch rate, 20 a second).
     pub authorizers: crate::platform::authorizers::SchedulerTuning,
+    /// The suites' corp scheduler (its fetch rate, 20 a second).
+    pub corps: crate::platform::authorizers::SchedulerTuning,
     /// When the refreshers check their held access tokens upstream
     /// (every 10 minutes, and after a fetch that timed out).
     pub token_checks: broker::TokenChecks,
@@ -290,6 +293,7 @@ impl Default for Tuning {
             proxy_timeout: PROXY_TIMEOUT,
             quota_poll: Some(PollSchedule::default()),
             authorizers: Default::default(),
+            corps: Default::default(),
             token_checks: Default::default(),
         }
     }
@@ -356,6 +360,7 @@ pub async fn start_with(
         );
     }
     start_platforms(config, &broker, &http, redis.clone(), tuning.authorizers)?;
+    start_suites(config, &broker, &http, redis.clone(), tuning.corps);
     let sinks = broker
         .apps()
         .iter()
@@ -400,7 +405,7 @@ pub async fn start_with(
         info!(%addr, "wechat-compatible api listening");
     }
     if let Some(addr) = listeners.callback_addr() {
-        info!(%addr, "open platform callback listening");
+        info!(%addr, "open platform and suite callbacks listening");
     }
     if let Some(addr) = listeners.metrics_addr() {
         info!(%addr, "metrics and probes listening");
@@ -489,6 +494,57 @@ fn start_platforms(
     }
     broker.attach_platforms(platforms);
     Ok(())
+}
+
+/// Starts every `[[suites]]` entry, its durable state (its `suite_ticket`
+/// and every corp's permanent code) in the configured store's backend:
+/// `{name}.suite_ticket.json` and `{name}.corps.jsonl` beside the app
+/// records, or the hash tag `{prefix:suite_id:corps}` in Redis.
+fn start_suites(
+    config: &Config,
+    broker: &Broker,
+    http: &reqwest::Client,
+    redis: Option<Arc<RedisStore>>,
+    tuning: crate::platform::authorizers::SchedulerTuning,
+) {
+    use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
+    if config.suites.is_empty() {
+        return;
+    }
+    let context = broker.context();
+    let metrics = crate::suite::metrics::SuiteMetrics::new(&context.metrics);
+    let ticket = ("suite_ticket", crate::suite::ticket::TICKET_LIFETIME_SECS);
+    let suites = config
+        .suites
+        .iter()
+        .map(|suite| {
+            let store: Arc<dyn PlatformStore> = match (&config.store.backend, &redis) {
+                (_, Some(redis)) => Arc::new(
+                    crate::platform::redis_store::RedisPlatformStore::for_parent(
+                        redis.clone(),
+                        &suite.suite_id,
+                        "corps",
+                        ticket,
+                    ),
+                ),
+                (StoreBackend::File { path }, None) => Arc::new(FilePlatformStore::with_files(
+                    path.join(format!("{}.suite_ticket.json", suite.name)),
+                    path.join(format!("{}.corps.jsonl", suite.name)),
+                    &suite.suite_id,
+                )),
+                _ => Arc::new(MemoryPlatformStore::default()),
+            };
+            crate::suite::SuiteHandle::spawn(
+                suite.clone(),
+                http.clone(),
+                store,
+                context,
+                &metrics,
+                tuning,
+            )
+        })
+        .collect();
+    broker.attach_suites(suites);
 }
 
 /// Looks once, in the background, for the apps' appids under another

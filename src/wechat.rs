@@ -94,6 +94,10 @@ const CONFIG_ERRCODES: &[(i64, &str)] = &[
     ),
     (41002, "appid missing: set appid"),
     (
+        40083,
+        "the suite_id is wrong: check suite_id against the app template in the WeCom provider console",
+    ),
+    (
         41004,
         "secret missing: set secret_env, secret_file or secret",
     ),
@@ -535,12 +539,14 @@ mod tests {
             errcode,
             errmsg: String::new(),
         };
-        for code in [-1, 45011, 12345] {
+        // 40085 (a refused suite_ticket) waits for the next push; 42009
+        // and 40082 (a dead suite token) for its refresher.
+        for code in [-1, 45011, 12345, 40085, 42009, 40082] {
             assert_eq!(api(code).class(), ErrorClass::Retry, "{code}");
         }
         for code in [
             40001, 40125, 40002, 40013, 40164, 61004, 60020, 40243, 41002, 41004, 50004, 50007,
-            89501, 89503, 89506, 89507,
+            89501, 89503, 89506, 89507, 40083,
         ] {
             assert_eq!(api(code).class(), ErrorClass::Config, "{code}");
             assert!(api(code).fix().is_some());

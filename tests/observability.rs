@@ -96,15 +96,25 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     assert_success("promtool test rules", &output);
 }
 
+/// A WeCom suite (its pushes never come here): its metrics are exposed
+/// from the start.
+const SUITE: &str = "[[suites]]\nname = \"crm\"\nsuite_id = \"wwsuite0000000001\"\nprovider_corpid = \"wwprovider000001\"\nsecret = \"suite-s3cret\"\ntoken = \"callback-token\"\naes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\"\n";
+
 /// A broker with a file store whose record for `shop` is corrupt (so the
-/// store error counter has a series), after one token fetch over TCP.
+/// store error counter has a series), after one token fetch over TCP,
+/// and a WeCom suite.
 async fn broker_after_a_fetch(sim: &wxbroker::simulator::SimHandle) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
     fs::create_dir(dir.path().join("state")).unwrap();
     fs::write(dir.path().join("state/shop.json"), b"{not json").unwrap();
+    let suite = format!("{SUITE}api_base = \"{}\"\n", sim.base_url());
     let broker = Broker::start_with(
-        &classic_app("shop", sim, "tickets = [\"jsapi\"]"),
+        &format!(
+            "{}{suite}",
+            classic_app("shop", sim, "tickets = [\"jsapi\"]")
+        ),
         Options {
+            server: "callback_listen = \"127.0.0.1:0\"\n".into(),
             store: "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n".into(),
             dir: Some(dir),
             // Polls of WeChat's quota from soon after start.
@@ -383,7 +393,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_daemon_exposes() {
     assert!(variables.contains(&"DS_PROMETHEUS") && variables.contains(&"app"));
     let queries = dashboard_queries(&dashboard);
     let alerts = alert_queries();
-    assert_eq!(alerts.len(), 13, "{alerts:?}");
+    assert_eq!(alerts.len(), 14, "{alerts:?}");
 
     let sim = simulator(SimConfig::default()).await;
     let broker = broker_after_a_fetch(&sim).await;
@@ -568,7 +578,7 @@ async fn prometheus_scrapes_the_broker_and_evaluates_the_rules() {
                     .flatten()
                     .flat_map(|group| group["rules"].as_array().unwrap())
                     .collect();
-                rules.len() == 13
+                rules.len() == 14
                     && rules
                         .iter()
                         .all(|rule| rule["health"] == "ok" && rule["state"] == "inactive")

@@ -159,6 +159,7 @@ fn record(
         expires_at_ms: fetched_at_ms + lifetime_ms,
         fetched_at_ms,
         authorized_at: fetched_at_ms / 1000,
+        name: String::new(),
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Broker {
     reconciling: Arc<tokio::sync::Mutex<()>>,
     /// The Open Platform component apps (DESIGN.md section 13).
     platforms: Arc<ArcSwap<Vec<crate::platform::PlatformHandle>>>,
+    /// WeCom service providers' suites (DESIGN.md section 19).
+    suites: Arc<ArcSwap<Vec<crate::suite::SuiteHandle>>>,
 }
 
 /// What [`Broker::reconcile`] did, by app name.
@@ -109,6 +111,7 @@ impl Broker {
             context: context.clone(),
             reconciling: Arc::default(),
             platforms: Arc::default(),
+            suites: Arc::default(),
         }
     }
 
@@ -184,6 +187,23 @@ impl Broker {
             .cloned()
     }
 
+    /// Makes the started suites visible to the API and the gauges.
+    pub fn attach_suites(&self, suites: Vec<crate::suite::SuiteHandle>) {
+        self.suites.store(Arc::new(suites));
+    }
+
+    pub fn suites(&self) -> Arc<Vec<crate::suite::SuiteHandle>> {
+        self.suites.load_full()
+    }
+
+    pub fn suite(&self, name: &str) -> Option<crate::suite::SuiteHandle> {
+        self.suites
+            .load()
+            .iter()
+            .find(|suite| suite.name() == name)
+            .cloned()
+    }
+
     /// The context the broker's refreshers run in.
     pub fn context(&self) -> &BrokerContext {
         &self.context
@@ -244,6 +264,9 @@ impl Broker {
         let metrics = &self.context.metrics;
         for platform in self.platforms.load().iter() {
             platform.update_gauges();
+        }
+        for suite in self.suites.load().iter() {
+            suite.update_gauges();
         }
         for app in self.apps.load().iter() {
             let view = app.view();

@@ -18,6 +18,7 @@
 //! - [`ChildStore`]: where the [`ChildRecord`]s live (memory, file
 //!   journal, Redis), the fleet's lock and rate, and the day's count.
 
+pub mod access;
 pub mod index;
 pub mod policy;
 pub mod record;
@@ -25,6 +26,7 @@ pub mod scheduler;
 pub mod source;
 pub mod table;
 
+pub use access::ChildError;
 pub use record::{ChildRecord, ChildStore};
 pub use scheduler::{Command, Scheduler, SchedulerParts, SchedulerTuning};
 pub use source::{ChildGrant, ChildPage, ChildSource, ListedChild};

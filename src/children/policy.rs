@@ -28,19 +28,20 @@ pub enum Failed {
 /// [`Failed::result_label`].
 pub const RESULT_LABELS: [&str; 6] = ["ok", "errcode", "config", "quota", "transport", "budget"];
 
-/// The class of a child fetch's failure. A rejected parent token (40001,
-/// 40014, 42001) is transient for the child: the parent's refresher
-/// replaces it. Errcodes the kind says need the child's owner (61023,
-/// a dead refresh token) are configuration errors; the rest is the
-/// engine's classification.
+/// The class of a child fetch's failure. Errcodes the kind says need the
+/// child's owner (61023, a dead refresh token) are configuration errors,
+/// first: the kind knows what its endpoint means by them. A rejected
+/// parent token (40001, 40014, 42001) is transient for the child: the
+/// parent's refresher replaces it. The rest is the engine's
+/// classification.
 pub fn class_of(err: &FetchError, source: &dyn ChildSource) -> ErrorClass {
     match err {
-        FetchError::Api { errcode, .. } if wechat::is_token_rejected(*errcode) => ErrorClass::Retry,
         FetchError::Api { errcode, .. }
             if *errcode != wechat::QUOTA_ERRCODE && source.config_fix(*errcode).is_some() =>
         {
             ErrorClass::Config
         }
+        FetchError::Api { errcode, .. } if wechat::is_token_rejected(*errcode) => ErrorClass::Retry,
         other => other.class(),
     }
 }

@@ -27,6 +27,10 @@ pub struct ChildRecord {
     /// Unix seconds of the authorization (or of its recovery).
     #[serde(default)]
     pub authorized_at: u64,
+    /// What upstream calls the child (a corp's name), for a kind that
+    /// has names; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 impl ChildRecord {

@@ -34,8 +34,12 @@ use crate::wechat::ErrorClass;
 
 /// What the scheduler is asked to do.
 pub enum Command {
-    /// A pushed authorization: exchange the code.
+    /// A pushed authorization: exchange the code. `id` is the child the
+    /// push named, or empty when the push names none (the exchange's
+    /// answer says whose code it was).
     Authorized { id: String, code: String },
+    /// Upstream says the child changed: re-read what it is called.
+    Describe { id: String },
     /// A pushed revocation: the child's tokens are dead.
     Unauthorized { id: String },
     /// A client reports `reported` rejected by WeChat; `reply` says
@@ -331,7 +335,17 @@ impl Scheduler {
                 }
             };
             slot.set_authorized_at(record.authorized_at);
-            let due = self.due_for(&record.appid, token.as_deref().or(slot.token().as_deref()));
+            slot.set_name(&record.name);
+            let held = slot.token();
+            // Upstream answered with the token already held (WeCom hands
+            // out its cached token until it expires): asking again before
+            // it dies would get it again, so the next fetch is when it has
+            // died upstream too. It is no anomaly, whatever time it has left.
+            let repeated = token
+                .as_ref()
+                .zip(held.as_ref())
+                .is_some_and(|(new, held)| new.value == held.value);
+            let due = self.due_for(&record.appid, token.as_deref().or(held.as_deref()));
             let id: Box<str> = record.appid.as_str().into();
             let entry = self.entries.entry(id.clone()).or_insert_with(|| Entry {
                 refresh_token: Box::default(),
@@ -349,8 +363,17 @@ impl Scheduler {
                     entry.backoff.reset();
                     entry.hold = Hold::None;
                     slot.set_hold(Hold::None);
-                    self.short_lifetimes
-                        .pace(&id, &mut entry.short_lifetimes, &token, now, due)
+                    if repeated {
+                        schedule::due_ms(
+                            Renewal::AtExpiry,
+                            self.refresh_before,
+                            token.fetched_at_ms,
+                            token.expires_at_ms,
+                        )
+                    } else {
+                        self.short_lifetimes
+                            .pace(&id, &mut entry.short_lifetimes, &token, now, due)
+                    }
                 }
                 None => due,
             };
@@ -395,7 +418,11 @@ impl Scheduler {
                     .as_ref()
                     .and_then(|slot| slot.token())
                     .map_or(0, |t| t.fetched_at_ms),
-                authorized_at: slot.map_or(0, |slot| slot.authorized_at()),
+                authorized_at: slot.as_ref().map_or(0, |slot| slot.authorized_at()),
+                name: slot
+                    .and_then(|slot| slot.name())
+                    .map(|name| name.to_string())
+                    .unwrap_or_default(),
                 kind: self.kind,
             };
             self.in_flight
@@ -443,8 +470,32 @@ impl Scheduler {
             Outcome::Authorized(Ok(record)) => {
                 self.fetches.count("ok");
                 info!(id = %record.appid, "{} authorized", self.kind);
+                let id = record.appid.clone();
+                let tokenless = record.access_token.is_empty();
                 self.adopt_all(vec![record]);
+                // A grant that came without a token (WeCom's permanent
+                // code) is fetched with at once: a token the replaced
+                // grant fetched may have died with it.
+                if tokenless {
+                    let now = self.now_ms();
+                    self.schedule(&id, now);
+                }
             }
+            Outcome::Described { id, result } => match result {
+                Ok(name) => {
+                    if let Some(slot) = self.table.get(&id) {
+                        slot.set_name(&name);
+                    }
+                    if let Some(record) = self.current_record(&id) {
+                        if let Err(err) = self.store.save_children(&[record]).await {
+                            warn!(id = %id, error = %err, "could not store a {}'s new description", self.kind);
+                        }
+                    }
+                }
+                Err(err) => {
+                    warn!(id = %id, error = %err, "could not re-read a changed {}", self.kind)
+                }
+            },
             Outcome::Authorized(Err(err)) => {
                 self.fetches
                     .count(Failed::Upstream(err.clone()).result_label(self.source.as_ref()));
@@ -535,26 +586,34 @@ impl Scheduler {
         }
         let records: Vec<ChildRecord> = self
             .entries
-            .iter()
-            .map(|(id, entry)| {
-                let slot = self.table.get(id);
-                let token = slot.as_ref().and_then(|slot| slot.token());
-                ChildRecord {
-                    appid: id.to_string(),
-                    refresh_token: entry.refresh_token.to_string(),
-                    access_token: token
-                        .as_ref()
-                        .map(|t| t.value.expose().to_owned())
-                        .unwrap_or_default(),
-                    expires_at_ms: token.as_ref().map_or(0, |t| t.expires_at_ms),
-                    fetched_at_ms: token.as_ref().map_or(0, |t| t.fetched_at_ms),
-                    authorized_at: slot.map_or(0, |slot| slot.authorized_at()),
-                }
-            })
+            .keys()
+            .filter_map(|id| self.current_record(id))
             .collect();
         if let Err(err) = self.store.compact(&records).await {
             warn!(error = %err, "could not compact the {} journal", self.kind);
         }
+    }
+
+    /// Child `id`'s record as the scheduler and the table hold it now.
+    fn current_record(&self, id: &str) -> Option<ChildRecord> {
+        let entry = self.entries.get(id)?;
+        let slot = self.table.get(id);
+        let token = slot.as_ref().and_then(|slot| slot.token());
+        Some(ChildRecord {
+            appid: id.to_owned(),
+            refresh_token: entry.refresh_token.to_string(),
+            access_token: token
+                .as_ref()
+                .map(|t| t.value.expose().to_owned())
+                .unwrap_or_default(),
+            expires_at_ms: token.as_ref().map_or(0, |t| t.expires_at_ms),
+            fetched_at_ms: token.as_ref().map_or(0, |t| t.fetched_at_ms),
+            authorized_at: slot.as_ref().map_or(0, |slot| slot.authorized_at()),
+            name: slot
+                .and_then(|slot| slot.name())
+                .map(|name| name.to_string())
+                .unwrap_or_default(),
+        })
     }
 
     async fn command(&mut self, command: Command) {
@@ -564,8 +623,21 @@ impl Scheduler {
                     source: self.source.clone(),
                     store: self.store.clone(),
                     clock: self.clock,
+                    cancel: self.cancel.clone(),
                     id,
                     code,
+                };
+                self.in_flight
+                    .spawn(task.run().instrument(self.span.clone()));
+            }
+            Command::Describe { id } => {
+                let Some(entry) = self.entries.get(id.as_str()) else {
+                    return;
+                };
+                let task = DescribeTask {
+                    source: self.source.clone(),
+                    id: id.into(),
+                    refresh_token: entry.refresh_token.clone(),
                 };
                 self.in_flight
                     .spawn(task.run().instrument(self.span.clone()));
@@ -690,4 +762,4 @@ mod tasks;
 #[cfg(test)]
 mod tests;
 
-use tasks::{AuthorizeTask, Outcome, RecoverTask, RefreshTask};
+use tasks::{AuthorizeTask, DescribeTask, Outcome, RecoverTask, RefreshTask};

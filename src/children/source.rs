@@ -1,8 +1,9 @@
 //! How a family's upstream is asked: the one seam between the scheduler
 //! and a parent kind's endpoints. The Open Platform's implementation is
 //! `platform::authorizers::AuthorizerSource` (`api_authorizer_token` with
-//! the component token); a WeCom suite's would fetch `get_corp_token`
-//! with the suite token and a corp's permanent code.
+//! the component token); a WeCom suite's, `suite::corps::CorpSource`,
+//! fetches `get_corp_token` with the suite token and a corp's permanent
+//! code.
 
 use futures_util::future::BoxFuture;
 
@@ -19,6 +20,9 @@ pub struct ChildGrant {
     /// A new durable grant, or empty when the answer carried none: the
     /// held one is then kept (an empty value never replaces a good one).
     pub refresh_token: String,
+    /// What upstream calls the child, or empty when the answer does not
+    /// say: the held name is then kept.
+    pub name: String,
 }
 
 /// One child of upstream's list.
@@ -70,6 +74,32 @@ pub trait ChildSource: Send + Sync + 'static {
         parent: &'a AccessToken,
         offset: u64,
     ) -> BoxFuture<'a, Result<ChildPage, FetchError>>;
+
+    /// Whether upstream can list the children at all. A kind that cannot
+    /// skips recovery: its table is complete as soon as the store is read.
+    fn can_list(&self) -> bool {
+        true
+    }
+
+    /// Whether [`ChildSource::fetch`] needs the parent's token. A kind
+    /// whose children's tokens come from their own durable grant alone
+    /// (a 代开发 corp's permanent code is its app's secret) refreshes
+    /// them even while the parent has no token; `fetch` then gets an
+    /// empty one.
+    fn fetch_needs_parent(&self) -> bool {
+        true
+    }
+
+    /// What upstream calls child `id` now, re-read after upstream said it
+    /// changed; an empty name for a kind without names.
+    fn describe<'a>(
+        &'a self,
+        _parent: &'a AccessToken,
+        _id: &'a str,
+        _refresh_token: &'a str,
+    ) -> BoxFuture<'a, Result<String, FetchError>> {
+        Box::pin(std::future::ready(Ok(String::new())))
+    }
 
     /// What to do about `errcode` when it means this child needs its
     /// owner rather than retries (a dead refresh token: the merchant must

@@ -79,6 +79,8 @@ impl Hold {
 pub struct Slot {
     pub id: Box<str>,
     token: ArcSwapOption<ChildToken>,
+    /// What upstream calls the child, for a kind with names.
+    name: ArcSwapOption<String>,
     authorized_at: AtomicU64,
     hold: AtomicU8,
 }
@@ -88,6 +90,7 @@ impl Slot {
         Slot {
             id: id.into(),
             token: ArcSwapOption::empty(),
+            name: ArcSwapOption::empty(),
             authorized_at: AtomicU64::new(authorized_at),
             hold: AtomicU8::new(Hold::None as u8),
         }
@@ -95,6 +98,20 @@ impl Slot {
 
     pub fn token(&self) -> Option<Arc<ChildToken>> {
         self.token.load_full()
+    }
+
+    /// What upstream calls the child, when its kind has names and one
+    /// is known.
+    pub fn name(&self) -> Option<Arc<String>> {
+        self.name.load_full()
+    }
+
+    /// Names the child; an empty name keeps the one held.
+    pub(crate) fn set_name(&self, name: &str) {
+        let same = self.name.load().as_deref().is_some_and(|held| held == name);
+        if !name.is_empty() && !same {
+            self.name.store(Some(Arc::new(name.to_owned())));
+        }
     }
 
     pub fn authorized_at(&self) -> u64 {

@@ -75,6 +75,7 @@ fn child_grant(grant: AuthorizerGrant) -> ChildGrant {
         access_token: grant.access_token,
         expires_in: grant.expires_in,
         refresh_token: grant.refresh_token,
+        name: String::new(),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct RedisPlatformStore {
     redis: Arc<RedisStore>,
     tag: String,
     owner: String,
+    /// The pushed ticket's key, after the tag, and how long it is kept.
+    ticket: &'static str,
+    ticket_ttl_secs: u64,
 }
 
 fn decode_error(op: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
@@ -48,15 +51,34 @@ impl RedisPlatformStore {
     /// The state of the platform `component_appid` in `redis`, the
     /// store the credentials use.
     pub fn new(redis: Arc<RedisStore>, component_appid: &str) -> Self {
+        RedisPlatformStore::for_parent(
+            redis,
+            component_appid,
+            "authorizers",
+            ("verify_ticket", super::component::TICKET_LIFETIME_SECS),
+        )
+    }
+
+    /// Another parent's state (a WeCom suite's `suite_ticket` and corps)
+    /// under the hash tag `{prefix:owner_id:children}`, its pushed ticket
+    /// at `{tag}:{ticket.0}` kept `ticket.1` seconds.
+    pub fn for_parent(
+        redis: Arc<RedisStore>,
+        owner_id: &str,
+        children: &str,
+        ticket: (&'static str, u64),
+    ) -> Self {
         RedisPlatformStore {
-            tag: format!("{{{}:{component_appid}:authorizers}}", redis.prefix()),
+            tag: format!("{{{}:{owner_id}:{children}}}", redis.prefix()),
             owner: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             redis,
+            ticket: ticket.0,
+            ticket_ttl_secs: ticket.1,
         }
     }
 
     fn ticket_key(&self) -> String {
-        format!("{}:verify_ticket", self.tag)
+        format!("{}:{}", self.tag, self.ticket)
     }
 
     fn lock_key(&self, appid: &str) -> String {
@@ -96,7 +118,7 @@ impl PlatformStore for RedisPlatformStore {
                 .arg(self.ticket_key())
                 .arg(raw)
                 .arg("EX")
-                .arg(super::component::TICKET_LIFETIME_SECS)
+                .arg(self.ticket_ttl_secs)
                 .ignore();
             self.redis.replicated_write("set", &set).await
         })

@@ -300,11 +300,21 @@ impl FilePlatformStore {
     /// The platform `name`'s files in the state directory `dir`, which the
     /// app store has already created and vetted.
     pub fn new(dir: &Path, name: &str, component_appid: &str) -> Self {
+        FilePlatformStore::with_files(
+            dir.join(format!("{name}.verify_ticket.json")),
+            dir.join(format!("{name}.authorizers.jsonl")),
+            component_appid,
+        )
+    }
+
+    /// Another parent's files (a WeCom suite's `suite_ticket` and corps):
+    /// the same formats and rules, owned by `owner_id` (its suite id).
+    pub fn with_files(ticket_path: PathBuf, journal_path: PathBuf, owner_id: &str) -> Self {
         FilePlatformStore {
             inner: Arc::new(FileInner {
-                component_appid: component_appid.to_owned(),
-                ticket_path: dir.join(format!("{name}.verify_ticket.json")),
-                journal_path: dir.join(format!("{name}.authorizers.jsonl")),
+                component_appid: owner_id.to_owned(),
+                ticket_path,
+                journal_path,
                 journal: Mutex::default(),
                 fetches: Mutex::default(),
             }),
@@ -579,6 +589,7 @@ mod tests {
             expires_at_ms: 10,
             fetched_at_ms: 5,
             authorized_at: 1,
+            name: String::new(),
         }
     }
 

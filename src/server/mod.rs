@@ -258,6 +258,13 @@ struct CallbackHandler {
 
 impl Handler for CallbackHandler {
     async fn call(&self, request: Request<RequestBody>) -> Response<Body> {
+        if request
+            .uri()
+            .path()
+            .starts_with(crate::suite::route::PREFIX)
+        {
+            return crate::suite::route::handle(&self.broker.suites(), request).await;
+        }
         crate::platform::callback::handle(&self.broker.platforms(), request).await
     }
 }

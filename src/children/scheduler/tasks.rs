@@ -1,8 +1,9 @@
 //! The units of work the scheduler starts, each on its own task: a
 //! child's refresh (with the fleet's compare-and-refresh before it), the
-//! exchange of a pushed authorization code, and the recovery of every
-//! child from upstream's list. Each ends in an [`Outcome`] the scheduler
-//! applies; none touches the table.
+//! exchange of a pushed authorization code, the re-reading of a changed
+//! child's name, and the recovery of every child from upstream's list.
+//! Each ends in an [`Outcome`] the scheduler applies; none touches the
+//! table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,22 +30,37 @@ pub(super) enum Outcome {
         record: Option<ChildRecord>,
     },
     Authorized(Result<ChildRecord, FetchError>),
+    Described {
+        id: Box<str>,
+        result: Result<String, FetchError>,
+    },
     Recovered(Result<Vec<ChildRecord>, FetchError>),
 }
 
-/// The record of a fresh grant. An answer without a durable grant keeps
-/// the held one: an empty value never replaces a good one.
+/// How long a pushed authorization code is exchanged for at most: WeChat's
+/// and WeCom's are good for ten minutes at least, and one lost to a
+/// transient failure would cost the child's owner a new authorization.
+const EXCHANGE_RETRY_FOR: Duration = Duration::from_secs(9 * 60);
+
+/// The record of a fresh grant. An answer without a durable grant (or a
+/// name) keeps the held one: an empty value never replaces a good one.
 pub(super) fn record_of(
     grant: ChildGrant,
-    held_refresh: &str,
+    held: (&str, &str),
     sent_ms: u64,
     now_ms: u64,
     authorized_at: u64,
 ) -> ChildRecord {
+    let (held_refresh, held_name) = held;
     let refresh_token = if grant.refresh_token.is_empty() {
         held_refresh.to_owned()
     } else {
         grant.refresh_token
+    };
+    let name = if grant.name.is_empty() {
+        held_name.to_owned()
+    } else {
+        grant.name
     };
     ChildRecord {
         appid: grant.id,
@@ -58,13 +74,15 @@ pub(super) fn record_of(
         ),
         fetched_at_ms: now_ms,
         authorized_at,
+        name,
     }
 }
 
-/// Tells the parent's refresher when upstream refused its token.
+/// Tells the parent's refresher when upstream refused its token (unless
+/// the kind reads that errcode as the child's own fault).
 async fn report_rejection(source: &dyn ChildSource, parent: &AccessToken, err: &FetchError) {
     if let FetchError::Api { errcode, .. } = err {
-        if wechat::is_token_rejected(*errcode) {
+        if wechat::is_token_rejected(*errcode) && source.config_fix(*errcode).is_none() {
             source.parent_rejected(parent).await;
         }
     }
@@ -81,6 +99,7 @@ pub(super) struct RefreshTask {
     pub(super) refresh_token: Box<str>,
     pub(super) held_fetched_at_ms: u64,
     pub(super) authorized_at: u64,
+    pub(super) name: String,
 }
 
 impl RefreshTask {
@@ -90,7 +109,7 @@ impl RefreshTask {
             match self.fleet_check().await {
                 Ok(Some(refresh_token)) => self.refresh_token = refresh_token.into(),
                 Ok(None) => {}
-                Err(outcome) => return outcome,
+                Err(outcome) => return *outcome,
             }
         }
         let result = self.fetch().await;
@@ -105,12 +124,12 @@ impl RefreshTask {
     /// else the lock is ours, and the fleet's durable grant (the one
     /// upstream holds, whoever rotated it last) is what to fetch with,
     /// unless the held one is newer.
-    async fn fleet_check(&self) -> Result<Option<String>, Outcome> {
+    async fn fleet_check(&self) -> Result<Option<String>, Box<Outcome>> {
         let settled = |record| {
-            Err(Outcome::Settled {
+            Err(Box::new(Outcome::Settled {
                 id: self.id.clone(),
                 record,
-            })
+            }))
         };
         if !self.store.lock_child(&self.id).await.unwrap_or(false) {
             return settled(None);
@@ -141,7 +160,11 @@ impl RefreshTask {
     }
 
     async fn fetch(&self) -> Result<ChildRecord, Failed> {
-        let parent = self.source.parent_token().await.map_err(Failed::Upstream)?;
+        let parent = if self.source.fetch_needs_parent() {
+            self.source.parent_token().await.map_err(Failed::Upstream)?
+        } else {
+            AccessToken::new("")
+        };
         if !self.budget.spend(self.clock.now_secs()).await {
             return Err(Failed::BudgetSpent);
         }
@@ -159,7 +182,7 @@ impl RefreshTask {
         };
         let record = record_of(
             grant,
-            &self.refresh_token,
+            (&self.refresh_token, &self.name),
             sent,
             self.clock.now_ms(),
             self.authorized_at,
@@ -180,13 +203,42 @@ pub(super) struct AuthorizeTask {
     pub(super) source: Arc<dyn ChildSource>,
     pub(super) store: Arc<dyn ChildStore>,
     pub(super) clock: Clock,
+    pub(super) cancel: CancellationToken,
     pub(super) id: String,
     pub(super) code: String,
 }
 
 impl AuthorizeTask {
     pub(super) async fn run(self) -> Outcome {
-        Outcome::Authorized(self.exchange().await)
+        Outcome::Authorized(self.exchange_patiently().await)
+    }
+
+    /// The exchange, retried after a transient failure (the parent has no
+    /// token yet, a timeout) with the engine's backoff while the code may
+    /// still be good, and never past shutdown.
+    async fn exchange_patiently(&self) -> Result<ChildRecord, FetchError> {
+        let deadline = tokio::time::Instant::now() + EXCHANGE_RETRY_FOR;
+        let mut backoff = crate::broker::backoff::Backoff::default();
+        loop {
+            let result = self.exchange().await;
+            let transient = match &result {
+                Err(err) => {
+                    super::policy::class_of(err, self.source.as_ref()) == wechat::ErrorClass::Retry
+                }
+                Ok(_) => false,
+            };
+            let wake = tokio::time::Instant::now() + backoff.next_delay();
+            if !transient || wake > deadline || self.cancel.is_cancelled() {
+                return result;
+            }
+            if let Err(err) = &result {
+                warn!(error = %err, "exchanging an authorization code failed; trying again");
+            }
+            tokio::select! {
+                () = self.cancel.cancelled() => return result,
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
     }
 
     async fn exchange(&self) -> Result<ChildRecord, FetchError> {
@@ -199,7 +251,7 @@ impl AuthorizeTask {
                 return Err(err);
             }
         };
-        if grant.id != self.id {
+        if !self.id.is_empty() && grant.id != self.id {
             warn!(pushed = %self.id, answered = %grant.id, "the code exchange answered for another child than the push named");
         }
         if grant.refresh_token.is_empty() {
@@ -208,7 +260,7 @@ impl AuthorizeTask {
             ));
         }
         let now = self.clock.now_ms();
-        let record = record_of(grant, "", sent, now, now / 1000);
+        let record = record_of(grant, ("", ""), sent, now, now / 1000);
         self.store
             .save_children(std::slice::from_ref(&record))
             .await
@@ -226,6 +278,9 @@ pub(super) struct RecoverTask {
 
 impl RecoverTask {
     pub(super) async fn run(self) -> Outcome {
+        if !self.source.can_list() {
+            return Outcome::Recovered(Ok(Vec::new()));
+        }
         // Recovery waits as long as it takes for the parent's token (the
         // first verify ticket may be minutes away), but not past shutdown.
         let parent = loop {
@@ -262,6 +317,7 @@ impl RecoverTask {
                     expires_at_ms: 0,
                     fetched_at_ms: 0,
                     authorized_at: listed.authorized_at,
+                    name: String::new(),
                 })
                 .collect();
             // Each page is durable before the next is asked for.
@@ -281,5 +337,32 @@ impl RecoverTask {
             }
         }
         Ok(all)
+    }
+}
+
+pub(super) struct DescribeTask {
+    pub(super) source: Arc<dyn ChildSource>,
+    pub(super) id: Box<str>,
+    pub(super) refresh_token: Box<str>,
+}
+
+impl DescribeTask {
+    pub(super) async fn run(self) -> Outcome {
+        let result = async {
+            let parent = self.source.parent_token().await?;
+            let described = self
+                .source
+                .describe(&parent, &self.id, &self.refresh_token)
+                .await;
+            if let Err(err) = &described {
+                report_rejection(self.source.as_ref(), &parent, err).await;
+            }
+            described
+        }
+        .await;
+        Outcome::Described {
+            id: self.id,
+            result,
+        }
     }
 }

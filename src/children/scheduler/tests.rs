@@ -2,7 +2,7 @@
 //! child's answers are set per id, every call is recorded with the
 //! clock's time, and hours pass in milliseconds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
@@ -30,6 +30,20 @@ struct Upstream {
     /// (child, unix ms) of every fetch.
     calls: Mutex<Vec<(String, u64)>>,
     issued: AtomicU64,
+    /// WeCom's way: the held token, with what it has left, until it dies.
+    repeats: AtomicBool,
+    /// The token each child holds upstream, and its expiry (unix ms).
+    current: Mutex<HashMap<String, (String, u64)>>,
+    /// What an exchanged code grants, after this many transient failures.
+    exchanged: Mutex<Option<ChildGrant>>,
+    exchange_failures: AtomicU64,
+    /// The parent has no token; the kind cannot list; its fetches need
+    /// no parent.
+    parent_down: AtomicBool,
+    unlisted: AtomicBool,
+    parentless: AtomicBool,
+    /// What `describe` answers.
+    name: Mutex<String>,
 }
 
 impl Upstream {
@@ -39,6 +53,14 @@ impl Upstream {
             errcodes: Mutex::default(),
             calls: Mutex::default(),
             issued: AtomicU64::new(0),
+            repeats: AtomicBool::new(false),
+            current: Mutex::default(),
+            exchanged: Mutex::default(),
+            exchange_failures: AtomicU64::new(0),
+            parent_down: AtomicBool::new(false),
+            unlisted: AtomicBool::new(false),
+            parentless: AtomicBool::new(false),
+            name: Mutex::default(),
         })
     }
 
@@ -63,7 +85,13 @@ impl Upstream {
 
 impl ChildSource for Upstream {
     fn parent_token(&self) -> BoxFuture<'_, Result<AccessToken, FetchError>> {
-        Box::pin(async { Ok(AccessToken::new("parent")) })
+        let down = self.parent_down.load(Ordering::Relaxed);
+        Box::pin(async move {
+            if down {
+                return Err(FetchError::Parent("down".into()));
+            }
+            Ok(AccessToken::new("parent"))
+        })
     }
 
     fn parent_rejected<'a>(&'a self, _: &'a AccessToken) -> BoxFuture<'a, ()> {
@@ -81,7 +109,27 @@ impl ChildSource for Upstream {
             .unwrap()
             .push((id.to_owned(), self.clock.now_ms()));
         let errcode = self.errcodes.lock().unwrap().get(id).copied();
-        let serial = self.issued.fetch_add(1, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        let held = self
+            .current
+            .lock()
+            .unwrap()
+            .get(id)
+            .filter(|(_, expires)| self.repeats.load(Ordering::Relaxed) && now < *expires)
+            .cloned();
+        let (token, expires_in) = match held {
+            Some((token, expires)) => (token, (expires - now) / 1000),
+            None => {
+                let serial = self.issued.fetch_add(1, Ordering::Relaxed);
+                let token = format!("tok-{id}-{serial}");
+                let expires = now + LIFETIME * 1000;
+                self.current
+                    .lock()
+                    .unwrap()
+                    .insert(id.to_owned(), (token.clone(), expires));
+                (token, LIFETIME)
+            }
+        };
         let answer = match errcode {
             Some(errcode) => Err(FetchError::Api {
                 errcode,
@@ -89,9 +137,10 @@ impl ChildSource for Upstream {
             }),
             None => Ok(ChildGrant {
                 id: id.to_owned(),
-                access_token: AccessToken::new(format!("tok-{id}-{serial}")),
-                expires_in: LIFETIME,
+                access_token: AccessToken::new(token),
+                expires_in,
                 refresh_token: refresh_token.to_owned(),
+                name: String::new(),
             }),
         };
         Box::pin(async move { answer })
@@ -102,7 +151,35 @@ impl ChildSource for Upstream {
         _: &'a AccessToken,
         _: &'a str,
     ) -> BoxFuture<'a, Result<ChildGrant, FetchError>> {
-        Box::pin(async { Err(FetchError::Http(500)) })
+        let failing = self
+            .exchange_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        let grant = self.exchanged.lock().unwrap().clone();
+        Box::pin(async move {
+            match grant {
+                Some(grant) if !failing => Ok(grant),
+                _ => Err(FetchError::Http(500)),
+            }
+        })
+    }
+
+    fn can_list(&self) -> bool {
+        !self.unlisted.load(Ordering::Relaxed)
+    }
+
+    fn fetch_needs_parent(&self) -> bool {
+        !self.parentless.load(Ordering::Relaxed)
+    }
+
+    fn describe<'a>(
+        &'a self,
+        _: &'a AccessToken,
+        _: &'a str,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<String, FetchError>> {
+        let name = self.name.lock().unwrap().clone();
+        Box::pin(async move { Ok(name) })
     }
 
     fn list<'a>(
@@ -229,6 +306,7 @@ impl Running {
                     expires_at_ms: 0,
                     fetched_at_ms: 0,
                     authorized_at: START,
+                    name: String::new(),
                 },
             );
         }
@@ -463,6 +541,140 @@ async fn the_writer_keeps_the_token_index_through_refreshes_and_removal() {
     assert!(running.store.records.lock().unwrap().get("a").is_none());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_repeated_token_is_asked_for_again_once_it_has_died_not_ahead() {
+    let upstream = Upstream::new(clock());
+    upstream.repeats.store(true, Ordering::Relaxed);
+    let running = Running::start(upstream.clone(), Arc::default(), &["a"], 200_000);
+
+    tokio::time::sleep(HOUR / 60).await;
+    let first = running.valid_token("a").expect("a's first token");
+    let expiry = upstream.current.lock().unwrap()["a"].1;
+    tokio::time::sleep(2 * HOUR + HOUR / 60).await;
+    let calls = upstream.calls_of("a");
+    let before_expiry = calls.iter().filter(|at| **at < expiry).count();
+    // The first fetch, then one ahead of expiry that got the same token
+    // back: no more until it died (a chase of what is left would ask
+    // again and again, each time sooner).
+    assert_eq!(before_expiry, 2, "{calls:?}");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(calls[2] > expiry && calls[2] <= expiry + 2_000, "{calls:?}");
+    let second = running.valid_token("a").expect("a's second token");
+    assert_ne!(first, second);
+    assert_eq!(running.counted("ok"), 3);
+}
+
+/// A scheduler like [`Running::start`]'s, its upstream granting `grant`
+/// for any exchanged code.
+fn exchanging(grant: ChildGrant, ids: &[&str]) -> Running {
+    let upstream = Upstream::new(clock());
+    *upstream.exchanged.lock().unwrap() = Some(grant);
+    Running::start(upstream, Arc::default(), ids, 200_000)
+}
+
+fn tokenless(id: &str, code: &str, name: &str) -> ChildGrant {
+    ChildGrant {
+        id: id.into(),
+        access_token: AccessToken::new(""),
+        expires_in: 0,
+        refresh_token: code.into(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tokenless_grant_is_stored_first_then_fetched_with_at_once_and_renamed_on_change() {
+    let running = exchanging(tokenless("corp", "code-1", "Corp A"), &["other"]);
+    let authorize = || Command::Authorized {
+        id: String::new(),
+        code: "auth".into(),
+    };
+    running.commands.send(authorize()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = running.valid_token("corp").expect("fetched with the code");
+    let stored = running.store.records.lock().unwrap()["corp"].clone();
+    assert_eq!(
+        (stored.refresh_token.as_str(), stored.name.as_str()),
+        ("code-1", "Corp A")
+    );
+    let slot = running.table.get("corp").unwrap();
+    assert_eq!(slot.name().as_deref().map(String::as_str), Some("Corp A"));
+
+    // A new grant for a child that holds a valid token (a reset secret):
+    // the token is fetched again at once, with the new grant.
+    *running.upstream.exchanged.lock().unwrap() = Some(tokenless("corp", "code-2", ""));
+    running.commands.send(authorize()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(running.upstream.calls_of("corp").len(), 2);
+    assert_ne!(running.valid_token("corp").unwrap(), first);
+    let stored = running.store.records.lock().unwrap()["corp"].clone();
+    assert_eq!(
+        (stored.refresh_token.as_str(), stored.name.as_str()),
+        ("code-2", "Corp A")
+    );
+
+    *running.upstream.name.lock().unwrap() = "Corp B".into();
+    running
+        .commands
+        .send(Command::Describe { id: "corp".into() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(slot.name().as_deref().map(String::as_str), Some("Corp B"));
+    let stored = running.store.records.lock().unwrap()["corp"].clone();
+    assert_eq!(
+        (stored.refresh_token.as_str(), stored.name.as_str()),
+        ("code-2", "Corp B")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_code_exchange_is_retried_through_transient_failures() {
+    let running = exchanging(tokenless("corp", "code-1", "Corp A"), &["other"]);
+    running
+        .upstream
+        .exchange_failures
+        .store(3, Ordering::Relaxed);
+    running
+        .commands
+        .send(Command::Authorized {
+            id: String::new(),
+            code: "auth".into(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        running.valid_token("corp").is_some(),
+        "exchanged at the fourth try"
+    );
+    assert_eq!(
+        running.upstream.exchange_failures.load(Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_kind_that_cannot_list_or_needs_no_parent_goes_on_while_the_parent_is_down() {
+    let upstream = Upstream::new(clock());
+    upstream.parent_down.store(true, Ordering::Relaxed);
+    upstream.unlisted.store(true, Ordering::Relaxed);
+    let empty = Running::start(upstream.clone(), Arc::default(), &[], 200_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        empty.table.is_loaded(),
+        "nothing to recover: the table is complete"
+    );
+
+    upstream.parentless.store(true, Ordering::Relaxed);
+    let stored = Running::start(upstream.clone(), Arc::default(), &["a"], 200_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        stored.valid_token("a").is_some(),
+        "fetched without the parent"
+    );
+}
+
 #[test]
 fn due_times_spread_inside_the_window_and_never_early() {
     let before = Duration::from_secs(300);
@@ -485,22 +697,29 @@ fn jitter_is_the_same_on_every_broker_and_spreads() {
 }
 
 #[test]
-fn an_answer_without_a_refresh_token_keeps_the_held_one() {
+fn an_answer_without_a_refresh_token_or_name_keeps_the_held_ones() {
     let grant = |refresh: &str| ChildGrant {
         id: "wxa".into(),
         access_token: AccessToken::new("at"),
         expires_in: 7200,
         refresh_token: refresh.into(),
+        name: String::new(),
     };
-    let kept = record_of(grant(""), "held", 1_000, 1_100, 5);
+    let kept = record_of(grant(""), ("held", "Corp A"), 1_000, 1_100, 5);
     assert_eq!(kept.refresh_token, "held");
+    assert_eq!(kept.name, "Corp A");
     assert_eq!(
         kept.expires_at_ms,
         1_000 + 7_200_000,
         "dated from the request"
     );
-    let rotated = record_of(grant("new"), "held", 1_000, 1_100, 5);
+    let renamed = ChildGrant {
+        name: "Corp B".into(),
+        ..grant("new")
+    };
+    let rotated = record_of(renamed, ("held", "Corp A"), 1_000, 1_100, 5);
     assert_eq!(rotated.refresh_token, "new");
+    assert_eq!(rotated.name, "Corp B");
 }
 
 #[test]

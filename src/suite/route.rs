@@ -1,0 +1,57 @@
+//! The callback listener's suite route,
+//! `/wechat/suites/{name}/callback`: `GET` with `echostr` is WeCom's URL
+//! check (answered with the plaintext), `POST` a push (answered
+//! `success` within a second). The listener faces the internet, so a
+//! body is read up to 64 KiB only, and anything that fails a check gets
+//! a bare 403 that changes nothing.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+use super::callback::{Refusal, BODY_LIMIT};
+use super::SuiteHandle;
+use crate::server::body_deadline::RequestBody;
+use crate::server::respond::{self, Body};
+
+/// The path prefix of the suites' callbacks.
+pub const PREFIX: &str = "/wechat/suites/";
+
+pub async fn handle(suites: &[SuiteHandle], request: Request<RequestBody>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let name = parts
+        .uri
+        .path()
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.strip_suffix("/callback"))
+        .filter(|name| !name.contains('/'));
+    let Some(suite) = name.and_then(|name| suites.iter().find(|s| s.name() == name)) else {
+        return respond::text(StatusCode::NOT_FOUND, "not found");
+    };
+    let query = parts.uri.query();
+    match parts.method {
+        Method::GET => match suite.verify_url(query) {
+            Ok(plaintext) => respond::text(StatusCode::OK, plaintext),
+            Err(_) => forbidden(),
+        },
+        Method::POST => {
+            let body: Bytes = match Limited::new(body, BODY_LIMIT).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                    suite.count(Some(Refusal::TooLarge));
+                    return forbidden();
+                }
+                Err(_) => return respond::text(StatusCode::BAD_REQUEST, "unreadable body"),
+            };
+            match suite.accept_push(query, &body).await {
+                Ok(()) => respond::text(StatusCode::OK, "success"),
+                Err(_) => forbidden(),
+            }
+        }
+        _ => respond::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+    }
+}
+
+fn forbidden() -> Response<Body> {
+    respond::text(StatusCode::FORBIDDEN, "forbidden")
+}
