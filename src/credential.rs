@@ -54,17 +54,21 @@ pub enum Credential {
     /// An authorizer's token, fetched with the component token; refreshed
     /// by the platform's own compact scheduler, not one engine task each.
     AuthorizerToken,
+    /// An installed corp's token under a WeCom suite (DESIGN.md section
+    /// 19), refreshed by the suite's compact scheduler.
+    CorpToken,
 }
 
 impl Credential {
     /// Every value of the `credential` metric label an app can have.
-    pub const ALL: [Credential; 6] = [
+    pub const ALL: [Credential; 7] = [
         Credential::AccessToken,
         Credential::Ticket(TicketKind::Jsapi),
         Credential::Ticket(TicketKind::WxCard),
         Credential::Ticket(TicketKind::AgentConfig),
         Credential::ComponentToken,
         Credential::AuthorizerToken,
+        Credential::CorpToken,
     ];
 
     /// The `credential` metric label, and the name in logs and records.
@@ -76,6 +80,7 @@ impl Credential {
             Credential::Ticket(TicketKind::AgentConfig) => "agent_config_ticket",
             Credential::ComponentToken => "component_access_token",
             Credential::AuthorizerToken => "authorizer_access_token",
+            Credential::CorpToken => "corp_access_token",
         }
     }
 
@@ -88,7 +93,7 @@ impl Credential {
             Credential::ComponentToken => "component_access_token",
             // `/v1/platforms/{platform}/authorizers/{appid}/token`
             // answers an authorizer's token as an access token.
-            Credential::AuthorizerToken => "access_token",
+            Credential::AuthorizerToken | Credential::CorpToken => "access_token",
         }
     }
 
@@ -100,7 +105,9 @@ impl Credential {
         match self {
             Credential::AccessToken => Some(format!("/v1/apps/{owner}/token")),
             Credential::Ticket(kind) => Some(format!("/v1/apps/{owner}/tickets/{kind}")),
-            Credential::ComponentToken | Credential::AuthorizerToken => None,
+            Credential::ComponentToken | Credential::AuthorizerToken | Credential::CorpToken => {
+                None
+            }
         }
     }
 }

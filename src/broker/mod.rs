@@ -184,6 +184,19 @@ impl Broker {
             .cloned()
     }
 
+    /// The running WeCom suites (STAND-IN: none until the suite engine
+    /// is wired in).
+    pub fn suites(&self) -> Arc<Vec<crate::suite::SuiteHandle>> {
+        Arc::default()
+    }
+
+    pub fn suite(&self, name: &str) -> Option<crate::suite::SuiteHandle> {
+        self.suites()
+            .iter()
+            .find(|suite| suite.name() == name)
+            .cloned()
+    }
+
     /// The context the broker's refreshers run in.
     pub fn context(&self) -> &BrokerContext {
         &self.context

@@ -19,3 +19,7 @@ pub mod ticket;
 pub use callback::{Refusal, SuiteCallback};
 pub use event::SuiteEvent;
 pub use ticket::{PushedTicket, TicketDecision};
+
+mod handle;
+
+pub use handle::{CorpError, SuiteHandle};
