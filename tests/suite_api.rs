@@ -1009,3 +1009,51 @@ async fn a_corps_call_on_the_compatible_listener_goes_with_its_current_token() {
     );
     broker.stop().await;
 }
+
+// Needs the suite engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_shows_a_suite_with_two_installed_corps() {
+    use wxbroker::demo;
+    let lifetime = Duration::from_secs(120);
+    let sim = demo::simulator(lifetime).spawn().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = demo::config(
+        &sim.base_url(),
+        any,
+        &dir.path().join("demo.sock"),
+        any,
+        any,
+        lifetime,
+    )
+    .expect("the demo's configuration is valid");
+    let listeners = Listeners::bind(&config).await.unwrap();
+    let (api, compat) = (
+        listeners.api_tcp_addr().unwrap(),
+        listeners.compat_addr().unwrap(),
+    );
+    let callback = listeners.callback_addr().unwrap();
+    let daemon = wxbroker::start(&config, listeners).await.unwrap();
+    let shown = within(demo::suite_showcase(sim.sim.clone(), api, compat, callback)).await;
+    let corp_lines = shown
+        .lines()
+        .filter(|line| line.contains("/v1/suites/crm/corps/") && line.ends_with("/token"))
+        .count();
+    assert_eq!(corp_lines, demo::INSTALLED_CORPS, "{shown}");
+    assert!(shown.contains("/v1/suites/crm/suite_token"), "{shown}");
+    let corps: Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{api}/v1/suites/crm/corps"))
+        .header("wxbroker-client", "tests")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(corps["total"], 2, "{corps}");
+    assert_eq!(sim.sim.installed_corps(demo::SUITE_ID).len(), 2);
+    daemon.shutdown().await;
+}
