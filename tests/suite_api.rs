@@ -26,6 +26,8 @@ use wxbroker::{Daemon, Listeners, Tuning};
 const SUITE: &str = "wwsuite0000000001";
 /// `lite`: another provider's, without a provider secret or tickets.
 const LITE_SUITE: &str = "wwsuite0000000002";
+/// `dk`: a 代开发 template of `lite`'s provider.
+const CUSTOM_SUITE: &str = "dktemplate000001";
 const SUITE_SECRET: &str = "suite-s3cret-0123456789";
 const PROVIDER: &str = "wwprovider000001";
 const LITE_PROVIDER: &str = "wwprovider000002";
@@ -47,6 +49,7 @@ const LITE_READER: u32 = 65532;
 const STRANGER: u32 = 65531;
 
 fn sim_suite(suite_id: &str, provider: &str, provider_secret: Option<&str>) -> SimSuite {
+    let customized = suite_id == CUSTOM_SUITE;
     SimSuite {
         suite_id: suite_id.into(),
         suite_secret: SUITE_SECRET.into(),
@@ -54,7 +57,7 @@ fn sim_suite(suite_id: &str, provider: &str, provider_secret: Option<&str>) -> S
         aes_key: AES_KEY.into(),
         provider_corpid: provider.into(),
         provider_secret: provider_secret.map(str::to_owned),
-        customized: false,
+        customized,
     }
 }
 
@@ -78,6 +81,7 @@ async fn start() -> Broker {
     });
     sim.add_suite(sim_suite(SUITE, PROVIDER, Some(PROVIDER_SECRET)));
     sim.add_suite(sim_suite(LITE_SUITE, LITE_PROVIDER, None));
+    sim.add_suite(sim_suite(CUSTOM_SUITE, LITE_PROVIDER, None));
     let sim = sim.spawn().await.expect("simulator starts");
     let dir = tempfile::tempdir().unwrap();
     // The socket is open to every local user: only the broker's own
@@ -114,6 +118,16 @@ token = "{MSG_TOKEN}"
 aes_key = "{AES_KEY}"
 api_base = "{base}"
 
+[[suites]]
+name = "dk"
+suite_id = "{CUSTOM_SUITE}"
+provider_corpid = "{LITE_PROVIDER}"
+secret = "{SUITE_SECRET}"
+token = "{MSG_TOKEN}"
+aes_key = "{AES_KEY}"
+customized = true
+api_base = "{base}"
+
 [[clients]]
 uid = {READER}
 suites = ["crm"]
@@ -137,7 +151,7 @@ suites = ["lite"]
     let compat = listeners.compat_addr().unwrap();
     let metrics = listeners.metrics_addr().unwrap();
     let callback = listeners.callback_addr().unwrap();
-    for (suite_id, name) in [(SUITE, "crm"), (LITE_SUITE, "lite")] {
+    for (suite_id, name) in [(SUITE, "crm"), (LITE_SUITE, "lite"), (CUSTOM_SUITE, "dk")] {
         sim.sim.set_suite_callback_url(
             suite_id,
             &format!("http://{callback}/wechat/suites/{name}/callback"),
@@ -172,7 +186,7 @@ suites = ["lite"]
 /// installed in `crm`, each holding a token: their corpids, sorted.
 async fn start_with_corps(corps: usize) -> (Broker, Vec<String>) {
     let broker = start().await;
-    for suite_id in [SUITE, LITE_SUITE] {
+    for suite_id in [SUITE, LITE_SUITE, CUSTOM_SUITE] {
         let pushed = broker.sim.sim.push_suite_ticket(suite_id).await.unwrap();
         assert_eq!(pushed.status, Some(200), "the callback takes the ticket");
     }
@@ -1056,4 +1070,44 @@ async fn the_demo_shows_a_suite_with_two_installed_corps() {
     assert_eq!(corps["total"], 2, "{corps}");
     assert_eq!(sim.sim.installed_corps(demo::SUITE_ID).len(), 2);
     daemon.shutdown().await;
+}
+
+// Needs the suite engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customized_corps_gettoken_is_answered_from_its_cache() {
+    let (broker, _) = start_with_corps(0).await;
+    let installed = broker.sim.sim.install_corp(CUSTOM_SUITE).await.unwrap();
+    assert_eq!(installed.status, Some(200));
+    let corpid = installed.corpid;
+    let body = broker
+        .eventually_ok(&format!("/v1/suites/dk/corps/{corpid}/token"))
+        .await;
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    assert!(broker.sim.sim.token_valid(&token));
+    let fetches = broker.sim.sim.calls(Endpoint::WecomGetToken);
+    let answer = broker
+        .compat(
+            "GET",
+            &format!("/cgi-bin/gettoken?corpid={corpid}&corpsecret=sdk-held-permanent-code"),
+            None,
+        )
+        .await;
+    assert_eq!(answer["errcode"], 0, "{answer}");
+    assert_eq!(answer["access_token"], token.as_str(), "{answer}");
+    assert_eq!(
+        broker.sim.sim.calls(Endpoint::WecomGetToken),
+        fetches,
+        "no upstream call"
+    );
+    // A corpid no suite or app knows is no 代开发 corp's.
+    let answer = broker
+        .compat(
+            "GET",
+            "/cgi-bin/gettoken?corpid=wwnobody&corpsecret=x",
+            None,
+        )
+        .await;
+    assert_ne!(answer["errcode"], 0, "{answer}");
+    assert_eq!(broker.sim.sim.calls(Endpoint::WecomGetToken), fetches);
+    broker.stop().await;
 }

@@ -17,7 +17,10 @@
 //!   one of the last it replaced) is forwarded with that corp's current
 //!   token, and once more after a rejection; the token index finds whose
 //!   it is in O(1). A corp's JS-SDK ticket endpoints are answered from
-//!   its ticket cache when the suite keeps that kind (`corp_tickets`).
+//!   its ticket cache when the suite keeps that kind (`corp_tickets`);
+//! - a 代开发 corp's `gettoken` (its corpid, the permanent code as the
+//!   secret) is answered from the corp's cache, unless an `[[apps]]`
+//!   entry owns that corpid.
 //!
 //! With uid or gid clients, each needs the caller's access to the suite,
 //! and a forwarded call a path its `apis` list. Each forwarded call (not
@@ -36,6 +39,7 @@ use super::suite_routes::{send_as_corp, CorpCallError};
 use super::wechat_path::{self, ForwardPath, Withheld};
 use crate::audit::{Outcome, Target, Verdict};
 use crate::broker::{CredentialHandle, TokenError};
+use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::identity::{Access, Act, Resource};
 use crate::suite::{CorpError, SuiteHandle};
@@ -44,6 +48,7 @@ use crate::wechat::is_token_rejected;
 const SERVICE_ROUTE: &str = "/cgi-bin/service";
 const TICKET_ROUTE: &str = "/cgi-bin/ticket";
 const CORP_ROUTE: &str = "/{path}";
+const WECOM_TOKEN_ROUTE: &str = "/cgi-bin/gettoken";
 
 /// The answer to a suite's or a corp's call, with its route label; the
 /// body back when the call is neither.
@@ -63,6 +68,16 @@ pub(super) async fn handle(
         return Ok((SERVICE_ROUTE, answer.unwrap_or_else(WxFail::into_response)));
     }
     let query = request.uri.query().unwrap_or("");
+    if path == "cgi-bin/gettoken" {
+        if let Some((suite, corpid)) = customized_corp(api, &suites, query) {
+            let answer = customized_token(api, access, &suite, &corpid, request).await;
+            return Ok((
+                WECOM_TOKEN_ROUTE,
+                answer.unwrap_or_else(WxFail::into_response),
+            ));
+        }
+        return Err(body);
+    }
     let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
@@ -94,6 +109,56 @@ pub(super) async fn handle(
     let (answer, verdict) = corp_call(api, &suite, &corpid, request, body).await;
     api.proxy.finish_call(call, verdict);
     Ok((CORP_ROUTE, answer.unwrap_or_else(WxFail::into_response)))
+}
+
+/// The 代开发 suite and corp a `gettoken?corpid=` asks for: a corp
+/// installed in a customized suite, when no configured app owns that
+/// corpid (an app's `gettoken` stays the app's).
+fn customized_corp(
+    api: &ApiState,
+    suites: &[SuiteHandle],
+    query: &str,
+) -> Option<(SuiteHandle, String)> {
+    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
+    let apps = api.broker.apps();
+    let an_apps = apps
+        .iter()
+        .any(|app| app.config().kind == AppKind::Wecom && app.config().appid == corpid);
+    if an_apps {
+        return None;
+    }
+    let suite = suites
+        .iter()
+        .find(|s| s.config().customized && s.corps().get(&corpid).is_some())?;
+    Some((suite.clone(), corpid))
+}
+
+/// `gettoken` of a 代开发 corp, from its cache; the permanent code the
+/// SDK sends as `corpsecret` is ignored.
+async fn customized_token(
+    api: &ApiState,
+    access: &Access,
+    suite: &SuiteHandle,
+    corpid: &str,
+    request: &http::request::Parts,
+) -> Answer {
+    if request.method != http::Method::GET {
+        return Err(wx_error(43001, "require GET method"));
+    }
+    allowed(access, suite, Act::Read)?;
+    let token = suite
+        .corp_token(corpid, api.token_wait)
+        .await
+        .map_err(|err| corp_failure(suite, err))?;
+    Ok(respond::no_store(respond::json(
+        http::StatusCode::OK,
+        &json!({
+            "errcode": 0,
+            "errmsg": "ok",
+            "access_token": token.value.expose(),
+            "expires_in": token.expires_in(suite.suite_token().now_ms()),
+        }),
+    )))
 }
 
 /// A WeChat-shaped error answer, made into a response at the end.
