@@ -48,7 +48,7 @@ pub(super) async fn dispatch(
     let (name, below) = rest.split_once('/').unwrap_or((rest, ""));
     // A suite the caller may not read is 403 whether or not it exists.
     check(access, Resource::Suite(name), Act::Read)?;
-    let suite = find(state, name)?;
+    let suite = find(state, access, name)?;
     if let Some(rest) = below.strip_prefix("corps/") {
         let (corpid, action) = rest.split_once('/').unwrap_or((rest, ""));
         if corpid.is_empty() {
@@ -66,7 +66,8 @@ pub(super) async fn dispatch(
             allow_get(method)?;
             let handle = suite.suite_token();
             let token = credential(&suite, handle, state).await?;
-            Ok(credential_answer(&suite, handle, &token, query))
+            let answer = (&suite, handle, "suite_access_token");
+            Ok(credential_answer(answer, &token, query))
         }
         "provider_token" => {
             allow_get(method)?;
@@ -76,7 +77,8 @@ pub(super) async fn dispatch(
                     suite: suite.name().to_owned(),
                 })?;
             let token = credential(&suite, handle, state).await?;
-            Ok(credential_answer(&suite, handle, &token, query))
+            let answer = (&suite, handle, "provider_access_token");
+            Ok(credential_answer(answer, &token, query))
         }
         "corps" => {
             allow_get(method)?;
@@ -104,13 +106,15 @@ fn not_found(request: &http::request::Parts) -> ApiError {
     }
 }
 
-fn find(state: &ApiState, name: &str) -> Result<SuiteHandle, ApiError> {
+/// The suite named `name`; 404 naming the suites the caller may read.
+fn find(state: &ApiState, access: &Access, name: &str) -> Result<SuiteHandle, ApiError> {
     state.broker.suite(name).ok_or_else(|| {
         let configured: Vec<String> = state
             .broker
             .suites()
             .iter()
             .map(|suite| suite.name().to_owned())
+            .filter(|name| check(access, Resource::Suite(name), Act::Read).is_ok())
             .collect();
         ApiError::SuiteNotFound {
             name: name.chars().take(64).collect(),
@@ -132,11 +136,11 @@ async fn credential(
         .map_err(|err| ApiError::from_credential_error(suite.name(), handle.credential(), err))
 }
 
-/// `{"suite", "<suite_access_token|provider_access_token>", "expires_in",
-/// "expires_at"}`, or the bare value with `?format=text`.
+/// `{"suite", field, "expires_in", "expires_at"}`, `field` naming the
+/// credential (`suite_access_token`, `provider_access_token`), or the
+/// bare value with `?format=text`.
 fn credential_answer(
-    suite: &SuiteHandle,
-    handle: &CredentialHandle,
+    (suite, handle, field): (&SuiteHandle, &CredentialHandle, &str),
     token: &TokenRecord,
     query: Option<&str>,
 ) -> Response<Body> {
@@ -152,7 +156,7 @@ fn credential_answer(
         "expires_in": token.expires_in(now),
         "expires_at": token.expires_at(),
     });
-    body[handle.credential().answer_field()] = json!(token.value.expose());
+    body[field] = json!(token.value.expose());
     respond::no_store(respond::json(StatusCode::OK, &body))
 }
 
