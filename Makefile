@@ -27,8 +27,10 @@ bench:
 	scripts/bench.sh
 
 # The Open Platform at scale: 10,000 authorizers in one broker
-# (docs/open-platform.md shows the figures).
+# (docs/open-platform.md shows the figures); and a WeCom suite with
+# 10,000 installed corps (docs/wecom-providers.md).
 bench-scale:
-	cargo build --release --locked --bin wxbroker --example platform_scale
+	cargo build --release --locked --bin wxbroker --example platform_scale --example suite_scale
 	mkdir -p docs/bench
 	target/release/examples/platform_scale --authorizers 10000 | tee docs/bench/platform-scale.md
+	target/release/examples/suite_scale --corps 10000 | tee docs/bench/suite-scale.md

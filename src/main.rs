@@ -276,6 +276,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("simulator {}", args.simulator_listen))?;
     let sim_url = format!("http://{}", sim_listener.local_addr()?);
     let (stop_sim, sim_stopped) = tokio::sync::oneshot::channel::<()>();
+    let wecom = simulator.clone();
     let sim_task = tokio::spawn(simulator.serve(sim_listener, async move {
         let _ = sim_stopped.await;
     }));
@@ -293,6 +294,9 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     let listen = listeners.api_tcp_addr().unwrap_or(args.listen);
     let metrics = listeners.metrics_addr().unwrap_or(args.metrics_listen);
     let compat = listeners.compat_addr().unwrap_or(args.compat_listen);
+    let callback = listeners
+        .callback_addr()
+        .context("the demo's callback listener")?;
     println!(
         "{}",
         demo::banner(
@@ -306,6 +310,10 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
     );
     let showcase = tokio::spawn(async move {
         println!("{}", demo::signed_wx_config(listen).await);
+        println!(
+            "{}",
+            demo::suite_showcase(wecom, listen, compat, callback).await
+        );
     });
     wxbroker::run(&config, listeners, shutdown_signal()).await?;
     showcase.abort();

@@ -16,15 +16,21 @@ pub enum Target {
     Authorizer { platform: String, appid: String },
     /// The platform itself, with its component token.
     Component { platform: String },
+    /// A WeCom suite, with its suite token (`/cgi-bin/service/*`).
+    Suite { suite: String },
+    /// A corp that installed WeCom suite `suite`, with the corp's token.
+    Corp { suite: String, corpid: String },
 }
 
 impl Target {
-    /// The configured name the call counts under (the app's, or the
-    /// platform's): a metric label, so never an authorizer's appid.
+    /// The configured name the call counts under (the app's, the
+    /// platform's or the suite's): a metric label, so never an
+    /// authorizer's appid or a corp's id.
     pub fn configured_name(&self) -> &str {
         match self {
             Target::App(name) => name,
             Target::Authorizer { platform, .. } | Target::Component { platform } => platform,
+            Target::Suite { suite } | Target::Corp { suite, .. } => suite,
         }
     }
 }
@@ -183,6 +189,10 @@ struct Line<'a> {
     platform: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorizer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suite: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corp: Option<&'a str>,
     method: &'a str,
     path: &'a str,
     status: Option<u16>,
@@ -206,13 +216,21 @@ impl CallRecord {
     }
 
     fn line(&self) -> Line<'_> {
-        let (app, platform, authorizer) = match &self.call.target {
-            Target::App(name) => (Some(name.as_str()), None, None),
-            Target::Authorizer { platform, appid } => {
-                (None, Some(platform.as_str()), Some(appid.as_str()))
-            }
-            Target::Component { platform } => (None, Some(platform.as_str()), None),
-        };
+        let (mut app, mut platform, mut authorizer, mut suite, mut corp) =
+            (None, None, None, None, None);
+        match &self.call.target {
+            Target::App(name) => app = Some(name.as_str()),
+            Target::Authorizer {
+                platform: name,
+                appid,
+            } => (platform, authorizer) = (Some(name.as_str()), Some(appid.as_str())),
+            Target::Component { platform: name } => platform = Some(name.as_str()),
+            Target::Suite { suite: name } => suite = Some(name.as_str()),
+            Target::Corp {
+                suite: name,
+                corpid,
+            } => (suite, corp) = (Some(name.as_str()), Some(corpid.as_str())),
+        }
         Line {
             time: humantime::format_rfc3339_millis(self.call.at).to_string(),
             client: &self.call.client,
@@ -220,6 +238,8 @@ impl CallRecord {
             app,
             platform,
             authorizer,
+            suite,
+            corp,
             method: &self.call.method,
             path: &self.call.path,
             status: self.verdict.status,
@@ -248,6 +268,8 @@ impl CallRecord {
             app = line.app,
             platform = line.platform,
             authorizer = line.authorizer,
+            suite = line.suite,
+            corp = line.corp,
             method = line.method,
             path = line.path,
             status = line.status,
@@ -315,6 +337,36 @@ mod tests {
         assert!(value.get("app").is_none());
         assert!(value["status"].is_null() && value["errcode"].is_null());
         assert_eq!(value["outcome"], "upstream_error");
+    }
+
+    #[test]
+    fn a_corp_call_names_suite_and_corpid_and_counts_under_the_suite() {
+        let target = Target::Corp {
+            suite: "crm".into(),
+            corpid: "wwcorp".into(),
+        };
+        assert_eq!(target.configured_name(), "crm");
+        let line = record(
+            target,
+            "/cgi-bin/user/get",
+            Verdict::unanswered(Outcome::Refused),
+        )
+        .to_json_line();
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["suite"], "crm");
+        assert_eq!(value["corp"], "wwcorp");
+        assert!(value.get("app").is_none() && value.get("platform").is_none());
+        let suite = record(
+            Target::Suite {
+                suite: "crm".into(),
+            },
+            "/cgi-bin/service/get_admin_list",
+            Verdict::unanswered(Outcome::Refused),
+        )
+        .to_json_line();
+        let value: serde_json::Value = serde_json::from_slice(&suite).unwrap();
+        assert_eq!(value["suite"], "crm");
+        assert!(value.get("corp").is_none());
     }
 
     #[test]

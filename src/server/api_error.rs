@@ -57,6 +57,20 @@ pub enum ApiError {
     PlatformNotFound { name: String, configured: String },
     #[error("platform '{platform}' has no authorizer '{appid}'")]
     AuthorizerNotFound { platform: String, appid: String },
+    #[error("no suite named '{name}'; configured: {configured}")]
+    SuiteNotFound { name: String, configured: String },
+    #[error("no corp '{corpid}' has installed suite '{suite}'")]
+    CorpNotFound { suite: String, corpid: String },
+    #[error(
+        "suite '{suite}' keeps no {kind} ticket for its corps; its corp_tickets: [{configured}]"
+    )]
+    CorpTicketNotConfigured {
+        suite: String,
+        kind: String,
+        configured: String,
+    },
+    #[error("suite '{suite}' has no provider token: set provider_secret_env (or provider_secret_file) in its [[suites]] entry")]
+    ProviderNotConfigured { suite: String },
     #[error("upstream error: {0}")]
     UpstreamError(String),
     #[error("upstream did not answer in time")]
@@ -82,7 +96,11 @@ impl ApiError {
             | ApiError::NoDefaultApp { .. }
             | ApiError::TicketNotConfigured { .. }
             | ApiError::PlatformNotFound { .. }
-            | ApiError::AuthorizerNotFound { .. } => S::NOT_FOUND,
+            | ApiError::AuthorizerNotFound { .. }
+            | ApiError::SuiteNotFound { .. }
+            | ApiError::CorpNotFound { .. }
+            | ApiError::ProviderNotConfigured { .. }
+            | ApiError::CorpTicketNotConfigured { .. } => S::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => S::BAD_REQUEST,
             ApiError::MissingClientHeader => S::PRECONDITION_FAILED,
@@ -108,9 +126,14 @@ impl ApiError {
             ApiError::AppNotFound { .. } => "app_not_found",
             ApiError::RouteNotFound { .. } => "route_not_found",
             ApiError::NoDefaultApp { .. } => "no_default_app",
-            ApiError::TicketNotConfigured { .. } => "ticket_not_configured",
+            ApiError::TicketNotConfigured { .. } | ApiError::CorpTicketNotConfigured { .. } => {
+                "ticket_not_configured"
+            }
             ApiError::PlatformNotFound { .. } => "platform_not_found",
             ApiError::AuthorizerNotFound { .. } => "authorizer_not_found",
+            ApiError::SuiteNotFound { .. } => "suite_not_found",
+            ApiError::CorpNotFound { .. } => "corp_not_found",
+            ApiError::ProviderNotConfigured { .. } => "provider_not_configured",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::MissingClientHeader => "missing_client_header",

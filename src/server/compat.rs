@@ -8,10 +8,10 @@
 //! No client header is required (SDKs cannot send one), so this listener
 //! belongs on loopback. With uid or gid clients configured, a caller is
 //! the local user owning its socket (see `tcp_peer`) and gets what its
-//! entries allow, as on the Unix socket: the apps and platforms they name
-//! and, through the forwarded calls, the paths their `apis` list. Errors
-//! are WeChat-shaped, `{"errcode":..,"errmsg":..}` with HTTP 200, as
-//! WeChat sends its own.
+//! entries allow, as on the Unix socket: the apps, platforms and suites
+//! they name and, through the forwarded calls, the paths their `apis`
+//! list. Errors are WeChat-shaped, `{"errcode":..,"errmsg":..}` with HTTP
+//! 200, as WeChat sends its own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -258,6 +258,10 @@ async fn dispatch(
         .load()
         .local(request.extensions.get::<Peer>().copied());
     let body = match super::compat_platform::handle(&state.api, &access, request, body).await {
+        Ok(answered) => return answered,
+        Err(body) => body,
+    };
+    let body = match super::compat_suite::handle(&state.api, &access, request, body).await {
         Ok(answered) => return answered,
         Err(body) => body,
     };

@@ -73,7 +73,7 @@ const WXBROKER_CLIENT: HeaderName = HeaderName::from_static("wxbroker-client");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Every `route` label value, in [`Route::index`] order.
-const ROUTE_TEMPLATES: [&str; 15] = [
+const ROUTE_TEMPLATES: [&str; 16] = [
     "/livez",
     "/readyz",
     "/v1/apps",
@@ -89,6 +89,7 @@ const ROUTE_TEMPLATES: [&str; 15] = [
     diagnostics::TEMPLATES[2],
     "other",
     "/v1/platforms/{platform}",
+    "/v1/suites/{suite}",
 ];
 /// Where the operator's routes begin in [`ROUTE_TEMPLATES`].
 const DIAGNOSTICS_INDEX: usize = 10;
@@ -200,12 +201,17 @@ pub(super) enum Route<'a> {
     NotFound,
     /// The path below `/v1/platforms/`.
     Platform(&'a str),
+    /// The path below `/v1/suites/`.
+    Suite(&'a str),
 }
 
 impl Route<'_> {
     pub(super) fn parse(path: &str) -> Route<'_> {
         if let Some(rest) = path.strip_prefix("/v1/platforms/") {
             return Route::Platform(rest);
+        }
+        if let Some(rest) = path.strip_prefix("/v1/suites/") {
+            return Route::Suite(rest);
         }
         if let Some((app, rest)) = path
             .strip_prefix("/v1/apps/")
@@ -274,6 +280,7 @@ impl Route<'_> {
             Route::Diagnostics(route) => DIAGNOSTICS_INDEX + route.offset(),
             Route::NotFound => 13,
             Route::Platform(_) => 14,
+            Route::Suite(_) => 15,
         }
     }
 
@@ -498,6 +505,13 @@ async fn dispatch(
                 listener: listener.label(),
             };
             super::platform_routes::dispatch(state, &access, &caller, rest, request, body).await
+        }
+        Route::Suite(rest) => {
+            let caller = Caller {
+                client: access.client(),
+                listener: listener.label(),
+            };
+            super::suite_routes::dispatch(state, &access, &caller, rest, request, body).await
         }
         Route::NotFound => Err(ApiError::RouteNotFound {
             method: method.to_string(),
@@ -790,6 +804,16 @@ mod tests {
             ("/v1/apps/shop/clear_quota", "/v1/apps/{app}/clear_quota"),
             ("/v1/apps/shop/rids/1-2-3", "/v1/apps/{app}/rids/{rid}"),
             ("/v1/apps/shop", "other"),
+            (
+                "/v1/platforms/saas/component_token",
+                "/v1/platforms/{platform}",
+            ),
+            ("/v1/suites/crm/suite_token", "/v1/suites/{suite}"),
+            (
+                "/v1/suites/crm/corps/ww1/proxy/cgi-bin/user/get",
+                "/v1/suites/{suite}",
+            ),
+            ("/v1/suites", "other"),
             ("/", "other"),
         ];
         for (path, template) in cases {

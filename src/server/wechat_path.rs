@@ -27,6 +27,10 @@ pub enum PathFamily {
     /// An Open Platform credential fetch (`/cgi-bin/component/api_component_token`,
     /// `api_authorizer_token`, `api_query_auth`): never forwarded.
     ComponentCredential,
+    /// A WeCom service provider's credential fetch
+    /// (`/cgi-bin/service/get_suite_token`, `get_corp_token`,
+    /// `get_provider_token`): never forwarded.
+    SuiteCredential,
     /// A JS-SDK ticket fetch: `/cgi-bin/ticket/getticket`, WeCom's
     /// `/cgi-bin/get_jsapi_ticket` and `/cgi-bin/ticket/get`.
     Ticket,
@@ -66,6 +70,7 @@ impl PathFamily {
                 | PathFamily::StableToken
                 | PathFamily::WecomToken
                 | PathFamily::ComponentCredential
+                | PathFamily::SuiteCredential
         )
     }
 
@@ -149,6 +154,7 @@ pub fn withheld(path: &str) -> Option<Withheld> {
             PathFamily::ClassicToken => "/cgi-bin/token",
             PathFamily::StableToken => "/cgi-bin/stable_token",
             PathFamily::WecomToken => "/cgi-bin/gettoken",
+            PathFamily::SuiteCredential => "a WeCom suite credential endpoint",
             _ => "an Open Platform credential endpoint",
         }));
     }
@@ -251,6 +257,9 @@ fn classify_normalised(path: &str) -> PathFamily {
         "cgi-bin/component/api_component_token"
         | "cgi-bin/component/api_authorizer_token"
         | "cgi-bin/component/api_query_auth" => PathFamily::ComponentCredential,
+        "cgi-bin/service/get_suite_token"
+        | "cgi-bin/service/get_corp_token"
+        | "cgi-bin/service/get_provider_token" => PathFamily::SuiteCredential,
         "cgi-bin/ticket/getticket" | "cgi-bin/get_jsapi_ticket" | "cgi-bin/ticket/get" => {
             PathFamily::Ticket
         }
@@ -350,6 +359,23 @@ mod tests {
         );
         assert_eq!(classify("/cgi-bin/ticket/getticket"), PathFamily::Ticket);
         assert_eq!(classify("/cgi-bin/get_jsapi_ticket"), PathFamily::Ticket);
+        for path in [
+            "/cgi-bin/service/get_suite_token",
+            "/cgi-bin/service/%67et_corp_token",
+            "/CGI-BIN/service/get_provider_token/",
+        ] {
+            assert_eq!(classify(path), PathFamily::SuiteCredential, "{path}");
+            assert!(matches!(
+                withheld(path),
+                Some(Withheld::CredentialFetch(
+                    "a WeCom suite credential endpoint"
+                ))
+            ));
+        }
+        assert_eq!(
+            classify("/cgi-bin/service/get_pre_auth_code"),
+            PathFamily::Other
+        );
     }
 
     #[test]

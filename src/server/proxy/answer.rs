@@ -135,8 +135,14 @@ impl Answer {
     /// A rejection of the token the call was made with, when the answer
     /// was small enough to be read whole.
     pub(super) fn token_rejection(&self) -> Option<(i64, String)> {
+        self.rejection_by(is_token_rejected)
+    }
+
+    /// [`Answer::token_rejection`] for a token whose rejections `rejects`
+    /// recognises (a WeCom suite token has errcodes of its own).
+    pub(super) fn rejection_by(&self, rejects: fn(i64) -> bool) -> Option<(i64, String)> {
         match self {
-            Answer::Whole { fields, .. } => fields.as_ref()?.token_rejection(),
+            Answer::Whole { fields, .. } => fields.as_ref()?.rejection_by(rejects),
             Answer::Streaming { .. } => None,
         }
     }
@@ -248,10 +254,10 @@ impl WxFields {
         })
     }
 
-    /// The errcode and errmsg when the answer says the token it was called
-    /// with is dead (40001, 40014, 42001).
-    fn token_rejection(&self) -> Option<(i64, String)> {
-        let errcode = self.errcode.filter(|code| is_token_rejected(*code))?;
+    /// The errcode and errmsg when `rejects` says the answer rejects the
+    /// token it was called with.
+    fn rejection_by(&self, rejects: fn(i64) -> bool) -> Option<(i64, String)> {
+        let errcode = self.errcode.filter(|code| rejects(*code))?;
         Some((errcode, self.errmsg.clone().unwrap_or_default()))
     }
 }
@@ -261,7 +267,7 @@ mod tests {
     use super::*;
 
     fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
-        WxFields::of(body)?.token_rejection()
+        WxFields::of(body)?.rejection_by(is_token_rejected)
     }
 
     #[test]

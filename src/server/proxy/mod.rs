@@ -357,10 +357,24 @@ impl Proxy {
         token_param: &str,
         token: &str,
     ) -> Result<(Response<Body>, bool), ProxyError> {
+        let call = (method, url, headers, body);
+        self.send_with_token_judged(call, token_param, token, crate::wechat::is_token_rejected)
+            .await
+    }
+
+    /// [`Proxy::send_with_token`] for a token whose rejections `rejects`
+    /// recognises.
+    pub async fn send_with_token_judged(
+        &self,
+        (method, url, headers, body): (&Method, &reqwest::Url, &HeaderMap, &Bytes),
+        token_param: &str,
+        token: &str,
+        rejects: fn(i64) -> bool,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
         let mut url = url.clone();
         url.query_pairs_mut().append_pair(token_param, token);
         let answer = self.send(method, url, headers, body).await?;
-        let rejected = answer.token_rejection().is_some();
+        let rejected = answer.rejection_by(rejects).is_some();
         Ok((answer.into_response(), rejected))
     }
 

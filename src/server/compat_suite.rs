@@ -1,0 +1,664 @@
+//! The compatible listener's WeCom service provider calls (DESIGN.md
+//! sections 12 and 19), for SDKs that speak WeCom's `/cgi-bin/service/*`
+//! API unchanged:
+//!
+//! - `get_suite_token`, `get_provider_token` and `get_corp_token` are
+//!   answered from the caches, never forwarded: the suite secret, ticket,
+//!   provider secret or permanent code an SDK sends is ignored (an SDK's
+//!   own fetch would supersede the token every other client holds);
+//! - `get_permanent_code`, `v2/get_permanent_code` and `get_auth_info`
+//!   are refused: their answers carry permanent codes, which only the
+//!   broker holds (section 21);
+//! - every other `/cgi-bin/service/*` call is forwarded with the suite's
+//!   token as `suite_access_token` (or, for a call that carries a
+//!   `provider_access_token`, with the provider token), and once more
+//!   after a rejection of it;
+//! - a call holding a corp token the broker served (its current one, or
+//!   one of the last it replaced) is forwarded with that corp's current
+//!   token, and once more after a rejection; the token index finds whose
+//!   it is in O(1). A corp's JS-SDK ticket endpoints are answered from
+//!   its ticket cache when the suite keeps that kind (`corp_tickets`);
+//! - a 代开发 corp's `gettoken` (its corpid, the permanent code as the
+//!   secret) is answered from the corp's cache, unless an `[[apps]]`
+//!   entry owns that corpid.
+//!
+//! With uid or gid clients, each needs the caller's access to the suite,
+//! and a forwarded call a path its `apis` list. Each forwarded call (not
+//! the ones answered from the caches) is recorded in the call audit.
+
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+use serde_json::{json, Value};
+
+use super::body_deadline::RequestBody;
+use super::compat::{caller, check};
+use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
+use super::respond::{self, Body};
+use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::suite_routes::{send_as_corp, CorpCallError};
+use super::wechat_path::{self, ForwardPath, Withheld};
+use crate::audit::{Outcome, Target, Verdict};
+use crate::broker::{CredentialHandle, TokenError};
+use crate::config::AppKind;
+use crate::credential::TicketKind;
+use crate::identity::{Access, Act, Resource};
+use crate::suite::{CorpError, SuiteHandle};
+use crate::wechat::is_token_rejected;
+
+const SERVICE_ROUTE: &str = "/cgi-bin/service";
+const TICKET_ROUTE: &str = "/cgi-bin/ticket";
+const CORP_ROUTE: &str = "/{path}";
+const WECOM_TOKEN_ROUTE: &str = "/cgi-bin/gettoken";
+
+/// The answer to a suite's or a corp's call, with its route label; the
+/// body back when the call is neither.
+pub(super) async fn handle(
+    api: &ApiState,
+    access: &Access,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Result<(&'static str, Response<Body>), RequestBody> {
+    let suites = api.broker.suites();
+    if suites.is_empty() {
+        return Err(body);
+    }
+    let path = wechat_path::normalise(request.uri.path());
+    if let Some(endpoint) = path.strip_prefix("cgi-bin/service/") {
+        let answer = service_call(api, access, &suites, endpoint, request, body).await;
+        return Ok((SERVICE_ROUTE, answer.unwrap_or_else(WxFail::into_response)));
+    }
+    let query = request.uri.query().unwrap_or("");
+    if path == "cgi-bin/gettoken" {
+        if let Some((suite, corpid)) = customized_corp(api, &suites, query) {
+            let answer = customized_token(api, access, &suite, &corpid, request).await;
+            return Ok((
+                WECOM_TOKEN_ROUTE,
+                answer.unwrap_or_else(WxFail::into_response),
+            ));
+        }
+        return Err(body);
+    }
+    let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
+        return Err(body);
+    };
+    // One index lookup per suite, whatever the number of corps.
+    let owner = suites.iter().find_map(|suite| {
+        let slot = suite.corps().owner_of(&held)?;
+        Some((suite.clone(), slot.id.to_string()))
+    });
+    let Some((suite, corpid)) = owner else {
+        return Err(body);
+    };
+    let kept = ticket_kind(&path, query_param(query, "type").as_deref())
+        .filter(|kind| suite.config().corp_tickets.contains(kind));
+    if let Some(kind) = kept {
+        let answer = corp_ticket(api, access, &suite, &corpid, kind, request).await;
+        return Ok((TICKET_ROUTE, answer.unwrap_or_else(WxFail::into_response)));
+    }
+    let judged = ForwardPath::new(request.uri.path());
+    if let Err(refused) = allowed(access, &suite, Act::Forward(&judged)) {
+        return Ok((CORP_ROUTE, refused.into_response()));
+    }
+    let target = Target::Corp {
+        suite: suite.name().to_owned(),
+        corpid: corpid.clone(),
+    };
+    let call = api
+        .proxy
+        .begin_call(&caller(access), target, &request.method, request.uri.path());
+    let (answer, verdict) = corp_call(api, &suite, &corpid, request, body).await;
+    api.proxy.finish_call(call, verdict);
+    Ok((CORP_ROUTE, answer.unwrap_or_else(WxFail::into_response)))
+}
+
+/// The 代开发 suite and corp a `gettoken?corpid=` asks for: a corp
+/// installed in a customized suite, when no configured app owns that
+/// corpid (an app's `gettoken` stays the app's).
+fn customized_corp(
+    api: &ApiState,
+    suites: &[SuiteHandle],
+    query: &str,
+) -> Option<(SuiteHandle, String)> {
+    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
+    let apps = api.broker.apps();
+    let an_apps = apps
+        .iter()
+        .any(|app| app.config().kind == AppKind::Wecom && app.config().appid == corpid);
+    if an_apps {
+        return None;
+    }
+    let suite = suites
+        .iter()
+        .find(|s| s.config().customized && s.corps().get(&corpid).is_some())?;
+    Some((suite.clone(), corpid))
+}
+
+/// `gettoken` of a 代开发 corp, from its cache; the permanent code the
+/// SDK sends as `corpsecret` is ignored.
+async fn customized_token(
+    api: &ApiState,
+    access: &Access,
+    suite: &SuiteHandle,
+    corpid: &str,
+    request: &http::request::Parts,
+) -> Answer {
+    if request.method != http::Method::GET {
+        return Err(wx_error(43001, "require GET method"));
+    }
+    allowed(access, suite, Act::Read)?;
+    let token = suite
+        .corp_token(corpid, api.token_wait)
+        .await
+        .map_err(|err| corp_failure(suite, err))?;
+    Ok(respond::no_store(respond::json(
+        http::StatusCode::OK,
+        &json!({
+            "errcode": 0,
+            "errmsg": "ok",
+            "access_token": token.value.expose(),
+            "expires_in": token.expires_in(suite.suite_token().now_ms()),
+        }),
+    )))
+}
+
+/// A WeChat-shaped error answer, made into a response at the end.
+struct WxFail {
+    errcode: i64,
+    errmsg: String,
+}
+
+impl WxFail {
+    fn into_response(self) -> Response<Body> {
+        respond::wechat_error(self.errcode, &self.errmsg)
+    }
+}
+
+type Answer = Result<Response<Body>, WxFail>;
+/// A forwarded call's answer, and how it ended for the audit.
+type Audited = (Answer, Verdict);
+
+fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
+    WxFail {
+        errcode,
+        errmsg: errmsg.to_owned(),
+    }
+}
+
+/// Whether the caller may `act` on `suite`, refused WeChat-shaped.
+fn allowed(access: &Access, suite: &SuiteHandle, act: Act<'_>) -> Result<(), WxFail> {
+    check(access, Resource::Suite(suite.name()), act)
+        .map_err(|(errcode, errmsg)| WxFail { errcode, errmsg })
+}
+
+fn audited(answer: Answer) -> Audited {
+    let verdict = match &answer {
+        Ok(response) => forwarding::verdict(Ok(response)),
+        Err(_) => Verdict::unanswered(Outcome::Refused),
+    };
+    (answer, verdict)
+}
+
+fn audited_failure(err: &ProxyError) -> Audited {
+    let failure = wx_error(-1, &format!("system error (wxbroker: {err})"));
+    (Err(failure), forwarding::verdict(Err(err)))
+}
+
+/// WeCom's rejections of a suite or provider token: the common three,
+/// and 40082 (invalid suite or provider token) and 42009 (suite token
+/// expired).
+fn suite_token_rejected(errcode: i64) -> bool {
+    is_token_rejected(errcode) || matches!(errcode, 40082 | 42009)
+}
+
+/// Why one of the suite's own credentials cannot be had, WeChat-shaped:
+/// -1 (a code no SDK retries at once), the cause quoted.
+fn no_credential(suite: &SuiteHandle, handle: &CredentialHandle, err: &TokenError) -> WxFail {
+    let what = handle.credential();
+    let upstream = match err {
+        TokenError::Unavailable {
+            last_error: Some(last),
+            ..
+        } => match last.errcode {
+            Some(errcode) => format!("; WeCom answered errcode {errcode}: {}", last.errmsg),
+            None => format!("; {}", last.errmsg),
+        },
+        _ => String::new(),
+    };
+    wx_error(
+        -1,
+        &format!(
+            "system error (wxbroker: suite '{}' has no valid {what}: {err}{upstream})",
+            suite.name()
+        ),
+    )
+}
+
+/// A string field of the body, or of the query.
+fn named(body: &Value, query: &str, field: &str) -> Option<String> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| query_param(query, field))
+        .filter(|value| !value.is_empty())
+}
+
+/// The suite a service call is for: the one holding the suite token the
+/// client sent, the one whose suite id it names, the one the named corp
+/// installed, or the only one.
+fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteHandle, WxFail> {
+    if let Some(held) = query_param(query, "suite_access_token") {
+        if let Some(suite) = suites.iter().find(|s| s.suite_token().knows(&held)) {
+            return Ok(suite.clone());
+        }
+    }
+    if let Some(suite_id) = named(body, query, "suite_id") {
+        return suites
+            .iter()
+            .find(|s| s.config().suite_id == suite_id)
+            .cloned()
+            .ok_or_else(|| {
+                wx_error(
+                    40083,
+                    "invalid suite_id (wxbroker: no configured suite has this suite_id)",
+                )
+            });
+    }
+    if let Some(corpid) = named(body, query, "auth_corpid") {
+        if let Some(suite) = suites.iter().find(|s| s.corps().get(&corpid).is_some()) {
+            return Ok(suite.clone());
+        }
+    }
+    match suites {
+        [only] => Ok(only.clone()),
+        _ => Err(wx_error(
+            40082,
+            "invalid suite_access_token (wxbroker: no configured suite holds this token; name the suite_id)",
+        )),
+    }
+}
+
+async fn service_call(
+    api: &ApiState,
+    access: &Access,
+    suites: &[SuiteHandle],
+    endpoint: &str,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Answer {
+    let credential_fetch = matches!(
+        endpoint,
+        "get_suite_token" | "get_provider_token" | "get_corp_token"
+    );
+    // An answer of permanent codes (or an operator action) is refused
+    // before anything is read or asked for.
+    match wechat_path::withheld(request.uri.path()) {
+        Some(Withheld::CredentialFetch(_)) | None => {}
+        Some(withheld) => {
+            return Err(wx_error(
+                -1,
+                &format!("system error (wxbroker: refused: {withheld})"),
+            ))
+        }
+    }
+    let query = request.uri.query().unwrap_or("");
+    let bytes = read_body(body, TOKEN_BODY_LIMIT)
+        .await
+        .map_err(|err| wx_error(47001, &format!("data format error: {err}")))?;
+    let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if endpoint == "get_provider_token" {
+        return provider_token(api, access, suites, &json, query).await;
+    }
+    if !credential_fetch && query_param(query, "provider_access_token").is_some() {
+        return forward_provider_call(api, access, suites, request, bytes).await;
+    }
+    let suite = suite_for(suites, query, &json)?;
+    match endpoint {
+        "get_suite_token" => {
+            allowed(access, &suite, Act::Read)?;
+            let handle = suite.suite_token();
+            let token = handle
+                .token(api.token_wait)
+                .await
+                .map_err(|err| no_credential(&suite, handle, &err))?;
+            Ok(respond::no_store(respond::json(
+                http::StatusCode::OK,
+                &json!({
+                    "suite_access_token": token.value.expose(),
+                    "expires_in": token.expires_in(handle.now_ms()),
+                }),
+            )))
+        }
+        "get_corp_token" => {
+            allowed(access, &suite, Act::Read)?;
+            let corpid = named(&json, query, "auth_corpid")
+                .ok_or_else(|| wx_error(41002, "auth_corpid missing"))?;
+            let token = suite
+                .corp_token(&corpid, api.token_wait)
+                .await
+                .map_err(|err| corp_failure(&suite, err))?;
+            Ok(respond::no_store(respond::json(
+                http::StatusCode::OK,
+                &json!({
+                    "access_token": token.value.expose(),
+                    "expires_in": token.expires_in(suite.suite_token().now_ms()),
+                }),
+            )))
+        }
+        _ => {
+            let judged = ForwardPath::new(request.uri.path());
+            allowed(access, &suite, Act::Forward(&judged))?;
+            let target = Target::Suite {
+                suite: suite.name().to_owned(),
+            };
+            let call =
+                api.proxy
+                    .begin_call(&caller(access), target, &request.method, request.uri.path());
+            let with = Credentialed {
+                handle: suite.suite_token(),
+                param: "suite_access_token",
+            };
+            let (answer, verdict) = forward_credentialed(api, &suite, with, request, bytes).await;
+            api.proxy.finish_call(call, verdict);
+            answer
+        }
+    }
+}
+
+/// Why a corp's token cannot be had, WeChat-shaped.
+fn corp_failure(suite: &SuiteHandle, err: CorpError) -> WxFail {
+    match err {
+        CorpError::NotFound => wx_error(
+            40084,
+            &format!(
+                "invalid permanent_code (wxbroker: this corp has not installed suite '{}')",
+                suite.name()
+            ),
+        ),
+        CorpError::Unavailable { .. } | CorpError::TicketNotConfigured => wx_error(
+            -1,
+            "system error (wxbroker: the corp has no valid token yet; retry in a second)",
+        ),
+    }
+}
+
+/// `get_provider_token` `{corpid, provider_secret}`: the provider token
+/// of a suite of that provider the caller may read, from its cache.
+async fn provider_token(
+    api: &ApiState,
+    access: &Access,
+    suites: &[SuiteHandle],
+    json: &Value,
+    query: &str,
+) -> Answer {
+    let corpid = named(json, query, "corpid").ok_or_else(|| wx_error(41002, "corpid missing"))?;
+    let (suite, handle) = provider_of(access, suites, |s| s.config().provider_corpid == corpid)?;
+    let token = handle
+        .token(api.token_wait)
+        .await
+        .map_err(|err| no_credential(&suite, &handle, &err))?;
+    Ok(respond::no_store(respond::json(
+        http::StatusCode::OK,
+        &json!({
+            "provider_access_token": token.value.expose(),
+            "expires_in": token.expires_in(handle.now_ms()),
+        }),
+    )))
+}
+
+/// The first suite matching `which` with a provider token, preferring
+/// one the caller may read; refused as the first would be when the
+/// caller may read none.
+fn provider_of(
+    access: &Access,
+    suites: &[SuiteHandle],
+    which: impl Fn(&SuiteHandle) -> bool,
+) -> Result<(SuiteHandle, CredentialHandle), WxFail> {
+    let mut matching = suites.iter().filter(|s| which(s)).peekable();
+    if matching.peek().is_none() {
+        return Err(wx_error(
+            40013,
+            "invalid corpid (wxbroker: no configured suite has this provider_corpid)",
+        ));
+    }
+    let with_provider: Vec<(SuiteHandle, CredentialHandle)> = matching
+        .filter_map(|s| Some((s.clone(), s.provider_token()?.clone())))
+        .collect();
+    let readable = with_provider
+        .iter()
+        .find(|(suite, _)| allowed(access, suite, Act::Read).is_ok());
+    match (readable, with_provider.first()) {
+        (Some(found), _) => Ok(found.clone()),
+        (None, Some((first, _))) => Err(allowed(access, first, Act::Read)
+            .err()
+            .unwrap_or_else(|| wx_error(-1, "system error"))),
+        (None, None) => Err(wx_error(
+            -1,
+            "system error (wxbroker: no provider_secret is configured for this provider_corpid)",
+        )),
+    }
+}
+
+/// A service call carrying a `provider_access_token`: forwarded with the
+/// provider token of the suite that served the one held (or the first
+/// with a provider token the caller may read).
+async fn forward_provider_call(
+    api: &ApiState,
+    access: &Access,
+    suites: &[SuiteHandle],
+    request: &http::request::Parts,
+    body: Bytes,
+) -> Answer {
+    let query = request.uri.query().unwrap_or("");
+    let held = query_param(query, "provider_access_token").unwrap_or_default();
+    let knows = |s: &SuiteHandle| s.provider_token().is_some_and(|p| p.knows(&held));
+    let (suite, handle) = if suites.iter().any(knows) {
+        provider_of(access, suites, knows)?
+    } else {
+        provider_of(access, suites, |_| true)?
+    };
+    let judged = ForwardPath::new(request.uri.path());
+    allowed(access, &suite, Act::Forward(&judged))?;
+    let target = Target::Suite {
+        suite: suite.name().to_owned(),
+    };
+    let call = api
+        .proxy
+        .begin_call(&caller(access), target, &request.method, request.uri.path());
+    let with = Credentialed {
+        handle: &handle,
+        param: "provider_access_token",
+    };
+    let (answer, verdict) = forward_credentialed(api, &suite, with, request, body).await;
+    api.proxy.finish_call(call, verdict);
+    answer
+}
+
+/// One of the suite's own credentials, and the query parameter it goes
+/// upstream in.
+struct Credentialed<'a> {
+    handle: &'a CredentialHandle,
+    param: &'static str,
+}
+
+/// A service call forwarded with the suite's (or provider's) token; a
+/// rejection of it is reported and the call made once more.
+async fn forward_credentialed(
+    api: &ApiState,
+    suite: &SuiteHandle,
+    with: Credentialed<'_>,
+    request: &http::request::Parts,
+    body: Bytes,
+) -> Audited {
+    // The path is judged before the token is asked for: a refused call
+    // makes no upstream call at all.
+    let (url, headers) = match prepare(api, suite, request, with.param) {
+        Ok(prepared) => prepared,
+        Err(err) => return audited_failure(&err),
+    };
+    let handle = with.handle;
+    let token = match handle.token(api.token_wait).await {
+        Ok(token) => token,
+        Err(err) => return audited(Err(no_credential(suite, handle, &err))),
+    };
+    let send = |token: String| {
+        let (url, headers, body) = (&url, &headers, &body);
+        async move {
+            api.proxy
+                .send_with_token_judged(
+                    (&request.method, url, headers, body),
+                    with.param,
+                    &token,
+                    suite_token_rejected,
+                )
+                .await
+        }
+    };
+    let (response, rejected) = match send(token.value.expose().to_owned()).await {
+        Ok(sent) => sent,
+        Err(err) => return audited_failure(&err),
+    };
+    if !rejected {
+        return audited(Ok(response));
+    }
+    let _ = handle
+        .report_rejected(token.value.expose(), api.token_wait)
+        .await;
+    match handle.valid_token() {
+        Some(next) if next.value != token.value => {
+            match send(next.value.expose().to_owned()).await {
+                Ok((response, _)) => audited(Ok(response)),
+                Err(err) => audited_failure(&err),
+            }
+        }
+        _ => audited(Ok(response)),
+    }
+}
+
+/// The URL and headers of a forwarded call (its body is read already),
+/// the client's value of `param` dropped.
+fn prepare(
+    api: &ApiState,
+    suite: &SuiteHandle,
+    request: &http::request::Parts,
+    param: &str,
+) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
+    let path = request.uri.path();
+    let forward = Forward {
+        method: &request.method,
+        path: path.strip_prefix('/').unwrap_or(path),
+        query: request.uri.query(),
+        headers: &request.headers,
+    };
+    api.proxy
+        .token_call_target(&suite.config().api_base, &forward, param)
+}
+
+/// The ticket kind a (normalised) WeCom ticket path asks for: the corp's
+/// `get_jsapi_ticket`, and `ticket/get?type=agent_config`.
+fn ticket_kind(path: &str, type_: Option<&str>) -> Option<TicketKind> {
+    match (path, type_) {
+        ("cgi-bin/get_jsapi_ticket", _) => Some(TicketKind::Jsapi),
+        ("cgi-bin/ticket/get", Some("agent_config")) => Some(TicketKind::AgentConfig),
+        _ => None,
+    }
+}
+
+/// A corp's JS-SDK ticket, from its cache.
+async fn corp_ticket(
+    api: &ApiState,
+    access: &Access,
+    suite: &SuiteHandle,
+    corpid: &str,
+    kind: TicketKind,
+    request: &http::request::Parts,
+) -> Answer {
+    if request.method != http::Method::GET {
+        return Err(wx_error(43001, "require GET method"));
+    }
+    allowed(access, suite, Act::Read)?;
+    let handle = suite
+        .corp_ticket(corpid, kind)
+        .map_err(|err| corp_failure(suite, err))?;
+    let ticket = handle.token(api.token_wait).await.map_err(|err| {
+        wx_error(
+            -1,
+            &format!("system error (wxbroker: the corp has no valid {kind} ticket: {err})"),
+        )
+    })?;
+    Ok(respond::wechat_ticket(&ticket, handle.now_ms()))
+}
+
+/// A corp's call: its current token put in, once more after a rejection
+/// with the next one.
+async fn corp_call(
+    api: &ApiState,
+    suite: &SuiteHandle,
+    corpid: &str,
+    request: &http::request::Parts,
+    body: RequestBody,
+) -> Audited {
+    let path = request.uri.path();
+    let forward = Forward {
+        method: &request.method,
+        path: path.strip_prefix('/').unwrap_or(path),
+        query: request.uri.query(),
+        headers: &request.headers,
+    };
+    let prepared = api
+        .proxy
+        .prepare_token_call(&suite.config().api_base, &forward, body, "access_token")
+        .await;
+    let (url, headers, body) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return audited_failure(&err),
+    };
+    let token = match suite.corp_token(corpid, api.token_wait).await {
+        Ok(token) => token,
+        Err(err) => return audited(Err(corp_failure(suite, err))),
+    };
+    let sent = send_as_corp(
+        api,
+        suite,
+        corpid,
+        &request.method,
+        (&url, &headers, &body),
+        &token,
+    )
+    .await;
+    match sent {
+        Ok(response) => audited(Ok(response)),
+        // The corp went away while its token was reported: say so, never
+        // hand the rejection of the broker's own token back.
+        Err(CorpCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
+        Err(CorpCallError::Proxy(err)) => audited_failure(&err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_and_provider_tokens_have_rejections_of_their_own() {
+        for errcode in [40001, 40014, 42001, 40082, 42009] {
+            assert!(suite_token_rejected(errcode), "{errcode}");
+        }
+        for errcode in [0, 40085, 45009, 40084] {
+            assert!(!suite_token_rejected(errcode), "{errcode}");
+        }
+    }
+
+    #[test]
+    fn corp_ticket_paths_name_their_kind() {
+        assert_eq!(
+            ticket_kind("cgi-bin/get_jsapi_ticket", None),
+            Some(TicketKind::Jsapi)
+        );
+        assert_eq!(
+            ticket_kind("cgi-bin/ticket/get", Some("agent_config")),
+            Some(TicketKind::AgentConfig)
+        );
+        assert_eq!(ticket_kind("cgi-bin/ticket/get", Some("jsapi")), None);
+        assert_eq!(ticket_kind("cgi-bin/ticket/getticket", Some("jsapi")), None);
+    }
+}
