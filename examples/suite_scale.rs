@@ -100,9 +100,15 @@ impl Broker {
     }
 
     async fn get(&self, path: &str) -> Option<(u16, String)> {
+        // The probes are on the operations listener, the API on its own.
+        let port = if path == "/livez" || path == "/readyz" {
+            self.metrics
+        } else {
+            self.api
+        };
         let response = self
             .http
-            .get(format!("http://127.0.0.1:{}{path}", self.api))
+            .get(format!("http://127.0.0.1:{port}{path}"))
             .header("wxbroker-client", "bench")
             .send()
             .await
