@@ -105,6 +105,18 @@ pub(super) struct RefreshTask {
 impl RefreshTask {
     pub(super) async fn run(mut self) -> Outcome {
         let id = self.id.clone();
+        // The parent first: a fleet permit taken while waiting for it
+        // would count a second in which nothing was sent, and the wait's
+        // end would then send more than the fleet's rate in one second.
+        let parent = match self.parent().await {
+            Ok(parent) => parent,
+            Err(err) => {
+                return Outcome::Refreshed {
+                    id,
+                    result: Err(err),
+                }
+            }
+        };
         if self.store.is_shared() {
             match self.fleet_check().await {
                 Ok(Some(refresh_token)) => self.refresh_token = refresh_token.into(),
@@ -112,7 +124,7 @@ impl RefreshTask {
                 Err(outcome) => return *outcome,
             }
         }
-        let result = self.fetch().await;
+        let result = self.fetch(&parent).await;
         if self.store.is_shared() {
             let _ = self.store.unlock_child(&id).await;
         }
@@ -159,24 +171,29 @@ impl RefreshTask {
             .filter(|refresh| !refresh.is_empty()))
     }
 
-    async fn fetch(&self) -> Result<ChildRecord, Failed> {
-        let parent = if self.source.fetch_needs_parent() {
-            self.source.parent_token().await.map_err(Failed::Upstream)?
+    /// The parent's token the fetch is made with, waited for; none for a
+    /// kind that needs no parent.
+    async fn parent(&self) -> Result<AccessToken, Failed> {
+        if self.source.fetch_needs_parent() {
+            self.source.parent_token().await.map_err(Failed::Upstream)
         } else {
-            AccessToken::new("")
-        };
+            Ok(AccessToken::new(""))
+        }
+    }
+
+    async fn fetch(&self, parent: &AccessToken) -> Result<ChildRecord, Failed> {
         if !self.budget.spend(self.clock.now_secs()).await {
             return Err(Failed::BudgetSpent);
         }
         let sent = self.clock.now_ms();
         let grant = self
             .source
-            .fetch(&parent, &self.id, &self.refresh_token)
+            .fetch(parent, &self.id, &self.refresh_token)
             .await;
         let grant = match grant {
             Ok(grant) => grant,
             Err(err) => {
-                report_rejection(self.source.as_ref(), &parent, &err).await;
+                report_rejection(self.source.as_ref(), parent, &err).await;
                 return Err(Failed::Upstream(err));
             }
         };
