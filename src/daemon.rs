@@ -11,10 +11,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::audit::{self, AuditControl, AuditSettings};
-use crate::broker::{self, Broker, BrokerContext};
+use crate::broker::Broker;
 use crate::clock::Clock;
 use crate::config::{self, Config, StoreBackend};
 use crate::diagnostics::{self, Diagnostics, PollSchedule, ResetLedger};
+use crate::engine::{self, EngineContext};
 use crate::identity::Clients;
 use crate::metrics::Metrics;
 use crate::server::proxy::{Proxy, PROXY_TIMEOUT};
@@ -143,7 +144,7 @@ impl Daemon {
     ///
     /// A configuration whose `api_base` or `connect_to` reaches one of the
     /// daemon's own listeners is refused whole: nothing changes.
-    pub async fn reload(&self, config: &Config) -> Result<broker::Reconciled, config::ConfigError> {
+    pub async fn reload(&self, config: &Config) -> Result<engine::Reconciled, config::ConfigError> {
         config.check_upstreams_avoid(&self.own_listeners)?;
         {
             let running = self.running.lock().expect("running config poisoned");
@@ -284,7 +285,7 @@ pub struct Tuning {
     pub corps: crate::platform::authorizers::SchedulerTuning,
     /// When the refreshers check their held access tokens upstream
     /// (every 10 minutes, and after a fetch that timed out).
-    pub token_checks: broker::TokenChecks,
+    pub token_checks: engine::TokenChecks,
 }
 
 impl Default for Tuning {
@@ -331,9 +332,9 @@ pub async fn start_with(
     let apps = app_sources(config, &http);
     let tasks = TaskTracker::new();
     let cancel = CancellationToken::new();
-    let context = BrokerContext {
+    let context = EngineContext {
         store: store.clone(),
-        tickets: Arc::new(broker::WechatTickets::new(http.clone())),
+        tickets: Arc::new(engine::WechatTickets::new(http.clone())),
         metrics: metrics.clone(),
         clock: Clock::new(),
         tasks: tasks.clone(),
@@ -599,7 +600,7 @@ fn app_sources(
 }
 
 /// Starts the app's sink task, if it has a sink; it stops with the app.
-fn spawn_sink(app: &broker::AppHandle, tasks: &TaskTracker) -> Option<SinkHandle> {
+fn spawn_sink(app: &engine::AppHandle, tasks: &TaskTracker) -> Option<SinkHandle> {
     let config = app.config().sink.clone()?;
     info!(app = %app.name(), path = %config.path.display(), "token sink configured");
     Some(sink::spawn(app.clone(), config, tasks, app.stopped()))

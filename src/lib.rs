@@ -4,8 +4,10 @@
 //!
 //! - [`config`] turns the TOML file into validated settings.
 //! - [`wechat`] speaks WeChat's token protocol and classifies its failures.
-//! - [`broker`] runs one refresher task per app, the only writer of that
-//!   app's token; readers get the current token without waiting.
+//! - [`engine`] runs one refresher task per credential, the only writer
+//!   of that credential; readers get the current value without waiting.
+//! - [`broker`] holds every configured credential, by kind: the apps, the
+//!   Open Platform's component apps, WeCom's suites.
 //! - [`children`] runs many credentials under one parent (a platform's
 //!   authorizers) as one compact table with one writer, on the engine's
 //!   policy.
@@ -54,6 +56,7 @@ pub mod credential;
 mod daemon;
 pub mod demo;
 pub mod diagnostics;
+pub mod engine;
 pub mod errmsg;
 pub mod fd_limit;
 pub mod identity;

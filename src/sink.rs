@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::broker::{AppHandle, AppView, TokenRecord};
 use crate::config::{SinkConfig, SinkFormat};
+use crate::engine::{AppHandle, AppView, TokenRecord};
 use crate::store::{write_atomically, AtomicWriteError};
 
 /// How soon a failed write is tried again when no new token comes first.

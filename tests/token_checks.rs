@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use wxbroker::broker::TokenChecks;
+use wxbroker::engine::TokenChecks;
 use wxbroker::simulator::{Endpoint, Fault, SimConfig};
 use wxbroker::Tuning;
 

@@ -11,9 +11,9 @@ use tracing::{error, warn};
 use super::record::ChildStore;
 use super::source::ChildSource;
 use super::table::Hold;
-use crate::broker::schedule::Failure;
-use crate::broker::DailyBudget;
 use crate::clock::beijing_day;
+use crate::engine::schedule::Failure;
+use crate::engine::DailyBudget;
 use crate::wechat::{self, ErrorClass, FetchError};
 
 /// Why one child's fetch failed.

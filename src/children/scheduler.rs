@@ -26,9 +26,9 @@ use super::policy::{self, Failed, FetchBudget, LogGate};
 use super::record::{ChildRecord, ChildStore};
 use super::source::ChildSource;
 use super::table::{ChildToken, Hold, Slot, Table};
-use crate::broker::backoff::Backoff;
-use crate::broker::schedule::{self, Renewal};
 use crate::clock::{next_beijing_midnight, Clock};
+use crate::engine::backoff::Backoff;
+use crate::engine::schedule::{self, Renewal};
 use crate::secret::AccessToken;
 use crate::wechat::ErrorClass;
 

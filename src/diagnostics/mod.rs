@@ -24,8 +24,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
-use crate::broker::{AppHandle, Broker, InvalidateOutcome, TokenError, TokenRecord};
+use crate::broker::Broker;
 use crate::config::AppKind;
+use crate::engine::{AppHandle, InvalidateOutcome, TokenError, TokenRecord};
 use crate::wechat::is_token_rejected;
 
 pub use cgi_path::CgiPath;

@@ -15,8 +15,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use super::{CgiPath, Diagnostics};
-use crate::broker::{AppHandle, Broker};
+use crate::broker::Broker;
 use crate::config::{AppConfig, AppKind, Grant};
+use crate::engine::AppHandle;
 use crate::metrics::Metrics;
 
 /// When the poll runs.

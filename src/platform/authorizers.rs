@@ -14,8 +14,8 @@ use futures_util::future::BoxFuture;
 
 use super::store::{AuthorizerRecord, PlatformStore};
 use super::upstream::{AuthorizerGrant, ComponentApi};
-use crate::broker::CredentialHandle;
 use crate::children::{ChildGrant, ChildPage, ChildSource, ChildStore, ChildToken, ListedChild};
+use crate::engine::CredentialHandle;
 use crate::secret::AccessToken;
 use crate::store::StoreError;
 use crate::wechat::FetchError;

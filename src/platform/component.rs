@@ -15,15 +15,15 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::store::PlatformStore;
-use crate::broker::{
+use crate::config::PlatformConfig;
+use crate::credential::Credential;
+use crate::engine::{
     CredentialSpec, KeptTicket, PushRequest, PushedTicketCaller, PushedTicketShape,
     PushedTicketSource, Reissue, TicketKeeper,
 };
-use crate::config::PlatformConfig;
-use crate::credential::Credential;
 use crate::store::{StoreError, StoreKey};
 
-pub use crate::broker::{TicketCell, PUSH_REQUEST_INTERVAL};
+pub use crate::engine::{TicketCell, PUSH_REQUEST_INTERVAL};
 
 /// A verify ticket is valid 12 hours after its push.
 pub const TICKET_LIFETIME_SECS: u64 = 12 * 3600;
@@ -107,11 +107,11 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     use super::*;
-    use crate::broker::{
-        AppView, BrokerContext, CredentialHandle, InvalidateOutcome, WechatTickets,
-    };
     use crate::clock::Clock;
     use crate::config::Config;
+    use crate::engine::{
+        AppView, CredentialHandle, EngineContext, InvalidateOutcome, WechatTickets,
+    };
     use crate::metrics::Metrics;
     use crate::secret::AccessToken;
     use crate::store::MemoryStore;
@@ -147,14 +147,14 @@ mod tests {
     /// the clock at 2026-11-24 10:00 Beijing time.
     fn start(config: &PlatformConfig, source: Arc<Issuing>) -> (CredentialHandle, TaskTracker) {
         let tasks = TaskTracker::new();
-        let context = BrokerContext {
+        let context = EngineContext {
             store: Arc::new(MemoryStore::new()),
             tickets: Arc::new(WechatTickets::new(reqwest::Client::new())),
             metrics: Metrics::new(),
             clock: Clock::starting_at(Duration::from_secs(1_795_975_200)),
             tasks: tasks.clone(),
             cancel: CancellationToken::new(),
-            token_checks: crate::broker::TokenChecks::default(),
+            token_checks: crate::engine::TokenChecks::default(),
         };
         let handle =
             CredentialHandle::spawn(Arc::new(spec(config)), source, &context, AppView::default());

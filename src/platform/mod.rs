@@ -28,10 +28,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::broker::{AppView, BrokerContext, CredentialHandle};
 use crate::children::scheduler::FetchCounter;
 use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::PlatformConfig;
+use crate::engine::{AppView, CredentialHandle, EngineContext};
 use crate::wechat::FetchError;
 use authorizers::{
     AuthorizerSource, AuthorizerStore, AuthorizerToken, Command, SchedulerTuning, Table,
@@ -107,7 +107,7 @@ impl PlatformHandle {
         config: PlatformConfig,
         http: reqwest::Client,
         store: Arc<dyn PlatformStore>,
-        context: &BrokerContext,
+        context: &EngineContext,
         metrics: &PlatformMetrics,
         tuning: SchedulerTuning,
     ) -> PlatformHandle {

@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use super::wechat_path::Withheld;
-use crate::broker::{LastError, TokenError};
 use crate::credential::Credential;
+use crate::engine::{LastError, TokenError};
 use crate::identity::{Act, Denied, Resource};
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -26,9 +26,9 @@ use super::proxy::{query_param, Caller, Forward, ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
 use super::wechat_path::{self, Carries, ForwardPath, PathFamily};
-use crate::broker::{AppHandle, LastError, TokenError};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
+use crate::engine::{AppHandle, LastError, TokenError};
 use crate::identity::{Access, Act, Peer, Resource};
 use crate::wechat::is_token_rejected;
 

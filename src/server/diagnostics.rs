@@ -14,11 +14,11 @@ use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::routes::{read_body, ApiState, ListenerKind, TOKEN_BODY_LIMIT};
-use crate::broker::{AppHandle, LastError};
 use crate::diagnostics::{
     CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH, RESET_LIMIT_ERRCODE,
     RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
+use crate::engine::{AppHandle, LastError};
 use crate::identity::{Access, Act, Resource};
 
 /// The `route` label values of these routes, in [`Route::offset`] order.

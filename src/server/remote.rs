@@ -27,8 +27,8 @@ use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use super::routes::{self, check, ApiState, Route, TOKEN_BODY_LIMIT};
 use super::ticket_routes::ticket_of;
-use crate::broker::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::credential::Credential;
+use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::identity::{Access, Act, Resource};
 use crate::store::grant_label;
 

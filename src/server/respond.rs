@@ -10,7 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{Either, Full};
 
 use super::api_error::ApiError;
-use crate::broker::TokenRecord;
+use crate::engine::TokenRecord;
 
 /// A response body: whole (every answer the broker writes itself, token
 /// answers included, never boxed) or streamed (a proxied upstream answer,

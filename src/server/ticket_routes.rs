@@ -9,9 +9,9 @@ use serde_json::json;
 use super::api_error::ApiError;
 use super::respond::{self, Body};
 use super::routes::ApiState;
-use crate::broker::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::config::AppKind;
 use crate::credential::TicketKind;
+use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::jssdk;
 
 /// The app's `kind` ticket handle, or 404 `ticket_not_configured`.

@@ -14,10 +14,10 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::upstream::SuiteApi;
-use crate::broker::{AppView, BrokerContext, CredentialHandle, CredentialSpec, Reissue};
 use crate::children::{access, Command, Table};
 use crate::config::SuiteConfig;
 use crate::credential::{Credential, TicketKind};
+use crate::engine::{AppView, CredentialHandle, CredentialSpec, EngineContext, Reissue};
 use crate::secret::{fingerprint, AccessToken};
 use crate::store::StoreKey;
 use crate::wechat::{self, FetchError, TokenGrant, TokenSource};
@@ -119,7 +119,7 @@ pub struct CorpTickets {
     config: Arc<SuiteConfig>,
     api: SuiteApi,
     tokens: CorpTokens,
-    context: BrokerContext,
+    context: EngineContext,
     started: Mutex<HashMap<(Box<str>, TicketKind), CredentialHandle>>,
 }
 
@@ -128,7 +128,7 @@ impl CorpTickets {
         config: Arc<SuiteConfig>,
         api: SuiteApi,
         tokens: CorpTokens,
-        context: BrokerContext,
+        context: EngineContext,
     ) -> Self {
         CorpTickets {
             config,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::upstream::{rejects_suite_token, SuiteApi};
-use crate::broker::CredentialHandle;
 use crate::children::{ChildGrant, ChildPage, ChildSource};
+use crate::engine::CredentialHandle;
 use crate::secret::AccessToken;
 use crate::wechat::FetchError;
 
@@ -208,14 +208,14 @@ mod tests {
         )
         .unwrap();
         let suite = &config.suites[0];
-        let context = crate::broker::BrokerContext {
+        let context = crate::engine::EngineContext {
             store: Arc::new(crate::store::MemoryStore::new()),
-            tickets: Arc::new(crate::broker::WechatTickets::new(reqwest::Client::new())),
+            tickets: Arc::new(crate::engine::WechatTickets::new(reqwest::Client::new())),
             metrics: crate::metrics::Metrics::new(),
             clock: crate::clock::Clock::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             cancel: tokio_util::sync::CancellationToken::new(),
-            token_checks: crate::broker::TokenChecks::default(),
+            token_checks: crate::engine::TokenChecks::default(),
         };
         // Never asked in these tests: no ticket ever arrives.
         let cell = Arc::new(tokio::sync::watch::channel(None).0);
@@ -231,7 +231,7 @@ mod tests {
             Arc::new(super::super::suite_token::spec(suite)),
             Arc::new(never),
             &context,
-            crate::broker::AppView::default(),
+            crate::engine::AppView::default(),
         );
         context.cancel.cancel();
         CorpSource::new(

@@ -14,8 +14,8 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::ticket::{self, PushedTicket, TicketDecision};
-use crate::broker::TicketCell;
 use crate::clock::Clock;
+use crate::engine::TicketCell;
 use crate::platform::store::{PlatformStore, StoredTicket};
 use crate::secret::Secret;
 

@@ -35,11 +35,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::broker::{AppView, BrokerContext, CredentialHandle};
 use crate::children::scheduler::FetchCounter;
 use crate::children::{access, ChildError, ChildToken, Command, Hold, Scheduler, SchedulerParts};
 use crate::config::SuiteConfig;
 use crate::credential::TicketKind;
+use crate::engine::{AppView, CredentialHandle, EngineContext};
 use crate::platform::authorizers::{AuthorizerStore, SchedulerTuning};
 use crate::platform::store::PlatformStore;
 use crate::wechat::FetchError;
@@ -117,7 +117,7 @@ impl SuiteHandle {
         config: SuiteConfig,
         http: reqwest::Client,
         store: Arc<dyn PlatformStore>,
-        context: &BrokerContext,
+        context: &EngineContext,
         metrics: &SuiteMetrics,
         tuning: SchedulerTuning,
     ) -> SuiteHandle {

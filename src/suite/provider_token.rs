@@ -6,9 +6,9 @@
 use futures_util::future::BoxFuture;
 
 use super::upstream::SuiteApi;
-use crate::broker::{CredentialSpec, Reissue};
 use crate::config::SuiteConfig;
 use crate::credential::Credential;
+use crate::engine::{CredentialSpec, Reissue};
 use crate::secret::Secret;
 use crate::store::StoreKey;
 use crate::wechat::{FetchError, TokenGrant, TokenSource};

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::broker::{
+use crate::config::SuiteConfig;
+use crate::credential::Credential;
+use crate::engine::{
     CredentialSpec, KeptTicket, PushedTicketCaller, PushedTicketShape, PushedTicketSource, Reissue,
     TicketCell, TicketKeeper,
 };
-use crate::config::SuiteConfig;
-use crate::credential::Credential;
 use crate::platform::store::PlatformStore;
 use crate::store::{StoreError, StoreKey};
 

@@ -235,7 +235,7 @@ impl AuthorizeTask {
     /// still be good, and never past shutdown.
     async fn exchange_patiently(&self) -> Result<ChildRecord, FetchError> {
         let deadline = tokio::time::Instant::now() + EXCHANGE_RETRY_FOR;
-        let mut backoff = crate::broker::backoff::Backoff::default();
+        let mut backoff = crate::engine::backoff::Backoff::default();
         loop {
             let result = self.exchange().await;
             let transient = match &result {

@@ -32,7 +32,7 @@ use super::body_deadline::RequestBody;
 use super::respond::Body;
 use super::wechat_path::{self, Carries, Withheld};
 use crate::audit::{Auditor, Call, Target, Verdict};
-use crate::broker::{AppHandle, InvalidateOutcome, TokenError};
+use crate::engine::{AppHandle, InvalidateOutcome, TokenError};
 use crate::metrics::Metrics;
 use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};

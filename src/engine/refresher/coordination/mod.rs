@@ -16,11 +16,11 @@ use super::Refresher;
 use crate::secret::AccessToken;
 use crate::store::{LockToken, Store};
 
-pub(in crate::broker) use fleet::Fleet;
-pub(in crate::broker) use local::Local;
+pub(in crate::engine) use fleet::Fleet;
+pub(in crate::engine) use local::Local;
 
 /// Whose turn it is to call upstream.
-pub(in crate::broker) enum Turn {
+pub(in crate::engine) enum Turn {
     /// Ours: call upstream, then hand the pass to
     /// [`Coordination::end_turn`].
     Mine(Pass),
@@ -32,7 +32,7 @@ pub(in crate::broker) enum Turn {
 
 /// A turn to call upstream: under the fleet's lock, or without one (a
 /// broker alone, or a fleet's broker while the shared store is away).
-pub(in crate::broker) struct Pass {
+pub(in crate::engine) struct Pass {
     lock: Option<LockToken>,
 }
 
@@ -44,7 +44,7 @@ impl Pass {
 
 /// How a refresher shares its credential with others, if it does. Each
 /// method takes the refresher whose turn, count and token it governs.
-pub(in crate::broker) trait Coordination: Send {
+pub(in crate::engine) trait Coordination: Send {
     /// Before the warm start.
     fn start<'a>(&'a mut self, refresher: &'a mut Refresher) -> BoxFuture<'a, ()>;
 
@@ -88,7 +88,7 @@ pub(in crate::broker) trait Coordination: Send {
 }
 
 /// The coordination `store` offers: a fleet's, if others share it.
-pub(in crate::broker) fn for_store(store: &Arc<dyn Store>) -> Box<dyn Coordination> {
+pub(in crate::engine) fn for_store(store: &Arc<dyn Store>) -> Box<dyn Coordination> {
     match store.cluster() {
         Some(_) => Box::new(Fleet::new(store.clone())),
         None => Box::new(Local),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::follower::{Follower, Leader};
 use super::refresher::coordination::{self, Coordination};
 use super::refresher::{Command, Refresher};
-use super::{AppView, BrokerContext, CredentialSpec, InvalidateOutcome, TokenError, TokenRecord};
+use super::{AppView, CredentialSpec, EngineContext, InvalidateOutcome, TokenError, TokenRecord};
 use crate::clock::Clock;
 use crate::credential::Credential;
 use crate::secret::AccessToken;
@@ -236,7 +236,7 @@ impl CredentialHandle {
     pub(crate) fn spawn(
         spec: Arc<CredentialSpec>,
         source: Arc<dyn TokenSource>,
-        context: &BrokerContext,
+        context: &EngineContext,
         seed: AppView,
     ) -> CredentialHandle {
         let coordination = coordination::for_store(&context.store);
@@ -248,7 +248,7 @@ impl CredentialHandle {
         spec: Arc<CredentialSpec>,
         source: Arc<dyn TokenSource>,
         coordination: Box<dyn Coordination>,
-        context: &BrokerContext,
+        context: &EngineContext,
         seed: AppView,
     ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
@@ -264,7 +264,7 @@ impl CredentialHandle {
     pub(super) fn spawn_follower(
         spec: Arc<CredentialSpec>,
         leader: Arc<Leader>,
-        context: &BrokerContext,
+        context: &EngineContext,
         seed: AppView,
     ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
@@ -277,7 +277,7 @@ impl CredentialHandle {
     /// [`CredentialHandle::stop`] learns from `finished` that it ended.
     fn run_writer(
         &self,
-        context: &BrokerContext,
+        context: &EngineContext,
         writer: impl std::future::Future<Output = ()> + Send + 'static,
     ) {
         let finished = self.shared.finished.clone().drop_guard();
@@ -291,7 +291,7 @@ impl CredentialHandle {
     /// command channel for the writer.
     fn new(
         spec: Arc<CredentialSpec>,
-        context: &BrokerContext,
+        context: &EngineContext,
         seed: AppView,
     ) -> (CredentialHandle, mpsc::Receiver<Command>) {
         let current = ArcSwapOption::new(seed.token.clone());

@@ -8,7 +8,7 @@ use super::{Coordination, Pass, Refresher, Turn};
 use crate::secret::AccessToken;
 
 /// The coordination of a broker that shares its store with nobody.
-pub(in crate::broker) struct Local;
+pub(in crate::engine) struct Local;
 
 impl Coordination for Local {
     fn start<'a>(&'a mut self, refresher: &'a mut Refresher) -> BoxFuture<'a, ()> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::{AppView, BrokerContext, CredentialHandle, CredentialSpec, TokenRecord};
+use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, TokenRecord};
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredApp, UNTRUSTED_LABEL};
@@ -26,7 +26,7 @@ pub struct Writer {
 
 impl Writer {
     /// The writer of `handle`'s credential, storing into `context.store`.
-    pub fn new(handle: CredentialHandle, context: &BrokerContext) -> Writer {
+    pub fn new(handle: CredentialHandle, context: &EngineContext) -> Writer {
         Writer {
             handle,
             store: context.store.clone(),

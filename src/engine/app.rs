@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 
 use super::follower::Leader;
 use super::schedule::Reissue;
-use super::{AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome};
+use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome};
 use crate::config::{AppConfig, AppKind, Grant, TicketConfig};
 use crate::credential::{Credential, TicketKind};
 use crate::metrics::AppLabels;
@@ -108,7 +108,7 @@ impl AppHandle {
     pub(super) fn spawn(
         config: Arc<AppConfig>,
         source: Arc<dyn TokenSource>,
-        context: &BrokerContext,
+        context: &EngineContext,
         mut seed: Seed,
     ) -> AppHandle {
         let errcodes: Vec<&str> = crate::wechat::errcode_labels().collect();

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use super::coordination::Coordination;
 use super::{Refresher, SeenBy};
-use crate::broker::{InvalidateOutcome, TokenRecord};
+use crate::engine::{InvalidateOutcome, TokenRecord};
 use crate::wechat::{is_token_rejected, FetchError};
 
 /// When a refresher checks its held token upstream.

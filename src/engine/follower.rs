@@ -37,7 +37,7 @@ use tracing::{debug, error, info, warn};
 use super::follower_pace::{FlipWatch, Seen, WatchPace};
 use super::refresher::Command;
 use super::{
-    AppView, BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError,
+    AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome, LastError,
     LeaderState, TokenRecord, Writer,
 };
 use crate::config::FollowConfig;
@@ -169,7 +169,7 @@ impl Follower {
         leader: Arc<Leader>,
         handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
-        context: &BrokerContext,
+        context: &EngineContext,
     ) -> Follower {
         Follower {
             keeps: context.store.cluster().is_none(),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{Coordination, Pass, Refresher, Turn};
-use crate::broker::TokenRecord;
+use crate::engine::TokenRecord;
 use crate::secret::AccessToken;
 use crate::store::{lock_hold, Cluster, LockToken, Store, StoreError, LOCK_LEASE};
 
@@ -32,7 +32,7 @@ const STORE_RETRY: Duration = Duration::from_secs(2);
 const ALONE_LEAD_MAX: Duration = Duration::from_secs(60);
 
 /// The coordination of a broker whose store others share.
-pub(in crate::broker) struct Fleet {
+pub(in crate::engine) struct Fleet {
     /// A store whose [`Store::cluster`] is the fleet's.
     store: Arc<dyn Store>,
     /// Wake-ups when another broker stored a new token; from the start.
@@ -50,7 +50,7 @@ pub(in crate::broker) struct Fleet {
 impl Fleet {
     /// The coordination over `store`, which must be shared
     /// ([`Store::cluster`] is `Some`).
-    pub(in crate::broker) fn new(store: Arc<dyn Store>) -> Fleet {
+    pub(in crate::engine) fn new(store: Arc<dyn Store>) -> Fleet {
         Fleet {
             store,
             updates: None,

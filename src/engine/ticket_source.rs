@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn each_kind_has_its_endpoint() {
         let config = |kind: AppKind| {
-            let mut app = crate::broker::tests::app(crate::config::Grant::Classic);
+            let mut app = crate::engine::tests::app(crate::config::Grant::Classic);
             app.kind = kind;
             app.api_base = "https://x".into();
             app

@@ -7,7 +7,7 @@ use super::*;
 
 fn fights(running: &Running) -> u64 {
     running
-        .broker
+        .apps
         .context()
         .metrics
         .token_fights

@@ -18,10 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::clock::{next_beijing_midnight, Clock};
-use crate::config::{AppKind, Grant, SecretSource};
+use crate::config::{AppConfig, AppKind, Grant, SecretSource};
 use crate::secret::{AccessToken, Secret};
 use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
-use crate::wechat::{FetchError, TokenGrant};
+use crate::wechat::{FetchError, TokenGrant, TokenSource};
 
 const LIFETIME: u64 = 7200;
 /// How long a test's caller waits for an answer (token_wait_timeout).
@@ -239,7 +239,7 @@ pub(super) fn app(grant: Grant) -> AppConfig {
 }
 
 struct Running {
-    broker: Broker,
+    apps: Apps,
     handle: AppHandle,
     clock: Clock,
     cancel: CancellationToken,
@@ -288,7 +288,7 @@ fn start_full(
     let clock = Clock::starting_at(unix);
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let context = BrokerContext {
+    let context = EngineContext {
         store,
         tickets,
         metrics: Metrics::new(),
@@ -297,10 +297,10 @@ fn start_full(
         cancel: cancel.clone(),
         token_checks: TokenChecks::default(),
     };
-    let broker = Broker::start(vec![(Arc::new(config), source)], &context);
+    let apps = Apps::start(vec![(Arc::new(config), source)], &context);
     Running {
-        handle: broker.apps()[0].clone(),
-        broker,
+        handle: apps.apps()[0].clone(),
+        apps,
         clock,
         cancel,
         tasks,
@@ -904,14 +904,14 @@ async fn a_reload_keeps_the_count_the_store_could_not_take() {
     let mut changed = app(Grant::Classic);
     changed.refresh_before = Duration::from_secs(600);
     let report = running
-        .broker
+        .apps
         .reconcile(vec![(
             Arc::new(changed),
             source.clone() as Arc<dyn TokenSource>,
         )])
         .await;
     assert_eq!(report.restarted, ["shop"]);
-    let app = running.broker.app("shop").unwrap();
+    let app = running.apps.app("shop").unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(app.view().fetches_today as usize, source.calls());
 }
@@ -987,7 +987,7 @@ async fn a_reload_during_a_refresh_waits_for_it_and_hands_its_token_on() {
     changed.daily_budget = 500;
     let reloading = Instant::now();
     let report = running
-        .broker
+        .apps
         .reconcile(vec![(
             Arc::new(changed),
             source.clone() as Arc<dyn TokenSource>,
@@ -999,7 +999,7 @@ async fn a_reload_during_a_refresh_waits_for_it_and_hands_its_token_on() {
         "the old refresher's fetch is waited for: {:?}",
         reloading.elapsed()
     );
-    let app = running.broker.app("shop").unwrap();
+    let app = running.apps.app("shop").unwrap();
     assert_eq!(app.config().daily_budget, 500);
     assert_eq!(
         app.valid_token().unwrap().value.expose(),
@@ -1026,7 +1026,7 @@ async fn a_reload_during_an_invalidation_answers_it_with_the_new_token() {
     let mut changed = app(Grant::Classic);
     changed.min_forced_interval = Duration::from_secs(60);
     running
-        .broker
+        .apps
         .reconcile(vec![(
             Arc::new(changed),
             source.clone() as Arc<dyn TokenSource>,
@@ -1036,7 +1036,7 @@ async fn a_reload_during_an_invalidation_answers_it_with_the_new_token() {
         invalidation.await.unwrap(),
         Ok(InvalidateOutcome::Refreshed)
     );
-    let app = running.broker.app("shop").unwrap();
+    let app = running.apps.app("shop").unwrap();
     assert_eq!(app.valid_token().unwrap().value.expose(), "tok-1");
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!((source.calls(), source.max_in_flight()), (2, 1));

@@ -181,7 +181,7 @@ mod tests {
         assert!(is_short_lifetime(Duration::from_secs(2), before));
         assert!(is_short_lifetime(before, before));
         assert!(!is_short_lifetime(Duration::from_secs(9), before));
-        let mut backoff = crate::broker::backoff::Backoff::default();
+        let mut backoff = crate::engine::backoff::Backoff::default();
         let (mut now, mut fetches) = (0u64, Vec::new());
         // A 2 s token every time: fetched at 0, 1, 3, 7, 15 s, not every second.
         while now < 20_000 {

@@ -197,20 +197,20 @@ fn three_coordinated(
     store: &Arc<MemoryFleet>,
     coordinated: impl Fn(
         &Arc<dyn Store>,
-    ) -> Box<dyn crate::broker::refresher::coordination::Coordination>,
+    ) -> Box<dyn crate::engine::refresher::coordination::Coordination>,
 ) -> (Vec<CredentialHandle>, TaskTracker) {
     let tasks = TaskTracker::new();
     let spec = Arc::new(app::token_spec(&app(Grant::Classic)));
     let handles = (0..SIZE)
         .map(|_| {
-            let context = BrokerContext {
+            let context = EngineContext {
                 store: store.clone(),
                 tickets: Arc::new(tickets::FakeTickets::default()),
                 metrics: Metrics::new(),
                 clock: Clock::starting_at(Duration::from_secs(START)),
                 tasks: tasks.clone(),
                 cancel: CancellationToken::new(),
-                token_checks: crate::broker::TokenChecks::default(),
+                token_checks: crate::engine::TokenChecks::default(),
             };
             CredentialHandle::spawn_coordinated(
                 spec.clone(),
@@ -234,7 +234,7 @@ async fn stop_handles(handles: Vec<CredentialHandle>, tasks: TaskTracker) {
 
 #[tokio::test(start_paused = true)]
 async fn both_coordinations_drive_one_refresher_through_a_memory_fleet() {
-    use crate::broker::refresher::coordination::{Fleet, Local};
+    use crate::engine::refresher::coordination::{Fleet, Local};
     let key = StoreKey::for_app(&app(Grant::Classic));
     let day = crate::clock::beijing_day(START);
 

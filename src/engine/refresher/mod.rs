@@ -26,7 +26,7 @@ use super::budget::DailyBudget;
 use super::schedule::{self, Failure};
 use super::unsaved::Unsaved;
 use super::{
-    BrokerContext, CredentialHandle, CredentialSpec, InvalidateOutcome, LastError, TokenRecord,
+    CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome, LastError, TokenRecord,
     Writer,
 };
 use crate::clock::{next_beijing_midnight, Clock};
@@ -142,7 +142,7 @@ impl Refresher {
         source: Arc<dyn TokenSource>,
         handle: CredentialHandle,
         commands: mpsc::Receiver<Command>,
-        context: &BrokerContext,
+        context: &EngineContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
         let spec = handle.spec().clone();
