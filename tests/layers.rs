@@ -38,7 +38,6 @@ const KNOWN_FILE_LOOPS: &[&[&str]] = &[
         "src/upstream.rs",
         "src/wechat.rs",
     ],
-    &["src/children/index.rs", "src/children/table.rs"],
     &[
         "src/config/clients.rs",
         "src/config/platforms.rs",

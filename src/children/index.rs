@@ -16,8 +16,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use sha2::{Digest, Sha256};
 
-use super::table::Slot;
-
 /// How many replaced tokens of each child stay findable.
 pub const REMEMBERED: usize = 2;
 
@@ -58,12 +56,13 @@ impl Recent {
     }
 }
 
-/// Token digest to slot.
-pub struct TokenIndex {
+/// Token digest to the slot holding it: generic over the slot, which the
+/// index only keeps and compares by address.
+pub struct TokenIndex<Slot> {
     shards: [RwLock<HashMap<TokenDigest, Arc<Slot>>>; SHARDS],
 }
 
-impl Default for TokenIndex {
+impl<Slot> Default for TokenIndex<Slot> {
     fn default() -> Self {
         TokenIndex {
             shards: std::array::from_fn(|_| RwLock::default()),
@@ -71,7 +70,7 @@ impl Default for TokenIndex {
     }
 }
 
-impl TokenIndex {
+impl<Slot> TokenIndex<Slot> {
     /// The child holding `token` now or lately.
     pub fn owner_of(&self, token: &str) -> Option<Arc<Slot>> {
         let digest = TokenDigest::of(token);

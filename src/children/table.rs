@@ -142,7 +142,7 @@ impl Slot {
 #[derive(Default)]
 pub struct Table {
     slots: ArcSwap<HashMap<Box<str>, Arc<Slot>>>,
-    index: TokenIndex,
+    index: TokenIndex<Slot>,
     /// Woken whenever a token is published or a child removed.
     pub changed: Notify,
     /// Set once the stored (or recovered) children are in: until then an
