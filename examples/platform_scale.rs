@@ -22,14 +22,16 @@
 //! cargo run --release --example platform_scale -- --authorizers 10000
 //! ```
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use wxbroker::platform::store::{AuthorizerRecord, FilePlatformStore, PlatformStore};
 use wxbroker::simulator::{SimConfig, SimHandle, Simulator};
+
+#[path = "common/scale_broker.rs"]
+mod scale_broker;
+use scale_broker::{p50_p99, ScaleBroker};
 
 const COMPONENT: &str = "wxcomponentscale01";
 const SECRET: &str = "component-scale-secret";
@@ -47,13 +49,6 @@ struct Args {
     binary: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -61,132 +56,39 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-struct Broker {
-    child: Child,
-    api: u16,
-    metrics: u16,
-    compat: u16,
-    http: reqwest::Client,
-}
+/// The broker with platform `saas`, its callbacks aimed at by the
+/// simulator.
+struct Broker(ScaleBroker);
 
 impl Broker {
     fn start(args: &Args, sim: &SimHandle, state: &Path) -> Broker {
-        let (api, metrics, callback, compat) = (free_port(), free_port(), free_port(), free_port());
-        let config = state.with_extension("toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\nwechat_compat_listen = \"127.0.0.1:{compat}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
-                state.display(),
-                sim.base_url()
-            ),
-        )
-        .expect("config written");
+        let section = format!(
+            "[[platforms]]\nname = \"saas\"\ncomponent_appid = \"{COMPONENT}\"\nsecret = \"{SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+            sim.base_url()
+        );
+        let (broker, callback) = ScaleBroker::start(&args.binary, state, &section);
         sim.sim.set_callback_url(
             COMPONENT,
             &format!("http://127.0.0.1:{callback}/wechat/platforms/saas/callback"),
         );
-        let child = Command::new(&args.binary)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the release binary runs (cargo build --release --bin wxbroker)");
-        Broker {
-            child,
-            api,
-            metrics,
-            compat,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = self
-            .http
-            .get(format!("http://127.0.0.1:{}{path}", self.api))
-            .header("wxbroker-client", "bench")
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    /// One call through the compatible listener holding `token`: how
-    /// long it took, and whether WeChat's answer came back.
-    async fn compat_call(&self, token: &str) -> (Duration, bool) {
-        let url = format!(
-            "http://127.0.0.1:{}/cgi-bin/getcallbackip?access_token={token}",
-            self.compat
-        );
-        let started = Instant::now();
-        let answered = match self.http.get(url).send().await {
-            Ok(response) => response
-                .text()
-                .await
-                .is_ok_and(|body| body.contains("ip_list")),
-            Err(_) => false,
-        };
-        (started.elapsed(), answered)
-    }
-
-    async fn metrics_text(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics);
-        match self.http.get(url).send().await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        Broker(broker)
     }
 
     /// Waits until the platform lists `count` authorizers.
     async fn wait_loaded(&self, count: usize) -> Duration {
-        let started = Instant::now();
-        let want = format!("\"total\":{count}");
-        loop {
-            if let Some((200, body)) = self.get("/v1/platforms/saas/authorizers?limit=1").await {
-                if body.contains(&want) {
-                    return started.elapsed();
-                }
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "never loaded");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.0
+            .wait_listed("/v1/platforms/saas/authorizers?limit=1", count)
+            .await
     }
 
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+    async fn compat_call(&self, token: &str) -> (Duration, bool) {
+        self.0.compat_call("/cgi-bin/getcallbackip", token).await
     }
 }
 
 /// Authorizer fetches per second over `secs` seconds: (max, mean).
 async fn fetch_rate(sim: &Simulator, secs: u64) -> (u64, f64) {
-    let start = sim.component_calls("api_authorizer_token");
-    let mut last = start;
-    let mut max = 0;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.tick().await;
-    for _ in 0..secs {
-        ticker.tick().await;
-        let now = sim.component_calls("api_authorizer_token");
-        max = max.max(now - last);
-        last = now;
-    }
-    (max, (last - start) as f64 / secs as f64)
+    scale_broker::fetch_rate(|| sim.component_calls("api_authorizer_token"), secs).await
 }
 
 /// `n` stored authorizers whose tokens were fetched `age` ago and live
@@ -251,10 +153,8 @@ async fn lookup_latency(args: &Args, root: &Path, n: usize) -> (Duration, Durati
         assert!(answered, "call {i} answered");
         took.push(elapsed);
     }
-    broker.stop();
-    took.sort_unstable();
-    let at = |q: f64| took[((q * LOOKUP_CALLS as f64).ceil() as usize).saturating_sub(1)];
-    (at(0.50), at(0.99))
+    broker.0.stop();
+    p50_p99(&mut took)
 }
 
 async fn simulator() -> SimHandle {
@@ -288,7 +188,7 @@ async fn main() {
         "| cold recovery: authorizer fetches a second, max / mean over {}s | {max} / {mean:.1} |",
         args.sample
     );
-    broker.stop();
+    broker.0.stop();
     drop(sim);
 
     // 2. Warm start with N stored, against none.
@@ -296,17 +196,17 @@ async fn main() {
     let empty = Broker::start(&args, &sim, &root.path().join("empty"));
     empty.wait_loaded(0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let base_rss = empty.rss_kib();
-    let base_metrics = empty.metrics_text().await.len();
-    empty.stop();
+    let base_rss = empty.0.rss_kib();
+    let base_metrics = empty.0.metrics_text().await.len();
+    empty.0.stop();
     let warm_dir = root.path().join("warm");
     store(&warm_dir, &sim.sim, n, 60, 7140, false).await;
     let warm = Broker::start(&args, &sim, &warm_dir);
     let loaded = warm.wait_loaded(n).await;
     let first = sim.sim.component_calls("api_authorizer_token");
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = warm.rss_kib();
-    let metrics = warm.metrics_text().await.len();
+    let rss = warm.0.rss_kib();
+    let metrics = warm.0.metrics_text().await.len();
     let fetched = sim.sim.component_calls("api_authorizer_token") - first;
     println!(
         "| warm start with {n} stored: start to loaded | {} ms |",
@@ -324,7 +224,7 @@ async fn main() {
     println!(
         "| `/metrics` size, no authorizer / {n} authorizers | {base_metrics} / {metrics} bytes |"
     );
-    warm.stop();
+    warm.0.stop();
     drop(sim);
 
     // 3. A backlog: every stored token due now.
@@ -335,7 +235,7 @@ async fn main() {
     due.wait_loaded(n).await;
     let (max, mean) = fetch_rate(&sim.sim, args.sample).await;
     println!("| every token due at once: authorizer fetches a second, max / mean over {}s | {max} / {mean:.1} |", args.sample);
-    due.stop();
+    due.0.stop();
     println!(
         "| steady state, {n} tokens of 2 h refreshed in a window of up to 35 min before expiry | about {:.1} fetches a second on average |",
         n as f64 / (7200.0 - 1200.0)

@@ -21,13 +21,15 @@
 //! cargo run --release --example suite_scale -- --corps 10000
 //! ```
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use wxbroker::simulator::{SimConfig, SimHandle, SimSuite, Simulator};
+
+#[path = "common/scale_broker.rs"]
+mod scale_broker;
+use scale_broker::{p50_p99, ScaleBroker};
 
 const SUITE: &str = "wwsuitescale0001";
 const SUITE_SECRET: &str = "suite-scale-secret";
@@ -46,87 +48,21 @@ struct Args {
     binary: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Broker {
-    child: Child,
-    api: u16,
-    metrics: u16,
-    compat: u16,
-    http: reqwest::Client,
-}
+/// The broker with suite `crm`, its callbacks aimed at by the simulator.
+struct Broker(ScaleBroker);
 
 impl Broker {
-    /// `wxbroker serve` with suite `crm` on a file store in `state`;
-    /// the simulator's pushes aimed at its callback listener.
     fn start(args: &Args, sim: &SimHandle, state: &Path) -> Broker {
-        let (api, metrics, callback, compat) = (free_port(), free_port(), free_port(), free_port());
-        std::fs::create_dir_all(state).unwrap();
-        std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
-        let config = state.with_extension("toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\nwechat_compat_listen = \"127.0.0.1:{compat}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n[[suites]]\nname = \"crm\"\nsuite_id = \"{SUITE}\"\nprovider_corpid = \"{PROVIDER}\"\nsecret = \"{SUITE_SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
-                state.display(),
-                sim.base_url()
-            ),
-        )
-        .expect("config written");
+        let section = format!(
+            "[[suites]]\nname = \"crm\"\nsuite_id = \"{SUITE}\"\nprovider_corpid = \"{PROVIDER}\"\nsecret = \"{SUITE_SECRET}\"\ntoken = \"{MSG_TOKEN}\"\naes_key = \"{AES_KEY}\"\napi_base = \"{}\"\n",
+            sim.base_url()
+        );
+        let (broker, callback) = ScaleBroker::start(&args.binary, state, &section);
         sim.sim.set_suite_callback_url(
             SUITE,
             &format!("http://127.0.0.1:{callback}/wechat/suites/crm/callback"),
         );
-        let child = Command::new(&args.binary)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the release binary runs (cargo build --release --bin wxbroker)");
-        Broker {
-            child,
-            api,
-            metrics,
-            compat,
-            http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        // The probes are on the operations listener, the API on its own.
-        let port = if path == "/livez" || path == "/readyz" {
-            self.metrics
-        } else {
-            self.api
-        };
-        let response = self
-            .http
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .header("wxbroker-client", "bench")
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    /// Waits until `path` answers 200, within `limit`: how long it took.
-    async fn wait_ok(&self, path: &str, limit: Duration) -> Duration {
-        let started = Instant::now();
-        loop {
-            if let Some((200, _)) = self.get(path).await {
-                return started.elapsed();
-            }
-            assert!(started.elapsed() < limit, "{path} never answered");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        Broker(broker)
     }
 
     /// The corp's token, once it holds one.
@@ -134,7 +70,7 @@ impl Broker {
         let path = format!("/v1/suites/crm/corps/{corpid}/token?format=text");
         let started = Instant::now();
         loop {
-            if let Some((200, token)) = self.get(&path).await {
+            if let Some((200, token)) = self.0.get(&path).await {
                 return token;
             }
             assert!(started.elapsed() < Duration::from_secs(60), "no token");
@@ -142,45 +78,17 @@ impl Broker {
         }
     }
 
-    /// One call through the compatible listener holding `token`: how
-    /// long it took, and whether WeCom's answer came back.
     async fn compat_call(&self, token: &str) -> (Duration, bool) {
-        let url = format!(
-            "http://127.0.0.1:{}/cgi-bin/get_api_domain_ip?access_token={token}",
-            self.compat
-        );
-        let started = Instant::now();
-        let answered = match self.http.get(url).send().await {
-            Ok(response) => response
-                .text()
-                .await
-                .is_ok_and(|body| body.contains("ip_list")),
-            Err(_) => false,
-        };
-        (started.elapsed(), answered)
-    }
-
-    async fn metrics_text(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.metrics);
-        match self.http.get(url).send().await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        self.0
+            .compat_call("/cgi-bin/get_api_domain_ip", token)
+            .await
     }
 
     /// Waits until the suite lists `count` corps.
     async fn wait_loaded(&self, count: usize) -> Duration {
-        let started = Instant::now();
-        let want = format!("\"total\":{count}");
-        loop {
-            if let Some((200, body)) = self.get("/v1/suites/crm/corps?limit=1").await {
-                if body.contains(&want) {
-                    return started.elapsed();
-                }
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "never loaded");
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        self.0
+            .wait_listed("/v1/suites/crm/corps?limit=1", count)
+            .await
     }
 
     /// Corps listed as holding a valid token, page by page.
@@ -188,53 +96,17 @@ impl Broker {
         let mut valid = 0;
         for offset in (0..total).step_by(500) {
             let path = format!("/v1/suites/crm/corps?offset={offset}&limit=500");
-            if let Some((200, body)) = self.get(&path).await {
+            if let Some((200, body)) = self.0.get(&path).await {
                 valid += body.matches("\"valid\":true").count();
             }
         }
         valid
     }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn stop(self) {
-        // Dropped: stopped.
-    }
-}
-
-/// A broker is stopped (SIGTERM, and waited for) however the bench ends,
-/// a failed assertion included.
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 /// Corp token fetches per second over `secs` seconds: (max, mean).
 async fn fetch_rate(sim: &Simulator, secs: u64) -> (u64, f64) {
-    let start = sim.suite_calls("get_corp_token");
-    let mut last = start;
-    let mut max = 0;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.tick().await;
-    for _ in 0..secs {
-        ticker.tick().await;
-        let now = sim.suite_calls("get_corp_token");
-        max = max.max(now - last);
-        last = now;
-    }
-    (max, (last - start) as f64 / secs as f64)
+    scale_broker::fetch_rate(|| sim.suite_calls("get_corp_token"), secs).await
 }
 
 async fn simulator() -> SimHandle {
@@ -261,9 +133,10 @@ async fn installed(
     n: usize,
 ) -> (Broker, Vec<String>, Duration) {
     let broker = Broker::start(args, sim, state);
-    broker.wait_ok("/livez", Duration::from_secs(30)).await;
+    broker.0.wait_ok("/livez", Duration::from_secs(30)).await;
     sim.sim.push_suite_ticket(SUITE).await;
     broker
+        .0
         .wait_ok("/v1/suites/crm/suite_token", Duration::from_secs(30))
         .await;
     let started = Instant::now();
@@ -317,9 +190,7 @@ async fn lookup_latency(broker: &Broker, corpids: &[String]) -> (Duration, Durat
         assert!(answered, "call {i} answered");
         took.push(elapsed);
     }
-    took.sort_unstable();
-    let at = |q: f64| took[((q * LOOKUP_CALLS as f64).ceil() as usize).saturating_sub(1)];
-    (at(0.50), at(0.99))
+    p50_p99(&mut took)
 }
 
 #[tokio::main]
@@ -339,9 +210,9 @@ async fn main() {
     let (empty, _, _) = installed(&args, &sim, &root.path().join("empty"), 0).await;
     empty.wait_loaded(0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let base_rss = empty.rss_kib();
-    let base_metrics = empty.metrics_text().await.len();
-    empty.stop();
+    let base_rss = empty.0.rss_kib();
+    let base_metrics = empty.0.metrics_text().await.len();
+    empty.0.stop();
     drop(sim);
 
     // 1. N installs through pushes, and the fetches they bring.
@@ -367,7 +238,7 @@ async fn main() {
         "| permanent code exchanges (`v2/get_permanent_code`) | {} |",
         sim.sim.suite_calls("v2/get_permanent_code")
     );
-    broker.stop();
+    broker.0.stop();
 
     // 2. Warm start on the same store.
     let (fetches, exchanges) = (
@@ -377,8 +248,8 @@ async fn main() {
     let warm = Broker::start(&args, &sim, &state);
     let loaded = warm.wait_loaded(n).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss = warm.rss_kib();
-    let metrics = warm.metrics_text().await.len();
+    let rss = warm.0.rss_kib();
+    let metrics = warm.0.metrics_text().await.len();
     println!(
         "| warm start with {n} stored: start to loaded | {} ms |",
         loaded.as_millis()
@@ -401,7 +272,7 @@ async fn main() {
 
     // 3. The compatible listener's lookup by token, with N and with 100.
     let (large_p50, large_p99) = lookup_latency(&warm, &corpids).await;
-    warm.stop();
+    warm.0.stop();
     drop(sim);
     let small = 100.min(n);
     let sim = simulator().await;
@@ -409,7 +280,7 @@ async fn main() {
         installed(&args, &sim, &root.path().join("small"), small).await;
     all_valid(&broker, &sim.sim, small).await;
     let (small_p50, small_p99) = lookup_latency(&broker, &small_corpids).await;
-    broker.stop();
+    broker.0.stop();
     let micros = |d: Duration| d.as_micros();
     println!(
         "| compatible listener, {LOOKUP_CALLS} calls each holding another corp's token, {small} corps: p50 / p99 | {} / {} µs |",
