@@ -17,6 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
+use support::as_user::{self, As};
 use support::{APPID, SECRET};
 use wxbroker::config::Config;
 use wxbroker::simulator::{AccountKind, Endpoint, SimConfig, SimHandle, Simulator};
@@ -196,50 +197,7 @@ async fn curl(
     url: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut command = match uid {
-        Some(uid) => {
-            let mut command = tokio::process::Command::new("setpriv");
-            command.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-            ]);
-            command
-        }
-        None => tokio::process::Command::new("curl"),
-    };
-    command.args([
-        "--silent",
-        "--path-as-is",
-        "--max-time",
-        "15",
-        "--request",
-        method,
-        "--write-out",
-        "\n%{http_code}",
-        // A name, not an identity: it claims nothing the broker believes.
-        "--header",
-        "Wxbroker-Client: root",
-    ]);
-    if let Some(socket) = socket {
-        command.arg("--unix-socket").arg(socket);
-    }
-    if let Some(body) = body {
-        command.args([
-            "--header",
-            "Content-Type: application/json",
-            "--data",
-            &body.to_string(),
-        ]);
-    }
-    let output = command.arg(url).output().await.expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    as_user::curl(As::uid(uid), socket, method, url, body).await
 }
 
 /// The seven routes below `/v1/platforms/{p}/`, each with its body.

@@ -10,10 +10,10 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use http::Method;
 use serde_json::Value;
+use support::as_user::{self, As};
 use support::*;
 use wxbroker::simulator::SimConfig;
 
@@ -43,20 +43,7 @@ async fn wait_for_lines(path: &Path, count: usize) -> Vec<Value> {
 /// `GET path` on the Unix socket as uid 65534, through `setpriv` and
 /// `curl`: a real non-root peer. Returns the status and the body.
 fn get_as_nobody(socket: &Path, path: &str) -> (u16, Value) {
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"])
-        .args(["--silent", "--max-time", "10", "--unix-socket"])
-        .arg(socket)
-        .args(["--write-out", "\n%{http_code}"])
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .expect("setpriv and curl run");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    as_user::get_blocking(As::User(65534), socket, path)
 }
 
 /// Lets uid 65534 reach the broker's socket (its directory and the

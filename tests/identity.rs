@@ -8,9 +8,9 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
+use support::as_user::{self, As};
 use support::{free_port, simulator, ChildBroker, APPID, OTHER_APPID, OTHER_SECRET, SECRET};
 use wxbroker::simulator::SimConfig;
 
@@ -20,37 +20,8 @@ const NOBODY: &str = "65534";
 /// with a `Wxbroker-Client` header claiming to be root: a name, not an
 /// identity. Returns the status and the JSON body.
 fn get_as(uid: Option<&str>, socket: &Path, path: &str) -> (u16, Value) {
-    let mut command = match uid {
-        Some(uid) => {
-            let mut command = Command::new("setpriv");
-            command.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-            ]);
-            command
-        }
-        None => Command::new("curl"),
-    };
-    let output = command
-        .args(["--silent", "--max-time", "10", "--unix-socket"])
-        .arg(socket)
-        .args([
-            "--header",
-            "Wxbroker-Client: root",
-            "--write-out",
-            "\n%{http_code}",
-            &format!("http://localhost{path}"),
-        ])
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    let uid = uid.map(|uid| uid.parse().expect("a numeric uid"));
+    as_user::get_blocking(As::uid(uid), socket, path)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::as_user::{self, As};
 use support::within;
 use wxbroker::config::Config;
 use wxbroker::platform::authorizers::SchedulerTuning;
@@ -326,48 +327,7 @@ async fn curl(
     url: &str,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let mut command = match uid {
-        Some(uid) => {
-            let mut command = tokio::process::Command::new("setpriv");
-            command.args([
-                &format!("--reuid={uid}"),
-                &format!("--regid={uid}"),
-                "--clear-groups",
-                "curl",
-            ]);
-            command
-        }
-        None => tokio::process::Command::new("curl"),
-    };
-    command.args([
-        "--silent",
-        "--max-time",
-        "15",
-        "--request",
-        method,
-        "--write-out",
-        "\n%{http_code}",
-        "--header",
-        "Wxbroker-Client: tests",
-    ]);
-    if let Some(socket) = socket {
-        command.arg("--unix-socket").arg(socket);
-    }
-    if let Some(body) = body {
-        command.args([
-            "--header",
-            "Content-Type: application/json",
-            "--data",
-            &body.to_string(),
-        ]);
-    }
-    let output = command.arg(url).output().await.expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    as_user::curl(As::uid(uid), socket, method, url, body).await
 }
 
 fn metric(text: &str, series: &str) -> f64 {

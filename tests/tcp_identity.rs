@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use support::as_user::{self, As};
 use support::{APPID, OTHER_APPID, OTHER_SECRET, SECRET};
 use wxbroker::config::Config;
 use wxbroker::simulator::{AccountKind, Endpoint, SimConfig, SimHandle, Simulator};
@@ -199,13 +200,6 @@ api_base = "{base}"
 }
 
 /// Who asks: a uid (and the gid it runs with), or root.
-#[derive(Clone, Copy)]
-enum As {
-    Root,
-    User(u32),
-    UserInGroup(u32, u32),
-}
-
 impl Broker {
     /// `method path` on the token API's TCP listener.
     async fn tcp(
@@ -252,55 +246,10 @@ impl Broker {
     }
 }
 
-/// `curl`, run as `who` through `setpriv`.
-fn curl_as(who: As) -> tokio::process::Command {
-    let (uid, gid) = match who {
-        As::Root => return tokio::process::Command::new("curl"),
-        As::User(uid) => (uid, uid),
-        As::UserInGroup(uid, gid) => (uid, gid),
-    };
-    let mut command = tokio::process::Command::new("setpriv");
-    command.args([
-        &format!("--reuid={uid}"),
-        &format!("--regid={gid}"),
-        "--clear-groups",
-        "curl",
-    ]);
-    command
-}
-
 /// One request through `curl`, as `who`. Returns the status and the body
 /// as JSON (Null when it is not).
 async fn curl(who: As, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut command = curl_as(who);
-    command.args([
-        "--silent",
-        "--path-as-is",
-        "--max-time",
-        "15",
-        "--request",
-        method,
-        "--write-out",
-        "\n%{http_code}",
-        // A name, not an identity: it claims nothing the broker believes.
-        "--header",
-        "Wxbroker-Client: root",
-    ]);
-    if let Some(body) = body {
-        command.args([
-            "--header",
-            "Content-Type: application/json",
-            "--data",
-            &body.to_string(),
-        ]);
-    }
-    let output = command.arg(url).output().await.expect("curl runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').expect("a status line");
-    (
-        status.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    as_user::curl(who, None, method, url, body).await
 }
 
 /// A WeChat-shaped refusal of the broker's access rules.
@@ -559,7 +508,8 @@ async fn the_authorizer_profile_arrives_without_its_refresh_token() {
     {
         let url = format!("http://{}{path}", broker.compat);
         // The body as it arrives, before any JSON parser reads it.
-        let raw = curl_as(who)
+        let raw = who
+            .curl_command()
             .args(["--silent", "--max-time", "15"])
             .args(["--header", "Content-Type: application/json", "--data"])
             .arg(body.to_string())

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod as_user;
 pub mod process;
 pub mod redis_ha;
 pub mod scripted;
