@@ -32,12 +32,6 @@ struct SourceFile {
 /// loop found is tolerated only inside one of these. The list only ever
 /// shrinks.
 const KNOWN_FILE_LOOPS: &[&[&str]] = &[
-    &[
-        "src/config/mod.rs",
-        "src/store/mod.rs",
-        "src/upstream.rs",
-        "src/wechat.rs",
-    ],
     &["src/children/index.rs", "src/children/table.rs"],
     &[
         "src/config/clients.rs",
@@ -73,7 +67,6 @@ const KNOWN_FILE_LOOPS: &[&[&str]] = &[
 
 /// As [`KNOWN_FILE_LOOPS`], between top-level modules.
 const KNOWN_MODULE_LOOPS: &[&[&str]] = &[
-    &["config", "store", "tls", "upstream", "wechat"],
     &[
         "audit",
         "broker",

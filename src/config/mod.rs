@@ -21,10 +21,12 @@ use crate::secret::Secret;
 mod api_patterns;
 mod clients;
 mod error;
+mod fleet_lock;
 mod follow;
 mod platforms;
 mod pushed;
 mod raw;
+mod redis_target;
 mod render;
 mod self_calls;
 mod suites;
@@ -36,11 +38,12 @@ mod warnings;
 pub use api_patterns::ApiPattern;
 pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
+pub use fleet_lock::{fleet_refresh_window, lock_hold, LOCK_LEASE};
 pub use follow::FollowConfig;
 pub use platforms::{PlatformConfig, AES_KEY_LEN};
+pub use redis_target::{Node as RedisNode, RedisTarget, Topology};
 pub use self_calls::OwnListener;
 pub use suites::SuiteConfig;
-pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -143,7 +146,7 @@ pub struct RedisConfig {
     pub url: String,
     /// What the URL names: one Redis, a Sentinel-managed primary, a
     /// Redis Cluster.
-    pub target: crate::store::RedisTarget,
+    pub target: RedisTarget,
     /// From `password_env` or `password_file`, and where it came from; a
     /// password written in the URL stays in [`RedisConfig::target`].
     pub password: Option<(Secret, SecretSource)>,
