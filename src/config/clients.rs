@@ -12,8 +12,8 @@ use std::path::PathBuf;
 
 use super::api_patterns::ApiPattern;
 use super::error::Problem;
+use super::fields::is_loopback;
 use super::raw::{RawClient, RawTls};
-use super::validate::is_loopback;
 use super::{AppConfig, PlatformConfig, TlsFiles};
 
 /// One `[[clients]]` entry.

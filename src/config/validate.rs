@@ -1,47 +1,29 @@
 //! Turns the raw, as-written configuration into a [`Config`]: fills in
 //! defaults, resolves secrets, and refuses anything the daemon could not run
-//! with. Each key type has one small helper, so a rule (and its message) is
-//! written once.
+//! with. Each key type has one reading (`fields`), so a rule (and its
+//! message) is written once.
 //!
 //! Errors are [`Problem`]s (key + message); the caller attaches the source
 //! name. Messages never contain a secret, and not the values of
 //! `secret_env`/`secret_file` either when those look like a pasted secret.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
-
-use humantime::format_duration;
 
 mod apps;
 mod redis;
-mod secrets;
-
-pub(crate) use secrets::looks_like_secret;
-pub(super) use secrets::{checked_secret, read_secret_file, secret_of};
-use secrets::{env_secret, secret};
 
 use super::error::Problem;
-use super::raw::{
-    Loose, RawApp, RawConfig, RawLog, RawServer, RawSink, RawStore, RawTls, RawUpstream,
+use super::fields::{
+    at_most, choice, duration, is_loopback, octal_mode, path, positive, socket_addr, word, Env,
 };
-use super::urls;
+use super::raw::{Loose, RawConfig, RawLog, RawServer, RawStore, RawTls, RawUpstream};
 use super::{
-    AppConfig, AppKind, Config, Grant, LogConfig, LogFormat, Resolve, SecretSource, ServerConfig,
-    SinkConfig, SinkFormat, StoreBackend, StoreConfig, TlsFiles, UpstreamConfig,
+    AppConfig, Config, LogConfig, LogFormat, Resolve, ServerConfig, StoreBackend, StoreConfig,
+    TlsFiles, UpstreamConfig,
 };
-use crate::secret::Secret;
-
-/// Looks up an environment variable; injectable so tests need not touch the
-/// process environment.
-pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// WeChat and WeCom both issue tokens for 7200 s.
-pub(crate) const TOKEN_LIFETIME: Duration = Duration::from_secs(7200);
 
 const DEFAULT_SOCKET_MODE: u32 = 0o660;
-/// A token file is as sensitive as the token: owner only unless widened.
-const DEFAULT_SINK_MODE: u32 = 0o600;
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 const DEFAULT_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Readers blocked longer than this are better served by a 503 they can
@@ -67,21 +49,9 @@ const DEFAULT_LOG_LEVEL: &str = "info";
 const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// A bound below a few records would rotate on nearly every call.
 const MIN_AUDIT_MAX_BYTES: u64 = 4096;
-const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
-const DEFAULT_DAILY_BUDGET: u32 = 1000;
-const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
-const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// A token call that takes longer than this is not going to succeed; the
-/// retry with backoff does better.
-const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
-pub(crate) const WECHAT_API_BASE: &str = "https://api.weixin.qq.com";
-pub(crate) const WECOM_API_BASE: &str = "https://qyapi.weixin.qq.com";
 /// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
 /// Checked here because bind()'s own error does not say what is wrong.
 const MAX_SOCKET_PATH: usize = 107;
-/// A secret is a few dozen bytes; refusing big files keeps a mistaken
-/// `secret_file` (a log, an archive) from eating memory.
-const MAX_SECRET_FILE: u64 = 4096;
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
     let server = server(raw.server)?;
@@ -504,227 +474,8 @@ fn log_level(key: &str, value: Option<String>) -> Result<String, Problem> {
     Ok(level)
 }
 
-/// `http(s)://host[:port][/prefix]`, returned without trailing slashes so
-/// callers can append `/cgi-bin/...`. No userinfo: WeChat never asks for
-/// one, and a `user:password@` written here would travel with every call
-/// and hide the real host (`http://localhost:x@example.com` is
-/// `example.com`). Messages show the value with any userinfo masked.
-pub(super) fn api_base(key: &str, value: Option<String>, default: &str) -> Result<String, Problem> {
-    let Some(value) = value else {
-        return Ok(default.to_owned());
-    };
-    let shown = urls::masked(&value);
-    let base = value.trim().trim_end_matches('/');
-    let rest = base
-        .strip_prefix("https://")
-        .or_else(|| base.strip_prefix("http://"))
-        .ok_or_else(|| {
-            Problem::new(
-                key,
-                format!("\"{shown}\" must start with https:// (or http:// for a local simulator)"),
-            )
-        })?;
-    if rest.split('/').next().unwrap_or("").is_empty() {
-        return Err(Problem::new(key, format!("\"{shown}\" names no host")));
-    }
-    if base.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
-        return Err(Problem::new(
-            key,
-            format!("\"{shown}\" must be a plain base URL, without spaces, query or fragment"),
-        ));
-    }
-    // Any '@', not only the one the URL parser would take for the end of
-    // a userinfo: the parser ends the authority at the first '/', so
-    // `https://user:pa/ss@host` parses as a path, yet was meant as a
-    // password. No WeChat path holds an '@'.
-    if base.contains('@') {
-        return Err(Problem::new(
-            key,
-            format!(
-                "\"{shown}\" must not hold a user name or password (\"user:password@\"); \
-                 WeChat never needs one"
-            ),
-        ));
-    }
-    // The parse reqwest will do on every call, done once here.
-    url::Url::parse(base)
-        .map_err(|e| Problem::new(key, format!("\"{shown}\" is not a valid URL ({e})")))?;
-    Ok(base.to_owned())
-}
-
-// ----- helpers for one key type each -----
-
-/// The `name` of the `index`th entry of an array of tables (`apps`,
-/// `platforms`). Names appear in URLs, metric labels and store keys, hence
-/// the strict set.
-pub(super) fn table_name(
-    table: &str,
-    index: usize,
-    name: Option<String>,
-) -> Result<String, Problem> {
-    let key = format!("{table}[{index}].name");
-    let name = name.ok_or_else(|| Problem::new(&key, "required"))?;
-    let valid = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(Problem::new(
-            key,
-            format!("\"{name}\" is not a valid name: use 1 to 32 of a-z, 0-9, _ and -"),
-        ));
-    }
-    Ok(name)
-}
-
-/// One of a fixed set of words; `None` means the default.
-fn choice<T: Copy>(
-    key: &str,
-    value: Option<&str>,
-    default: T,
-    options: &[(&str, T)],
-) -> Result<T, Problem> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    options
-        .iter()
-        .find(|(word, _)| *word == value)
-        .map(|&(_, t)| t)
-        .ok_or_else(|| {
-            let names: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
-            Problem::new(
-                key,
-                format!("\"{value}\" is not one of {}", names.join(", ")),
-            )
-        })
-}
-
-pub(super) fn socket_addr(key: &str, value: Option<String>) -> Result<Option<SocketAddr>, Problem> {
-    value
-        .map(|v| {
-            v.trim().parse().map_err(|_| {
-                Problem::new(
-                    key,
-                    format!(
-                        "\"{v}\" is not an IP:PORT address such as 127.0.0.1:8930 or [::1]:8930 \
-                         (host names are not resolved)"
-                    ),
-                )
-            })
-        })
-        .transpose()
-}
-
-/// Loopback, including IPv4-mapped IPv6 (`::ffff:127.0.0.1`).
-pub(crate) fn is_loopback(addr: &SocketAddr) -> bool {
-    addr.ip().to_canonical().is_loopback()
-}
-
-fn path(key: &str, value: Option<String>) -> Result<Option<PathBuf>, Problem> {
-    match value {
-        Some(v) if v.is_empty() => Err(Problem::new(key, "must not be empty")),
-        v => Ok(v.map(PathBuf::from)),
-    }
-}
-
-/// A non-empty token without whitespace (group names, key prefixes).
-fn word(key: &str, value: Option<String>) -> Result<Option<String>, Problem> {
-    match value {
-        Some(v) if v.is_empty() || !v.chars().all(|c| c.is_ascii_graphic()) => Err(Problem::new(
-            key,
-            "must be non-empty printable ASCII without spaces",
-        )),
-        v => Ok(v),
-    }
-}
-
-pub(super) fn duration(
-    key: &str,
-    value: Option<&Loose>,
-    default: Duration,
-) -> Result<Duration, Problem> {
-    match value {
-        None => Ok(default),
-        Some(Loose::String(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
-            Problem::new(
-                key,
-                format!(
-                    "\"{text}\" is not a duration ({e}); write e.g. \"300s\", \"5m\" or \"1h\""
-                ),
-            )
-        }),
-        Some(other) => Err(Problem::new(
-            key,
-            format!(
-                "expected a quoted duration such as \"300s\" or \"5m\", found a TOML {}",
-                other.type_str()
-            ),
-        )),
-    }
-}
-
-pub(super) fn positive(key: &str, value: Duration) -> Result<(), Problem> {
-    if value.is_zero() {
-        return Err(Problem::new(key, "must be greater than zero"));
-    }
-    Ok(())
-}
-
-pub(super) fn at_most(key: &str, value: Duration, max: Duration) -> Result<(), Problem> {
-    if value > max {
-        return Err(Problem::new(
-            key,
-            format!(
-                "must be at most {} (found {})",
-                format_duration(max),
-                format_duration(value)
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn socket_mode(key: &str, value: Option<&Loose>) -> Result<u32, Problem> {
     octal_mode(key, value, DEFAULT_SOCKET_MODE)
-}
-
-/// An octal permission string such as "0660" (or "660", "0o660"). A bare
-/// TOML integer is refused: `660` would silently mean 0o1224.
-fn octal_mode(key: &str, value: Option<&Loose>, default: u32) -> Result<u32, Problem> {
-    let text = match value {
-        None => return Ok(default),
-        Some(Loose::String(text)) => text,
-        Some(other) => {
-            return Err(Problem::new(
-                key,
-                format!(
-                    "write the mode as a quoted octal string such as \"0660\", not a TOML {}",
-                    other.type_str()
-                ),
-            ))
-        }
-    };
-    let digits = text.strip_prefix("0o").unwrap_or(text);
-    let octal = !digits.is_empty()
-        && digits.len() <= 4
-        && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
-    let mode = octal
-        .then(|| u32::from_str_radix(digits, 8).ok())
-        .flatten()
-        .ok_or_else(|| {
-            Problem::new(
-                key,
-                format!("\"{text}\" is not an octal mode such as \"0660\""),
-            )
-        })?;
-    if mode > 0o777 {
-        return Err(Problem::new(
-            key,
-            format!("\"{text}\" sets setuid, setgid or sticky bits; use permission bits only, e.g. \"0660\""),
-        ));
-    }
-    Ok(mode)
 }
 
 #[cfg(test)]
@@ -751,81 +502,6 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_human_strings() {
-        let d = |s: &str| duration("k", Some(&string(s)), Duration::ZERO);
-        assert_eq!(d("300s"), Ok(Duration::from_secs(300)));
-        assert_eq!(d("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(d("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(d("1m 30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(d("250ms"), Ok(Duration::from_millis(250)));
-        assert!(d("five minutes").is_err());
-        assert!(d("").is_err());
-        let err = duration("k", Some(&Loose::Integer(300)), Duration::ZERO).unwrap_err();
-        assert!(err.message.contains("found a TOML integer"), "{err:?}");
-        assert_eq!(
-            duration("k", None, Duration::from_secs(7)),
-            Ok(Duration::from_secs(7))
-        );
-    }
-
-    #[test]
-    fn loopback_includes_v6_and_mapped_v4() {
-        for (addr, expected) in [
-            ("127.0.0.1:1", true),
-            ("127.9.9.9:1", true),
-            ("[::1]:1", true),
-            ("[::ffff:127.0.0.1]:1", true),
-            ("0.0.0.0:1", false),
-            ("[::]:1", false),
-            ("10.0.0.1:1", false),
-        ] {
-            assert_eq!(is_loopback(&addr.parse().unwrap()), expected, "{addr}");
-        }
-    }
-
-    #[test]
-    fn secret_lookalikes_are_recognised() {
-        assert!(looks_like_secret("0123456789abcdef0123456789ABCDEF"));
-        assert!(looks_like_secret(
-            "Xy3_kP9-qR2sT5uV8wZ1aB4cD7eF0gH3iJ6kL9mN2oP"
-        ));
-        assert!(!looks_like_secret("SHOP_SECRET"));
-        assert!(!looks_like_secret(
-            "WXBROKER_PRODUCTION_SHOP_APP_SECRET_VALUE_1"
-        ));
-        assert!(!looks_like_secret("/run/secrets/shop"));
-    }
-
-    #[test]
-    fn api_base_drops_trailing_slashes() {
-        let base = |s: &str| api_base("k", Some(s.to_owned()), "unused");
-        assert_eq!(
-            base("https://example.com/").as_deref(),
-            Ok("https://example.com")
-        );
-        assert_eq!(
-            base("http://127.0.0.1:9/wx//").as_deref(),
-            Ok("http://127.0.0.1:9/wx")
-        );
-        for bad in [
-            "ftp://x",
-            "example.com",
-            "https://",
-            "https:///x",
-            "https://a b",
-            "https://x?y=1",
-            "https://host:99999",
-            "https://user:pw@example.com",
-            "https://token@example.com",
-            "http://localhost:x@example.com",
-            "https://u:p/w@example.com",
-        ] {
-            assert!(base(bad).is_err(), "{bad}");
-        }
-        assert_eq!(api_base("k", None, "https://d").as_deref(), Ok("https://d"));
-    }
-
-    #[test]
     fn log_level_accepts_levels_and_directives() {
         for ok in [
             "info",
@@ -840,17 +516,5 @@ mod tests {
             assert!(log_level("k", Some(bad.to_owned())).is_err(), "{bad}");
         }
         assert_eq!(log_level("k", None).as_deref(), Ok("info"));
-    }
-
-    #[test]
-    fn checked_secret_trims_newlines_only() {
-        assert_eq!(
-            checked_secret("k", "s", "abc\r\n".into()).unwrap().expose(),
-            "abc"
-        );
-        assert!(checked_secret("k", "s", "\n".into()).is_err());
-        assert!(checked_secret("k", "s", "ab c".into()).is_err());
-        assert!(checked_secret("k", "s", " abc".into()).is_err());
-        assert!(checked_secret("k", "s", "abcé".into()).is_err());
     }
 }
