@@ -3,10 +3,14 @@
 //! names the file, the app and the key (see [`ConfigError`]).
 //!
 //! Loading is split in steps that each do one thing: `raw` parses,
-//! `validate` applies defaults and rules and resolves secrets, `render`
-//! shows the effective settings for `check-config`, `warnings` lists what
-//! is allowed but risky, `urls` masks the passwords URLs may carry and
-//! finds the host a URL really names. Secrets live in [`Secret`] from the
+//! `validate` applies defaults and rules section by section (platforms,
+//! suites and clients in their own modules), `render` shows the effective
+//! settings for `check-config`, `warnings` lists what is allowed but
+//! risky. Below them all, imported by every section and importing none:
+//! `fields` reads each key type, `secrets` reads a secret from where it is
+//! kept, `urls` masks the passwords URLs may carry and finds the host a
+//! URL really names, `redis_target` parses `store.url`, `fleet_lock` holds
+//! the timings each app's refresh window is checked against. Secrets live in [`Secret`] from the
 //! moment they are read, so neither `Debug` nor any message can show one.
 
 use std::fmt;

@@ -1,62 +1,32 @@
 //! Turns the raw, as-written configuration into a [`Config`]: fills in
 //! defaults, resolves secrets, and refuses anything the daemon could not run
-//! with. Each key type has one reading (`fields`), so a rule (and its
-//! message) is written once.
+//! with. Each section has its validator (`server`, `remote`, `store` with
+//! `redis`, `log`, `upstream`, `apps`; platforms, suites and clients in
+//! their own modules beside this one), and each key type one reading
+//! (`fields`), so a rule (and its message) is written once. This module
+//! only calls them in order and checks what lies between sections.
 //!
 //! Errors are [`Problem`]s (key + message); the caller attaches the source
 //! name. Messages never contain a secret, and not the values of
 //! `secret_env`/`secret_file` either when those look like a pasted secret.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 mod apps;
+mod log;
 mod redis;
+mod remote;
+mod server;
+mod store;
+mod upstream;
 
 use super::error::Problem;
-use super::fields::{
-    at_most, choice, duration, is_loopback, octal_mode, path, positive, socket_addr, word, Env,
-};
-use super::raw::{Loose, RawConfig, RawLog, RawServer, RawStore, RawTls, RawUpstream};
-use super::{
-    AppConfig, Config, LogConfig, LogFormat, Resolve, ServerConfig, StoreBackend, StoreConfig,
-    TlsFiles, UpstreamConfig,
-};
-
-const DEFAULT_SOCKET_MODE: u32 = 0o660;
-const DEFAULT_MAX_CONNECTIONS: usize = 1024;
-const DEFAULT_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Readers blocked longer than this are better served by a 503 they can
-/// retry than by a hung request.
-const MAX_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Long enough for pooled keep-alive clients, short enough that idle and
-/// slow-header connections do not pile up against `max_connections`.
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// A proxied body may be 10 MiB: a minute allows 170 KiB/s, far below
-/// what a local client sends, while a client trickling bytes to hold a
-/// connection is cut off.
-const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
-/// As long as the proxy waits on a silent upstream: a client that reads
-/// nothing for this long (not merely slowly) has stopped reading.
-const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_WRITE_TIMEOUT: Duration = Duration::from_secs(3600);
-const DEFAULT_KEY_PREFIX: &str = "wxbroker";
-const DEFAULT_LOG_LEVEL: &str = "info";
-/// The audit file's size before it is rotated: 64 MiB, some hundred
-/// thousand calls.
-const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 * 1024 * 1024;
-/// A bound below a few records would rotate on nearly every call.
-const MIN_AUDIT_MAX_BYTES: u64 = 4096;
-/// `sun_path` holds 108 bytes on Linux, including the terminating NUL.
-/// Checked here because bind()'s own error does not say what is wrong.
-const MAX_SOCKET_PATH: usize = 107;
+use super::fields::Env;
+use super::raw::RawConfig;
+use super::{clients, platforms, self_calls, suites, Config};
 
 pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Config, Problem> {
-    let server = server(raw.server)?;
-    let platforms = super::platforms::platforms(raw.platforms.unwrap_or_default(), env)?;
-    let suites = super::suites::suites(raw.suites.unwrap_or_default(), env)?;
+    let server = server::server(raw.server)?;
+    let platforms = platforms::platforms(raw.platforms.unwrap_or_default(), env)?;
+    let suites = suites::suites(raw.suites.unwrap_or_default(), env)?;
     let raw_apps = raw.apps.unwrap_or_default();
     // A broker may own platforms or suites alone; with none of the three,
     // it has nothing to do.
@@ -65,30 +35,30 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
     } else {
         apps::apps(raw_apps, env)?
     };
-    compat_listeners(&server, &apps)?;
-    let store = store(raw.store.unwrap_or_default(), env)?;
+    server::compat_listeners(&server, &apps)?;
+    let store = store::store(raw.store.unwrap_or_default(), env)?;
     redis::lock_fits(&store, &apps)?;
     let suite_names: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
-    let owners = super::clients::Owners {
+    let owners = clients::Owners {
         apps: &apps,
         platforms: &platforms,
         suites: &suite_names,
     };
-    let clients = super::clients::clients(
+    let clients = clients::clients(
         raw.clients.unwrap_or_default(),
         &owners,
         server.remote_listen,
     )?;
-    super::platforms::callback_listener(&server, &platforms, !suites.is_empty())?;
-    super::suites::callback_listener(&server, &suites)?;
-    let log = log(raw.log.unwrap_or_default())?;
-    let upstream = upstream(raw.upstream.unwrap_or_default())?;
-    super::self_calls::upstreams_avoid(
+    platforms::callback_listener(&server, &platforms, !suites.is_empty())?;
+    suites::callback_listener(&server, &suites)?;
+    let log = log::log(raw.log.unwrap_or_default())?;
+    let upstream = upstream::upstream(raw.upstream.unwrap_or_default())?;
+    self_calls::upstreams_avoid(
         &upstream,
         &apps,
         &platforms,
         &suites,
-        &super::self_calls::configured_listeners(&server, &apps),
+        &self_calls::configured_listeners(&server, &apps),
     )?;
     Ok(Config {
         source: source.to_owned(),
@@ -101,420 +71,4 @@ pub(crate) fn config(source: &str, raw: RawConfig, env: Env<'_>) -> Result<Confi
         platforms,
         suites,
     })
-}
-
-/// Per-app `compat_listen` addresses are distinct from every other
-/// listener, and `compat_tls` has a compatible listener to serve.
-fn compat_listeners(server: &ServerConfig, apps: &[AppConfig]) -> Result<(), Problem> {
-    let mut taken: Vec<(String, SocketAddr)> = [
-        ("server.listen", server.listen),
-        ("server.metrics_listen", server.metrics_listen),
-        ("server.wechat_compat_listen", server.wechat_compat_listen),
-    ]
-    .into_iter()
-    .filter_map(|(key, addr)| Some((key.to_owned(), addr?)))
-    .collect();
-    for app in apps {
-        let Some(addr) = app.compat_listen else {
-            continue;
-        };
-        let key = format!("apps.{}.compat_listen", app.name);
-        if addr.port() != 0 {
-            if let Some((other, _)) = taken.iter().find(|(_, used)| *used == addr) {
-                return Err(Problem::new(key, format!("{addr} is already {other}")));
-            }
-        }
-        taken.push((key, addr));
-    }
-    let any_compat =
-        server.wechat_compat_listen.is_some() || apps.iter().any(|app| app.compat_listen.is_some());
-    if server.compat_tls.is_some() && !any_compat {
-        return Err(Problem::new(
-            "server.compat_tls",
-            "applies only with server.wechat_compat_listen or an app's compat_listen",
-        ));
-    }
-    Ok(())
-}
-
-/// `[server.compat_tls]`: both files required, and loaded here so that a
-/// bad certificate is a configuration error naming the key.
-fn compat_tls(raw: RawTls) -> Result<TlsFiles, Problem> {
-    let cert_file = path("server.compat_tls.cert_file", raw.cert_file)?
-        .ok_or_else(|| Problem::new("server.compat_tls.cert_file", "required"))?;
-    let key_file = path("server.compat_tls.key_file", raw.key_file)?
-        .ok_or_else(|| Problem::new("server.compat_tls.key_file", "required"))?;
-    if let Err(err) = crate::tls::server_config(&cert_file, &key_file) {
-        let key = match &err {
-            crate::tls::TlsError::Read { key, .. }
-            | crate::tls::TlsError::NoCertificate { key, .. } => *key,
-            _ => "server.compat_tls",
-        };
-        return Err(Problem::new(key, format!("{:#}", anyhow::Error::from(err))));
-    }
-    Ok(TlsFiles {
-        cert_file,
-        key_file,
-    })
-}
-
-/// `[upstream]`.
-fn upstream(raw: RawUpstream) -> Result<UpstreamConfig, Problem> {
-    let resolve = match raw.resolve.as_deref() {
-        None | Some("system") => Resolve::System,
-        Some("dns") => Resolve::Dns,
-        Some(other) => {
-            return Err(Problem::new(
-                "upstream.resolve",
-                format!("\"{other}\" is not one of system, dns"),
-            ))
-        }
-    };
-    let mut connect_to = Vec::new();
-    for (host, addr) in raw.connect_to.unwrap_or_default() {
-        let key = format!("upstream.connect_to.{host}");
-        let valid_host = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
-        if !valid_host {
-            return Err(Problem::new(key, "is not a host name"));
-        }
-        let addr = socket_addr(&key, Some(addr))?.expect("a value was given");
-        connect_to.push((host.to_ascii_lowercase(), addr));
-    }
-    Ok(UpstreamConfig {
-        resolve,
-        connect_to,
-    })
-}
-
-fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
-    // No default listener: a daemon handing out credentials should serve
-    // exactly where the operator said, never somewhere implied.
-    let raw = raw.ok_or_else(no_listener)?;
-    let listen = socket_addr("server.listen", raw.listen)?;
-    let unix_socket = path("server.unix_socket", raw.unix_socket)?;
-    if listen.is_none() && unix_socket.is_none() {
-        return Err(no_listener());
-    }
-    if let Some(socket) = &unix_socket {
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(Problem::new(
-                "server.unix_socket",
-                format!("is {len} bytes long; Unix socket paths are limited to {MAX_SOCKET_PATH}"),
-            ));
-        }
-    } else {
-        // Both only affect the socket; set without one they are a mistake
-        // (perhaps a commented-out unix_socket), not something to ignore.
-        for (key, set) in [
-            ("server.socket_mode", raw.socket_mode.is_some()),
-            ("server.socket_group", raw.socket_group.is_some()),
-        ] {
-            if set {
-                return Err(Problem::new(key, "applies only with server.unix_socket"));
-            }
-        }
-    }
-    let socket_mode = socket_mode("server.socket_mode", raw.socket_mode.as_ref())?;
-    let socket_group = word("server.socket_group", raw.socket_group)?;
-
-    let require_client_header = raw.require_client_header.unwrap_or(true);
-    if let Some(addr) = listen {
-        if !is_loopback(&addr) && !require_client_header {
-            return Err(Problem::new(
-                "server.require_client_header",
-                format!(
-                    "must be true when server.listen ({addr}) is not a loopback address; \
-                     it is what stops forwarded requests from reading tokens"
-                ),
-            ));
-        }
-    }
-
-    let max_connections = match raw.max_connections {
-        None => DEFAULT_MAX_CONNECTIONS,
-        Some(n) => usize::try_from(n)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| Problem::new("server.max_connections", "must be at least 1"))?,
-    };
-
-    let metrics_listen = socket_addr("server.metrics_listen", raw.metrics_listen)?;
-    let wechat_compat_listen =
-        socket_addr("server.wechat_compat_listen", raw.wechat_compat_listen)?;
-    let remote_listen = socket_addr("server.remote_listen", raw.remote_listen)?;
-    let remote_tls = super::clients::remote(remote_listen, raw.remote_tls)?;
-    let remote_limits = super::clients::remote_limits(
-        remote_listen,
-        raw.remote_max_connections,
-        raw.remote_max_watches_per_client,
-    )?;
-    let callback_listen = socket_addr("server.callback_listen", raw.callback_listen)?;
-    distinct_listeners(&[
-        ("server.listen", listen),
-        ("server.metrics_listen", metrics_listen),
-        ("server.wechat_compat_listen", wechat_compat_listen),
-        ("server.remote_listen", remote_listen),
-        ("server.callback_listen", callback_listen),
-    ])?;
-
-    let token_wait_timeout = duration(
-        "server.token_wait_timeout",
-        raw.token_wait_timeout.as_ref(),
-        DEFAULT_TOKEN_WAIT_TIMEOUT,
-    )?;
-    at_most(
-        "server.token_wait_timeout",
-        token_wait_timeout,
-        MAX_TOKEN_WAIT_TIMEOUT,
-    )?;
-
-    let idle_timeout = duration(
-        "server.idle_timeout",
-        raw.idle_timeout.as_ref(),
-        DEFAULT_IDLE_TIMEOUT,
-    )?;
-    positive("server.idle_timeout", idle_timeout)?;
-    at_most("server.idle_timeout", idle_timeout, MAX_IDLE_TIMEOUT)?;
-
-    let body_timeout = duration(
-        "server.body_timeout",
-        raw.body_timeout.as_ref(),
-        DEFAULT_BODY_TIMEOUT,
-    )?;
-    positive("server.body_timeout", body_timeout)?;
-    at_most("server.body_timeout", body_timeout, MAX_BODY_TIMEOUT)?;
-
-    let write_timeout = duration(
-        "server.write_timeout",
-        raw.write_timeout.as_ref(),
-        DEFAULT_WRITE_TIMEOUT,
-    )?;
-    positive("server.write_timeout", write_timeout)?;
-    at_most("server.write_timeout", write_timeout, MAX_WRITE_TIMEOUT)?;
-
-    Ok(ServerConfig {
-        listen,
-        unix_socket,
-        socket_mode,
-        socket_group,
-        require_client_header,
-        max_connections,
-        metrics_listen,
-        wechat_compat_listen,
-        token_wait_timeout,
-        idle_timeout,
-        compat_tls: raw.compat_tls.map(compat_tls).transpose()?,
-        body_timeout,
-        write_timeout,
-        remote_listen,
-        remote_tls,
-        remote_max_connections: remote_limits.connections,
-        remote_max_watches_per_client: remote_limits.watches_per_client,
-        callback_listen,
-    })
-}
-
-fn no_listener() -> Problem {
-    Problem::new("server", "set listen, unix_socket or both")
-}
-
-/// Two listeners on one address would fail at bind with "address in use";
-/// saying which keys clash is kinder. Port 0 (any free port) never clashes.
-fn distinct_listeners(listeners: &[(&str, Option<SocketAddr>)]) -> Result<(), Problem> {
-    for (i, (key, addr)) in listeners.iter().enumerate() {
-        let Some(addr) = addr.filter(|a| a.port() != 0) else {
-            continue;
-        };
-        if let Some((earlier, _)) = listeners[..i].iter().find(|(_, a)| *a == Some(addr)) {
-            return Err(Problem::new(
-                *key,
-                format!("{addr} is already used by {earlier}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[derive(Clone, Copy)]
-enum BackendKind {
-    Memory,
-    File,
-    Redis,
-}
-
-fn store(raw: RawStore, env: Env<'_>) -> Result<StoreConfig, Problem> {
-    let kind = choice(
-        "store.backend",
-        raw.backend.as_deref(),
-        BackendKind::Memory,
-        &[
-            ("memory", BackendKind::Memory),
-            ("file", BackendKind::File),
-            ("redis", BackendKind::Redis),
-        ],
-    )?;
-    let path = path("store.path", raw.path)?;
-    let url = raw.url;
-    let redis_only = [
-        ("store.url", url.is_some()),
-        ("store.password_env", raw.password_env.is_some()),
-        ("store.password_file", raw.password_file.is_some()),
-        ("store.ca_file", raw.ca_file.is_some()),
-    ];
-    let backend = match kind {
-        BackendKind::Memory => {
-            only_with("store.path", path.is_some(), "file")?;
-            for (key, set) in redis_only {
-                only_with(key, set, "redis")?;
-            }
-            StoreBackend::Memory
-        }
-        BackendKind::File => {
-            for (key, set) in redis_only {
-                only_with(key, set, "redis")?;
-            }
-            let path = path.ok_or_else(|| {
-                Problem::new(
-                    "store.path",
-                    "required with backend \"file\" (a state directory)",
-                )
-            })?;
-            StoreBackend::File { path }
-        }
-        BackendKind::Redis => {
-            only_with("store.path", path.is_some(), "file")?;
-            let url =
-                url.ok_or_else(|| Problem::new("store.url", "required with backend \"redis\""))?;
-            StoreBackend::Redis(redis::redis(
-                url,
-                raw.password_env,
-                raw.password_file,
-                raw.ca_file,
-                env,
-            )?)
-        }
-    };
-    let key_prefix =
-        word("store.key_prefix", raw.key_prefix)?.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
-    Ok(StoreConfig {
-        backend,
-        key_prefix,
-    })
-}
-
-/// A key that belongs to another backend is refused rather than ignored: the
-/// operator likely meant to use that backend.
-fn only_with(key: &str, set: bool, backend: &str) -> Result<(), Problem> {
-    if set {
-        return Err(Problem::new(
-            key,
-            format!("applies only to backend \"{backend}\"; set store.backend or remove this key"),
-        ));
-    }
-    Ok(())
-}
-
-fn log(raw: RawLog) -> Result<LogConfig, Problem> {
-    let format = choice(
-        "log.format",
-        raw.format.as_deref(),
-        LogFormat::Pretty,
-        &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
-    )?;
-    let level = log_level("log.level", raw.level)?;
-    let audit_file = path("log.audit_file", raw.audit_file)?;
-    let audit_max_bytes = match raw.audit_max_bytes {
-        None => DEFAULT_AUDIT_MAX_BYTES,
-        Some(_) if audit_file.is_none() => {
-            return Err(Problem::new(
-                "log.audit_max_bytes",
-                "applies only with log.audit_file; set it or remove this key",
-            ))
-        }
-        Some(bytes) => u64::try_from(bytes)
-            .ok()
-            .filter(|bytes| *bytes >= MIN_AUDIT_MAX_BYTES)
-            .ok_or_else(|| {
-                Problem::new(
-                    "log.audit_max_bytes",
-                    format!("{bytes} is too small; at least {MIN_AUDIT_MAX_BYTES} bytes (the default is {DEFAULT_AUDIT_MAX_BYTES})"),
-                )
-            })?,
-    };
-    Ok(LogConfig {
-        format,
-        level,
-        audit_file,
-        audit_max_bytes,
-    })
-}
-
-/// A level name, or an `EnvFilter` directive list such as
-/// `info,wxbroker=debug`. EnvFilter alone would accept a typo like
-/// `verbose` (as a target name), so a single word must be a level.
-fn log_level(key: &str, value: Option<String>) -> Result<String, Problem> {
-    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let level = value.map_or_else(|| DEFAULT_LOG_LEVEL.to_owned(), |v| v.trim().to_owned());
-    let single_word = !level.contains(['=', ',', '[']);
-    if level.is_empty() || (single_word && !LEVELS.contains(&level.to_ascii_lowercase().as_str())) {
-        return Err(Problem::new(
-            key,
-            format!(
-                "\"{level}\" is not a level; use trace, debug, info, warn, error or off, \
-                 or directives such as \"info,wxbroker=debug\""
-            ),
-        ));
-    }
-    tracing_subscriber::EnvFilter::try_new(&level)
-        .map_err(|e| Problem::new(key, format!("\"{level}\" is not a valid filter: {e}")))?;
-    Ok(level)
-}
-
-fn socket_mode(key: &str, value: Option<&Loose>) -> Result<u32, Problem> {
-    octal_mode(key, value, DEFAULT_SOCKET_MODE)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn string(s: &str) -> Loose {
-        Loose::String(s.to_owned())
-    }
-
-    #[test]
-    fn socket_mode_is_octal() {
-        let mode = |s: &str| socket_mode("k", Some(&string(s)));
-        assert_eq!(mode("0660"), Ok(0o660));
-        assert_eq!(mode("660"), Ok(0o660));
-        assert_eq!(mode("0o600"), Ok(0o600));
-        assert_eq!(mode("0777"), Ok(0o777));
-        assert_eq!(socket_mode("k", None), Ok(0o660));
-        for bad in ["", "0668", "rw-rw----", "04755", "0o", "00660"] {
-            assert!(mode(bad).is_err(), "{bad}");
-        }
-        let err = socket_mode("k", Some(&Loose::Integer(660))).unwrap_err();
-        assert!(err.message.contains("quoted octal string"), "{err:?}");
-    }
-
-    #[test]
-    fn log_level_accepts_levels_and_directives() {
-        for ok in [
-            "info",
-            "DEBUG",
-            "off",
-            "info,wxbroker=debug",
-            "wxbroker=trace",
-        ] {
-            assert!(log_level("k", Some(ok.to_owned())).is_ok(), "{ok}");
-        }
-        for bad in ["verbose", "", "infoo", "info,wxbroker=loud"] {
-            assert!(log_level("k", Some(bad.to_owned())).is_err(), "{bad}");
-        }
-        assert_eq!(log_level("k", None).as_deref(), Ok("info"));
-    }
 }
