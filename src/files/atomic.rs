@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Which step of [`write_atomically`] failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{op}: {source}")]
+#[error("{op} failed")]
 pub(crate) struct AtomicWriteError {
     /// `write`, `rename` or `sync`.
     pub op: &'static str,

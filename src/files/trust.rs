@@ -20,7 +20,7 @@ use super::ownership::{own_uid, Doubt, Facts};
 /// Why a durable file was not read or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -305,6 +305,22 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("opening a FIFO returned at once");
         assert_eq!((read, append), (Doubt::NotRegular, Doubt::NotRegular));
+    }
+
+    #[test]
+    fn an_io_error_states_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let path = blocker.join("record");
+        let err = read(&path, Contents::Plain, 64).expect_err("a file is no directory");
+        assert!(matches!(err, FileError::Io { op: "read", .. }), "{err:?}");
+        let cause = std::error::Error::source(&err)
+            .expect("the io error is the source")
+            .to_string();
+        assert_eq!(err.to_string(), format!("read {}", path.display()));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
     }
 
     #[test]

@@ -310,6 +310,23 @@ mod tests {
     }
 
     #[test]
+    fn an_io_error_states_its_cause_once() {
+        let root = tempfile::tempdir().unwrap();
+        let blocker = root.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let dir = blocker.join("state");
+        let err = FileStore::open(&dir)
+            .err()
+            .expect("no directory under a file");
+        let cause = std::error::Error::source(&err)
+            .expect("the io error is the source")
+            .to_string();
+        assert_eq!(err.to_string(), format!("create {}", dir.display()));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+    }
+
+    #[test]
     fn leftover_temp_files_are_removed_on_open() {
         let root = tempfile::tempdir().unwrap();
         let leftover = root.path().join("shop.json.tmp.4242");
