@@ -12,6 +12,8 @@
 //!   authorizers) as one compact table with one writer, on the engine's
 //!   policy.
 //! - [`store`] keeps tokens and daily fetch counts across restarts.
+//! - [`files`] opens and replaces every durable file the broker keeps, and
+//!   trusts only what its own uid alone could have written.
 //! - [`server`] serves the token API on TCP and a Unix socket (with a
 //!   token-injecting proxy to WeChat), the WeChat-compatible listener for
 //!   unchanged SDKs, and `/metrics`, `/livez`, `/readyz` on the operations
@@ -59,6 +61,7 @@ pub mod diagnostics;
 pub mod engine;
 pub mod errmsg;
 pub mod fd_limit;
+pub mod files;
 pub mod identity;
 pub mod jssdk;
 pub mod logging;

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{SinkConfig, SinkFormat};
 use crate::engine::{AppHandle, AppView, TokenRecord};
-use crate::store::{write_atomically, AtomicWriteError};
+use crate::files::{write_atomically, AtomicWriteError};
 
 /// How soon a failed write is tried again when no new token comes first.
 const RETRY_AFTER: Duration = Duration::from_secs(10);

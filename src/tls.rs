@@ -16,7 +16,7 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::store::write_atomically;
+use crate::files::write_atomically;
 
 /// The names `tls init` certifies: WeChat's API hosts, and loopback for
 /// SDKs pointed at the listener by address.

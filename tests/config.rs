@@ -496,6 +496,21 @@ fn a_missing_file_is_named() {
     );
 }
 
+#[test]
+fn a_read_error_states_its_cause_once() {
+    let e = Config::load(Path::new("/nonexistent/wxbroker.toml")).unwrap_err();
+    let cause = std::error::Error::source(&e)
+        .expect("the io error is the source")
+        .to_string();
+    assert!(!e.to_string().contains(&cause), "{e}");
+    let chain = format!("{:#}", anyhow::Error::from(e));
+    assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
+    assert!(
+        chain.starts_with("/nonexistent/wxbroker.toml: cannot read the configuration file: "),
+        "{chain}"
+    );
+}
+
 // ----- secrets -----
 
 #[test]

@@ -13,7 +13,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::store::{own_uid, Doubt, Facts, SHARED_WRITE};
+use crate::files::{own_uid, Doubt, Facts, SHARED_WRITE};
 
 /// The mode of an audit file: who called what is the operator's business.
 const MODE: u32 = 0o600;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file itself could not be read.
-    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    #[error("{}: cannot read the configuration file", path.display())]
     Read {
         path: PathBuf,
         #[source]

@@ -9,6 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::error::Problem;
+use super::secrets::{checked_secret, looks_like_secret, read_secret_file};
 use super::urls;
 use crate::secret::Secret;
 
@@ -69,18 +70,14 @@ pub(super) fn follow(
                 "required with follow (a file holding the bearer credential for the leader)",
             )
         })?;
-    let shown = if super::validate::looks_like_secret(&credential_file) {
+    let shown = if looks_like_secret(&credential_file) {
         "the file (its name looks like a secret, so it is not shown)".to_owned()
     } else {
         credential_file.clone()
     };
     let credential_file = PathBuf::from(credential_file);
-    let text = super::validate::read_secret_file(&credential_key, &credential_file, &shown)?;
-    let credential = super::validate::checked_secret(
-        &credential_key,
-        &format!("the credential in {shown}"),
-        text,
-    )?;
+    let text = read_secret_file(&credential_key, &credential_file, &shown)?;
+    let credential = checked_secret(&credential_key, &format!("the credential in {shown}"), text)?;
     let ca_file = raw
         .ca_file
         .map(|file| ca_file(&key("follow_ca_file"), file))

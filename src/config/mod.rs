@@ -3,10 +3,14 @@
 //! names the file, the app and the key (see [`ConfigError`]).
 //!
 //! Loading is split in steps that each do one thing: `raw` parses,
-//! `validate` applies defaults and rules and resolves secrets, `render`
-//! shows the effective settings for `check-config`, `warnings` lists what
-//! is allowed but risky, `urls` masks the passwords URLs may carry and
-//! finds the host a URL really names. Secrets live in [`Secret`] from the
+//! `validate` applies defaults and rules section by section (platforms,
+//! suites and clients in their own modules), `render` shows the effective
+//! settings for `check-config`, `warnings` lists what is allowed but
+//! risky. Below them all, imported by every section and importing none:
+//! `fields` reads each key type, `secrets` reads a secret from where it is
+//! kept, `urls` masks the passwords URLs may carry and finds the host a
+//! URL really names, `redis_target` parses `store.url`, `fleet_lock` holds
+//! the timings each app's refresh window is checked against. Secrets live in [`Secret`] from the
 //! moment they are read, so neither `Debug` nor any message can show one.
 
 use std::fmt;
@@ -21,11 +25,15 @@ use crate::secret::Secret;
 mod api_patterns;
 mod clients;
 mod error;
+mod fields;
+mod fleet_lock;
 mod follow;
 mod platforms;
 mod pushed;
 mod raw;
+mod redis_target;
 mod render;
+mod secrets;
 mod self_calls;
 mod suites;
 mod tickets;
@@ -36,11 +44,12 @@ mod warnings;
 pub use api_patterns::ApiPattern;
 pub use clients::{ClientConfig, ClientIdentity};
 pub use error::{ConfigError, Location};
+pub use fleet_lock::{fleet_refresh_window, lock_hold, LOCK_LEASE};
 pub use follow::FollowConfig;
 pub use platforms::{PlatformConfig, AES_KEY_LEN};
+pub use redis_target::{Node as RedisNode, RedisTarget, Topology};
 pub use self_calls::OwnListener;
 pub use suites::SuiteConfig;
-pub(crate) use urls::masked as masked_url;
 
 /// Validated configuration.
 #[derive(Debug, Clone)]
@@ -143,7 +152,7 @@ pub struct RedisConfig {
     pub url: String,
     /// What the URL names: one Redis, a Sentinel-managed primary, a
     /// Redis Cluster.
-    pub target: crate::store::RedisTarget,
+    pub target: RedisTarget,
     /// From `password_env` or `password_file`, and where it came from; a
     /// password written in the URL stays in [`RedisConfig::target`].
     pub password: Option<(Secret, SecretSource)>,

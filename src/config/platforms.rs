@@ -10,37 +10,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::error::Problem;
+use super::fields::{self, Env, WECHAT_API_BASE};
 use super::pushed::{self, RawRefreshing, RawSecret, Refreshing};
-use super::raw::{InlineSecret, Loose};
-use super::validate::{self, Env};
+use super::raw::RawPlatform;
 use super::SecretSource;
 use crate::secret::Secret;
-
-/// `[[platforms]]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPlatform {
-    pub name: Option<String>,
-    pub component_appid: Option<String>,
-    pub secret_env: Option<String>,
-    pub secret_file: Option<String>,
-    pub secret: Option<InlineSecret>,
-    pub token_env: Option<String>,
-    pub token_file: Option<String>,
-    pub token: Option<InlineSecret>,
-    pub aes_key_env: Option<String>,
-    pub aes_key_file: Option<String>,
-    pub aes_key: Option<InlineSecret>,
-    pub refresh_before: Option<Loose>,
-    pub daily_budget: Option<i64>,
-    pub min_forced_interval: Option<Loose>,
-    pub authorizer_daily_budget: Option<i64>,
-    pub api_base: Option<String>,
-    pub fetch_timeout: Option<Loose>,
-}
 
 /// One validated platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +110,7 @@ pub(super) fn callback_listener(
 }
 
 fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConfig, Problem> {
-    let name = validate::table_name("platforms", index, raw.name)?;
+    let name = fields::table_name("platforms", index, raw.name)?;
     let table = format!("platforms.{name}");
     let key = |field: &str| format!("{table}.{field}");
     let component_appid = raw
@@ -182,14 +157,14 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
             api_base: raw.api_base,
             fetch_timeout: raw.fetch_timeout,
         },
-        validate::WECHAT_API_BASE,
+        WECHAT_API_BASE,
     )?;
-    let min_forced_interval = validate::duration(
+    let min_forced_interval = fields::duration(
         &key("min_forced_interval"),
         raw.min_forced_interval.as_ref(),
         DEFAULT_MIN_FORCED_INTERVAL,
     )?;
-    let authorizer_daily_budget = pushed::at_least_one(
+    let authorizer_daily_budget = fields::at_least_one(
         &key("authorizer_daily_budget"),
         raw.authorizer_daily_budget,
         DEFAULT_AUTHORIZER_DAILY_BUDGET,

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use super::error::Problem;
+use super::fields::{self, Env, TOKEN_LIFETIME};
 use super::raw::{InlineSecret, Loose};
-use super::validate::{self, Env, TOKEN_LIFETIME};
+use super::secrets::secret_of;
 use super::SecretSource;
 use crate::secret::Secret;
 
@@ -68,7 +69,7 @@ pub(super) fn read_secret(
     raw: RawSecret,
     env: Env<'_>,
 ) -> Result<(Secret, SecretSource), Problem> {
-    validate::secret_of(table, field, raw.env, raw.file, raw.inline, env)
+    secret_of(table, field, raw.env, raw.file, raw.inline, env)
 }
 
 /// The key a secret's value came from, for a message about the value.
@@ -125,12 +126,12 @@ pub(super) fn refreshing(
     default_api_base: &str,
 ) -> Result<Refreshing, Problem> {
     let key = |field: &str| format!("{table}.{field}");
-    let refresh_before = validate::duration(
+    let refresh_before = fields::duration(
         &key("refresh_before"),
         raw.refresh_before.as_ref(),
         DEFAULT_REFRESH_BEFORE,
     )?;
-    validate::positive(&key("refresh_before"), refresh_before)?;
+    fields::positive(&key("refresh_before"), refresh_before)?;
     if refresh_before >= TOKEN_LIFETIME {
         return Err(Problem::new(
             key("refresh_before"),
@@ -140,30 +141,20 @@ pub(super) fn refreshing(
             ),
         ));
     }
-    let daily_budget = at_least_one(&key("daily_budget"), raw.daily_budget, DEFAULT_DAILY_BUDGET)?;
-    let api_base = validate::api_base(&key("api_base"), raw.api_base, default_api_base)?;
-    let fetch_timeout = validate::duration(
+    let daily_budget =
+        fields::at_least_one(&key("daily_budget"), raw.daily_budget, DEFAULT_DAILY_BUDGET)?;
+    let api_base = fields::api_base(&key("api_base"), raw.api_base, default_api_base)?;
+    let fetch_timeout = fields::duration(
         &key("fetch_timeout"),
         raw.fetch_timeout.as_ref(),
         DEFAULT_FETCH_TIMEOUT,
     )?;
-    validate::positive(&key("fetch_timeout"), fetch_timeout)?;
-    validate::at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
+    fields::positive(&key("fetch_timeout"), fetch_timeout)?;
+    fields::at_most(&key("fetch_timeout"), fetch_timeout, MAX_FETCH_TIMEOUT)?;
     Ok(Refreshing {
         refresh_before,
         daily_budget,
         api_base,
         fetch_timeout,
     })
-}
-
-/// A count of at least one, `default` when not written.
-pub(super) fn at_least_one(key: &str, value: Option<i64>, default: u32) -> Result<u32, Problem> {
-    match value {
-        None => Ok(default),
-        Some(n) => u32::try_from(n)
-            .ok()
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| Problem::new(key, "must be at least 1")),
-    }
 }

@@ -22,8 +22,8 @@ pub(crate) struct RawConfig {
     pub log: Option<RawLog>,
     pub upstream: Option<RawUpstream>,
     pub apps: Option<Vec<RawApp>>,
-    pub platforms: Option<Vec<super::platforms::RawPlatform>>,
-    pub suites: Option<Vec<super::suites::RawSuite>>,
+    pub platforms: Option<Vec<RawPlatform>>,
+    pub suites: Option<Vec<RawSuite>>,
     pub clients: Option<Vec<RawClient>>,
 }
 
@@ -126,6 +126,56 @@ pub(crate) struct RawApp {
     pub follow: Option<String>,
     pub follow_credential_file: Option<String>,
     pub follow_ca_file: Option<String>,
+}
+
+/// `[[platforms]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlatform {
+    pub name: Option<String>,
+    pub component_appid: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret: Option<InlineSecret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub token: Option<InlineSecret>,
+    pub aes_key_env: Option<String>,
+    pub aes_key_file: Option<String>,
+    pub aes_key: Option<InlineSecret>,
+    pub refresh_before: Option<Loose>,
+    pub daily_budget: Option<i64>,
+    pub min_forced_interval: Option<Loose>,
+    pub authorizer_daily_budget: Option<i64>,
+    pub api_base: Option<String>,
+    pub fetch_timeout: Option<Loose>,
+}
+
+/// `[[suites]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSuite {
+    pub name: Option<String>,
+    pub suite_id: Option<String>,
+    pub provider_corpid: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret: Option<InlineSecret>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub token: Option<InlineSecret>,
+    pub aes_key_env: Option<String>,
+    pub aes_key_file: Option<String>,
+    pub aes_key: Option<InlineSecret>,
+    pub provider_secret_env: Option<String>,
+    pub provider_secret_file: Option<String>,
+    pub provider_secret: Option<InlineSecret>,
+    pub customized: Option<bool>,
+    pub corp_tickets: Option<Vec<String>>,
+    pub refresh_before: Option<Loose>,
+    pub daily_budget: Option<i64>,
+    pub api_base: Option<String>,
+    pub fetch_timeout: Option<Loose>,
 }
 
 /// `sink = { path = "...", format = "json", mode = "0600" }`: a file the

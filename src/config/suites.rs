@@ -13,42 +13,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::error::Problem;
+use super::fields::{self, Env, WECOM_API_BASE};
 use super::pushed::{self, RawRefreshing, RawSecret, Refreshing};
-use super::raw::{InlineSecret, Loose};
-use super::validate::{self, Env, WECOM_API_BASE};
+use super::raw::RawSuite;
 use super::SecretSource;
 use crate::credential::TicketKind;
 use crate::secret::Secret;
-
-/// `[[suites]]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawSuite {
-    pub name: Option<String>,
-    pub suite_id: Option<String>,
-    pub provider_corpid: Option<String>,
-    pub secret_env: Option<String>,
-    pub secret_file: Option<String>,
-    pub secret: Option<InlineSecret>,
-    pub token_env: Option<String>,
-    pub token_file: Option<String>,
-    pub token: Option<InlineSecret>,
-    pub aes_key_env: Option<String>,
-    pub aes_key_file: Option<String>,
-    pub aes_key: Option<InlineSecret>,
-    pub provider_secret_env: Option<String>,
-    pub provider_secret_file: Option<String>,
-    pub provider_secret: Option<InlineSecret>,
-    pub customized: Option<bool>,
-    pub corp_tickets: Option<Vec<String>>,
-    pub refresh_before: Option<Loose>,
-    pub daily_budget: Option<i64>,
-    pub api_base: Option<String>,
-    pub fetch_timeout: Option<Loose>,
-}
 
 /// One validated suite.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +86,7 @@ pub(super) fn suites(raw: Vec<RawSuite>, env: Env<'_>) -> Result<Vec<SuiteConfig
 }
 
 fn suite(index: usize, raw: RawSuite, env: Env<'_>) -> Result<SuiteConfig, Problem> {
-    let name = validate::table_name("suites", index, raw.name)?;
+    let name = fields::table_name("suites", index, raw.name)?;
     let table = format!("suites.{name}");
     let key = |field: &str| format!("{table}.{field}");
     let suite_id = identifier(&key("suite_id"), raw.suite_id)?;

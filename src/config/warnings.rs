@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use humantime::format_duration;
 
+use super::fields::{is_loopback, TOKEN_LIFETIME};
 use super::urls::is_local_host;
-use super::validate::{is_loopback, TOKEN_LIFETIME};
 use super::{Config, SecretSource, StoreBackend};
 
 pub(crate) fn collect(config: &Config) -> Vec<String> {

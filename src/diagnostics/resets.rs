@@ -17,8 +17,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{StoreBackend, StoreConfig};
-use crate::store::trust::{self, Contents};
-use crate::store::{write_atomically, RedisStore, StoreError};
+use crate::files::trust::{self, Contents};
+use crate::files::write_atomically;
+use crate::store::{RedisStore, StoreError};
 
 /// Resets WeChat allows per account and calendar month.
 pub const RESETS_PER_MONTH: u32 = 10;

@@ -16,7 +16,7 @@
 //! A record with an empty refresh token is never written: an empty value
 //! must never replace the last good one.
 //!
-//! Both files hold secrets and are opened through `store::trust`
+//! Both files hold secrets and are opened through `files::trust`
 //! (DESIGN.md sections 17 and 21): never through a symlink, never blocking
 //! on a FIFO, narrowed to 0600 if others could read them. One this broker
 //! could not have written alone is set aside and never loaded; the
@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use tracing::error;
 
-use crate::store::trust::{self, Contents};
-use crate::store::{implausible_times, write_atomically, Implausible, StoreError};
+use crate::files::trust::{self, Contents};
+use crate::files::write_atomically;
+use crate::store::{implausible_times, Implausible, StoreError};
 
 /// One authorizer as stored: the family's record (see [`crate::children`]),
 /// its `appid` the authorizer's and its `refresh_token` WeChat's.
@@ -366,7 +367,7 @@ fn vetted<T>(
 
 impl FileInner {
     fn read_ticket(&self) -> Result<Option<StoredTicket>, StoreError> {
-        let read = |path: &Path| trust::read(path, Contents::Secrets, MAX_TICKET_BYTES);
+        let read = |path: &Path| Ok(trust::read(path, Contents::Secrets, MAX_TICKET_BYTES)?);
         let Some(bytes) = vetted(&self.ticket_path, read)? else {
             return Ok(None);
         };
@@ -380,7 +381,7 @@ impl FileInner {
 
     fn read_journal(&self) -> Result<Vec<AuthorizerRecord>, StoreError> {
         let path = &self.journal_path;
-        let open = |path: &Path| trust::open(path, Contents::Secrets, MAX_JOURNAL_BYTES);
+        let open = |path: &Path| Ok(trust::open(path, Contents::Secrets, MAX_JOURNAL_BYTES)?);
         let Some(file) = vetted(path, open)? else {
             return Ok(Vec::new());
         };

@@ -2,20 +2,19 @@
 //! atomically (temp file, fsync, rename, directory fsync) so a crash at any
 //! point leaves either the old record or the new one, never half of either.
 //! Only a directory and records this broker's uid alone could have written
-//! are used (see [`super::ownership`]).
+//! are used (see [`crate::files`]).
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tracing::error;
 
-use super::ownership::{own_uid, DirVerdict, Facts};
-use super::trust::{self, Contents};
 use super::{Store, StoreError, StoreKey, StoredApp};
+use crate::files::trust::{self, Contents};
+use crate::files::{own_uid, write_atomically, DirVerdict, Facts};
 
 pub struct FileStore {
     dir: Arc<Path>,
@@ -117,7 +116,7 @@ fn remove_leftover_temp_files(dir: &Path) {
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 /// Reads a record, if this broker's uid alone could have written it (see
-/// [`super::trust`]): a regular file of ours, not writable by group or
+/// [`crate::files`]): a regular file of ours, not writable by group or
 /// others, with one name, never followed if it is a symlink. It holds a
 /// token, so one others may read is narrowed to 0600.
 fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
@@ -138,64 +137,6 @@ fn write_record(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         source: err.source,
     })
-}
-
-/// Which step of [`write_atomically`] failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{op}: {source}")]
-pub(crate) struct AtomicWriteError {
-    /// `write`, `rename` or `sync`.
-    pub op: &'static str,
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// Replaces `path` with `bytes` (mode `mode`) so that a reader, or a
-/// crash, sees the old content or the new, never part of either: a temp
-/// file in the same directory, fsync, rename over `path`, directory fsync.
-/// The token sinks use it too.
-pub(crate) fn write_atomically(
-    path: &Path,
-    bytes: &[u8],
-    mode: u32,
-) -> Result<(), AtomicWriteError> {
-    let fail = |op: &'static str| move |source| AtomicWriteError { op, source };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp_name = path.file_name().unwrap_or_default().to_owned();
-    temp_name.push(format!(".tmp.{}", std::process::id()));
-    let temp = dir.join(temp_name);
-    let write_temp = || -> std::io::Result<()> {
-        // A temp file left by a crash may carry other bits, or deny the
-        // owner write access: start from a fresh one.
-        match fs::remove_file(&temp) {
-            Err(err) if err.kind() != ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        // `mode` at creation is narrowed by the umask; set it exactly.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    };
-    if let Err(source) = write_temp() {
-        let _ = fs::remove_file(&temp);
-        return Err(fail("write")(source));
-    }
-    fs::rename(&temp, path).map_err(|source| {
-        let _ = fs::remove_file(&temp);
-        fail("rename")(source)
-    })?;
-    // The rename is durable only once the directory entry is.
-    File::open(dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(fail("sync"))
 }
 
 #[cfg(test)]
@@ -366,6 +307,23 @@ mod tests {
         assert!(message.contains(&dir.display().to_string()), "{message}");
         assert!(message.contains("owned by uid 65534"), "{message}");
         assert!(message.contains("chown it to uid 0"), "{message}");
+    }
+
+    #[test]
+    fn an_io_error_states_its_cause_once() {
+        let root = tempfile::tempdir().unwrap();
+        let blocker = root.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let dir = blocker.join("state");
+        let err = FileStore::open(&dir)
+            .err()
+            .expect("no directory under a file");
+        let cause = std::error::Error::source(&err)
+            .expect("the io error is the source")
+            .to_string();
+        assert_eq!(err.to_string(), format!("create {}", dir.display()));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
     }
 
     #[test]

@@ -6,9 +6,7 @@
 mod file;
 mod memory;
 mod memory_fleet;
-mod ownership;
 mod redis;
-pub(crate) mod trust;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,16 +20,15 @@ use crate::secret::{fingerprint, AccessToken};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::{
+    fleet_refresh_window, lock_hold, RedisNode, RedisTarget, Topology, LOCK_LEASE,
+};
+pub use crate::files::Doubt;
+use crate::files::FileError;
 pub use file::FileStore;
-pub(crate) use file::{write_atomically, AtomicWriteError};
 pub use memory::MemoryStore;
 pub use memory_fleet::MemoryFleet;
-pub use ownership::Doubt;
-pub(crate) use ownership::{own_uid, Facts, SHARED_WRITE};
-pub use redis::{
-    Access as RedisAccess, Neighbour, Neighbours, Node as RedisNode, RedisStore, RedisTarget,
-    Topology,
-};
+pub use redis::{Access as RedisAccess, Neighbour, Neighbours, RedisStore};
 
 /// Which app a stored record belongs to. Records carry the appid and grant
 /// too, so a record written for another app is recognised and ignored.
@@ -225,7 +222,7 @@ impl StoredApp {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -240,6 +237,15 @@ pub enum StoreError {
     /// 17): never loaded as is.
     #[error("untrusted state {path}: {doubt}")]
     Untrusted { path: PathBuf, doubt: Doubt },
+}
+
+impl From<FileError> for StoreError {
+    fn from(err: FileError) -> Self {
+        match err {
+            FileError::Io { op, path, source } => StoreError::Io { op, path, source },
+            FileError::Untrusted { path, doubt } => StoreError::Untrusted { path, doubt },
+        }
+    }
 }
 
 impl StoreError {
@@ -292,25 +298,6 @@ pub trait Store: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-}
-
-/// How long a refresh lock lives unless its holder renews it: how long
-/// the fleet waits for a broker that died holding it.
-pub const LOCK_LEASE: Duration = Duration::from_secs(2);
-
-/// The longest a broker may hold an app's refresh lock: its upstream
-/// work (an invalidation of a stable token makes two calls, each bounded
-/// by `fetch_timeout`) and a second for the store.
-pub fn lock_hold(fetch_timeout: Duration) -> Duration {
-    fetch_timeout * 2 + Duration::from_secs(1)
-}
-
-/// How long before expiry a fleet must start refreshing so that a holder
-/// that dies at the worst moment (its hold almost over) still leaves
-/// another broker time for one fetch before the token runs out: the
-/// lock's hold, one lease for it to lapse, and one `fetch_timeout`.
-pub fn fleet_refresh_window(fetch_timeout: Duration) -> Duration {
-    lock_hold(fetch_timeout) + LOCK_LEASE + fetch_timeout
 }
 
 /// Proof of holding an app's refresh lock: the owner id stored in it.

@@ -2,7 +2,30 @@
 //! listener, tickets and leader, and the rules between apps (one name,
 //! one token per appid and grant, one sink per file).
 
-use super::*;
+use std::time::Duration;
+
+use humantime::format_duration;
+
+use crate::config::error::Problem;
+use crate::config::fields::{
+    api_base, at_most, choice, duration, octal_mode, path, positive, socket_addr, table_name, Env,
+    TOKEN_LIFETIME, WECHAT_API_BASE, WECOM_API_BASE,
+};
+use crate::config::raw::{InlineSecret, RawApp, RawSink};
+use crate::config::secrets::secret_of;
+use crate::config::{follow, tickets};
+use crate::config::{AppConfig, AppKind, Grant, SecretSource, SinkConfig, SinkFormat};
+use crate::secret::Secret;
+
+/// A token file is as sensitive as the token: owner only unless widened.
+const DEFAULT_SINK_MODE: u32 = 0o600;
+const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(300);
+const DEFAULT_DAILY_BUDGET: u32 = 1000;
+const DEFAULT_MIN_FORCED_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// A token call that takes longer than this is not going to succeed; the
+/// retry with backoff does better.
+const MAX_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Every app, in configuration order.
 pub(super) fn apps(raw: Vec<RawApp>, env: Env<'_>) -> Result<Vec<AppConfig>, Problem> {
@@ -107,9 +130,9 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
     .into_iter()
     .filter_map(|(key, set)| set.then_some(key))
     .collect();
-    let follow = crate::config::follow::follow(
+    let follow = follow::follow(
         &key,
-        crate::config::follow::RawFollow {
+        follow::RawFollow {
             url: raw.follow,
             credential_file: raw.follow_credential_file,
             ca_file: raw.follow_ca_file,
@@ -168,7 +191,7 @@ fn app(name: String, raw: RawApp, env: Env<'_>) -> Result<AppConfig, Problem> {
     let sink = raw.sink.map(|raw| sink(&key("sink"), raw)).transpose()?;
     let compat_listen = socket_addr(&key("compat_listen"), raw.compat_listen)?;
     let (tickets, agentid) =
-        crate::config::tickets::tickets(&key, kind, raw.tickets, raw.agentid, raw.ticket_budget)?;
+        tickets::tickets(&key, kind, raw.tickets, raw.agentid, raw.ticket_budget)?;
 
     Ok(AppConfig {
         name,
@@ -225,4 +248,22 @@ fn sink(key: &str, raw: RawSink) -> Result<SinkConfig, Problem> {
         ));
     }
     Ok(SinkConfig { path, format, mode })
+}
+
+/// Exactly one of `secret_env`, `secret_file`, `secret`.
+fn secret(
+    app: &str,
+    env_name: Option<String>,
+    file: Option<String>,
+    inline: Option<InlineSecret>,
+    env: Env<'_>,
+) -> Result<(Secret, SecretSource), Problem> {
+    secret_of(
+        &format!("apps.{app}"),
+        "secret",
+        env_name,
+        file,
+        inline,
+        env,
+    )
 }

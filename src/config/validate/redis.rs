@@ -9,10 +9,13 @@ use humantime::format_duration;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
-use super::{env_secret, looks_like_secret, read_secret_file, Env, Problem};
+use crate::config::error::Problem;
+use crate::config::fields::Env;
+use crate::config::fleet_lock::{fleet_refresh_window, lock_hold, LOCK_LEASE};
+use crate::config::redis_target::RedisTarget;
+use crate::config::secrets::{env_secret, looks_like_secret, read_secret_file};
 use crate::config::{AppConfig, RedisConfig, SecretSource, StoreBackend, StoreConfig};
 use crate::secret::Secret;
-use crate::store::{fleet_refresh_window, lock_hold, RedisTarget, LOCK_LEASE};
 
 pub(super) fn redis(
     url: String,

@@ -30,8 +30,8 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
-use super::target::{Node, RedisTarget, Topology};
 use super::COMMAND_TIMEOUT;
+use crate::config::{RedisNode as Node, RedisTarget, Topology};
 use crate::secret::Secret;
 use crate::store::StoreError;
 

@@ -16,7 +16,6 @@ mod keys;
 mod lock;
 mod migrate;
 mod neighbours;
-mod target;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -31,9 +30,9 @@ use tracing::{debug, warn};
 
 pub use connect::Access;
 pub use neighbours::{Neighbour, Neighbours};
-pub use target::{Node, RedisTarget, Topology};
 
 use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredApp};
+use crate::config::{RedisConfig, RedisTarget, Topology};
 use connect::{Conn, Link};
 use keys::Keys;
 
@@ -132,10 +131,7 @@ impl RedisStore {
     }
 
     /// The store `[store]` describes; reads the CA file, if any.
-    pub fn configured(
-        config: &crate::config::RedisConfig,
-        prefix: &str,
-    ) -> Result<Self, StoreError> {
+    pub fn configured(config: &RedisConfig, prefix: &str) -> Result<Self, StoreError> {
         let ca_pem = config
             .ca_file
             .as_ref()

@@ -4,14 +4,15 @@
 //! Cluster (`redis+cluster://h1:7000,h2:7001,h3:7002`). The `rediss+…`
 //! forms speak TLS to every node.
 //!
-//! Parsed once, by configuration validation (whose messages name
-//! `store.url`) and again by the store. Messages never repeat the URL: it
+//! Parsed by configuration validation (whose messages name `store.url`);
+//! the store connects to what it names. Messages never repeat the URL: it
 //! may carry a password.
 
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
 
+use super::urls;
 use crate::secret::Secret;
 
 const SENTINEL_PORT: u16 = 26379;
@@ -65,7 +66,7 @@ impl fmt::Debug for Topology {
         match self {
             Topology::Single { url } => f
                 .debug_struct("Single")
-                .field("url", &crate::config::masked_url(url))
+                .field("url", &urls::masked(url))
                 .finish(),
             Topology::Sentinel {
                 sentinels,

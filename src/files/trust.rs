@@ -3,7 +3,7 @@
 //! quota-reset ledger. The name is never followed if it is a symlink, the
 //! open never blocks (a FIFO planted under the name would otherwise hang
 //! the reader, and with it shutdown), the file actually opened is judged
-//! by [`super::ownership`]'s rules, and at most a bound is read. A file
+//! by `super::ownership`'s rules, and at most a bound is read. A file
 //! holding secrets that other users may read is narrowed to 0600, loudly.
 
 use std::fs::{File, Metadata};
@@ -16,7 +16,22 @@ use rustix::io::Errno;
 use tracing::error;
 
 use super::ownership::{own_uid, Doubt, Facts};
-use super::StoreError;
+
+/// Why a durable file was not read or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file this broker could not have written alone: never opened as
+    /// is.
+    #[error("untrusted state {path}: {doubt}")]
+    Untrusted { path: PathBuf, doubt: Doubt },
+}
 
 /// Whether a file holds secrets (tokens, tickets, refresh tokens), which
 /// no other user may read either.
@@ -31,11 +46,7 @@ const SHARED_READ: u32 = 0o044;
 
 /// Opens `path` for reading if this uid alone could have written it and it
 /// is no larger than `limit` bytes; `None` if there is no such file.
-pub(crate) fn open(
-    path: &Path,
-    contents: Contents,
-    limit: u64,
-) -> Result<Option<File>, StoreError> {
+pub(crate) fn open(path: &Path, contents: Contents, limit: u64) -> Result<Option<File>, FileError> {
     let flags = OFlags::RDONLY;
     let Some(file) = open_with(path, flags, None)? else {
         return Ok(None);
@@ -52,7 +63,7 @@ pub(crate) fn read(
     path: &Path,
     contents: Contents,
     limit: u64,
-) -> Result<Option<Vec<u8>>, StoreError> {
+) -> Result<Option<Vec<u8>>, FileError> {
     let Some(file) = open(path, contents, limit)? else {
         return Ok(None);
     };
@@ -69,7 +80,7 @@ pub(crate) fn read(
 
 /// Opens `path` for appending, creating it (mode 0600) if there is none;
 /// says whether it was created. An existing file is judged like one read.
-pub(crate) fn open_append(path: &Path, contents: Contents) -> Result<(File, bool), StoreError> {
+pub(crate) fn open_append(path: &Path, contents: Contents) -> Result<(File, bool), FileError> {
     let flags = OFlags::WRONLY | OFlags::APPEND;
     if let Some(file) = open_with(path, flags, None)? {
         vet(path, &file, contents)?;
@@ -108,7 +119,7 @@ fn open_with(
     path: &Path,
     flags: OFlags,
     create_mode: Option<u32>,
-) -> Result<Option<File>, StoreError> {
+) -> Result<Option<File>, FileError> {
     // Judged before opening too: a device is never opened at all.
     match std::fs::symlink_metadata(path) {
         Ok(named) if !named.file_type().is_file() => {
@@ -133,7 +144,7 @@ fn open_with(
 /// Judges the file actually opened (not only the name, which could have
 /// been swapped meanwhile) and narrows a secret-holding one others may
 /// read to 0600.
-fn vet(path: &Path, file: &File, contents: Contents) -> Result<Metadata, StoreError> {
+fn vet(path: &Path, file: &File, contents: Contents) -> Result<Metadata, FileError> {
     let meta = file.metadata().map_err(io(path, "stat"))?;
     if let Some(doubt) = Facts::of(&meta).record_doubt(own_uid()) {
         return Err(untrusted(path, doubt));
@@ -159,16 +170,16 @@ fn op_of(flags: OFlags) -> &'static str {
     }
 }
 
-fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
         op,
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn untrusted(path: &Path, doubt: Doubt) -> StoreError {
-    StoreError::Untrusted {
+fn untrusted(path: &Path, doubt: Doubt) -> FileError {
+    FileError::Untrusted {
         path: path.to_path_buf(),
         doubt,
     }
@@ -184,9 +195,9 @@ mod tests {
         fs::symlink_metadata(path).unwrap().mode() & 0o7777
     }
 
-    fn doubt(result: Result<impl std::fmt::Debug, StoreError>) -> Doubt {
+    fn doubt(result: Result<impl std::fmt::Debug, FileError>) -> Doubt {
         match result {
-            Err(StoreError::Untrusted { doubt, .. }) => doubt,
+            Err(FileError::Untrusted { doubt, .. }) => doubt,
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -294,6 +305,22 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("opening a FIFO returned at once");
         assert_eq!((read, append), (Doubt::NotRegular, Doubt::NotRegular));
+    }
+
+    #[test]
+    fn an_io_error_states_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"x").unwrap();
+        let path = blocker.join("record");
+        let err = read(&path, Contents::Plain, 64).expect_err("a file is no directory");
+        assert!(matches!(err, FileError::Io { op: "read", .. }), "{err:?}");
+        let cause = std::error::Error::source(&err)
+            .expect("the io error is the source")
+            .to_string();
+        assert_eq!(err.to_string(), format!("read {}", path.display()));
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert_eq!(chain.matches(&cause).count(), 1, "{chain}");
     }
 
     #[test]

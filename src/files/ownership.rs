@@ -1,7 +1,8 @@
 //! What the broker may trust on disk (DESIGN.md sections 17 and 21): only
 //! what this process's uid could have written and nobody else could have
-//! changed. [`super::trust`] applies these rules to every durable file. A record another local user planted would otherwise be served
-//! as a token, with no upstream call to contradict it.
+//! changed. `super::trust` applies these rules to every durable file. A
+//! record another local user planted would otherwise be served as a
+//! token, with no upstream call to contradict it.
 
 use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
@@ -85,7 +86,7 @@ impl Facts {
     /// What to do with a state directory with these facts: refuse it
     /// (another uid's), repair it (ours, but others may write into it), or
     /// use it.
-    pub(super) fn dir_verdict(&self, uid: u32) -> DirVerdict {
+    pub(crate) fn dir_verdict(&self, uid: u32) -> DirVerdict {
         if !self.is_dir {
             DirVerdict::Refuse(Doubt::NotDirectory)
         } else if self.owner != uid {
@@ -103,7 +104,7 @@ impl Facts {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum DirVerdict {
+pub(crate) enum DirVerdict {
     Use,
     /// Ours, but group- or other-writable: narrowed to 0700, loudly. Each
     /// record in it is still checked on its own when read.

@@ -7,33 +7,20 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::super::raw::InlineSecret;
-use super::{Env, Problem, MAX_SECRET_FILE};
-use crate::config::SecretSource;
+use super::error::Problem;
+use super::fields::Env;
+use super::raw::InlineSecret;
+use super::SecretSource;
 use crate::secret::Secret;
 
-/// Exactly one of `secret_env`, `secret_file`, `secret`.
-pub(super) fn secret(
-    app: &str,
-    env_name: Option<String>,
-    file: Option<String>,
-    inline: Option<InlineSecret>,
-    env: Env<'_>,
-) -> Result<(Secret, SecretSource), Problem> {
-    secret_of(
-        &format!("apps.{app}"),
-        "secret",
-        env_name,
-        file,
-        inline,
-        env,
-    )
-}
+/// A secret is a few dozen bytes; refusing big files keeps a mistaken
+/// `secret_file` (a log, an archive) from eating memory.
+const MAX_SECRET_FILE: u64 = 4096;
 
 /// Exactly one of `{field}_env`, `{field}_file`, `{field}` of the table
 /// `table` (`apps.shop`, `platforms.saas`): a secret, with the same rules
 /// and masking wherever it is configured.
-pub(crate) fn secret_of(
+pub(super) fn secret_of(
     table: &str,
     field: &str,
     env_name: Option<String>,
@@ -121,7 +108,7 @@ pub(super) fn env_secret(key: &str, name: &str, env: Env<'_>) -> Result<String, 
 /// reload in `open`, and anything but a regular file is refused by the
 /// metadata of what was opened (not of the path, which could be swapped
 /// between the check and the open). The read is bounded by size.
-pub(crate) fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
+pub(super) fn read_secret_file(key: &str, path: &Path, shown: &str) -> Result<String, Problem> {
     use rustix::fs::{Mode, OFlags};
 
     let cannot = |e: std::io::Error| Problem::new(key, format!("cannot read {shown}: {e}"));
@@ -181,7 +168,7 @@ fn describe_file_type(file_type: std::fs::FileType) -> &'static str {
 /// Tencent issues: printable ASCII without spaces. A secret with a stray
 /// space would otherwise fail upstream as "wrong secret" (40001), far from
 /// its cause.
-pub(crate) fn checked_secret(key: &str, described: &str, value: String) -> Result<Secret, Problem> {
+pub(super) fn checked_secret(key: &str, described: &str, value: String) -> Result<Secret, Problem> {
     let trimmed = value.trim_end_matches(['\r', '\n']);
     if trimmed.is_empty() {
         return Err(Problem::new(key, format!("{described} is empty")));
@@ -198,7 +185,7 @@ pub(crate) fn checked_secret(key: &str, described: &str, value: String) -> Resul
 /// Whether a value written where a name or path belongs looks like a
 /// WeChat AppSecret (32 hex digits) or a WeCom corpsecret (about 43
 /// mixed-case base64url characters), so that messages do not repeat it.
-pub(crate) fn looks_like_secret(value: &str) -> bool {
+pub(super) fn looks_like_secret(value: &str) -> bool {
     let bytes = value.as_bytes();
     let app_secret = bytes.len() == 32 && bytes.iter().all(u8::is_ascii_hexdigit);
     let corp_secret = bytes.len() >= 40
@@ -209,4 +196,34 @@ pub(crate) fn looks_like_secret(value: &str) -> bool {
         && bytes.iter().any(u8::is_ascii_uppercase)
         && bytes.iter().any(u8::is_ascii_digit);
     app_secret || corp_secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_lookalikes_are_recognised() {
+        assert!(looks_like_secret("0123456789abcdef0123456789ABCDEF"));
+        assert!(looks_like_secret(
+            "Xy3_kP9-qR2sT5uV8wZ1aB4cD7eF0gH3iJ6kL9mN2oP"
+        ));
+        assert!(!looks_like_secret("SHOP_SECRET"));
+        assert!(!looks_like_secret(
+            "WXBROKER_PRODUCTION_SHOP_APP_SECRET_VALUE_1"
+        ));
+        assert!(!looks_like_secret("/run/secrets/shop"));
+    }
+
+    #[test]
+    fn checked_secret_trims_newlines_only() {
+        assert_eq!(
+            checked_secret("k", "s", "abc\r\n".into()).unwrap().expose(),
+            "abc"
+        );
+        assert!(checked_secret("k", "s", "\n".into()).is_err());
+        assert!(checked_secret("k", "s", "ab c".into()).is_err());
+        assert!(checked_secret("k", "s", " abc".into()).is_err());
+        assert!(checked_secret("k", "s", "abcé".into()).is_err());
+    }
 }
