@@ -297,7 +297,14 @@ async fn gauges_are_read_when_gathered_and_a_scrape_changes_nothing() {
     assert!(after.contains(
         r#"wxbroker_requests_total{listener="metrics",route="/metrics",status="200"} 2"#
     ));
+
+    // The registry does not keep the broker alive: once the daemon is
+    // stopped, its credentials are gone from what a gather reads.
+    let registry = broker.daemon().metrics.clone();
     broker.stop().await;
+    let stopped = String::from_utf8(registry.render()).unwrap();
+    assert!(!stopped.contains("wxbroker_token_valid"), "{stopped}");
+    assert!(stopped.contains(r#"wxbroker_upstream_fetches_total{app="shop""#));
 }
 
 /// Metric names a PromQL expression selects: identifiers outside label
