@@ -107,19 +107,20 @@ impl Collector for BrokerGauges {
     /// Reads every credential as it is now. Nothing is written: not the
     /// credentials, not the registry's other metrics.
     fn collect(&self) -> Vec<MetricFamily> {
-        // Gone only while the daemon is being dropped.
+        // Gone once the daemon is stopped and dropped: a clone of the
+        // registry may outlive it, and then has no credential to show.
         let Some(kinds) = self.kinds.upgrade() else {
             return Vec::new();
         };
         let now_ms = kinds.apps.now_ms();
         let mut families = app_families(&kinds.apps.apps(), now_ms);
-        let platforms = kinds.platforms.load();
+        let platforms = kinds.platforms.load_full();
         families.extend(crate::platform::metrics::gauge_families(
             platforms
                 .iter()
                 .map(|platform| (platform.name(), Census::of(platform.authorizers(), now_ms))),
         ));
-        let suites = kinds.suites.load();
+        let suites = kinds.suites.load_full();
         families.extend(crate::suite::metrics::gauge_families(suites.iter().map(
             |suite| SuiteReading {
                 suite: suite.name(),
