@@ -342,6 +342,8 @@ pub async fn start_with(
         token_checks: tuning.token_checks.clone(),
     };
     let broker = Broker::start(apps, &context);
+    // The credentials' gauges are read from the broker at each scrape.
+    metrics.register(Box::new(crate::broker::gauges::BrokerGauges::new(&broker)));
     if let Some(redis) = &redis {
         spawn_other_prefix_check(redis.clone(), config, &tasks, &cancel);
     }

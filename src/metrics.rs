@@ -2,15 +2,23 @@
 //! registry per daemon, so several daemons can live in one test process.
 //! Every label is bounded: app names come from the config, errcodes from a
 //! fixed list, client names are capped.
+//!
+//! Events (a fetch, a request, a store error) count into the vectors
+//! held here. State (is the token valid, when does it expire) is not
+//! kept here at all: a [`ScrapedGauge`] is read from the credentials by a
+//! collector when the registry is gathered, so a scrape changes nothing
+//! and a token that expires without any event shows so at once.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 
+use prometheus::core::Desc;
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// How many distinct `Wxbroker-Client` names get their own label.
@@ -62,8 +70,6 @@ pub fn status_label(status: http::StatusCode) -> &'static str {
 pub struct AppLabels<'a> {
     /// The app's credentials' `credential` labels.
     pub credentials: &'a [&'a str],
-    /// The app's ticket kinds, the `kind` label.
-    pub ticket_kinds: &'a [&'a str],
     /// `wxbroker_upstream_fetches_total{result}`.
     pub fetch_results: &'a [&'a str],
     /// `wxbroker_upstream_errors_total{errcode}`.
@@ -75,16 +81,9 @@ pub struct AppLabels<'a> {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub token_valid: IntGaugeVec,
-    pub token_expiry: GaugeVec,
-    pub token_last_refresh: GaugeVec,
-    pub ticket_valid: IntGaugeVec,
-    pub ticket_expiry: GaugeVec,
     pub upstream_fetches: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub upstream_fetch_duration: HistogramVec,
-    pub fetches_today: IntGaugeVec,
-    pub daily_budget: IntGaugeVec,
     pub forced_refreshes: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -95,8 +94,6 @@ pub struct Metrics {
     pub token_fights: IntCounterVec,
     /// The refreshers' own checks of their held tokens, by result.
     pub token_checks: IntCounterVec,
-    /// Follower apps only: 1 while the leader answers.
-    pub leader_reachable: IntGaugeVec,
     /// Follower apps only: answers of the leader that went back to the
     /// value held before the current one.
     pub follower_flips: IntCounterVec,
@@ -131,46 +128,6 @@ impl Metrics {
         ];
         let fetch_buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         Metrics {
-            token_valid: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_token_valid",
-                    "1 while the app holds a valid token.",
-                    &["app"],
-                ),
-            ),
-            token_expiry: register(
-                &registry,
-                gauge(
-                    "wxbroker_token_expiry_timestamp_seconds",
-                    "Unix time at which the current token expires.",
-                    &["app"],
-                ),
-            ),
-            token_last_refresh: register(
-                &registry,
-                gauge(
-                    "wxbroker_token_last_refresh_timestamp_seconds",
-                    "Unix time of the last successful token fetch.",
-                    &["app"],
-                ),
-            ),
-            ticket_valid: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_ticket_valid",
-                    "1 while the app holds a valid JS-SDK ticket of this kind.",
-                    &["app", "kind"],
-                ),
-            ),
-            ticket_expiry: register(
-                &registry,
-                gauge(
-                    "wxbroker_ticket_expiry_timestamp_seconds",
-                    "Unix time at which the current ticket of this kind expires.",
-                    &["app", "kind"],
-                ),
-            ),
             upstream_fetches: register(
                 &registry,
                 counter(
@@ -198,22 +155,6 @@ impl Metrics {
                     &["app"],
                 )
                 .expect("valid metric"),
-            ),
-            fetches_today: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_fetches_today",
-                    "Upstream calls this Beijing day, by credential.",
-                    &["app", "credential"],
-                ),
-            ),
-            daily_budget: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_daily_budget",
-                    "Configured cap on upstream calls per Beijing day, by credential.",
-                    &["app", "credential"],
-                ),
             ),
             forced_refreshes: register(
                 &registry,
@@ -291,14 +232,6 @@ impl Metrics {
                     &["app", "result"],
                 ),
             ),
-            leader_reachable: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_leader_reachable",
-                    "For an app that follows a leader: 1 while the leader answers.",
-                    &["app"],
-                ),
-            ),
             follower_flips: register(
                 &registry,
                 counter(
@@ -320,7 +253,6 @@ impl Metrics {
     /// and errcodes, the broker's invalidation outcomes): this module only
     /// holds the registry.
     pub fn init_app(&self, app: &str, labels: &AppLabels<'_>) {
-        self.token_valid.with_label_values(&[app]);
         self.upstream_fetch_duration.with_label_values(&[app]);
         self.cluster_degraded.with_label_values(&[app]);
         self.token_fights.with_label_values(&[app]);
@@ -334,33 +266,17 @@ impl Metrics {
                     .with_label_values(&[app, credential, errcode]);
             }
         }
-        for kind in labels.ticket_kinds {
-            self.ticket_valid.with_label_values(&[app, kind]);
-        }
         for outcome in labels.forced_refresh_outcomes {
             self.forced_refreshes.with_label_values(&[app, outcome]);
         }
     }
 
-    /// Drops a removed app's gauges, so a reload that removes an app does
-    /// not leave its last token state (and the alerts on it) behind.
-    /// Counters stay: they are history.
+    /// Drops a removed app's event-driven gauge, so a reload that removes
+    /// an app does not leave its last state (and the alerts on it)
+    /// behind. Counters stay: they are history. The scraped gauges need
+    /// nothing: a removed app is no longer there to be read.
     pub fn forget_app(&self, app: &str) {
-        let _ = self.token_valid.remove_label_values(&[app]);
-        let _ = self.token_expiry.remove_label_values(&[app]);
-        let _ = self.token_last_refresh.remove_label_values(&[app]);
-        for credential in crate::credential::Credential::ALL {
-            let labels = [app, credential.label()];
-            let _ = self.fetches_today.remove_label_values(&labels);
-            let _ = self.daily_budget.remove_label_values(&labels);
-        }
-        for kind in crate::credential::TicketKind::ALL {
-            let labels = [app, kind.name()];
-            let _ = self.ticket_valid.remove_label_values(&labels);
-            let _ = self.ticket_expiry.remove_label_values(&labels);
-        }
         let _ = self.cluster_degraded.remove_label_values(&[app]);
-        let _ = self.leader_reachable.remove_label_values(&[app]);
     }
 
     /// Counts a request from a named client, folding names past the cap
@@ -428,12 +344,96 @@ fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
-fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+}
+
+/// A gauge read when the registry is gathered, by the collector that
+/// declares it: its name, help and label names. Its series are built
+/// afresh for each scrape ([`ScrapedGauge::family`]), so they are exactly
+/// the credentials there are now, valued now.
+#[derive(Debug, Clone, Copy)]
+pub struct ScrapedGauge {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+impl ScrapedGauge {
+    /// The descriptor its collector declares, so the registry refuses any
+    /// other metric of the same name.
+    pub fn desc(&self) -> Desc {
+        Desc::new(
+            self.name.to_owned(),
+            self.help.to_owned(),
+            self.labels
+                .iter()
+                .map(|label| (*label).to_owned())
+                .collect(),
+            HashMap::new(),
+        )
+        .expect("valid metric")
+    }
+
+    /// An empty family of this gauge, for one scrape.
+    pub fn family(&self) -> GaugeFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(self.name.to_owned());
+        family.set_help(self.help.to_owned());
+        family.set_field_type(MetricType::GAUGE);
+        // The registry's own vectors write a series' labels sorted by
+        // name; so do these, and the exposition cannot tell them apart.
+        let mut by_name: Vec<usize> = (0..self.labels.len()).collect();
+        by_name.sort_by_key(|&at| self.labels[at]);
+        GaugeFamily {
+            labels: self.labels,
+            by_name,
+            family,
+        }
+    }
+}
+
+/// One scrape's series of a [`ScrapedGauge`].
+pub struct GaugeFamily {
+    labels: &'static [&'static str],
+    /// Indices into `labels`, in the order of their names.
+    by_name: Vec<usize>,
+    family: MetricFamily,
+}
+
+impl GaugeFamily {
+    /// Adds the series whose label values are `values` (in the gauge's
+    /// label order).
+    pub fn push(&mut self, values: &[&str], value: f64) {
+        assert_eq!(
+            values.len(),
+            self.labels.len(),
+            "{}: one value per label",
+            self.family.get_name()
+        );
+        let labels: Vec<LabelPair> = self
+            .by_name
+            .iter()
+            .map(|&at| {
+                let mut pair = LabelPair::default();
+                pair.set_name(self.labels[at].to_owned());
+                pair.set_value(values[at].to_owned());
+                pair
+            })
+            .collect();
+        let mut gauge = proto::Gauge::default();
+        gauge.set_value(value);
+        let mut metric = proto::Metric::default();
+        metric.set_label(labels.into());
+        metric.set_gauge(gauge);
+        self.family.mut_metric().push(metric);
+    }
+
+    /// The family, for [`prometheus::core::Collector::collect`]. One with
+    /// no series is left out of the exposition by the registry.
+    pub fn finish(self) -> MetricFamily {
+        self.family
+    }
 }
 
 #[cfg(test)]
@@ -462,7 +462,6 @@ mod tests {
             "shop",
             &AppLabels {
                 credentials: &["access_token", "jsapi_ticket"],
-                ticket_kinds: &["jsapi"],
                 fetch_results: &["ok"],
                 errcodes: &["40164", "other"],
                 forced_refresh_outcomes: &["rate_limited"],
@@ -470,12 +469,10 @@ mod tests {
         );
         let text = String::from_utf8(metrics.render()).unwrap();
         for series in [
-            r#"wxbroker_token_valid{app="shop"} 0"#,
             r#"wxbroker_upstream_fetches_total{app="shop",credential="access_token",result="ok"} 0"#,
             r#"wxbroker_upstream_fetches_total{app="shop",credential="jsapi_ticket",result="ok"} 0"#,
             r#"wxbroker_upstream_errors_total{app="shop",credential="access_token",errcode="40164"} 0"#,
             r#"wxbroker_upstream_errors_total{app="shop",credential="jsapi_ticket",errcode="other"} 0"#,
-            r#"wxbroker_ticket_valid{app="shop",kind="jsapi"} 0"#,
             r#"wxbroker_upstream_fetch_duration_seconds_count{app="shop"} 0"#,
             r#"wxbroker_forced_refreshes_total{app="shop",outcome="rate_limited"} 0"#,
             r#"wxbroker_cluster_degraded{app="shop"} 0"#,
@@ -502,7 +499,103 @@ mod tests {
     #[test]
     fn two_registries_coexist() {
         let (a, b) = (Metrics::new(), Metrics::new());
-        a.token_valid.with_label_values(&["shop"]).set(1);
+        a.cluster_degraded.with_label_values(&["shop"]).set(1);
         assert!(!String::from_utf8(b.render()).unwrap().contains("shop"));
+    }
+
+    /// A collector of one scraped gauge and its series, as the kinds'
+    /// collectors are.
+    struct Scraped(ScrapedGauge, Desc, Vec<(Vec<&'static str>, f64)>);
+
+    impl Scraped {
+        fn new(gauge: ScrapedGauge, series: &[(Vec<&'static str>, f64)]) -> Box<Scraped> {
+            Box::new(Scraped(gauge, gauge.desc(), series.to_vec()))
+        }
+    }
+
+    impl prometheus::core::Collector for Scraped {
+        fn desc(&self) -> Vec<&Desc> {
+            vec![&self.1]
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let mut family = self.0.family();
+            for (values, value) in &self.2 {
+                family.push(values, *value);
+            }
+            vec![family.finish()]
+        }
+    }
+
+    /// Labels declared out of name order, a help that needs escaping.
+    const HELD: ScrapedGauge = ScrapedGauge {
+        name: "wxbroker_scraped_held",
+        help: "Held \"children\", by reason \\ parent.",
+        labels: &["suite", "reason"],
+    };
+
+    const EXPIRY: ScrapedGauge = ScrapedGauge {
+        name: "wxbroker_scraped_expiry_timestamp_seconds",
+        help: "When.",
+        labels: &["app"],
+    };
+
+    fn exposition(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_scraped_gauge_exposes_exactly_what_a_gauge_vector_did() {
+        let counts = [
+            (vec!["crm", "quota"], 3),
+            (vec!["crm", "budget"], 0),
+            (vec!["a\"b", "config"], i64::MAX),
+        ];
+        let times = [(vec!["shop"], 1_767_225_600.125), (vec!["mini"], 1.5e9)];
+
+        let vectors = Registry::new();
+        let held = IntGaugeVec::new(Opts::new(HELD.name, HELD.help), HELD.labels).unwrap();
+        let expiry =
+            prometheus::GaugeVec::new(Opts::new(EXPIRY.name, EXPIRY.help), EXPIRY.labels).unwrap();
+        vectors.register(Box::new(held.clone())).unwrap();
+        vectors.register(Box::new(expiry.clone())).unwrap();
+        for (values, count) in &counts {
+            held.with_label_values(values).set(*count);
+        }
+        for (values, at) in &times {
+            expiry.with_label_values(values).set(*at);
+        }
+
+        let scraped = Registry::new();
+        let counts: Vec<_> = counts
+            .iter()
+            .map(|(values, count)| (values.clone(), *count as f64))
+            .collect();
+        scraped.register(Scraped::new(HELD, &counts)).unwrap();
+        scraped.register(Scraped::new(EXPIRY, &times)).unwrap();
+
+        assert_eq!(exposition(&scraped), exposition(&vectors));
+        assert!(
+            exposition(&scraped).contains(r#"wxbroker_scraped_held{reason="quota",suite="crm"} 3"#)
+        );
+    }
+
+    #[test]
+    fn a_scraped_gauge_with_no_series_is_left_out() {
+        let registry = Registry::new();
+        registry.register(Scraped::new(HELD, &[])).unwrap();
+        assert!(registry.gather().is_empty());
+    }
+
+    #[test]
+    fn a_scraped_gauge_keeps_its_name_from_any_other_metric() {
+        let registry = Registry::new();
+        registry.register(Scraped::new(HELD, &[])).unwrap();
+        let same_name = IntGaugeVec::new(Opts::new(HELD.name, HELD.help), HELD.labels).unwrap();
+        assert!(registry.register(Box::new(same_name)).is_err());
     }
 }

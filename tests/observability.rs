@@ -223,6 +223,90 @@ async fn metrics_pass_promtool_lint_and_cover_the_documented_list() {
     broker.stop().await;
 }
 
+/// An exposition without what moves by itself: the process collector's
+/// readings of the OS, and the operations listener's count of its own
+/// requests (a `/metrics` request is an event of its own).
+fn without_self_moving(exposition: &str) -> String {
+    exposition
+        .lines()
+        .filter(|line| {
+            !line.starts_with("process_")
+                && !line.starts_with("# HELP process_")
+                && !line.starts_with("# TYPE process_")
+                && !line.contains(r#"listener="metrics""#)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// The daemon's registry, gathered in the process: no `/metrics` request.
+fn gathered(broker: &Broker) -> String {
+    String::from_utf8(broker.daemon().metrics.render()).expect("UTF-8 exposition")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_are_read_when_gathered_and_a_scrape_changes_nothing() {
+    // 3 s tokens, refreshed 1 s ahead.
+    let sim = simulator(SimConfig {
+        token_lifetime: Duration::from_secs(3),
+        ..SimConfig::default()
+    })
+    .await;
+    let broker = Broker::start(&classic_app("shop", &sim, "refresh_before = \"1s\"")).await;
+    broker.token("shop").await;
+    // Any gather reads the token as it is: no scrape had to come first.
+    let live = gathered(&broker);
+    for series in [
+        r#"wxbroker_token_valid{app="shop"} 1"#,
+        r#"wxbroker_fetches_today{app="shop",credential="access_token"} 1"#,
+        r#"wxbroker_daily_budget{app="shop",credential="access_token"} 1000"#,
+        r#"wxbroker_token_expiry_timestamp_seconds{app="shop"}"#,
+        r#"wxbroker_token_last_refresh_timestamp_seconds{app="shop"}"#,
+    ] {
+        assert!(live.contains(series), "{series} missing from\n{live}");
+    }
+
+    // WeChat now refuses the broker's address: the refresh 1 s before
+    // expiry fails with 40164, a configuration errcode tried again only
+    // after 10 minutes. The token then runs out with no event at all.
+    sim.sim
+        .set_ip_whitelist(Some(vec!["192.0.2.1".parse().unwrap()]));
+    wait_until("the refresh is refused", || {
+        sim.sim.calls(wxbroker::simulator::Endpoint::Token) == 2
+    })
+    .await;
+    wait_until("the gathered token_valid falls to 0 at expiry", || {
+        gathered(&broker).contains(r#"wxbroker_token_valid{app="shop"} 0"#)
+    })
+    .await;
+
+    // Nothing happens now, so two gathers in a row are the same bytes,
+    // and a scrape over HTTP leaves every other metric as it was.
+    let before = without_self_moving(&gathered(&broker));
+    assert_eq!(without_self_moving(&gathered(&broker)), before);
+    let scraped = broker.metrics_text().await;
+    assert_eq!(without_self_moving(&scraped), before);
+    assert_eq!(
+        without_self_moving(&broker.metrics_text().await),
+        before,
+        "a second scrape"
+    );
+    // What the filter leaves out did move: the two scrapes were counted.
+    let after = gathered(&broker);
+    assert_eq!(without_self_moving(&after), before);
+    assert!(after.contains(
+        r#"wxbroker_requests_total{listener="metrics",route="/metrics",status="200"} 2"#
+    ));
+
+    // The registry does not keep the broker alive: once the daemon is
+    // stopped, its credentials are gone from what a gather reads.
+    let registry = broker.daemon().metrics.clone();
+    broker.stop().await;
+    let stopped = String::from_utf8(registry.render()).unwrap();
+    assert!(!stopped.contains("wxbroker_token_valid"), "{stopped}");
+    assert!(stopped.contains(r#"wxbroker_upstream_fetches_total{app="shop""#));
+}
+
 /// Metric names a PromQL expression selects: identifiers outside label
 /// matchers, ranges and strings that are neither functions, keywords nor
 /// Grafana variables. Grouping label lists (`by (app, le)`) are skipped.

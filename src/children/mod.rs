@@ -19,6 +19,7 @@
 //!   journal, Redis), the fleet's lock and rate, and the day's count.
 
 pub mod access;
+pub mod census;
 pub mod index;
 pub mod policy;
 pub mod record;
@@ -27,6 +28,7 @@ pub mod source;
 pub mod table;
 
 pub use access::ChildError;
+pub use census::Census;
 pub use record::{ChildRecord, ChildStore};
 pub use scheduler::{Command, Scheduler, SchedulerParts, SchedulerTuning};
 pub use source::{ChildGrant, ChildPage, ChildSource, ListedChild};

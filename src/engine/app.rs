@@ -114,12 +114,10 @@ impl AppHandle {
         let errcodes: Vec<&str> = crate::wechat::errcode_labels().collect();
         let outcomes = InvalidateOutcome::ALL.map(InvalidateOutcome::metric_label);
         let credentials: Vec<&str> = specs(&config).map(|spec| spec.credential.label()).collect();
-        let ticket_kinds: Vec<&str> = config.tickets.iter().map(|t| t.kind.name()).collect();
         context.metrics.init_app(
             &config.name,
             &AppLabels {
                 credentials: &credentials,
-                ticket_kinds: &ticket_kinds,
                 fetch_results: &crate::wechat::RESULT_LABELS,
                 errcodes: &errcodes,
                 forced_refresh_outcomes: &outcomes,

@@ -1,23 +1,67 @@
 //! The platforms' metrics, per platform aggregates only: ten thousand
-//! authorizers make no more series than one.
+//! authorizers make no more series than one. The counters are counted
+//! here as events happen; the gauges are read from each platform's
+//! authorizers when the registry is gathered ([`gauge_families`]).
 
-use prometheus::{GaugeVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, Opts};
 
-use crate::metrics::Metrics;
+use crate::children::Census;
+use crate::metrics::{Metrics, ScrapedGauge};
+
+/// `wxbroker_authorizers{platform,state}`: state valid or invalid.
+const AUTHORIZERS: ScrapedGauge = ScrapedGauge {
+    name: "wxbroker_authorizers",
+    help: "Authorizers held, by token state.",
+    labels: &["platform", "state"],
+};
+
+/// `wxbroker_authorizers_held{platform,reason}`: authorizers held after a
+/// failure waiting cannot fix soon (config, quota, budget).
+const HELD: ScrapedGauge = ScrapedGauge {
+    name: "wxbroker_authorizers_held",
+    help: "Authorizers held after a failure that waiting cannot fix soon (a configuration errcode: one attempt per 10 minutes; 45009 or the spent authorizer_daily_budget: until Beijing midnight), by reason.",
+    labels: &["platform", "reason"],
+};
+
+/// `wxbroker_authorizer_soonest_expiry_timestamp_seconds{platform}`,
+/// while any authorizer's token is valid.
+const SOONEST_EXPIRY: ScrapedGauge = ScrapedGauge {
+    name: "wxbroker_authorizer_soonest_expiry_timestamp_seconds",
+    help: "When the first of the platform's authorizer tokens expires.",
+    labels: &["platform"],
+};
+
+/// The platforms' gauges, for their collector to declare.
+pub const GAUGES: [ScrapedGauge; 3] = [AUTHORIZERS, HELD, SOONEST_EXPIRY];
+
+/// The families of [`GAUGES`], from each platform's name and the census
+/// of its authorizers.
+pub fn gauge_families<'a>(
+    platforms: impl IntoIterator<Item = (&'a str, Census)>,
+) -> Vec<MetricFamily> {
+    let mut authorizers = AUTHORIZERS.family();
+    let mut held = HELD.family();
+    let mut soonest = SOONEST_EXPIRY.family();
+    for (platform, census) in platforms {
+        authorizers.push(&[platform, "valid"], census.valid as f64);
+        authorizers.push(&[platform, "invalid"], census.invalid as f64);
+        for (reason, count) in census.held_by_reason() {
+            held.push(&[platform, reason], count as f64);
+        }
+        if let Some(at_ms) = census.soonest_expiry_ms {
+            soonest.push(&[platform], at_ms as f64 / 1000.0);
+        }
+    }
+    vec![authorizers.finish(), held.finish(), soonest.finish()]
+}
 
 #[derive(Clone)]
 pub struct PlatformMetrics {
-    /// `wxbroker_authorizers{platform,state}`: state valid or invalid.
-    pub authorizers: IntGaugeVec,
-    /// `wxbroker_authorizers_held{platform,reason}`: authorizers held
-    /// after a failure waiting cannot fix soon (config, quota, budget).
-    pub held: IntGaugeVec,
     /// `wxbroker_authorizer_fetches_total{platform,result}`: ok, an
     /// errcode by its class (errcode, config, quota), transport, or
     /// budget (refused by `authorizer_daily_budget`, no call made).
     pub authorizer_fetches: IntCounterVec,
-    /// `wxbroker_authorizer_soonest_expiry_timestamp_seconds{platform}`.
-    pub soonest_expiry: GaugeVec,
     /// `wxbroker_platform_callbacks_total{platform,outcome}`: accepted or
     /// the check that refused it.
     pub callbacks: IntCounterVec,
@@ -25,33 +69,12 @@ pub struct PlatformMetrics {
 
 impl PlatformMetrics {
     pub fn new(metrics: &Metrics) -> Self {
-        let authorizers = IntGaugeVec::new(
-            Opts::new("wxbroker_authorizers", "Authorizers held, by token state."),
-            &["platform", "state"],
-        )
-        .expect("valid metric");
-        let held = IntGaugeVec::new(
-            Opts::new(
-                "wxbroker_authorizers_held",
-                "Authorizers held after a failure that waiting cannot fix soon (a configuration errcode: one attempt per 10 minutes; 45009 or the spent authorizer_daily_budget: until Beijing midnight), by reason.",
-            ),
-            &["platform", "reason"],
-        )
-        .expect("valid metric");
         let authorizer_fetches = IntCounterVec::new(
             Opts::new(
                 "wxbroker_authorizer_fetches_total",
                 "Authorizer token fetches (api_authorizer_token, api_query_auth), by result: ok, an errcode by its class (errcode, config, quota), transport, or budget (refused, no call made).",
             ),
             &["platform", "result"],
-        )
-        .expect("valid metric");
-        let soonest_expiry = GaugeVec::new(
-            Opts::new(
-                "wxbroker_authorizer_soonest_expiry_timestamp_seconds",
-                "When the first of the platform's authorizer tokens expires.",
-            ),
-            &["platform"],
         )
         .expect("valid metric");
         let callbacks = IntCounterVec::new(
@@ -62,28 +85,16 @@ impl PlatformMetrics {
             &["platform", "outcome"],
         )
         .expect("valid metric");
-        metrics.register(Box::new(authorizers.clone()));
-        metrics.register(Box::new(held.clone()));
         metrics.register(Box::new(authorizer_fetches.clone()));
-        metrics.register(Box::new(soonest_expiry.clone()));
         metrics.register(Box::new(callbacks.clone()));
         PlatformMetrics {
-            authorizers,
-            held,
             authorizer_fetches,
-            soonest_expiry,
             callbacks,
         }
     }
 
-    /// Creates the platform's series at zero.
+    /// Creates the platform's counters at zero.
     pub fn init(&self, platform: &str) {
-        for state in ["valid", "invalid"] {
-            self.authorizers.with_label_values(&[platform, state]);
-        }
-        for hold in crate::children::Hold::REASONS {
-            self.held.with_label_values(&[platform, hold.label()]);
-        }
         for result in crate::children::policy::RESULT_LABELS {
             self.authorizer_fetches
                 .with_label_values(&[platform, result]);

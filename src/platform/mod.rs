@@ -409,45 +409,4 @@ impl PlatformHandle {
             .map_err(|err| FetchError::Parent(err.to_string()))?;
         self.inner.api.pre_auth_code(token.value.expose()).await
     }
-
-    /// Sets the platform's gauges from the table; called before a scrape.
-    pub fn update_gauges(&self) {
-        let now = self.now_ms();
-        let (mut valid, mut invalid, mut soonest) = (0i64, 0i64, u64::MAX);
-        let mut held = [0i64; Hold::REASONS.len()];
-        self.inner.table.for_each(|slot| {
-            match slot.token() {
-                Some(token) if token.is_valid(now) => {
-                    valid += 1;
-                    soonest = soonest.min(token.expires_at_ms);
-                }
-                _ => invalid += 1,
-            }
-            if let Some(at) = Hold::REASONS.iter().position(|r| *r == slot.hold()) {
-                held[at] += 1;
-            }
-        });
-        let metrics = &self.inner.metrics;
-        let name = self.name();
-        metrics
-            .authorizers
-            .with_label_values(&[name, "valid"])
-            .set(valid);
-        metrics
-            .authorizers
-            .with_label_values(&[name, "invalid"])
-            .set(invalid);
-        for (hold, count) in Hold::REASONS.iter().zip(held) {
-            metrics
-                .held
-                .with_label_values(&[name, hold.label()])
-                .set(count);
-        }
-        if soonest != u64::MAX {
-            metrics
-                .soonest_expiry
-                .with_label_values(&[name])
-                .set(soonest as f64 / 1000.0);
-        }
-    }
 }

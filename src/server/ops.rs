@@ -24,7 +24,6 @@ pub fn handle(
     }
     let response = match request.uri().path() {
         "/metrics" => {
-            broker.update_gauges();
             let mut response = respond::text(StatusCode::OK, metrics.render());
             response.headers_mut().insert(
                 CONTENT_TYPE,

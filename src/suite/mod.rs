@@ -403,37 +403,11 @@ impl SuiteHandle {
         }
     }
 
-    /// Sets the suite's gauges; called before a scrape.
-    pub fn update_gauges(&self) {
-        let now = self.now_ms();
-        let (mut valid, mut invalid) = (0i64, 0i64);
-        let mut held = [0i64; Hold::REASONS.len()];
-        self.inner.corps.for_each(|slot| {
-            match slot.token() {
-                Some(token) if token.is_valid(now) => valid += 1,
-                _ => invalid += 1,
-            }
-            if let Some(at) = Hold::REASONS.iter().position(|r| *r == slot.hold()) {
-                held[at] += 1;
-            }
-        });
-        let (metrics, name) = (&self.inner.metrics, self.name());
-        metrics.corps.with_label_values(&[name, "valid"]).set(valid);
-        metrics
-            .corps
-            .with_label_values(&[name, "invalid"])
-            .set(invalid);
-        for (hold, count) in Hold::REASONS.iter().zip(held) {
-            metrics
-                .held
-                .with_label_values(&[name, hold.label()])
-                .set(count);
-        }
+    /// Seconds since WeCom issued the newest `suite_ticket` known (since
+    /// the suite started, before the first), at `now_secs`: the ticket
+    /// age gauge.
+    pub fn ticket_age_secs(&self, now_secs: u64) -> u64 {
         let issued = self.ticket_timestamp().unwrap_or(self.inner.started_at);
-        let age = (now / 1000).saturating_sub(issued);
-        metrics
-            .ticket_age
-            .with_label_values(&[name])
-            .set(i64::try_from(age).unwrap_or(i64::MAX));
+        now_secs.saturating_sub(issued)
     }
 }
