@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use wxbroker::cli::{Cli, Command, TlsCommand};
+use wxbroker::errors::Chain;
 
 mod cmd;
 
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            eprintln!("error: cannot start the async runtime: {}", Chain(&err));
             return ExitCode::from(RUNTIME_FAILURE);
         }
     };

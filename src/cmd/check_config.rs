@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use wxbroker::config::Config;
+use wxbroker::errors::Chain;
 
 use super::RUNTIME_FAILURE;
 
@@ -18,7 +19,7 @@ pub fn run(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", Chain(&err));
             ExitCode::from(RUNTIME_FAILURE)
         }
     }

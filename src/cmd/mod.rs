@@ -14,34 +14,23 @@ pub mod token;
 
 use std::process::ExitCode;
 
+use wxbroker::errors::Chain;
+
 /// A runtime failure: the command ran and did not succeed.
 pub const RUNTIME_FAILURE: u8 = 1;
 /// A usage or configuration error.
 pub const CONFIG_ERROR: u8 = 2;
 
-/// Success, or the error printed with its causes and a runtime failure.
+/// Success, or a runtime failure with the error printed as one line,
+/// outermost first, each cause once.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", render(&err));
+            eprintln!("error: {}", Chain(err.as_ref()));
             ExitCode::from(RUNTIME_FAILURE)
         }
     }
-}
-
-/// The error and its causes, each once: many of the library's messages
-/// already quote their source (for log lines, which show one message).
-fn render(err: &anyhow::Error) -> String {
-    let mut message = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !message.contains(&cause) {
-            message.push_str(": ");
-            message.push_str(&cause);
-        }
-    }
-    message
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use wxbroker::cli::ServeArgs;
 use wxbroker::config::Config;
+use wxbroker::errors::Chain;
 use wxbroker::reload::{ConfigReloads, ReloadError, Requested};
 use wxbroker::{logging, notify, Daemon, Listeners};
 
@@ -16,7 +17,7 @@ pub async fn run(args: &ServeArgs) -> ExitCode {
     let config = match Config::load(&args.config.config) {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", Chain(&err));
             return ExitCode::from(CONFIG_ERROR);
         }
     };
@@ -94,7 +95,7 @@ fn request_reload(reloads: &mut ConfigReloads, path: &std::path::Path) {
             "SIGHUP while the previous reload is still reading the configuration; \
              another read follows it"
         ),
-        Err(err) => tracing::error!(error = %err, "reload not started"),
+        Err(err) => tracing::error!(error = %Chain(&err), "reload not started"),
     }
 }
 
@@ -109,13 +110,13 @@ async fn apply_reload(daemon: &Daemon, loaded: Result<Config, ReloadError>) {
             }
             if let Err(err) = daemon.reload(&config).await {
                 tracing::error!(
-                    error = %err,
+                    error = %Chain(&err),
                     "reload rejected: the running configuration stays in effect"
                 );
             }
         }
         Err(err) => tracing::error!(
-            error = %err,
+            error = %Chain(&err),
             "reload rejected: the running configuration stays in effect"
         ),
     }
@@ -136,7 +137,7 @@ async fn exit_after_token(
         anyhow::bail!("no token for: {}", join(&not_ready));
     }
     if let Err(failed) = daemon.flush_sinks().await {
-        let failed: Vec<String> = failed.iter().map(|err| format!("{err:#}")).collect();
+        let failed: Vec<String> = failed.iter().map(|err| Chain(err).to_string()).collect();
         anyhow::bail!("could not write the token sinks: {}", failed.join("; "));
     }
     Ok(())
@@ -154,6 +155,8 @@ fn send_notification(state: &str) {
     match notify::notify(state) {
         Ok(true) => tracing::debug!(state, "notified systemd"),
         Ok(false) => {}
-        Err(err) => tracing::warn!(error = %err, "could not notify systemd (NOTIFY_SOCKET)"),
+        Err(err) => {
+            tracing::warn!(error = %Chain(&err), "could not notify systemd (NOTIFY_SOCKET)")
+        }
     }
 }

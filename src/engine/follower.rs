@@ -42,6 +42,7 @@ use super::{
 };
 use crate::config::FollowConfig;
 use crate::credential::Credential;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::secret::{AccessToken, Secret};
 
@@ -92,17 +93,22 @@ fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
         .referer(false)
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ca_file) = &follow.ca_file {
-        let pem = std::fs::read(ca_file)
-            .map_err(|err| format!("cannot read follow_ca_file {}: {err}", ca_file.display()))?;
+        let pem = std::fs::read(ca_file).map_err(|err| {
+            format!(
+                "cannot read follow_ca_file {}: {}",
+                ca_file.display(),
+                Chain(&err)
+            )
+        })?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|err| format!("follow_ca_file {}: {err}", ca_file.display()))?;
+            .map_err(|err| format!("follow_ca_file {}: {}", ca_file.display(), Chain(&err)))?;
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
     }
     builder
         .build()
-        .map_err(|err| format!("cannot build the client for the leader: {err}"))
+        .map_err(|err| format!("cannot build the client for the leader: {}", Chain(&err)))
 }
 
 /// Why an exchange with the leader brought nothing to serve. Never holds
@@ -365,7 +371,7 @@ impl Follower {
         let today = crate::clock::beijing_day(self.writer.handle().now_secs());
         // Nothing is ever fetched here.
         if let Err(err) = self.writer.save(today, 0).await {
-            warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+            warn!(app = %self.spec.name, credential = %self.credential, error = %Chain(&err), "could not store the leader's credential");
         }
     }
 
@@ -482,7 +488,7 @@ async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
     let response = request
         .send()
         .await
-        .map_err(|err| Refused(format!("cannot reach the leader: {}", error_chain(&err))))?;
+        .map_err(|err| Refused(format!("cannot reach the leader: {}", Chain(&err))))?;
     let status = response.status();
     if status.is_redirection() {
         return Err(Refused(format!(
@@ -503,19 +509,19 @@ async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
     }
     serde_json::from_slice(&body).map_err(|err| {
         Refused(format!(
-            "the leader's answer is not a credential answer: {err}"
+            "the leader's answer is not a credential answer: {}",
+            Chain(&err)
         ))
     })
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| {
-        Refused(format!(
-            "the leader's answer broke off: {}",
-            error_chain(&err)
-        ))
-    })? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| Refused(format!("the leader's answer broke off: {}", Chain(&err))))?
+    {
         if body.len() + chunk.len() > MAX_ANSWER {
             return Err(Refused(format!(
                 "the leader's answer is larger than {MAX_ANSWER} bytes"
@@ -524,19 +530,6 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refuse
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// An error with its causes ("certificate not valid for name …" sits
-/// deep inside reqwest's).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A string the leader sent, cut short and made printable for a log line.

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+use crate::errors::Chain;
 use crate::secret::{AccessToken, Secret};
 use crate::store::{implausible_times, StoreError};
 use crate::wechat::{FetchError, TokenGrant, TokenSource, MAX_LIFETIME_SECS};
@@ -170,7 +171,7 @@ impl PushedTicketSource {
             // Refused state was logged and set aside by the store.
             Err(err) if err.is_untrusted() => return None,
             Err(err) => {
-                warn!(owner = %self.owner, error = %err, "cannot read the stored {}", self.shape.ticket);
+                warn!(owner = %self.owner, error = %Chain(&err), "cannot read the stored {}", self.shape.ticket);
                 return None;
             }
         };
@@ -249,7 +250,7 @@ impl PushedTicketSource {
                 info!(owner = %self.owner, "no valid {}; asked upstream to push one", self.shape.ticket)
             }
             Err(err) => {
-                warn!(owner = %self.owner, error = %err, "asking upstream to push a {} failed", self.shape.ticket)
+                warn!(owner = %self.owner, error = %Chain(&err), "asking upstream to push a {} failed", self.shape.ticket)
             }
         }
     }

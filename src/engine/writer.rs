@@ -11,6 +11,7 @@ use tracing::{error, warn};
 
 use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, TokenRecord};
 use crate::clock::Clock;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredApp, UNTRUSTED_LABEL};
 
@@ -76,12 +77,12 @@ impl Writer {
         let record = match self.store.load(&spec.key).await {
             Ok(record) => record?,
             Err(err) if err.is_untrusted() => {
-                error!(app = %name, %credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                error!(app = %name, %credential, error = %Chain(&err), "refusing stored state this broker could not have written; fetching anew");
                 self.count_store_error(err.op_label());
                 return None;
             }
             Err(err) => {
-                warn!(app = %name, %credential, error = %err, "ignoring unreadable stored state");
+                warn!(app = %name, %credential, error = %Chain(&err), "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
                 return None;
             }

@@ -32,6 +32,7 @@ use crate::children::scheduler::FetchCounter;
 use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::PlatformConfig;
 use crate::engine::{AppView, CredentialHandle, EngineContext};
+use crate::errors::Chain;
 use crate::wechat::FetchError;
 use authorizers::{
     AuthorizerSource, AuthorizerStore, AuthorizerToken, Command, SchedulerTuning, Table,
@@ -56,7 +57,7 @@ pub enum Refusal {
     Stale,
     #[error("the body is not a push envelope")]
     Envelope,
-    #[error("{0}")]
+    #[error(transparent)]
     Crypt(#[from] crypto::CryptError),
     #[error("the decrypted message is not a push")]
     Message,
@@ -306,7 +307,7 @@ impl PlatformHandle {
             received_at: self.inner.clock.now_secs(),
         };
         if let Err(err) = self.inner.store.save_ticket(&stored).await {
-            warn!(platform = %self.name(), error = %err, "could not store the component_verify_ticket; keeping it in memory");
+            warn!(platform = %self.name(), error = %Chain(&err), "could not store the component_verify_ticket; keeping it in memory");
         }
         self.inner.ticket.send_replace(Some(Arc::from(ticket)));
         debug!(platform = %self.name(), "component_verify_ticket received");

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::ticket::{self, PushedTicket, TicketDecision};
 use crate::clock::Clock;
 use crate::engine::TicketCell;
+use crate::errors::Chain;
 use crate::platform::store::{PlatformStore, StoredTicket};
 use crate::secret::Secret;
 
@@ -78,7 +79,7 @@ impl HeldTicket {
                 received_at: pushed.timestamp,
             };
             if let Err(err) = self.store.save_ticket(&stored).await {
-                warn!(suite = %self.suite, error = %err, "could not store the suite_ticket; keeping it in memory");
+                warn!(suite = %self.suite, error = %Chain(&err), "could not store the suite_ticket; keeping it in memory");
             }
             self.hold(pushed);
         }
@@ -123,7 +124,7 @@ impl HeldTicket {
                     timestamp: stored.received_at,
                 }),
             Err(err) => {
-                debug!(suite = %self.suite, error = %err, "cannot read the stored suite_ticket");
+                debug!(suite = %self.suite, error = %Chain(&err), "cannot read the stored suite_ticket");
                 None
             }
         }

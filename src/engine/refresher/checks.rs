@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use super::coordination::Coordination;
 use super::{Refresher, SeenBy};
 use crate::engine::{InvalidateOutcome, TokenRecord};
+use crate::errors::Chain;
 use crate::wechat::{is_token_rejected, FetchError};
 
 /// When a refresher checks its held token upstream.
@@ -124,7 +125,7 @@ impl Refresher {
                     .await;
             }
             Err(err) => {
-                debug!(app = %self.spec.name, error = %err, "could not check the held token upstream");
+                debug!(app = %self.spec.name, error = %Chain(&err), "could not check the held token upstream");
             }
         }
     }

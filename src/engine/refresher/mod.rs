@@ -31,6 +31,7 @@ use super::{
 };
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::credential::Credential;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::StoreKey;
@@ -670,7 +671,7 @@ impl Refresher {
         };
         match err.class() {
             ErrorClass::Retry => {
-                warn!(app, %credential, error = %err, retry_in = ?wait, "{credential} fetch failed; retrying");
+                warn!(app, %credential, error = %Chain(&err), retry_in = ?wait, "{credential} fetch failed; retrying");
             }
             ErrorClass::Config => match err.blocked_ip() {
                 Some(ip) => error!(
@@ -679,7 +680,7 @@ impl Refresher {
                     errcode = err.errcode(),
                     blocked_ip = %ip,
                     fix = format!("add {ip} to the IP whitelist of the WeChat console"),
-                    error = %err,
+                    error = %Chain(&err),
                     retry_in = ?wait,
                     "{credential} fetch refused: wechat refuses the broker's address {ip}"
                 ),
@@ -688,7 +689,7 @@ impl Refresher {
                     %credential,
                     errcode = err.errcode(),
                     fix = err.fix().unwrap_or_default(),
-                    error = %err,
+                    error = %Chain(&err),
                     retry_in = ?wait,
                     "{credential} fetch refused: configuration error"
                 ),
@@ -755,7 +756,7 @@ impl Refresher {
     async fn persist(&mut self) {
         if let Err(err) = self.save().await {
             let retry_in = self.unsaved.failed();
-            warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
+            warn!(app = %self.spec.name, credential = %self.credential, error = %Chain(&err), ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
         }
     }
 
