@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::follower_pace::{FlipWatch, Seen, WatchPace};
 use super::refresher::Command;
@@ -200,6 +200,14 @@ impl Follower {
 
     /// Runs until the app stops. Unlike an upstream fetch, a watch
     /// abandoned by a stop costs nothing: the leader still holds it all.
+    /// It runs inside a span naming the credential (`app`, `credential`),
+    /// which its log lines carry.
+    #[instrument(
+        name = "follower",
+        parent = None,
+        skip_all,
+        fields(app = %self.spec.name, credential = %self.credential)
+    )]
     pub(super) async fn run(mut self) {
         self.publish(|view| view.leader = Some(LeaderState { reachable: false }));
         self.warm_start().await;
@@ -271,7 +279,7 @@ impl Follower {
         let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
         match self.check(answer) {
             Ok(record) => {
-                info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
+                info!(token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
                 let rotated = record.value != *reported;
                 self.adopt(record).await;
                 match outcome.as_deref() {
@@ -358,7 +366,7 @@ impl Follower {
             return;
         };
         let now = self.writer.handle().now_ms();
-        info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+        info!(token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
         self.publish(|view| view.install(Arc::new(token)));
     }
 
@@ -371,7 +379,7 @@ impl Follower {
         let today = crate::clock::beijing_day(self.writer.handle().now_secs());
         // Nothing is ever fetched here.
         if let Err(err) = self.writer.save(today, 0).await {
-            warn!(app = %self.spec.name, credential = %self.credential, error = %Chain(&err), "could not store the leader's credential");
+            warn!(error = %Chain(&err), "could not store the leader's credential");
         }
     }
 
@@ -381,7 +389,7 @@ impl Follower {
     /// episode.
     async fn adopt(&mut self, record: TokenRecord) -> Seen {
         if self.last_logged.take().is_some() {
-            info!(app = %self.spec.name, credential = %self.credential, "the leader answers again");
+            info!("the leader answers again");
         }
         let held = self.writer.current();
         let seen = self.flips.classify(
@@ -393,7 +401,7 @@ impl Follower {
         match seen {
             Seen::Same => {}
             Seen::New => {
-                info!(app = %self.spec.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+                info!(token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
             }
             Seen::Flip { new_episode } => self.count_flip(&record, new_episode),
         }
@@ -420,23 +428,22 @@ impl Follower {
             .inc();
         if new_episode {
             error!(
-                app = %self.spec.name, credential = %self.credential,
                 appid = %self.spec.key.appid,
                 leader = %self.leader.url,
                 token = %record.value.fingerprint(),
                 "the leader's answers flip between two values: more than one broker answers at the leader's address without a shared store, and their fetches invalidate each other's; serving the latest answer, not saving or logging each flip (counted in wxbroker_follower_flips_total)"
             );
         } else {
-            debug!(app = %self.spec.name, credential = %self.credential, "the leader's answer flipped again");
+            debug!("the leader's answer flipped again");
         }
     }
 
     /// Keeps the held credential; records and logs why nothing came.
     fn failed(&mut self, refused: Refused) {
         if self.last_logged.as_ref() != Some(&refused) {
-            warn!(app = %self.spec.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+            warn!(leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
         } else {
-            debug!(app = %self.spec.name, cause = %refused.0, "the leader still fails");
+            debug!(cause = %refused.0, "the leader still fails");
         }
         let at = self.writer.handle().now_secs();
         let errmsg = format!("leader: {}", refused.0);
