@@ -29,7 +29,7 @@ pub struct Reply {
 pub enum ClientError {
     #[error("invalid broker url {0:?}: expected http://host:port")]
     BadUrl(String),
-    #[error("cannot connect to the broker at {target}: {source}")]
+    #[error("cannot connect to the broker at {target}")]
     Connect {
         target: String,
         #[source]
@@ -37,7 +37,7 @@ pub enum ClientError {
     },
     #[error("the broker at {0} did not answer within {1:?}")]
     Timeout(String, Duration),
-    #[error("http exchange with the broker failed: {0}")]
+    #[error("http exchange with the broker failed")]
     Http(#[from] hyper::Error),
 }
 

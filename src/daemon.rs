@@ -28,7 +28,7 @@ use crate::wechat::{self, TokenSource, WechatSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] StoreError),
     #[error("could not build the upstream HTTP client")]
     HttpClient(#[source] upstream::ClientError),

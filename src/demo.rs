@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigError};
+use crate::errors::Chain;
 use crate::simulator::{AccountKind, SimConfig, SimSuite, Simulator};
 
 /// The simulated accounts: one classic-grant, one stable-grant app.
@@ -175,7 +176,7 @@ async fn served(listen: SocketAddr, path: &str) -> Result<(), String> {
         match reply {
             Ok(reply) if reply.status.is_success() => return Ok(()),
             Ok(reply) => last = String::from_utf8_lossy(&reply.body).into_owned(),
-            Err(err) => last = err.to_string(),
+            Err(err) => last = Chain(&err).to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -210,7 +211,7 @@ pub async fn signed_wx_config(listen: SocketAddr) -> String {
                 );
             }
             Ok(reply) => last = String::from_utf8_lossy(&reply.body).into_owned(),
-            Err(err) => last = err.to_string(),
+            Err(err) => last = Chain(&err).to_string(),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -26,6 +26,7 @@
 //! - [`notify`] tells systemd when the daemon is ready and when it stops.
 //! - [`process_guard`] keeps the process from being dumped or traced.
 //! - [`reload`] re-reads the configuration on SIGHUP off the signal loop.
+//! - [`errors`] prints an error with its causes, each once, as one line.
 //! - [`fd_limit`] raises the open-file limit at start and fits the
 //!   connection limit to it.
 //! - [`diagnostics`] asks WeChat, with the broker's own credentials, how
@@ -60,6 +61,7 @@ pub mod demo;
 pub mod diagnostics;
 pub mod engine;
 pub mod errmsg;
+pub mod errors;
 pub mod fd_limit;
 pub mod files;
 pub mod identity;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, ConfigError};
+use crate::errors::Chain;
 
 /// Why a reload produced no configuration.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +100,7 @@ impl ConfigReloads {
             // was sent for; its outcome stands all the same, and the queued
             // read follows with the newer file.
             if let Err(err) = self.start() {
-                tracing::error!(error = %err, "the queued configuration reload did not start");
+                tracing::error!(error = %Chain(&err), "the queued configuration reload did not start");
             }
         }
         outcome

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{SinkConfig, SinkFormat};
 use crate::engine::{AppHandle, AppView, TokenRecord};
+use crate::errors::Chain;
 use crate::files::{write_atomically, AtomicWriteError};
 
 /// How soon a failed write is tried again when no new token comes first.
@@ -31,7 +32,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Why a sink file could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("app {app}: sink {}: {op}: {source}", path.display())]
+    #[error("app {app}: sink {}: {op}", path.display())]
     Write {
         app: String,
         path: PathBuf,
@@ -175,7 +176,7 @@ impl SinkTask {
                     op,
                     source,
                 };
-                warn!(error = %err, retry_in = ?RETRY_AFTER, "could not write the token sink");
+                warn!(error = %Chain(&err), retry_in = ?RETRY_AFTER, "could not write the token sink");
                 Err(err)
             }
         }

@@ -165,7 +165,7 @@ async fn a_sink_that_cannot_be_written_is_reported_and_costs_readers_nothing() {
         .await
         .expect_err("no directory to write in");
     assert_eq!(errors.len(), 1);
-    let shown = errors[0].to_string();
+    let shown = wxbroker::errors::Chain(&errors[0]).to_string();
     assert!(
         shown.starts_with(&format!("app shop: sink {}: write: ", missing.display())),
         "{shown}"

@@ -14,6 +14,7 @@ use super::table::Hold;
 use crate::clock::beijing_day;
 use crate::engine::schedule::Failure;
 use crate::engine::DailyBudget;
+use crate::errors::Chain;
 use crate::wechat::{self, ErrorClass, FetchError};
 
 /// Why one child's fetch failed.
@@ -129,7 +130,7 @@ impl FetchBudget {
                 state.budget.at_least(day, count);
             }
             Err(err) => {
-                warn!(error = %err, "cannot read the day's count of fetches; counting from this broker's own")
+                warn!(error = %Chain(&err), "cannot read the day's count of fetches; counting from this broker's own")
             }
         }
     }
@@ -155,7 +156,7 @@ impl FetchBudget {
                 count <= state.budget.limit()
             }
             Err(err) => {
-                warn!(error = %err, "cannot count a fetch on the store; counting on this broker's own");
+                warn!(error = %Chain(&err), "cannot count a fetch on the store; counting on this broker's own");
                 state.budget.try_spend(now_secs)
             }
         };

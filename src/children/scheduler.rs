@@ -29,6 +29,7 @@ use super::table::{ChildToken, Hold, Slot, Table};
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::engine::backoff::Backoff;
 use crate::engine::schedule::{self, Renewal};
+use crate::errors::Chain;
 use crate::secret::AccessToken;
 use crate::wechat::ErrorClass;
 
@@ -227,7 +228,7 @@ impl Scheduler {
         let stored = match self.store.load_children().await {
             Ok(records) => records,
             Err(err) => {
-                error!(error = %err, "cannot read the stored {}s; recovering them from wechat", self.kind);
+                error!(error = %Chain(&err), "cannot read the stored {}s; recovering them from wechat", self.kind);
                 Vec::new()
             }
         };
@@ -488,18 +489,18 @@ impl Scheduler {
                     }
                     if let Some(record) = self.current_record(&id) {
                         if let Err(err) = self.store.save_children(&[record]).await {
-                            warn!(id = %id, error = %err, "could not store a {}'s new description", self.kind);
+                            warn!(id = %id, error = %Chain(&err), "could not store a {}'s new description", self.kind);
                         }
                     }
                 }
                 Err(err) => {
-                    warn!(id = %id, error = %err, "could not re-read a changed {}", self.kind)
+                    warn!(id = %id, error = %Chain(&err), "could not re-read a changed {}", self.kind)
                 }
             },
             Outcome::Authorized(Err(err)) => {
                 self.fetches
                     .count(Failed::Upstream(err.clone()).result_label(self.source.as_ref()));
-                warn!(error = %err, "could not exchange an authorization code");
+                warn!(error = %Chain(&err), "could not exchange an authorization code");
             }
             Outcome::Recovered(Ok(records)) => {
                 info!(
@@ -510,7 +511,7 @@ impl Scheduler {
                 self.table.mark_loaded();
             }
             Outcome::Recovered(Err(err)) => {
-                warn!(error = %err, "{} recovery failed; trying again", self.kind);
+                warn!(error = %Chain(&err), "{} recovery failed; trying again", self.kind);
                 self.start_recovery();
             }
         }
@@ -559,13 +560,13 @@ impl Scheduler {
         let retry_in = humantime::format_duration(Duration::from_secs(wait.as_secs()));
         match policy::class_of(err, self.source.as_ref()) {
             ErrorClass::Retry => {
-                warn!(id, error = %err, %retry_in, left_out, "{kind} token refresh failed; retrying")
+                warn!(id, error = %Chain(&err), %retry_in, left_out, "{kind} token refresh failed; retrying")
             }
             ErrorClass::Config => error!(
                 id,
                 errcode = err.errcode(),
                 fix = policy::fix_of(err, self.source.as_ref()).unwrap_or_default(),
-                error = %err,
+                error = %Chain(&err),
                 %retry_in,
                 left_out,
                 "{kind} token refresh refused: it needs an operator or its owner, not retries; one attempt per 10 minutes"
@@ -590,7 +591,7 @@ impl Scheduler {
             .filter_map(|id| self.current_record(id))
             .collect();
         if let Err(err) = self.store.compact(&records).await {
-            warn!(error = %err, "could not compact the {} journal", self.kind);
+            warn!(error = %Chain(&err), "could not compact the {} journal", self.kind);
         }
     }
 
@@ -653,7 +654,7 @@ impl Scheduler {
                 };
                 self.table.remove(&id, &recent);
                 if let Err(err) = self.store.remove_child(&id).await {
-                    warn!(id = %id, error = %err, "could not remove an unauthorized {} from the store", self.kind);
+                    warn!(id = %id, error = %Chain(&err), "could not remove an unauthorized {} from the store", self.kind);
                 }
                 info!(id = %id, "{} unauthorized; dropped", self.kind);
             }

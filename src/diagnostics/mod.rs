@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::config::AppKind;
 use crate::engine::{AppHandle, InvalidateOutcome, TokenError, TokenRecord};
+use crate::errors::Chain;
 use crate::wechat::is_token_rejected;
 
 pub use cgi_path::CgiPath;
@@ -214,7 +215,7 @@ impl Diagnostics {
         let resets_this_month = match self.resets.count(&config.appid, month).await {
             Ok(count) => Some(count),
             Err(err) => {
-                warn!(app = %config.name, error = %err, "could not count the quota reset in the store");
+                warn!(app = %config.name, error = %Chain(&err), "could not count the quota reset in the store");
                 None
             }
         };

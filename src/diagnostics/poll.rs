@@ -18,6 +18,7 @@ use super::{CgiPath, Diagnostics};
 use crate::broker::Broker;
 use crate::config::{AppConfig, AppKind, Grant};
 use crate::engine::AppHandle;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 
 /// When the poll runs.
@@ -178,7 +179,7 @@ async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metric
             count(metrics, app.name(), "ok");
         }
         Err(err) => {
-            warn!(app = app.name(), cgi_path = path, error = %err, "wechat quota poll failed");
+            warn!(app = app.name(), cgi_path = path, error = %Chain(&err), "wechat quota poll failed");
             count(metrics, app.name(), "error");
         }
     }

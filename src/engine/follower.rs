@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, instrument, warn};
 
 use super::follower_pace::{FlipWatch, Seen, WatchPace};
 use super::refresher::Command;
@@ -42,6 +42,7 @@ use super::{
 };
 use crate::config::FollowConfig;
 use crate::credential::Credential;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::secret::{AccessToken, Secret};
 
@@ -92,17 +93,22 @@ fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
         .referer(false)
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(ca_file) = &follow.ca_file {
-        let pem = std::fs::read(ca_file)
-            .map_err(|err| format!("cannot read follow_ca_file {}: {err}", ca_file.display()))?;
+        let pem = std::fs::read(ca_file).map_err(|err| {
+            format!(
+                "cannot read follow_ca_file {}: {}",
+                ca_file.display(),
+                Chain(&err)
+            )
+        })?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|err| format!("follow_ca_file {}: {err}", ca_file.display()))?;
+            .map_err(|err| format!("follow_ca_file {}: {}", ca_file.display(), Chain(&err)))?;
         for certificate in certificates {
             builder = builder.add_root_certificate(certificate);
         }
     }
     builder
         .build()
-        .map_err(|err| format!("cannot build the client for the leader: {err}"))
+        .map_err(|err| format!("cannot build the client for the leader: {}", Chain(&err)))
 }
 
 /// Why an exchange with the leader brought nothing to serve. Never holds
@@ -194,6 +200,14 @@ impl Follower {
 
     /// Runs until the app stops. Unlike an upstream fetch, a watch
     /// abandoned by a stop costs nothing: the leader still holds it all.
+    /// It runs inside a span naming the credential (`app`, `credential`),
+    /// which its log lines carry.
+    #[instrument(
+        name = "follower",
+        parent = None,
+        skip_all,
+        fields(app = %self.spec.name, credential = %self.credential)
+    )]
     pub(super) async fn run(mut self) {
         self.publish(|view| view.leader = Some(LeaderState { reachable: false }));
         self.warm_start().await;
@@ -265,7 +279,7 @@ impl Follower {
         let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
         match self.check(answer) {
             Ok(record) => {
-                info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
+                info!(token = %reported.fingerprint(), outcome = ?outcome, "invalidation forwarded to the leader");
                 let rotated = record.value != *reported;
                 self.adopt(record).await;
                 match outcome.as_deref() {
@@ -352,7 +366,7 @@ impl Follower {
             return;
         };
         let now = self.writer.handle().now_ms();
-        info!(app = %self.spec.name, credential = %self.credential, token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
+        info!(token = %token.value.fingerprint(), expires_in = token.expires_in(now), "loaded the stored credential of the leader");
         self.publish(|view| view.install(Arc::new(token)));
     }
 
@@ -365,7 +379,7 @@ impl Follower {
         let today = crate::clock::beijing_day(self.writer.handle().now_secs());
         // Nothing is ever fetched here.
         if let Err(err) = self.writer.save(today, 0).await {
-            warn!(app = %self.spec.name, credential = %self.credential, error = %err, "could not store the leader's credential");
+            warn!(error = %Chain(&err), "could not store the leader's credential");
         }
     }
 
@@ -375,7 +389,7 @@ impl Follower {
     /// episode.
     async fn adopt(&mut self, record: TokenRecord) -> Seen {
         if self.last_logged.take().is_some() {
-            info!(app = %self.spec.name, credential = %self.credential, "the leader answers again");
+            info!("the leader answers again");
         }
         let held = self.writer.current();
         let seen = self.flips.classify(
@@ -387,7 +401,7 @@ impl Follower {
         match seen {
             Seen::Same => {}
             Seen::New => {
-                info!(app = %self.spec.name, credential = %self.credential, token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
+                info!(token = %record.value.fingerprint(), expires_in = record.expires_in(record.fetched_at_ms), "adopted the leader's credential");
             }
             Seen::Flip { new_episode } => self.count_flip(&record, new_episode),
         }
@@ -414,23 +428,22 @@ impl Follower {
             .inc();
         if new_episode {
             error!(
-                app = %self.spec.name, credential = %self.credential,
                 appid = %self.spec.key.appid,
                 leader = %self.leader.url,
                 token = %record.value.fingerprint(),
                 "the leader's answers flip between two values: more than one broker answers at the leader's address without a shared store, and their fetches invalidate each other's; serving the latest answer, not saving or logging each flip (counted in wxbroker_follower_flips_total)"
             );
         } else {
-            debug!(app = %self.spec.name, credential = %self.credential, "the leader's answer flipped again");
+            debug!("the leader's answer flipped again");
         }
     }
 
     /// Keeps the held credential; records and logs why nothing came.
     fn failed(&mut self, refused: Refused) {
         if self.last_logged.as_ref() != Some(&refused) {
-            warn!(app = %self.spec.name, credential = %self.credential, leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+            warn!(leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
         } else {
-            debug!(app = %self.spec.name, cause = %refused.0, "the leader still fails");
+            debug!(cause = %refused.0, "the leader still fails");
         }
         let at = self.writer.handle().now_secs();
         let errmsg = format!("leader: {}", refused.0);
@@ -482,7 +495,7 @@ async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
     let response = request
         .send()
         .await
-        .map_err(|err| Refused(format!("cannot reach the leader: {}", error_chain(&err))))?;
+        .map_err(|err| Refused(format!("cannot reach the leader: {}", Chain(&err))))?;
     let status = response.status();
     if status.is_redirection() {
         return Err(Refused(format!(
@@ -503,19 +516,19 @@ async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
     }
     serde_json::from_slice(&body).map_err(|err| {
         Refused(format!(
-            "the leader's answer is not a credential answer: {err}"
+            "the leader's answer is not a credential answer: {}",
+            Chain(&err)
         ))
     })
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| {
-        Refused(format!(
-            "the leader's answer broke off: {}",
-            error_chain(&err)
-        ))
-    })? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| Refused(format!("the leader's answer broke off: {}", Chain(&err))))?
+    {
         if body.len() + chunk.len() > MAX_ANSWER {
             return Err(Refused(format!(
                 "the leader's answer is larger than {MAX_ANSWER} bytes"
@@ -524,19 +537,6 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refuse
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// An error with its causes ("certificate not valid for name …" sits
-/// deep inside reqwest's).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A string the leader sent, cut short and made printable for a log line.

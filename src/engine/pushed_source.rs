@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::clock::Clock;
+use crate::errors::Chain;
 use crate::secret::{AccessToken, Secret};
 use crate::store::{implausible_times, StoreError};
 use crate::wechat::{FetchError, TokenGrant, TokenSource, MAX_LIFETIME_SECS};
@@ -122,8 +123,6 @@ pub struct PushedTicketCaller {
 pub struct PushedTicketSource {
     shape: &'static PushedTicketShape,
     caller: PushedTicketCaller,
-    /// The owner's name (the platform, the suite), for log lines.
-    owner: String,
     ticket: Arc<TicketCell>,
     keeper: Arc<dyn TicketKeeper>,
     last_push_request: Mutex<Option<Instant>>,
@@ -136,12 +135,11 @@ pub struct PushedTicketSource {
 }
 
 impl PushedTicketSource {
-    /// `owner`'s credential of `shape`, fetched by `caller` with the
+    /// A credential of `shape`, fetched by `caller` with the
     /// ticket in `ticket` (or, without one there, the one `keeper` has).
     pub fn new(
         shape: &'static PushedTicketShape,
         caller: PushedTicketCaller,
-        owner: &str,
         ticket: Arc<TicketCell>,
         keeper: Arc<dyn TicketKeeper>,
         clock: Clock,
@@ -150,7 +148,6 @@ impl PushedTicketSource {
             shape,
             wait: caller.timeout,
             caller,
-            owner: owner.to_owned(),
             ticket,
             keeper,
             last_push_request: Mutex::new(None),
@@ -170,7 +167,7 @@ impl PushedTicketSource {
             // Refused state was logged and set aside by the store.
             Err(err) if err.is_untrusted() => return None,
             Err(err) => {
-                warn!(owner = %self.owner, error = %err, "cannot read the stored {}", self.shape.ticket);
+                warn!(error = %Chain(&err), "cannot read the stored {}", self.shape.ticket);
                 return None;
             }
         };
@@ -183,7 +180,7 @@ impl PushedTicketSource {
         if let Some(problem) = implausible_times(received_ms, received_ms, now) {
             // Dated ahead, it would never age out. Remembered as refused,
             // so it is refused (and logged) once.
-            error!(owner = %self.owner, %problem, "refusing a stored {} no broker could have received; asking for a new push", self.shape.ticket);
+            error!(%problem, "refusing a stored {} no broker could have received; asking for a new push", self.shape.ticket);
             *self.rejected.lock().expect("poisoned") = Some(Arc::from(kept.ticket));
             return None;
         }
@@ -246,10 +243,10 @@ impl PushedTicketSource {
         });
         match self.call(push.path, body).await {
             Ok(_) => {
-                info!(owner = %self.owner, "no valid {}; asked upstream to push one", self.shape.ticket)
+                info!("no valid {}; asked upstream to push one", self.shape.ticket)
             }
             Err(err) => {
-                warn!(owner = %self.owner, error = %err, "asking upstream to push a {} failed", self.shape.ticket)
+                warn!(error = %Chain(&err), "asking upstream to push a {} failed", self.shape.ticket)
             }
         }
     }
@@ -281,7 +278,10 @@ impl PushedTicketSource {
         };
         if let Err(FetchError::Api { errcode, .. }) = &result {
             if self.shape.ticket_rejected.contains(errcode) {
-                warn!(owner = %self.owner, errcode, "upstream refused the {}; asking for a new push", self.shape.ticket);
+                warn!(
+                    errcode,
+                    "upstream refused the {}; asking for a new push", self.shape.ticket
+                );
                 *self.rejected.lock().expect("poisoned") = Some(ticket.clone());
                 self.ticket.send_if_modified(|held| {
                     let same = held.as_deref() == Some(&*ticket);

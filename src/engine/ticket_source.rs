@@ -114,7 +114,6 @@ impl WechatTicketSource {
         match self.ask(&token).await {
             Err(FetchError::Api { errcode, .. }) if wechat::is_token_rejected(errcode) => {
                 warn!(
-                    app = %self.token.name(),
                     errcode,
                     token = %token.fingerprint(),
                     "ticket fetch rejected the app's access token; reporting it and asking once more"

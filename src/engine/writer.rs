@@ -11,6 +11,7 @@ use tracing::{error, warn};
 
 use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, TokenRecord};
 use crate::clock::Clock;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError, StoredApp, UNTRUSTED_LABEL};
 
@@ -72,23 +73,21 @@ impl Writer {
     /// logged, counted and never served. Publishes nothing.
     pub async fn warm_start(&self) -> Option<(StoredApp, Option<TokenRecord>)> {
         let spec = self.spec();
-        let (name, credential) = (&spec.name, spec.credential);
         let record = match self.store.load(&spec.key).await {
             Ok(record) => record?,
             Err(err) if err.is_untrusted() => {
-                error!(app = %name, %credential, error = %err, "refusing stored state this broker could not have written; fetching anew");
+                error!(error = %Chain(&err), "refusing stored state this broker could not have written; fetching anew");
                 self.count_store_error(err.op_label());
                 return None;
             }
             Err(err) => {
-                warn!(app = %name, %credential, error = %err, "ignoring unreadable stored state");
+                warn!(error = %Chain(&err), "ignoring unreadable stored state");
                 self.count_store_error(err.op_label());
                 return None;
             }
         };
         if !record.belongs_to(&spec.key) {
             warn!(
-                app = %name, %credential,
                 stored_appid = %record.appid,
                 stored_grant = %record.grant,
                 "ignoring stored state written for another app or grant"
@@ -102,7 +101,7 @@ impl Writer {
             .filter(|stored| match stored.implausible(now / 1000) {
                 None => true,
                 Some(problem) => {
-                    error!(app = %name, %credential, %problem, "refusing a stored token no broker could have written; fetching anew");
+                    error!(%problem, "refusing a stored token no broker could have written; fetching anew");
                     self.count_store_error(UNTRUSTED_LABEL);
                     false
                 }

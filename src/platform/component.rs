@@ -81,7 +81,7 @@ pub fn source(
         timeout: config.fetch_timeout,
     };
     let keeper = Arc::new(StoredVerifyTicket(store));
-    PushedTicketSource::new(&SHAPE, caller, &config.name, ticket, keeper, clock)
+    PushedTicketSource::new(&SHAPE, caller, ticket, keeper, clock)
 }
 
 /// The verify ticket the platform's store keeps.

@@ -26,12 +26,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::children::scheduler::FetchCounter;
 use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::PlatformConfig;
 use crate::engine::{AppView, CredentialHandle, EngineContext};
+use crate::errors::Chain;
 use crate::wechat::FetchError;
 use authorizers::{
     AuthorizerSource, AuthorizerStore, AuthorizerToken, Command, SchedulerTuning, Table,
@@ -56,7 +57,7 @@ pub enum Refusal {
     Stale,
     #[error("the body is not a push envelope")]
     Envelope,
-    #[error("{0}")]
+    #[error(transparent)]
     Crypt(#[from] crypto::CryptError),
     #[error("the decrypted message is not a push")]
     Message,
@@ -98,6 +99,9 @@ struct Inner {
     store: Arc<dyn PlatformStore>,
     metrics: PlatformMetrics,
     clock: crate::clock::Clock,
+    /// Names the platform (`platform`) on every log line of its
+    /// scheduler and of the pushes it applies.
+    span: tracing::Span,
 }
 
 impl PlatformHandle {
@@ -130,9 +134,11 @@ impl PlatformHandle {
         metrics.init(&config.name);
         let table = Arc::new(Table::default());
         let (commands, command_rx) = mpsc::channel(4096);
+        // The scheduler and the pushes the platform applies log inside this.
+        let span = tracing::info_span!(parent: None, "platform", platform = %config.name);
         let scheduler = Scheduler::new(SchedulerParts {
             kind: authorizers::KIND,
-            span: tracing::info_span!("platform", platform = %config.name),
+            span: span.clone(),
             refresh_before: config.refresh_before,
             source: Arc::new(AuthorizerSource::new(
                 api.clone(),
@@ -171,6 +177,7 @@ impl PlatformHandle {
                 store,
                 metrics: metrics.clone(),
                 clock: context.clock,
+                span,
             }),
         }
     }
@@ -208,6 +215,12 @@ impl PlatformHandle {
     /// Checks, decrypts and applies one push. Every refusal leaves the
     /// platform as it was.
     pub async fn accept_push(&self, query: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
+        self.accept(query, body)
+            .instrument(self.inner.span.clone())
+            .await
+    }
+
+    async fn accept(&self, query: Option<&str>, body: &[u8]) -> Result<(), Refusal> {
         let result = self.check_and_apply(query, body).await;
         let outcome = match &result {
             Ok(()) => "accepted",
@@ -219,7 +232,7 @@ impl PlatformHandle {
             .with_label_values(&[self.name(), outcome])
             .inc();
         if let Err(refusal) = &result {
-            warn!(platform = %self.name(), reason = %refusal, "refused a callback push");
+            warn!(reason = %refusal, "refused a callback push");
         }
         result
     }
@@ -277,7 +290,7 @@ impl PlatformHandle {
             "authorized" | "updateauthorized" => {
                 let appid = field("AuthorizerAppid").ok_or(Refusal::Message)?;
                 let code = field("AuthorizationCode").ok_or(Refusal::Message)?;
-                info!(platform = %self.name(), authorizer = appid, "authorization pushed");
+                info!(authorizer = appid, "authorization pushed");
                 self.send(Command::Authorized {
                     id: appid.to_owned(),
                     code: code.to_owned(),
@@ -292,7 +305,7 @@ impl PlatformHandle {
                 .await;
             }
             other => {
-                debug!(platform = %self.name(), info_type = other, "ignoring a push of another kind");
+                debug!(info_type = other, "ignoring a push of another kind");
             }
         }
         Ok(())
@@ -306,15 +319,15 @@ impl PlatformHandle {
             received_at: self.inner.clock.now_secs(),
         };
         if let Err(err) = self.inner.store.save_ticket(&stored).await {
-            warn!(platform = %self.name(), error = %err, "could not store the component_verify_ticket; keeping it in memory");
+            warn!(error = %Chain(&err), "could not store the component_verify_ticket; keeping it in memory");
         }
         self.inner.ticket.send_replace(Some(Arc::from(ticket)));
-        debug!(platform = %self.name(), "component_verify_ticket received");
+        debug!("component_verify_ticket received");
     }
 
     async fn send(&self, command: Command) {
         if self.inner.commands.send(command).await.is_err() {
-            warn!(platform = %self.name(), "the authorizer scheduler has stopped; push dropped");
+            warn!("the authorizer scheduler has stopped; push dropped");
         }
     }
 

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use tracing::error;
 
+use crate::errors::Chain;
 use crate::files::trust::{self, Contents};
 use crate::files::write_atomically;
 use crate::store::{implausible_times, Implausible, StoreError};
@@ -355,10 +356,10 @@ fn vetted<T>(
     if let Err(err @ StoreError::Untrusted { .. }) = &result {
         match trust::set_aside(path) {
             Ok(aside) => {
-                error!(path = %path.display(), aside = %aside.display(), error = %err, "refusing platform state this broker could not have written; set it aside")
+                error!(path = %path.display(), aside = %aside.display(), error = %Chain(&err), "refusing platform state this broker could not have written; set it aside")
             }
             Err(rename) => {
-                error!(path = %path.display(), error = %err, rename_error = %rename, "refusing platform state this broker could not have written; it could not be set aside, and is neither read nor written")
+                error!(path = %path.display(), error = %Chain(&err), rename_error = %Chain(&rename), "refusing platform state this broker could not have written; it could not be set aside, and is neither read nor written")
             }
         }
     }

@@ -41,7 +41,7 @@ pub enum Refusal {
     TooLarge,
     #[error("the body is not a push envelope")]
     Envelope,
-    #[error("{0}")]
+    #[error(transparent)]
     Crypt(#[from] CryptError),
     #[error("the decrypted message is not a push")]
     Message,

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::ticket::{self, PushedTicket, TicketDecision};
 use crate::clock::Clock;
 use crate::engine::TicketCell;
+use crate::errors::Chain;
 use crate::platform::store::{PlatformStore, StoredTicket};
 use crate::secret::Secret;
 
@@ -24,7 +25,6 @@ use crate::secret::Secret;
 pub const FLEET_LOOK_EVERY: Duration = Duration::from_secs(30);
 
 pub struct HeldTicket {
-    suite: String,
     suite_id: String,
     /// The ticket the suite token's source fetches with.
     cell: Arc<TicketCell>,
@@ -40,14 +40,12 @@ pub struct HeldTicket {
 
 impl HeldTicket {
     pub fn new(
-        suite: &str,
         suite_id: &str,
         cell: Arc<TicketCell>,
         store: Arc<dyn PlatformStore>,
         clock: Clock,
     ) -> Self {
         HeldTicket {
-            suite: suite.to_owned(),
             suite_id: suite_id.to_owned(),
             cell,
             held: Mutex::new(None),
@@ -78,11 +76,11 @@ impl HeldTicket {
                 received_at: pushed.timestamp,
             };
             if let Err(err) = self.store.save_ticket(&stored).await {
-                warn!(suite = %self.suite, error = %err, "could not store the suite_ticket; keeping it in memory");
+                warn!(error = %Chain(&err), "could not store the suite_ticket; keeping it in memory");
             }
             self.hold(pushed);
         }
-        debug!(suite = %self.suite, decision = decision.label(), "suite_ticket pushed");
+        debug!(decision = decision.label(), "suite_ticket pushed");
         decision
     }
 
@@ -95,7 +93,10 @@ impl HeldTicket {
         if let Some(stored) = self.stored().await {
             self.seen(&stored, now);
             if ticket::judge(held.as_ref(), &stored, now).keeps_pushed() {
-                info!(suite = %self.suite, age_secs = ticket::age_secs(&stored, now), "took the suite_ticket from the store");
+                info!(
+                    age_secs = ticket::age_secs(&stored, now),
+                    "took the suite_ticket from the store"
+                );
                 self.hold(stored);
             }
         }
@@ -123,7 +124,7 @@ impl HeldTicket {
                     timestamp: stored.received_at,
                 }),
             Err(err) => {
-                debug!(suite = %self.suite, error = %err, "cannot read the stored suite_ticket");
+                debug!(error = %Chain(&err), "cannot read the stored suite_ticket");
                 None
             }
         }
@@ -179,7 +180,7 @@ mod tests {
     fn held(store: Arc<dyn PlatformStore>) -> HeldTicket {
         let cell = Arc::new(tokio::sync::watch::channel(None).0);
         let clock = Clock::starting_at(Duration::from_secs(NOW));
-        HeldTicket::new("crm", "wwsuite", cell, store, clock)
+        HeldTicket::new("wwsuite", cell, store, clock)
     }
 
     fn pushed(text: &str, timestamp: u64) -> PushedTicket {

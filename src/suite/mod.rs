@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::children::scheduler::FetchCounter;
 use crate::children::{access, ChildError, ChildToken, Command, Hold, Scheduler, SchedulerParts};
@@ -107,6 +107,9 @@ struct Inner {
     clock: crate::clock::Clock,
     /// Unix seconds: what the ticket age counts from before any ticket.
     started_at: u64,
+    /// Names the suite (`suite`) on every log line of its tasks and of
+    /// the pushes it applies.
+    span: tracing::Span,
 }
 
 impl SuiteHandle {
@@ -124,8 +127,9 @@ impl SuiteHandle {
         let config = Arc::new(config);
         let api = SuiteApi::new(http.clone(), &config);
         let cell = Arc::new(tokio::sync::watch::channel(None).0);
+        // The suite's tasks and the pushes it applies log inside this.
+        let span = tracing::info_span!(parent: None, "suite", suite = %config.name);
         let ticket = Arc::new(HeldTicket::new(
-            &config.name,
             &config.suite_id,
             cell.clone(),
             store.clone(),
@@ -134,7 +138,8 @@ impl SuiteHandle {
         context.tasks.spawn(
             ticket
                 .clone()
-                .follow_store(store.is_shared(), context.cancel.child_token()),
+                .follow_store(store.is_shared(), context.cancel.child_token())
+                .instrument(span.clone()),
         );
         let source = suite_token::source(http, &config, cell, store.clone(), context.clock);
         let suite_token = CredentialHandle::spawn(
@@ -161,7 +166,7 @@ impl SuiteHandle {
         let (commands, command_rx) = mpsc::channel(4096);
         let scheduler = Scheduler::new(SchedulerParts {
             kind: corps::KIND,
-            span: tracing::info_span!("suite", suite = %config.name),
+            span: span.clone(),
             refresh_before: config.refresh_before,
             source: Arc::new(corps::CorpSource::new(
                 api.clone(),
@@ -207,6 +212,7 @@ impl SuiteHandle {
                 metrics: metrics.clone(),
                 clock: context.clock,
                 started_at: context.clock.now_secs(),
+                span,
             }),
         }
     }
@@ -346,7 +352,9 @@ impl SuiteHandle {
         self.count(opened.as_ref().err().copied());
         let event = opened?;
         let suite = self.clone();
-        let applying = tokio::spawn(async move { suite.apply(event).await });
+        let applying = tokio::spawn(
+            async move { suite.apply(event).await }.instrument(self.inner.span.clone()),
+        );
         let _ = tokio::time::timeout(ANSWER_WITHIN, applying).await;
         Ok(())
     }
@@ -360,7 +368,9 @@ impl SuiteHandle {
             .with_label_values(&[self.name(), outcome])
             .inc();
         if let Some(refusal) = refusal {
-            warn!(suite = %self.name(), reason = %refusal, "refused a call on the suite's callback URL");
+            self.inner.span.in_scope(|| {
+                warn!(reason = %refusal, "refused a call on the suite's callback URL");
+            });
         }
     }
 
@@ -373,11 +383,15 @@ impl SuiteHandle {
                     .push(PushedTicket { ticket, timestamp })
                     .await;
                 if !decision.keeps_pushed() && decision != TicketDecision::Same {
-                    info!(suite = %self.name(), timestamp, decision = decision.label(), "kept the held suite_ticket over a pushed one");
+                    info!(
+                        timestamp,
+                        decision = decision.label(),
+                        "kept the held suite_ticket over a pushed one"
+                    );
                 }
             }
             SuiteEvent::CreateAuth { auth_code } | SuiteEvent::ResetPermanentCode { auth_code } => {
-                info!(suite = %self.name(), "install pushed; exchanging its auth code");
+                info!("install pushed; exchanging its auth code");
                 self.send(Command::Authorized {
                     id: String::new(),
                     code: auth_code.expose().to_owned(),
@@ -392,14 +406,14 @@ impl SuiteHandle {
                 self.send(Command::Unauthorized { id: auth_corpid }).await;
             }
             SuiteEvent::Other { info_type } => {
-                debug!(suite = %self.name(), info_type, "ignoring a push of another kind");
+                debug!(info_type, "ignoring a push of another kind");
             }
         }
     }
 
     async fn send(&self, command: Command) {
         if self.inner.commands.send(command).await.is_err() {
-            warn!(suite = %self.name(), "the corp scheduler has stopped; push dropped");
+            warn!("the corp scheduler has stopped; push dropped");
         }
     }
 

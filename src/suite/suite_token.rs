@@ -74,7 +74,7 @@ pub fn source(
         timeout: config.fetch_timeout,
     };
     let keeper = Arc::new(StoredSuiteTicket(store));
-    PushedTicketSource::new(&SHAPE, caller, &config.name, ticket, keeper, clock)
+    PushedTicketSource::new(&SHAPE, caller, ticket, keeper, clock)
 }
 
 /// The suite ticket the suite's store keeps, dated by its `TimeStamp`.

@@ -15,6 +15,7 @@ use crate::children::policy::{Failed, FetchBudget};
 use crate::children::record::{ChildRecord, ChildStore};
 use crate::children::source::{ChildGrant, ChildSource};
 use crate::clock::Clock;
+use crate::errors::Chain;
 use crate::secret::AccessToken;
 use crate::wechat::{self, FetchError};
 
@@ -210,7 +211,7 @@ impl RefreshTask {
             .save_children(std::slice::from_ref(&record))
             .await
         {
-            error!(id = %self.id, error = %err, "could not store a {}'s refresh token; keeping it in memory and serving", self.kind);
+            error!(id = %self.id, error = %Chain(&err), "could not store a {}'s refresh token; keeping it in memory and serving", self.kind);
         }
         Ok(record)
     }
@@ -249,7 +250,7 @@ impl AuthorizeTask {
                 return result;
             }
             if let Err(err) = &result {
-                warn!(error = %err, "exchanging an authorization code failed; trying again");
+                warn!(error = %Chain(&err), "exchanging an authorization code failed; trying again");
             }
             tokio::select! {
                 () = self.cancel.cancelled() => return result,
@@ -281,7 +282,7 @@ impl AuthorizeTask {
         self.store
             .save_children(std::slice::from_ref(&record))
             .await
-            .map_err(|err| FetchError::Transport(format!("store: {err}")))?;
+            .map_err(|err| FetchError::Transport(format!("store: {}", Chain(&err))))?;
         Ok(record)
     }
 }
@@ -339,7 +340,7 @@ impl RecoverTask {
                 .collect();
             // Each page is durable before the next is asked for.
             if let Err(err) = self.store.save_recovered(&records).await {
-                error!(error = %err, "could not store recovered {} refresh tokens", self.kind);
+                error!(error = %Chain(&err), "could not store recovered {} refresh tokens", self.kind);
             }
             all.extend(records);
             offset += fetched;

@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use super::coordination::Coordination;
 use super::{Refresher, SeenBy};
 use crate::engine::{InvalidateOutcome, TokenRecord};
+use crate::errors::Chain;
 use crate::wechat::{is_token_rejected, FetchError};
 
 /// When a refresher checks its held token upstream.
@@ -117,14 +118,14 @@ impl Refresher {
             .inc();
         match result {
             Ok(()) => {
-                debug!(app = %self.spec.name, token = %held.value.fingerprint(), "the held token checks out upstream");
+                debug!(token = %held.value.fingerprint(), "the held token checks out upstream");
             }
             Err(FetchError::Api { errcode, .. }) if is_token_rejected(errcode) => {
                 self.rejected_by_check(coordination, &held, errcode, seen_by)
                     .await;
             }
             Err(err) => {
-                debug!(app = %self.spec.name, error = %err, "could not check the held token upstream");
+                debug!(error = %Chain(&err), "could not check the held token upstream");
             }
         }
     }
@@ -143,11 +144,10 @@ impl Refresher {
             // kill its token in turn.
             let age = Duration::from_millis(self.now_ms().saturating_sub(held.fetched_at_ms));
             self.count_fight(&held.value, age, seen_by);
-            debug!(app = %self.spec.name, token = %held.value.fingerprint(), errcode, "the token a check's refresh brought was rejected too; not refreshing again on a check");
+            debug!(token = %held.value.fingerprint(), errcode, "the token a check's refresh brought was rejected too; not refreshing again on a check");
             return;
         }
         info!(
-            app = %self.spec.name, credential = %self.credential,
             token = %held.value.fingerprint(),
             errcode,
             "upstream rejected the held token on the broker's own check; refreshing once"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant as StdInstant};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info, instrument, warn};
 
 mod checks;
 pub(super) mod coordination;
@@ -31,6 +31,7 @@ use super::{
 };
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::credential::Credential;
+use crate::errors::Chain;
 use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::StoreKey;
@@ -194,7 +195,14 @@ impl Refresher {
     /// of work, at the `select!`: an upstream fetch that has begun runs to
     /// its end (bounded by `fetch_timeout`) and its token is adopted and
     /// stored before the task ends, because WeChat has already replaced
-    /// the token this broker held.
+    /// the token this broker held. It runs inside a span naming the
+    /// credential (`app`, `credential`), which its log lines carry.
+    #[instrument(
+        name = "refresher",
+        parent = None,
+        skip_all,
+        fields(app = %self.spec.name, credential = %self.credential)
+    )]
     pub(super) async fn run(mut self, mut coordination: Box<dyn Coordination>) {
         let cancel = self.cancel.clone();
         let coordination = &mut *coordination;
@@ -211,7 +219,7 @@ impl Refresher {
                 () = deferred_due(&self.deferred) => {
                     if let Some((reported, _)) = self.deferred.take() {
                         self.publish(|view| view.deferred_refresh_at = None);
-                        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "running the deferred refresh");
+                        info!(token = %reported.fingerprint(), "running the deferred refresh");
                         self.invalidate(coordination, &reported, false, SeenBy::Deferred).await;
                     }
                 }
@@ -270,7 +278,6 @@ impl Refresher {
         coordination.restore_count(self).await;
         if let Some(token) = token {
             info!(
-                app = %self.spec.name, credential = %self.credential,
                 token = %token.value.fingerprint(),
                 expires_in = token.expires_in(self.now_ms()),
                 "loaded stored token"
@@ -343,8 +350,6 @@ impl Refresher {
         let left = Duration::from_millis(held_expiry.saturating_sub(now));
         let wait = schedule::recheck_after(self.spec.reissue.renewal(), left);
         info!(
-            app = %self.spec.name,
-            credential = %self.credential,
             value = %grant.token.fingerprint(),
             expires_in = left.as_secs(),
             recheck_in = ?wait,
@@ -433,7 +438,7 @@ impl Refresher {
             Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(app = %self.spec.name, credential = %self.credential, token = %reported.fingerprint(), "token reported rejected; refreshing");
+        info!(token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(coordination, false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
@@ -471,7 +476,6 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
-                    app = %self.spec.name, credential = %self.credential,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -503,7 +507,6 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
-                app = %self.spec.name, credential = %self.credential,
                 appid = %self.key.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,
@@ -577,8 +580,6 @@ impl Refresher {
             fetched_at_ms: self.now_ms(),
         };
         info!(
-            app = %self.spec.name,
-            credential = %self.credential,
             grant = self.spec.grant,
             value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
@@ -604,7 +605,6 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
-            app = %self.spec.name, credential = %self.credential,
             expires_in,
             refresh_before = ?self.spec.refresh_before,
             next_fetch_in = ?wait,
@@ -645,15 +645,12 @@ impl Refresher {
 
     /// Logs a failure with what to do about it; returns it as readers see it.
     fn log_failure(&self, err: &AttemptError, wait: Duration) -> LastError {
-        let app = self.spec.name.as_str();
         let credential = self.credential;
         let at = self.now_secs();
         let err = match err {
             AttemptError::BudgetSpent => {
                 let budget_key = &self.spec.budget_key;
                 error!(
-                    app,
-                    %credential,
                     budget = self.budget.limit(),
                     "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
                 );
@@ -670,32 +667,26 @@ impl Refresher {
         };
         match err.class() {
             ErrorClass::Retry => {
-                warn!(app, %credential, error = %err, retry_in = ?wait, "{credential} fetch failed; retrying");
+                warn!(error = %Chain(&err), retry_in = ?wait, "{credential} fetch failed; retrying");
             }
             ErrorClass::Config => match err.blocked_ip() {
                 Some(ip) => error!(
-                    app,
-                    %credential,
                     errcode = err.errcode(),
                     blocked_ip = %ip,
                     fix = format!("add {ip} to the IP whitelist of the WeChat console"),
-                    error = %err,
+                    error = %Chain(&err),
                     retry_in = ?wait,
                     "{credential} fetch refused: wechat refuses the broker's address {ip}"
                 ),
                 None => error!(
-                    app,
-                    %credential,
                     errcode = err.errcode(),
                     fix = err.fix().unwrap_or_default(),
-                    error = %err,
+                    error = %Chain(&err),
                     retry_in = ?wait,
                     "{credential} fetch refused: configuration error"
                 ),
             },
             ErrorClass::QuotaExhausted => error!(
-                app,
-                %credential,
                 errcode = err.errcode(),
                 retry_in = ?wait,
                 "wechat daily quota reached (45009): no attempt until Beijing midnight"
@@ -727,7 +718,7 @@ impl Refresher {
         if !quota_held {
             return;
         }
-        info!(app = %self.spec.name, credential = %self.credential, "wechat quota reset: lifting the 45009 hold; fetching now");
+        info!("wechat quota reset: lifting the 45009 hold; fetching now");
         self.hold_until = None;
         self.next_attempt = Instant::now();
         self.publish(|view| view.clear_failure());
@@ -755,14 +746,13 @@ impl Refresher {
     async fn persist(&mut self) {
         if let Err(err) = self.save().await {
             let retry_in = self.unsaved.failed();
-            warn!(app = %self.spec.name, credential = %self.credential, error = %err, ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
+            warn!(error = %Chain(&err), ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
         }
     }
 
     /// Serves `stored`, a token another broker fetched and stored.
     fn take_stored(&mut self, stored: TokenRecord) {
         info!(
-            app = %self.spec.name, credential = %self.credential,
             token = %stored.value.fingerprint(),
             expires_in = stored.expires_in(self.now_ms()),
             "adopted the fleet's token"

@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::{Coordination, Pass, Refresher, Turn};
 use crate::engine::TokenRecord;
+use crate::errors::Chain;
 use crate::secret::AccessToken;
 use crate::store::{lock_hold, Cluster, LockToken, Store, StoreError, LOCK_LEASE};
 
@@ -121,16 +122,14 @@ impl Fleet {
         r.count_store_error(err.op_label());
         if may_fetch_alone(r) {
             error!(
-                app = %r.spec.name, credential = %r.credential,
-                error = %err,
+                error = %Chain(&err),
                 "cluster store unreachable: refreshing without the fleet's lock"
             );
             self.set_degraded(r, true);
             return Turn::Mine(Pass::unlocked());
         }
         warn!(
-            app = %r.spec.name, credential = %r.credential,
-            error = %err,
+            error = %Chain(&err),
             "cluster store unreachable: keeping the current token and waiting for it"
         );
         let retry = Instant::now() + STORE_RETRY;
@@ -154,7 +153,7 @@ impl Fleet {
     async fn unlock(&self, r: &Refresher, lock: LockToken) {
         if let Err(err) = self.cluster().unlock(&r.key, lock).await {
             // Its lease ends it; others wait at most that long.
-            warn!(app = %r.spec.name, credential = %r.credential, error = %err, "could not release the refresh lock");
+            warn!(error = %Chain(&err), "could not release the refresh lock");
             r.count_store_error(err.op_label());
         }
     }
@@ -167,7 +166,7 @@ impl Fleet {
             return;
         }
         if let Err(err) = r.save().await {
-            warn!(app = %r.spec.name, credential = %r.credential, error = %err, "could not persist token state");
+            warn!(error = %Chain(&err), "could not persist token state");
         }
     }
 
@@ -183,7 +182,7 @@ impl Fleet {
                     return count <= r.budget.limit();
                 }
                 Err(err) => {
-                    warn!(app = %r.spec.name, credential = %r.credential, error = %err, "cannot count on the fleet's budget; counting locally");
+                    warn!(error = %Chain(&err), "cannot count on the fleet's budget; counting locally");
                     r.count_store_error(err.op_label());
                 }
             }
@@ -220,7 +219,7 @@ impl Fleet {
         if self.degraded != degraded {
             self.degraded = degraded;
             if !degraded {
-                info!(app = %r.spec.name, credential = %r.credential, "cluster store reachable again");
+                info!("cluster store reachable again");
             }
         }
         r.metrics
