@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
 use super::follower_pace::{FlipWatch, Seen, WatchPace};
-use super::refresher::Command;
+use super::handle::WriterCommand;
 use super::{
     AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome, LastError,
     LeaderState, TokenRecord, Writer,
@@ -158,7 +158,7 @@ pub(super) struct Follower {
     leader: Arc<Leader>,
     /// Publishes, warm-starts and saves, as a refresher's does.
     writer: Writer,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<WriterCommand>,
     cancel: CancellationToken,
     /// The last cause logged, so a leader down for an hour logs once.
     last_logged: Option<Refused>,
@@ -174,7 +174,7 @@ impl Follower {
     pub(super) fn new(
         leader: Arc<Leader>,
         handle: CredentialHandle,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<WriterCommand>,
         context: &EngineContext,
     ) -> Follower {
         Follower {
@@ -225,12 +225,12 @@ impl Follower {
             tokio::select! {
                 () = self.cancel.cancelled() => break,
                 command = self.commands.recv() => match command {
-                    Some(Command::Invalidate { reported, reply, .. }) => {
+                    Some(WriterCommand::Invalidate { reported, reply, .. }) => {
                         let outcome = self.forward_invalidation(&reported).await;
                         let _ = reply.send(outcome);
                     }
                     // A follower is never held for 45009: its leader is.
-                    Some(Command::ClearQuotaHold) => {}
+                    Some(WriterCommand::ClearQuotaHold) => {}
                     None => break,
                 },
                 answer = watch => match self.check(answer) {

@@ -8,14 +8,10 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::follower::{Follower, Leader};
-use super::refresher::coordination::{self, Coordination};
-use super::refresher::{Command, Refresher};
 use super::{AppView, CredentialSpec, EngineContext, InvalidateOutcome, TokenError, TokenRecord};
 use crate::clock::Clock;
 use crate::credential::Credential;
 use crate::secret::AccessToken;
-use crate::wechat::TokenSource;
 
 /// One credential's read side (an app's access token or ticket, a
 /// platform's component token), as its [`CredentialSpec`] describes it.
@@ -31,7 +27,7 @@ pub(super) struct Shared {
     /// Only the refresher stores into it, together with `view`.
     pub(super) current: ArcSwapOption<TokenRecord>,
     pub(super) view: watch::Sender<AppView>,
-    pub(super) commands: mpsc::Sender<Command>,
+    pub(super) commands: mpsc::Sender<WriterCommand>,
     pub(super) clock: Clock,
     pub(super) cancel: CancellationToken,
     /// Cancelled when the refresher task has ended.
@@ -41,6 +37,20 @@ pub(super) struct Shared {
 /// Invalidations waiting for the refresher beyond this many are refused
 /// with the current token, which is what they would have got anyway.
 const COMMAND_QUEUE: usize = 4096;
+
+/// What a handle asks of its credential's writer (a refresher or a
+/// follower).
+pub(super) enum WriterCommand {
+    Invalidate {
+        reported: AccessToken,
+        /// Schedule the refresh for later when it is not allowed now.
+        defer: bool,
+        reply: oneshot::Sender<InvalidateOutcome>,
+    },
+    /// WeChat's daily quota was reset (`clear_quota`): a 45009 hold is
+    /// over, and the next attempt is due now.
+    ClearQuotaHold,
+}
 
 impl CredentialHandle {
     /// What the engine knows of the credential.
@@ -186,7 +196,7 @@ impl CredentialHandle {
         wait: Duration,
     ) -> Result<InvalidateOutcome, TokenError> {
         let (reply, outcome) = oneshot::channel();
-        let command = Command::Invalidate {
+        let command = WriterCommand::Invalidate {
             reported: AccessToken::new(reported),
             defer,
             reply,
@@ -209,7 +219,7 @@ impl CredentialHandle {
     pub fn lift_quota_hold(&self) {
         // A full queue holds invalidations that will wake the refresher
         // anyway; the hold then lifts at midnight as before.
-        let _ = self.shared.commands.try_send(Command::ClearQuotaHold);
+        let _ = self.shared.commands.try_send(WriterCommand::ClearQuotaHold);
     }
 
     /// The answer to an invalidation the refresher did not answer: the
@@ -230,52 +240,9 @@ fn seconds_until(at: Option<u64>, now: u64) -> u64 {
 }
 
 impl CredentialHandle {
-    /// Starts the credential's refresher on `context.tasks`, fetching
-    /// from `source` as `spec` says, and publishing `seed` first (a
-    /// reload carries the running credential over).
-    pub(crate) fn spawn(
-        spec: Arc<CredentialSpec>,
-        source: Arc<dyn TokenSource>,
-        context: &EngineContext,
-        seed: AppView,
-    ) -> CredentialHandle {
-        let coordination = coordination::for_store(&context.store);
-        CredentialHandle::spawn_coordinated(spec, source, coordination, context, seed)
-    }
-
-    /// [`CredentialHandle::spawn`] with the coordination given.
-    pub(super) fn spawn_coordinated(
-        spec: Arc<CredentialSpec>,
-        source: Arc<dyn TokenSource>,
-        coordination: Box<dyn Coordination>,
-        context: &EngineContext,
-        seed: AppView,
-    ) -> CredentialHandle {
-        let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
-        let refresher = Refresher::new(source, handle.clone(), command_rx, context);
-        handle.run_writer(context, refresher.run(coordination));
-        handle
-    }
-
-    /// Starts a follower app's credential: its writer is a [`Follower`]
-    /// reading `leader`, never a refresher, so this broker makes no
-    /// upstream call for it. Readers and invalidations use the handle as
-    /// for any other credential.
-    pub(super) fn spawn_follower(
-        spec: Arc<CredentialSpec>,
-        leader: Arc<Leader>,
-        context: &EngineContext,
-        seed: AppView,
-    ) -> CredentialHandle {
-        let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
-        let follower = Follower::new(leader, handle.clone(), command_rx, context);
-        handle.run_writer(context, follower.run());
-        handle
-    }
-
     /// Runs `writer`, the credential's only writer, on `context.tasks`;
     /// [`CredentialHandle::stop`] learns from `finished` that it ended.
-    fn run_writer(
+    pub(super) fn run_writer(
         &self,
         context: &EngineContext,
         writer: impl std::future::Future<Output = ()> + Send + 'static,
@@ -289,11 +256,11 @@ impl CredentialHandle {
 
     /// The handle, publishing `seed`, and the receiving end of its
     /// command channel for the writer.
-    fn new(
+    pub(super) fn new(
         spec: Arc<CredentialSpec>,
         context: &EngineContext,
         seed: AppView,
-    ) -> (CredentialHandle, mpsc::Receiver<Command>) {
+    ) -> (CredentialHandle, mpsc::Receiver<WriterCommand>) {
         let current = ArcSwapOption::new(seed.token.clone());
         let (view, _) = watch::channel(seed);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);

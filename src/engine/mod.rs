@@ -17,6 +17,7 @@ mod handle;
 mod pushed_source;
 mod refresher;
 pub(crate) mod schedule;
+mod spawn;
 mod spec;
 mod ticket_source;
 mod unsaved;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, instrument, warn};
@@ -23,6 +23,7 @@ pub use checks::TokenChecks;
 use self::coordination::{Coordination, Turn};
 use super::backoff::Backoff;
 use super::budget::DailyBudget;
+use super::handle::WriterCommand;
 use super::schedule::{self, Failure};
 use super::unsaved::Unsaved;
 use super::{
@@ -36,18 +37,6 @@ use crate::metrics::Metrics;
 use crate::secret::AccessToken;
 use crate::store::StoreKey;
 use crate::wechat::{ErrorClass, FetchError, TokenGrant, TokenSource, SHORT_LIFETIME_LABEL};
-
-pub(super) enum Command {
-    Invalidate {
-        reported: AccessToken,
-        /// Schedule the refresh for later when it is not allowed now.
-        defer: bool,
-        reply: oneshot::Sender<InvalidateOutcome>,
-    },
-    /// WeChat's daily quota was reset (`clear_quota`): a 45009 hold is
-    /// over, and the next attempt is due now.
-    ClearQuotaHold,
-}
 
 /// A fight is logged once per episode: again only after this long
 /// without one.
@@ -99,7 +88,7 @@ pub(super) struct Refresher {
     clock: Clock,
     /// Publishes, warm-starts and saves.
     writer: Writer,
-    commands: mpsc::Receiver<Command>,
+    commands: mpsc::Receiver<WriterCommand>,
     cancel: CancellationToken,
     budget: DailyBudget,
     /// A count kept here (not on a fleet's counter) that the store lags.
@@ -142,7 +131,7 @@ impl Refresher {
     pub(super) fn new(
         source: Arc<dyn TokenSource>,
         handle: CredentialHandle,
-        commands: mpsc::Receiver<Command>,
+        commands: mpsc::Receiver<WriterCommand>,
         context: &EngineContext,
     ) -> Self {
         let cancel = handle.stopped().clone();
@@ -224,12 +213,12 @@ impl Refresher {
                     }
                 }
                 command = self.commands.recv() => match command {
-                    Some(Command::Invalidate { reported, defer, reply }) => {
+                    Some(WriterCommand::Invalidate { reported, defer, reply }) => {
                         let outcome = self.invalidate(coordination, &reported, defer, SeenBy::Client).await;
                         // The asker may have given up; that is fine.
                         let _ = reply.send(outcome);
                     }
-                    Some(Command::ClearQuotaHold) => self.clear_quota_hold(),
+                    Some(WriterCommand::ClearQuotaHold) => self.clear_quota_hold(),
                     None => break,
                 },
                 () = tokio::time::sleep_until(self.next_attempt) => self.scheduled_refresh(coordination).await,
