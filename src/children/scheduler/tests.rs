@@ -10,8 +10,10 @@ use prometheus::{IntCounterVec, Opts};
 
 use super::tasks::record_of;
 use super::*;
+use crate::children::record::ChildRecord;
 use crate::children::source::{ChildGrant, ChildPage};
 use crate::clock::beijing_day;
+use crate::secret::AccessToken;
 use crate::store::StoreError;
 use crate::wechat::FetchError;
 
@@ -676,27 +678,6 @@ async fn a_kind_that_cannot_list_or_needs_no_parent_goes_on_while_the_parent_is_
 }
 
 #[test]
-fn due_times_spread_inside_the_window_and_never_early() {
-    let before = Duration::from_secs(300);
-    let (fetched, expires) = (0, 7_200_000);
-    assert_eq!(due_ms(before, fetched, expires, 0.0), 6_900_000);
-    assert_eq!(due_ms(before, fetched, expires, 1.0), 6_900_000 - 1_800_000);
-    let mid = due_ms(before, fetched, expires, 0.5);
-    assert!(mid > 5_100_000 && mid < 6_900_000);
-    // A short lifetime never refreshes in its first half.
-    assert!(due_ms(before, 0, 400_000, 1.0) >= 200_000);
-}
-
-#[test]
-fn jitter_is_the_same_on_every_broker_and_spreads() {
-    assert_eq!(jitter("wxa", 1_000), jitter("wxa", 1_000));
-    let values: Vec<f64> = (0..1000).map(|i| jitter(&format!("wx{i}"), 7)).collect();
-    assert!(values.iter().all(|v| (0.0..1.0).contains(v)));
-    let low = values.iter().filter(|v| **v < 0.5).count();
-    assert!((400..600).contains(&low), "{low} of 1000 below a half");
-}
-
-#[test]
 fn an_answer_without_a_refresh_token_or_name_keeps_the_held_ones() {
     let grant = |refresh: &str| ChildGrant {
         id: "wxa".into(),
@@ -720,41 +701,4 @@ fn an_answer_without_a_refresh_token_or_name_keeps_the_held_ones() {
     let rotated = record_of(renamed, ("held", "Corp A"), 1_000, 1_100, 5);
     assert_eq!(rotated.refresh_token, "new");
     assert_eq!(rotated.name, "Corp B");
-}
-
-#[test]
-fn short_lifetimes_are_paced_and_counted_once_per_child() {
-    let mut short = ShortLifetimes {
-        kind: "authorizer",
-        refresh_before: Duration::from_secs(8),
-        children: 0,
-    };
-    let token = |fetched_at_ms, lifetime_ms| ChildToken {
-        value: AccessToken::new("at"),
-        expires_at_ms: fetched_at_ms + lifetime_ms,
-        fetched_at_ms,
-    };
-    let (mut a, mut b) = (Backoff::default(), Backoff::default());
-    // A 2 s token is due after 1 s by its lifetime; the pace decides.
-    assert_eq!(short.pace("a", &mut a, &token(0, 2_000), 0, 1_000), 1_000);
-    assert_eq!(
-        short.pace("a", &mut a, &token(1_000, 2_000), 1_000, 2_000),
-        3_000
-    );
-    assert_eq!(
-        short.pace("a", &mut a, &token(3_000, 2_000), 3_000, 4_000),
-        7_000
-    );
-    assert_eq!(short.pace("b", &mut b, &token(0, 2_000), 0, 1_000), 1_000);
-    assert_eq!(short.children, 2, "each child counted once");
-    // A normal lifetime ends the anomaly for its child.
-    let normal = token(10_000, 7_200_000);
-    assert_eq!(
-        short.pace("a", &mut a, &normal, 10_000, 5_000_000),
-        5_000_000
-    );
-    assert!(a.is_reset());
-    assert_eq!(short.children, 1);
-    short.forget(&b);
-    assert_eq!(short.children, 0);
 }
