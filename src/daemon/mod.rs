@@ -1,6 +1,13 @@
 //! The running daemon: [`start`] wires the store, the broker, the
 //! upstream clients and the listeners together from already-bound
 //! [`Listeners`]; [`Daemon`] reloads, reports readiness and shuts down.
+//!
+//! The Open Platform's platforms, the WeCom suites and a reload have a
+//! file each.
+
+mod platforms;
+mod reload;
+mod suites;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +32,8 @@ use crate::store::{FileStore, MemoryStore, RedisStore, Store, StoreError};
 use crate::tls;
 use crate::upstream;
 use crate::wechat::{self, TokenSource, WechatSource};
+use platforms::start_platforms;
+use suites::start_suites;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -126,107 +135,6 @@ impl Daemon {
         } else {
             Err(failed)
         }
-    }
-
-    /// Applies a new configuration's apps (SIGHUP): new apps start, removed
-    /// ones stop, changed ones restart (keeping their token when appid,
-    /// kind and grant are unchanged, so a changed secret is used from the
-    /// next fetch), unchanged ones are left alone. `[log] audit_file` and
-    /// `audit_max_bytes` apply at once (the audit file is reopened). Listener,
-    /// store, log format and level, and platform settings need a restart; a
-    /// change to them is logged and ignored.
-    ///
-    /// Returns once every stopped refresher has ended: a fetch one had
-    /// begun is waited for (at most its `fetch_timeout`) and stored.
-    ///
-    /// `[[clients]]` take effect at once: a client removed, or whose
-    /// credential or apps changed, has its open watches ended.
-    ///
-    /// A configuration whose `api_base` or `connect_to` reaches one of the
-    /// daemon's own listeners is refused whole: nothing changes.
-    pub async fn reload(&self, config: &Config) -> Result<engine::Reconciled, config::ConfigError> {
-        config.check_upstreams_avoid(&self.own_listeners)?;
-        {
-            let running = self.running.lock().expect("running config poisoned");
-            let fixed = [
-                ("[server]", config.server != running.server),
-                ("[store]", config.store != running.store),
-                (
-                    "[log] format and level",
-                    (&config.log.format, &config.log.level)
-                        != (&running.log.format, &running.log.level),
-                ),
-                ("[upstream]", config.upstream != running.upstream),
-                (
-                    "[[apps]] compat_listen",
-                    compat_listeners(config) != compat_listeners(&running),
-                ),
-                ("[[platforms]]", config.platforms != running.platforms),
-                ("[[suites]]", config.suites != running.suites),
-            ];
-            for (section, changed) in fixed {
-                if changed {
-                    warn!(
-                        section,
-                        "reload: changes to this section take effect after a restart"
-                    );
-                }
-            }
-        }
-        let report = self.broker.reconcile(app_sources(config, &self.http)).await;
-        self.apply_clients(&config.clients);
-        self.audit.apply(AuditSettings::of(&config.log));
-        let mut sinks = self.sinks.lock().expect("sink list poisoned");
-        let gone = |name: &str| {
-            report
-                .removed
-                .iter()
-                .chain(&report.restarted)
-                .any(|gone| gone == name)
-        };
-        sinks.retain(|sink| !gone(sink.app()));
-        for name in report.added.iter().chain(&report.restarted) {
-            if let Some(sink) = self
-                .broker
-                .app(name)
-                .and_then(|app| spawn_sink(&app, &self.tasks))
-            {
-                sinks.push(sink);
-            }
-        }
-        {
-            let mut running = self.running.lock().expect("running config poisoned");
-            running.apps = config.apps.clone();
-            running.log.audit_file = config.log.audit_file.clone();
-            running.log.audit_max_bytes = config.log.audit_max_bytes;
-        }
-        info!(
-            added = ?report.added,
-            restarted = ?report.restarted,
-            removed = ?report.removed,
-            unchanged = ?report.kept,
-            "configuration reloaded"
-        );
-        Ok(report)
-    }
-
-    /// Puts `clients` in force, then ends the watches of every client
-    /// that is gone or changed: after this, no request or watch of a
-    /// revoked client is answered.
-    fn apply_clients(&self, clients: &[config::ClientConfig]) {
-        self.clients.store(Arc::new(Clients::new(clients)));
-        let mut running = self.running.lock().expect("running config poisoned");
-        let revoked: Vec<&str> = running
-            .clients
-            .iter()
-            .filter(|old| !clients.contains(old))
-            .map(|old| old.name.as_str())
-            .collect();
-        if !revoked.is_empty() {
-            info!(clients = ?revoked, "reload: ending the watches of removed or changed clients");
-            self.watches.revoke(revoked.iter().copied());
-        }
-        running.clients = clients.to_vec();
     }
 
     /// Stops accepting, drains connections, stops the refreshers, and
@@ -457,99 +365,6 @@ pub async fn start_with(
     })
 }
 
-/// Starts every `[[platforms]]` entry, its durable state in the
-/// configured store's backend.
-fn start_platforms(
-    config: &Config,
-    broker: &Broker,
-    http: &reqwest::Client,
-    redis: Option<Arc<RedisStore>>,
-    tuning: crate::platform::authorizers::SchedulerTuning,
-) -> Result<(), StartError> {
-    use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
-    if config.platforms.is_empty() {
-        return Ok(());
-    }
-    let context = broker.context();
-    let metrics = crate::platform::metrics::PlatformMetrics::new(&context.metrics);
-    let mut platforms = Vec::with_capacity(config.platforms.len());
-    for platform in &config.platforms {
-        let store: Arc<dyn PlatformStore> = match (&config.store.backend, &redis) {
-            (_, Some(redis)) => Arc::new(crate::platform::redis_store::RedisPlatformStore::new(
-                redis.clone(),
-                &platform.component_appid,
-            )),
-            (StoreBackend::File { path }, None) => Arc::new(FilePlatformStore::new(
-                path,
-                &platform.name,
-                &platform.component_appid,
-            )),
-            _ => Arc::new(MemoryPlatformStore::default()),
-        };
-        platforms.push(crate::platform::PlatformHandle::spawn(
-            platform.clone(),
-            http.clone(),
-            store,
-            context,
-            &metrics,
-            tuning,
-        ));
-    }
-    broker.attach_platforms(platforms);
-    Ok(())
-}
-
-/// Starts every `[[suites]]` entry, its durable state (its `suite_ticket`
-/// and every corp's permanent code) in the configured store's backend:
-/// `{name}.suite_ticket.json` and `{name}.corps.jsonl` beside the app
-/// records, or the hash tag `{prefix:suite_id:corps}` in Redis.
-fn start_suites(
-    config: &Config,
-    broker: &Broker,
-    http: &reqwest::Client,
-    redis: Option<Arc<RedisStore>>,
-    tuning: crate::platform::authorizers::SchedulerTuning,
-) {
-    use crate::platform::store::{FilePlatformStore, MemoryPlatformStore, PlatformStore};
-    if config.suites.is_empty() {
-        return;
-    }
-    let context = broker.context();
-    let metrics = crate::suite::metrics::SuiteMetrics::new(&context.metrics);
-    let ticket = ("suite_ticket", crate::suite::ticket::TICKET_LIFETIME_SECS);
-    let suites = config
-        .suites
-        .iter()
-        .map(|suite| {
-            let store: Arc<dyn PlatformStore> = match (&config.store.backend, &redis) {
-                (_, Some(redis)) => Arc::new(
-                    crate::platform::redis_store::RedisPlatformStore::for_parent(
-                        redis.clone(),
-                        &suite.suite_id,
-                        "corps",
-                        ticket,
-                    ),
-                ),
-                (StoreBackend::File { path }, None) => Arc::new(FilePlatformStore::with_files(
-                    path.join(format!("{}.suite_ticket.json", suite.name)),
-                    path.join(format!("{}.corps.jsonl", suite.name)),
-                    &suite.suite_id,
-                )),
-                _ => Arc::new(MemoryPlatformStore::default()),
-            };
-            crate::suite::SuiteHandle::spawn(
-                suite.clone(),
-                http.clone(),
-                store,
-                context,
-                &metrics,
-                tuning,
-            )
-        })
-        .collect();
-    broker.attach_suites(suites);
-}
-
 /// Looks once, in the background, for the apps' appids under another
 /// `key_prefix` in the shared store (DESIGN.md section 21). Followers are
 /// left out: they store nothing in Redis, and a leader's fleet may well
@@ -576,15 +391,6 @@ fn spawn_other_prefix_check(
             .run_until_cancelled(redis.warn_of_other_prefixes(&appids))
             .await;
     });
-}
-
-/// Each app's own compatible listener: bound at start only.
-fn compat_listeners(config: &Config) -> Vec<(&str, std::net::SocketAddr)> {
-    config
-        .apps
-        .iter()
-        .filter_map(|app| Some((app.name.as_str(), app.compat_listen?)))
-        .collect()
 }
 
 fn app_sources(
