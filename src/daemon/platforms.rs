@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
+use super::StartError;
 use crate::broker::Broker;
 use crate::config::{Config, StoreBackend};
 use crate::store::RedisStore;
-
-use super::StartError;
 
 /// Starts every `[[platforms]]` entry, its durable state in the
 /// configured store's backend.

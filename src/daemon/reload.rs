@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use super::{app_sources, spawn_sink, Daemon};
 use crate::audit::AuditSettings;
 use crate::config::{self, Config};
 use crate::engine;
 use crate::identity::Clients;
-
-use super::{app_sources, spawn_sink, Daemon};
 
 impl Daemon {
     /// Applies a new configuration's apps (SIGHUP): new apps start, removed
