@@ -8,75 +8,28 @@
 //! kept here at all: a [`ScrapedGauge`] is read from the credentials by a
 //! collector when the registry is gathered, so a scrape changes nothing
 //! and a token that expires without any event shows so at once.
+//!
+//! The bounded label values are in [`labels`], the scraped gauges'
+//! builder in [`scraped`].
+
+pub mod labels;
+pub mod scraped;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use arc_swap::ArcSwap;
 
-use prometheus::core::Desc;
-use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
+pub use labels::{status_label, AppLabels};
+pub use scraped::{GaugeFamily, ScrapedGauge};
+
 /// How many distinct `Wxbroker-Client` names get their own label.
 const MAX_CLIENT_LABELS: usize = 64;
-
-/// The HTTP statuses that keep their own `status` label: those the broker
-/// answers itself. Any other status (an upstream's, relayed by a
-/// forwarding route) is counted in its class, so no upstream can grow
-/// `/metrics` by answering many distinct statuses.
-const LABELLED_STATUSES: [(u16, &str); 16] = [
-    (200, "200"),
-    (204, "204"),
-    (304, "304"),
-    (400, "400"),
-    (401, "401"),
-    (403, "403"),
-    (404, "404"),
-    (405, "405"),
-    (408, "408"),
-    (412, "412"),
-    (413, "413"),
-    (429, "429"),
-    (500, "500"),
-    (502, "502"),
-    (503, "503"),
-    (504, "504"),
-];
-
-/// The bounded `status` label of `wxbroker_requests_total`: the status
-/// itself for the few the broker answers itself, else its class (`2xx` to
-/// `5xx`, `1xx`), else `other`.
-pub fn status_label(status: http::StatusCode) -> &'static str {
-    let code = status.as_u16();
-    if let Some((_, label)) = LABELLED_STATUSES.iter().find(|(known, _)| *known == code) {
-        return label;
-    }
-    match code / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "other",
-    }
-}
-
-/// Every value the per-app labels can take, given by the modules that
-/// own them, so the series exist at zero from the start.
-pub struct AppLabels<'a> {
-    /// The app's credentials' `credential` labels.
-    pub credentials: &'a [&'a str],
-    /// `wxbroker_upstream_fetches_total{result}`.
-    pub fetch_results: &'a [&'a str],
-    /// `wxbroker_upstream_errors_total{errcode}`.
-    pub errcodes: &'a [&'a str],
-    /// `wxbroker_forced_refreshes_total{outcome}`.
-    pub forced_refresh_outcomes: &'a [&'a str],
-}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -348,94 +301,6 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
-/// A gauge read when the registry is gathered, by the collector that
-/// declares it: its name, help and label names. Its series are built
-/// afresh for each scrape ([`ScrapedGauge::family`]), so they are exactly
-/// the credentials there are now, valued now.
-#[derive(Debug, Clone, Copy)]
-pub struct ScrapedGauge {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub labels: &'static [&'static str],
-}
-
-impl ScrapedGauge {
-    /// The descriptor its collector declares, so the registry refuses any
-    /// other metric of the same name.
-    pub fn desc(&self) -> Desc {
-        Desc::new(
-            self.name.to_owned(),
-            self.help.to_owned(),
-            self.labels
-                .iter()
-                .map(|label| (*label).to_owned())
-                .collect(),
-            HashMap::new(),
-        )
-        .expect("valid metric")
-    }
-
-    /// An empty family of this gauge, for one scrape.
-    pub fn family(&self) -> GaugeFamily {
-        let mut family = MetricFamily::default();
-        family.set_name(self.name.to_owned());
-        family.set_help(self.help.to_owned());
-        family.set_field_type(MetricType::GAUGE);
-        // The registry's own vectors write a series' labels sorted by
-        // name; so do these, and the exposition cannot tell them apart.
-        let mut by_name: Vec<usize> = (0..self.labels.len()).collect();
-        by_name.sort_by_key(|&at| self.labels[at]);
-        GaugeFamily {
-            labels: self.labels,
-            by_name,
-            family,
-        }
-    }
-}
-
-/// One scrape's series of a [`ScrapedGauge`].
-pub struct GaugeFamily {
-    labels: &'static [&'static str],
-    /// Indices into `labels`, in the order of their names.
-    by_name: Vec<usize>,
-    family: MetricFamily,
-}
-
-impl GaugeFamily {
-    /// Adds the series whose label values are `values` (in the gauge's
-    /// label order).
-    pub fn push(&mut self, values: &[&str], value: f64) {
-        assert_eq!(
-            values.len(),
-            self.labels.len(),
-            "{}: one value per label",
-            self.family.get_name()
-        );
-        let labels: Vec<LabelPair> = self
-            .by_name
-            .iter()
-            .map(|&at| {
-                let mut pair = LabelPair::default();
-                pair.set_name(self.labels[at].to_owned());
-                pair.set_value(values[at].to_owned());
-                pair
-            })
-            .collect();
-        let mut gauge = proto::Gauge::default();
-        gauge.set_value(value);
-        let mut metric = proto::Metric::default();
-        metric.set_label(labels.into());
-        metric.set_gauge(gauge);
-        self.family.mut_metric().push(metric);
-    }
-
-    /// The family, for [`prometheus::core::Collector::collect`]. One with
-    /// no series is left out of the exposition by the registry.
-    pub fn finish(self) -> MetricFamily {
-        self.family
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,120 +347,9 @@ mod tests {
     }
 
     #[test]
-    fn statuses_are_bucketed_beyond_a_fixed_few() {
-        let labels: std::collections::HashSet<&str> = (100..=999)
-            .map(|code| status_label(http::StatusCode::from_u16(code).unwrap()))
-            .collect();
-        assert!(labels.len() <= LABELLED_STATUSES.len() + 6, "{labels:?}");
-        let label = |code| status_label(http::StatusCode::from_u16(code).unwrap());
-        assert_eq!(label(200), "200");
-        assert_eq!(label(503), "503");
-        assert_eq!(label(299), "2xx");
-        assert_eq!(label(418), "4xx");
-        assert_eq!(label(599), "5xx");
-        assert_eq!(label(999), "other");
-    }
-
-    #[test]
     fn two_registries_coexist() {
         let (a, b) = (Metrics::new(), Metrics::new());
         a.cluster_degraded.with_label_values(&["shop"]).set(1);
         assert!(!String::from_utf8(b.render()).unwrap().contains("shop"));
-    }
-
-    /// A collector of one scraped gauge and its series, as the kinds'
-    /// collectors are.
-    struct Scraped(ScrapedGauge, Desc, Vec<(Vec<&'static str>, f64)>);
-
-    impl Scraped {
-        fn new(gauge: ScrapedGauge, series: &[(Vec<&'static str>, f64)]) -> Box<Scraped> {
-            Box::new(Scraped(gauge, gauge.desc(), series.to_vec()))
-        }
-    }
-
-    impl prometheus::core::Collector for Scraped {
-        fn desc(&self) -> Vec<&Desc> {
-            vec![&self.1]
-        }
-
-        fn collect(&self) -> Vec<MetricFamily> {
-            let mut family = self.0.family();
-            for (values, value) in &self.2 {
-                family.push(values, *value);
-            }
-            vec![family.finish()]
-        }
-    }
-
-    /// Labels declared out of name order, a help that needs escaping.
-    const HELD: ScrapedGauge = ScrapedGauge {
-        name: "wxbroker_scraped_held",
-        help: "Held \"children\", by reason \\ parent.",
-        labels: &["suite", "reason"],
-    };
-
-    const EXPIRY: ScrapedGauge = ScrapedGauge {
-        name: "wxbroker_scraped_expiry_timestamp_seconds",
-        help: "When.",
-        labels: &["app"],
-    };
-
-    fn exposition(registry: &Registry) -> String {
-        let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&registry.gather(), &mut out)
-            .unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn a_scraped_gauge_exposes_exactly_what_a_gauge_vector_did() {
-        let counts = [
-            (vec!["crm", "quota"], 3),
-            (vec!["crm", "budget"], 0),
-            (vec!["a\"b", "config"], i64::MAX),
-        ];
-        let times = [(vec!["shop"], 1_767_225_600.125), (vec!["mini"], 1.5e9)];
-
-        let vectors = Registry::new();
-        let held = IntGaugeVec::new(Opts::new(HELD.name, HELD.help), HELD.labels).unwrap();
-        let expiry =
-            prometheus::GaugeVec::new(Opts::new(EXPIRY.name, EXPIRY.help), EXPIRY.labels).unwrap();
-        vectors.register(Box::new(held.clone())).unwrap();
-        vectors.register(Box::new(expiry.clone())).unwrap();
-        for (values, count) in &counts {
-            held.with_label_values(values).set(*count);
-        }
-        for (values, at) in &times {
-            expiry.with_label_values(values).set(*at);
-        }
-
-        let scraped = Registry::new();
-        let counts: Vec<_> = counts
-            .iter()
-            .map(|(values, count)| (values.clone(), *count as f64))
-            .collect();
-        scraped.register(Scraped::new(HELD, &counts)).unwrap();
-        scraped.register(Scraped::new(EXPIRY, &times)).unwrap();
-
-        assert_eq!(exposition(&scraped), exposition(&vectors));
-        assert!(
-            exposition(&scraped).contains(r#"wxbroker_scraped_held{reason="quota",suite="crm"} 3"#)
-        );
-    }
-
-    #[test]
-    fn a_scraped_gauge_with_no_series_is_left_out() {
-        let registry = Registry::new();
-        registry.register(Scraped::new(HELD, &[])).unwrap();
-        assert!(registry.gather().is_empty());
-    }
-
-    #[test]
-    fn a_scraped_gauge_keeps_its_name_from_any_other_metric() {
-        let registry = Registry::new();
-        registry.register(Scraped::new(HELD, &[])).unwrap();
-        let same_name = IntGaugeVec::new(Opts::new(HELD.name, HELD.help), HELD.labels).unwrap();
-        assert!(registry.register(Box::new(same_name)).is_err());
     }
 }
