@@ -6,7 +6,7 @@
 //! This module holds what every backend shares: the stored records, the
 //! [`PlatformStore`] trait, and the rules each backend keeps. Backends:
 //! memory (nothing survives, [`memory`]), file (a journal per platform,
-//! [`file`]) and Redis ([`crate::platform::redis_store`]).
+//! [`file`](mod@file)) and Redis ([`crate::platform::redis_store`]).
 //!
 //! A record with an empty refresh token is never written: an empty value
 //! must never replace the last good one.
