@@ -48,11 +48,6 @@ const KNOWN_FILE_LOOPS: &[&[&str]] = &[
         "src/config/validate.rs",
     ],
     &[
-        "src/server/api_error.rs",
-        "src/server/proxy/mod.rs",
-        "src/server/respond.rs",
-    ],
-    &[
         "src/engine/refresher/coordination/mod.rs",
         "src/engine/refresher/mod.rs",
     ],

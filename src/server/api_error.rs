@@ -1,9 +1,12 @@
 //! The API's errors, and the one place each maps to an HTTP status, a
 //! stable `code` and a JSON body (DESIGN.md section 5).
 
+use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::Response;
 use serde_json::json;
 
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
+use super::respond::{self, Body};
 use super::wechat_path::Withheld;
 use crate::credential::Credential;
 use crate::engine::{LastError, TokenError};
@@ -182,6 +185,24 @@ impl ApiError {
             }
         }
         json!({ "error": error })
+    }
+
+    /// The error as the API answers it: its status, its JSON body, and
+    /// `Retry-After` or `WWW-Authenticate` where they apply.
+    pub fn response(&self) -> Response<Body> {
+        let mut response = respond::json(self.status(), &self.to_json());
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wxbroker\""),
+            );
+        }
+        response
     }
 
     /// A refusal of [`crate::identity::Access::check`].

@@ -17,10 +17,11 @@ pub fn handle(
     request: &Request<RequestBody>,
 ) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return respond::error(&ApiError::MethodNotAllowed {
+        return ApiError::MethodNotAllowed {
             method: request.method().to_string(),
             allowed: "GET",
-        });
+        }
+        .response();
     }
     let response = match request.uri().path() {
         "/metrics" => {
@@ -34,10 +35,11 @@ pub fn handle(
         }
         "/livez" => routes::live(),
         "/readyz" => routes::ready(broker),
-        path => respond::error(&ApiError::RouteNotFound {
+        path => ApiError::RouteNotFound {
             method: request.method().to_string(),
             path: path.chars().take(256).collect(),
-        }),
+        }
+        .response(),
     };
     let route = match request.uri().path() {
         path @ ("/metrics" | "/livez" | "/readyz") => path,

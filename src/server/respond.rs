@@ -1,15 +1,14 @@
-//! Building responses: JSON bodies, token answers, errors. Every response
+//! Building responses: JSON bodies, token answers, WeChat-shaped answers. Every response
 //! that carries a token says `Cache-Control: no-store`.
 
 use std::fmt::Write;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{Either, Full};
 
-use super::api_error::ApiError;
 use crate::engine::TokenRecord;
 
 /// A response body: whole (every answer the broker writes itself, token
@@ -57,22 +56,6 @@ pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
 /// never to be cached.
 pub fn no_store(mut response: Response<Body>) -> Response<Body> {
     response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-    response
-}
-
-pub fn error(err: &ApiError) -> Response<Body> {
-    let mut response = json(err.status(), &err.to_json());
-    if let Some(seconds) = err.retry_after() {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    if let ApiError::Unauthorized = err {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"wxbroker\""),
-        );
-    }
     response
 }
 

@@ -366,7 +366,7 @@ pub async fn handle(
     let (index, template) = (route.index(), route.template());
     let response = match dispatch(state, listener, route, &parts, body).await {
         Ok(response) => response,
-        Err(err) => respond::error(&err),
+        Err(err) => err.response(),
     };
     let status = response.status();
     state.hot.record(
