@@ -52,14 +52,6 @@ const KNOWN_FILE_LOOPS: &[&[&str]] = &[
         "src/engine/refresher/mod.rs",
     ],
     &[
-        "src/server/diagnostics.rs",
-        "src/server/platform_routes.rs",
-        "src/server/remote.rs",
-        "src/server/routes.rs",
-        "src/server/suite_routes.rs",
-        "src/server/ticket_routes.rs",
-    ],
-    &[
         "src/server/compat.rs",
         "src/server/compat_platform.rs",
         "src/server/compat_suite.rs",

@@ -23,12 +23,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
+use super::api::{send_as_authorizer, AuthorizerCallError};
 use super::body_deadline::RequestBody;
 use super::compat::{caller, check};
-use super::platform_routes::{send_as_authorizer, AuthorizerCallError};
 use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
+use super::request::{read_body, TOKEN_BODY_LIMIT};
 use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
+use super::state::ApiState;
 use super::wechat_path::{self, ForwardPath};
 use crate::audit::{Outcome, Target, Verdict};
 use crate::identity::{Access, Act, Resource};

@@ -30,12 +30,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
+use super::api::{send_as_corp, CorpCallError};
 use super::body_deadline::RequestBody;
 use super::compat::{caller, check};
 use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
+use super::request::{read_body, TOKEN_BODY_LIMIT};
 use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::suite_routes::{send_as_corp, CorpCallError};
+use super::state::ApiState;
 use super::wechat_path::{self, ForwardPath, Withheld};
 use crate::audit::{Outcome, Target, Verdict};
 use crate::config::AppKind;

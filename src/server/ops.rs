@@ -4,10 +4,10 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
+use super::api::probes;
 use super::api_error::ApiError;
 use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
-use super::routes;
 use crate::broker::Broker;
 use crate::metrics::Metrics;
 
@@ -33,8 +33,8 @@ pub fn handle(
             );
             response
         }
-        "/livez" => routes::live(),
-        "/readyz" => routes::ready(broker),
+        "/livez" => probes::live(),
+        "/readyz" => probes::ready(broker),
         path => ApiError::RouteNotFound {
             method: request.method().to_string(),
             path: path.chars().take(256).collect(),

@@ -22,14 +22,16 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Response, StatusCode};
 use serde_json::json;
 
-use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
-use super::respond::{self, Body};
-use super::routes::{self, check, ApiState, Route, TOKEN_BODY_LIMIT};
-use super::ticket_routes::ticket_of;
+use super::context::{check, Ctx};
+use super::route::Answer;
+use super::tickets::ticket_of;
 use crate::credential::Credential;
 use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::identity::{Access, Act, Resource};
+use crate::server::api_error::ApiError;
+use crate::server::body_deadline::RequestBody;
+use crate::server::respond::{self, Body};
+use crate::server::state::ApiState;
 use crate::store::grant_label;
 
 /// A watch answers at the latest after this long, so proxies and NAT
@@ -55,51 +57,38 @@ pub(super) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<Acce
         .ok_or(ApiError::Unauthorized)
 }
 
-/// The routes the remote listener serves; every other path is 404.
-pub(super) async fn dispatch(
-    state: &ApiState,
-    access: &Access,
-    route: Route<'_>,
-    request: &http::request::Parts,
-    body: RequestBody,
-) -> Result<Response<Body>, ApiError> {
-    let method = &request.method;
-    match route {
-        Route::Apps => {
-            routes::allow_get(method)?;
-            Ok(routes::apps(&state.broker, access))
-        }
-        Route::AppToken(name) => {
-            routes::allow_get(method)?;
-            let app = routes::find_app(&state.broker, access, name)?;
-            let token = watch(state, access, request, &app, &app).await?;
-            Ok(answer(&app, &app, &token, None))
-        }
-        Route::Ticket(name, kind) => {
-            routes::allow_get(method)?;
-            let app = routes::find_app(&state.broker, access, name)?;
-            let ticket = ticket_of(&app, kind)?;
-            let record = watch(state, access, request, &app, ticket).await?;
-            Ok(answer(&app, ticket, &record, None))
-        }
-        Route::Invalidate(name) => {
-            routes::allow_post(method)?;
-            let app = routes::find_app(&state.broker, access, name)?;
-            let body = routes::read_body(body, TOKEN_BODY_LIMIT).await?;
-            invalidate(state, &app, &app, &body).await
-        }
-        Route::TicketInvalidate(name, kind) => {
-            routes::allow_post(method)?;
-            let app = routes::find_app(&state.broker, access, name)?;
-            let ticket = ticket_of(&app, kind)?;
-            let body = routes::read_body(body, TOKEN_BODY_LIMIT).await?;
-            invalidate(state, &app, ticket, &body).await
-        }
-        _ => Err(ApiError::RouteNotFound {
-            method: method.to_string(),
-            path: request.uri.path().chars().take(256).collect(),
-        }),
-    }
+/// `GET /v1/apps/{app}/token`, watched.
+pub(super) async fn token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    ctx.allow_get()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let token = watch(&ctx, &app, &app).await?;
+    Ok(answer(&app, &app, &token, None))
+}
+
+/// `GET /v1/apps/{app}/tickets/{kind}`, watched.
+pub(super) async fn ticket(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    ctx.allow_get()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let ticket = ticket_of(&app, ctx.param("kind"))?;
+    let record = watch(&ctx, &app, ticket).await?;
+    Ok(answer(&app, ticket, &record, None))
+}
+
+/// `POST /v1/apps/{app}/token/invalidate`.
+pub(super) async fn invalidate_token(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    ctx.allow_post()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let body = ctx.body(body).await?;
+    invalidate(ctx.state, &app, &app, &body).await
+}
+
+/// `POST /v1/apps/{app}/tickets/{kind}/invalidate`.
+pub(super) async fn invalidate_ticket(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    ctx.allow_post()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let ticket = ticket_of(&app, ctx.param("kind"))?;
+    let body = ctx.body(body).await?;
+    invalidate(ctx.state, &app, ticket, &body).await
 }
 
 fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
@@ -116,13 +105,12 @@ fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 /// wait early. Whatever ended it, the client is authorized again, against
 /// the clients in force, before anything is answered.
 async fn watch(
-    state: &ApiState,
-    access: &Access,
-    request: &http::request::Parts,
+    ctx: &Ctx<'_>,
     app: &AppHandle,
     handle: &CredentialHandle,
 ) -> Result<Arc<TokenRecord>, ApiError> {
-    let query = request.uri.query();
+    let (state, access) = (ctx.state, ctx.access);
+    let query = ctx.query();
     let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
     let Some(from) = query_value(query, "wait_change_from") else {
         return handle.token(state.token_wait).await.map_err(unavailable);
@@ -151,7 +139,7 @@ async fn watch(
     // Judged by the clients in force now: a removed client gets 401, one
     // whose apps no longer include this one 403, and one merely changed
     // the current credential, to watch again from.
-    let now = authenticate(state, &request.headers)?;
+    let now = authenticate(state, &ctx.request.headers)?;
     check(&now, Resource::App(app.name()), Act::Read)?;
     // Unchanged, or changed: whatever is valid now. With none valid the
     // watcher learns why at once, as any reader would.

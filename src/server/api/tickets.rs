@@ -6,13 +6,15 @@ use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api_error::ApiError;
-use super::respond::{self, Body};
-use super::routes::ApiState;
+use super::context::Ctx;
+use super::route::Answer;
 use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
 use crate::jssdk;
+use crate::server::api_error::ApiError;
+use crate::server::body_deadline::RequestBody;
+use crate::server::respond::{self, Body};
 
 /// The app's `kind` ticket handle, or 404 `ticket_not_configured`.
 pub(super) fn ticket_of<'a>(
@@ -42,12 +44,12 @@ fn configured<'a>(
 
 /// A valid ticket, waiting up to `token_wait_timeout` for one.
 async fn valid(
-    state: &ApiState,
+    ctx: Ctx<'_>,
     app: &AppHandle,
     ticket: &CredentialHandle,
 ) -> Result<std::sync::Arc<TokenRecord>, ApiError> {
     ticket
-        .token(state.token_wait)
+        .token(ctx.state.token_wait)
         .await
         .map_err(|err| ApiError::from_credential_error(app.name(), ticket.credential(), err))
 }
@@ -82,15 +84,12 @@ fn answer(
 }
 
 /// `GET /v1/apps/{app}/tickets/{kind}`.
-pub(super) async fn ticket(
-    state: &ApiState,
-    app: &AppHandle,
-    kind: &str,
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let (kind, handle) = configured(app, kind)?;
-    let record = valid(state, app, handle).await?;
-    Ok(answer(app, kind, &record, respond::wants_text(query), None))
+pub(super) async fn ticket(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    ctx.allow_get()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let (kind, handle) = configured(&app, ctx.param("kind"))?;
+    let record = valid(ctx, &app, handle).await?;
+    Ok(answer(&app, kind, &record, ctx.wants_text(), None))
 }
 
 #[derive(Deserialize)]
@@ -101,22 +100,20 @@ struct InvalidateRequest {
 
 /// `POST /v1/apps/{app}/tickets/{kind}/invalidate`: like a token's, within
 /// `token_wait_timeout` in all.
-pub(super) async fn invalidate(
-    state: &ApiState,
-    app: &AppHandle,
-    kind: &str,
-    body: &[u8],
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let (kind, handle) = configured(app, kind)?;
-    let request: InvalidateRequest = serde_json::from_slice(body).map_err(|err| {
+pub(super) async fn invalidate(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    ctx.allow_post()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let body = ctx.body(body).await?;
+    let (kind, handle) = configured(&app, ctx.param("kind"))?;
+    let request: InvalidateRequest = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!(
             "expected {{\"ticket\": \"<the ticket that failed>\"}}: {err}"
         ))
     })?;
-    let deadline = tokio::time::Instant::now() + state.token_wait;
+    let token_wait = ctx.state.token_wait;
+    let deadline = tokio::time::Instant::now() + token_wait;
     let outcome = handle
-        .invalidate(&request.ticket, state.token_wait)
+        .invalidate(&request.ticket, token_wait)
         .await
         .map_err(|err| ApiError::from_credential_error(app.name(), handle.credential(), err))?;
     let record = handle
@@ -124,10 +121,10 @@ pub(super) async fn invalidate(
         .await
         .map_err(|err| ApiError::from_credential_error(app.name(), handle.credential(), err))?;
     Ok(answer(
-        app,
+        &app,
         kind,
         &record,
-        respond::wants_text(query),
+        ctx.wants_text(),
         Some(outcome == InvalidateOutcome::Refreshed),
     ))
 }
@@ -142,12 +139,11 @@ struct ConfigRequest {
 
 /// `POST /v1/apps/{app}/jssdk/config`: `wx.config`'s object for a page
 /// (`wx.agentConfig`'s with `"agent": true`, WeCom only).
-pub(super) async fn jssdk_config(
-    state: &ApiState,
-    app: &AppHandle,
-    body: &[u8],
-) -> Result<Response<Body>, ApiError> {
-    let request: ConfigRequest = serde_json::from_slice(body).map_err(|err| {
+pub(super) async fn jssdk_config(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    ctx.allow_post()?;
+    let app = ctx.app(ctx.param("app"))?;
+    let body = ctx.body(body).await?;
+    let request: ConfigRequest = serde_json::from_slice(&body).map_err(|err| {
         ApiError::BadRequest(format!(
             "expected {{\"url\": \"https://…/page\"}} (and \"agent\": true for wx.agentConfig): {err}"
         ))
@@ -164,8 +160,8 @@ pub(super) async fn jssdk_config(
             ))
         }
     };
-    let handle = ticket_of(app, kind.name())?;
-    let ticket = valid(state, app, handle).await?;
+    let handle = ticket_of(&app, kind.name())?;
+    let ticket = valid(ctx, &app, handle).await?;
     let timestamp = app.now_secs();
     let signed = match (kind, config.agentid) {
         (TicketKind::AgentConfig, Some(agentid)) => serde_json::to_value(jssdk::agent_config(

@@ -7,119 +7,106 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
-use super::proxy::{self as forwarding, Caller, Forward, ProxyError};
-use super::respond::{self, Body};
-use super::routes::{check, read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path::ForwardPath;
+use super::context::Ctx;
+use super::route::Answer;
 use crate::audit::{Outcome, Target, Verdict};
 use crate::credential::Credential;
 use crate::engine::TokenRecord;
-use crate::identity::{Access, Act, Resource};
+use crate::identity::{Act, Resource};
 use crate::platform::authorizers::AuthorizerToken;
 use crate::platform::{AuthorizerError, PlatformHandle};
+use crate::server::api_error::ApiError;
+use crate::server::body_deadline::RequestBody;
+use crate::server::proxy::{self as forwarding, Caller, Forward, ProxyError};
+use crate::server::respond::{self, Body};
+use crate::server::state::ApiState;
+use crate::server::wechat_path::ForwardPath;
 
 /// The largest page of `GET .../authorizers`.
 const MAX_PAGE: usize = 500;
 
-/// `rest` is the path after `/v1/platforms/`; `caller` asked for it.
-/// The caller's access to the platform is checked here, before any route
-/// below it: every one of them hands out or uses the platform's
-/// credentials.
-pub(super) async fn dispatch(
-    state: &ApiState,
-    access: &Access,
-    caller: &Caller<'_>,
-    rest: &str,
-    request: &http::request::Parts,
-    body: RequestBody,
-) -> Result<Response<Body>, ApiError> {
-    let method = &request.method;
-    let query = request.uri.query();
-    let (name, below) = rest.split_once('/').unwrap_or((rest, ""));
-    // A platform the caller may not read is 403 whether or not it exists.
-    check(access, Resource::Platform(name), Act::Read)?;
-    let platform = find(state, name)?;
-    if let Some(rest) = below.strip_prefix("authorizers/") {
-        let (appid, action) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Some(path) = action.strip_prefix("proxy") {
-            if path.is_empty() || path.starts_with('/') {
-                let path = path.strip_prefix('/').unwrap_or("");
-                let judged = ForwardPath::new(path);
-                check(access, Resource::Platform(name), Act::Forward(&judged))?;
-                let forward = Forward {
-                    method,
-                    path,
-                    query,
-                    headers: &request.headers,
-                };
-                return proxy(state, caller, &platform, appid, forward, body).await;
-            }
-        }
-        return match action {
-            "token" => {
-                allow(method, &Method::GET)?;
-                let token = authorizer_token(state, &platform, appid).await?;
-                Ok(token_answer(&platform, appid, &token, query, None))
-            }
-            "token/invalidate" => {
-                allow(method, &Method::POST)?;
-                let body = read_body(body, TOKEN_BODY_LIMIT).await?;
-                invalidate(state, &platform, appid, &body, query).await
-            }
-            _ => Err(not_found(request)),
-        };
-    }
-    match below {
-        "component_token" => {
-            allow(method, &Method::GET)?;
-            let component = platform.component();
-            let token = component.token(state.token_wait).await.map_err(|err| {
-                ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
-            })?;
-            Ok(component_answer(&platform, &token, query))
-        }
-        "authorizers" => {
-            allow(method, &Method::GET)?;
-            Ok(list(&platform, query))
-        }
-        "pre_auth_code" => {
-            allow(method, &Method::POST)?;
-            let (code, expires_in) = platform
-                .pre_auth_code(state.token_wait)
-                .await
-                .map_err(|err| ApiError::UpstreamError(err.to_string()))?;
-            Ok(respond::no_store(respond::json(
-                StatusCode::OK,
-                &json!({ "pre_auth_code": code, "expires_in": expires_in }),
-            )))
-        }
-        _ => Err(not_found(request)),
-    }
+/// The platform the path names. The caller's access to it is checked
+/// first, before any route below it: every one of them hands out or uses
+/// the platform's credentials, so a platform the caller may not read is
+/// 403 whether or not it exists.
+fn platform(ctx: &Ctx<'_>) -> Result<PlatformHandle, ApiError> {
+    let name = ctx.param("platform");
+    ctx.check(Resource::Platform(name), Act::Read)?;
+    find(ctx.state, name)
 }
 
-fn not_found(request: &http::request::Parts) -> ApiError {
-    ApiError::RouteNotFound {
-        method: request.method.to_string(),
-        path: request.uri.path().chars().take(256).collect(),
-    }
+/// `GET /v1/platforms/{platform}/component_token`.
+pub(super) async fn component_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    ctx.allow_get()?;
+    let component = platform.component();
+    let token = component.token(ctx.state.token_wait).await.map_err(|err| {
+        ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
+    })?;
+    Ok(component_answer(&platform, &token, ctx.query()))
 }
 
-fn allow(method: &Method, allowed: &Method) -> Result<(), ApiError> {
-    let head_for_get = allowed == Method::GET && method == Method::HEAD;
-    if method == allowed || head_for_get {
-        Ok(())
-    } else {
-        Err(ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            allowed: if allowed == Method::GET {
-                "GET"
-            } else {
-                "POST"
-            },
-        })
-    }
+/// `GET /v1/platforms/{platform}/authorizers?offset=&limit=`.
+pub(super) async fn authorizers(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    ctx.allow_get()?;
+    Ok(list(&platform, ctx.query()))
+}
+
+/// `POST /v1/platforms/{platform}/pre_auth_code`.
+pub(super) async fn pre_auth_code(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    ctx.allow_post()?;
+    let (code, expires_in) = platform
+        .pre_auth_code(ctx.state.token_wait)
+        .await
+        .map_err(|err| ApiError::UpstreamError(err.to_string()))?;
+    Ok(respond::no_store(respond::json(
+        StatusCode::OK,
+        &json!({ "pre_auth_code": code, "expires_in": expires_in }),
+    )))
+}
+
+/// `GET /v1/platforms/{platform}/authorizers/{appid}/token`.
+pub(super) async fn authorizer(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    ctx.allow_get()?;
+    let appid = ctx.param("appid");
+    let token = authorizer_token(ctx.state, &platform, appid).await?;
+    Ok(token_answer(&platform, appid, &token, ctx.query(), None))
+}
+
+/// `POST /v1/platforms/{platform}/authorizers/{appid}/token/invalidate`.
+pub(super) async fn invalidate(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    ctx.allow_post()?;
+    let body = ctx.body(body).await?;
+    invalidate_authorizer(ctx.state, &platform, ctx.param("appid"), &body, ctx.query()).await
+}
+
+/// `ANY /v1/platforms/{platform}/authorizers/{appid}/proxy/{path}`.
+pub(super) async fn proxy(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    let platform = platform(&ctx)?;
+    let path = ctx.params.get_or_empty("path");
+    let judged = ForwardPath::new(path);
+    ctx.check(Resource::Platform(platform.name()), Act::Forward(&judged))?;
+    let caller = ctx.caller();
+    forward(
+        ctx.state,
+        &caller,
+        &platform,
+        ctx.param("appid"),
+        ctx.forward(path),
+        body,
+    )
+    .await
+}
+
+/// Any other path below `/v1/platforms/{platform}`: 404, once the caller
+/// may read the platform and it exists.
+pub(super) async fn unknown(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    platform(&ctx)?;
+    Err(ctx.not_found())
 }
 
 fn find(state: &ApiState, name: &str) -> Result<PlatformHandle, ApiError> {
@@ -255,7 +242,7 @@ struct InvalidateRequest {
     access_token: String,
 }
 
-async fn invalidate(
+async fn invalidate_authorizer(
     state: &ApiState,
     platform: &PlatformHandle,
     appid: &str,
@@ -283,7 +270,7 @@ async fn invalidate(
 /// As the app proxy, with the authorizer's token; a rejection of it is
 /// reported and the call made once more with the next token. Recorded in
 /// the call audit.
-async fn proxy(
+async fn forward(
     state: &ApiState,
     caller: &Caller<'_>,
     platform: &PlatformHandle,
@@ -303,7 +290,7 @@ async fn proxy(
     answer
 }
 
-/// [`proxy`]'s call, and how it ended for the audit.
+/// [`forward`]'s call, and how it ended for the audit.
 async fn authorizer_call(
     state: &ApiState,
     platform: &PlatformHandle,
@@ -355,7 +342,7 @@ async fn authorizer_call(
 }
 
 /// Why an authorizer's call has no answer to give as it stands.
-pub(super) enum AuthorizerCallError {
+pub(in crate::server) enum AuthorizerCallError {
     Proxy(ProxyError),
     /// The rejected token could not be reported; the rejecting answer.
     Invalidate(AuthorizerError, Response<Body>),
@@ -365,7 +352,7 @@ pub(super) enum AuthorizerCallError {
 /// `token`; on a rejection of it, reports the token and, when that
 /// replaced it, sends once more with the next one. Otherwise the first
 /// answer stands.
-pub(super) async fn send_as_authorizer(
+pub(in crate::server) async fn send_as_authorizer(
     state: &ApiState,
     platform: &PlatformHandle,
     appid: &str,

@@ -1,0 +1,248 @@
+//! The WeCom service provider routes of the token API (DESIGN.md section
+//! 19), below `/v1/suites/{suite}/`: the suite and provider tokens, the
+//! installed corps (listed without tokens or permanent codes) and
+//! pre-auth codes; a corp's own routes are `corps`.
+//!
+//! Every route hands out or uses the suite's credentials, so the caller's
+//! access to the suite is checked first, whether or not the suite exists.
+
+use std::sync::Arc;
+
+use http::{Response, StatusCode};
+use serde_json::json;
+
+use super::context::Ctx;
+use super::route::Answer;
+use crate::credential::Credential;
+use crate::engine::{CredentialHandle, TokenRecord};
+use crate::identity::{Access, Act, Resource};
+use crate::server::api_error::ApiError;
+use crate::server::body_deadline::RequestBody;
+use crate::server::respond::{self, Body};
+use crate::server::state::ApiState;
+use crate::suite::{CorpError, SuiteHandle};
+use crate::wechat::FetchError;
+
+/// The largest page of `GET .../corps`.
+pub(super) const MAX_PAGE: usize = 500;
+/// The page size when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
+
+/// The suite the path names, once the caller may read it: a suite the
+/// caller may not read is 403 whether or not it exists.
+pub(super) fn suite(ctx: &Ctx<'_>) -> Result<SuiteHandle, ApiError> {
+    let name = ctx.param("suite");
+    ctx.check(Resource::Suite(name), Act::Read)?;
+    find(ctx.state, ctx.access, name)
+}
+
+/// `GET /v1/suites/{suite}/suite_token`.
+pub(super) async fn suite_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let suite = suite(&ctx)?;
+    ctx.allow_get()?;
+    let handle = suite.suite_token();
+    let token = credential(&suite, handle, ctx.state).await?;
+    let answer = (&suite, handle, "suite_access_token");
+    Ok(credential_answer(answer, &token, ctx.query()))
+}
+
+/// `GET /v1/suites/{suite}/provider_token`.
+pub(super) async fn provider_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let suite = suite(&ctx)?;
+    ctx.allow_get()?;
+    let handle = suite
+        .provider_token()
+        .ok_or_else(|| ApiError::ProviderNotConfigured {
+            suite: suite.name().to_owned(),
+        })?;
+    let token = credential(&suite, handle, ctx.state).await?;
+    let answer = (&suite, handle, "provider_access_token");
+    Ok(credential_answer(answer, &token, ctx.query()))
+}
+
+/// `GET /v1/suites/{suite}/corps?offset=&limit=`.
+pub(super) async fn corps(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let suite = suite(&ctx)?;
+    ctx.allow_get()?;
+    Ok(list(&suite, ctx.query()))
+}
+
+/// `POST /v1/suites/{suite}/pre_auth_code`.
+pub(super) async fn pre_auth_code(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    let suite = suite(&ctx)?;
+    ctx.allow_post()?;
+    let (code, expires_in) = suite
+        .pre_auth_code(ctx.state.token_wait)
+        .await
+        .map_err(|err| pre_auth_error(&suite, err))?;
+    Ok(respond::no_store(respond::json(
+        StatusCode::OK,
+        &json!({ "pre_auth_code": code, "expires_in": expires_in }),
+    )))
+}
+
+/// Any other path below `/v1/suites/{suite}`: 404, once the caller may
+/// read the suite and it exists.
+pub(super) async fn unknown(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    suite(&ctx)?;
+    Err(ctx.not_found())
+}
+
+/// The suite named `name`; 404 naming the suites the caller may read.
+fn find(state: &ApiState, access: &Access, name: &str) -> Result<SuiteHandle, ApiError> {
+    state.broker.suite(name).ok_or_else(|| {
+        let configured: Vec<String> = state
+            .broker
+            .suites()
+            .iter()
+            .map(|suite| suite.name().to_owned())
+            .filter(|name| access.check(Resource::Suite(name), Act::Read).is_ok())
+            .collect();
+        ApiError::SuiteNotFound {
+            name: name.chars().take(64).collect(),
+            configured: configured.join(", "),
+        }
+    })
+}
+
+/// A valid value of one of the suite's own credentials, waiting up to
+/// `token_wait_timeout` for one.
+async fn credential(
+    suite: &SuiteHandle,
+    handle: &CredentialHandle,
+    state: &ApiState,
+) -> Result<Arc<TokenRecord>, ApiError> {
+    handle
+        .token(state.token_wait)
+        .await
+        .map_err(|err| ApiError::from_credential_error(suite.name(), handle.credential(), err))
+}
+
+/// `{"suite", field, "expires_in", "expires_at"}`, `field` naming the
+/// credential (`suite_access_token`, `provider_access_token`), or the
+/// bare value with `?format=text`.
+fn credential_answer(
+    (suite, handle, field): (&SuiteHandle, &CredentialHandle, &str),
+    token: &TokenRecord,
+    query: Option<&str>,
+) -> Response<Body> {
+    if respond::wants_text(query) {
+        return respond::no_store(respond::text(
+            StatusCode::OK,
+            token.value.expose().to_owned(),
+        ));
+    }
+    let now = handle.now_ms();
+    let mut body = json!({
+        "suite": suite.name(),
+        "expires_in": token.expires_in(now),
+        "expires_at": token.expires_at(),
+    });
+    body[field] = json!(token.value.expose());
+    respond::no_store(respond::json(StatusCode::OK, &body))
+}
+
+/// The suite token could not be had for a pre-auth code, or WeCom
+/// refused one.
+fn pre_auth_error(suite: &SuiteHandle, err: FetchError) -> ApiError {
+    match err {
+        FetchError::Parent(_) => ApiError::TokenUnavailable {
+            app: suite.name().to_owned(),
+            credential: suite.suite_token().credential(),
+            retry_after: 1,
+            last_error: None,
+        },
+        FetchError::Timeout(_) => ApiError::UpstreamTimeout,
+        err => ApiError::UpstreamError(err.to_string()),
+    }
+}
+
+/// `offset` and `limit` of a page: `limit` defaults to 100 and is held
+/// within 1..=500; anything unreadable is the default.
+fn page_bounds(query: Option<&str>) -> (usize, usize) {
+    let (mut offset, mut limit) = (0usize, DEFAULT_PAGE);
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*key {
+            "offset" => offset = value.parse().unwrap_or(0),
+            "limit" => limit = value.parse().unwrap_or(DEFAULT_PAGE),
+            _ => {}
+        }
+    }
+    (offset, limit.clamp(1, MAX_PAGE))
+}
+
+/// One page of the installed corps, ordered by corpid: their state,
+/// never a token or a permanent code.
+fn list(suite: &SuiteHandle, query: Option<&str>) -> Response<Body> {
+    let (offset, limit) = page_bounds(query);
+    let now = suite.suite_token().now_ms();
+    let all = suite.corps().sorted();
+    let page: Vec<serde_json::Value> = all
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|slot| {
+            let token = slot.token().filter(|t| t.is_valid(now));
+            json!({
+                "corpid": &*slot.id,
+                "corp_name": suite.corp_name(&slot.id),
+                "valid": token.is_some(),
+                "expires_in": token.map_or(0, |t| t.expires_in(now)),
+                "installed_at": suite
+                    .installed_at(&slot.id)
+                    .unwrap_or_else(|| slot.authorized_at()),
+            })
+        })
+        .collect();
+    respond::json(
+        StatusCode::OK,
+        &json!({ "corps": page, "total": all.len() }),
+    )
+}
+
+/// A corp's error as the API answers it.
+pub(super) fn corp_error(suite: &SuiteHandle, corpid: &str, err: CorpError) -> ApiError {
+    let corpid: String = corpid.chars().take(64).collect();
+    match err {
+        CorpError::NotFound => ApiError::CorpNotFound {
+            suite: suite.name().to_owned(),
+            corpid,
+        },
+        CorpError::Unavailable { .. } => ApiError::TokenUnavailable {
+            app: format!("{}/{corpid}", suite.name()),
+            credential: Credential::CorpAccessToken,
+            retry_after: 1,
+            last_error: None,
+        },
+        CorpError::TicketNotConfigured => ticket_not_configured(suite, "requested"),
+    }
+}
+
+/// 404 `ticket_not_configured`, naming the suite's `corp_tickets`.
+pub(super) fn ticket_not_configured(suite: &SuiteHandle, kind: &str) -> ApiError {
+    ApiError::CorpTicketNotConfigured {
+        suite: suite.name().to_owned(),
+        kind: kind.chars().take(32).collect(),
+        configured: suite
+            .config()
+            .corp_tickets
+            .iter()
+            .map(|kind| format!("\"{kind}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_default_to_a_hundred_and_never_pass_five_hundred() {
+        assert_eq!(page_bounds(None), (0, 100));
+        assert_eq!(page_bounds(Some("offset=20&limit=7")), (20, 7));
+        assert_eq!(page_bounds(Some("limit=1000")), (0, MAX_PAGE));
+        assert_eq!(page_bounds(Some("limit=0")), (0, 1));
+        assert_eq!(page_bounds(Some("limit=x&offset=-1")), (0, 100));
+    }
+}
