@@ -51,11 +51,6 @@ const KNOWN_FILE_LOOPS: &[&[&str]] = &[
         "src/engine/refresher/coordination/mod.rs",
         "src/engine/refresher/mod.rs",
     ],
-    &[
-        "src/server/compat.rs",
-        "src/server/compat_platform.rs",
-        "src/server/compat_suite.rs",
-    ],
 ];
 
 /// As [`KNOWN_FILE_LOOPS`], between top-level modules.

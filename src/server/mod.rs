@@ -10,8 +10,6 @@ mod api_error;
 pub mod body_deadline;
 mod budget;
 pub mod compat;
-mod compat_platform;
-mod compat_suite;
 mod listener;
 mod ops;
 pub mod proxy;
