@@ -9,8 +9,8 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::PlatformHandle;
-use crate::server::body_deadline::RequestBody;
-use crate::server::respond::{self, Body};
+use crate::http_io::response::{self, Body};
+use crate::http_io::RequestBody;
 
 /// WeChat's pushes are a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -44,5 +44,5 @@ pub async fn handle(platforms: &[PlatformHandle], request: Request<RequestBody>)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    respond::text(status, text)
+    response::text(status, text)
 }

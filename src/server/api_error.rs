@@ -7,10 +7,10 @@ use serde_json::json;
 
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
-use super::wechat_path::Withheld;
 use crate::credential::Credential;
 use crate::engine::{LastError, TokenError};
 use crate::identity::{Act, Denied, Resource};
+use crate::wechat_path::Withheld;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {

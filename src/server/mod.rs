@@ -7,7 +7,6 @@
 mod accept_errors;
 mod api;
 mod api_error;
-pub mod body_deadline;
 mod budget;
 pub mod compat;
 mod listener;
@@ -19,7 +18,6 @@ mod state;
 mod tcp_peer;
 pub mod unix;
 mod watches;
-pub mod wechat_path;
 mod write_stall;
 
 pub use listener::{DRAIN_DEADLINE, TLS_HANDSHAKE_DEADLINE};
@@ -37,10 +35,10 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::{Config, ServerConfig};
 use crate::fd_limit;
+use crate::http_io::RequestBody;
 use crate::metrics::Metrics;
 pub use api::ListenerKind;
 use api::Router;
-use body_deadline::RequestBody;
 use budget::BudgetMetrics;
 use compat::CompatState;
 use listener::{Deadlines, Handler};

@@ -6,9 +6,9 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::api::probes;
 use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
 use crate::broker::Broker;
+use crate::http_io::RequestBody;
 use crate::metrics::Metrics;
 
 pub fn handle(

@@ -7,8 +7,8 @@ use http::{HeaderMap, HeaderName};
 use http_body_util::{BodyExt, Limited};
 
 use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
 use super::proxy::FORWARDED_MARK;
+use crate::http_io::RequestBody;
 
 /// Token routes, and the compatible listener's token calls, take small
 /// JSON bodies only.

@@ -1,44 +1,17 @@
-//! Building responses: JSON bodies, token answers, WeChat-shaped answers. Every response
+//! The servers' answers: token answers, in the API's shape and in
+//! WeChat's, and WeChat-shaped errors, on the plain responses of
+//! [`crate::http_io::response`]. Every response
 //! that carries a token says `Cache-Control: no-store`.
 
 use std::fmt::Write;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{Either, Full};
 
 use crate::engine::TokenRecord;
-
-/// A response body: whole (every answer the broker writes itself, token
-/// answers included, never boxed) or streamed (a proxied upstream answer,
-/// whose failures mid-body surface as I/O errors).
-pub type Body = Either<Full<Bytes>, UnsyncBoxBody<Bytes, std::io::Error>>;
-
-/// A whole body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Left(Full::new(bytes.into()))
-}
-
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("a JSON value always serializes");
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, JSON);
-    response
-}
-
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, TEXT);
-    response
-}
+pub use crate::http_io::response::{full, json, no_store, text, Body};
+use crate::http_io::response::{JSON, NO_STORE};
 
 /// A ticket in the shape of WeChat's ticket endpoints:
 /// `{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":..}`.
@@ -50,13 +23,6 @@ pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
         "expires_in": ticket.expires_in(now_ms),
     });
     no_store(json(StatusCode::OK, &body))
-}
-
-/// Marks a response that carries a credential, or is signed with one, as
-/// never to be cached.
-pub fn no_store(mut response: Response<Body>) -> Response<Body> {
-    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-    response
 }
 
 /// Whether the token is wanted as `text/plain` (`?format=text`).

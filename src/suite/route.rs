@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Limited};
 
 use super::callback::{Refusal, BODY_LIMIT};
 use super::SuiteHandle;
-use crate::server::body_deadline::RequestBody;
-use crate::server::respond::{self, Body};
+use crate::http_io::response::{self, Body};
+use crate::http_io::RequestBody;
 
 /// The path prefix of the suites' callbacks.
 pub const PREFIX: &str = "/wechat/suites/";
@@ -26,12 +26,12 @@ pub async fn handle(suites: &[SuiteHandle], request: Request<RequestBody>) -> Re
         .and_then(|rest| rest.strip_suffix("/callback"))
         .filter(|name| !name.contains('/'));
     let Some(suite) = name.and_then(|name| suites.iter().find(|s| s.name() == name)) else {
-        return respond::text(StatusCode::NOT_FOUND, "not found");
+        return response::text(StatusCode::NOT_FOUND, "not found");
     };
     let query = parts.uri.query();
     match parts.method {
         Method::GET => match suite.verify_url(query) {
-            Ok(plaintext) => respond::text(StatusCode::OK, plaintext),
+            Ok(plaintext) => response::text(StatusCode::OK, plaintext),
             Err(_) => forbidden(),
         },
         Method::POST => {
@@ -41,17 +41,17 @@ pub async fn handle(suites: &[SuiteHandle], request: Request<RequestBody>) -> Re
                     suite.count(Some(Refusal::TooLarge));
                     return forbidden();
                 }
-                Err(_) => return respond::text(StatusCode::BAD_REQUEST, "unreadable body"),
+                Err(_) => return response::text(StatusCode::BAD_REQUEST, "unreadable body"),
             };
             match suite.accept_push(query, &body).await {
-                Ok(()) => respond::text(StatusCode::OK, "success"),
+                Ok(()) => response::text(StatusCode::OK, "success"),
                 Err(_) => forbidden(),
             }
         }
-        _ => respond::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
 fn forbidden() -> Response<Body> {
-    respond::text(StatusCode::FORBIDDEN, "forbidden")
+    response::text(StatusCode::FORBIDDEN, "forbidden")
 }

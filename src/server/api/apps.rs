@@ -10,13 +10,13 @@ use super::context::Ctx;
 use super::params::Params;
 use super::route::Answer;
 use crate::engine::{AppHandle, InvalidateOutcome, LastError};
+use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::server::wechat_path::ForwardPath;
 use crate::store::grant_label;
+use crate::wechat_path::ForwardPath;
 
 /// `GET /v1/apps`: every app the caller may read, with its status.
 pub(super) async fn list(ctx: Ctx<'_>, _: RequestBody) -> Answer {

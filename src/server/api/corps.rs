@@ -18,15 +18,15 @@ use crate::audit::{Outcome, Target, Verdict};
 use crate::children::ChildToken;
 use crate::credential::TicketKind;
 use crate::engine::{CredentialHandle, InvalidateOutcome, TokenRecord};
+use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::jssdk;
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::proxy::{self as forwarding, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::server::wechat_path::ForwardPath;
 use crate::suite::{CorpError, SuiteHandle};
+use crate::wechat_path::ForwardPath;
 
 /// `GET .../corps/{corpid}/token`.
 pub(super) async fn token(ctx: Ctx<'_>, _: RequestBody) -> Answer {

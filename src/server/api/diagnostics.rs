@@ -17,9 +17,9 @@ use crate::diagnostics::{
     RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
 use crate::engine::{AppHandle, LastError};
+use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 

@@ -31,10 +31,10 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 use tracing::debug;
 
-use super::body_deadline::RequestBody;
 use super::request::check_not_relayed;
 use super::respond::{self, Body};
 use super::state::ApiState;
+use crate::http_io::RequestBody;
 use crate::identity::Peer;
 use context::{client_name, Ctx};
 use counts::RouteCounts;

@@ -12,15 +12,15 @@ use super::route::Answer;
 use crate::audit::{Outcome, Target, Verdict};
 use crate::credential::Credential;
 use crate::engine::TokenRecord;
+use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::authorizers::AuthorizerToken;
 use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::proxy::{self as forwarding, Caller, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::server::wechat_path::ForwardPath;
+use crate::wechat_path::ForwardPath;
 
 /// The largest page of `GET .../authorizers`.
 const MAX_PAGE: usize = 500;

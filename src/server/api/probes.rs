@@ -7,7 +7,7 @@ use super::context::Ctx;
 use super::route::Answer;
 use crate::broker::Broker;
 use crate::engine::LastError;
-use crate::server::body_deadline::RequestBody;
+use crate::http_io::RequestBody;
 use crate::server::respond::{self, Body};
 
 pub(super) async fn livez(ctx: Ctx<'_>, _: RequestBody) -> Answer {

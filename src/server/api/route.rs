@@ -8,8 +8,8 @@ use http::Response;
 
 use super::context::Ctx;
 use super::params::Params;
+use crate::http_io::RequestBody;
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::respond::Body;
 use crate::server::state::ApiState;
 

@@ -11,9 +11,9 @@ use super::route::Answer;
 use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenRecord};
+use crate::http_io::RequestBody;
 use crate::jssdk;
 use crate::server::api_error::ApiError;
-use crate::server::body_deadline::RequestBody;
 use crate::server::respond::{self, Body};
 
 /// The app's `kind` ticket handle, or 404 `ticket_not_configured`.

@@ -11,13 +11,13 @@ use super::context::{Asked, CompatState};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
 use crate::engine::{AppHandle, LastError, TokenError};
+use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
-use crate::server::body_deadline::RequestBody;
 use crate::server::proxy::{query_param, ProxyError, PROXY_BODY_LIMIT};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
-use crate::server::wechat_path::{self, Carries, ForwardPath, PathFamily};
 use crate::wechat::is_token_rejected;
+use crate::wechat_path::{self, Carries, ForwardPath, PathFamily};
 
 /// The route label of an app's call: its token endpoint or ticket
 /// family, else `/{path}`. Judged as WeChat would judge the path, so no

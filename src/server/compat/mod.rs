@@ -12,7 +12,7 @@
 //! the local user owning its socket (see `tcp_peer`) and gets what its
 //! entries allow, as on the Unix socket: the apps, platforms and suites
 //! they name and, through the forwarded calls, the paths their `apis`
-//! list. Errors are WeChat-shaped ([`answer`]).
+//! list. Errors are WeChat-shaped (`answer`).
 
 mod answer;
 mod app;
@@ -28,9 +28,9 @@ use http::{Request, Response};
 use tracing::debug;
 
 use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
 use super::request::check_not_relayed;
 use super::respond::Body;
+use crate::http_io::RequestBody;
 use crate::identity::Peer;
 use answer::WxError;
 use context::Asked;

@@ -26,14 +26,14 @@ use serde_json::{json, Value};
 use super::answer::{audited, audited_failure, Answer, Audited, WxError};
 use super::context::Asked;
 use crate::audit::Target;
+use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::server::api::{send_as_authorizer, AuthorizerCallError};
-use crate::server::body_deadline::RequestBody;
 use crate::server::proxy::{query_param, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
-use crate::server::wechat_path::{self, ForwardPath};
+use crate::wechat_path::{self, ForwardPath};
 
 const COMPONENT_ROUTE: &str = "/cgi-bin/component";
 const AUTHORIZER_ROUTE: &str = "/{path}";

@@ -36,16 +36,16 @@ use crate::audit::Target;
 use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::engine::{CredentialHandle, TokenError};
+use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
 use crate::server::api::{send_as_corp, CorpCallError};
-use crate::server::body_deadline::RequestBody;
 use crate::server::proxy::{query_param, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::server::wechat_path::{self, ForwardPath, Withheld};
 use crate::suite::{CorpError, SuiteHandle};
 use crate::wechat::is_token_rejected;
+use crate::wechat_path::{self, ForwardPath, Withheld};
 
 const SERVICE_ROUTE: &str = "/cgi-bin/service";
 const TICKET_ROUTE: &str = "/cgi-bin/ticket";

@@ -28,12 +28,12 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
-use super::body_deadline::RequestBody;
-use super::respond::Body;
-use super::wechat_path::{self, Carries, Withheld};
 use crate::audit::{Auditor, Call, Target, Verdict};
 use crate::engine::{AppHandle, InvalidateOutcome, TokenError};
+use crate::http_io::Body;
+use crate::http_io::RequestBody;
 use crate::metrics::Metrics;
+use crate::wechat_path::{self, Carries, Withheld};
 use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
 pub use headers::FORWARDED_MARK;

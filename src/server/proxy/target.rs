@@ -3,7 +3,7 @@
 //! query with the pairs the broker sets itself removed.
 
 use super::ProxyError;
-use crate::server::wechat_path::{self, percent_decode, Carries, Withheld};
+use crate::wechat_path::{self, percent_decode, Carries, Withheld};
 
 /// The upstream URL of a forwarded call ([`target_url`]), unless the path
 /// is one no forwarding route passes upstream, judged however it is

@@ -34,7 +34,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub(super) fn new(inner: Incoming, limit: Duration) -> Self {
+    pub fn new(inner: Incoming, limit: Duration) -> Self {
         RequestBody {
             inner,
             deadline: Instant::now() + limit,
