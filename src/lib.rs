@@ -19,7 +19,8 @@
 //! - [`wechat_path`] judges a WeChat API path as WeChat would (which
 //!   credential it carries, whether it may be forwarded); [`http_io`] is
 //!   the HTTP plumbing every listener shares (bodies with a deadline,
-//!   plain responses).
+//!   plain responses, the reading of query strings); [`error_chain`]
+//!   shows an error with its causes on one line.
 //! - [`metrics`] owns the Prometheus registry.
 //! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
 //! - [`client`] is the small HTTP client `wxbroker token` and
@@ -62,6 +63,7 @@ pub mod demo;
 pub mod diagnostics;
 pub mod engine;
 pub mod errmsg;
+pub mod error_chain;
 pub mod fd_limit;
 pub mod http_io;
 pub mod identity;

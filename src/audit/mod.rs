@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::config::LogConfig;
+use crate::error_chain::error_chain;
 use crate::identity::Clients;
 use crate::metrics::Metrics;
 use file::AuditFile;
@@ -310,19 +311,6 @@ async fn blocking<T: Send + 'static>(
     })
     .await
     .ok()
-}
-
-/// `err` and its sources, `: `-separated: which file, which step, and
-/// the system's reason.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

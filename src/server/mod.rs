@@ -71,7 +71,7 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("{key} {addr}: {source}")]
+    #[error("{key} {addr}")]
     Tcp {
         key: String,
         addr: SocketAddr,

@@ -4,10 +4,11 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
-use http_body_util::{BodyExt, Limited};
 
 use super::api_error::ApiError;
 use super::proxy::FORWARDED_MARK;
+use crate::error_chain::error_chain;
+use crate::http_io::body::{BodyError, ReadError};
 use crate::http_io::RequestBody;
 
 /// Token routes, and the compatible listener's token calls, take small
@@ -32,14 +33,11 @@ pub fn check_not_relayed(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// The whole body, at most `limit` bytes.
 pub async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge { limit })
+    body.read(limit).await.map_err(|err| match err {
+        ReadError::TooLarge { limit } => ApiError::PayloadTooLarge { limit },
+        ReadError::Body(BodyError::TimedOut(_)) => ApiError::RequestTimeout,
+        ReadError::Body(err) => {
+            ApiError::BadRequest(format!("could not read the body: {}", error_chain(&err)))
         }
-        Err(err) if RequestBody::is_timeout(&*err) => Err(ApiError::RequestTimeout),
-        Err(err) => Err(ApiError::BadRequest(format!(
-            "could not read the body: {err}"
-        ))),
-    }
+    })
 }

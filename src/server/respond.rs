@@ -10,6 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
 use crate::engine::TokenRecord;
+use crate::http_io::query;
 pub use crate::http_io::response::{full, json, no_store, text, Body};
 use crate::http_io::response::{JSON, NO_STORE};
 
@@ -27,7 +28,7 @@ pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
 
 /// Whether the token is wanted as `text/plain` (`?format=text`).
 pub fn wants_text(query: Option<&str>) -> bool {
-    query.is_some_and(|query| query.split('&').any(|pair| pair == "format=text"))
+    query.is_some_and(|query| query::has(query, "format", "text"))
 }
 
 /// The token answer. Written by hand rather than through `serde_json::Value`:
@@ -169,5 +170,9 @@ mod tests {
         assert!(wants_text(Some("a=b&format=text")));
         assert!(!wants_text(Some("format=json")));
         assert!(!wants_text(None));
+        assert!(
+            wants_text(Some("format=%74ext")),
+            "decoded, as every query is"
+        );
     }
 }

@@ -5,12 +5,11 @@
 //! body is read up to 64 KiB only, and anything that fails a check gets
 //! a bare 403 that changes nothing.
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use super::callback::{Refusal, BODY_LIMIT};
 use super::SuiteHandle;
+use crate::http_io::body::ReadError;
 use crate::http_io::response::{self, Body};
 use crate::http_io::RequestBody;
 
@@ -35,13 +34,15 @@ pub async fn handle(suites: &[SuiteHandle], request: Request<RequestBody>) -> Re
             Err(_) => forbidden(),
         },
         Method::POST => {
-            let body: Bytes = match Limited::new(body, BODY_LIMIT).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            let body = match body.read(BODY_LIMIT).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge { .. }) => {
                     suite.count(Some(Refusal::TooLarge));
                     return forbidden();
                 }
-                Err(_) => return response::text(StatusCode::BAD_REQUEST, "unreadable body"),
+                Err(ReadError::Body(_)) => {
+                    return response::text(StatusCode::BAD_REQUEST, "unreadable body")
+                }
             };
             match suite.accept_push(query, &body).await {
                 Ok(()) => response::text(StatusCode::OK, "success"),

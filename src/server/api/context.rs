@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, Method};
 use super::params::Params;
 use crate::broker::Broker;
 use crate::engine::AppHandle;
+use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
 use crate::server::api_error::ApiError;
@@ -77,6 +78,11 @@ impl<'a> Ctx<'a> {
 
     pub fn query(&self) -> Option<&'a str> {
         self.request.uri.query()
+    }
+
+    /// The decoded value of the query's first `key` pair.
+    pub fn query_value(&self, key: &str) -> Option<String> {
+        query::param(self.query()?, key)
     }
 
     /// Whether the value is wanted bare, as `text/plain` (`?format=text`).
@@ -179,6 +185,25 @@ pub(super) fn visible_names(broker: &Broker, access: &Access) -> String {
         .join(", ")
 }
 
+/// The largest page of a listing (`GET .../authorizers`, `.../corps`).
+pub(super) const MAX_PAGE: usize = 500;
+/// The page size when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
+
+/// `offset` and `limit` of a listing's page: `limit` defaults to 100 and
+/// is held within 1..=500; anything unreadable is the default.
+pub(super) fn page(query: Option<&str>) -> (usize, usize) {
+    let (mut offset, mut limit) = (0usize, DEFAULT_PAGE);
+    for (key, value) in query::pairs(query.unwrap_or("")) {
+        match &*key {
+            "offset" => offset = value.parse().unwrap_or(0),
+            "limit" => limit = value.parse().unwrap_or(DEFAULT_PAGE),
+            _ => {}
+        }
+    }
+    (offset, limit.clamp(1, MAX_PAGE))
+}
+
 /// The `Wxbroker-Client` header, if present and well-formed.
 pub(super) fn client_name(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(&WXBROKER_CLIENT)?.to_str().ok()?;
@@ -192,6 +217,15 @@ pub(super) fn client_name(headers: &HeaderMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_default_to_a_hundred_and_never_pass_five_hundred() {
+        assert_eq!(page(None), (0, 100));
+        assert_eq!(page(Some("offset=20&limit=7")), (20, 7));
+        assert_eq!(page(Some("limit=1000")), (0, MAX_PAGE));
+        assert_eq!(page(Some("limit=0")), (0, 1));
+        assert_eq!(page(Some("limit=x&offset=-1")), (0, 100));
+    }
 
     #[test]
     fn client_names_are_validated() {

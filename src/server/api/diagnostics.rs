@@ -27,7 +27,7 @@ use crate::server::state::ApiState;
 pub(super) async fn quota(ctx: Ctx<'_>, _: RequestBody) -> Answer {
     ctx.allow_get()?;
     let app = ctx.app(ctx.param("app"))?;
-    quota_of(ctx.state, &app, ctx.query()).await
+    quota_of(ctx.state, &app, ctx.query_value("cgi_path")).await
 }
 
 /// `POST /v1/apps/{app}/clear_quota`.
@@ -65,12 +65,8 @@ pub(super) async fn rid(ctx: Ctx<'_>, _: RequestBody) -> Answer {
     rid_details(ctx.state, &app, ctx.param("rid")).await
 }
 
-async fn quota_of(
-    state: &ApiState,
-    app: &AppHandle,
-    query: Option<&str>,
-) -> Result<http::Response<Body>, ApiError> {
-    let cgi_path = match query_value(query, "cgi_path") {
+async fn quota_of(state: &ApiState, app: &AppHandle, cgi_path: Option<String>) -> Answer {
+    let cgi_path = match cgi_path {
         Some(path) => CgiPath::parse(&path).map_err(|err| ApiError::BadRequest(err.to_string()))?,
         None => CgiPath::default(),
     };
@@ -245,13 +241,6 @@ fn refusal(
         error["errmsg"] = json!(errmsg);
     }
     respond::json(status, &json!({ "error": error }))
-}
-
-/// The decoded value of `key` in a query string.
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, value)| value.into_owned())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::context::Ctx;
+use super::context::{page, Ctx};
 use super::route::Answer;
 use crate::audit::{Outcome, Target, Verdict};
 use crate::credential::Credential;
@@ -21,9 +21,6 @@ use crate::server::proxy::{self as forwarding, Caller, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::wechat_path::ForwardPath;
-
-/// The largest page of `GET .../authorizers`.
-const MAX_PAGE: usize = 500;
 
 /// The platform the path names. The caller's access to it is checked
 /// first, before any route below it: every one of them hands out or uses
@@ -204,17 +201,9 @@ fn token_answer(
     respond::no_store(respond::json(StatusCode::OK, &body))
 }
 
-/// `?offset=&limit=` (limit at most 500); never a token.
+/// `?offset=&limit=` (see [`page`]); never a token.
 fn list(platform: &PlatformHandle, query: Option<&str>) -> Response<Body> {
-    let (mut offset, mut limit) = (0usize, 100usize);
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*key {
-            "offset" => offset = value.parse().unwrap_or(0),
-            "limit" => limit = value.parse().unwrap_or(100),
-            _ => {}
-        }
-    }
-    let limit = limit.clamp(1, MAX_PAGE);
+    let (offset, limit) = page(query);
     let now = platform.now_ms();
     let all = platform.authorizers().sorted();
     let page: Vec<serde_json::Value> = all

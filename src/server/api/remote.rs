@@ -91,14 +91,6 @@ pub(super) async fn invalidate_ticket(ctx: Ctx<'_>, body: RequestBody) -> Answer
     invalidate(ctx.state, &app, ticket, &body).await
 }
 
-fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
 /// The credential once it differs from `wait_change_from` (or at once
 /// without one), else the same one after `timeout`. A shutdown, the
 /// app's removal or a reload that removes or changes the client ends the
@@ -110,12 +102,11 @@ async fn watch(
     handle: &CredentialHandle,
 ) -> Result<Arc<TokenRecord>, ApiError> {
     let (state, access) = (ctx.state, ctx.access);
-    let query = ctx.query();
     let unavailable = |err| ApiError::from_credential_error(app.name(), handle.credential(), err);
-    let Some(from) = query_value(query, "wait_change_from") else {
+    let Some(from) = ctx.query_value("wait_change_from") else {
         return handle.token(state.token_wait).await.map_err(unavailable);
     };
-    let wait = match query_value(query, "timeout") {
+    let wait = match ctx.query_value("timeout") {
         None => DEFAULT_WATCH,
         Some(text) => text
             .parse::<u64>()

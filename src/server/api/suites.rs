@@ -11,7 +11,7 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 use serde_json::json;
 
-use super::context::Ctx;
+use super::context::{page, Ctx};
 use super::route::Answer;
 use crate::credential::Credential;
 use crate::engine::{CredentialHandle, TokenRecord};
@@ -22,11 +22,6 @@ use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::suite::{CorpError, SuiteHandle};
 use crate::wechat::FetchError;
-
-/// The largest page of `GET .../corps`.
-pub(super) const MAX_PAGE: usize = 500;
-/// The page size when `limit` is not given.
-const DEFAULT_PAGE: usize = 100;
 
 /// The suite the path names, once the caller may read it: a suite the
 /// caller may not read is 403 whether or not it exists.
@@ -157,24 +152,10 @@ fn pre_auth_error(suite: &SuiteHandle, err: FetchError) -> ApiError {
     }
 }
 
-/// `offset` and `limit` of a page: `limit` defaults to 100 and is held
-/// within 1..=500; anything unreadable is the default.
-fn page_bounds(query: Option<&str>) -> (usize, usize) {
-    let (mut offset, mut limit) = (0usize, DEFAULT_PAGE);
-    for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match &*key {
-            "offset" => offset = value.parse().unwrap_or(0),
-            "limit" => limit = value.parse().unwrap_or(DEFAULT_PAGE),
-            _ => {}
-        }
-    }
-    (offset, limit.clamp(1, MAX_PAGE))
-}
-
 /// One page of the installed corps, ordered by corpid: their state,
 /// never a token or a permanent code.
 fn list(suite: &SuiteHandle, query: Option<&str>) -> Response<Body> {
-    let (offset, limit) = page_bounds(query);
+    let (offset, limit) = page(query);
     let now = suite.suite_token().now_ms();
     let all = suite.corps().sorted();
     let page: Vec<serde_json::Value> = all
@@ -230,19 +211,5 @@ pub(super) fn ticket_not_configured(suite: &SuiteHandle, kind: &str) -> ApiError
             .map(|kind| format!("\"{kind}\""))
             .collect::<Vec<_>>()
             .join(", "),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_default_to_a_hundred_and_never_pass_five_hundred() {
-        assert_eq!(page_bounds(None), (0, 100));
-        assert_eq!(page_bounds(Some("offset=20&limit=7")), (20, 7));
-        assert_eq!(page_bounds(Some("limit=1000")), (0, MAX_PAGE));
-        assert_eq!(page_bounds(Some("limit=0")), (0, 1));
-        assert_eq!(page_bounds(Some("limit=x&offset=-1")), (0, 100));
     }
 }

@@ -6,6 +6,7 @@
 use http::Response;
 
 use crate::audit::{Outcome, Verdict};
+use crate::error_chain::Chain;
 use crate::identity::{Act, Denied, Resource};
 use crate::server::api_error::ApiError;
 use crate::server::proxy::{self as forwarding, ProxyError};
@@ -57,7 +58,7 @@ impl WxError {
     /// A forwarded call that failed on the broker's side of WeChat, the
     /// cause quoted.
     pub fn forwarding(err: &ProxyError) -> Self {
-        WxError::new(-1, format!("system error (wxbroker: {err})"))
+        WxError::new(-1, format!("system error (wxbroker: {})", Chain(err)))
     }
 
     pub fn into_response(self) -> Response<Body> {

@@ -11,9 +11,10 @@ use super::context::{Asked, CompatState};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
 use crate::engine::{AppHandle, LastError, TokenError};
+use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
-use crate::server::proxy::{query_param, ProxyError, PROXY_BODY_LIMIT};
+use crate::server::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
@@ -151,8 +152,8 @@ async fn classic_token(
     if let Some(app) = state.pinned() {
         return serve_token(asked, &app?, false).await;
     }
-    check_grant_type(query_param(query, "grant_type").as_deref())?;
-    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    check_grant_type(query::param(query, "grant_type").as_deref())?;
+    let appid = query::param(query, "appid").filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
     let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
@@ -208,7 +209,7 @@ async fn wecom_token(
     if let Some(app) = state.pinned() {
         return serve_token(asked, &app?, true).await;
     }
-    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
+    let corpid = query::param(query, "corpid").filter(|corpid| !corpid.is_empty());
     let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
     let app = find_by_appid(state, &corpid, AppKind::Wecom, None)
         .ok_or_else(|| WxError::new(40013, "invalid corpid"))?;
@@ -264,7 +265,7 @@ async fn ticket(
     let kind = ticket_kind(
         app.config().kind,
         &wechat_path::normalise(request.uri.path()),
-        query_param(query, "type").as_deref(),
+        query::param(query, "type").as_deref(),
     );
     let Some(handle) = kind.and_then(|kind| app.ticket(kind)) else {
         return proxied(asked, request, body, Carries::AppToken).await;
@@ -330,7 +331,7 @@ fn app_for_call(
         return app;
     }
     let apps = state.api().broker.apps();
-    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    let appid = query::param(query, "appid").filter(|appid| !appid.is_empty());
     if let Some(appid) = &appid {
         if let Some(app) = apps.iter().find(|app| app.config().appid == *appid) {
             return Ok(app.clone());
@@ -360,7 +361,7 @@ fn app_for_call(
         }
         Carries::AppToken => {}
     }
-    let held = query_param(query, "access_token").filter(|token| !token.is_empty());
+    let held = query::param(query, "access_token").filter(|token| !token.is_empty());
     if let Some(held) = &held {
         if let Some(app) = apps.iter().find(|app| app.knows(held)) {
             return Ok(app.clone());

@@ -26,11 +26,12 @@ use serde_json::{json, Value};
 use super::answer::{audited, audited_failure, Answer, Audited, WxError};
 use super::context::Asked;
 use crate::audit::Target;
+use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::server::api::{send_as_authorizer, AuthorizerCallError};
-use crate::server::proxy::{query_param, ProxyError};
+use crate::server::proxy::ProxyError;
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat_path::{self, ForwardPath};
@@ -58,7 +59,7 @@ pub(super) async fn handle(
             answer.unwrap_or_else(WxError::into_response),
         ));
     }
-    let Some(held) = query_param(asked.query(), "access_token").filter(|t| !t.is_empty()) else {
+    let Some(held) = query::param(asked.query(), "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
     // One index lookup per platform, whatever the number of authorizers:
@@ -102,7 +103,7 @@ fn platform_for(
     query: &str,
     body: &Value,
 ) -> Result<PlatformHandle, WxError> {
-    if let Some(held) = query_param(query, "component_access_token") {
+    if let Some(held) = query::param(query, "component_access_token") {
         if let Some(platform) = platforms.iter().find(|p| p.component().knows(&held)) {
             return Ok(platform.clone());
         }
@@ -111,7 +112,7 @@ fn platform_for(
         .get("component_appid")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| query_param(query, "component_appid"));
+        .or_else(|| query::param(query, "component_appid"));
     if let Some(appid) = named {
         return platforms
             .iter()

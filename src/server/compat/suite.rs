@@ -36,10 +36,11 @@ use crate::audit::Target;
 use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::engine::{CredentialHandle, TokenError};
+use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
 use crate::server::api::{send_as_corp, CorpCallError};
-use crate::server::proxy::{query_param, ProxyError};
+use crate::server::proxy::ProxyError;
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
@@ -79,7 +80,7 @@ pub(super) async fn handle(
         }
         return Err(body);
     }
-    let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
+    let Some(held) = query::param(query, "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
     // One index lookup per suite, whatever the number of corps.
@@ -90,7 +91,7 @@ pub(super) async fn handle(
     let Some((suite, corpid)) = owner else {
         return Err(body);
     };
-    let kept = ticket_kind(&path, query_param(query, "type").as_deref())
+    let kept = ticket_kind(&path, query::param(query, "type").as_deref())
         .filter(|kind| suite.config().corp_tickets.contains(kind));
     if let Some(kind) = kept {
         let answer = corp_ticket(api, access, &suite, &corpid, kind, request).await;
@@ -120,7 +121,7 @@ fn customized_corp(
     suites: &[SuiteHandle],
     query: &str,
 ) -> Option<(SuiteHandle, String)> {
-    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
+    let corpid = query::param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
     let apps = api.broker.apps();
     let an_apps = apps
         .iter()
@@ -204,7 +205,7 @@ fn named(body: &Value, query: &str, field: &str) -> Option<String> {
     body.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| query_param(query, field))
+        .or_else(|| query::param(query, field))
         .filter(|value| !value.is_empty())
 }
 
@@ -212,7 +213,7 @@ fn named(body: &Value, query: &str, field: &str) -> Option<String> {
 /// client sent, the one whose suite id it names, the one the named corp
 /// installed, or the only one.
 fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteHandle, WxError> {
-    if let Some(held) = query_param(query, "suite_access_token") {
+    if let Some(held) = query::param(query, "suite_access_token") {
         if let Some(suite) = suites.iter().find(|s| s.suite_token().knows(&held)) {
             return Ok(suite.clone());
         }
@@ -273,7 +274,7 @@ async fn service_call(
     if endpoint == "get_provider_token" {
         return provider_token(api, access, suites, &json, query).await;
     }
-    if !credential_fetch && query_param(query, "provider_access_token").is_some() {
+    if !credential_fetch && query::param(query, "provider_access_token").is_some() {
         return forward_provider_call(asked, suites, bytes).await;
     }
     let suite = suite_for(suites, query, &json)?;
@@ -410,7 +411,7 @@ fn provider_of(
 async fn forward_provider_call(asked: Asked<'_>, suites: &[SuiteHandle], body: Bytes) -> Answer {
     let (api, access, request) = (asked.api(), asked.access, asked.request);
     let query = request.uri.query().unwrap_or("");
-    let held = query_param(query, "provider_access_token").unwrap_or_default();
+    let held = query::param(query, "provider_access_token").unwrap_or_default();
     let knows = |s: &SuiteHandle| s.provider_token().is_some_and(|p| p.knows(&held));
     let (suite, handle) = if suites.iter().any(knows) {
         provider_of(access, suites, knows)?
