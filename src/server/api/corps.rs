@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -22,7 +21,7 @@ use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::jssdk;
 use crate::server::api_error::ApiError;
-use crate::server::proxy::{self as forwarding, Forward, ProxyError};
+use crate::server::proxy::{self as forwarding, ChildCallError, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::suite::{CorpError, SuiteHandle};
@@ -350,22 +349,22 @@ impl<'a> Corp<'a> {
             Ok(token) => token,
             Err(err) => return (Err(err), Verdict::unanswered(Outcome::Refused)),
         };
-        let sent = send_as_corp(
-            self.state,
-            self.suite,
-            self.corpid,
-            forward.method,
-            (&url, &headers, &body),
-            &token,
-        )
-        .await;
+        let (suite, corpid, wait) = (self.suite, self.corpid, self.state.token_wait);
+        let call = (forward.method, &url, &headers, &body);
+        let sent = self
+            .state
+            .proxy
+            .send_as_child(call, &token, |reported| async move {
+                suite.invalidate_corp(corpid, &reported, wait).await
+            })
+            .await;
         match sent {
             Ok(response) => {
                 let verdict = forwarding::verdict(Ok(&response));
                 (Ok(response), verdict)
             }
-            Err(CorpCallError::Proxy(err)) => proxy_error(err),
-            Err(CorpCallError::Invalidate(err, rejecting)) => {
+            Err(ChildCallError::Proxy(err)) => proxy_error(err),
+            Err(ChildCallError::Invalidate(err, rejecting)) => {
                 (Err(self.error(err)), forwarding::verdict(Ok(&rejecting)))
             }
         }
@@ -391,73 +390,4 @@ struct ConfigRequest {
     agent: bool,
     #[serde(default)]
     agentid: Option<u64>,
-}
-
-/// Why a corp's call has no answer to give as it stands.
-pub(in crate::server) enum CorpCallError {
-    Proxy(ProxyError),
-    /// The rejected token could not be reported; the rejecting answer.
-    Invalidate(CorpError, Response<Body>),
-}
-
-/// Sends a prepared call (`url`, headers, body) with the corp's `token`;
-/// on a rejection of it (40001, 40014, 42001), reports the token and,
-/// when that replaced it, sends once more with the next one: at most two
-/// upstream calls. Otherwise the first answer stands.
-pub(in crate::server) async fn send_as_corp(
-    state: &ApiState,
-    suite: &SuiteHandle,
-    corpid: &str,
-    method: &Method,
-    (url, headers, body): (&reqwest::Url, &HeaderMap, &Bytes),
-    token: &ChildToken,
-) -> Result<Response<Body>, CorpCallError> {
-    let proxy = &state.proxy;
-    let (response, rejected) = proxy
-        .send_with_token(
-            method,
-            url,
-            headers,
-            body,
-            "access_token",
-            token.value.expose(),
-        )
-        .await
-        .map_err(CorpCallError::Proxy)?;
-    if !rejected {
-        return Ok(response);
-    }
-    let next = suite
-        .invalidate_corp(corpid, token.value.expose(), state.token_wait)
-        .await;
-    match next {
-        Err(err) => Err(CorpCallError::Invalidate(err, response)),
-        // Nothing newer to send with (a refresh not allowed yet): the
-        // rejection of the broker's own token is never handed back, since
-        // SDKs answer it by retrying at once.
-        Ok((next, _)) if next.value == token.value => {
-            let errcode = response
-                .extensions()
-                .get::<crate::audit::Reply>()
-                .and_then(|reply| reply.errcode)
-                .unwrap_or(40001);
-            Err(CorpCallError::Proxy(ProxyError::TokenRejected {
-                errcode,
-                errmsg: "the corp's token was rejected and no newer one can be had yet".into(),
-                retry_after: 1,
-            }))
-        }
-        Ok((next, _)) => proxy
-            .send_with_token(
-                method,
-                url,
-                headers,
-                body,
-                "access_token",
-                next.value.expose(),
-            )
-            .await
-            .map(|(response, _)| response)
-            .map_err(CorpCallError::Proxy),
-    }
 }

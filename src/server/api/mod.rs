@@ -21,8 +21,6 @@ mod table;
 mod tickets;
 
 pub use context::ListenerKind;
-pub(super) use corps::{send_as_corp, CorpCallError};
-pub(super) use platforms::{send_as_authorizer, AuthorizerCallError};
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -2,8 +2,7 @@
 //! `/v1/platforms/{platform}/`: the component token, the authorizer list,
 //! an authorizer's token, its invalidation and proxy, and pre-auth codes.
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -17,7 +16,7 @@ use crate::identity::{Act, Resource};
 use crate::platform::authorizers::AuthorizerToken;
 use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::server::api_error::ApiError;
-use crate::server::proxy::{self as forwarding, Caller, Forward, ProxyError};
+use crate::server::proxy::{self as forwarding, Caller, ChildCallError, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::wechat_path::ForwardPath;
@@ -308,79 +307,23 @@ async fn authorizer_call(
         Ok(token) => token,
         Err(err) => return (Err(err), Verdict::unanswered(Outcome::Refused)),
     };
-    let answer = send_as_authorizer(
-        state,
-        platform,
-        appid,
-        forward.method,
-        (&url, &headers, &body),
-        &token,
-    )
-    .await;
+    let wait = state.token_wait;
+    let call = (forward.method, &url, &headers, &body);
+    let answer = state
+        .proxy
+        .send_as_child(call, &token, |reported| async move {
+            platform.invalidate_authorizer(appid, &reported, wait).await
+        })
+        .await;
     match answer {
         Ok(response) => {
             let verdict = forwarding::verdict(Ok(&response));
             (Ok(response), verdict)
         }
-        Err(AuthorizerCallError::Proxy(err)) => proxy_error(err),
-        Err(AuthorizerCallError::Invalidate(err, rejecting)) => (
+        Err(ChildCallError::Proxy(err)) => proxy_error(err),
+        Err(ChildCallError::Invalidate(err, rejecting)) => (
             Err(authorizer_error(platform, appid, err)),
             forwarding::verdict(Ok(&rejecting)),
         ),
-    }
-}
-
-/// Why an authorizer's call has no answer to give as it stands.
-pub(in crate::server) enum AuthorizerCallError {
-    Proxy(ProxyError),
-    /// The rejected token could not be reported; the rejecting answer.
-    Invalidate(AuthorizerError, Response<Body>),
-}
-
-/// Sends a prepared call (`url`, headers, body) with the authorizer's
-/// `token`; on a rejection of it, reports the token and, when that
-/// replaced it, sends once more with the next one. Otherwise the first
-/// answer stands.
-pub(in crate::server) async fn send_as_authorizer(
-    state: &ApiState,
-    platform: &PlatformHandle,
-    appid: &str,
-    method: &Method,
-    (url, headers, body): (&reqwest::Url, &HeaderMap, &Bytes),
-    token: &AuthorizerToken,
-) -> Result<Response<Body>, AuthorizerCallError> {
-    let proxy = &state.proxy;
-    let (response, rejected) = proxy
-        .send_with_token(
-            method,
-            url,
-            headers,
-            body,
-            "access_token",
-            token.value.expose(),
-        )
-        .await
-        .map_err(AuthorizerCallError::Proxy)?;
-    if !rejected {
-        return Ok(response);
-    }
-    let next = platform
-        .invalidate_authorizer(appid, token.value.expose(), state.token_wait)
-        .await;
-    match next {
-        Err(err) => Err(AuthorizerCallError::Invalidate(err, response)),
-        Ok((_, false)) => Ok(response),
-        Ok((next, true)) => proxy
-            .send_with_token(
-                method,
-                url,
-                headers,
-                body,
-                "access_token",
-                next.value.expose(),
-            )
-            .await
-            .map(|(response, _)| response)
-            .map_err(AuthorizerCallError::Proxy),
     }
 }

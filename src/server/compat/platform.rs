@@ -30,8 +30,7 @@ use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
-use crate::server::api::{send_as_authorizer, AuthorizerCallError};
-use crate::server::proxy::ProxyError;
+use crate::server::proxy::{ChildCallError, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat_path::{self, ForwardPath};
@@ -309,17 +308,16 @@ async fn authorizer_call(
             "system error (wxbroker: the authorizer has no valid token)",
         )));
     };
-    let answer = send_as_authorizer(
-        api,
-        platform,
-        appid,
-        &request.method,
-        (&url, &headers, &body),
-        &token,
-    )
-    .await;
+    let wait = api.token_wait;
+    let call = (&request.method, &url, &headers, &body);
+    let answer = api
+        .proxy
+        .send_as_child(call, &token, |reported| async move {
+            platform.invalidate_authorizer(appid, &reported, wait).await
+        })
+        .await;
     match answer {
-        Ok(response) | Err(AuthorizerCallError::Invalidate(_, response)) => audited(Ok(response)),
-        Err(AuthorizerCallError::Proxy(err)) => audited_failure(&err),
+        Ok(response) | Err(ChildCallError::Invalidate(_, response)) => audited(Ok(response)),
+        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
     }
 }

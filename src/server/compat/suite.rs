@@ -39,8 +39,7 @@ use crate::engine::{CredentialHandle, TokenError};
 use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
-use crate::server::api::{send_as_corp, CorpCallError};
-use crate::server::proxy::ProxyError;
+use crate::server::proxy::{ChildCallError, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
@@ -566,21 +565,20 @@ async fn corp_call(
         Ok(token) => token,
         Err(err) => return audited(Err(corp_failure(suite, err))),
     };
-    let sent = send_as_corp(
-        api,
-        suite,
-        corpid,
-        &request.method,
-        (&url, &headers, &body),
-        &token,
-    )
-    .await;
+    let wait = api.token_wait;
+    let call = (&request.method, &url, &headers, &body);
+    let sent = api
+        .proxy
+        .send_as_child(call, &token, |reported| async move {
+            suite.invalidate_corp(corpid, &reported, wait).await
+        })
+        .await;
     match sent {
         Ok(response) => audited(Ok(response)),
         // The corp went away while its token was reported: say so, never
         // hand the rejection of the broker's own token back.
-        Err(CorpCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
-        Err(CorpCallError::Proxy(err)) => audited_failure(&err),
+        Err(ChildCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
+        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
     }
 }
 

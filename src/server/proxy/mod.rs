@@ -16,6 +16,7 @@
 
 mod answer;
 mod audit;
+mod child;
 mod headers;
 mod target;
 
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::wechat_path::{self, Carries, Withheld};
 use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
+pub use child::{ChildCallError, Prepared};
 pub use headers::FORWARDED_MARK;
 use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
 pub use target::check_path;
@@ -368,16 +370,29 @@ impl Proxy {
     /// recognises.
     pub async fn send_with_token_judged(
         &self,
-        (method, url, headers, body): (&Method, &reqwest::Url, &HeaderMap, &Bytes),
+        call: Prepared<'_>,
         token_param: &str,
         token: &str,
         rejects: fn(i64) -> bool,
     ) -> Result<(Response<Body>, bool), ProxyError> {
+        let (response, rejection) = self.send_judged(call, token_param, token, rejects).await?;
+        Ok((response, rejection.is_some()))
+    }
+
+    /// [`Proxy::send_with_token_judged`], with WeChat's errcode and
+    /// errmsg when the answer rejects the token.
+    async fn send_judged(
+        &self,
+        (method, url, headers, body): Prepared<'_>,
+        token_param: &str,
+        token: &str,
+        rejects: fn(i64) -> bool,
+    ) -> Result<(Response<Body>, Option<(i64, String)>), ProxyError> {
         let mut url = url.clone();
         url.query_pairs_mut().append_pair(token_param, token);
         let answer = self.send(method, url, headers, body).await?;
-        let rejected = answer.rejection_by(rejects).is_some();
-        Ok((answer.into_response(), rejected))
+        let rejection = answer.rejection_by(rejects);
+        Ok((answer.into_response(), rejection))
     }
 
     /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
