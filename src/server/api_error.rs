@@ -5,11 +5,14 @@ use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::Response;
 use serde_json::json;
 
+use super::credentials::CredentialError;
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use super::respond::{self, Body};
 use crate::credential::Credential;
 use crate::engine::{LastError, TokenError};
 use crate::identity::{Act, Denied, Resource};
+use crate::platform::{AuthorizerError, PlatformHandle};
+use crate::suite::{CorpError, SuiteHandle};
 use crate::wechat_path::Withheld;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -258,6 +261,63 @@ impl ApiError {
         }
     }
 
+    /// An authorizer's error.
+    pub fn from_authorizer_error(
+        platform: &PlatformHandle,
+        appid: &str,
+        err: AuthorizerError,
+    ) -> Self {
+        let appid: String = appid.chars().take(64).collect();
+        match err {
+            AuthorizerError::NotFound => ApiError::AuthorizerNotFound {
+                platform: platform.name().to_owned(),
+                appid,
+            },
+            AuthorizerError::Unavailable => ApiError::TokenUnavailable {
+                app: format!("{}/{appid}", platform.name()),
+                credential: Credential::AuthorizerToken,
+                retry_after: 1,
+                last_error: None,
+            },
+        }
+    }
+
+    /// A corp's error.
+    pub fn from_corp_error(suite: &SuiteHandle, corpid: &str, err: CorpError) -> Self {
+        let corpid: String = corpid.chars().take(64).collect();
+        match err {
+            CorpError::NotFound => ApiError::CorpNotFound {
+                suite: suite.name().to_owned(),
+                corpid,
+            },
+            CorpError::Unavailable { .. } => ApiError::TokenUnavailable {
+                app: format!("{}/{corpid}", suite.name()),
+                credential: Credential::CorpAccessToken,
+                retry_after: 1,
+                last_error: None,
+            },
+            CorpError::TicketNotConfigured => {
+                ApiError::corp_ticket_not_configured(suite, "requested")
+            }
+        }
+    }
+
+    /// 404 `ticket_not_configured` for a corp's ticket of `kind`, naming
+    /// the suite's `corp_tickets`.
+    pub fn corp_ticket_not_configured(suite: &SuiteHandle, kind: &str) -> Self {
+        ApiError::CorpTicketNotConfigured {
+            suite: suite.name().to_owned(),
+            kind: kind.chars().take(32).collect(),
+            configured: suite
+                .config()
+                .corp_tickets
+                .iter()
+                .map(|kind| format!("\"{kind}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     pub fn from_token_error(app: &str, err: TokenError) -> Self {
         ApiError::from_credential_error(app, Credential::AccessToken, err)
     }
@@ -275,6 +335,26 @@ impl ApiError {
             credential,
             retry_after,
             last_error,
+        }
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(err: CredentialError) -> Self {
+        match err {
+            CredentialError::Engine {
+                owner,
+                credential,
+                err,
+            } => ApiError::from_credential_error(&owner, credential, err),
+            CredentialError::Authorizer {
+                platform,
+                appid,
+                err,
+            } => ApiError::from_authorizer_error(&platform, &appid, err),
+            CredentialError::Corp { suite, corpid, err } => {
+                ApiError::from_corp_error(&suite, &corpid, err)
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ mod api;
 mod api_error;
 mod budget;
 pub mod compat;
+mod credentials;
 mod listener;
 mod ops;
 pub mod proxy;

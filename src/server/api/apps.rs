@@ -1,15 +1,15 @@
 //! The app routes of the token API (DESIGN.md section 5): the apps and
-//! their status, an app's token and its invalidation, and the
+//! their status, the token read answered at once from the cell (the
+//! full read and the invalidation are `credentials`'), and the
 //! token-injecting proxy.
 
 use http::{Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::context::Ctx;
 use super::params::Params;
 use super::route::Answer;
-use crate::engine::{AppHandle, InvalidateOutcome, LastError};
+use crate::engine::{AppHandle, LastError};
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::server::api_error::ApiError;
@@ -106,83 +106,6 @@ pub(super) fn default_token_now(
     state
         .broker
         .with_default_app(|app| answer_now(app, as_text))?
-}
-
-/// `GET /v1/apps/{app}/token`.
-pub(super) async fn token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    ctx.allow_get()?;
-    let app = ctx.app(ctx.param("app"))?;
-    answer_token(ctx, &app).await
-}
-
-/// `GET /v1/token`: the token of the only app.
-pub(super) async fn default_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    ctx.allow_get()?;
-    let broker = &ctx.state.broker;
-    let app = broker.default_app().ok_or_else(|| ApiError::NoDefaultApp {
-        configured: super::context::visible_names(broker, ctx.access),
-    })?;
-    ctx.check(Resource::App(app.name()), Act::Read)?;
-    answer_token(ctx, &app).await
-}
-
-/// A valid token, waiting up to `token_wait_timeout` for one.
-async fn answer_token(ctx: Ctx<'_>, app: &AppHandle) -> Answer {
-    // One clock read serves the validity check and `expires_in`.
-    let now = app.now_ms();
-    let (token, now) = match app.valid_token_at(now) {
-        Some(token) => (token, now),
-        None => {
-            let token = app
-                .token(ctx.state.token_wait)
-                .await
-                .map_err(|err| ApiError::from_token_error(app.name(), err))?;
-            (token, app.now_ms())
-        }
-    };
-    Ok(respond::token(
-        app.name(),
-        &token,
-        now,
-        ctx.wants_text(),
-        None,
-    ))
-}
-
-#[derive(Deserialize)]
-struct InvalidateRequest {
-    access_token: String,
-}
-
-/// `POST /v1/apps/{app}/token/invalidate`: within `token_wait_timeout`
-/// in all, so a slow refresh goes on behind a caller whose token is
-/// still valid.
-pub(super) async fn invalidate(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    ctx.allow_post()?;
-    let app = ctx.app(ctx.param("app"))?;
-    let body = ctx.body(body).await?;
-    let request: InvalidateRequest = serde_json::from_slice(&body).map_err(|err| {
-        ApiError::BadRequest(format!(
-            "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
-        ))
-    })?;
-    let token_wait = ctx.state.token_wait;
-    let deadline = tokio::time::Instant::now() + token_wait;
-    let outcome = app
-        .invalidate(&request.access_token, token_wait)
-        .await
-        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
-    let token = app
-        .token(deadline.saturating_duration_since(tokio::time::Instant::now()))
-        .await
-        .map_err(|err| ApiError::from_token_error(app.name(), err))?;
-    Ok(respond::token(
-        app.name(),
-        &token,
-        app.now_ms(),
-        ctx.wants_text(),
-        Some(outcome == InvalidateOutcome::Refreshed),
-    ))
 }
 
 /// `ANY /v1/apps/{app}/proxy/{path}`: forwarded with the app's token.

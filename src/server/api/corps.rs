@@ -1,75 +1,36 @@
 //! A WeCom corp's routes of the token API (DESIGN.md section 19), below
-//! `/v1/suites/{suite}/corps/{corpid}/`: the corp's token and its
-//! invalidation, its JS-SDK tickets and `wx.config` signatures, and the
-//! corp proxy. The caller's access to the suite is checked first, as on
-//! every suite route.
+//! `/v1/suites/{suite}/corps/{corpid}/`: which corp and ticket a path
+//! names, `wx.config` signatures, and the corp proxy (its token's and
+//! tickets' reads and invalidations are `credentials`'). The caller's
+//! access to the suite is checked first, as on every suite route.
 
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::context::Ctx;
 use super::route::Answer;
-use super::suites::{corp_error, suite, ticket_not_configured};
+use super::suites::suite;
 use crate::audit::{Outcome, Target, Verdict};
 use crate::children::ChildToken;
 use crate::credential::TicketKind;
-use crate::engine::{CredentialHandle, InvalidateOutcome, TokenRecord};
+use crate::engine::CredentialHandle;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::jssdk;
 use crate::server::api_error::ApiError;
+use crate::server::credentials::CredentialRef;
 use crate::server::proxy::{self as forwarding, ChildCallError, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::suite::{CorpError, SuiteHandle};
 use crate::wechat_path::ForwardPath;
 
-/// `GET .../corps/{corpid}/token`.
-pub(super) async fn token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
-    ctx.allow_get()?;
-    let token = corp.token().await?;
-    Ok(corp.token_answer(&token, ctx.query(), None))
-}
-
-/// `POST .../corps/{corpid}/token/invalidate`.
-pub(super) async fn invalidate(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
-    ctx.allow_post()?;
-    let body = ctx.body(body).await?;
-    corp.invalidate(&body, ctx.query()).await
-}
-
-/// `GET .../corps/{corpid}/tickets/{kind}`.
-pub(super) async fn ticket(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
-    ctx.allow_get()?;
-    let (kind, handle) = corp.ticket(ctx.param("kind"))?;
-    let ticket = corp.ticket_value(&handle).await?;
-    Ok(corp.ticket_answer(kind, &handle, &ticket, ctx.query(), None))
-}
-
-/// `POST .../corps/{corpid}/tickets/{kind}/invalidate`.
-pub(super) async fn invalidate_ticket(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
-    ctx.allow_post()?;
-    let (kind, handle) = corp.ticket(ctx.param("kind"))?;
-    let body = ctx.body(body).await?;
-    corp.invalidate_ticket(kind, &handle, &body, ctx.query())
-        .await
-}
-
 /// `POST .../corps/{corpid}/jssdk/config`.
 pub(super) async fn jssdk_config(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
+    let suite = suite(&ctx)?;
+    let corp = Corp::named(&ctx, &suite)?;
     ctx.allow_post()?;
     let body = ctx.body(body).await?;
     corp.jssdk_config(&body).await
@@ -77,12 +38,46 @@ pub(super) async fn jssdk_config(ctx: Ctx<'_>, body: RequestBody) -> Answer {
 
 /// `ANY .../corps/{corpid}/proxy/{path}`.
 pub(super) async fn proxy(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    let (suite, corp) = (suite(&ctx)?, ctx.param("corpid"));
-    let corp = Corp::named(&ctx, &suite, corp)?;
+    let suite = suite(&ctx)?;
+    let corp = Corp::named(&ctx, &suite)?;
     let path = ctx.params.get_or_empty("path");
     let judged = ForwardPath::new(path);
     ctx.check(Resource::Suite(suite.name()), Act::Forward(&judged))?;
     corp.proxy(&ctx, ctx.forward(path), body).await
+}
+
+/// The corp id the path names; an empty one is no route.
+pub(super) fn corpid<'a>(ctx: &Ctx<'a>) -> Result<&'a str, ApiError> {
+    let corpid = ctx.param("corpid");
+    if corpid.is_empty() {
+        return Err(ctx.not_found());
+    }
+    Ok(corpid)
+}
+
+/// `suite/corpid`, naming a corp in a `token_unavailable` answer.
+pub(super) fn owner(suite: &SuiteHandle, corpid: &str) -> String {
+    let shown: String = corpid.chars().take(64).collect();
+    format!("{}/{shown}", suite.name())
+}
+
+/// The corp's `kind` ticket handle: 404 `ticket_not_configured` for a
+/// kind the suite's `corp_tickets` do not name, `corp_not_found` for a
+/// corp that has not installed the suite.
+pub(super) fn ticket(
+    suite: &SuiteHandle,
+    corpid: &str,
+    kind: &str,
+) -> Result<(TicketKind, CredentialHandle), ApiError> {
+    let not_configured = || ApiError::corp_ticket_not_configured(suite, kind);
+    let kind = TicketKind::from_name(kind)
+        .filter(|kind| suite.config().corp_tickets.contains(kind))
+        .ok_or_else(not_configured)?;
+    match suite.corp_ticket(corpid, kind) {
+        Ok(handle) => Ok((kind, handle)),
+        Err(CorpError::TicketNotConfigured) => Err(not_configured()),
+        Err(err) => Err(ApiError::from_corp_error(suite, corpid, err)),
+    }
 }
 
 /// One installed corp of a suite, as a request names it.
@@ -93,11 +88,8 @@ struct Corp<'a> {
 }
 
 impl<'a> Corp<'a> {
-    /// The corp `corpid` of `suite`; an empty corp id is no route.
-    fn named(ctx: &Ctx<'a>, suite: &'a SuiteHandle, corpid: &'a str) -> Result<Self, ApiError> {
-        if corpid.is_empty() {
-            return Err(ctx.not_found());
-        }
+    fn named(ctx: &Ctx<'a>, suite: &'a SuiteHandle) -> Result<Self, ApiError> {
+        let corpid = corpid(ctx)?;
         Ok(Corp {
             state: ctx.state,
             suite,
@@ -110,13 +102,8 @@ impl<'a> Corp<'a> {
         self.corpid.chars().take(64).collect()
     }
 
-    /// `suite/corpid`, naming the corp in a `token_unavailable` answer.
-    fn owner(&self) -> String {
-        format!("{}/{}", self.suite.name(), self.shown_id())
-    }
-
     fn error(&self, err: CorpError) -> ApiError {
-        corp_error(self.suite, self.corpid, err)
+        ApiError::from_corp_error(self.suite, self.corpid, err)
     }
 
     async fn token(&self) -> Result<Arc<ChildToken>, ApiError> {
@@ -124,135 +111,6 @@ impl<'a> Corp<'a> {
             .corp_token(self.corpid, self.state.token_wait)
             .await
             .map_err(|err| self.error(err))
-    }
-
-    /// Shaped like an app's token answer, with the suite and corp named.
-    fn token_answer(
-        &self,
-        token: &ChildToken,
-        query: Option<&str>,
-        refreshed: Option<bool>,
-    ) -> Response<Body> {
-        if respond::wants_text(query) {
-            return respond::no_store(respond::text(
-                StatusCode::OK,
-                token.value.expose().to_owned(),
-            ));
-        }
-        let now = self.suite.suite_token().now_ms();
-        let mut body = json!({
-            "suite": self.suite.name(),
-            "corpid": self.corpid,
-            "access_token": token.value.expose(),
-            "expires_in": token.expires_in(now),
-            "expires_at": token.expires_at(),
-        });
-        if let Some(refreshed) = refreshed {
-            body["refreshed"] = json!(refreshed);
-        }
-        respond::no_store(respond::json(StatusCode::OK, &body))
-    }
-
-    async fn invalidate(
-        &self,
-        body: &[u8],
-        query: Option<&str>,
-    ) -> Result<Response<Body>, ApiError> {
-        let request: InvalidateToken = serde_json::from_slice(body).map_err(|err| {
-            ApiError::BadRequest(format!(
-                "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
-            ))
-        })?;
-        let (token, refreshed) = self
-            .suite
-            .invalidate_corp(self.corpid, &request.access_token, self.state.token_wait)
-            .await
-            .map_err(|err| self.error(err))?;
-        Ok(self.token_answer(&token, query, Some(refreshed)))
-    }
-
-    /// The corp's `kind` ticket handle: 404 `ticket_not_configured` for a
-    /// kind the suite's `corp_tickets` do not name, `corp_not_found` for
-    /// a corp that has not installed the suite.
-    fn ticket(&self, kind: &str) -> Result<(TicketKind, CredentialHandle), ApiError> {
-        let not_configured = || ticket_not_configured(self.suite, kind);
-        let kind = TicketKind::from_name(kind)
-            .filter(|kind| self.suite.config().corp_tickets.contains(kind))
-            .ok_or_else(not_configured)?;
-        match self.suite.corp_ticket(self.corpid, kind) {
-            Ok(handle) => Ok((kind, handle)),
-            Err(CorpError::TicketNotConfigured) => Err(not_configured()),
-            Err(err) => Err(self.error(err)),
-        }
-    }
-
-    async fn ticket_value(&self, handle: &CredentialHandle) -> Result<Arc<TokenRecord>, ApiError> {
-        handle
-            .token(self.state.token_wait)
-            .await
-            .map_err(|err| ApiError::from_credential_error(&self.owner(), handle.credential(), err))
-    }
-
-    fn ticket_answer(
-        &self,
-        kind: TicketKind,
-        handle: &CredentialHandle,
-        ticket: &TokenRecord,
-        query: Option<&str>,
-        refreshed: Option<bool>,
-    ) -> Response<Body> {
-        if respond::wants_text(query) {
-            return respond::no_store(respond::text(
-                StatusCode::OK,
-                ticket.value.expose().to_owned(),
-            ));
-        }
-        let now = handle.now_ms();
-        let mut body = json!({
-            "suite": self.suite.name(),
-            "corpid": self.corpid,
-            "kind": kind.name(),
-            "ticket": ticket.value.expose(),
-            "expires_in": ticket.expires_in(now),
-            "expires_at": ticket.expires_at(),
-        });
-        if let Some(refreshed) = refreshed {
-            body["refreshed"] = json!(refreshed);
-        }
-        respond::no_store(respond::json(StatusCode::OK, &body))
-    }
-
-    /// As an app's ticket invalidation: within `token_wait_timeout` in all.
-    async fn invalidate_ticket(
-        &self,
-        kind: TicketKind,
-        handle: &CredentialHandle,
-        body: &[u8],
-        query: Option<&str>,
-    ) -> Result<Response<Body>, ApiError> {
-        let request: InvalidateTicket = serde_json::from_slice(body).map_err(|err| {
-            ApiError::BadRequest(format!(
-                "expected {{\"ticket\": \"<the ticket that failed>\"}}: {err}"
-            ))
-        })?;
-        let unavailable =
-            |err| ApiError::from_credential_error(&self.owner(), handle.credential(), err);
-        let deadline = tokio::time::Instant::now() + self.state.token_wait;
-        let outcome = handle
-            .invalidate(&request.ticket, self.state.token_wait)
-            .await
-            .map_err(unavailable)?;
-        let ticket = handle
-            .token(deadline.saturating_duration_since(tokio::time::Instant::now()))
-            .await
-            .map_err(unavailable)?;
-        Ok(self.ticket_answer(
-            kind,
-            handle,
-            &ticket,
-            query,
-            Some(outcome == InvalidateOutcome::Refreshed),
-        ))
     }
 
     /// `wx.config`'s object for a page of the corp, signed with the
@@ -282,8 +140,10 @@ impl<'a> Corp<'a> {
             Some(_) => TicketKind::AgentConfig,
             None => TicketKind::Jsapi,
         };
-        let (_, handle) = self.ticket(kind.name())?;
-        let ticket = self.ticket_value(&handle).await?;
+        let (_, handle) = ticket(self.suite, self.corpid, kind.name())?;
+        let ticket = CredentialRef::engine(owner(self.suite, self.corpid), &handle)
+            .get(self.state.token_wait)
+            .await?;
         let timestamp = handle.now_secs();
         let ticket = ticket.value.expose();
         let signed = match agent {
@@ -369,17 +229,6 @@ impl<'a> Corp<'a> {
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-struct InvalidateToken {
-    access_token: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InvalidateTicket {
-    ticket: String,
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ mod apps;
 mod context;
 mod corps;
 mod counts;
+mod credentials;
 mod diagnostics;
 mod params;
 mod platforms;

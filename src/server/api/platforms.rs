@@ -1,20 +1,18 @@
 //! The Open Platform routes of the token API (DESIGN.md section 13), below
-//! `/v1/platforms/{platform}/`: the component token, the authorizer list,
-//! an authorizer's token, its invalidation and proxy, and pre-auth codes.
+//! `/v1/platforms/{platform}/`: the authorizer list, an authorizer's
+//! proxy and pre-auth codes (the component token's and an authorizer's
+//! token's read and invalidation are `credentials`').
 
 use http::{Response, StatusCode};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::context::{page, Ctx};
 use super::route::Answer;
 use crate::audit::{Outcome, Target, Verdict};
-use crate::credential::Credential;
-use crate::engine::TokenRecord;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::authorizers::AuthorizerToken;
-use crate::platform::{AuthorizerError, PlatformHandle};
+use crate::platform::PlatformHandle;
 use crate::server::api_error::ApiError;
 use crate::server::proxy::{self as forwarding, Caller, ChildCallError, Forward, ProxyError};
 use crate::server::respond::{self, Body};
@@ -25,21 +23,10 @@ use crate::wechat_path::ForwardPath;
 /// first, before any route below it: every one of them hands out or uses
 /// the platform's credentials, so a platform the caller may not read is
 /// 403 whether or not it exists.
-fn platform(ctx: &Ctx<'_>) -> Result<PlatformHandle, ApiError> {
+pub(super) fn platform(ctx: &Ctx<'_>) -> Result<PlatformHandle, ApiError> {
     let name = ctx.param("platform");
     ctx.check(Resource::Platform(name), Act::Read)?;
     find(ctx.state, name)
-}
-
-/// `GET /v1/platforms/{platform}/component_token`.
-pub(super) async fn component_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let platform = platform(&ctx)?;
-    ctx.allow_get()?;
-    let component = platform.component();
-    let token = component.token(ctx.state.token_wait).await.map_err(|err| {
-        ApiError::from_credential_error(platform.name(), Credential::ComponentToken, err)
-    })?;
-    Ok(component_answer(&platform, &token, ctx.query()))
 }
 
 /// `GET /v1/platforms/{platform}/authorizers?offset=&limit=`.
@@ -61,23 +48,6 @@ pub(super) async fn pre_auth_code(ctx: Ctx<'_>, _: RequestBody) -> Answer {
         StatusCode::OK,
         &json!({ "pre_auth_code": code, "expires_in": expires_in }),
     )))
-}
-
-/// `GET /v1/platforms/{platform}/authorizers/{appid}/token`.
-pub(super) async fn authorizer(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let platform = platform(&ctx)?;
-    ctx.allow_get()?;
-    let appid = ctx.param("appid");
-    let token = authorizer_token(ctx.state, &platform, appid).await?;
-    Ok(token_answer(&platform, appid, &token, ctx.query(), None))
-}
-
-/// `POST /v1/platforms/{platform}/authorizers/{appid}/token/invalidate`.
-pub(super) async fn invalidate(ctx: Ctx<'_>, body: RequestBody) -> Answer {
-    let platform = platform(&ctx)?;
-    ctx.allow_post()?;
-    let body = ctx.body(body).await?;
-    invalidate_authorizer(ctx.state, &platform, ctx.param("appid"), &body, ctx.query()).await
 }
 
 /// `ANY /v1/platforms/{platform}/authorizers/{appid}/proxy/{path}`.
@@ -120,25 +90,6 @@ fn find(state: &ApiState, name: &str) -> Result<PlatformHandle, ApiError> {
     })
 }
 
-fn authorizer_error(platform: &PlatformHandle, appid: &str, err: AuthorizerError) -> ApiError {
-    match err {
-        AuthorizerError::NotFound => ApiError::AuthorizerNotFound {
-            platform: platform.name().to_owned(),
-            appid: appid.chars().take(64).collect(),
-        },
-        AuthorizerError::Unavailable => ApiError::TokenUnavailable {
-            app: format!(
-                "{}/{}",
-                platform.name(),
-                appid.chars().take(64).collect::<String>()
-            ),
-            credential: Credential::AuthorizerToken,
-            retry_after: 1,
-            last_error: None,
-        },
-    }
-}
-
 async fn authorizer_token(
     state: &ApiState,
     platform: &PlatformHandle,
@@ -147,57 +98,7 @@ async fn authorizer_token(
     platform
         .authorizer_token(appid, state.token_wait)
         .await
-        .map_err(|err| authorizer_error(platform, appid, err))
-}
-
-fn component_answer(
-    platform: &PlatformHandle,
-    token: &TokenRecord,
-    query: Option<&str>,
-) -> Response<Body> {
-    if respond::wants_text(query) {
-        return respond::no_store(respond::text(
-            StatusCode::OK,
-            token.value.expose().to_owned(),
-        ));
-    }
-    let now = platform.now_ms();
-    respond::no_store(respond::json(
-        StatusCode::OK,
-        &json!({
-            "platform": platform.name(),
-            "component_access_token": token.value.expose(),
-            "expires_in": token.expires_in(now),
-            "expires_at": token.expires_at(),
-        }),
-    ))
-}
-
-fn token_answer(
-    platform: &PlatformHandle,
-    appid: &str,
-    token: &AuthorizerToken,
-    query: Option<&str>,
-    refreshed: Option<bool>,
-) -> Response<Body> {
-    if respond::wants_text(query) {
-        return respond::no_store(respond::text(
-            StatusCode::OK,
-            token.value.expose().to_owned(),
-        ));
-    }
-    let now = platform.now_ms();
-    let mut body = json!({
-        "platform": platform.name(),
-        "appid": appid,
-        "access_token": token.value.expose(),
-        "expires_in": token.expires_in(now),
-        "expires_at": token.expires_at(),
-    });
-    if let Some(refreshed) = refreshed {
-        body["refreshed"] = json!(refreshed);
-    }
-    respond::no_store(respond::json(StatusCode::OK, &body))
+        .map_err(|err| ApiError::from_authorizer_error(platform, appid, err))
 }
 
 /// `?offset=&limit=` (see [`page`]); never a token.
@@ -223,36 +124,6 @@ fn list(platform: &PlatformHandle, query: Option<&str>) -> Response<Body> {
         StatusCode::OK,
         &json!({ "authorizers": page, "total": all.len() }),
     )
-}
-
-#[derive(Deserialize)]
-struct InvalidateRequest {
-    access_token: String,
-}
-
-async fn invalidate_authorizer(
-    state: &ApiState,
-    platform: &PlatformHandle,
-    appid: &str,
-    body: &[u8],
-    query: Option<&str>,
-) -> Result<Response<Body>, ApiError> {
-    let request: InvalidateRequest = serde_json::from_slice(body).map_err(|err| {
-        ApiError::BadRequest(format!(
-            "expected {{\"access_token\": \"<the token that failed>\"}}: {err}"
-        ))
-    })?;
-    let (token, refreshed) = platform
-        .invalidate_authorizer(appid, &request.access_token, state.token_wait)
-        .await
-        .map_err(|err| authorizer_error(platform, appid, err))?;
-    Ok(token_answer(
-        platform,
-        appid,
-        &token,
-        query,
-        Some(refreshed),
-    ))
 }
 
 /// As the app proxy, with the authorizer's token; a rejection of it is
@@ -322,7 +193,7 @@ async fn authorizer_call(
         }
         Err(ChildCallError::Proxy(err)) => proxy_error(err),
         Err(ChildCallError::Invalidate(err, rejecting)) => (
-            Err(authorizer_error(platform, appid, err)),
+            Err(ApiError::from_authorizer_error(platform, appid, err)),
             forwarding::verdict(Ok(&rejecting)),
         ),
     }

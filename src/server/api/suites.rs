@@ -1,26 +1,22 @@
 //! The WeCom service provider routes of the token API (DESIGN.md section
-//! 19), below `/v1/suites/{suite}/`: the suite and provider tokens, the
-//! installed corps (listed without tokens or permanent codes) and
-//! pre-auth codes; a corp's own routes are `corps`.
+//! 19), below `/v1/suites/{suite}/`: the installed corps (listed without
+//! tokens or permanent codes) and pre-auth codes; a corp's own routes are
+//! `corps`, and the suite's and its provider's token `credentials`'.
 //!
 //! Every route hands out or uses the suite's credentials, so the caller's
 //! access to the suite is checked first, whether or not the suite exists.
-
-use std::sync::Arc;
 
 use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::context::{page, Ctx};
 use super::route::Answer;
-use crate::credential::Credential;
-use crate::engine::{CredentialHandle, TokenRecord};
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
 use crate::server::api_error::ApiError;
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::suite::{CorpError, SuiteHandle};
+use crate::suite::SuiteHandle;
 use crate::wechat::FetchError;
 
 /// The suite the path names, once the caller may read it: a suite the
@@ -29,30 +25,6 @@ pub(super) fn suite(ctx: &Ctx<'_>) -> Result<SuiteHandle, ApiError> {
     let name = ctx.param("suite");
     ctx.check(Resource::Suite(name), Act::Read)?;
     find(ctx.state, ctx.access, name)
-}
-
-/// `GET /v1/suites/{suite}/suite_token`.
-pub(super) async fn suite_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let suite = suite(&ctx)?;
-    ctx.allow_get()?;
-    let handle = suite.suite_token();
-    let token = credential(&suite, handle, ctx.state).await?;
-    let answer = (&suite, handle, "suite_access_token");
-    Ok(credential_answer(answer, &token, ctx.query()))
-}
-
-/// `GET /v1/suites/{suite}/provider_token`.
-pub(super) async fn provider_token(ctx: Ctx<'_>, _: RequestBody) -> Answer {
-    let suite = suite(&ctx)?;
-    ctx.allow_get()?;
-    let handle = suite
-        .provider_token()
-        .ok_or_else(|| ApiError::ProviderNotConfigured {
-            suite: suite.name().to_owned(),
-        })?;
-    let token = credential(&suite, handle, ctx.state).await?;
-    let answer = (&suite, handle, "provider_access_token");
-    Ok(credential_answer(answer, &token, ctx.query()))
 }
 
 /// `GET /v1/suites/{suite}/corps?offset=&limit=`.
@@ -100,43 +72,6 @@ fn find(state: &ApiState, access: &Access, name: &str) -> Result<SuiteHandle, Ap
     })
 }
 
-/// A valid value of one of the suite's own credentials, waiting up to
-/// `token_wait_timeout` for one.
-async fn credential(
-    suite: &SuiteHandle,
-    handle: &CredentialHandle,
-    state: &ApiState,
-) -> Result<Arc<TokenRecord>, ApiError> {
-    handle
-        .token(state.token_wait)
-        .await
-        .map_err(|err| ApiError::from_credential_error(suite.name(), handle.credential(), err))
-}
-
-/// `{"suite", field, "expires_in", "expires_at"}`, `field` naming the
-/// credential (`suite_access_token`, `provider_access_token`), or the
-/// bare value with `?format=text`.
-fn credential_answer(
-    (suite, handle, field): (&SuiteHandle, &CredentialHandle, &str),
-    token: &TokenRecord,
-    query: Option<&str>,
-) -> Response<Body> {
-    if respond::wants_text(query) {
-        return respond::no_store(respond::text(
-            StatusCode::OK,
-            token.value.expose().to_owned(),
-        ));
-    }
-    let now = handle.now_ms();
-    let mut body = json!({
-        "suite": suite.name(),
-        "expires_in": token.expires_in(now),
-        "expires_at": token.expires_at(),
-    });
-    body[field] = json!(token.value.expose());
-    respond::no_store(respond::json(StatusCode::OK, &body))
-}
-
 /// The suite token could not be had for a pre-auth code, or WeCom
 /// refused one.
 fn pre_auth_error(suite: &SuiteHandle, err: FetchError) -> ApiError {
@@ -179,37 +114,4 @@ fn list(suite: &SuiteHandle, query: Option<&str>) -> Response<Body> {
         StatusCode::OK,
         &json!({ "corps": page, "total": all.len() }),
     )
-}
-
-/// A corp's error as the API answers it.
-pub(super) fn corp_error(suite: &SuiteHandle, corpid: &str, err: CorpError) -> ApiError {
-    let corpid: String = corpid.chars().take(64).collect();
-    match err {
-        CorpError::NotFound => ApiError::CorpNotFound {
-            suite: suite.name().to_owned(),
-            corpid,
-        },
-        CorpError::Unavailable { .. } => ApiError::TokenUnavailable {
-            app: format!("{}/{corpid}", suite.name()),
-            credential: Credential::CorpAccessToken,
-            retry_after: 1,
-            last_error: None,
-        },
-        CorpError::TicketNotConfigured => ticket_not_configured(suite, "requested"),
-    }
-}
-
-/// 404 `ticket_not_configured`, naming the suite's `corp_tickets`.
-pub(super) fn ticket_not_configured(suite: &SuiteHandle, kind: &str) -> ApiError {
-    ApiError::CorpTicketNotConfigured {
-        suite: suite.name().to_owned(),
-        kind: kind.chars().take(32).collect(),
-        configured: suite
-            .config()
-            .corp_tickets
-            .iter()
-            .map(|kind| format!("\"{kind}\""))
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
 }

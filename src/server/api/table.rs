@@ -1,8 +1,14 @@
 //! Every route of the token API, each with its `route` label, the paths
-//! it answers and its handlers on the local and the remote listeners.
+//! it answers and its handlers on the local and the remote listeners: a
+//! credential's read and invalidation are `credentials`' two handlers,
+//! told which credential the route names.
 //! The first route whose pattern matches a path answers it; the last
 //! matches every path.
 
+use super::credentials::{
+    invalidate, read, AppTicket, AppToken, AuthorizerToken, ComponentToken, CorpTicket, CorpToken,
+    DefaultAppToken, ProviderToken, RemoteAppTicket, RemoteAppToken, SuiteToken,
+};
 use super::route::Route;
 use super::{apps, corps, diagnostics, platforms, probes, remote, suites, tickets};
 
@@ -18,28 +24,28 @@ const SUITE: &str = "/v1/suites/{suite}";
 
 /// The routes, the busiest first.
 pub(super) const ROUTES: &[Route] = &[
-    Route::new("/v1/apps/{app}/token", handler!(apps::token))
+    Route::new("/v1/apps/{app}/token", handler!(read::<AppToken>))
         .now(apps::token_now)
-        .remote(handler!(remote::token)),
-    Route::new("/v1/token", handler!(apps::default_token)).now(apps::default_token_now),
+        .remote(handler!(remote::watched::<RemoteAppToken>)),
+    Route::new("/v1/token", handler!(read::<DefaultAppToken>)).now(apps::default_token_now),
     Route::new("/v1/apps/{app}/proxy", handler!(apps::proxy)),
     Route::new("/v1/apps/{app}/proxy", handler!(apps::proxy))
         .matching("/v1/apps/{app}/proxy/{*path}"),
-    Route::new("/v1/apps/{app}/tickets/{kind}", handler!(tickets::ticket))
-        .remote(handler!(remote::ticket)),
+    Route::new("/v1/apps/{app}/tickets/{kind}", handler!(read::<AppTicket>))
+        .remote(handler!(remote::watched::<RemoteAppTicket>)),
     Route::new("/livez", handler!(probes::livez)).probe(),
     Route::new("/readyz", handler!(probes::readyz)).probe(),
     Route::new("/v1/apps", handler!(apps::list)).remote(handler!(apps::list)),
     Route::new(
         "/v1/apps/{app}/token/invalidate",
-        handler!(apps::invalidate),
+        handler!(invalidate::<AppToken>),
     )
-    .remote(handler!(remote::invalidate_token)),
+    .remote(handler!(invalidate::<RemoteAppToken>)),
     Route::new(
         "/v1/apps/{app}/tickets/{kind}/invalidate",
-        handler!(tickets::invalidate),
+        handler!(invalidate::<AppTicket>),
     )
-    .remote(handler!(remote::invalidate_ticket)),
+    .remote(handler!(invalidate::<RemoteAppTicket>)),
     Route::new(
         "/v1/apps/{app}/jssdk/config",
         handler!(tickets::jssdk_config),
@@ -51,15 +57,15 @@ pub(super) const ROUTES: &[Route] = &[
     ),
     Route::new("/v1/apps/{app}/rids/{rid}", handler!(diagnostics::rid)),
     // Every platform route counts under the platform's label.
-    Route::new(PLATFORM, handler!(platforms::component_token))
+    Route::new(PLATFORM, handler!(read::<ComponentToken>))
         .matching("/v1/platforms/{platform}/component_token"),
     Route::new(PLATFORM, handler!(platforms::authorizers))
         .matching("/v1/platforms/{platform}/authorizers"),
     Route::new(PLATFORM, handler!(platforms::pre_auth_code))
         .matching("/v1/platforms/{platform}/pre_auth_code"),
-    Route::new(PLATFORM, handler!(platforms::authorizer))
+    Route::new(PLATFORM, handler!(read::<AuthorizerToken>))
         .matching("/v1/platforms/{platform}/authorizers/{appid}/token"),
-    Route::new(PLATFORM, handler!(platforms::invalidate))
+    Route::new(PLATFORM, handler!(invalidate::<AuthorizerToken>))
         .matching("/v1/platforms/{platform}/authorizers/{appid}/token/invalidate"),
     Route::new(PLATFORM, handler!(platforms::proxy))
         .matching("/v1/platforms/{platform}/authorizers/{appid}/proxy"),
@@ -68,17 +74,18 @@ pub(super) const ROUTES: &[Route] = &[
     Route::new(PLATFORM, handler!(platforms::unknown)),
     Route::new(PLATFORM, handler!(platforms::unknown)).matching("/v1/platforms/{platform}/{*rest}"),
     // And every suite route under the suite's.
-    Route::new(SUITE, handler!(suites::suite_token)).matching("/v1/suites/{suite}/suite_token"),
-    Route::new(SUITE, handler!(suites::provider_token))
+    Route::new(SUITE, handler!(read::<SuiteToken>)).matching("/v1/suites/{suite}/suite_token"),
+    Route::new(SUITE, handler!(read::<ProviderToken>))
         .matching("/v1/suites/{suite}/provider_token"),
     Route::new(SUITE, handler!(suites::corps)).matching("/v1/suites/{suite}/corps"),
     Route::new(SUITE, handler!(suites::pre_auth_code)).matching("/v1/suites/{suite}/pre_auth_code"),
-    Route::new(SUITE, handler!(corps::token)).matching("/v1/suites/{suite}/corps/{corpid}/token"),
-    Route::new(SUITE, handler!(corps::invalidate))
+    Route::new(SUITE, handler!(read::<CorpToken>))
+        .matching("/v1/suites/{suite}/corps/{corpid}/token"),
+    Route::new(SUITE, handler!(invalidate::<CorpToken>))
         .matching("/v1/suites/{suite}/corps/{corpid}/token/invalidate"),
-    Route::new(SUITE, handler!(corps::ticket))
+    Route::new(SUITE, handler!(read::<CorpTicket>))
         .matching("/v1/suites/{suite}/corps/{corpid}/tickets/{kind}"),
-    Route::new(SUITE, handler!(corps::invalidate_ticket))
+    Route::new(SUITE, handler!(invalidate::<CorpTicket>))
         .matching("/v1/suites/{suite}/corps/{corpid}/tickets/{kind}/invalidate"),
     Route::new(SUITE, handler!(corps::jssdk_config))
         .matching("/v1/suites/{suite}/corps/{corpid}/jssdk/config"),
