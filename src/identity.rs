@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ApiPattern, ClientConfig, ClientIdentity};
-use crate::server::wechat_path::ForwardPath;
+use crate::wechat_path::ForwardPath;
 
 /// The local user at the other end of a connection: on the Unix socket
 /// as the kernel reports it when the connection is accepted, on loopback

@@ -18,6 +18,10 @@
 //!   token-injecting proxy to WeChat), the WeChat-compatible listener for
 //!   unchanged SDKs, and `/metrics`, `/livez`, `/readyz` on the operations
 //!   listener.
+//! - [`wechat_path`] judges a WeChat API path as WeChat would (which
+//!   credential it carries, whether it may be forwarded); [`http_io`] is
+//!   the HTTP plumbing every listener shares (bodies with a deadline,
+//!   plain responses, the reading of query strings).
 //! - [`metrics`] owns the Prometheus registry.
 //! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
 //! - [`client`] is the small HTTP client `wxbroker token` and
@@ -64,6 +68,7 @@ pub mod errmsg;
 pub mod errors;
 pub mod fd_limit;
 pub mod files;
+pub mod http_io;
 pub mod identity;
 pub mod jssdk;
 pub mod logging;
@@ -81,6 +86,7 @@ pub mod suite;
 pub mod tls;
 pub mod upstream;
 pub mod wechat;
+pub mod wechat_path;
 
 pub use daemon::{run, start, start_with, Daemon, NotReady, StartError, Tuning};
 pub use server::Listeners;

@@ -32,60 +32,12 @@ struct SourceFile {
     named: Vec<Vec<String>>,
 }
 
-/// Loops that were there before this test, each being taken apart; a
-/// loop found is tolerated only inside one of these. The list only ever
-/// shrinks.
-const KNOWN_FILE_LOOPS: &[&[&str]] = &[
-    &[
-        "src/server/api_error.rs",
-        "src/server/proxy/answer.rs",
-        "src/server/proxy/mod.rs",
-        "src/server/respond.rs",
-    ],
-    &[
-        "src/server/diagnostics.rs",
-        "src/server/platform_routes.rs",
-        "src/server/remote.rs",
-        "src/server/routes.rs",
-        "src/server/suite_routes.rs",
-        "src/server/ticket_routes.rs",
-    ],
-    &[
-        "src/server/compat.rs",
-        "src/server/compat_platform.rs",
-        "src/server/compat_suite.rs",
-    ],
-];
-
-/// As [`KNOWN_FILE_LOOPS`], between top-level modules.
-const KNOWN_MODULE_LOOPS: &[&[&str]] = &[&[
-    "audit",
-    "broker",
-    "diagnostics",
-    "identity",
-    "platform",
-    "server",
-    "suite",
-]];
-
-/// The loops not inside one of `known`.
-fn new_loops(found: Vec<Vec<String>>, known: &[&[&str]]) -> Vec<Vec<String>> {
-    found
-        .into_iter()
-        .filter(|cycle| {
-            !known
-                .iter()
-                .any(|known| cycle.iter().all(|member| known.contains(&member.as_str())))
-        })
-        .collect()
-}
-
 #[test]
 fn no_module_imports_its_way_back_to_itself() {
     let files = read_sources(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").as_path());
     assert!(files.len() > 50, "the sources were not found");
     let graph = file_graph(&files);
-    let loops = new_loops(cycles(&graph), KNOWN_FILE_LOOPS);
+    let loops = cycles(&graph);
     let mut report = String::new();
     for cycle in &loops {
         report.push_str(&format!("\n  loop of {} files:", cycle.len()));
@@ -116,7 +68,7 @@ fn no_top_level_module_imports_its_way_back_to_itself() {
             }
         }
     }
-    let loops = new_loops(cycles(&top), KNOWN_MODULE_LOOPS);
+    let loops = cycles(&top);
     let mut report = String::new();
     for cycle in &loops {
         report.push_str(&format!("\n  {}", cycle.join(" <-> ")));

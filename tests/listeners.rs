@@ -366,3 +366,35 @@ async fn a_reload_that_removes_a_client_ends_its_open_watch_before_the_next_toke
     assert_eq!(status, 401, "{body}");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reads_its_version_percent_decoded() {
+    let (broker, _sim, ca) = remote_broker("").await;
+    let client = remote_client(&ca);
+    let (_, held) = remote_get(&broker, &client, STAGING, "/v1/apps/shop/token").await;
+    let (version, old_token) = (
+        held["version"].as_str().unwrap().to_owned(),
+        held["access_token"].as_str().unwrap().to_owned(),
+    );
+    // Every byte escaped: read raw, it is no version at all, and the
+    // watch would answer at once with the token it already holds.
+    let escaped: String = version.bytes().map(|b| format!("%{b:02X}")).collect();
+    let watch = spawn_watch(&broker, &client, STAGING, &escaped);
+    wait_for_metric(&broker, "wxbroker_remote_watches_open", 1.0).await;
+    let (status, refreshed) = broker
+        .post(
+            "/v1/apps/shop/token/invalidate",
+            &serde_json::json!({ "access_token": old_token }).to_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let new_token = refreshed["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, old_token);
+    let (status, body) = within(watch).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&new_token),
+        "the watch ended before the change: {body}"
+    );
+    broker.stop().await;
+}

@@ -882,3 +882,62 @@ async fn a_reported_authorizer_token_is_replaced_once() {
     assert_eq!(sim.sim.component_calls("api_authorizer_token"), 1);
     broker.stop().await;
 }
+
+/// WeChat rejects an authorizer's token that the broker may not replace
+/// yet (younger than `min_forced_interval`): a forwarded call answers
+/// that no token can be had, on the token API and on the compatible
+/// listener alike, and never hands WeChat's rejection back as an answer
+/// (an SDK would retry it at once, without end).
+#[tokio::test]
+async fn a_rejected_authorizer_token_with_no_newer_one_is_never_handed_back() {
+    let sim = simulator().await;
+    // The default min_forced_interval (30 s): the token just fetched is
+    // too young to replace.
+    let broker = start(&sim, "", 20).await;
+    broker.component_token().await;
+    let (appid, _) = sim.sim.authorize_new(COMPONENT).await;
+    eventually("the authorizer's token", || {
+        let (broker, appid) = (&broker, appid.clone());
+        async move { broker.authorizer_token(&appid).await.is_some() }
+    })
+    .await;
+    let token = broker.authorizer_token(&appid).await.unwrap();
+    // The token dies at WeChat while the broker still holds it valid.
+    sim.sim.advance(Duration::from_secs(7201));
+    assert!(!sim.sim.token_valid(&token));
+    let fetches = sim.sim.component_calls("api_authorizer_token");
+
+    let (status, body) = broker
+        .get(&format!(
+            "/v1/platforms/saas/authorizers/{appid}/proxy/cgi-bin/getcallbackip"
+        ))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "token_unavailable", "{body}");
+    let errcode = body["error"]["errcode"].as_i64();
+    assert!(matches!(errcode, Some(40001 | 42001)), "{body}");
+
+    let answer: Value = broker
+        .http
+        .get(format!(
+            "http://{}/cgi-bin/getcallbackip?access_token={token}",
+            broker.compat
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["errcode"], -1, "{answer}");
+    assert!(
+        answer["errmsg"].as_str().unwrap().contains("rejected"),
+        "{answer}"
+    );
+    assert_eq!(
+        sim.sim.component_calls("api_authorizer_token"),
+        fetches,
+        "no refresh was allowed yet"
+    );
+    broker.stop().await;
+}

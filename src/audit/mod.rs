@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::config::LogConfig;
+use crate::errors::Chain;
 use crate::identity::Clients;
 use crate::metrics::Metrics;
 use file::AuditFile;
@@ -291,7 +292,7 @@ impl Writer {
         self.metrics.write_errors.inc();
         self.retry_at = Some(Instant::now() + RETRY_AFTER);
         error!(
-            error = error_chain(err),
+            error = %Chain(err),
             retry_in = ?RETRY_AFTER,
             "audit file unusable; audit records reach the log only until it works again"
         );
@@ -310,19 +311,6 @@ async fn blocking<T: Send + 'static>(
     })
     .await
     .ok()
-}
-
-/// `err` and its sources, `: `-separated: which file, which step, and
-/// the system's reason.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -4,13 +4,12 @@
 //! 64 KiB of body (413), and gives every push that fails a check a bare
 //! 403 that changes nothing. An accepted push gets WeChat's `success`.
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use super::PlatformHandle;
-use crate::server::body_deadline::RequestBody;
-use crate::server::respond::{self, Body};
+use crate::http_io::body::ReadError;
+use crate::http_io::response::{self, Body};
+use crate::http_io::RequestBody;
 
 /// WeChat's pushes are a few hundred bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -29,13 +28,13 @@ pub async fn handle(platforms: &[PlatformHandle], request: Request<RequestBody>)
     if parts.method != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
     }
-    let body: Bytes = match Limited::new(body, BODY_LIMIT).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+    let body = match body.read(BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge { .. }) => {
             platform.count_refusal("too_large");
             return plain(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
         }
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "unreadable body"),
+        Err(ReadError::Body(_)) => return plain(StatusCode::BAD_REQUEST, "unreadable body"),
     };
     match platform.accept_push(parts.uri.query(), &body).await {
         Ok(()) => plain(StatusCode::OK, "success"),
@@ -44,5 +43,5 @@ pub async fn handle(platforms: &[PlatformHandle], request: Request<RequestBody>)
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    respond::text(status, text)
+    response::text(status, text)
 }

@@ -1,13 +1,19 @@
 //! The API's errors, and the one place each maps to an HTTP status, a
 //! stable `code` and a JSON body (DESIGN.md section 5).
 
+use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::Response;
 use serde_json::json;
 
+use super::credentials::CredentialError;
 use super::proxy::{ProxyError, PROXY_BODY_LIMIT};
-use super::wechat_path::Withheld;
+use super::respond::{self, Body};
 use crate::credential::Credential;
 use crate::engine::{LastError, TokenError};
 use crate::identity::{Act, Denied, Resource};
+use crate::platform::{AuthorizerError, PlatformHandle};
+use crate::suite::{CorpError, SuiteHandle};
+use crate::wechat_path::Withheld;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -184,6 +190,24 @@ impl ApiError {
         json!({ "error": error })
     }
 
+    /// The error as the API answers it: its status, its JSON body, and
+    /// `Retry-After` or `WWW-Authenticate` where they apply.
+    pub fn response(&self) -> Response<Body> {
+        let mut response = respond::json(self.status(), &self.to_json());
+        if let Some(seconds) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::Unauthorized = self {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"wxbroker\""),
+            );
+        }
+        response
+    }
+
     /// A refusal of [`crate::identity::Access::check`].
     pub fn denied(resource: Resource<'_>, act: Act<'_>, denied: Denied) -> Self {
         match (denied, act) {
@@ -237,6 +261,63 @@ impl ApiError {
         }
     }
 
+    /// An authorizer's error.
+    pub fn from_authorizer_error(
+        platform: &PlatformHandle,
+        appid: &str,
+        err: AuthorizerError,
+    ) -> Self {
+        let appid: String = appid.chars().take(64).collect();
+        match err {
+            AuthorizerError::NotFound => ApiError::AuthorizerNotFound {
+                platform: platform.name().to_owned(),
+                appid,
+            },
+            AuthorizerError::Unavailable => ApiError::TokenUnavailable {
+                app: format!("{}/{appid}", platform.name()),
+                credential: Credential::AuthorizerToken,
+                retry_after: 1,
+                last_error: None,
+            },
+        }
+    }
+
+    /// A corp's error.
+    pub fn from_corp_error(suite: &SuiteHandle, corpid: &str, err: CorpError) -> Self {
+        let corpid: String = corpid.chars().take(64).collect();
+        match err {
+            CorpError::NotFound => ApiError::CorpNotFound {
+                suite: suite.name().to_owned(),
+                corpid,
+            },
+            CorpError::Unavailable { .. } => ApiError::TokenUnavailable {
+                app: format!("{}/{corpid}", suite.name()),
+                credential: Credential::CorpAccessToken,
+                retry_after: 1,
+                last_error: None,
+            },
+            CorpError::TicketNotConfigured => {
+                ApiError::corp_ticket_not_configured(suite, "requested")
+            }
+        }
+    }
+
+    /// 404 `ticket_not_configured` for a corp's ticket of `kind`, naming
+    /// the suite's `corp_tickets`.
+    pub fn corp_ticket_not_configured(suite: &SuiteHandle, kind: &str) -> Self {
+        ApiError::CorpTicketNotConfigured {
+            suite: suite.name().to_owned(),
+            kind: kind.chars().take(32).collect(),
+            configured: suite
+                .config()
+                .corp_tickets
+                .iter()
+                .map(|kind| format!("\"{kind}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
     pub fn from_token_error(app: &str, err: TokenError) -> Self {
         ApiError::from_credential_error(app, Credential::AccessToken, err)
     }
@@ -254,6 +335,26 @@ impl ApiError {
             credential,
             retry_after,
             last_error,
+        }
+    }
+}
+
+impl From<CredentialError> for ApiError {
+    fn from(err: CredentialError) -> Self {
+        match err {
+            CredentialError::Engine {
+                owner,
+                credential,
+                err,
+            } => ApiError::from_credential_error(&owner, credential, err),
+            CredentialError::Authorizer {
+                platform,
+                appid,
+                err,
+            } => ApiError::from_authorizer_error(&platform, &appid, err),
+            CredentialError::Corp { suite, corpid, err } => {
+                ApiError::from_corp_error(&suite, &corpid, err)
+            }
         }
     }
 }

@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::accept_errors::AcceptErrors;
-use super::body_deadline::RequestBody;
 use super::budget::Budget;
 use super::respond::Body;
 use super::tcp_peer::TcpOrigin;
 use super::write_stall::WriteStall;
+use crate::http_io::RequestBody;
 use crate::identity::Peer;
 
 /// The request line and headers together; token requests need a few

@@ -5,26 +5,20 @@
 //! compatible listener share one forwarding core, [`proxy`].
 
 mod accept_errors;
+mod api;
 mod api_error;
-pub mod body_deadline;
 mod budget;
 pub mod compat;
-mod compat_platform;
-mod compat_suite;
-mod diagnostics;
+mod credentials;
 mod listener;
 mod ops;
-mod platform_routes;
 pub mod proxy;
-pub mod remote;
+mod request;
 pub mod respond;
-pub mod routes;
-mod suite_routes;
+mod state;
 mod tcp_peer;
-mod ticket_routes;
 pub mod unix;
 mod watches;
-pub mod wechat_path;
 mod write_stall;
 
 pub use listener::{DRAIN_DEADLINE, TLS_HANDSHAKE_DEADLINE};
@@ -42,13 +36,15 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::config::{Config, ServerConfig};
 use crate::fd_limit;
+use crate::http_io::RequestBody;
 use crate::metrics::Metrics;
-use body_deadline::RequestBody;
+pub use api::ListenerKind;
+use api::Router;
 use budget::BudgetMetrics;
 use compat::CompatState;
 use listener::{Deadlines, Handler};
 use respond::Body;
-pub use routes::{ApiState, ListenerKind};
+pub use state::ApiState;
 use tcp_peer::TcpOrigin;
 pub use unix::{UnixBindError, UnixSocket};
 
@@ -76,7 +72,7 @@ pub struct Listeners {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
-    #[error("{key} {addr}: {source}")]
+    #[error("{key} {addr}")]
     Tcp {
         key: String,
         addr: SocketAddr,
@@ -199,7 +195,7 @@ impl Listeners {
 
 #[derive(Clone)]
 struct ApiHandler {
-    state: Arc<ApiState>,
+    router: Arc<Router>,
     kind: ListenerKind,
     /// On the TCP listener, the connection's two ends: its peer is
     /// identified when uid or gid clients limit local callers.
@@ -208,12 +204,13 @@ struct ApiHandler {
 
 impl Handler for ApiHandler {
     fn answer_now(&self, request: &Request<RequestBody>) -> Option<Response<Body>> {
-        routes::answer_now(&self.state, self.kind, request)
+        self.router.answer_now(self.kind, request)
     }
 
     async fn call(&self, mut request: Request<RequestBody>) -> Response<Body> {
-        tcp_peer::identify_request(&self.state.clients, self.origin.as_deref(), &mut request).await;
-        routes::handle(&self.state, self.kind, request).await
+        let clients = &self.router.state().clients;
+        tcp_peer::identify_request(clients, self.origin.as_deref(), &mut request).await;
+        self.router.handle(self.kind, request).await
     }
 
     fn for_connection(&self, origin: impl FnOnce() -> Option<TcpOrigin>) -> Self {
@@ -224,7 +221,7 @@ impl Handler for ApiHandler {
             ListenerKind::Unix | ListenerKind::Remote => None,
         };
         ApiHandler {
-            state: self.state.clone(),
+            router: self.router.clone(),
             kind: self.kind,
             origin,
         }
@@ -335,9 +332,10 @@ pub fn spawn(
         body: server.body_timeout,
         write_stall: server.write_timeout,
     };
+    let router = Arc::new(Router::new(state.clone()));
     if let Some(tcp) = listeners.api_tcp {
         let handler = ApiHandler {
-            state: state.clone(),
+            router: router.clone(),
             kind: ListenerKind::Tcp {
                 require_client_header: server.require_client_header,
             },
@@ -355,7 +353,7 @@ pub fn spawn(
     }
     if let Some(UnixSocket { listener, path }) = listeners.api_unix {
         let handler = ApiHandler {
-            state: state.clone(),
+            router: router.clone(),
             kind: ListenerKind::Unix,
             origin: None,
         };
@@ -405,7 +403,7 @@ pub fn spawn(
     // Configuration pairs remote_listen with remote_tls: never in clear.
     if let (Some(remote), Some(tls)) = (listeners.remote, remote_tls) {
         let handler = ApiHandler {
-            state: state.clone(),
+            router: router.clone(),
             kind: ListenerKind::Remote,
             origin: None,
         };

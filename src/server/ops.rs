@@ -4,11 +4,11 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
+use super::api::probes;
 use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
 use super::respond::{self, Body};
-use super::routes;
 use crate::broker::Broker;
+use crate::http_io::RequestBody;
 use crate::metrics::Metrics;
 
 pub fn handle(
@@ -17,10 +17,11 @@ pub fn handle(
     request: &Request<RequestBody>,
 ) -> Response<Body> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return respond::error(&ApiError::MethodNotAllowed {
+        return ApiError::MethodNotAllowed {
             method: request.method().to_string(),
             allowed: "GET",
-        });
+        }
+        .response();
     }
     let response = match request.uri().path() {
         "/metrics" => {
@@ -31,12 +32,13 @@ pub fn handle(
             );
             response
         }
-        "/livez" => routes::live(),
-        "/readyz" => routes::ready(broker),
-        path => respond::error(&ApiError::RouteNotFound {
+        "/livez" => probes::live(),
+        "/readyz" => probes::ready(broker),
+        path => ApiError::RouteNotFound {
             method: request.method().to_string(),
             path: path.chars().take(256).collect(),
-        }),
+        }
+        .response(),
     };
     let route = match request.uri().path() {
         path @ ("/metrics" | "/livez" | "/readyz") => path,

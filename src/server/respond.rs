@@ -1,45 +1,18 @@
-//! Building responses: JSON bodies, token answers, errors. Every response
+//! The servers' answers: token answers, in the API's shape and in
+//! WeChat's, and WeChat-shaped errors, on the plain responses of
+//! [`crate::http_io::response`]. Every response
 //! that carries a token says `Cache-Control: no-store`.
 
 use std::fmt::Write;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{Either, Full};
 
-use super::api_error::ApiError;
 use crate::engine::TokenRecord;
-
-/// A response body: whole (every answer the broker writes itself, token
-/// answers included, never boxed) or streamed (a proxied upstream answer,
-/// whose failures mid-body surface as I/O errors).
-pub type Body = Either<Full<Bytes>, UnsyncBoxBody<Bytes, std::io::Error>>;
-
-/// A whole body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Either::Left(Full::new(bytes.into()))
-}
-
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
-const TEXT: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
-const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let body = serde_json::to_vec(value).expect("a JSON value always serializes");
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, JSON);
-    response
-}
-
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, TEXT);
-    response
-}
+use crate::http_io::query;
+pub use crate::http_io::response::{full, json, no_store, text, Body};
+use crate::http_io::response::{JSON, NO_STORE};
 
 /// A ticket in the shape of WeChat's ticket endpoints:
 /// `{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":..}`.
@@ -53,32 +26,9 @@ pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
     no_store(json(StatusCode::OK, &body))
 }
 
-/// Marks a response that carries a credential, or is signed with one, as
-/// never to be cached.
-pub fn no_store(mut response: Response<Body>) -> Response<Body> {
-    response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
-    response
-}
-
-pub fn error(err: &ApiError) -> Response<Body> {
-    let mut response = json(err.status(), &err.to_json());
-    if let Some(seconds) = err.retry_after() {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    if let ApiError::Unauthorized = err {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"wxbroker\""),
-        );
-    }
-    response
-}
-
 /// Whether the token is wanted as `text/plain` (`?format=text`).
 pub fn wants_text(query: Option<&str>) -> bool {
-    query.is_some_and(|query| query.split('&').any(|pair| pair == "format=text"))
+    query.is_some_and(|query| query::has(query, "format", "text"))
 }
 
 /// The token answer. Written by hand rather than through `serde_json::Value`:
@@ -220,5 +170,9 @@ mod tests {
         assert!(wants_text(Some("a=b&format=text")));
         assert!(!wants_text(Some("format=json")));
         assert!(!wants_text(None));
+        assert!(
+            wants_text(Some("format=%74ext")),
+            "decoded, as every query is"
+        );
     }
 }

@@ -27,7 +27,7 @@ use http::Request;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
-use super::body_deadline::RequestBody;
+use crate::http_io::RequestBody;
 use crate::identity::{Clients, Peer};
 
 /// The kernel's TCP tables, IPv4 then IPv6.

@@ -22,7 +22,7 @@ pub enum UnixBindError {
     NotASocket(PathBuf),
     #[error("unix_socket {0}: another broker is listening on it")]
     InUse(PathBuf),
-    #[error("unix_socket {path}: {op}: {source}")]
+    #[error("unix_socket {path}: {op}")]
     Io {
         path: PathBuf,
         op: &'static str,

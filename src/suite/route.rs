@@ -5,14 +5,13 @@
 //! body is read up to 64 KiB only, and anything that fails a check gets
 //! a bare 403 that changes nothing.
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 
 use super::callback::{Refusal, BODY_LIMIT};
 use super::SuiteHandle;
-use crate::server::body_deadline::RequestBody;
-use crate::server::respond::{self, Body};
+use crate::http_io::body::ReadError;
+use crate::http_io::response::{self, Body};
+use crate::http_io::RequestBody;
 
 /// The path prefix of the suites' callbacks.
 pub const PREFIX: &str = "/wechat/suites/";
@@ -26,32 +25,34 @@ pub async fn handle(suites: &[SuiteHandle], request: Request<RequestBody>) -> Re
         .and_then(|rest| rest.strip_suffix("/callback"))
         .filter(|name| !name.contains('/'));
     let Some(suite) = name.and_then(|name| suites.iter().find(|s| s.name() == name)) else {
-        return respond::text(StatusCode::NOT_FOUND, "not found");
+        return response::text(StatusCode::NOT_FOUND, "not found");
     };
     let query = parts.uri.query();
     match parts.method {
         Method::GET => match suite.verify_url(query) {
-            Ok(plaintext) => respond::text(StatusCode::OK, plaintext),
+            Ok(plaintext) => response::text(StatusCode::OK, plaintext),
             Err(_) => forbidden(),
         },
         Method::POST => {
-            let body: Bytes = match Limited::new(body, BODY_LIMIT).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            let body = match body.read(BODY_LIMIT).await {
+                Ok(body) => body,
+                Err(ReadError::TooLarge { .. }) => {
                     suite.count(Some(Refusal::TooLarge));
                     return forbidden();
                 }
-                Err(_) => return respond::text(StatusCode::BAD_REQUEST, "unreadable body"),
+                Err(ReadError::Body(_)) => {
+                    return response::text(StatusCode::BAD_REQUEST, "unreadable body")
+                }
             };
             match suite.accept_push(query, &body).await {
-                Ok(()) => respond::text(StatusCode::OK, "success"),
+                Ok(()) => response::text(StatusCode::OK, "success"),
                 Err(_) => forbidden(),
             }
         }
-        _ => respond::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => response::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
 fn forbidden() -> Response<Body> {
-    respond::text(StatusCode::FORBIDDEN, "forbidden")
+    response::text(StatusCode::FORBIDDEN, "forbidden")
 }

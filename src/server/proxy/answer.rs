@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::headers::{connection_listed, is_hop_by_hop};
 use crate::audit::Reply;
-use crate::server::respond::{self, Body};
+use crate::http_io::response::{self, Body};
 use crate::wechat::is_token_rejected;
 
 /// JSON answers up to this size are read whole to check for 40001, 40014
@@ -165,7 +165,7 @@ impl Answer {
                     }
                     None => Reply::new(status.as_u16(), None, None),
                 };
-                (status, headers, respond::full(body), reply)
+                (status, headers, response::full(body), reply)
             }
             Answer::Streaming {
                 status,

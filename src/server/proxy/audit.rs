@@ -6,8 +6,8 @@ use http::Response;
 
 use super::ProxyError;
 use crate::audit::{Outcome, Reply, Verdict};
-use crate::server::respond::Body;
-use crate::server::wechat_path;
+use crate::http_io::Body;
+use crate::wechat_path;
 
 /// The longest path a record keeps (WeChat's are far shorter).
 const MAX_PATH: usize = 256;

@@ -16,30 +16,32 @@
 
 mod answer;
 mod audit;
+mod child;
 mod headers;
 mod target;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::HeaderMap;
 use http::{Method, Response};
-use http_body_util::{BodyExt, Limited};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
-use super::body_deadline::RequestBody;
-use super::respond::Body;
-use super::wechat_path::{self, Carries, Withheld};
 use crate::audit::{Auditor, Call, Target, Verdict};
 use crate::engine::{AppHandle, InvalidateOutcome, TokenError};
+use crate::errors::Chain;
+use crate::http_io::body::{BodyError, ReadError};
+use crate::http_io::{query, Body, RequestBody};
 use crate::metrics::Metrics;
+use crate::wechat_path::{self, Carries, Withheld};
 use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
+pub use child::{ChildCallError, Prepared};
 pub use headers::FORWARDED_MARK;
 use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
+pub use target::check_path;
 use target::forward_target;
-pub use target::{check_path, query_param, without_access_token};
 
 /// How long one upstream attempt may take to answer (its head, plus the
 /// body when the proxy reads it whole to look for a rejected token), and
@@ -72,8 +74,8 @@ pub enum ProxyError {
     BadBody(String),
     #[error("the request body did not arrive in time")]
     BodyTimeout,
-    #[error("no valid token: {0}")]
-    Token(TokenError),
+    #[error("no valid token")]
+    Token(#[source] TokenError),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
     #[error("upstream error: {0}")]
@@ -215,7 +217,9 @@ impl Proxy {
                 retried,
                 "proxied"
             ),
-            Err(err) => debug!(app = app.name(), path = request.path, error = %err, "proxy failed"),
+            Err(err) => {
+                debug!(app = app.name(), path = request.path, error = %Chain(err), "proxy failed")
+            }
         }
         result.map(|(response, _)| response)
     }
@@ -229,7 +233,7 @@ impl Proxy {
         let family = wechat_path::classify(request.path);
         let carries = family.carries();
         let url = forward_target(&app.config().api_base, request.path, request.query, carries)?;
-        let body = read_body(request.headers, body).await?;
+        let body = read_body(body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {
             Carries::AppToken => {
@@ -322,7 +326,7 @@ impl Proxy {
         let family = wechat_path::classify(request.path);
         let query = request
             .query
-            .map(|query| target::without_keys(query, &["access_token", token_param]));
+            .map(|query| query::without(query, &["access_token", token_param]));
         let url = forward_target(api_base, request.path, query.as_deref(), Carries::AppToken)?;
         if family.carries() != Carries::AppToken {
             return Err(ProxyError::BadPath(
@@ -342,7 +346,7 @@ impl Proxy {
         token_param: &str,
     ) -> Result<(reqwest::Url, HeaderMap, Bytes), ProxyError> {
         let (url, headers) = self.token_call_target(api_base, request, token_param)?;
-        let body = read_body(request.headers, body).await?;
+        let body = read_body(body).await?;
         Ok((url, headers, body))
     }
 
@@ -366,16 +370,29 @@ impl Proxy {
     /// recognises.
     pub async fn send_with_token_judged(
         &self,
-        (method, url, headers, body): (&Method, &reqwest::Url, &HeaderMap, &Bytes),
+        call: Prepared<'_>,
         token_param: &str,
         token: &str,
         rejects: fn(i64) -> bool,
     ) -> Result<(Response<Body>, bool), ProxyError> {
+        let (response, rejection) = self.send_judged(call, token_param, token, rejects).await?;
+        Ok((response, rejection.is_some()))
+    }
+
+    /// [`Proxy::send_with_token_judged`], with WeChat's errcode and
+    /// errmsg when the answer rejects the token.
+    async fn send_judged(
+        &self,
+        (method, url, headers, body): Prepared<'_>,
+        token_param: &str,
+        token: &str,
+        rejects: fn(i64) -> bool,
+    ) -> Result<(Response<Body>, Option<(i64, String)>), ProxyError> {
         let mut url = url.clone();
         url.query_pairs_mut().append_pair(token_param, token);
         let answer = self.send(method, url, headers, body).await?;
-        let rejected = answer.rejection_by(rejects).is_some();
-        Ok((answer.into_response(), rejected))
+        let rejection = answer.rejection_by(rejects);
+        Ok((answer.into_response(), rejection))
     }
 
     /// One upstream call, its answer peeked at within [`PROXY_TIMEOUT`].
@@ -424,38 +441,17 @@ impl Proxy {
         if err.is_timeout() {
             ProxyError::Timeout(self.timeout)
         } else {
-            ProxyError::Upstream(error_chain(&err))
+            ProxyError::Upstream(Chain(&err).to_string())
         }
     }
 }
 
-/// `err` and its sources, `: `-separated (reqwest's own message alone says
-/// little more than "error sending request").
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 /// Reads the whole request body, refusing past [`PROXY_BODY_LIMIT`] (early
-/// when `Content-Length` already says so).
-async fn read_body(headers: &HeaderMap, body: RequestBody) -> Result<Bytes, ProxyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > PROXY_BODY_LIMIT as u64) {
-        return Err(ProxyError::TooLarge);
-    }
-    match Limited::new(body, PROXY_BODY_LIMIT).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(ProxyError::TooLarge),
-        Err(err) if RequestBody::is_timeout(&*err) => Err(ProxyError::BodyTimeout),
-        Err(err) => Err(ProxyError::BadBody(err.to_string())),
-    }
+/// when its declared length already says so).
+async fn read_body(body: RequestBody) -> Result<Bytes, ProxyError> {
+    body.read(PROXY_BODY_LIMIT).await.map_err(|err| match err {
+        ReadError::TooLarge { .. } => ProxyError::TooLarge,
+        ReadError::Body(BodyError::TimedOut(_)) => ProxyError::BodyTimeout,
+        ReadError::Body(err) => ProxyError::BadBody(Chain(&err).to_string()),
+    })
 }

@@ -3,7 +3,8 @@
 //! query with the pairs the broker sets itself removed.
 
 use super::ProxyError;
-use crate::server::wechat_path::{self, percent_decode, Carries, Withheld};
+use crate::http_io::query;
+use crate::wechat_path::{self, percent_decode, Carries, Withheld};
 
 /// The upstream URL of a forwarded call ([`target_url`]), unless the path
 /// is one no forwarding route passes upstream, judged however it is
@@ -81,7 +82,7 @@ fn target_url(
         Carries::AppSecret => &["appid", "secret"],
     };
     let kept = query
-        .map(|query| without_keys(query, replaced))
+        .map(|query| query::without(query, replaced))
         .unwrap_or_default();
     if !kept.is_empty() {
         target.push('?');
@@ -94,34 +95,6 @@ fn target_url(
         return Err(ProxyError::BadPath("path leaves api_base"));
     }
     Ok(url)
-}
-
-/// The raw query minus every `access_token` pair; other pairs byte for byte.
-pub fn without_access_token(query: &str) -> String {
-    without_keys(query, &["access_token"])
-}
-
-/// The raw query minus every pair whose (decoded) key is in `keys`.
-pub(super) fn without_keys(query: &str, keys: &[&str]) -> String {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !keys.iter().any(|key| pair_key_is(pair, key)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn pair_key_is(pair: &str, name: &str) -> bool {
-    let key = pair.split('=').next().unwrap_or(pair);
-    percent_decode(key) == name.as_bytes()
-}
-
-/// The decoded value of the first `key` pair in a raw query.
-pub fn query_param(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == key.as_bytes())
-            .then(|| String::from_utf8_lossy(&percent_decode(&v.replace('+', " "))).into_owned())
-    })
 }
 
 #[cfg(test)]
@@ -195,14 +168,5 @@ mod tests {
             target_url("http://127.0.0.1:9", "@evil/x", None, Carries::AppToken)
                 .is_ok_and(|url| url.host_str() == Some("127.0.0.1"))
         );
-    }
-
-    #[test]
-    fn query_params_decode() {
-        assert_eq!(
-            query_param("a=1&appid=wx%31+2", "appid").as_deref(),
-            Some("wx1 2")
-        );
-        assert_eq!(query_param("a=1", "appid"), None);
     }
 }

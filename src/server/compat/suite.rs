@@ -30,20 +30,22 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
-use super::body_deadline::RequestBody;
-use super::compat::{caller, check};
-use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
-use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::suite_routes::{send_as_corp, CorpCallError};
-use super::wechat_path::{self, ForwardPath, Withheld};
-use crate::audit::{Outcome, Target, Verdict};
+use super::answer::{audited, audited_failure, Answer, Audited, WxError};
+use super::context::Asked;
+use crate::audit::Target;
 use crate::config::AppKind;
 use crate::credential::TicketKind;
 use crate::engine::{CredentialHandle, TokenError};
+use crate::http_io::query;
+use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
+use crate::server::proxy::{ChildCallError, ProxyError};
+use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
+use crate::server::respond::{self, Body};
+use crate::server::state::ApiState;
 use crate::suite::{CorpError, SuiteHandle};
 use crate::wechat::is_token_rejected;
+use crate::wechat_path::{self, ForwardPath, Withheld};
 
 const SERVICE_ROUTE: &str = "/cgi-bin/service";
 const TICKET_ROUTE: &str = "/cgi-bin/ticket";
@@ -53,19 +55,18 @@ const WECOM_TOKEN_ROUTE: &str = "/cgi-bin/gettoken";
 /// The answer to a suite's or a corp's call, with its route label; the
 /// body back when the call is neither.
 pub(super) async fn handle(
-    api: &ApiState,
-    access: &Access,
-    request: &http::request::Parts,
+    asked: Asked<'_>,
     body: RequestBody,
 ) -> Result<(&'static str, Response<Body>), RequestBody> {
+    let (api, access, request) = (asked.api(), asked.access, asked.request);
     let suites = api.broker.suites();
     if suites.is_empty() {
         return Err(body);
     }
     let path = wechat_path::normalise(request.uri.path());
     if let Some(endpoint) = path.strip_prefix("cgi-bin/service/") {
-        let answer = service_call(api, access, &suites, endpoint, request, body).await;
-        return Ok((SERVICE_ROUTE, answer.unwrap_or_else(WxFail::into_response)));
+        let answer = service_call(asked, &suites, endpoint, body).await;
+        return Ok((SERVICE_ROUTE, answer.unwrap_or_else(WxError::into_response)));
     }
     let query = request.uri.query().unwrap_or("");
     if path == "cgi-bin/gettoken" {
@@ -73,12 +74,12 @@ pub(super) async fn handle(
             let answer = customized_token(api, access, &suite, &corpid, request).await;
             return Ok((
                 WECOM_TOKEN_ROUTE,
-                answer.unwrap_or_else(WxFail::into_response),
+                answer.unwrap_or_else(WxError::into_response),
             ));
         }
         return Err(body);
     }
-    let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
+    let Some(held) = query::param(query, "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
     // One index lookup per suite, whatever the number of corps.
@@ -89,11 +90,11 @@ pub(super) async fn handle(
     let Some((suite, corpid)) = owner else {
         return Err(body);
     };
-    let kept = ticket_kind(&path, query_param(query, "type").as_deref())
+    let kept = ticket_kind(&path, query::param(query, "type").as_deref())
         .filter(|kind| suite.config().corp_tickets.contains(kind));
     if let Some(kind) = kept {
         let answer = corp_ticket(api, access, &suite, &corpid, kind, request).await;
-        return Ok((TICKET_ROUTE, answer.unwrap_or_else(WxFail::into_response)));
+        return Ok((TICKET_ROUTE, answer.unwrap_or_else(WxError::into_response)));
     }
     let judged = ForwardPath::new(request.uri.path());
     if let Err(refused) = allowed(access, &suite, Act::Forward(&judged)) {
@@ -105,10 +106,10 @@ pub(super) async fn handle(
     };
     let call = api
         .proxy
-        .begin_call(&caller(access), target, &request.method, request.uri.path());
-    let (answer, verdict) = corp_call(api, &suite, &corpid, request, body).await;
+        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+    let (answer, verdict) = corp_call(asked, &suite, &corpid, body).await;
     api.proxy.finish_call(call, verdict);
-    Ok((CORP_ROUTE, answer.unwrap_or_else(WxFail::into_response)))
+    Ok((CORP_ROUTE, answer.unwrap_or_else(WxError::into_response)))
 }
 
 /// The 代开发 suite and corp a `gettoken?corpid=` asks for: a corp
@@ -119,7 +120,7 @@ fn customized_corp(
     suites: &[SuiteHandle],
     query: &str,
 ) -> Option<(SuiteHandle, String)> {
-    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
+    let corpid = query::param(query, "corpid").filter(|corpid| !corpid.is_empty())?;
     let apps = api.broker.apps();
     let an_apps = apps
         .iter()
@@ -143,7 +144,7 @@ async fn customized_token(
     request: &http::request::Parts,
 ) -> Answer {
     if request.method != http::Method::GET {
-        return Err(wx_error(43001, "require GET method"));
+        return Err(WxError::new(43001, "require GET method"));
     }
     allowed(access, suite, Act::Read)?;
     let token = suite
@@ -161,46 +162,11 @@ async fn customized_token(
     )))
 }
 
-/// A WeChat-shaped error answer, made into a response at the end.
-struct WxFail {
-    errcode: i64,
-    errmsg: String,
-}
-
-impl WxFail {
-    fn into_response(self) -> Response<Body> {
-        respond::wechat_error(self.errcode, &self.errmsg)
-    }
-}
-
-type Answer = Result<Response<Body>, WxFail>;
-/// A forwarded call's answer, and how it ended for the audit.
-type Audited = (Answer, Verdict);
-
-fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
-    WxFail {
-        errcode,
-        errmsg: errmsg.to_owned(),
-    }
-}
-
 /// Whether the caller may `act` on `suite`, refused WeChat-shaped.
-fn allowed(access: &Access, suite: &SuiteHandle, act: Act<'_>) -> Result<(), WxFail> {
-    check(access, Resource::Suite(suite.name()), act)
-        .map_err(|(errcode, errmsg)| WxFail { errcode, errmsg })
-}
-
-fn audited(answer: Answer) -> Audited {
-    let verdict = match &answer {
-        Ok(response) => forwarding::verdict(Ok(response)),
-        Err(_) => Verdict::unanswered(Outcome::Refused),
-    };
-    (answer, verdict)
-}
-
-fn audited_failure(err: &ProxyError) -> Audited {
-    let failure = wx_error(-1, &format!("system error (wxbroker: {err})"));
-    (Err(failure), forwarding::verdict(Err(err)))
+fn allowed(access: &Access, suite: &SuiteHandle, act: Act<'_>) -> Result<(), WxError> {
+    access
+        .check(Resource::Suite(suite.name()), act)
+        .map_err(|denied| WxError::denied(Resource::Suite(suite.name()), act, denied))
 }
 
 /// WeCom's rejections of a suite or provider token: the common three,
@@ -212,7 +178,7 @@ fn suite_token_rejected(errcode: i64) -> bool {
 
 /// Why one of the suite's own credentials cannot be had, WeChat-shaped:
 /// -1 (a code no SDK retries at once), the cause quoted.
-fn no_credential(suite: &SuiteHandle, handle: &CredentialHandle, err: &TokenError) -> WxFail {
+fn no_credential(suite: &SuiteHandle, handle: &CredentialHandle, err: &TokenError) -> WxError {
     let what = handle.credential();
     let upstream = match err {
         TokenError::Unavailable {
@@ -224,9 +190,9 @@ fn no_credential(suite: &SuiteHandle, handle: &CredentialHandle, err: &TokenErro
         },
         _ => String::new(),
     };
-    wx_error(
+    WxError::new(
         -1,
-        &format!(
+        format!(
             "system error (wxbroker: suite '{}' has no valid {what}: {err}{upstream})",
             suite.name()
         ),
@@ -238,15 +204,15 @@ fn named(body: &Value, query: &str, field: &str) -> Option<String> {
     body.get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| query_param(query, field))
+        .or_else(|| query::param(query, field))
         .filter(|value| !value.is_empty())
 }
 
 /// The suite a service call is for: the one holding the suite token the
 /// client sent, the one whose suite id it names, the one the named corp
 /// installed, or the only one.
-fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteHandle, WxFail> {
-    if let Some(held) = query_param(query, "suite_access_token") {
+fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteHandle, WxError> {
+    if let Some(held) = query::param(query, "suite_access_token") {
         if let Some(suite) = suites.iter().find(|s| s.suite_token().knows(&held)) {
             return Ok(suite.clone());
         }
@@ -257,7 +223,7 @@ fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteH
             .find(|s| s.config().suite_id == suite_id)
             .cloned()
             .ok_or_else(|| {
-                wx_error(
+                WxError::new(
                     40083,
                     "invalid suite_id (wxbroker: no configured suite has this suite_id)",
                 )
@@ -270,7 +236,7 @@ fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteH
     }
     match suites {
         [only] => Ok(only.clone()),
-        _ => Err(wx_error(
+        _ => Err(WxError::new(
             40082,
             "invalid suite_access_token (wxbroker: no configured suite holds this token; name the suite_id)",
         )),
@@ -278,13 +244,12 @@ fn suite_for(suites: &[SuiteHandle], query: &str, body: &Value) -> Result<SuiteH
 }
 
 async fn service_call(
-    api: &ApiState,
-    access: &Access,
+    asked: Asked<'_>,
     suites: &[SuiteHandle],
     endpoint: &str,
-    request: &http::request::Parts,
     body: RequestBody,
 ) -> Answer {
+    let (api, access, request) = (asked.api(), asked.access, asked.request);
     let credential_fetch = matches!(
         endpoint,
         "get_suite_token" | "get_provider_token" | "get_corp_token"
@@ -294,22 +259,22 @@ async fn service_call(
     match wechat_path::withheld(request.uri.path()) {
         Some(Withheld::CredentialFetch(_)) | None => {}
         Some(withheld) => {
-            return Err(wx_error(
+            return Err(WxError::new(
                 -1,
-                &format!("system error (wxbroker: refused: {withheld})"),
+                format!("system error (wxbroker: refused: {withheld})"),
             ))
         }
     }
     let query = request.uri.query().unwrap_or("");
     let bytes = read_body(body, TOKEN_BODY_LIMIT)
         .await
-        .map_err(|err| wx_error(47001, &format!("data format error: {err}")))?;
+        .map_err(|err| WxError::new(47001, format!("data format error: {err}")))?;
     let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if endpoint == "get_provider_token" {
         return provider_token(api, access, suites, &json, query).await;
     }
-    if !credential_fetch && query_param(query, "provider_access_token").is_some() {
-        return forward_provider_call(api, access, suites, request, bytes).await;
+    if !credential_fetch && query::param(query, "provider_access_token").is_some() {
+        return forward_provider_call(asked, suites, bytes).await;
     }
     let suite = suite_for(suites, query, &json)?;
     match endpoint {
@@ -331,7 +296,7 @@ async fn service_call(
         "get_corp_token" => {
             allowed(access, &suite, Act::Read)?;
             let corpid = named(&json, query, "auth_corpid")
-                .ok_or_else(|| wx_error(41002, "auth_corpid missing"))?;
+                .ok_or_else(|| WxError::new(41002, "auth_corpid missing"))?;
             let token = suite
                 .corp_token(&corpid, api.token_wait)
                 .await
@@ -352,12 +317,12 @@ async fn service_call(
             };
             let call =
                 api.proxy
-                    .begin_call(&caller(access), target, &request.method, request.uri.path());
+                    .begin_call(&asked.caller(), target, &request.method, request.uri.path());
             let with = Credentialed {
                 handle: suite.suite_token(),
                 param: "suite_access_token",
             };
-            let (answer, verdict) = forward_credentialed(api, &suite, with, request, bytes).await;
+            let (answer, verdict) = forward_credentialed(asked, &suite, with, bytes).await;
             api.proxy.finish_call(call, verdict);
             answer
         }
@@ -365,16 +330,16 @@ async fn service_call(
 }
 
 /// Why a corp's token cannot be had, WeChat-shaped.
-fn corp_failure(suite: &SuiteHandle, err: CorpError) -> WxFail {
+fn corp_failure(suite: &SuiteHandle, err: CorpError) -> WxError {
     match err {
-        CorpError::NotFound => wx_error(
+        CorpError::NotFound => WxError::new(
             40084,
-            &format!(
+            format!(
                 "invalid permanent_code (wxbroker: this corp has not installed suite '{}')",
                 suite.name()
             ),
         ),
-        CorpError::Unavailable { .. } | CorpError::TicketNotConfigured => wx_error(
+        CorpError::Unavailable { .. } | CorpError::TicketNotConfigured => WxError::new(
             -1,
             "system error (wxbroker: the corp has no valid token yet; retry in a second)",
         ),
@@ -390,7 +355,8 @@ async fn provider_token(
     json: &Value,
     query: &str,
 ) -> Answer {
-    let corpid = named(json, query, "corpid").ok_or_else(|| wx_error(41002, "corpid missing"))?;
+    let corpid =
+        named(json, query, "corpid").ok_or_else(|| WxError::new(41002, "corpid missing"))?;
     let (suite, handle) = provider_of(access, suites, |s| s.config().provider_corpid == corpid)?;
     let token = handle
         .token(api.token_wait)
@@ -412,10 +378,10 @@ fn provider_of(
     access: &Access,
     suites: &[SuiteHandle],
     which: impl Fn(&SuiteHandle) -> bool,
-) -> Result<(SuiteHandle, CredentialHandle), WxFail> {
+) -> Result<(SuiteHandle, CredentialHandle), WxError> {
     let mut matching = suites.iter().filter(|s| which(s)).peekable();
     if matching.peek().is_none() {
-        return Err(wx_error(
+        return Err(WxError::new(
             40013,
             "invalid corpid (wxbroker: no configured suite has this provider_corpid)",
         ));
@@ -430,8 +396,8 @@ fn provider_of(
         (Some(found), _) => Ok(found.clone()),
         (None, Some((first, _))) => Err(allowed(access, first, Act::Read)
             .err()
-            .unwrap_or_else(|| wx_error(-1, "system error"))),
-        (None, None) => Err(wx_error(
+            .unwrap_or_else(|| WxError::new(-1, "system error"))),
+        (None, None) => Err(WxError::new(
             -1,
             "system error (wxbroker: no provider_secret is configured for this provider_corpid)",
         )),
@@ -441,15 +407,10 @@ fn provider_of(
 /// A service call carrying a `provider_access_token`: forwarded with the
 /// provider token of the suite that served the one held (or the first
 /// with a provider token the caller may read).
-async fn forward_provider_call(
-    api: &ApiState,
-    access: &Access,
-    suites: &[SuiteHandle],
-    request: &http::request::Parts,
-    body: Bytes,
-) -> Answer {
+async fn forward_provider_call(asked: Asked<'_>, suites: &[SuiteHandle], body: Bytes) -> Answer {
+    let (api, access, request) = (asked.api(), asked.access, asked.request);
     let query = request.uri.query().unwrap_or("");
-    let held = query_param(query, "provider_access_token").unwrap_or_default();
+    let held = query::param(query, "provider_access_token").unwrap_or_default();
     let knows = |s: &SuiteHandle| s.provider_token().is_some_and(|p| p.knows(&held));
     let (suite, handle) = if suites.iter().any(knows) {
         provider_of(access, suites, knows)?
@@ -463,12 +424,12 @@ async fn forward_provider_call(
     };
     let call = api
         .proxy
-        .begin_call(&caller(access), target, &request.method, request.uri.path());
+        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
     let with = Credentialed {
         handle: &handle,
         param: "provider_access_token",
     };
-    let (answer, verdict) = forward_credentialed(api, &suite, with, request, body).await;
+    let (answer, verdict) = forward_credentialed(asked, &suite, with, body).await;
     api.proxy.finish_call(call, verdict);
     answer
 }
@@ -483,15 +444,15 @@ struct Credentialed<'a> {
 /// A service call forwarded with the suite's (or provider's) token; a
 /// rejection of it is reported and the call made once more.
 async fn forward_credentialed(
-    api: &ApiState,
+    asked: Asked<'_>,
     suite: &SuiteHandle,
     with: Credentialed<'_>,
-    request: &http::request::Parts,
     body: Bytes,
 ) -> Audited {
+    let (api, request) = (asked.api(), asked.request);
     // The path is judged before the token is asked for: a refused call
     // makes no upstream call at all.
-    let (url, headers) = match prepare(api, suite, request, with.param) {
+    let (url, headers) = match prepare(asked, suite, with.param) {
         Ok(prepared) => prepared,
         Err(err) => return audited_failure(&err),
     };
@@ -537,20 +498,14 @@ async fn forward_credentialed(
 /// The URL and headers of a forwarded call (its body is read already),
 /// the client's value of `param` dropped.
 fn prepare(
-    api: &ApiState,
+    asked: Asked<'_>,
     suite: &SuiteHandle,
-    request: &http::request::Parts,
     param: &str,
 ) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
-    let path = request.uri.path();
-    let forward = Forward {
-        method: &request.method,
-        path: path.strip_prefix('/').unwrap_or(path),
-        query: request.uri.query(),
-        headers: &request.headers,
-    };
-    api.proxy
-        .token_call_target(&suite.config().api_base, &forward, param)
+    asked
+        .api()
+        .proxy
+        .token_call_target(&suite.config().api_base, &asked.forward(), param)
 }
 
 /// The ticket kind a (normalised) WeCom ticket path asks for: the corp's
@@ -573,16 +528,16 @@ async fn corp_ticket(
     request: &http::request::Parts,
 ) -> Answer {
     if request.method != http::Method::GET {
-        return Err(wx_error(43001, "require GET method"));
+        return Err(WxError::new(43001, "require GET method"));
     }
     allowed(access, suite, Act::Read)?;
     let handle = suite
         .corp_ticket(corpid, kind)
         .map_err(|err| corp_failure(suite, err))?;
     let ticket = handle.token(api.token_wait).await.map_err(|err| {
-        wx_error(
+        WxError::new(
             -1,
-            &format!("system error (wxbroker: the corp has no valid {kind} ticket: {err})"),
+            format!("system error (wxbroker: the corp has no valid {kind} ticket: {err})"),
         )
     })?;
     Ok(respond::wechat_ticket(&ticket, handle.now_ms()))
@@ -591,19 +546,13 @@ async fn corp_ticket(
 /// A corp's call: its current token put in, once more after a rejection
 /// with the next one.
 async fn corp_call(
-    api: &ApiState,
+    asked: Asked<'_>,
     suite: &SuiteHandle,
     corpid: &str,
-    request: &http::request::Parts,
     body: RequestBody,
 ) -> Audited {
-    let path = request.uri.path();
-    let forward = Forward {
-        method: &request.method,
-        path: path.strip_prefix('/').unwrap_or(path),
-        query: request.uri.query(),
-        headers: &request.headers,
-    };
+    let (api, request) = (asked.api(), asked.request);
+    let forward = asked.forward();
     let prepared = api
         .proxy
         .prepare_token_call(&suite.config().api_base, &forward, body, "access_token")
@@ -616,21 +565,20 @@ async fn corp_call(
         Ok(token) => token,
         Err(err) => return audited(Err(corp_failure(suite, err))),
     };
-    let sent = send_as_corp(
-        api,
-        suite,
-        corpid,
-        &request.method,
-        (&url, &headers, &body),
-        &token,
-    )
-    .await;
+    let wait = api.token_wait;
+    let call = (&request.method, &url, &headers, &body);
+    let sent = api
+        .proxy
+        .send_as_child(call, &token, |reported| async move {
+            suite.invalidate_corp(corpid, &reported, wait).await
+        })
+        .await;
     match sent {
         Ok(response) => audited(Ok(response)),
         // The corp went away while its token was reported: say so, never
         // hand the rejection of the broker's own token back.
-        Err(CorpCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
-        Err(CorpCallError::Proxy(err)) => audited_failure(&err),
+        Err(ChildCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
+        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
     }
 }
 

@@ -23,16 +23,17 @@ use bytes::Bytes;
 use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
-use super::body_deadline::RequestBody;
-use super::compat::{caller, check};
-use super::platform_routes::{send_as_authorizer, AuthorizerCallError};
-use super::proxy::{self as forwarding, query_param, Forward, ProxyError};
-use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path::{self, ForwardPath};
-use crate::audit::{Outcome, Target, Verdict};
-use crate::identity::{Access, Act, Resource};
+use super::answer::{audited, audited_failure, Answer, Audited, WxError};
+use super::context::Asked;
+use crate::audit::Target;
+use crate::http_io::query;
+use crate::http_io::RequestBody;
+use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
+use crate::server::proxy::{ChildCallError, ProxyError};
+use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
+use crate::server::respond::{self, Body};
+use crate::wechat_path::{self, ForwardPath};
 
 const COMPONENT_ROUTE: &str = "/cgi-bin/component";
 const AUTHORIZER_ROUTE: &str = "/{path}";
@@ -40,25 +41,24 @@ const AUTHORIZER_ROUTE: &str = "/{path}";
 /// The answer to a platform call, with its route label; the body back
 /// when the call is not a platform's.
 pub(super) async fn handle(
-    api: &ApiState,
-    access: &Access,
-    request: &http::request::Parts,
+    asked: Asked<'_>,
     body: RequestBody,
 ) -> Result<(&'static str, Response<Body>), RequestBody> {
+    let api = asked.api();
+    let request = asked.request;
     let platforms = api.broker.platforms();
     if platforms.is_empty() {
         return Err(body);
     }
     let path = wechat_path::normalise(request.uri.path());
     if let Some(endpoint) = path.strip_prefix("cgi-bin/component/") {
-        let answer = component_call(api, access, &platforms, endpoint, request, body).await;
+        let answer = component_call(asked, &platforms, endpoint, body).await;
         return Ok((
             COMPONENT_ROUTE,
-            answer.unwrap_or_else(WxFail::into_response),
+            answer.unwrap_or_else(WxError::into_response),
         ));
     }
-    let query = request.uri.query().unwrap_or("");
-    let Some(held) = query_param(query, "access_token").filter(|t| !t.is_empty()) else {
+    let Some(held) = query::param(asked.query(), "access_token").filter(|t| !t.is_empty()) else {
         return Err(body);
     };
     // One index lookup per platform, whatever the number of authorizers:
@@ -71,7 +71,7 @@ pub(super) async fn handle(
         return Err(body);
     };
     let judged = ForwardPath::new(request.uri.path());
-    if let Err(refused) = allowed(access, &platform, Act::Forward(&judged)) {
+    if let Err(refused) = allowed(asked, &platform, Act::Forward(&judged)) {
         return Ok((AUTHORIZER_ROUTE, refused.into_response()));
     }
     let target = Target::Authorizer {
@@ -80,59 +80,18 @@ pub(super) async fn handle(
     };
     let call = api
         .proxy
-        .begin_call(&caller(access), target, &request.method, request.uri.path());
-    let (answer, verdict) = authorizer_call(api, &platform, &appid, request, body).await;
+        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+    let (answer, verdict) = authorizer_call(asked, &platform, &appid, body).await;
     api.proxy.finish_call(call, verdict);
     Ok((
         AUTHORIZER_ROUTE,
-        answer.unwrap_or_else(WxFail::into_response),
+        answer.unwrap_or_else(WxError::into_response),
     ))
 }
 
-/// A WeChat-shaped error answer, made into a response at the end.
-struct WxFail {
-    errcode: i64,
-    errmsg: String,
-}
-
-impl WxFail {
-    fn into_response(self) -> Response<Body> {
-        respond::wechat_error(self.errcode, &self.errmsg)
-    }
-}
-
-type Answer = Result<Response<Body>, WxFail>;
-
-fn wx_error(errcode: i64, errmsg: &str) -> WxFail {
-    WxFail {
-        errcode,
-        errmsg: errmsg.to_owned(),
-    }
-}
-
 /// Whether the caller may `act` on `platform`, refused WeChat-shaped.
-fn allowed(access: &Access, platform: &PlatformHandle, act: Act<'_>) -> Result<(), WxFail> {
-    check(access, Resource::Platform(platform.name()), act)
-        .map_err(|(errcode, errmsg)| WxFail { errcode, errmsg })
-}
-
-fn proxy_failure(err: &ProxyError) -> WxFail {
-    wx_error(-1, &format!("system error (wxbroker: {err})"))
-}
-
-/// A forwarded call's answer, and how it ended for the audit.
-type Audited = (Answer, Verdict);
-
-fn audited(answer: Answer) -> Audited {
-    let verdict = match &answer {
-        Ok(response) => forwarding::verdict(Ok(response)),
-        Err(_) => Verdict::unanswered(Outcome::Refused),
-    };
-    (answer, verdict)
-}
-
-fn audited_failure(err: &ProxyError) -> Audited {
-    (Err(proxy_failure(err)), forwarding::verdict(Err(err)))
+fn allowed(asked: Asked<'_>, platform: &PlatformHandle, act: Act<'_>) -> Result<(), WxError> {
+    asked.allow(Resource::Platform(platform.name()), act)
 }
 
 /// The platform a component call is for: the one holding the component
@@ -142,8 +101,8 @@ fn platform_for(
     platforms: &[PlatformHandle],
     query: &str,
     body: &Value,
-) -> Result<PlatformHandle, WxFail> {
-    if let Some(held) = query_param(query, "component_access_token") {
+) -> Result<PlatformHandle, WxError> {
+    if let Some(held) = query::param(query, "component_access_token") {
         if let Some(platform) = platforms.iter().find(|p| p.component().knows(&held)) {
             return Ok(platform.clone());
         }
@@ -152,14 +111,14 @@ fn platform_for(
         .get("component_appid")
         .and_then(Value::as_str)
         .map(str::to_owned)
-        .or_else(|| query_param(query, "component_appid"));
+        .or_else(|| query::param(query, "component_appid"));
     if let Some(appid) = named {
         return platforms
             .iter()
             .find(|p| p.config().component_appid == appid)
             .cloned()
             .ok_or_else(|| {
-                wx_error(
+                WxError::new(
                     40013,
                     "invalid appid (wxbroker: no platform has this component appid)",
                 )
@@ -167,7 +126,7 @@ fn platform_for(
     }
     match platforms {
         [only] => Ok(only.clone()),
-        _ => Err(wx_error(
+        _ => Err(WxError::new(
             41002,
             "appid missing (wxbroker: name the component_appid)",
         )),
@@ -175,27 +134,26 @@ fn platform_for(
 }
 
 async fn component_call(
-    api: &ApiState,
-    access: &Access,
+    asked: Asked<'_>,
     platforms: &[PlatformHandle],
     endpoint: &str,
-    request: &http::request::Parts,
     body: RequestBody,
 ) -> Answer {
-    let query = request.uri.query().unwrap_or("");
+    let (api, request) = (asked.api(), asked.request);
+    let query = asked.query();
     let bytes = read_body(body, TOKEN_BODY_LIMIT)
         .await
-        .map_err(|err| wx_error(47001, &format!("data format error: {err}")))?;
+        .map_err(|err| WxError::new(47001, format!("data format error: {err}")))?;
     let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let platform = platform_for(platforms, query, &json)?;
-    allowed(access, &platform, Act::Read)?;
+    allowed(asked, &platform, Act::Read)?;
     match endpoint {
         "api_component_token" => {
             let token = platform
                 .component()
                 .token(api.token_wait)
                 .await
-                .map_err(|err| wx_error(-1, &format!("system error (wxbroker: {err})")))?;
+                .map_err(|err| WxError::new(-1, format!("system error (wxbroker: {err})")))?;
             Ok(respond::no_store(respond::json(
                 http::StatusCode::OK,
                 &json!({
@@ -214,10 +172,10 @@ async fn component_call(
                 .await
                 .map_err(|err| match err {
                     AuthorizerError::NotFound => {
-                        wx_error(61003, "component is not authorized by this account")
+                        WxError::new(61003, "component is not authorized by this account")
                     }
                     AuthorizerError::Unavailable => {
-                        wx_error(-1, "system error (wxbroker: the authorizer has no valid token yet)")
+                        WxError::new(-1, "system error (wxbroker: the authorizer has no valid token yet)")
                     }
                 })?;
             // The client's own refresh token goes back as it came: the
@@ -235,23 +193,23 @@ async fn component_call(
                 }),
             )))
         }
-        "api_query_auth" => Err(wx_error(
+        "api_query_auth" => Err(WxError::new(
             -1,
             "system error (wxbroker: authorization codes are exchanged by the broker when wechat pushes them; read the authorizer's token from the broker)",
         )),
         _ => {
             let judged = ForwardPath::new(request.uri.path());
-            allowed(access, &platform, Act::Forward(&judged))?;
+            allowed(asked, &platform, Act::Forward(&judged))?;
             let target = Target::Component {
                 platform: platform.name().to_owned(),
             };
             let call = api.proxy.begin_call(
-                &caller(access),
+                &asked.caller(),
                 target,
                 &request.method,
                 request.uri.path(),
             );
-            let (answer, verdict) = forward_component(api, &platform, request, bytes).await;
+            let (answer, verdict) = forward_component(asked, &platform, bytes).await;
             api.proxy.finish_call(call, verdict);
             answer
         }
@@ -260,15 +218,11 @@ async fn component_call(
 
 /// A component call forwarded with the component token; a rejection of
 /// it is reported and the call made once more.
-async fn forward_component(
-    api: &ApiState,
-    platform: &PlatformHandle,
-    request: &http::request::Parts,
-    body: Bytes,
-) -> Audited {
+async fn forward_component(asked: Asked<'_>, platform: &PlatformHandle, body: Bytes) -> Audited {
+    let (api, request) = (asked.api(), asked.request);
     // The path is judged before the token is asked for: a refused call
     // makes no upstream call at all.
-    let (url, headers) = match prepare(api, platform, request) {
+    let (url, headers) = match prepare(asked, platform) {
         Ok(prepared) => prepared,
         Err(err) => return audited_failure(&err),
     };
@@ -276,9 +230,9 @@ async fn forward_component(
     let token = match component.token(api.token_wait).await {
         Ok(token) => token,
         Err(err) => {
-            return audited(Err(wx_error(
+            return audited(Err(WxError::new(
                 -1,
-                &format!("system error (wxbroker: {err})"),
+                format!("system error (wxbroker: {err})"),
             )))
         }
     };
@@ -320,20 +274,12 @@ async fn forward_component(
 
 /// The URL and headers of a forwarded call (its body is read already).
 fn prepare(
-    api: &ApiState,
+    asked: Asked<'_>,
     platform: &PlatformHandle,
-    request: &http::request::Parts,
 ) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
-    let path = request.uri.path();
-    let forward = Forward {
-        method: &request.method,
-        path: path.strip_prefix('/').unwrap_or(path),
-        query: request.uri.query(),
-        headers: &request.headers,
-    };
-    api.proxy.token_call_target(
+    asked.api().proxy.token_call_target(
         &platform.config().api_base,
-        &forward,
+        &asked.forward(),
         "component_access_token",
     )
 }
@@ -341,19 +287,13 @@ fn prepare(
 /// An authorizer's call: its current token put in, once more after a
 /// rejection with the next one.
 async fn authorizer_call(
-    api: &ApiState,
+    asked: Asked<'_>,
     platform: &PlatformHandle,
     appid: &str,
-    request: &http::request::Parts,
     body: RequestBody,
 ) -> Audited {
-    let path = request.uri.path();
-    let forward = Forward {
-        method: &request.method,
-        path: path.strip_prefix('/').unwrap_or(path),
-        query: request.uri.query(),
-        headers: &request.headers,
-    };
+    let (api, request) = (asked.api(), asked.request);
+    let forward = asked.forward();
     let prepared = api
         .proxy
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
@@ -363,22 +303,21 @@ async fn authorizer_call(
         Err(err) => return audited_failure(&err),
     };
     let Ok(token) = platform.authorizer_token(appid, api.token_wait).await else {
-        return audited(Err(wx_error(
+        return audited(Err(WxError::new(
             -1,
             "system error (wxbroker: the authorizer has no valid token)",
         )));
     };
-    let answer = send_as_authorizer(
-        api,
-        platform,
-        appid,
-        &request.method,
-        (&url, &headers, &body),
-        &token,
-    )
-    .await;
+    let wait = api.token_wait;
+    let call = (&request.method, &url, &headers, &body);
+    let answer = api
+        .proxy
+        .send_as_child(call, &token, |reported| async move {
+            platform.invalidate_authorizer(appid, &reported, wait).await
+        })
+        .await;
     match answer {
-        Ok(response) | Err(AuthorizerCallError::Invalidate(_, response)) => audited(Ok(response)),
-        Err(AuthorizerCallError::Proxy(err)) => audited_failure(&err),
+        Ok(response) | Err(ChildCallError::Invalidate(_, response)) => audited(Ok(response)),
+        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
     }
 }

@@ -6,126 +6,67 @@
 //! own credentials ([`crate::diagnostics`]); these handlers parse, refuse
 //! and explain.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
-use super::respond::{self, Body};
-use super::routes::{read_body, ApiState, ListenerKind, TOKEN_BODY_LIMIT};
+use super::context::{Ctx, ListenerKind};
+use super::route::Answer;
 use crate::diagnostics::{
     CgiPath, DiagnosticsError, CGI_PATH_UNKNOWN_ERRCODES, RESETS_PER_MONTH, RESET_LIMIT_ERRCODE,
     RID_MALFORMED_ERRCODE, RID_NOT_FOUND_ERRCODE, RID_OTHER_ACCOUNT_ERRCODE,
 };
 use crate::engine::{AppHandle, LastError};
-use crate::identity::{Access, Act, Resource};
+use crate::http_io::RequestBody;
+use crate::identity::{Act, Resource};
+use crate::server::api_error::ApiError;
+use crate::server::respond::{self, Body};
+use crate::server::state::ApiState;
 
-/// The `route` label values of these routes, in [`Route::offset`] order.
-pub(super) const TEMPLATES: [&str; 3] = [
-    "/v1/apps/{app}/quota",
-    "/v1/apps/{app}/clear_quota",
-    "/v1/apps/{app}/rids/{rid}",
-];
-
-/// One of the operator's routes, with the app named in its path.
-pub(super) enum Route<'a> {
-    Quota(&'a str),
-    ClearQuota(&'a str),
-    Rid { app: &'a str, rid: &'a str },
+/// `GET /v1/apps/{app}/quota?cgi_path=…`.
+pub(super) async fn quota(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    ctx.allow_get()?;
+    let app = ctx.app(ctx.param("app"))?;
+    quota_of(ctx.state, &app, ctx.query_value("cgi_path")).await
 }
 
-impl<'a> Route<'a> {
-    /// `path` below `/v1/apps/`, if it is one of these routes.
-    pub(super) fn parse(below_apps: &'a str) -> Option<Self> {
-        let mut parts = below_apps.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(app), Some("quota"), None, _) => Some(Route::Quota(app)),
-            (Some(app), Some("clear_quota"), None, _) => Some(Route::ClearQuota(app)),
-            (Some(app), Some("rids"), Some(rid), None) => Some(Route::Rid { app, rid }),
-            _ => None,
-        }
+/// `POST /v1/apps/{app}/clear_quota`.
+pub(super) async fn clear_quota(ctx: Ctx<'_>, body: RequestBody) -> Answer {
+    ctx.allow_post()?;
+    let name = ctx.param("app");
+    let app = ctx.app(name)?;
+    if ctx.listener != ListenerKind::Unix {
+        return Ok(refusal(
+            StatusCode::FORBIDDEN,
+            "admin_only",
+            "clear_quota is an operator action, served on the broker's Unix socket only: run `wxbroker clear-quota --socket PATH`".to_owned(),
+            None,
+        ));
     }
-
-    /// The route's position in [`TEMPLATES`].
-    pub(super) fn offset(&self) -> usize {
-        match self {
-            Route::Quota(_) => 0,
-            Route::ClearQuota(_) => 1,
-            Route::Rid { .. } => 2,
-        }
+    // With uid/gid clients, reading the app is not enough: a reset
+    // spends one of the account's ten a month.
+    ctx.check(Resource::App(name), Act::Operate)?;
+    if app.config().follow.is_some() {
+        // Its secret and its quota are the leader's.
+        return Err(ApiError::BadRequest(format!(
+            "app '{}' follows a leader, which owns its quota: run clear-quota against the leader",
+            app.name()
+        )));
     }
+    let body = ctx.body(body).await?;
+    confirmed(&body)?;
+    reset_quota(ctx.state, &app).await
 }
 
-pub(super) async fn handle(
-    state: &ApiState,
-    listener: ListenerKind,
-    access: &Access,
-    route: Route<'_>,
-    request: &http::request::Parts,
-    body: RequestBody,
-) -> Result<http::Response<Body>, ApiError> {
-    let method = &request.method;
-    match route {
-        Route::Quota(name) => {
-            allow(method, Method::GET)?;
-            let app = super::routes::find_app(&state.broker, access, name)?;
-            quota(state, &app, request.uri.query()).await
-        }
-        Route::ClearQuota(name) => {
-            allow(method, Method::POST)?;
-            let app = super::routes::find_app(&state.broker, access, name)?;
-            if listener != ListenerKind::Unix {
-                return Ok(refusal(
-                    StatusCode::FORBIDDEN,
-                    "admin_only",
-                    "clear_quota is an operator action, served on the broker's Unix socket only: run `wxbroker clear-quota --socket PATH`".to_owned(),
-                    None,
-                ));
-            }
-            // With uid/gid clients, reading the app is not enough: a reset
-            // spends one of the account's ten a month.
-            super::routes::check(access, Resource::App(name), Act::Operate)?;
-            if app.config().follow.is_some() {
-                // Its secret and its quota are the leader's.
-                return Err(ApiError::BadRequest(format!(
-                    "app '{}' follows a leader, which owns its quota: run clear-quota against the leader",
-                    app.name()
-                )));
-            }
-            let body = read_body(body, TOKEN_BODY_LIMIT).await?;
-            confirmed(&body)?;
-            clear_quota(state, &app).await
-        }
-        Route::Rid { app: name, rid } => {
-            allow(method, Method::GET)?;
-            let app = super::routes::find_app(&state.broker, access, name)?;
-            rid_details(state, &app, rid).await
-        }
-    }
+/// `GET /v1/apps/{app}/rids/{rid}`.
+pub(super) async fn rid(ctx: Ctx<'_>, _: RequestBody) -> Answer {
+    ctx.allow_get()?;
+    let app = ctx.app(ctx.param("app"))?;
+    rid_details(ctx.state, &app, ctx.param("rid")).await
 }
 
-fn allow(method: &Method, allowed: Method) -> Result<(), ApiError> {
-    let head_for_get = allowed == Method::GET && method == Method::HEAD;
-    if *method == allowed || head_for_get {
-        return Ok(());
-    }
-    Err(ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        allowed: if allowed == Method::GET {
-            "GET"
-        } else {
-            "POST"
-        },
-    })
-}
-
-async fn quota(
-    state: &ApiState,
-    app: &AppHandle,
-    query: Option<&str>,
-) -> Result<http::Response<Body>, ApiError> {
-    let cgi_path = match query_value(query, "cgi_path") {
+async fn quota_of(state: &ApiState, app: &AppHandle, cgi_path: Option<String>) -> Answer {
+    let cgi_path = match cgi_path {
         Some(path) => CgiPath::parse(&path).map_err(|err| ApiError::BadRequest(err.to_string()))?,
         None => CgiPath::default(),
     };
@@ -173,7 +114,7 @@ fn confirmed(body: &[u8]) -> Result<(), ApiError> {
     )))
 }
 
-async fn clear_quota(state: &ApiState, app: &AppHandle) -> Result<http::Response<Body>, ApiError> {
+async fn reset_quota(state: &ApiState, app: &AppHandle) -> Answer {
     match state.diagnostics.clear_quota(&state.broker, app).await {
         Ok(reset) => Ok(respond::json(
             StatusCode::OK,
@@ -302,38 +243,9 @@ fn refusal(
     respond::json(status, &json!({ "error": error }))
 }
 
-/// The decoded value of `key` in a query string.
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    url::form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, value)| value.into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_parse() {
-        assert!(matches!(
-            Route::parse("shop/quota"),
-            Some(Route::Quota("shop"))
-        ));
-        assert!(matches!(
-            Route::parse("shop/clear_quota"),
-            Some(Route::ClearQuota("shop"))
-        ));
-        assert!(matches!(
-            Route::parse("shop/rids/1-2-3"),
-            Some(Route::Rid {
-                app: "shop",
-                rid: "1-2-3"
-            })
-        ));
-        assert!(Route::parse("shop/rids").is_none());
-        assert!(Route::parse("shop/rids/1/2").is_none());
-        assert!(Route::parse("shop/quota/x").is_none());
-    }
 
     #[test]
     fn a_reset_needs_confirm_true() {

@@ -1,124 +1,93 @@
-//! The WeChat-compatible listener (`[server] wechat_compat_listen`): WeChat's
-//! own API shape, so an unchanged SDK works once its API base URL points
-//! here. The token endpoints (`/cgi-bin/token`, `/cgi-bin/stable_token`,
-//! WeCom's `/cgi-bin/gettoken`) answer from the broker's cache and never
-//! call WeChat; any other path goes through the shared proxy with the
-//! app's current token in place of the one the client holds.
-//!
-//! No client header is required (SDKs cannot send one), so this listener
-//! belongs on loopback. With uid or gid clients configured, a caller is
-//! the local user owning its socket (see `tcp_peer`) and gets what its
-//! entries allow, as on the Unix socket: the apps, platforms and suites
-//! they name and, through the forwarded calls, the paths their `apis`
-//! list. Errors are WeChat-shaped, `{"errcode":..,"errmsg":..}` with HTTP
-//! 200, as WeChat sends its own.
+//! An app's calls on the compatible listener (DESIGN.md section 12): its
+//! token endpoints and JS-SDK tickets answered from the caches, and every
+//! other call forwarded with its current token (or, for the `/sns/*`
+//! calls that carry them, its secret or the user's token).
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use serde::Deserialize;
-use tracing::debug;
 
-use super::api_error::ApiError;
-use super::body_deadline::RequestBody;
-use super::proxy::{query_param, Caller, Forward, ProxyError, PROXY_BODY_LIMIT};
-use super::respond::{self, Body};
-use super::routes::{check_not_relayed, read_body, ApiState, TOKEN_BODY_LIMIT};
-use super::wechat_path::{self, Carries, ForwardPath, PathFamily};
+use super::answer::WxError;
+use super::context::{Asked, CompatState};
 use crate::config::{AppKind, Grant};
 use crate::credential::TicketKind;
 use crate::engine::{AppHandle, LastError, TokenError};
-use crate::identity::{Access, Act, Peer, Resource};
+use crate::http_io::query;
+use crate::http_io::RequestBody;
+use crate::identity::{Access, Act, Resource};
+use crate::server::proxy::{ProxyError, PROXY_BODY_LIMIT};
+use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
+use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
+use crate::wechat_path::{self, Carries, ForwardPath, PathFamily};
 
-/// Who calls on a compatible listener, for the call audit: the client
-/// its peer was identified as, if any.
-pub(super) fn caller(access: &Access) -> Caller<'_> {
-    Caller {
-        client: access.client(),
-        listener: "compat",
+/// The route label of an app's call: its token endpoint or ticket
+/// family, else `/{path}`. Judged as WeChat would judge the path, so no
+/// spelling of a token endpoint slips through to the proxy (section 17).
+pub(super) fn route(request: &http::request::Parts) -> &'static str {
+    route_of(wechat_path::classify(request.uri.path()))
+}
+
+fn route_of(family: PathFamily) -> &'static str {
+    match family {
+        PathFamily::ClassicToken => "/cgi-bin/token",
+        PathFamily::StableToken => "/cgi-bin/stable_token",
+        PathFamily::WecomToken => "/cgi-bin/gettoken",
+        PathFamily::Ticket => "/cgi-bin/ticket",
+        _ => "/{path}",
     }
 }
 
-/// [`Access::check`], its refusal WeChat-shaped: errcode -1 (a code no
-/// SDK retries at once), the reason as `/v1` gives it.
-pub(super) fn check(
-    access: &Access,
-    resource: Resource<'_>,
-    act: Act<'_>,
-) -> Result<(), (i64, String)> {
-    access.check(resource, act).map_err(|denied| {
-        let refusal = ApiError::denied(resource, act, denied);
-        let code = refusal.code();
-        (-1, format!("system error (wxbroker: {code}: {refusal})"))
-    })
+/// The answer to an app's call, and its route label.
+pub(super) async fn handle(asked: Asked<'_>, body: RequestBody) -> (&'static str, Response<Body>) {
+    let request = asked.request;
+    let family = wechat_path::classify(request.uri.path());
+    let route = route_of(family);
+    let query = asked.query();
+    let answer = match family {
+        PathFamily::ClassicToken => classic_token(asked, &request.method, query).await,
+        PathFamily::StableToken => stable_token(asked, &request.method, body).await,
+        PathFamily::WecomToken => wecom_token(asked, &request.method, query).await,
+        PathFamily::Ticket => ticket(asked, request, body).await,
+        _ => proxied(asked, request, body, family.carries()).await,
+    };
+    (route, answer.unwrap_or_else(WxError::into_response))
 }
 
-/// The listener's state: the API's, and for a per-app listener
-/// (`[[apps]] compat_listen`) the one app it serves.
-pub struct CompatState {
-    api: Arc<ApiState>,
-    pinned: Option<String>,
-}
-
-/// A WeChat error answer.
-struct WxError {
-    errcode: i64,
-    errmsg: String,
-}
-
-impl WxError {
-    fn new(errcode: i64, errmsg: impl Into<String>) -> Self {
-        WxError {
+/// [`WxError`] of a forwarded call for `app` that failed.
+fn from_proxy(app: &str, err: &ProxyError) -> WxError {
+    match err {
+        ProxyError::BadPath(why) => WxError::new(40066, format!("invalid url: {why}")),
+        ProxyError::CredentialEndpoint(endpoint) => WxError::new(
+            48001,
+            format!("api unauthorized: wxbroker never forwards {endpoint}"),
+        ),
+        ProxyError::Withheld(withheld) => {
+            WxError::new(-1, format!("system error (wxbroker: refused: {withheld})"))
+        }
+        ProxyError::TooLarge => WxError::new(
+            45002,
+            format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
+        ),
+        ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
+        ProxyError::BodyTimeout => {
+            WxError::new(-1, "system error: the request body did not arrive in time")
+        }
+        ProxyError::Token(err) => no_token(app, err),
+        ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
+        ProxyError::Upstream(message) => {
+            WxError::new(-1, format!("system error: upstream unreachable: {message}"))
+        }
+        ProxyError::TokenRejected {
             errcode,
-            errmsg: errmsg.into(),
-        }
-    }
-
-    fn from_proxy(app: &str, err: &ProxyError) -> Self {
-        match err {
-            ProxyError::BadPath(why) => WxError::new(40066, format!("invalid url: {why}")),
-            ProxyError::CredentialEndpoint(endpoint) => WxError::new(
-                48001,
-                format!("api unauthorized: wxbroker never forwards {endpoint}"),
+            errmsg,
+            retry_after,
+        } => WxError::new(
+            -1,
+            format!(
+                "system error (wxbroker: WeChat rejected the broker's token for app '{app}' with errcode {errcode}: {errmsg}; a new token can be fetched in {retry_after}s, retry then)"
             ),
-            ProxyError::Withheld(withheld) => {
-                WxError::new(-1, format!("system error (wxbroker: refused: {withheld})"))
-            }
-            ProxyError::TooLarge => WxError::new(
-                45002,
-                format!("content size out of limit: the body exceeds {PROXY_BODY_LIMIT} bytes"),
-            ),
-            ProxyError::BadBody(message) => WxError::new(-1, format!("system error: {message}")),
-            ProxyError::BodyTimeout => {
-                WxError::new(-1, "system error: the request body did not arrive in time")
-            }
-            ProxyError::Token(err) => no_token(app, err),
-            ProxyError::Timeout(_) => WxError::new(-1, "system error: upstream timeout"),
-            ProxyError::Upstream(message) => {
-                WxError::new(-1, format!("system error: upstream unreachable: {message}"))
-            }
-            ProxyError::TokenRejected {
-                errcode,
-                errmsg,
-                retry_after,
-            } => WxError::new(
-                -1,
-                format!(
-                    "system error (wxbroker: WeChat rejected the broker's token for app '{app}' with errcode {errcode}: {errmsg}; a new token can be fetched in {retry_after}s, retry then)"
-                ),
-            ),
-        }
+        ),
     }
-
-    fn into_response(self) -> Response<Body> {
-        respond::wechat_error(self.errcode, &self.errmsg)
-    }
-}
-
-fn allowed(access: &Access, resource: Resource<'_>, act: Act<'_>) -> Result<(), WxError> {
-    check(access, resource, act).map_err(|(errcode, errmsg)| WxError::new(errcode, errmsg))
 }
 
 /// Why the broker has no token for `app`, WeChat-shaped. An app held by
@@ -169,124 +138,6 @@ fn no_credential(app: &str, what: &str, err: &TokenError) -> WxError {
     }
 }
 
-impl CompatState {
-    pub fn new(api: Arc<ApiState>, pinned: Option<String>) -> Self {
-        CompatState { api, pinned }
-    }
-
-    pub(super) fn api(&self) -> &ApiState {
-        &self.api
-    }
-
-    /// The pinned app of a per-app listener: `None` on the shared one;
-    /// an error when a reload removed the app.
-    fn pinned(&self) -> Option<Result<AppHandle, WxError>> {
-        let name = self.pinned.as_deref()?;
-        Some(
-            self.api
-                .broker
-                .apps()
-                .iter()
-                .find(|app| app.name() == name)
-                .cloned()
-                .ok_or_else(|| {
-                    WxError::new(
-                        -1,
-                        format!("system error (wxbroker: app '{name}' is no longer configured)"),
-                    )
-                }),
-        )
-    }
-}
-
-pub async fn handle(state: &CompatState, request: Request<RequestBody>) -> Response<Body> {
-    let started = Instant::now();
-    let (parts, body) = request.into_parts();
-    let (route, response) = dispatch(state, &parts, body).await;
-    let metrics = &state.api.metrics;
-    let status = response.status();
-    metrics
-        .requests
-        .with_label_values(&["compat", route, crate::metrics::status_label(status)])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
-    debug!(
-        listener = "compat",
-        route,
-        status = status.as_u16(),
-        "request"
-    );
-    response
-}
-
-async fn dispatch(
-    state: &CompatState,
-    request: &http::request::Parts,
-    body: RequestBody,
-) -> (&'static str, Response<Body>) {
-    // Judged as WeChat would judge the path, so no spelling of a token
-    // endpoint slips through to the proxy (section 17).
-    let family = wechat_path::classify(request.uri.path());
-    let route = match family {
-        PathFamily::ClassicToken => "/cgi-bin/token",
-        PathFamily::StableToken => "/cgi-bin/stable_token",
-        PathFamily::WecomToken => "/cgi-bin/gettoken",
-        PathFamily::Ticket => "/cgi-bin/ticket",
-        _ => "/{path}",
-    };
-    if let Err(err) = check_not_relayed(&request.headers) {
-        let refused = match err {
-            ApiError::ForwardingLoop => WxError::new(
-                -1,
-                "system error (wxbroker: forwarding loop: this request was already forwarded by a wxbroker; point the app's api_base or [upstream] connect_to at WeChat, not at a broker)",
-            ),
-            _ => WxError::new(
-                40164,
-                "invalid ip: requests relayed by a proxy (X-Forwarded-For or Forwarded) are refused",
-            ),
-        };
-        return (route, refused.into_response());
-    }
-    // Who asks: with uid or gid clients, the local user owning the
-    // connection's socket (nobody, when it could not be identified).
-    let access = state
-        .api
-        .clients
-        .load()
-        .local(request.extensions.get::<Peer>().copied());
-    let body = match super::compat_platform::handle(&state.api, &access, request, body).await {
-        Ok(answered) => return answered,
-        Err(body) => body,
-    };
-    let body = match super::compat_suite::handle(&state.api, &access, request, body).await {
-        Ok(answered) => return answered,
-        Err(body) => body,
-    };
-    let query = request.uri.query().unwrap_or("");
-    let asked = Asked {
-        state,
-        access: &access,
-    };
-    let answer = match route {
-        "/cgi-bin/token" => classic_token(asked, &request.method, query).await,
-        "/cgi-bin/stable_token" => stable_token(asked, &request.method, body).await,
-        "/cgi-bin/gettoken" => wecom_token(asked, &request.method, query).await,
-        "/cgi-bin/ticket" => ticket(asked, request, body).await,
-        _ => proxied(asked, request, body, family.carries()).await,
-    };
-    (route, answer.unwrap_or_else(WxError::into_response))
-}
-
-/// A request's listener and what its caller may do.
-#[derive(Clone, Copy)]
-struct Asked<'a> {
-    state: &'a CompatState,
-    access: &'a Access,
-}
-
 /// `GET /cgi-bin/token?grant_type=client_credential&appid=A[&secret=..]`;
 /// the secret is ignored.
 async fn classic_token(
@@ -301,8 +152,8 @@ async fn classic_token(
     if let Some(app) = state.pinned() {
         return serve_token(asked, &app?, false).await;
     }
-    check_grant_type(query_param(query, "grant_type").as_deref())?;
-    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    check_grant_type(query::param(query, "grant_type").as_deref())?;
+    let appid = query::param(query, "appid").filter(|appid| !appid.is_empty());
     let appid = appid.ok_or_else(|| WxError::new(41002, "appid missing"))?;
     let app = find_by_appid(state, &appid, AppKind::Wechat, Some(Grant::Classic))
         .ok_or_else(|| WxError::new(40013, "invalid appid"))?;
@@ -358,7 +209,7 @@ async fn wecom_token(
     if let Some(app) = state.pinned() {
         return serve_token(asked, &app?, true).await;
     }
-    let corpid = query_param(query, "corpid").filter(|corpid| !corpid.is_empty());
+    let corpid = query::param(query, "corpid").filter(|corpid| !corpid.is_empty());
     let corpid = corpid.ok_or_else(|| WxError::new(41002, "corpid missing"))?;
     let app = find_by_appid(state, &corpid, AppKind::Wecom, None)
         .ok_or_else(|| WxError::new(40013, "invalid corpid"))?;
@@ -380,7 +231,7 @@ fn find_by_appid(
     kind: AppKind,
     grant: Option<Grant>,
 ) -> Option<AppHandle> {
-    let apps = state.api.broker.apps();
+    let apps = state.api().broker.apps();
     let matching = |app: &&AppHandle| app.config().appid == appid && app.config().kind == kind;
     let preferred = apps
         .iter()
@@ -393,9 +244,9 @@ async fn serve_token(
     app: &AppHandle,
     wecom: bool,
 ) -> Result<Response<Body>, WxError> {
-    allowed(asked.access, Resource::App(app.name()), Act::Read)?;
+    asked.allow(Resource::App(app.name()), Act::Read)?;
     let token = app
-        .token(asked.state.api.token_wait)
+        .token(asked.api().token_wait)
         .await
         .map_err(|err| no_token(app.name(), &err))?;
     Ok(respond::wechat_token(&token, app.now_ms(), wecom))
@@ -414,7 +265,7 @@ async fn ticket(
     let kind = ticket_kind(
         app.config().kind,
         &wechat_path::normalise(request.uri.path()),
-        query_param(query, "type").as_deref(),
+        query::param(query, "type").as_deref(),
     );
     let Some(handle) = kind.and_then(|kind| app.ticket(kind)) else {
         return proxied(asked, request, body, Carries::AppToken).await;
@@ -422,9 +273,9 @@ async fn ticket(
     if request.method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
     }
-    allowed(asked.access, Resource::App(app.name()), Act::Read)?;
+    asked.allow(Resource::App(app.name()), Act::Read)?;
     let ticket = handle
-        .token(state.api.token_wait)
+        .token(state.api().token_wait)
         .await
         .map_err(|err| no_credential(app.name(), "ticket", &err))?;
     Ok(respond::wechat_ticket(&ticket, app.now_ms()))
@@ -453,28 +304,15 @@ async fn proxied(
     body: RequestBody,
     carries: Carries,
 ) -> Result<Response<Body>, WxError> {
-    let state = asked.state;
-    let query = request.uri.query();
-    let path = request.uri.path();
-    let app = app_for_call(state, asked.access, query.unwrap_or(""), carries)?;
-    let judged = ForwardPath::new(path);
-    allowed(
-        asked.access,
-        Resource::App(app.name()),
-        Act::Forward(&judged),
-    )?;
-    let forward = Forward {
-        method: &request.method,
-        path: path.strip_prefix('/').unwrap_or(path),
-        query,
-        headers: &request.headers,
-    };
-    state
-        .api
+    let app = app_for_call(asked.state, asked.access, asked.query(), carries)?;
+    let judged = ForwardPath::new(request.uri.path());
+    asked.allow(Resource::App(app.name()), Act::Forward(&judged))?;
+    asked
+        .api()
         .proxy
-        .forward(&app, &caller(asked.access), forward, body)
+        .forward(&app, &asked.caller(), asked.forward(), body)
         .await
-        .map_err(|err| WxError::from_proxy(app.name(), &err))
+        .map_err(|err| from_proxy(app.name(), &err))
 }
 
 /// Which app a forwarded call is for: the one named by an `appid` query
@@ -492,8 +330,8 @@ fn app_for_call(
     if let Some(app) = state.pinned() {
         return app;
     }
-    let apps = state.api.broker.apps();
-    let appid = query_param(query, "appid").filter(|appid| !appid.is_empty());
+    let apps = state.api().broker.apps();
+    let appid = query::param(query, "appid").filter(|appid| !appid.is_empty());
     if let Some(appid) = &appid {
         if let Some(app) = apps.iter().find(|app| app.config().appid == *appid) {
             return Ok(app.clone());
@@ -523,7 +361,7 @@ fn app_for_call(
         }
         Carries::AppToken => {}
     }
-    let held = query_param(query, "access_token").filter(|token| !token.is_empty());
+    let held = query::param(query, "access_token").filter(|token| !token.is_empty());
     if let Some(held) = &held {
         if let Some(app) = apps.iter().find(|app| app.knows(held)) {
             return Ok(app.clone());

@@ -1,9 +1,10 @@
-//! The deadline for a request's whole body. Hyper bounds the wait for a
-//! request head (`idle_timeout`) but not the body behind it: a client that
-//! sends one byte a second keeps a handler (and a connection permit) busy
-//! for as long as it likes. Every listener hands its handlers a
-//! [`RequestBody`], which fails once the body has not fully arrived within
-//! `body_timeout` of the head.
+//! The deadline for a request's whole body, and its one reader. Hyper
+//! bounds the wait for a request head (`idle_timeout`) but not the body
+//! behind it: a client that sends one byte a second keeps a handler (and
+//! a connection permit) busy for as long as it likes. Every listener
+//! hands its handlers a [`RequestBody`], which fails once the body has
+//! not fully arrived within `body_timeout` of the head; handlers read it
+//! whole with [`RequestBody::read`], within a limit of their own.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
@@ -21,6 +23,15 @@ pub enum BodyError {
     Read(#[source] hyper::Error),
     #[error("the request body did not arrive within {0:?}")]
     TimedOut(Duration),
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error(transparent)]
+    Body(#[from] BodyError),
 }
 
 /// A request body that must be complete `limit` after its head arrived.
@@ -34,7 +45,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub(super) fn new(inner: Incoming, limit: Duration) -> Self {
+    pub fn new(inner: Incoming, limit: Duration) -> Self {
         RequestBody {
             inner,
             deadline: Instant::now() + limit,
@@ -43,10 +54,31 @@ impl RequestBody {
         }
     }
 
-    /// True if a collecting error is this module's deadline (it reaches
-    /// callers boxed, through `http_body_util::Limited`).
-    pub fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
-        matches!(err.downcast_ref(), Some(BodyError::TimedOut(_)))
+    /// The whole body, refused past `limit` bytes: at once when its
+    /// declared length says so, else as soon as it gets there.
+    pub async fn read(mut self, limit: usize) -> Result<Bytes, ReadError> {
+        let too_large = ReadError::TooLarge { limit };
+        if self.size_hint().lower() > limit as u64 {
+            return Err(too_large);
+        }
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut length = 0usize;
+        while let Some(frame) = self.frame().await {
+            let Ok(data) = frame?.into_data() else {
+                continue;
+            };
+            length += data.len();
+            if length > limit {
+                return Err(too_large);
+            }
+            chunks.push(data);
+        }
+        // Most bodies come in one frame: kept as it came, not copied.
+        Ok(match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.swap_remove(0),
+            _ => Bytes::from(chunks.concat()),
+        })
     }
 }
 
