@@ -12,7 +12,6 @@ mod apps;
 pub(crate) mod backoff;
 mod budget;
 mod follower;
-mod follower_pace;
 mod handle;
 mod pushed_source;
 mod refresher;
