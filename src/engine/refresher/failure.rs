@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::schedule::{self, Failure};
-use super::Refresher;
+use super::{Refresher, LOG_TARGET};
 use crate::clock::next_beijing_midnight;
 use crate::engine::LastError;
 use crate::errors::Chain;
@@ -53,6 +53,7 @@ impl Refresher {
             AttemptError::BudgetSpent => {
                 let budget_key = &self.spec.budget_key;
                 error!(
+                    target: LOG_TARGET,
                     budget = self.budget.limit(),
                     "{budget_key} spent: no upstream call until Beijing midnight; raise {budget_key} if this is expected"
                 );
@@ -69,10 +70,11 @@ impl Refresher {
         };
         match err.class() {
             ErrorClass::Retry => {
-                warn!(error = %Chain(&err), retry_in = ?wait, "{credential} fetch failed; retrying");
+                warn!(target: LOG_TARGET, error = %Chain(&err), retry_in = ?wait, "{credential} fetch failed; retrying");
             }
             ErrorClass::Config => match err.blocked_ip() {
                 Some(ip) => error!(
+                    target: LOG_TARGET,
                     errcode = err.errcode(),
                     blocked_ip = %ip,
                     fix = format!("add {ip} to the IP whitelist of the WeChat console"),
@@ -81,6 +83,7 @@ impl Refresher {
                     "{credential} fetch refused: wechat refuses the broker's address {ip}"
                 ),
                 None => error!(
+                    target: LOG_TARGET,
                     errcode = err.errcode(),
                     fix = err.fix().unwrap_or_default(),
                     error = %Chain(&err),
@@ -89,6 +92,7 @@ impl Refresher {
                 ),
             },
             ErrorClass::QuotaExhausted => error!(
+                target: LOG_TARGET,
                 errcode = err.errcode(),
                 retry_in = ?wait,
                 "wechat daily quota reached (45009): no attempt until Beijing midnight"
@@ -120,7 +124,7 @@ impl Refresher {
         if !quota_held {
             return;
         }
-        info!("wechat quota reset: lifting the 45009 hold; fetching now");
+        info!(target: LOG_TARGET, "wechat quota reset: lifting the 45009 hold; fetching now");
         self.hold_until = None;
         self.next_attempt = Instant::now();
         self.publish(|view| view.clear_failure());

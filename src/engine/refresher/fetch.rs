@@ -12,7 +12,7 @@ use tracing::{error, info};
 use super::coordination::Coordination;
 use super::failure::AttemptError;
 use super::schedule;
-use super::Refresher;
+use super::{Refresher, LOG_TARGET};
 use crate::engine::TokenRecord;
 use crate::wechat::{FetchError, TokenGrant, SHORT_LIFETIME_LABEL};
 
@@ -49,6 +49,7 @@ impl Refresher {
         let left = Duration::from_millis(held_expiry.saturating_sub(now));
         let wait = schedule::recheck_after(self.spec.reissue.renewal(), left);
         info!(
+            target: LOG_TARGET,
             value = %grant.token.fingerprint(),
             expires_in = left.as_secs(),
             recheck_in = ?wait,
@@ -128,6 +129,7 @@ impl Refresher {
             fetched_at_ms: self.now_ms(),
         };
         info!(
+            target: LOG_TARGET,
             grant = self.spec.grant,
             value = %token.value.fingerprint(),
             expires_in = grant.expires_in,
@@ -153,6 +155,7 @@ impl Refresher {
         let wait = self.backoff.next_pace();
         self.next_attempt = self.next_attempt.max(Instant::now() + wait);
         error!(
+            target: LOG_TARGET,
             expires_in,
             refresh_before = ?self.spec.refresh_before,
             next_fetch_in = ?wait,
@@ -171,6 +174,7 @@ impl Refresher {
     /// Serves `stored`, a token another broker fetched and stored.
     pub(super) fn take_stored(&mut self, stored: TokenRecord) {
         info!(
+            target: LOG_TARGET,
             token = %stored.value.fingerprint(),
             expires_in = stored.expires_in(self.now_ms()),
             "adopted the fleet's token"

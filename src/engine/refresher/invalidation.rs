@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::coordination::{Coordination, Turn};
-use super::Refresher;
+use super::{Refresher, LOG_TARGET};
 use crate::engine::InvalidateOutcome;
 use crate::secret::AccessToken;
 
@@ -122,7 +122,7 @@ impl Refresher {
             Turn::Later => return InvalidateOutcome::RateLimited,
         };
         self.last_forced = Some(now);
-        info!(token = %reported.fingerprint(), "token reported rejected; refreshing");
+        info!(target: LOG_TARGET, token = %reported.fingerprint(), "token reported rejected; refreshing");
         let result = match self.attempt(coordination, false).await {
             // A stable-grant ask that hands back the rejected token again
             // means WeChat has not rotated it: only then force (20 a day).
@@ -160,6 +160,7 @@ impl Refresher {
             Some((_, scheduled)) => (*scheduled).min(at),
             None => {
                 warn!(
+                    target: LOG_TARGET,
                     token = %reported.fingerprint(),
                     refresh_in = ?at.saturating_duration_since(Instant::now()),
                     "token rejected upstream but min_forced_interval forbids a refresh now; deferred"
@@ -191,6 +192,7 @@ impl Refresher {
         self.last_fight = Some(now);
         if new_episode {
             error!(
+                target: LOG_TARGET,
                 appid = %self.key.appid,
                 token = %reported.fingerprint(),
                 token_age = ?age,

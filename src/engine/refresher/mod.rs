@@ -46,6 +46,11 @@ use crate::secret::AccessToken;
 use crate::store::StoreKey;
 use crate::wechat::TokenSource;
 
+/// The target of the refresher's log lines, whichever of its files
+/// writes them: the one name operators filter on. (Its token checks log
+/// under their own, `wxbroker::engine::refresher::checks`.)
+const LOG_TARGET: &str = "wxbroker::engine::refresher";
+
 pub(super) struct Refresher {
     spec: Arc<CredentialSpec>,
     credential: Credential,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::coordination::Coordination;
-use super::Refresher;
+use super::{Refresher, LOG_TARGET};
 use crate::errors::Chain;
 
 impl Refresher {
@@ -25,6 +25,7 @@ impl Refresher {
         coordination.restore_count(self).await;
         if let Some(token) = token {
             info!(
+                target: LOG_TARGET,
                 token = %token.value.fingerprint(),
                 expires_in = token.expires_in(self.now_ms()),
                 "loaded stored token"
@@ -57,7 +58,7 @@ impl Refresher {
     pub(super) async fn persist(&mut self) {
         if let Err(err) = self.save().await {
             let retry_in = self.unsaved.failed();
-            warn!(error = %Chain(&err), ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
+            warn!(target: LOG_TARGET, error = %Chain(&err), ?retry_in, fetches_today = self.budget.used(), "could not persist token state; keeping it in memory");
         }
     }
 }

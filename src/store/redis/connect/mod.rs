@@ -48,6 +48,10 @@ const CONNECT_BUDGET: Duration = Duration::from_secs(2);
 /// each waiting out its own connect attempt.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 
+/// The target of the connection's log lines, whichever of its files
+/// writes them: the one name operators filter on.
+const LOG_TARGET: &str = "wxbroker::store::redis::connect";
+
 /// A connection ready for commands; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Conn {

@@ -12,7 +12,7 @@ use redis::{AsyncConnectionConfig, Client, ErrorKind, RedisError, RedisResult, V
 use tracing::{debug, info, warn};
 
 use super::connector::Connector;
-use super::LinkCore;
+use super::{LinkCore, LOG_TARGET};
 use crate::config::{RedisNode as Node, Topology};
 
 /// One sentinel's answer; a dead sentinel must leave time to ask another.
@@ -39,7 +39,7 @@ pub(super) async fn listen_for_failovers(
         };
         match tokio::time::timeout(SENTINEL_TIMEOUT * 2, subscribed).await {
             Ok(Ok(pubsub)) => {
-                debug!(%sentinel, "listening for failovers");
+                debug!(target: LOG_TARGET, %sentinel, "listening for failovers");
                 let mut messages = pubsub.into_on_message();
                 while let Some(message) = messages.next().await {
                     let payload: String = message.get_payload().unwrap_or_default();
@@ -47,14 +47,16 @@ pub(super) async fn listen_for_failovers(
                     let mut words = payload.split(' ');
                     if words.next() == Some(master.as_str()) {
                         let new: Vec<&str> = words.skip(2).collect();
-                        info!(%master, primary = %new.join(":"), "the sentinels switched the primary; reconnecting");
+                        info!(target: LOG_TARGET, %master, primary = %new.join(":"), "the sentinels switched the primary; reconnecting");
                         shared.forget(None);
                     }
                 }
-                debug!(%sentinel, "lost the sentinel's failover announcements");
+                debug!(target: LOG_TARGET, %sentinel, "lost the sentinel's failover announcements");
             }
-            Ok(Err(err)) => debug!(%sentinel, error = %err, "cannot listen to the sentinel"),
-            Err(_) => debug!(%sentinel, "the sentinel did not answer in time"),
+            Ok(Err(err)) => {
+                debug!(target: LOG_TARGET, %sentinel, error = %err, "cannot listen to the sentinel")
+            }
+            Err(_) => debug!(target: LOG_TARGET, %sentinel, "the sentinel did not answer in time"),
         }
         tokio::time::sleep(SENTINEL_RETRY).await;
     }
@@ -83,14 +85,14 @@ impl Connector {
         // still name may have been demoted already.
         let role: Value = redis::cmd("ROLE").query_async(&mut connection).await?;
         if !is_primary(&role) {
-            warn!(%primary, "the node the sentinels name is not a primary (yet); asking again");
+            warn!(target: LOG_TARGET, %primary, "the node the sentinels name is not a primary (yet); asking again");
             return Err(RedisError::from((
                 ErrorKind::ReadOnly,
                 "not the primary",
                 primary.to_string(),
             )));
         }
-        debug!(%primary, "connected to the primary");
+        debug!(target: LOG_TARGET, %primary, "connected to the primary");
         Ok(connection)
     }
 
