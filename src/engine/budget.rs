@@ -1,5 +1,6 @@
 //! The daily budget: upstream token calls counted per Beijing day (when
-//! WeChat's own quota resets), capped at the app's `daily_budget`.
+//! WeChat's own quota resets), capped at the credential's daily budget
+//! (its spec's `daily_budget`).
 
 use crate::clock::beijing_day;
 
@@ -26,9 +27,9 @@ impl DailyBudget {
         }
     }
 
-    /// Takes over a count kept elsewhere (the store, or the app's previous
-    /// settings on a reload) if it is for today, never lowering this one:
-    /// a copy that lags memory must not undercount the day.
+    /// Takes over a count kept elsewhere (the store, or the credential's
+    /// previous settings on a reload) if it is for today, never lowering
+    /// this one: a copy that lags memory must not undercount the day.
     pub fn at_least(&mut self, day: u32, used: u32) {
         if day == self.day {
             self.used = self.used.max(used);

@@ -1,5 +1,6 @@
 //! One credential's handle: its readers' lock-free cell and published
-//! view, and the command channel to its refresher, the only writer.
+//! view, and the command channel to its writer (a refresher, or a
+//! follower), the only one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,17 +25,17 @@ pub struct CredentialHandle {
 pub(super) struct Shared {
     pub(super) spec: Arc<CredentialSpec>,
     /// The current token, for the read path: an atomic load, no lock.
-    /// Only the refresher stores into it, together with `view`.
+    /// Only the writer stores into it, together with `view`.
     pub(super) current: ArcSwapOption<TokenRecord>,
     pub(super) view: watch::Sender<AppView>,
     pub(super) commands: mpsc::Sender<WriterCommand>,
     pub(super) clock: Clock,
     pub(super) cancel: CancellationToken,
-    /// Cancelled when the refresher task has ended.
+    /// Cancelled when the writer's task has ended.
     pub(super) finished: CancellationToken,
 }
 
-/// Invalidations waiting for the refresher beyond this many are refused
+/// Invalidations waiting for the writer beyond this many are refused
 /// with the current token, which is what they would have got anyway.
 const COMMAND_QUEUE: usize = 4096;
 
@@ -98,17 +99,18 @@ impl CredentialHandle {
             .map(f)
     }
 
-    /// Whether `token` is the app's current token or one of its last few.
+    /// Whether `token` is the credential's current token or one of its
+    /// last few.
     pub fn knows(&self, token: &str) -> bool {
         self.shared.view.borrow().knows(token)
     }
 
-    /// A snapshot of the app's state.
+    /// A snapshot of the credential's state.
     pub fn view(&self) -> AppView {
         self.shared.view.borrow().clone()
     }
 
-    /// A receiver of the views the refresher publishes: `borrow` is the
+    /// A receiver of the views the writer publishes: `borrow` is the
     /// current one, `changed` resolves at the next publish. A publish does
     /// not always change the token (the daily count, a retry time), so
     /// compare before acting.
@@ -116,8 +118,8 @@ impl CredentialHandle {
         self.shared.view.subscribe()
     }
 
-    /// A valid token, waiting up to `wait` for one when there is none. An
-    /// app held after a failure that waiting cannot fix (a configuration
+    /// A valid token, waiting up to `wait` for one when there is none. A
+    /// credential held after a failure that waiting cannot fix (a configuration
     /// error, 45009, the budget spent) answers at once: a caller learns the
     /// cause now rather than after its own timeout.
     pub async fn token(&self, wait: Duration) -> Result<Arc<TokenRecord>, TokenError> {
@@ -161,11 +163,11 @@ impl CredentialHandle {
         }
     }
 
-    /// Reports `reported` as rejected by WeChat. The refresher fetches a new
-    /// token only if `reported` is still the current one (see
+    /// Reports `reported` as rejected by WeChat. The writer has a new
+    /// token fetched only if `reported` is still the current one (see
     /// [`InvalidateOutcome`]); concurrent reports of one token make one fetch.
     ///
-    /// Waits at most `wait` for the refresher's answer. Past it, a caller
+    /// Waits at most `wait` for the writer's answer. Past it, a caller
     /// whose token is still valid gets [`InvalidateOutcome::Pending`] (the
     /// refresh goes on), and only one without a valid token an error.
     pub async fn invalidate(
@@ -222,7 +224,7 @@ impl CredentialHandle {
         let _ = self.shared.commands.try_send(WriterCommand::ClearQuotaHold);
     }
 
-    /// The answer to an invalidation the refresher did not answer: the
+    /// The answer to an invalidation the writer did not answer: the
     /// current token, if one is valid, else `err`.
     fn unanswered(&self, reported: &str, err: TokenError) -> Result<InvalidateOutcome, TokenError> {
         match self.valid_token() {
@@ -278,13 +280,13 @@ impl CredentialHandle {
         (handle, command_rx)
     }
 
-    /// Cancelled when the credential's app stops (removed by a reload, or
+    /// Cancelled when the credential's owner stops (removed by a reload, or
     /// shutdown).
     pub fn stopped(&self) -> &CancellationToken {
         &self.shared.cancel
     }
 
-    /// Stops the credential's refresher and waits until it has ended: a
+    /// Stops the credential's writer and waits until it has ended: a
     /// fetch it had begun has finished, and its result is published and
     /// stored.
     pub(super) async fn stop(&self) {

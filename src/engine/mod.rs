@@ -1,18 +1,19 @@
-//! The engine: one [`CredentialHandle`] per credential, whose refresher
-//! task is its only writer; request handlers only read the published
-//! [`AppView`] and never call WeChat themselves.
+//! The engine: one [`CredentialHandle`] per credential, and one task that
+//! is its only writer (its refresher, or a follower of another broker);
+//! request handlers only read the published [`AppView`] and never call
+//! WeChat themselves.
 //!
 //! The engine knows no kind: a credential is a [`CredentialSpec`] and a
-//! source ([`TokenSource`](crate::wechat::TokenSource)). The app kind (`app.rs`, `apps.rs`) builds
-//! its specs from `[[apps]]`; a platform builds its component token's from
-//! `[[platforms]]`, a suite its suite token's from `[[suites]]`.
+//! source ([`TokenSource`](crate::wechat::TokenSource)). The app kind
+//! (`app.rs`, `apps.rs`) builds its specs from `[[apps]]`; a platform
+//! builds its component token's from `[[platforms]]`, a suite its suite
+//! token's from `[[suites]]`.
 
 mod app;
 mod apps;
 pub(crate) mod backoff;
 mod budget;
 mod follower;
-mod follower_pace;
 mod handle;
 mod pushed_source;
 mod refresher;
@@ -48,7 +49,7 @@ pub use ticket_source::{TicketSources, WechatTickets};
 pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
 pub use writer::Writer;
 
-/// Everything a refresher needs besides its app.
+/// Everything a credential's writer needs besides its spec and source.
 #[derive(Clone)]
 pub struct EngineContext {
     pub store: Arc<dyn Store>,

@@ -3,7 +3,7 @@
 //! next start. When a save fails (a full disk), the copy is brought up to
 //! date at the next opportunity: a retry on a timer, doubling from 1 s to
 //! 60 s so a long outage costs one log line a minute, and a last try when
-//! the app stops.
+//! the credential's writer stops.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! What readers see of a credential: the record the broker holds, the
-//! view its refresher publishes, and the answers a reader or an
+//! view its writer publishes, and the answers a reader or an
 //! invalidation can get.
 
 use std::sync::Arc;
@@ -90,7 +90,7 @@ impl LastError {
     }
 }
 
-/// What readers see of an app; replaced whole by the refresher.
+/// What readers see of a credential; replaced whole by its writer.
 #[derive(Debug, Clone, Default)]
 pub struct AppView {
     pub token: Option<Arc<TokenRecord>>,
@@ -101,17 +101,17 @@ pub struct AppView {
     /// While failing: the unix second of the next upstream attempt.
     pub retry_at: Option<u64>,
     /// The tokens held before the current one, newest first (a few): a
-    /// client may still hold one, and it still tells which app it is for.
+    /// client may still hold one, and it still tells whose it is.
     pub previous: Arc<[AccessToken]>,
-    /// Set while the app is held after a failure that waiting cannot fix
+    /// Set while the credential is held after a failure that waiting cannot fix
     /// soon (a configuration error, 45009, the daily budget spent), so
     /// readers are answered at once instead of waiting for a token.
     pub held: bool,
     /// When a refresh deferred by `min_forced_interval` is due: the unix
     /// second a caller told "retry later" may retry.
     pub deferred_refresh_at: Option<u64>,
-    /// For an app that follows a leader: whether the leader answered
-    /// lately. `None` for an app this broker owns.
+    /// For a credential that follows a leader: whether the leader
+    /// answered lately. `None` for one this broker owns.
     pub leader: Option<LeaderState>,
 }
 
@@ -166,13 +166,13 @@ impl AppView {
         self.token.as_ref().filter(|token| token.is_valid(now_ms))
     }
 
-    /// Whether the app is past its first upstream attempt: it holds a
+    /// Whether the credential is past its first upstream attempt: it holds a
     /// valid token, or the attempt failed (with the failure recorded).
     pub fn settled(&self, now_ms: u64) -> bool {
         self.valid_token(now_ms).is_some() || self.last_error.is_some()
     }
 
-    /// Why the app has no valid token, or `None` when it has one.
+    /// Why the credential has no valid token, or `None` when it has one.
     pub fn unready_reason(&self, now_ms: u64) -> Option<String> {
         if self.valid_token(now_ms).is_some() {
             return None;
@@ -217,7 +217,7 @@ pub enum InvalidateOutcome {
     /// The reported token is no longer the current one; nothing to do.
     AlreadyRotated,
     /// The reported token was current but the last refresh is too recent
-    /// (`min_forced_interval`), or the app is holding off after failures.
+    /// (`min_forced_interval`), or the credential is held off after failures.
     RateLimited,
     /// The refresh was attempted and failed.
     Failed,
@@ -228,7 +228,7 @@ pub enum InvalidateOutcome {
     /// Upstream answered with the reported credential again: it is still
     /// valid there (a ticket endpoint does this), and is kept.
     Unchanged,
-    /// The refresher did not answer within the caller's wait (a slow
+    /// The writer did not answer within the caller's wait (a slow
     /// upstream) or stopped first (a reload, a shutdown), and the reported
     /// token is still the current, valid one. The caller keeps it; a refresh
     /// already begun goes on and is stored.

@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::coordination::Coordination;
-use super::{Refresher, SeenBy};
+use super::invalidation::SeenBy;
+use super::Refresher;
 use crate::engine::{InvalidateOutcome, TokenRecord};
 use crate::errors::Chain;
 use crate::wechat::{is_token_rejected, FetchError};

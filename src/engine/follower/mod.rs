@@ -13,7 +13,7 @@
 //! grant and credential it names, a plausible value and lifetime. A
 //! failed check is logged with its cause and changes nothing.
 //!
-//! The watch is paced ([`super::follower_pace`]): a same-value answer is
+//! The watch is paced ([`pace`]): a same-value answer is
 //! not a change, watches start at least a second apart and further apart
 //! while the leader answers at once with nothing new, and answers that
 //! flip between two values are an anomaly, logged once per episode and
@@ -24,133 +24,43 @@
 //! whose fleet would take the record for its own), the adopted credential
 //! is saved like a fetched one, so a follower restarted while its leader
 //! is down still serves it until it expires.
+//!
+//! This file owns the follower's task and what it does with an answer;
+//! the protocol spoken with the leader is [`leader`]'s, the answer and
+//! its check are [`answer`]'s.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, instrument, warn};
 
-use super::follower_pace::{FlipWatch, Seen, WatchPace};
+mod answer;
+mod leader;
+mod pace;
+
+pub(super) use self::leader::Leader;
+
+use self::answer::Refused;
+use self::leader::watch;
+use self::pace::{FlipWatch, Seen, WatchPace};
 use super::handle::WriterCommand;
 use super::{
     AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome, LastError,
     LeaderState, TokenRecord, Writer,
 };
-use crate::config::FollowConfig;
 use crate::credential::Credential;
 use crate::errors::Chain;
 use crate::metrics::Metrics;
-use crate::secret::{AccessToken, Secret};
+use crate::secret::AccessToken;
 
-/// How long the leader may hold a watch before answering unchanged.
-const WATCH_SECS: u64 = 25;
-/// A watch's whole exchange: the leader's wait and a margin for the answer.
-const WATCH_TIMEOUT: Duration = Duration::from_secs(WATCH_SECS + 10);
-/// Reads and invalidations: as long as a leader may take to refresh.
-const CALL_TIMEOUT: Duration = Duration::from_secs(20);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits between attempts while the leader fails: short, since a
 /// follower costs the leader one cheap request, and a change should
 /// reach the follower soon after the leader is back.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(10);
-/// A credential answer is a few hundred bytes.
-const MAX_ANSWER: usize = 64 * 1024;
-/// WeChat's credentials are a few hundred characters at most.
-const MAX_VALUE: usize = 2048;
-/// Lifetimes are clamped like WeChat's own (DESIGN.md section 17).
-const MAX_LIFETIME_SECS: u64 = 86_400;
-
-/// A follower app's leader: where it is, and the client that reaches it.
-pub(super) struct Leader {
-    url: String,
-    credential: Secret,
-    /// `Err` when the client could not be built (an unreadable CA file
-    /// after validation): every exchange then fails with this cause.
-    http: Result<reqwest::Client, String>,
-}
-
-impl Leader {
-    pub(super) fn new(follow: &FollowConfig) -> Arc<Leader> {
-        Arc::new(Leader {
-            url: follow.url.clone(),
-            credential: follow.credential.clone(),
-            http: leader_client(follow),
-        })
-    }
-}
-
-/// Built like the upstream client (no redirects, no `Referer`), trusting
-/// the public roots and the configured private CA.
-fn leader_client(follow: &FollowConfig) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION"), " follower"))
-        .redirect(reqwest::redirect::Policy::none())
-        .referer(false)
-        .connect_timeout(CONNECT_TIMEOUT);
-    if let Some(ca_file) = &follow.ca_file {
-        let pem = std::fs::read(ca_file).map_err(|err| {
-            format!(
-                "cannot read follow_ca_file {}: {}",
-                ca_file.display(),
-                Chain(&err)
-            )
-        })?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|err| format!("follow_ca_file {}: {}", ca_file.display(), Chain(&err)))?;
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    builder
-        .build()
-        .map_err(|err| format!("cannot build the client for the leader: {}", Chain(&err)))
-}
-
-/// Why an exchange with the leader brought nothing to serve. Never holds
-/// a credential: it is logged and shown in `/v1/apps`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Refused(String);
-
-/// The leader's answer, as the remote listener sends it. The value is
-/// in the field its credential names ([`Credential::answer_field`]).
-#[derive(Deserialize)]
-struct Answer {
-    app: String,
-    appid: String,
-    grant: String,
-    credential: String,
-    expires_in: u64,
-    outcome: Option<String>,
-    #[serde(flatten)]
-    fields: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Answer {
-    /// The value `credential` is answered in, if the answer holds one.
-    fn value(&self, credential: Credential) -> Option<AccessToken> {
-        match self.fields.get(credential.answer_field())? {
-            serde_json::Value::String(value) => Some(AccessToken::new(value.as_str())),
-            _ => None,
-        }
-    }
-}
-
-/// The leader's error body, for its code.
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    error: ErrorBody,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    code: String,
-    message: String,
-}
 
 pub(super) struct Follower {
     spec: Arc<CredentialSpec>,
@@ -262,20 +172,7 @@ impl Follower {
     /// still its current credential; adopts what the leader answers.
     async fn forward_invalidation(&mut self, reported: &AccessToken) -> InvalidateOutcome {
         let field = self.credential.answer_field();
-        let body = serde_json::json!({ field: reported.expose() });
-        let answer = match (&self.leader.http, self.path()) {
-            (Ok(http), Ok(path)) => {
-                let url = format!("{}{path}/invalidate", self.leader.url);
-                let request = http
-                    .post(url)
-                    .bearer_auth(self.leader.credential.expose())
-                    .timeout(CALL_TIMEOUT)
-                    .json(&body);
-                receive(request).await
-            }
-            (Err(cause), _) => Err(Refused(cause.clone())),
-            (_, Err(refused)) => Err(refused),
-        };
+        let answer = self.leader.invalidate(self.path(), field, reported).await;
         let outcome = answer.as_ref().ok().and_then(|a| a.outcome.clone());
         match self.check(answer) {
             Ok(record) => {
@@ -297,61 +194,6 @@ impl Follower {
                 InvalidateOutcome::Failed
             }
         }
-    }
-
-    /// What the leader sent, if it may be served: the app, appid, grant
-    /// and credential this follower stands for, a plausible value and a
-    /// lifetime, counted from now (the two hosts' clocks may differ).
-    fn check(&self, answer: Result<Answer, Refused>) -> Result<TokenRecord, Refused> {
-        let answer = answer?;
-        let refuse = |why: String| Err(Refused(why));
-        if answer.app != self.spec.name {
-            return refuse(format!(
-                "the leader answered for app \"{}\"",
-                shown(&answer.app)
-            ));
-        }
-        if answer.appid != self.spec.key.appid {
-            return refuse(format!(
-                "the leader answered for appid \"{}\", not {}",
-                shown(&answer.appid),
-                self.spec.key.appid
-            ));
-        }
-        let grant = self.spec.grant;
-        if answer.grant != grant {
-            return refuse(format!(
-                "the leader's app has grant \"{}\", this one {grant}",
-                shown(&answer.grant)
-            ));
-        }
-        if answer.credential != self.credential.label() {
-            return refuse(format!(
-                "the leader answered with a {}, not a {}",
-                shown(&answer.credential),
-                self.credential
-            ));
-        }
-        let Some(value) = answer.value(self.credential) else {
-            return refuse(format!("the leader's answer holds no {}", self.credential));
-        };
-        let plausible = (1..=MAX_VALUE).contains(&value.expose().len())
-            && value.expose().bytes().all(|b| b.is_ascii_graphic());
-        if !plausible {
-            return refuse(format!(
-                "the leader's {} is not plausible (empty, too long, or not printable ASCII)",
-                self.credential
-            ));
-        }
-        if answer.expires_in == 0 {
-            return refuse(format!("the leader's {} has expired", self.credential));
-        }
-        let now = self.writer.handle().now_ms();
-        Ok(TokenRecord {
-            value,
-            expires_at_ms: now.saturating_add(answer.expires_in.min(MAX_LIFETIME_SECS) * 1000),
-            fetched_at_ms: now,
-        })
     }
 
     /// The stored credential, when nothing valid is held yet (a reload
@@ -429,7 +271,7 @@ impl Follower {
         if new_episode {
             error!(
                 appid = %self.spec.key.appid,
-                leader = %self.leader.url,
+                leader = %self.leader.url(),
                 token = %record.value.fingerprint(),
                 "the leader's answers flip between two values: more than one broker answers at the leader's address without a shared store, and their fetches invalidate each other's; serving the latest answer, not saving or logging each flip (counted in wxbroker_follower_flips_total)"
             );
@@ -441,7 +283,7 @@ impl Follower {
     /// Keeps the held credential; records and logs why nothing came.
     fn failed(&mut self, refused: Refused) {
         if self.last_logged.as_ref() != Some(&refused) {
-            warn!(leader = %self.leader.url, cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
+            warn!(leader = %self.leader.url(), cause = %refused.0, "nothing adopted from the leader; serving the held credential while it lasts");
         } else {
             debug!(cause = %refused.0, "the leader still fails");
         }
@@ -461,88 +303,4 @@ impl Follower {
     fn publish(&self, change: impl FnOnce(&mut AppView)) {
         self.writer.publish(change);
     }
-}
-
-/// One watch: at `at`, ask the leader for the credential once it differs
-/// from `held` (at once without one).
-async fn watch(
-    leader: Arc<Leader>,
-    path: Result<String, Refused>,
-    held: Option<String>,
-    at: Instant,
-) -> Result<Answer, Refused> {
-    tokio::time::sleep_until(at).await;
-    let path = path?;
-    let http = leader
-        .http
-        .as_ref()
-        .map_err(|cause| Refused(cause.clone()))?;
-    let mut request = http
-        .get(format!("{}{path}", leader.url))
-        .bearer_auth(leader.credential.expose());
-    request = match &held {
-        Some(version) => request
-            .query(&[("wait_change_from", version.as_str())])
-            .query(&[("timeout", WATCH_SECS)])
-            .timeout(WATCH_TIMEOUT),
-        None => request.timeout(CALL_TIMEOUT),
-    };
-    receive(request).await
-}
-
-/// Sends `request` and reads a credential answer, refusing anything else.
-async fn receive(request: reqwest::RequestBuilder) -> Result<Answer, Refused> {
-    let response = request
-        .send()
-        .await
-        .map_err(|err| Refused(format!("cannot reach the leader: {}", Chain(&err))))?;
-    let status = response.status();
-    if status.is_redirection() {
-        return Err(Refused(format!(
-            "the leader answered a redirect ({status}); redirects are never followed"
-        )));
-    }
-    let body = read_limited(response).await?;
-    if !status.is_success() {
-        let cause = match serde_json::from_slice::<ErrorAnswer>(&body) {
-            Ok(ErrorAnswer { error }) => format!(
-                "the leader answered {status} {}: {}",
-                shown(&error.code),
-                shown(&error.message)
-            ),
-            Err(_) => format!("the leader answered {status}"),
-        };
-        return Err(Refused(cause));
-    }
-    serde_json::from_slice(&body).map_err(|err| {
-        Refused(format!(
-            "the leader's answer is not a credential answer: {}",
-            Chain(&err)
-        ))
-    })
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Refused> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|err| Refused(format!("the leader's answer broke off: {}", Chain(&err))))?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(Refused(format!(
-                "the leader's answer is larger than {MAX_ANSWER} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A string the leader sent, cut short and made printable for a log line.
-fn shown(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
