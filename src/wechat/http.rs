@@ -61,13 +61,5 @@ fn transport_error(err: reqwest::Error) -> FetchError {
 /// A reqwest error and its causes in one line, without the URL: a
 /// credential call's URL carries a secret or a token in its query.
 pub fn describe_without_url(err: reqwest::Error) -> String {
-    let err = err.without_url();
-    let mut message = err.to_string();
-    let mut source = std::error::Error::source(&err);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    crate::errors::Chain(&err.without_url()).to_string()
 }
