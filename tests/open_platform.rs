@@ -888,6 +888,51 @@ async fn a_reported_authorizer_token_is_replaced_once() {
 /// that no token can be had, on the token API and on the compatible
 /// listener alike, and never hands WeChat's rejection back as an answer
 /// (an SDK would retry it at once, without end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_component_token_with_no_newer_one_is_never_handed_back() {
+    let sim = simulator().await;
+    // The default min_forced_interval (30 s): the component token just
+    // fetched is too young to replace.
+    let broker = start(&sim, "", 20).await;
+    let token = broker.component_token().await;
+    // The token dies at WeChat while the broker still holds it valid.
+    sim.sim.advance(Duration::from_secs(7201));
+    let fetches = sim.sim.component_calls("api_component_token");
+
+    let answer: Value = broker
+        .http
+        .post(format!(
+            "http://{}/cgi-bin/component/api_get_authorizer_info?component_access_token={token}",
+            broker.compat
+        ))
+        .json(&serde_json::json!({ "component_appid": COMPONENT, "authorizer_appid": "wxanyauthorizer01" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["errcode"], -1,
+        "WeChat's rejection is not handed back: {answer}"
+    );
+    assert!(
+        answer["errmsg"].as_str().unwrap().contains("rejected"),
+        "{answer}"
+    );
+    assert_eq!(
+        sim.sim.component_calls("api_get_authorizer_info"),
+        1,
+        "sent once: no newer token to send it with"
+    );
+    assert_eq!(
+        sim.sim.component_calls("api_component_token"),
+        fetches,
+        "no refresh was allowed yet"
+    );
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn a_rejected_authorizer_token_with_no_newer_one_is_never_handed_back() {
     let sim = simulator().await;

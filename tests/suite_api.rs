@@ -837,6 +837,41 @@ async fn a_client_naming_the_suite_reads_it_and_forwards_only_its_apis() {
 
 // Needs the suite engine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_suite_token_with_no_newer_one_is_never_handed_back() {
+    let (broker, _) = start_with_corps(0).await;
+    let token = broker.suite_token("crm").await;
+    // The token dies at WeCom while the broker still holds it valid, too
+    // young (min_forced_interval) to be replaced.
+    broker.sim.sim.advance(Duration::from_secs(7201));
+    let fetches = broker.sim.sim.suite_calls("get_suite_token");
+    let answer = broker
+        .compat(
+            "GET",
+            &format!("/cgi-bin/service/get_pre_auth_code?suite_access_token={token}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        answer["errcode"], -1,
+        "WeCom's rejection is not handed back: {answer}"
+    );
+    assert!(
+        answer["errmsg"].as_str().unwrap().contains("rejected"),
+        "{answer}"
+    );
+    assert_eq!(
+        broker.sim.sim.suite_calls("get_pre_auth_code"),
+        1,
+        "sent once"
+    );
+    assert_eq!(
+        broker.sim.sim.suite_calls("get_suite_token"),
+        fetches,
+        "no refresh was allowed yet"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compatible_listener_answers_the_three_token_endpoints_from_the_caches() {
     let (broker, corpids) = start_with_corps(1).await;
     let corpid = &corpids[0];

@@ -33,6 +33,7 @@ use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::server::proxy::{ChildCallError, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
+use crate::wechat::is_token_rejected;
 use crate::wechat_path::{self, ForwardPath};
 
 const COMPONENT_ROUTE: &str = "/cgi-bin/component";
@@ -170,14 +171,7 @@ async fn component_call(
             let token = platform
                 .authorizer_token(appid, api.token_wait)
                 .await
-                .map_err(|err| match err {
-                    AuthorizerError::NotFound => {
-                        WxError::new(61003, "component is not authorized by this account")
-                    }
-                    AuthorizerError::Unavailable => {
-                        WxError::new(-1, "system error (wxbroker: the authorizer has no valid token yet)")
-                    }
-                })?;
+                .map_err(authorizer_failure)?;
             // The client's own refresh token goes back as it came: the
             // broker's never leaves it.
             let refresh = json
@@ -217,7 +211,8 @@ async fn component_call(
 }
 
 /// A component call forwarded with the component token; a rejection of
-/// it is reported and the call made once more.
+/// it is reported and the call made once more with a newer token, or
+/// answered as an error, never handed back.
 async fn forward_component(asked: Asked<'_>, platform: &PlatformHandle, body: Bytes) -> Audited {
     let (api, request) = (asked.api(), asked.request);
     // The path is judged before the token is asked for: a refused call
@@ -227,48 +222,33 @@ async fn forward_component(asked: Asked<'_>, platform: &PlatformHandle, body: By
         Err(err) => return audited_failure(&err),
     };
     let component = platform.component();
-    let token = match component.token(api.token_wait).await {
-        Ok(token) => token,
-        Err(err) => {
-            return audited(Err(WxError::new(
-                -1,
-                format!("system error (wxbroker: {err})"),
-            )))
-        }
-    };
-    let send = |token: String| {
-        let (url, headers, body) = (&url, &headers, &body);
-        async move {
-            api.proxy
-                .send_with_token(
-                    &request.method,
-                    url,
-                    headers,
-                    body,
-                    "component_access_token",
-                    &token,
-                )
-                .await
-        }
-    };
-    let (response, rejected) = match send(token.value.expose().to_owned()).await {
-        Ok(sent) => sent,
-        Err(err) => return audited_failure(&err),
-    };
-    if !rejected {
-        return audited(Ok(response));
+    if let Err(err) = component.token(api.token_wait).await {
+        return audited(Err(WxError::new(
+            -1,
+            format!("system error (wxbroker: {err})"),
+        )));
     }
-    let _ = component
-        .report_rejected(token.value.expose(), api.token_wait)
+    let call = (&request.method, &url, &headers, &body);
+    let sent = api
+        .proxy
+        .send_with_credential(component, call, "component_access_token", is_token_rejected)
         .await;
-    match component.valid_token() {
-        Some(next) if next.value != token.value => {
-            match send(next.value.expose().to_owned()).await {
-                Ok((response, _)) => audited(Ok(response)),
-                Err(err) => audited_failure(&err),
-            }
+    match sent {
+        Ok((response, _)) => audited(Ok(response)),
+        Err(err) => audited_failure(&err),
+    }
+}
+
+/// Why an authorizer has no token, WeChat-shaped.
+fn authorizer_failure(err: AuthorizerError) -> WxError {
+    match err {
+        AuthorizerError::NotFound => {
+            WxError::new(61003, "component is not authorized by this account")
         }
-        _ => audited(Ok(response)),
+        AuthorizerError::Unavailable => WxError::new(
+            -1,
+            "system error (wxbroker: the authorizer has no valid token yet)",
+        ),
     }
 }
 
@@ -317,7 +297,11 @@ async fn authorizer_call(
         })
         .await;
     match answer {
-        Ok(response) | Err(ChildCallError::Invalidate(_, response)) => audited(Ok(response)),
+        Ok(response) => audited(Ok(response)),
+        // The authorizer went away, or has no token, while its rejected
+        // token was reported: say so, never hand the rejection of the
+        // broker's own token back.
+        Err(ChildCallError::Invalidate(err, _)) => audited(Err(authorizer_failure(err))),
         Err(ChildCallError::Proxy(err)) => audited_failure(&err),
     }
 }

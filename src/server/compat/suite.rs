@@ -457,41 +457,17 @@ async fn forward_credentialed(
         Err(err) => return audited_failure(&err),
     };
     let handle = with.handle;
-    let token = match handle.token(api.token_wait).await {
-        Ok(token) => token,
-        Err(err) => return audited(Err(no_credential(suite, handle, &err))),
-    };
-    let send = |token: String| {
-        let (url, headers, body) = (&url, &headers, &body);
-        async move {
-            api.proxy
-                .send_with_token_judged(
-                    (&request.method, url, headers, body),
-                    with.param,
-                    &token,
-                    suite_token_rejected,
-                )
-                .await
-        }
-    };
-    let (response, rejected) = match send(token.value.expose().to_owned()).await {
-        Ok(sent) => sent,
-        Err(err) => return audited_failure(&err),
-    };
-    if !rejected {
-        return audited(Ok(response));
+    if let Err(err) = handle.token(api.token_wait).await {
+        return audited(Err(no_credential(suite, handle, &err)));
     }
-    let _ = handle
-        .report_rejected(token.value.expose(), api.token_wait)
+    let call = (&request.method, &url, &headers, &body);
+    let sent = api
+        .proxy
+        .send_with_credential(handle, call, with.param, suite_token_rejected)
         .await;
-    match handle.valid_token() {
-        Some(next) if next.value != token.value => {
-            match send(next.value.expose().to_owned()).await {
-                Ok((response, _)) => audited(Ok(response)),
-                Err(err) => audited_failure(&err),
-            }
-        }
-        _ => audited(Ok(response)),
+    match sent {
+        Ok((response, _)) => audited(Ok(response)),
+        Err(err) => audited_failure(&err),
     }
 }
 

@@ -16,7 +16,6 @@ use serde::Deserialize;
 use super::headers::{connection_listed, is_hop_by_hop};
 use crate::audit::Reply;
 use crate::http_io::response::{self, Body};
-use crate::wechat::is_token_rejected;
 
 /// JSON answers up to this size are read whole to check for 40001, 40014
 /// and 42001; WeChat's error answers are a few dozen bytes. Larger or
@@ -132,14 +131,9 @@ impl Answer {
         })
     }
 
-    /// A rejection of the token the call was made with, when the answer
-    /// was small enough to be read whole.
-    pub(super) fn token_rejection(&self) -> Option<(i64, String)> {
-        self.rejection_by(is_token_rejected)
-    }
-
-    /// [`Answer::token_rejection`] for a token whose rejections `rejects`
-    /// recognises (a WeCom suite token has errcodes of its own).
+    /// A rejection of the token the call was made with, as `rejects`
+    /// recognises it (a WeCom suite token has errcodes of its own), when
+    /// the answer was small enough to be read whole.
     pub(super) fn rejection_by(&self, rejects: fn(i64) -> bool) -> Option<(i64, String)> {
         match self {
             Answer::Whole { fields, .. } => fields.as_ref()?.rejection_by(rejects),
@@ -265,6 +259,7 @@ impl WxFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wechat::is_token_rejected;
 
     fn token_rejection(body: &[u8]) -> Option<(i64, String)> {
         WxFields::of(body)?.rejection_by(is_token_rejected)

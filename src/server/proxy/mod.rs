@@ -29,7 +29,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use crate::audit::{Auditor, Call, Target, Verdict};
-use crate::engine::{AppHandle, InvalidateOutcome, TokenError};
+use crate::engine::{AppHandle, CredentialHandle, InvalidateOutcome, TokenError};
 use crate::errors::Chain;
 use crate::http_io::body::{BodyError, ReadError};
 use crate::http_io::{query, Body, RequestBody};
@@ -259,9 +259,7 @@ impl Proxy {
     }
 
     /// An app-token call: the broker's token put in; on a rejection of it,
-    /// one refresh and one retry, so at most two upstream calls. A
-    /// rejection that cannot be fixed now is never handed back: the
-    /// caller is told when to retry, and the refresh is deferred to then.
+    /// one refresh and one retry ([`Proxy::send_with_credential`]).
     async fn forward_with_token(
         &self,
         app: &AppHandle,
@@ -270,21 +268,38 @@ impl Proxy {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<(Response<Body>, bool), ProxyError> {
+        let call = (method, &url, headers, &body);
+        self.send_with_credential(app, call, "access_token", crate::wechat::is_token_rejected)
+            .await
+    }
+
+    /// A call carrying `credential` (an app's token, a platform's component
+    /// token, a suite's or provider's token) in `token_param`: on a
+    /// rejection of it (as `rejects` judges), one refresh and one retry,
+    /// so at most two upstream calls. A rejection that cannot be fixed
+    /// now is never handed back: the caller is told when to retry, and the
+    /// refresh is deferred to then. The flag says whether it was retried.
+    pub async fn send_with_credential(
+        &self,
+        credential: &CredentialHandle,
+        call: Prepared<'_>,
+        token_param: &str,
+        rejects: fn(i64) -> bool,
+    ) -> Result<(Response<Body>, bool), ProxyError> {
         let mut retried = false;
         loop {
-            let token = app
+            let token = credential
                 .token(self.token_wait)
                 .await
                 .map_err(ProxyError::Token)?;
-            let mut url = url.clone();
-            url.query_pairs_mut()
-                .append_pair("access_token", token.value.expose());
-            let answer = self.send(method, url, headers, &body).await?;
-            let Some((errcode, errmsg)) = answer.token_rejection() else {
-                return Ok((answer.into_response(), retried));
-            };
             let reported = token.value.expose();
-            let outcome = app
+            let (response, rejection) = self
+                .send_judged(call, token_param, reported, rejects)
+                .await?;
+            let Some((errcode, errmsg)) = rejection else {
+                return Ok((response, retried));
+            };
+            let outcome = credential
                 .report_rejected(reported, self.token_wait)
                 .await
                 .map_err(ProxyError::Token)?;
@@ -294,7 +309,7 @@ impl Proxy {
                     InvalidateOutcome::Refreshed | InvalidateOutcome::AlreadyRotated
                 )
             {
-                let fresh = app
+                let fresh = credential
                     .token(self.token_wait)
                     .await
                     .map_err(ProxyError::Token)?;
@@ -306,7 +321,7 @@ impl Proxy {
             return Err(ProxyError::TokenRejected {
                 errcode,
                 errmsg,
-                retry_after: app.retry_after(),
+                retry_after: credential.retry_after(),
             });
         }
     }
