@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{SinkConfig, SinkFormat};
-use crate::engine::{AppHandle, AppView, TokenRecord};
+use crate::engine::{AppHandle, CredentialRecord, CredentialView};
 use crate::errors::Chain;
 use crate::files::{write_atomically, AtomicWriteError};
 
@@ -98,9 +98,9 @@ pub fn spawn(
 struct SinkTask {
     app: AppHandle,
     config: SinkConfig,
-    views: watch::Receiver<AppView>,
+    views: watch::Receiver<CredentialView>,
     /// The token the file holds, as last written by this task.
-    written: Option<Arc<TokenRecord>>,
+    written: Option<Arc<CredentialRecord>>,
 }
 
 impl SinkTask {
@@ -192,7 +192,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// The file's content. `expires_in` is as of the write; readers that keep
 /// the file should go by `expires_at`.
-fn render(format: SinkFormat, app: &str, token: &TokenRecord, now_ms: u64) -> Vec<u8> {
+fn render(format: SinkFormat, app: &str, token: &CredentialRecord, now_ms: u64) -> Vec<u8> {
     match format {
         SinkFormat::Json => {
             let mut bytes = serde_json::to_vec(&json!({
@@ -214,8 +214,8 @@ mod tests {
     use super::*;
     use crate::secret::AccessToken;
 
-    fn token() -> TokenRecord {
-        TokenRecord {
+    fn token() -> CredentialRecord {
+        CredentialRecord {
             value: AccessToken::new("ACCESS-TOKEN"),
             expires_at_ms: 10_000_500,
             fetched_at_ms: 3_000_000,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::*;
 use wxbroker::simulator::{Endpoint, SimConfig};
-use wxbroker::store::{StoredApp, StoredToken};
+use wxbroker::store::{StoredCredential, StoredToken};
 
 const FILE_STORE: &str = "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n";
 
@@ -19,7 +19,7 @@ const FILE_STORE: &str = "[store]\nbackend = \"file\"\npath = \"{dir}/state\"\n"
 fn holds(path: &std::path::Path, token: &str) -> bool {
     std::fs::read(path)
         .ok()
-        .and_then(|bytes| serde_json::from_slice::<StoredApp>(&bytes).ok())
+        .and_then(|bytes| serde_json::from_slice::<StoredCredential>(&bytes).ok())
         .and_then(|stored| stored.token)
         .is_some_and(|stored| stored.access_token.expose() == token)
 }
@@ -121,7 +121,7 @@ fn plant_record(state: &Path) -> &'static str {
     std::fs::create_dir_all(state).unwrap();
     std::fs::set_permissions(state, std::fs::Permissions::from_mode(0o777)).unwrap();
     let now = now_secs();
-    let planted = StoredApp {
+    let planted = StoredCredential {
         appid: APPID.into(),
         grant: "classic".into(),
         token: Some(StoredToken {
@@ -327,7 +327,7 @@ async fn sigkill_during_writes_never_leaves_a_half_written_record() {
         }
         broker.kill();
         let bytes = std::fs::read(&record).expect("the record exists after the first fetch");
-        let stored: StoredApp = serde_json::from_slice(&bytes)
+        let stored: StoredCredential = serde_json::from_slice(&bytes)
             .unwrap_or_else(|err| panic!("round {round}: torn record ({err}): {bytes:?}"));
         assert!(stored.token.is_some());
         // Each start took over the stored day's count: it only grows.

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::broker::Broker;
 use crate::config::AppKind;
-use crate::engine::{AppHandle, InvalidateOutcome, TokenError, TokenRecord};
+use crate::engine::{AppHandle, CredentialRecord, InvalidateOutcome, TokenError};
 use crate::errors::Chain;
 use crate::wechat::is_token_rejected;
 
@@ -171,7 +171,7 @@ impl Diagnostics {
     pub async fn quota_with(
         &self,
         app: &AppHandle,
-        token: Arc<TokenRecord>,
+        token: Arc<CredentialRecord>,
         cgi_path: &CgiPath,
     ) -> Result<Quota, DiagnosticsError> {
         let body = json!({ "cgi_path": cgi_path.as_str() });
@@ -296,7 +296,7 @@ impl Diagnostics {
     async fn call_with_token(
         &self,
         app: &AppHandle,
-        mut token: Arc<TokenRecord>,
+        mut token: Arc<CredentialRecord>,
         path: &str,
         body: &Value,
     ) -> Result<Value, DiagnosticsError> {

@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 
 use super::follower::Leader;
 use super::schedule::Reissue;
-use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome};
+use super::{CredentialHandle, CredentialSpec, CredentialView, EngineContext, InvalidateOutcome};
 use crate::config::{AppConfig, AppKind, Grant, TicketConfig};
 use crate::credential::{Credential, TicketKind};
 use crate::metrics::AppLabels;
@@ -90,14 +90,14 @@ impl Deref for AppHandle {
 /// keeps, by credential.
 #[derive(Default)]
 pub(super) struct Seed {
-    views: Vec<(Credential, AppView)>,
+    views: Vec<(Credential, CredentialView)>,
 }
 
 impl Seed {
-    fn take(&mut self, credential: Credential) -> AppView {
+    fn take(&mut self, credential: Credential) -> CredentialView {
         match self.views.iter().position(|(c, _)| *c == credential) {
             Some(at) => self.views.swap_remove(at).1,
-            None => AppView::default(),
+            None => CredentialView::default(),
         }
     }
 }

@@ -9,7 +9,9 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{AppView, CredentialSpec, EngineContext, InvalidateOutcome, TokenError, TokenRecord};
+use super::{
+    CredentialRecord, CredentialSpec, CredentialView, EngineContext, InvalidateOutcome, TokenError,
+};
 use crate::clock::Clock;
 use crate::credential::Credential;
 use crate::secret::AccessToken;
@@ -26,8 +28,8 @@ pub(super) struct Shared {
     pub(super) spec: Arc<CredentialSpec>,
     /// The current token, for the read path: an atomic load, no lock.
     /// Only the writer stores into it, together with `view`.
-    pub(super) current: ArcSwapOption<TokenRecord>,
-    pub(super) view: watch::Sender<AppView>,
+    pub(super) current: ArcSwapOption<CredentialRecord>,
+    pub(super) view: watch::Sender<CredentialView>,
     pub(super) commands: mpsc::Sender<WriterCommand>,
     pub(super) clock: Clock,
     pub(super) cancel: CancellationToken,
@@ -77,12 +79,12 @@ impl CredentialHandle {
     }
 
     /// The current token if it is valid now. Never waits.
-    pub fn valid_token(&self) -> Option<Arc<TokenRecord>> {
+    pub fn valid_token(&self) -> Option<Arc<CredentialRecord>> {
         self.valid_token_at(self.now_ms())
     }
 
     /// The current token if it is valid at `now_ms`. Never waits.
-    pub fn valid_token_at(&self, now_ms: u64) -> Option<Arc<TokenRecord>> {
+    pub fn valid_token_at(&self, now_ms: u64) -> Option<Arc<CredentialRecord>> {
         self.shared
             .current
             .load_full()
@@ -91,7 +93,11 @@ impl CredentialHandle {
 
     /// `f` of the current token if it is valid at `now_ms`, without taking
     /// a reference to it: the token API's hot path. Never waits.
-    pub fn with_valid_token<R>(&self, now_ms: u64, f: impl FnOnce(&TokenRecord) -> R) -> Option<R> {
+    pub fn with_valid_token<R>(
+        &self,
+        now_ms: u64,
+        f: impl FnOnce(&CredentialRecord) -> R,
+    ) -> Option<R> {
         let current = self.shared.current.load();
         current
             .as_deref()
@@ -106,7 +112,7 @@ impl CredentialHandle {
     }
 
     /// A snapshot of the credential's state.
-    pub fn view(&self) -> AppView {
+    pub fn view(&self) -> CredentialView {
         self.shared.view.borrow().clone()
     }
 
@@ -114,7 +120,7 @@ impl CredentialHandle {
     /// current one, `changed` resolves at the next publish. A publish does
     /// not always change the token (the daily count, a retry time), so
     /// compare before acting.
-    pub fn subscribe(&self) -> watch::Receiver<AppView> {
+    pub fn subscribe(&self) -> watch::Receiver<CredentialView> {
         self.shared.view.subscribe()
     }
 
@@ -122,7 +128,7 @@ impl CredentialHandle {
     /// credential held after a failure that waiting cannot fix (a configuration
     /// error, 45009, the budget spent) answers at once: a caller learns the
     /// cause now rather than after its own timeout.
-    pub async fn token(&self, wait: Duration) -> Result<Arc<TokenRecord>, TokenError> {
+    pub async fn token(&self, wait: Duration) -> Result<Arc<CredentialRecord>, TokenError> {
         if let Some(token) = self.valid_token() {
             return Ok(token);
         }
@@ -261,7 +267,7 @@ impl CredentialHandle {
     pub(super) fn new(
         spec: Arc<CredentialSpec>,
         context: &EngineContext,
-        seed: AppView,
+        seed: CredentialView,
     ) -> (CredentialHandle, mpsc::Receiver<WriterCommand>) {
         let current = ArcSwapOption::new(seed.token.clone());
         let (view, _) = watch::channel(seed);

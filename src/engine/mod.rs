@@ -1,6 +1,6 @@
 //! The engine: one [`CredentialHandle`] per credential, and one task that
 //! is its only writer (its refresher, or a follower of another broker);
-//! request handlers only read the published [`AppView`] and never call
+//! request handlers only read the published [`CredentialView`] and never call
 //! WeChat themselves.
 //!
 //! The engine knows no kind: a credential is a [`CredentialSpec`] and a
@@ -46,7 +46,9 @@ pub use refresher::TokenChecks;
 pub use schedule::Reissue;
 pub use spec::CredentialSpec;
 pub use ticket_source::{TicketSources, WechatTickets};
-pub use view::{AppView, InvalidateOutcome, LastError, LeaderState, TokenError, TokenRecord};
+pub use view::{
+    CredentialRecord, CredentialView, InvalidateOutcome, LastError, LeaderState, TokenError,
+};
 pub use writer::Writer;
 
 /// Everything a credential's writer needs besides its spec and source.

@@ -7,7 +7,7 @@ use super::follower::{Follower, Leader};
 use super::handle::CredentialHandle;
 use super::refresher::coordination::{self, Coordination};
 use super::refresher::Refresher;
-use super::{AppView, CredentialSpec, EngineContext};
+use super::{CredentialSpec, CredentialView, EngineContext};
 use crate::wechat::TokenSource;
 
 impl CredentialHandle {
@@ -18,7 +18,7 @@ impl CredentialHandle {
         spec: Arc<CredentialSpec>,
         source: Arc<dyn TokenSource>,
         context: &EngineContext,
-        seed: AppView,
+        seed: CredentialView,
     ) -> CredentialHandle {
         let coordination = coordination::for_store(&context.store);
         CredentialHandle::spawn_coordinated(spec, source, coordination, context, seed)
@@ -30,7 +30,7 @@ impl CredentialHandle {
         source: Arc<dyn TokenSource>,
         coordination: Box<dyn Coordination>,
         context: &EngineContext,
-        seed: AppView,
+        seed: CredentialView,
     ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
         let refresher = Refresher::new(source, handle.clone(), command_rx, context);
@@ -46,7 +46,7 @@ impl CredentialHandle {
         spec: Arc<CredentialSpec>,
         leader: Arc<Leader>,
         context: &EngineContext,
-        seed: AppView,
+        seed: CredentialView,
     ) -> CredentialHandle {
         let (handle, command_rx) = CredentialHandle::new(spec, context, seed);
         let follower = Follower::new(leader, handle.clone(), command_rx, context);

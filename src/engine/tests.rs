@@ -20,7 +20,7 @@ use super::*;
 use crate::clock::{next_beijing_midnight, Clock};
 use crate::config::{AppConfig, AppKind, Grant, SecretSource};
 use crate::secret::{AccessToken, Secret};
-use crate::store::{MemoryStore, StoreKey, StoredApp, StoredToken};
+use crate::store::{MemoryStore, StoreKey, StoredCredential, StoredToken};
 use crate::wechat::{FetchError, TokenGrant, TokenSource};
 
 const LIFETIME: u64 = 7200;
@@ -661,7 +661,7 @@ async fn warm_start_with_a_fresh_stored_token_makes_no_call() {
     let store = Arc::new(MemoryStore::new());
     let config = app(Grant::Classic);
     let key = StoreKey::for_app(&config);
-    let record = |expires_in: u64| StoredApp {
+    let record = |expires_in: u64| StoredCredential {
         appid: "wx1".into(),
         grant: "classic".into(),
         token: Some(StoredToken {
@@ -700,7 +700,7 @@ async fn a_record_for_another_app_is_ignored() {
     let store = Arc::new(MemoryStore::new());
     let config = app(Grant::Classic);
     let key = StoreKey::for_app(&config);
-    let foreign = StoredApp {
+    let foreign = StoredCredential {
         appid: "wx-other".into(),
         grant: "classic".into(),
         token: Some(StoredToken {
@@ -729,7 +729,7 @@ async fn a_record_for_another_app_is_ignored() {
 async fn a_stored_token_with_absurd_times_is_not_served() {
     let config = app(Grant::Classic);
     let key = StoreKey::for_app(&config);
-    let planted = |fetched_at: u64, expires_at: u64| StoredApp {
+    let planted = |fetched_at: u64, expires_at: u64| StoredCredential {
         appid: "wx1".into(),
         grant: "classic".into(),
         token: Some(StoredToken {
@@ -798,14 +798,14 @@ impl Store for FullDisk {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, crate::store::StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, crate::store::StoreError>> {
         self.inner.load(key)
     }
 
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        state: &'a StoredApp,
+        state: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), crate::store::StoreError>> {
         if self.failing.load(Ordering::SeqCst) {
             return Box::pin(async {

@@ -9,10 +9,11 @@ use serde::Serialize;
 use crate::secret::AccessToken;
 use crate::store::StoredToken;
 
-/// A token the broker holds. Times are kept in milliseconds so refresh
-/// deadlines do not drift by rounding; the API shows seconds.
+/// A credential value the broker holds (a token or a ticket). Times are
+/// kept in milliseconds so refresh deadlines do not drift by rounding;
+/// the API shows seconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRecord {
+pub struct CredentialRecord {
     pub value: AccessToken,
     /// Unix milliseconds.
     pub expires_at_ms: u64,
@@ -20,7 +21,7 @@ pub struct TokenRecord {
     pub fetched_at_ms: u64,
 }
 
-impl TokenRecord {
+impl CredentialRecord {
     /// Unix seconds, rounded down.
     pub fn expires_at(&self) -> u64 {
         self.expires_at_ms / 1000
@@ -64,7 +65,7 @@ impl TokenRecord {
     }
 
     pub fn from_stored(stored: StoredToken) -> Self {
-        TokenRecord {
+        CredentialRecord {
             fetched_at_ms: stored.fetched_ms(),
             expires_at_ms: stored.expires_ms(),
             value: stored.access_token,
@@ -92,8 +93,8 @@ impl LastError {
 
 /// What readers see of a credential; replaced whole by its writer.
 #[derive(Debug, Clone, Default)]
-pub struct AppView {
-    pub token: Option<Arc<TokenRecord>>,
+pub struct CredentialView {
+    pub token: Option<Arc<CredentialRecord>>,
     pub last_error: Option<LastError>,
     pub fetches_today: u32,
     /// The Beijing day (`YYYYMMDD`) `fetches_today` counts.
@@ -122,12 +123,12 @@ pub struct LeaderState {
     pub reachable: bool,
 }
 
-/// How many replaced tokens an [`AppView`] remembers.
+/// How many replaced tokens an [`CredentialView`] remembers.
 const REMEMBERED_TOKENS: usize = 4;
 
-impl AppView {
+impl CredentialView {
     /// Makes `token` the current one, remembering the one it replaces.
-    pub fn install(&mut self, token: Arc<TokenRecord>) {
+    pub fn install(&mut self, token: Arc<CredentialRecord>) {
         if let Some(old) = self.token.take().filter(|old| old.value != token.value) {
             self.previous = std::iter::once(old.value.clone())
                 .chain(self.previous.iter().cloned())
@@ -162,7 +163,7 @@ impl AppView {
         }
     }
 
-    pub fn valid_token(&self, now_ms: u64) -> Option<&Arc<TokenRecord>> {
+    pub fn valid_token(&self, now_ms: u64) -> Option<&Arc<CredentialRecord>> {
         self.token.as_ref().filter(|token| token.is_valid(now_ms))
     }
 

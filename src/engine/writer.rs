@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use tracing::{error, warn};
 
-use super::{AppView, CredentialHandle, CredentialSpec, EngineContext, TokenRecord};
+use super::{CredentialHandle, CredentialRecord, CredentialSpec, CredentialView, EngineContext};
 use crate::clock::Clock;
 use crate::errors::Chain;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoredApp, UNTRUSTED_LABEL};
+use crate::store::{Store, StoreError, StoredCredential, UNTRUSTED_LABEL};
 
 /// The writer's side of one credential: its handle's cells, its store
 /// and its record. One writer, always: only the task that owns the
@@ -46,7 +46,7 @@ impl Writer {
 
     /// Publishes a change of the view; the token goes into the readers'
     /// lock-free cell in the same step, so the two never differ.
-    pub fn publish(&self, change: impl FnOnce(&mut AppView)) {
+    pub fn publish(&self, change: impl FnOnce(&mut CredentialView)) {
         let shared = &self.handle.shared;
         shared.view.send_modify(|view| {
             change(view);
@@ -55,13 +55,13 @@ impl Writer {
     }
 
     /// The credential held, valid or not.
-    pub fn current(&self) -> Option<Arc<TokenRecord>> {
+    pub fn current(&self) -> Option<Arc<CredentialRecord>> {
         self.handle.shared.view.borrow().token.clone()
     }
 
     /// The credential held, if it is valid now: a writer holding one
     /// (a reload carried it over) needs nothing from the store.
-    pub fn valid(&self) -> Option<Arc<TokenRecord>> {
+    pub fn valid(&self) -> Option<Arc<CredentialRecord>> {
         let now = self.clock.now_ms();
         self.current().filter(|token| token.is_valid(now))
     }
@@ -71,7 +71,7 @@ impl Writer {
     /// broker could not have written, an unreadable record, one written
     /// for another app or grant and a token with impossible times are
     /// logged, counted and never served. Publishes nothing.
-    pub async fn warm_start(&self) -> Option<(StoredApp, Option<TokenRecord>)> {
+    pub async fn warm_start(&self) -> Option<(StoredCredential, Option<CredentialRecord>)> {
         let spec = self.spec();
         let record = match self.store.load(&spec.key).await {
             Ok(record) => record?,
@@ -106,7 +106,7 @@ impl Writer {
                     false
                 }
             })
-            .map(TokenRecord::from_stored)
+            .map(CredentialRecord::from_stored)
             .filter(|token| token.is_valid(now));
         Some((record, token))
     }
@@ -114,7 +114,7 @@ impl Writer {
     /// The record as the store holds it now, if it is this credential's
     /// (another broker sharing the store may have written it). A failure
     /// is counted and returned.
-    pub async fn read(&self) -> Result<Option<StoredApp>, StoreError> {
+    pub async fn read(&self) -> Result<Option<StoredCredential>, StoreError> {
         let key = &self.spec().key;
         match self.store.load(key).await {
             Ok(record) => Ok(record.filter(|record| record.belongs_to(key))),
@@ -130,7 +130,7 @@ impl Writer {
     /// for the caller to judge.
     pub async fn save(&self, day: u32, fetches: u32) -> Result<(), StoreError> {
         let key = &self.spec().key;
-        let record = StoredApp {
+        let record = StoredCredential {
             appid: key.appid.clone(),
             grant: key.grant.to_owned(),
             token: self.current().map(|token| token.to_stored()),

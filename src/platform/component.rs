@@ -110,7 +110,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::config::Config;
     use crate::engine::{
-        AppView, CredentialHandle, EngineContext, InvalidateOutcome, WechatTickets,
+        CredentialHandle, CredentialView, EngineContext, InvalidateOutcome, WechatTickets,
     };
     use crate::metrics::Metrics;
     use crate::secret::AccessToken;
@@ -156,8 +156,12 @@ mod tests {
             cancel: CancellationToken::new(),
             token_checks: crate::engine::TokenChecks::default(),
         };
-        let handle =
-            CredentialHandle::spawn(Arc::new(spec(config)), source, &context, AppView::default());
+        let handle = CredentialHandle::spawn(
+            Arc::new(spec(config)),
+            source,
+            &context,
+            CredentialView::default(),
+        );
         (handle, tasks)
     }
 

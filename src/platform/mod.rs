@@ -31,7 +31,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::children::scheduler::FetchCounter;
 use crate::children::{Hold, Scheduler, SchedulerParts};
 use crate::config::PlatformConfig;
-use crate::engine::{AppView, CredentialHandle, EngineContext};
+use crate::engine::{CredentialHandle, CredentialView, EngineContext};
 use crate::errors::Chain;
 use crate::wechat::FetchError;
 use authorizers::{
@@ -129,7 +129,7 @@ impl PlatformHandle {
             Arc::new(component::spec(&config)),
             source,
             context,
-            AppView::default(),
+            CredentialView::default(),
         );
         metrics.init(&config.name);
         let table = Arc::new(Table::default());

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::children::ChildToken;
 use crate::credential::Credential;
-use crate::engine::{CredentialHandle, InvalidateOutcome, TokenError, TokenRecord};
+use crate::engine::{CredentialHandle, CredentialRecord, InvalidateOutcome, TokenError};
 use crate::platform::{AuthorizerError, PlatformHandle};
 use crate::suite::{CorpError, SuiteHandle};
 
@@ -61,7 +61,7 @@ pub enum CredentialError {
 pub struct Invalidated {
     /// The value to use now: a new one, or the one reported when none
     /// could replace it yet.
-    pub record: Arc<TokenRecord>,
+    pub record: Arc<CredentialRecord>,
     pub refreshed: bool,
     /// How the engine judged the report (the engine's credentials only).
     pub outcome: Option<InvalidateOutcome>,
@@ -94,7 +94,7 @@ impl CredentialRef {
     }
 
     /// A valid value, waiting up to `wait` for one.
-    pub async fn get(&self, wait: Duration) -> Result<Arc<TokenRecord>, CredentialError> {
+    pub async fn get(&self, wait: Duration) -> Result<Arc<CredentialRecord>, CredentialError> {
         match self {
             CredentialRef::Engine { owner, handle } => handle
                 .token(wait)
@@ -205,8 +205,8 @@ fn corp_error(suite: &SuiteHandle, corpid: &str, err: CorpError) -> CredentialEr
 }
 
 /// A child's token as the engine's credentials are read.
-fn record(token: &ChildToken) -> Arc<TokenRecord> {
-    Arc::new(TokenRecord {
+fn record(token: &ChildToken) -> Arc<CredentialRecord> {
+    Arc::new(CredentialRecord {
         value: token.value.clone(),
         expires_at_ms: token.expires_at_ms,
         fetched_at_ms: token.fetched_at_ms,

@@ -9,14 +9,14 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use crate::engine::TokenRecord;
+use crate::engine::CredentialRecord;
 use crate::http_io::query;
 pub use crate::http_io::response::{full, json, no_store, text, Body};
 use crate::http_io::response::{JSON, NO_STORE};
 
 /// A ticket in the shape of WeChat's ticket endpoints:
 /// `{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":..}`.
-pub fn wechat_ticket(ticket: &TokenRecord, now_ms: u64) -> Response<Body> {
+pub fn wechat_ticket(ticket: &CredentialRecord, now_ms: u64) -> Response<Body> {
     let body = serde_json::json!({
         "errcode": 0,
         "errmsg": "ok",
@@ -37,7 +37,7 @@ pub fn wants_text(query: Option<&str>) -> bool {
 /// else is escaped by serde_json below).
 pub fn token(
     app: &str,
-    token: &TokenRecord,
+    token: &CredentialRecord,
     now_ms: u64,
     as_text: bool,
     refreshed: Option<bool>,
@@ -78,7 +78,7 @@ pub fn token(
 /// A token in the shape of WeChat's own token endpoints, for the
 /// WeChat-compatible listener: `{"access_token":..,"expires_in":..}`, with
 /// WeCom's `"errcode":0,"errmsg":"ok"` in front when `wecom`.
-pub fn wechat_token(token: &TokenRecord, now_ms: u64, wecom: bool) -> Response<Body> {
+pub fn wechat_token(token: &CredentialRecord, now_ms: u64, wecom: bool) -> Response<Body> {
     let value = token.value.expose();
     let mut body = String::with_capacity(64 + value.len());
     body.push('{');
@@ -124,7 +124,7 @@ mod tests {
 
     #[tokio::test]
     async fn token_body_is_valid_json_with_no_store() {
-        let record = TokenRecord {
+        let record = CredentialRecord {
             value: AccessToken::new("87_ab\"c"),
             expires_at_ms: 1_000_500,
             fetched_at_ms: 0,
@@ -141,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn wechat_shaped_token_answers() {
-        let record = TokenRecord {
+        let record = CredentialRecord {
             value: AccessToken::new("87_abc"),
             expires_at_ms: 1_000_500,
             fetched_at_ms: 0,

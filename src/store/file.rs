@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use tracing::error;
 
-use super::{Store, StoreError, StoreKey, StoredApp};
+use super::{Store, StoreError, StoreKey, StoredCredential};
 use crate::files::trust::{self, Contents};
 use crate::files::{own_uid, write_atomically, DirVerdict, Facts};
 
@@ -74,7 +74,7 @@ impl Store for FileStore {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>> {
         let path = self.record_path(key);
         Box::pin(async move {
             tokio::task::spawn_blocking(move || read_record(&path))
@@ -86,7 +86,7 @@ impl Store for FileStore {
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        state: &'a StoredApp,
+        state: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let path = self.record_path(key);
         let bytes = serde_json::to_vec_pretty(state).expect("a stored record always serializes");
@@ -119,7 +119,7 @@ const MAX_RECORD_BYTES: u64 = 64 * 1024;
 /// [`crate::files`]): a regular file of ours, not writable by group or
 /// others, with one name, never followed if it is a symlink. It holds a
 /// token, so one others may read is narrowed to 0600.
-fn read_record(path: &Path) -> Result<Option<StoredApp>, StoreError> {
+fn read_record(path: &Path) -> Result<Option<StoredCredential>, StoreError> {
     let Some(bytes) = trust::read(path, Contents::Secrets, MAX_RECORD_BYTES)? else {
         return Ok(None);
     };
@@ -156,8 +156,8 @@ mod tests {
         }
     }
 
-    fn record() -> StoredApp {
-        StoredApp {
+    fn record() -> StoredCredential {
+        StoredCredential {
             appid: "wx1".into(),
             grant: "classic".into(),
             token: Some(StoredToken {
@@ -275,7 +275,8 @@ mod tests {
         newer.fetches = 4;
         store.save(&key(), &newer).await.unwrap();
         assert_eq!(store.load(&key()).await.unwrap(), Some(newer));
-        let untouched: StoredApp = serde_json::from_slice(&fs::read(&elsewhere).unwrap()).unwrap();
+        let untouched: StoredCredential =
+            serde_json::from_slice(&fs::read(&elsewhere).unwrap()).unwrap();
         assert_eq!(untouched, record());
 
         fs::remove_file(&path).unwrap();

@@ -5,11 +5,11 @@ use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 
-use super::{Store, StoreError, StoreKey, StoredApp};
+use super::{Store, StoreError, StoreKey, StoredCredential};
 
 #[derive(Default)]
 pub struct MemoryStore {
-    records: Mutex<HashMap<String, StoredApp>>,
+    records: Mutex<HashMap<String, StoredCredential>>,
 }
 
 impl MemoryStore {
@@ -26,7 +26,7 @@ impl Store for MemoryStore {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>> {
         let record = self
             .records
             .lock()
@@ -39,7 +39,7 @@ impl Store for MemoryStore {
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        state: &'a StoredApp,
+        state: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         self.records
             .lock()

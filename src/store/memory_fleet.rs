@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredApp};
+use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredCredential};
 
 #[derive(Default)]
 pub struct MemoryFleet {
@@ -26,7 +26,7 @@ pub struct MemoryFleet {
 
 #[derive(Default)]
 struct FleetState {
-    records: HashMap<String, StoredApp>,
+    records: HashMap<String, StoredCredential>,
     locks: HashMap<String, (String, Instant)>,
     counters: HashMap<(String, u32), u32>,
     watchers: HashMap<String, Vec<mpsc::Sender<()>>>,
@@ -81,7 +81,7 @@ impl Store for MemoryFleet {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>> {
         let record = self.with("get", |state| state.records.get(&shared_key(key)).cloned());
         Box::pin(async move { record })
     }
@@ -91,7 +91,7 @@ impl Store for MemoryFleet {
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        record: &'a StoredApp,
+        record: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let saved = self.with("save", |state| {
             let Some(token) = &record.token else { return };

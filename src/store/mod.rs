@@ -204,7 +204,7 @@ pub enum Implausible {
 /// One app's durable state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoredApp {
+pub struct StoredCredential {
     pub appid: String,
     pub grant: String,
     pub token: Option<StoredToken>,
@@ -213,7 +213,7 @@ pub struct StoredApp {
     pub fetches: u32,
 }
 
-impl StoredApp {
+impl StoredCredential {
     /// Whether the record was written for this app (not a foreign file).
     pub fn belongs_to(&self, key: &StoreKey) -> bool {
         self.appid == key.appid && self.grant == key.grant
@@ -279,13 +279,13 @@ pub trait Store: Send + Sync + 'static {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>>;
 
     /// Replaces the app's record, atomically where the backend can.
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        state: &'a StoredApp,
+        state: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The coordination a store shared by several brokers offers.

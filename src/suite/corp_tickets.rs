@@ -17,7 +17,7 @@ use super::upstream::SuiteApi;
 use crate::children::{access, Command, Table};
 use crate::config::SuiteConfig;
 use crate::credential::{Credential, TicketKind};
-use crate::engine::{AppView, CredentialHandle, CredentialSpec, EngineContext, Reissue};
+use crate::engine::{CredentialHandle, CredentialSpec, CredentialView, EngineContext, Reissue};
 use crate::secret::{fingerprint, AccessToken};
 use crate::store::StoreKey;
 use crate::wechat::{self, FetchError, TokenGrant, TokenSource};
@@ -156,7 +156,7 @@ impl CorpTickets {
             Arc::new(spec(&self.config, corpid, kind)),
             source,
             &self.context,
-            AppView::default(),
+            CredentialView::default(),
         );
         started.insert((corpid.into(), kind), handle.clone());
         handle

@@ -231,7 +231,7 @@ mod tests {
             Arc::new(super::super::suite_token::spec(suite)),
             Arc::new(never),
             &context,
-            crate::engine::AppView::default(),
+            crate::engine::CredentialView::default(),
         );
         context.cancel.cancel();
         CorpSource::new(

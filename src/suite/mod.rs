@@ -39,7 +39,7 @@ use crate::children::scheduler::FetchCounter;
 use crate::children::{access, ChildError, ChildToken, Command, Hold, Scheduler, SchedulerParts};
 use crate::config::SuiteConfig;
 use crate::credential::TicketKind;
-use crate::engine::{AppView, CredentialHandle, EngineContext};
+use crate::engine::{CredentialHandle, CredentialView, EngineContext};
 use crate::platform::authorizers::{AuthorizerStore, SchedulerTuning};
 use crate::platform::store::PlatformStore;
 use crate::wechat::FetchError;
@@ -146,7 +146,7 @@ impl SuiteHandle {
             Arc::new(suite_token::spec(&config)),
             Arc::new(source),
             context,
-            AppView::default(),
+            CredentialView::default(),
         );
         let provider_token = provider_token::spec(&config)
             .zip(provider_token::ProviderTokenSource::new(
@@ -158,7 +158,7 @@ impl SuiteHandle {
                     Arc::new(spec),
                     Arc::new(source),
                     context,
-                    AppView::default(),
+                    CredentialView::default(),
                 )
             });
         metrics.init(&config.name);

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::Follower;
 use crate::credential::Credential;
-use crate::engine::TokenRecord;
+use crate::engine::CredentialRecord;
 use crate::secret::AccessToken;
 
 /// WeChat's credentials are a few hundred characters at most.
@@ -50,7 +50,7 @@ impl Follower {
     pub(super) fn check(
         &self,
         answer: Result<LeaderAnswer, Refused>,
-    ) -> Result<TokenRecord, Refused> {
+    ) -> Result<CredentialRecord, Refused> {
         let answer = answer?;
         let refuse = |why: String| Err(Refused(why));
         if answer.app != self.spec.name {
@@ -95,7 +95,7 @@ impl Follower {
             return refuse(format!("the leader's {} has expired", self.credential));
         }
         let now = self.writer.handle().now_ms();
-        Ok(TokenRecord {
+        Ok(CredentialRecord {
             value,
             expires_at_ms: now.saturating_add(answer.expires_in.min(MAX_LIFETIME_SECS) * 1000),
             fetched_at_ms: now,

@@ -48,8 +48,8 @@ use self::leader::watch;
 use self::pace::{FlipWatch, Seen, WatchPace};
 use super::handle::WriterCommand;
 use super::{
-    AppView, CredentialHandle, CredentialSpec, EngineContext, InvalidateOutcome, LastError,
-    LeaderState, TokenRecord, Writer,
+    CredentialHandle, CredentialRecord, CredentialSpec, CredentialView, EngineContext,
+    InvalidateOutcome, LastError, LeaderState, Writer,
 };
 use crate::credential::Credential;
 use crate::errors::Chain;
@@ -229,13 +229,13 @@ impl Follower {
     /// returns what it was. Only a change is logged and saved: a flip back
     /// to the value held before is served, counted, and logged once per
     /// episode.
-    async fn adopt(&mut self, record: TokenRecord) -> Seen {
+    async fn adopt(&mut self, record: CredentialRecord) -> Seen {
         if self.last_logged.take().is_some() {
             info!("the leader answers again");
         }
         let held = self.writer.current();
         let seen = self.flips.classify(
-            held.as_deref().map(TokenRecord::version).as_deref(),
+            held.as_deref().map(CredentialRecord::version).as_deref(),
             &record.version(),
             Instant::now(),
         );
@@ -263,7 +263,7 @@ impl Follower {
     /// The leader went back to the value it answered before the current
     /// one: more than one broker answers at its address, each with its
     /// own token (no shared store), and each fetch kills the other's.
-    fn count_flip(&self, record: &TokenRecord, new_episode: bool) {
+    fn count_flip(&self, record: &CredentialRecord, new_episode: bool) {
         self.metrics
             .follower_flips
             .with_label_values(&[&self.spec.name, self.credential.label()])
@@ -300,7 +300,7 @@ impl Follower {
         });
     }
 
-    fn publish(&self, change: impl FnOnce(&mut AppView)) {
+    fn publish(&self, change: impl FnOnce(&mut CredentialView)) {
         self.writer.publish(change);
     }
 }

@@ -24,7 +24,7 @@ use tracing::{debug, info};
 use super::coordination::Coordination;
 use super::invalidation::SeenBy;
 use super::Refresher;
-use crate::engine::{InvalidateOutcome, TokenRecord};
+use crate::engine::{CredentialRecord, InvalidateOutcome};
 use crate::errors::Chain;
 use crate::wechat::{is_token_rejected, FetchError};
 
@@ -135,7 +135,7 @@ impl Refresher {
     async fn rejected_by_check(
         &mut self,
         coordination: &mut dyn Coordination,
-        held: &TokenRecord,
+        held: &CredentialRecord,
         errcode: i64,
         seen_by: SeenBy,
     ) {

@@ -13,7 +13,7 @@ use super::coordination::Coordination;
 use super::failure::AttemptError;
 use super::schedule;
 use super::{Refresher, LOG_TARGET};
-use crate::engine::TokenRecord;
+use crate::engine::CredentialRecord;
 use crate::wechat::{FetchError, TokenGrant, SHORT_LIFETIME_LABEL};
 
 /// When a credential sent for at `sent_at_ms` and granted `expires_in`
@@ -58,7 +58,7 @@ impl Refresher {
         self.next_attempt = Instant::now() + wait;
         self.publish(|view| {
             if let Some(held) = &view.token {
-                view.token = Some(Arc::new(TokenRecord {
+                view.token = Some(Arc::new(CredentialRecord {
                     expires_at_ms: held_expiry,
                     ..(**held).clone()
                 }));
@@ -123,7 +123,7 @@ impl Refresher {
         }
         self.hold_until = None;
         self.held_from_check = std::mem::take(&mut self.check_asked);
-        let token = TokenRecord {
+        let token = CredentialRecord {
             value: grant.token,
             expires_at_ms: expiry_ms(sent_at, grant.expires_in),
             fetched_at_ms: self.now_ms(),
@@ -172,7 +172,7 @@ impl Refresher {
     }
 
     /// Serves `stored`, a token another broker fetched and stored.
-    pub(super) fn take_stored(&mut self, stored: TokenRecord) {
+    pub(super) fn take_stored(&mut self, stored: CredentialRecord) {
         info!(
             target: LOG_TARGET,
             token = %stored.value.fingerprint(),

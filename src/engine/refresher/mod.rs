@@ -38,7 +38,7 @@ use super::budget::DailyBudget;
 use super::handle::WriterCommand;
 use super::schedule;
 use super::unsaved::Unsaved;
-use super::{CredentialHandle, CredentialSpec, EngineContext, TokenRecord, Writer};
+use super::{CredentialHandle, CredentialRecord, CredentialSpec, EngineContext, Writer};
 use crate::clock::Clock;
 use crate::credential::Credential;
 use crate::metrics::Metrics;
@@ -205,11 +205,11 @@ impl Refresher {
         self.clock.now_ms()
     }
 
-    fn current(&self) -> Option<Arc<TokenRecord>> {
+    fn current(&self) -> Option<Arc<CredentialRecord>> {
         self.writer.current()
     }
 
-    fn publish(&self, change: impl FnOnce(&mut super::AppView)) {
+    fn publish(&self, change: impl FnOnce(&mut super::CredentialView)) {
         self.writer.publish(change);
     }
 
@@ -218,7 +218,7 @@ impl Refresher {
     }
 
     /// When the held credential should be replaced (see [`schedule::due_ms`]).
-    fn refresh_due(&self, token: &TokenRecord) -> Instant {
+    fn refresh_due(&self, token: &CredentialRecord) -> Instant {
         self.clock.instant_at_ms(schedule::due_ms(
             self.spec.reissue.renewal(),
             self.spec.refresh_before,

@@ -217,7 +217,7 @@ fn three_coordinated(
                 source.clone(),
                 coordinated(&context.store),
                 &context,
-                AppView::default(),
+                CredentialView::default(),
             )
         })
         .collect();

@@ -16,7 +16,7 @@ use super::context::{visible_names, Ctx};
 use super::route::Answer;
 use super::{corps, platforms, suites, tickets};
 use crate::credential::Credential;
-use crate::engine::{AppHandle, TokenRecord};
+use crate::engine::{AppHandle, CredentialRecord};
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::server::api_error::ApiError;
@@ -58,7 +58,7 @@ impl Named {
     /// invalidation went.
     pub fn answer(
         &self,
-        record: &TokenRecord,
+        record: &CredentialRecord,
         as_text: bool,
         invalidated: Option<&Invalidated>,
     ) -> Response<Body> {
@@ -94,7 +94,7 @@ impl Named {
     fn remote_answer(
         &self,
         app: &AppHandle,
-        record: &TokenRecord,
+        record: &CredentialRecord,
         invalidated: Option<&Invalidated>,
     ) -> Response<Body> {
         let config = app.config();

@@ -23,7 +23,7 @@ use http::{header, HeaderMap};
 use super::context::{check, Ctx};
 use super::credentials::{Named, Names, Shape, GET};
 use super::route::Answer;
-use crate::engine::TokenRecord;
+use crate::engine::CredentialRecord;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
 use crate::server::api_error::ApiError;
@@ -64,7 +64,7 @@ pub(super) async fn watched<N: Names>(ctx: Ctx<'_>, _: RequestBody) -> Answer {
 /// app's removal or a reload that removes or changes the client ends the
 /// wait early. Whatever ended it, the client is authorized again, against
 /// the clients in force, before anything is answered.
-async fn watch(ctx: &Ctx<'_>, named: &Named) -> Result<Arc<TokenRecord>, ApiError> {
+async fn watch(ctx: &Ctx<'_>, named: &Named) -> Result<Arc<CredentialRecord>, ApiError> {
     let (state, access, target) = (ctx.state, ctx.access, &named.target);
     let Some(from) = ctx.query_value("wait_change_from") else {
         return Ok(target.get(state.token_wait).await?);

@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::keys::Keys;
 use super::{eval, Core, COUNTER_TTL_SECS};
-use crate::store::{StoreError, StoredApp};
+use crate::store::{StoreError, StoredCredential};
 
 /// Returns and deletes a key (GETDEL, for servers older than 6.2 too):
 /// of brokers migrating at once, exactly one gets an old counter.
@@ -63,7 +63,7 @@ impl Core {
             })
             .await?;
         let Some(raw) = raw else { return Ok(None) };
-        match serde_json::from_str::<StoredApp>(&raw) {
+        match serde_json::from_str::<StoredCredential>(&raw) {
             Ok(record) => {
                 self.save(keys, &record).await?;
                 info!(from = %old_key, to = %keys.token(), "moved a stored record to the hash-tagged key layout");

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 pub use connect::Access;
 pub use neighbours::{Neighbour, Neighbours};
 
-use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredApp};
+use super::{Cluster, LockToken, Store, StoreError, StoreKey, StoredCredential};
 use crate::config::{RedisConfig, RedisTarget, Topology};
 use connect::{Conn, Link};
 use keys::Keys;
@@ -306,7 +306,7 @@ fn now_ms() -> u64 {
 impl Core {
     /// Stores `state` under `keys` if its token is newer than the stored
     /// one; returns whether it was stored.
-    async fn save(&self, keys: &Keys, state: &StoredApp) -> Result<bool, StoreError> {
+    async fn save(&self, keys: &Keys, state: &StoredCredential) -> Result<bool, StoreError> {
         let Some(token) = &state.token else {
             return Ok(false);
         };
@@ -330,7 +330,7 @@ impl Store for RedisStore {
     fn load<'a>(
         &'a self,
         key: &'a StoreKey,
-    ) -> BoxFuture<'a, Result<Option<StoredApp>, StoreError>> {
+    ) -> BoxFuture<'a, Result<Option<StoredCredential>, StoreError>> {
         Box::pin(async move {
             let keys = self.keys(key);
             let token_key = keys.token();
@@ -355,7 +355,7 @@ impl Store for RedisStore {
     fn save<'a>(
         &'a self,
         key: &'a StoreKey,
-        state: &'a StoredApp,
+        state: &'a StoredCredential,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             self.core.save(&self.keys(key), state).await?;

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{Coordination, Pass, Refresher, Turn};
-use crate::engine::TokenRecord;
+use crate::engine::CredentialRecord;
 use crate::errors::Chain;
 use crate::secret::AccessToken;
 use crate::store::{lock_hold, Cluster, LockToken, Store, StoreError, LOCK_LEASE};
@@ -250,7 +250,7 @@ impl Fleet {
             (Some(_), None) => true,
             (None, _) => false,
         };
-        let stored = stored.map(TokenRecord::from_stored);
+        let stored = stored.map(CredentialRecord::from_stored);
         if self.fetched_alone {
             // Tokens fetched alone by several brokers may have invalidated
             // each other. A shared token fetched later than ours is at
