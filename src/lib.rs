@@ -1,53 +1,44 @@
-//! wxbroker: a sidecar daemon that owns WeChat access tokens.
+//! wxbroker: a daemon that owns WeChat credentials (access tokens,
+//! tickets, Open Platform and WeCom service-provider tokens) and serves
+//! them to the services on a host or a fleet.
 //!
-//! How the pieces fit:
+//! The modules stand in layers, each importing only those below it
+//! (`tests/layers.rs` fails the build on any loop), from the leaves up:
 //!
-//! - [`config`] turns the TOML file into validated settings.
-//! - [`wechat`] speaks WeChat's token protocol and classifies its failures.
-//! - [`engine`] runs one refresher task per credential, the only writer
-//!   of that credential; readers get the current value without waiting.
-//! - [`broker`] holds every configured credential, by kind: the apps, the
-//!   Open Platform's component apps, WeCom's suites.
-//! - [`children`] runs many credentials under one parent (a platform's
-//!   authorizers) as one compact table with one writer, on the engine's
-//!   policy.
-//! - [`store`] keeps tokens and daily fetch counts across restarts.
-//! - [`files`] opens and replaces every durable file the broker keeps, and
-//!   trusts only what its own uid alone could have written.
-//! - [`server`] serves the token API on TCP and a Unix socket (with a
-//!   token-injecting proxy to WeChat), the WeChat-compatible listener for
-//!   unchanged SDKs, and `/metrics`, `/livez`, `/readyz` on the operations
-//!   listener.
-//! - [`wechat_path`] judges a WeChat API path as WeChat would (which
-//!   credential it carries, whether it may be forwarded); [`http_io`] is
-//!   the HTTP plumbing every listener shares (bodies with a deadline,
-//!   plain responses, the reading of query strings).
-//! - [`metrics`] owns the Prometheus registry.
-//! - [`simulator`] is a faithful fake of WeChat's API, for tests and `demo`.
-//! - [`client`] is the small HTTP client `wxbroker token` and
-//!   `wxbroker probe` use.
-//! - [`sink`] keeps an optional file per app holding its current token.
-//! - [`notify`] tells systemd when the daemon is ready and when it stops.
-//! - [`process_guard`] keeps the process from being dumped or traced.
-//! - [`reload`] re-reads the configuration on SIGHUP off the signal loop.
-//! - [`errors`] prints an error with its causes, each once, as one line.
-//! - [`fd_limit`] raises the open-file limit at start and fits the
-//!   connection limit to it.
-//! - [`diagnostics`] asks WeChat, with the broker's own credentials, how
-//!   much of a quota is left, resets it, and looks up an error's `rid`;
-//!   its poll exports the quota left as a metric.
-//! - [`tls`] serves the compatible listeners over HTTPS and makes the
-//!   local CA of `wxbroker tls init`; [`upstream`] says how the broker's
-//!   own calls reach WeChat (`connect_to`, its own DNS client).
-//! - [`identity`] says which apps a request may read: a remote client's
-//!   bearer credential, a local peer's uid and gid (`[[clients]]`).
-//! - [`audit`] records every call the broker forwards to WeChat (who,
-//!   what, WeChat's answer) in the log and `[log] audit_file`, off the
-//!   request path; [`errmsg`] reads the rid and a refused address out of
-//!   WeChat's error messages.
-//! - [`suite`] holds the logic of WeCom service providers' suites (their
-//!   callback checks, pushed events and the suite_ticket rule), as pure
-//!   functions for the engine to run.
+//! 1. Vocabulary and leaves: [`credential`] (the credentials the broker
+//!    owns), [`secret`], [`clock`], [`errors`] (an error and its causes,
+//!    each once, on one line), [`files`] (every durable file, opened and
+//!    replaced safely), [`metrics`] (the Prometheus registry), [`jssdk`],
+//!    [`errmsg`], [`wechat_path`] (a WeChat API path judged as WeChat
+//!    would: which credential it carries, whether it may be forwarded),
+//!    [`http_io`] (bodies with a deadline, plain responses, query
+//!    strings), [`client`], [`notify`], [`process_guard`], [`fd_limit`],
+//!    and [`simulator`], a faithful fake of WeChat's API for tests and
+//!    `demo`.
+//! 2. [`tls`], then [`config`]: the TOML file as validated settings.
+//! 3. The outside world: [`upstream`] (how the broker's own calls reach
+//!    WeChat), [`wechat`] (the credential protocol and its error classes),
+//!    [`store`] (tokens and daily counts across restarts, Redis for a
+//!    fleet), [`identity`] (who may read or forward what), [`audit`]
+//!    (every forwarded call, recorded off the request path), [`logging`],
+//!    [`reload`].
+//! 4. [`engine`]: one writer task per credential (a refresher, or a
+//!    follower of a leader broker), and lock-free readers; it knows no
+//!    kind. [`children`] runs many credentials under one parent as one
+//!    table on the engine's policy.
+//! 5. The kinds: the apps and their tickets (in [`engine`]'s `app.rs`),
+//!    [`platform`] (the Open Platform), [`suite`] (WeCom service
+//!    providers), [`sink`] (token files).
+//! 6. [`broker`]: every configured credential, by kind, and the gauges a
+//!    scrape reads; [`diagnostics`]: quota and rid lookups made with the
+//!    broker's own credentials.
+//! 7. [`server`]: the token API on TCP and a Unix socket (each route a
+//!    row of one table over the credential operations), the proxy, the
+//!    WeChat-compatible listener, the remote listener, the operations
+//!    listener.
+//! 8. The daemon ([`start`], [`Daemon`]); the binary (`src/main.rs`, one
+//!    module per command under `src/cmd/`) sits on top, with [`cli`] (its
+//!    command line) and [`demo`] (the demo's simulator and settings).
 //!
 //! [`start`] wires them together from already-bound [`Listeners`], so tests
 //! and `demo` bind ephemeral ports themselves.
