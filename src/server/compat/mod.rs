@@ -16,6 +16,7 @@
 
 mod answer;
 mod app;
+mod child;
 mod context;
 mod platform;
 mod suite;

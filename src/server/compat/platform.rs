@@ -24,13 +24,14 @@ use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
 use super::answer::{audited, audited_failure, Answer, Audited, WxError};
+use super::child::child_call;
 use super::context::Asked;
 use crate::audit::Target;
 use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
-use crate::server::proxy::{ChildCallError, ProxyError};
+use crate::server::proxy::ProxyError;
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
@@ -264,44 +265,21 @@ fn prepare(
     )
 }
 
-/// An authorizer's call: its current token put in, once more after a
-/// rejection with the next one.
+/// An authorizer's call ([`child_call`]).
 async fn authorizer_call(
     asked: Asked<'_>,
     platform: &PlatformHandle,
     appid: &str,
     body: RequestBody,
 ) -> Audited {
-    let (api, request) = (asked.api(), asked.request);
-    let forward = asked.forward();
-    let prepared = api
-        .proxy
-        .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
-        .await;
-    let (url, headers, body) = match prepared {
-        Ok(prepared) => prepared,
-        Err(err) => return audited_failure(&err),
-    };
-    let Ok(token) = platform.authorizer_token(appid, api.token_wait).await else {
-        return audited(Err(WxError::new(
-            -1,
-            "system error (wxbroker: the authorizer has no valid token)",
-        )));
-    };
-    let wait = api.token_wait;
-    let call = (&request.method, &url, &headers, &body);
-    let answer = api
-        .proxy
-        .send_as_child(call, &token, |reported| async move {
-            platform.invalidate_authorizer(appid, &reported, wait).await
-        })
-        .await;
-    match answer {
-        Ok(response) => audited(Ok(response)),
-        // The authorizer went away, or has no token, while its rejected
-        // token was reported: say so, never hand the rejection of the
-        // broker's own token back.
-        Err(ChildCallError::Invalidate(err, _)) => audited(Err(authorizer_failure(err))),
-        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
-    }
+    let wait = asked.api().token_wait;
+    child_call(
+        asked,
+        &platform.config().api_base,
+        body,
+        platform.authorizer_token(appid, wait),
+        |reported| async move { platform.invalidate_authorizer(appid, &reported, wait).await },
+        authorizer_failure,
+    )
+    .await
 }

@@ -31,6 +31,7 @@ use http::{HeaderMap, Response};
 use serde_json::{json, Value};
 
 use super::answer::{audited, audited_failure, Answer, Audited, WxError};
+use super::child::child_call;
 use super::context::Asked;
 use crate::audit::Target;
 use crate::config::AppKind;
@@ -39,7 +40,7 @@ use crate::engine::{CredentialHandle, TokenError};
 use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
-use crate::server::proxy::{ChildCallError, ProxyError};
+use crate::server::proxy::ProxyError;
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
@@ -519,43 +520,23 @@ async fn corp_ticket(
     Ok(respond::wechat_ticket(&ticket, handle.now_ms()))
 }
 
-/// A corp's call: its current token put in, once more after a rejection
-/// with the next one.
+/// A corp's call ([`child_call`]).
 async fn corp_call(
     asked: Asked<'_>,
     suite: &SuiteHandle,
     corpid: &str,
     body: RequestBody,
 ) -> Audited {
-    let (api, request) = (asked.api(), asked.request);
-    let forward = asked.forward();
-    let prepared = api
-        .proxy
-        .prepare_token_call(&suite.config().api_base, &forward, body, "access_token")
-        .await;
-    let (url, headers, body) = match prepared {
-        Ok(prepared) => prepared,
-        Err(err) => return audited_failure(&err),
-    };
-    let token = match suite.corp_token(corpid, api.token_wait).await {
-        Ok(token) => token,
-        Err(err) => return audited(Err(corp_failure(suite, err))),
-    };
-    let wait = api.token_wait;
-    let call = (&request.method, &url, &headers, &body);
-    let sent = api
-        .proxy
-        .send_as_child(call, &token, |reported| async move {
-            suite.invalidate_corp(corpid, &reported, wait).await
-        })
-        .await;
-    match sent {
-        Ok(response) => audited(Ok(response)),
-        // The corp went away while its token was reported: say so, never
-        // hand the rejection of the broker's own token back.
-        Err(ChildCallError::Invalidate(err, _)) => audited(Err(corp_failure(suite, err))),
-        Err(ChildCallError::Proxy(err)) => audited_failure(&err),
-    }
+    let wait = asked.api().token_wait;
+    child_call(
+        asked,
+        &suite.config().api_base,
+        body,
+        suite.corp_token(corpid, wait),
+        |reported| async move { suite.invalidate_corp(corpid, &reported, wait).await },
+        |err| corp_failure(suite, err),
+    )
+    .await
 }
 
 #[cfg(test)]
