@@ -286,6 +286,21 @@ async fn a_fleet_warns_at_start_when_its_appid_is_stored_under_another_prefix() 
     )
     .await;
     first.token("shop").await;
+    // Its record is stored just after the token is served: the check at
+    // the next fleet's start reads the store.
+    let pattern = format!("*test:{APPID}:*token");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys = redis_ha::ask(&redis.url(), redis::cmd("KEYS").arg(&pattern)).await;
+        if matches!(keys, Some(redis::Value::Array(ref found)) if !found.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first fleet never stored its token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // ... and another, a typo away, starts on the same Redis with the
     // same appid, plus an appid nobody else holds.
     let typo = redis_store(&redis.url()).replace("key_prefix = \"test\"", "key_prefix = \"tset\"");
