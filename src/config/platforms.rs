@@ -7,7 +7,6 @@
 //! `*_env`, `*_file` or the inline key, never shown in a message or in
 //! `check-config` (`***`).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::error::Problem;
@@ -185,61 +184,6 @@ fn platform(index: usize, raw: RawPlatform, env: Env<'_>) -> Result<PlatformConf
         api_base,
         fetch_timeout,
     })
-}
-
-/// The platforms' part of `check-config`, secrets masked.
-pub(super) fn render(out: &mut String, platforms: &[PlatformConfig]) {
-    let source = |out: &mut String, field: &str, source: &SecretSource| {
-        let _ = match source {
-            SecretSource::Env(name) => writeln!(out, "{field}_env = {}", quoted(name)),
-            SecretSource::File(path) => {
-                writeln!(out, "{field}_file = {}", quoted(&path.to_string_lossy()))
-            }
-            SecretSource::Inline | SecretSource::Leader => writeln!(out, "{field} = \"***\""),
-        };
-    };
-    for platform in platforms {
-        let _ = writeln!(out, "\n[[platforms]]");
-        let _ = writeln!(out, "name = {}", quoted(&platform.name));
-        let _ = writeln!(
-            out,
-            "component_appid = {}",
-            quoted(&platform.component_appid)
-        );
-        source(out, "secret", &platform.secret_source);
-        source(out, "token", &platform.token_source);
-        source(out, "aes_key", &platform.aes_key_source);
-        let _ = writeln!(
-            out,
-            "refresh_before = {}",
-            quoted(&humantime::format_duration(platform.refresh_before).to_string())
-        );
-        let _ = writeln!(out, "daily_budget = {}", platform.daily_budget);
-        let _ = writeln!(
-            out,
-            "min_forced_interval = {}",
-            quoted(&humantime::format_duration(platform.min_forced_interval).to_string())
-        );
-        let _ = writeln!(
-            out,
-            "authorizer_daily_budget = {}",
-            platform.authorizer_daily_budget
-        );
-        let _ = writeln!(
-            out,
-            "api_base = {}",
-            quoted(&super::urls::masked(&platform.api_base))
-        );
-        let _ = writeln!(
-            out,
-            "fetch_timeout = {}",
-            quoted(&humantime::format_duration(platform.fetch_timeout).to_string())
-        );
-    }
-}
-
-fn quoted(value: &str) -> String {
-    toml::Value::String(value.to_owned()).to_string()
 }
 
 #[cfg(test)]

@@ -229,8 +229,45 @@ pub(crate) fn effective(config: &Config) -> String {
             out.raw("admin", "true");
         }
     }
-    super::platforms::render(&mut out.0, &config.platforms);
-    super::suites::render(&mut out.0, &config.suites);
+    for platform in &config.platforms {
+        out.table("[[platforms]]");
+        out.string("name", &platform.name);
+        out.string("component_appid", &platform.component_appid);
+        out.pushed_secret("secret", &platform.secret_source);
+        out.pushed_secret("token", &platform.token_source);
+        out.pushed_secret("aes_key", &platform.aes_key_source);
+        out.duration("refresh_before", platform.refresh_before);
+        out.raw("daily_budget", &platform.daily_budget.to_string());
+        out.duration("min_forced_interval", platform.min_forced_interval);
+        out.raw(
+            "authorizer_daily_budget",
+            &platform.authorizer_daily_budget.to_string(),
+        );
+        out.string("api_base", &masked(&platform.api_base));
+        out.duration("fetch_timeout", platform.fetch_timeout);
+    }
+    for suite in &config.suites {
+        out.table("[[suites]]");
+        out.string("name", &suite.name);
+        out.string("suite_id", &suite.suite_id);
+        out.string("provider_corpid", &suite.provider_corpid);
+        out.pushed_secret("secret", &suite.secret_source);
+        out.pushed_secret("token", &suite.token_source);
+        out.pushed_secret("aes_key", &suite.aes_key_source);
+        match &suite.provider_secret {
+            Some((_, from)) => out.pushed_secret("provider_secret", from),
+            None => out.comment("provider_secret: not set (no provider_access_token)"),
+        }
+        out.raw("customized", &suite.customized.to_string());
+        out.raw(
+            "corp_tickets",
+            &quoted_list(suite.corp_tickets.iter().map(|kind| kind.name())),
+        );
+        out.duration("refresh_before", suite.refresh_before);
+        out.raw("daily_budget", &suite.daily_budget.to_string());
+        out.string("api_base", &masked(&suite.api_base));
+        out.duration("fetch_timeout", suite.fetch_timeout);
+    }
     out.0
 }
 
@@ -282,6 +319,16 @@ impl Out {
         match value {
             Some(path) => self.string(key, &path.to_string_lossy()),
             None => self.comment(&format!("{key}: not set (disabled)")),
+        }
+    }
+
+    /// Where a platform's or suite's secret comes from (`key_env`,
+    /// `key_file`, or masked).
+    fn pushed_secret(&mut self, key: &str, source: &SecretSource) {
+        match source {
+            SecretSource::Env(name) => self.string(&format!("{key}_env"), name),
+            SecretSource::File(path) => self.path(&format!("{key}_file"), Some(path)),
+            SecretSource::Inline | SecretSource::Leader => self.string(key, "***"),
         }
     }
 

@@ -10,7 +10,6 @@
 //! `*_env`, `*_file` or the inline key (the provider secret may be left
 //! out), never shown in a message or in `check-config` (`***`).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::error::Problem;
@@ -247,59 +246,4 @@ pub(super) fn warnings(suites: &[SuiteConfig], warn: &mut dyn FnMut(&str, String
             );
         }
     }
-}
-
-/// The suites' part of `check-config`, secrets masked.
-pub(super) fn render(out: &mut String, suites: &[SuiteConfig]) {
-    let source = |out: &mut String, field: &str, source: &SecretSource| {
-        let _ = match source {
-            SecretSource::Env(name) => writeln!(out, "{field}_env = {}", quoted(name)),
-            SecretSource::File(path) => {
-                writeln!(out, "{field}_file = {}", quoted(&path.to_string_lossy()))
-            }
-            SecretSource::Inline | SecretSource::Leader => writeln!(out, "{field} = \"***\""),
-        };
-    };
-    for suite in suites {
-        let _ = writeln!(out, "\n[[suites]]");
-        let _ = writeln!(out, "name = {}", quoted(&suite.name));
-        let _ = writeln!(out, "suite_id = {}", quoted(&suite.suite_id));
-        let _ = writeln!(out, "provider_corpid = {}", quoted(&suite.provider_corpid));
-        source(out, "secret", &suite.secret_source);
-        source(out, "token", &suite.token_source);
-        source(out, "aes_key", &suite.aes_key_source);
-        match &suite.provider_secret {
-            Some((_, from)) => source(out, "provider_secret", from),
-            None => {
-                let _ = writeln!(out, "# provider_secret: not set (no provider_access_token)");
-            }
-        }
-        let _ = writeln!(out, "customized = {}", suite.customized);
-        let tickets: Vec<String> = suite
-            .corp_tickets
-            .iter()
-            .map(|k| quoted(k.name()))
-            .collect();
-        let _ = writeln!(out, "corp_tickets = [{}]", tickets.join(", "));
-        let _ = writeln!(
-            out,
-            "refresh_before = {}",
-            quoted(&humantime::format_duration(suite.refresh_before).to_string())
-        );
-        let _ = writeln!(out, "daily_budget = {}", suite.daily_budget);
-        let _ = writeln!(
-            out,
-            "api_base = {}",
-            quoted(&super::urls::masked(&suite.api_base))
-        );
-        let _ = writeln!(
-            out,
-            "fetch_timeout = {}",
-            quoted(&humantime::format_duration(suite.fetch_timeout).to_string())
-        );
-    }
-}
-
-fn quoted(value: &str) -> String {
-    toml::Value::String(value.to_owned()).to_string()
 }
