@@ -276,3 +276,41 @@ async fn both_coordinations_drive_one_refresher_through_a_memory_fleet() {
     );
     stop_handles(fleet, tasks).await;
 }
+
+/// A fleet counter that reads lower than the stored record (another broker
+/// is moving an old layout's counter: taken, not yet added) never lowers
+/// the day's count the record carried.
+#[tokio::test(start_paused = true)]
+async fn a_lagging_fleet_counter_never_lowers_the_stored_count() {
+    let store = Arc::new(MemoryFleet::new());
+    let config = app(Grant::Classic);
+    let key = StoreKey::for_app(&config);
+    let day = crate::clock::beijing_day(START);
+    let record = StoredCredential {
+        appid: "wx1".into(),
+        grant: "classic".into(),
+        token: Some(StoredToken {
+            access_token: AccessToken::new("stored"),
+            expires_at: START + 3600,
+            fetched_at: START + 3600 - LIFETIME,
+            fetched_at_ms: (START + 3600 - LIFETIME) * 1000,
+        }),
+        day,
+        fetches: 3,
+    };
+    store.save(&key, &record).await.unwrap();
+    assert_eq!(store.count(&key, day), 0, "the counter is still on its way");
+    let source = FakeSource::classic();
+    let running = start_full(
+        Duration::from_secs(START),
+        config,
+        source.clone(),
+        store.clone(),
+        Arc::new(tickets::FakeTickets::default()),
+    );
+    let token = running.handle.token(WAIT).await.unwrap();
+    assert_eq!(token.value.expose(), "stored");
+    assert_eq!(source.calls(), 0);
+    assert_eq!(running.handle.view().fetches_today, 3);
+    running.stop().await;
+}

@@ -190,11 +190,14 @@ impl Fleet {
         r.budget.try_spend(now_secs)
     }
 
-    /// The fleet's count, not whatever the record last carried.
+    /// The fleet's count, never lower than what the record carried: the
+    /// counter only grows within a day, and reads 0 for a moment while
+    /// another broker moves an old layout's counter (a take, then an add:
+    /// the two keys may live on different cluster slots).
     async fn restore_count(&self, r: &mut Refresher) {
         let day = r.budget.day();
         match self.cluster().fetches(&r.key, day).await {
-            Ok(count) => r.budget.restore(day, count),
+            Ok(count) => r.budget.at_least(day, count),
             Err(err) => r.count_store_error(err.op_label()),
         }
     }
