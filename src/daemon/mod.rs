@@ -295,7 +295,8 @@ pub async fn start_with(
         metrics.clone(),
         config.server.token_wait_timeout,
         Proxy::new(
-            Proxy::http_client(&config.upstream).map_err(StartError::HttpClient)?,
+            server::proxy::Upstream::new(&config.upstream, tuning.proxy_timeout)
+                .map_err(StartError::HttpClient)?,
             tuning.proxy_timeout,
             config.server.token_wait_timeout,
             metrics.clone(),

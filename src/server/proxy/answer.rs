@@ -6,16 +6,18 @@
 //! with the relayed response, in its extensions, for the call audit.
 
 use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use http::header::{self, HeaderMap};
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Either, StreamBody};
-use hyper::body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, BodyStream, Either, StreamBody};
+use hyper::body::{Body as HttpBody, Frame};
 use serde::Deserialize;
 
 use super::headers::{connection_listed, is_hop_by_hop};
 use crate::audit::Reply;
 use crate::http_io::response::{self, Body};
+use crate::upstream::Read;
 
 /// JSON answers up to this size are read whole to check for 40001, 40014
 /// and 42001; WeChat's error answers are a few dozen bytes. Larger or
@@ -43,26 +45,28 @@ pub(super) enum Answer {
         status: StatusCode,
         headers: HeaderMap,
         read: Vec<Bytes>,
-        rest: reqwest::Response,
+        rest: UnsyncBoxBody<Bytes, std::io::Error>,
     },
 }
 
 /// The answer, read whole when it is at most `whole` bytes
-/// ([`PEEK_LIMIT`], or [`SCRUB_LIMIT`] for one to scrub).
-pub(super) async fn peek(
-    mut response: reqwest::Response,
-    whole: usize,
-) -> Result<Answer, reqwest::Error> {
-    let status = response.status();
-    let headers = std::mem::take(response.headers_mut());
+/// ([`PEEK_LIMIT`], or [`SCRUB_LIMIT`] for one to scrub); whether it was
+/// ([`Read::Done`]) or still streams ([`Read::Streaming`]).
+pub(super) async fn peek<B>(response: Response<B>, whole: usize) -> Result<Read<Answer>, B::Error>
+where
+    B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let (parts, mut body) = response.into_parts();
+    let (status, headers) = (parts.status, parts.headers);
     // Any small answer is read whole, whatever its content type: WeChat
     // sends some errors (media/get's) as text/plain.
-    let small_json = response.content_length().is_none_or(|n| n <= whole as u64);
+    let small = body.size_hint().exact().is_none_or(|n| n <= whole as u64);
     let mut read = Vec::new();
-    if small_json {
+    if small {
         let mut size = 0;
         loop {
-            match response.chunk().await? {
+            match body.frame().await.transpose()? {
                 None => {
                     let body = match read.len() {
                         0 => Bytes::new(),
@@ -70,14 +74,18 @@ pub(super) async fn peek(
                         _ => read.concat().into(),
                     };
                     let fields = WxFields::of(&body);
-                    return Ok(Answer::Whole {
+                    return Ok(Read::Done(Answer::Whole {
                         status,
                         headers,
                         body,
                         fields,
-                    });
+                    }));
                 }
-                Some(chunk) => {
+                Some(frame) => {
+                    // Trailers carry nothing the proxy relays.
+                    let Ok(chunk) = frame.into_data() else {
+                        continue;
+                    };
                     size += chunk.len();
                     read.push(chunk);
                     if size > whole {
@@ -87,12 +95,12 @@ pub(super) async fn peek(
             }
         }
     }
-    Ok(Answer::Streaming {
+    Ok(Read::Streaming(Answer::Streaming {
         status,
         headers,
         read,
-        rest: response,
-    })
+        rest: body.map_err(std::io::Error::other).boxed_unsync(),
+    }))
 }
 
 impl Answer {
@@ -167,12 +175,8 @@ impl Answer {
                 read,
                 rest,
             } => {
-                let rest = rest
-                    .bytes_stream()
-                    .map_err(|err| std::io::Error::other(err.without_url()));
-                let frames = stream::iter(read.into_iter().map(Ok))
-                    .chain(rest)
-                    .map_ok(Frame::data);
+                let frames = stream::iter(read.into_iter().map(|chunk| Ok(Frame::data(chunk))))
+                    .chain(BodyStream::new(rest));
                 (
                     status,
                     headers,

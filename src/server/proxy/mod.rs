@@ -18,6 +18,7 @@ mod answer;
 mod audit;
 mod child;
 mod headers;
+mod send;
 mod target;
 
 use std::time::Duration;
@@ -35,11 +36,12 @@ use crate::http_io::body::{BodyError, ReadError};
 use crate::http_io::{query, Body, RequestBody};
 use crate::metrics::Metrics;
 use crate::wechat_path::{self, Carries, Withheld};
-use answer::{peek, Answer, PEEK_LIMIT, SCRUB_LIMIT};
+use answer::{Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
 pub use child::{ChildCallError, Prepared};
 pub use headers::FORWARDED_MARK;
 use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
+pub use send::Upstream;
 pub use target::check_path;
 use target::forward_target;
 
@@ -117,11 +119,11 @@ pub struct Forward<'a> {
     pub headers: &'a HeaderMap,
 }
 
-/// The proxy's shared state: one HTTP client (one connection pool) for
+/// The proxy's shared state: one way upstream (one connection pool) for
 /// every app and both front-ends, and the call audit every forwarded call
 /// is recorded in.
 pub struct Proxy {
-    http: reqwest::Client,
+    upstream: Upstream,
     timeout: Duration,
     token_wait: Duration,
     metrics: Metrics,
@@ -131,14 +133,14 @@ pub struct Proxy {
 impl Proxy {
     /// `timeout` is [`PROXY_TIMEOUT`] outside tests.
     pub fn new(
-        http: reqwest::Client,
+        upstream: Upstream,
         timeout: Duration,
         token_wait: Duration,
         metrics: Metrics,
         auditor: Auditor,
     ) -> Self {
         Proxy {
-            http,
+            upstream,
             timeout,
             token_wait,
             metrics,
@@ -168,19 +170,6 @@ impl Proxy {
     /// audit's writer (never waited for).
     pub fn finish_call(&self, call: Call, verdict: Verdict) {
         self.auditor.finish(call, verdict);
-    }
-
-    /// The client the proxy needs: redirects are passed back to the caller,
-    /// never followed (a redirect would carry the token to another host).
-    pub fn http_client(
-        upstream: &crate::config::UpstreamConfig,
-    ) -> Result<reqwest::Client, crate::upstream::ClientError> {
-        let builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .referer(false)
-            .connect_timeout(PROXY_TIMEOUT)
-            .read_timeout(PROXY_TIMEOUT);
-        crate::upstream::build(builder, upstream)
     }
 
     /// Forwards `request` with `app`'s token, counts the outcome in
@@ -427,37 +416,19 @@ impl Proxy {
         // Refused by any broker this reaches, itself included: a loop
         // ends at its first turn.
         headers.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
-        let sent = self
-            .http
-            .request(method.clone(), url)
-            .headers(headers)
-            .body(body.clone())
-            .send();
-        let upstream = timeout_at(deadline, sent)
-            .await
-            .map_err(|_| ProxyError::Timeout(self.timeout))?
-            .map_err(|err| self.upstream_error(err))?;
         let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
-        let answer = timeout_at(deadline, peek(upstream, whole))
-            .await
-            .map_err(|_| ProxyError::Timeout(self.timeout))?
-            .map_err(|err| self.upstream_error(err))?;
+        let answer = timeout_at(
+            deadline,
+            self.upstream.call(method, url, headers, body, whole),
+        )
+        .await
+        .map_err(|_| ProxyError::Timeout(self.timeout))??;
         if !scrub {
             return Ok(answer);
         }
         answer
             .without_refresh_tokens()
             .map_err(|why| ProxyError::Upstream(why.to_owned()))
-    }
-
-    fn upstream_error(&self, err: reqwest::Error) -> ProxyError {
-        // The URL holds the token: never let it into a message.
-        let err = err.without_url();
-        if err.is_timeout() {
-            ProxyError::Timeout(self.timeout)
-        } else {
-            ProxyError::Upstream(Chain(&err).to_string())
-        }
     }
 }
 

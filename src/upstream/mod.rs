@@ -5,7 +5,13 @@
 //! directly and never reads the hosts file: the broker must not call
 //! itself.
 
-use std::net::SocketAddr;
+mod connect;
+mod pool;
+
+pub use connect::{ConnectError, Connector, Origin, Stream};
+pub use pool::{CallError, Pool, Read};
+
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_resolver::config::ResolveHosts;
@@ -57,6 +63,11 @@ struct DnsOnly {
 }
 
 impl DnsOnly {
+    /// `host`'s addresses, from DNS alone.
+    async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, hickory_resolver::ResolveError> {
+        Ok(self.resolver.lookup_ip(host).await?.into_iter().collect())
+    }
+
     fn new() -> Result<Self, ResolverError> {
         let mut builder = TokioResolver::builder_tokio().map_err(ResolverError)?;
         builder.options_mut().use_hosts_file = ResolveHosts::Never;

@@ -1,0 +1,128 @@
+//! How a forwarded call reaches upstream: on the proxy's own kept-alive
+//! connections ([`crate::upstream::Pool`]), which a call drives in its own
+//! task, or, when the environment names an HTTP proxy (`HTTPS_PROXY` and
+//! the like, which the broker's other clients honour), through reqwest,
+//! so that every call leaves by the same way.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request};
+use http_body_util::Full;
+use url::Position;
+
+use super::answer::{peek, Answer};
+use super::ProxyError;
+use crate::config::UpstreamConfig;
+use crate::errors::Chain;
+use crate::upstream::{ClientError, Connector, Origin, Pool, Read};
+
+/// The variables reqwest takes a system proxy from.
+const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+pub enum Upstream {
+    Pool(Box<Pool>),
+    /// Redirects are passed back to the caller, never followed (a
+    /// redirect would carry the token to another host).
+    ViaProxy(reqwest::Client, std::time::Duration),
+}
+
+impl Upstream {
+    /// The way calls leave, as `[upstream]` and the environment say;
+    /// `timeout` bounds a connection's opening.
+    pub fn new(
+        config: &UpstreamConfig,
+        timeout: std::time::Duration,
+    ) -> Result<Upstream, ClientError> {
+        let proxied = PROXY_VARIABLES
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
+        if !proxied {
+            return Ok(Upstream::Pool(Box::new(Pool::new(Connector::new(
+                config, timeout,
+            )?))));
+        }
+        let builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
+            .connect_timeout(timeout)
+            .read_timeout(timeout);
+        Ok(Upstream::ViaProxy(
+            crate::upstream::build(builder, config)?,
+            timeout,
+        ))
+    }
+
+    /// One call; its answer read whole when at most `whole` bytes.
+    pub(super) async fn call(
+        &self,
+        method: &Method,
+        url: reqwest::Url,
+        mut headers: HeaderMap,
+        body: &Bytes,
+        whole: usize,
+    ) -> Result<Answer, ProxyError> {
+        // What reqwest sent by default, kept for upstreams that look.
+        if !headers.contains_key(header::ACCEPT) {
+            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        }
+        match self {
+            Upstream::Pool(pool) => {
+                let origin = Origin::of(&url).ok_or(ProxyError::Upstream(
+                    "api_base is not an http(s) URL".into(),
+                ))?;
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", origin.host),
+                    None => origin.host.clone(),
+                };
+                headers.insert(
+                    header::HOST,
+                    HeaderValue::try_from(host).map_err(|_| {
+                        ProxyError::Upstream("api_base's host is not a valid Host header".into())
+                    })?,
+                );
+                let mut request = Request::new(Full::new(body.clone()));
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = url[Position::BeforePath..]
+                    .parse()
+                    .map_err(|_| ProxyError::BadPath("not a valid request target"))?;
+                *request.headers_mut() = headers;
+                pool.call(&origin, request, |response| peek(response, whole))
+                    .await
+                    .map_err(|err| ProxyError::Upstream(Chain(&err).to_string()))
+            }
+            Upstream::ViaProxy(client, timeout) => {
+                let failed = |err| reqwest_error(err, *timeout);
+                let response = client
+                    .request(method.clone(), url)
+                    .headers(headers)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(failed)?;
+                let answer = peek(http::Response::from(response), whole)
+                    .await
+                    .map_err(failed)?;
+                Ok(match answer {
+                    Read::Done(answer) | Read::Streaming(answer) => answer,
+                })
+            }
+        }
+    }
+}
+
+fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyError {
+    // The URL holds the token: never let it into a message.
+    let err = err.without_url();
+    if err.is_timeout() {
+        ProxyError::Timeout(timeout)
+    } else {
+        ProxyError::Upstream(Chain(&err).to_string())
+    }
+}
