@@ -176,6 +176,17 @@ pub fn withheld(path: &str) -> Option<Withheld> {
 /// WeCom's `/cgi-bin/service/`), version (`/v2`) or spelling
 /// (`clear-quota`, `clearquota`), and a `quota/clear` or `quota/reset`.
 fn is_operator_action(spelling: &str) -> bool {
+    // Every spelling of an action names a quota once separators are gone.
+    let letters = spelling
+        .bytes()
+        .filter(|b| !matches!(b, b'_' | b'-' | b'.'));
+    if !letters
+        .collect::<Vec<u8>>()
+        .windows(5)
+        .any(|w| w == b"quota")
+    {
+        return false;
+    }
     let squashed: Vec<String> = spelling
         .split('/')
         .map(|segment| segment.replace(['_', '-', '.'], ""))
@@ -223,6 +234,9 @@ impl ForwardPath {
 /// once. A hop that decodes fewer times than the next routes on one of
 /// these, so a rule must hold for all of them.
 pub fn spellings(path: &str) -> Vec<String> {
+    if let Some(plain) = already_normal(path) {
+        return vec![plain.to_owned()];
+    }
     let mut spellings: Vec<String> = Vec::new();
     let mut decoded = path.to_owned();
     for _ in 0..DECODE_ROUNDS {
@@ -275,6 +289,9 @@ fn classify_normalised(path: &str) -> PathFamily {
 /// might apply: decoded (repeatedly), lowercased, with empty and `.`
 /// segments dropped, `..` applied, and no leading or trailing slash.
 pub fn normalise(path: &str) -> String {
+    if let Some(plain) = already_normal(path) {
+        return plain.to_owned();
+    }
     let mut decoded = path.to_owned();
     for _ in 0..DECODE_ROUNDS {
         let next = String::from_utf8_lossy(&percent_decode(&decoded)).into_owned();
@@ -284,6 +301,21 @@ pub fn normalise(path: &str) -> String {
         decoded = next;
     }
     segments(&decoded)
+}
+
+/// `path` without its leading slash when that is already its one
+/// spelling: nothing to decode (no `%`), no uppercase, backslash, `;`,
+/// space or control character, and no empty, `.` or `..` segment. Most
+/// paths are, and are judged without decoding them four times.
+fn already_normal(path: &str) -> Option<&str> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let plain = path.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/')
+    });
+    let tidy = path
+        .split('/')
+        .all(|segment| !matches!(segment, "" | "." | ".."));
+    (plain && tidy).then_some(path)
 }
 
 /// A decoded path with empty and `.` segments dropped, `..` applied,
@@ -511,6 +543,34 @@ mod tests {
         ] {
             assert_eq!(classify(path), PathFamily::Other, "{path}");
             assert!(!classify(path).fetches_credential());
+        }
+    }
+
+    #[test]
+    fn a_path_already_normal_is_its_own_one_spelling() {
+        for path in [
+            "cgi-bin/getcallbackip",
+            "/tcb/invokecloudfunction",
+            "wxa/msg_sec_check",
+        ] {
+            let bare = path.trim_start_matches('/');
+            assert_eq!(spellings(path), [bare]);
+            assert_eq!(normalise(path), bare);
+        }
+        // Anything a hop could read otherwise takes the long way, and
+        // gives what it always gave.
+        for path in [
+            "cgi-bin/Token",
+            "cgi-bin//token",
+            "cgi-bin/./token",
+            "a/../cgi-bin/token",
+            "cgi-bin/%74oken",
+            "cgi-bin/token/",
+            "cgi-bin\\token",
+            "cgi-bin/token;x",
+        ] {
+            assert!(already_normal(path).is_none(), "{path}");
+            assert_eq!(classify(path), PathFamily::ClassicToken, "{path}");
         }
     }
 }

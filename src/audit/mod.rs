@@ -45,6 +45,11 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// Records the writer takes at once.
 const BATCH: usize = 256;
 
+/// How long the writer rests after a partial batch, so that records
+/// gather rather than wake it one by one. At this pause a full queue is
+/// `QUEUE_CAPACITY` calls in 20 ms, 200,000 a second.
+const GATHER_PAUSE: Duration = Duration::from_millis(20);
+
 /// After a failed write, the file is tried again no sooner than this, and
 /// the failure is logged once per attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -226,6 +231,11 @@ impl Writer {
                         break;
                     }
                     self.write(&mut batch).await;
+                    // Records gather while the writer rests: one wake-up
+                    // per pause under load, not one per forwarded call.
+                    if received < BATCH {
+                        tokio::time::sleep(GATHER_PAUSE).await;
+                    }
                 }
                 () = &mut stop => break,
             }

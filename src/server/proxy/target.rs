@@ -2,6 +2,9 @@
 //! app's `api_base`, the credential endpoints it may never reach, and the
 //! query with the pairs the broker sets itself removed.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+
 use super::ProxyError;
 use crate::http_io::query;
 use crate::wechat_path::{self, percent_decode, Carries, Withheld};
@@ -73,9 +76,7 @@ fn target_url(
     carries: Carries,
 ) -> Result<reqwest::Url, ProxyError> {
     check_path(path)?;
-    let base = reqwest::Url::parse(api_base)
-        .map_err(|_| ProxyError::Upstream("the app's api_base is not a URL".into()))?;
-    let mut target = format!("{}/{path}", api_base.trim_end_matches('/'));
+    let base = parsed_base(api_base)?;
     let replaced: &[&str] = match carries {
         Carries::AppToken => &["access_token"],
         Carries::UserToken => &[],
@@ -84,17 +85,40 @@ fn target_url(
     let kept = query
         .map(|query| query::without(query, replaced))
         .unwrap_or_default();
-    if !kept.is_empty() {
-        target.push('?');
-        target.push_str(&kept);
-    }
-    let url =
-        reqwest::Url::parse(&target).map_err(|_| ProxyError::BadPath("not a valid URL path"))?;
+    // The base's origin as parsed; only the path and query are set (and
+    // encoded) here, so the host is never parsed twice.
+    let mut url = base.clone();
+    url.set_path(&format!("{}/{path}", base.path().trim_end_matches('/')));
+    url.set_query((!kept.is_empty()).then_some(kept.as_str()));
     let prefix = format!("{}/", base.path().trim_end_matches('/'));
     if url.origin() != base.origin() || !url.path().starts_with(&prefix) {
         return Err(ProxyError::BadPath("path leaves api_base"));
     }
     Ok(url)
+}
+
+/// `api_base` parsed, from a cache: the few bases a broker has are
+/// parsed once, not on every call (a host's parsing is the dearest part).
+fn parsed_base(api_base: &str) -> Result<reqwest::Url, ProxyError> {
+    /// More than any configuration has; past it the cache starts again.
+    const MOST: usize = 1024;
+    static BASES: LazyLock<RwLock<HashMap<String, reqwest::Url>>> = LazyLock::new(Default::default);
+    let cached = BASES
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(api_base)
+        .cloned();
+    if let Some(base) = cached {
+        return Ok(base);
+    }
+    let base = reqwest::Url::parse(api_base)
+        .map_err(|_| ProxyError::Upstream("the app's api_base is not a URL".into()))?;
+    let mut bases = BASES.write().unwrap_or_else(|e| e.into_inner());
+    if bases.len() >= MOST {
+        bases.clear();
+    }
+    bases.insert(api_base.to_owned(), base.clone());
+    Ok(base)
 }
 
 #[cfg(test)]
