@@ -1,6 +1,6 @@
 # The README's commands. `make test` is what CI runs.
 
-.PHONY: test test-deps fmt-check clippy doc unit bench bench-scale
+.PHONY: test test-deps fmt-check clippy doc unit bench bench-proxy bench-scale
 
 test: test-deps fmt-check clippy doc unit
 
@@ -25,6 +25,13 @@ unit:
 
 bench:
 	scripts/bench.sh
+	mkdir -p docs/bench
+	scripts/bench_proxy.sh | tee docs/bench/forwarding.md
+
+# The forwarding case alone: the proxy against nginx's proxy_pass.
+bench-proxy:
+	mkdir -p docs/bench
+	scripts/bench_proxy.sh | tee docs/bench/forwarding.md
 
 # The Open Platform at scale: 10,000 authorizers in one broker
 # (docs/open-platform.md shows the figures); and a WeCom suite with
