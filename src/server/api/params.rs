@@ -33,16 +33,16 @@ impl<'a> Params<'a> {
             return None;
         }
         let mut rest = Some(path.strip_prefix('/')?);
-        for wanted in pattern.strip_prefix('/')?.split('/') {
+        let mut wanted_rest = Some(pattern.strip_prefix('/')?);
+        while let Some(patterns) = wanted_rest {
+            let (wanted, after_wanted) = first_segment(patterns);
+            wanted_rest = after_wanted;
             let here = rest?;
             if let Some(name) = wanted.strip_prefix("{*").and_then(|w| w.strip_suffix('}')) {
                 params.push(name, here);
                 return Some(params);
             }
-            let (segment, after) = match here.split_once('/') {
-                Some((segment, after)) => (segment, Some(after)),
-                None => (here, None),
-            };
+            let (segment, after) = first_segment(here);
             match wanted.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
                 Some(name) => params.push(name, segment),
                 None if wanted == segment => {}
@@ -103,5 +103,15 @@ mod tests {
         assert_eq!(rest("/v1/platforms/a//b"), Some("a//b"));
         assert_eq!(rest("/v1/platforms"), None);
         assert!(Params::of("*", "anything at all").is_some());
+    }
+}
+
+/// The first segment of `path` and what follows its slash, if any. A byte
+/// loop: segments are short, and this runs for every route a request
+/// passes.
+fn first_segment(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'/') {
+        Some(slash) => (&path[..slash], Some(&path[slash + 1..])),
+        None => (path, None),
     }
 }

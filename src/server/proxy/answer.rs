@@ -242,6 +242,15 @@ impl WxFields {
         if *first != b'{' {
             return None;
         }
+        // Most answers name neither field (and escape nothing a key could
+        // hide one in): nothing to parse for.
+        let names = |field: &[u8]| body.windows(field.len()).any(|w| w == field);
+        if !names(b"errcode") && !names(b"errmsg") && !body.contains(&b'\\') {
+            return Some(WxFields {
+                errcode: None,
+                errmsg: None,
+            });
+        }
         let spelled: Spelled = serde_json::from_slice(body).ok()?;
         Some(WxFields {
             errcode: spelled.errcode.and_then(|code| code.as_i64()),
@@ -334,5 +343,8 @@ mod tests {
         assert_eq!(fields.errmsg.as_deref(), Some("x rid: 0a-1b"));
         let plain = WxFields::of(br#"{"openid":"o1"}"#).unwrap();
         assert_eq!(plain.errcode, None);
+        // A key spelled with an escape is still the key.
+        let escaped = WxFields::of(br#"{"errcod\u0065":40001,"n":1}"#).unwrap();
+        assert_eq!(escaped.errcode, Some(40001));
     }
 }

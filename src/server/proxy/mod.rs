@@ -232,7 +232,9 @@ impl Proxy {
             Carries::UserToken => {
                 // The user's OAuth token goes as the client sent it, and a
                 // 40001 is about that token: nothing for the broker to do.
-                let answer = self.send(request.method, url, &headers, &body).await?;
+                let answer = self
+                    .send(request.method, &url, None, &headers, &body)
+                    .await?;
                 Ok((answer.into_response(), false))
             }
             Carries::AppSecret => {
@@ -241,7 +243,9 @@ impl Proxy {
                 url.query_pairs_mut()
                     .append_pair("appid", &config.appid)
                     .append_pair("secret", config.secret.expose());
-                let answer = self.send(request.method, url, &headers, &body).await?;
+                let answer = self
+                    .send(request.method, &url, None, &headers, &body)
+                    .await?;
                 Ok((answer.into_response(), false))
             }
         }
@@ -392,9 +396,8 @@ impl Proxy {
         token: &str,
         rejects: fn(i64) -> bool,
     ) -> Result<(Response<Body>, Option<(i64, String)>), ProxyError> {
-        let mut url = url.clone();
-        url.query_pairs_mut().append_pair(token_param, token);
-        let answer = self.send(method, url, headers, body).await?;
+        let credential = Some((token_param, token));
+        let answer = self.send(method, url, credential, headers, body).await?;
         let rejection = answer.rejection_by(rejects);
         Ok((answer.into_response(), rejection))
     }
@@ -406,7 +409,8 @@ impl Proxy {
     async fn send(
         &self,
         method: &Method,
-        url: reqwest::Url,
+        url: &reqwest::Url,
+        credential: Option<(&str, &str)>,
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
@@ -419,7 +423,8 @@ impl Proxy {
         let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
         let answer = timeout_at(
             deadline,
-            self.upstream.call(method, url, headers, body, whole),
+            self.upstream
+                .call(method, url, credential, headers, body, whole),
         )
         .await
         .map_err(|_| ProxyError::Timeout(self.timeout))??;

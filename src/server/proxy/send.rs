@@ -59,11 +59,14 @@ impl Upstream {
         ))
     }
 
-    /// One call; its answer read whole when at most `whole` bytes.
+    /// One call, with `credential` (a query parameter's name and the
+    /// token) added to `url`'s query; its answer read whole when at most
+    /// `whole` bytes.
     pub(super) async fn call(
         &self,
         method: &Method,
-        url: reqwest::Url,
+        url: &reqwest::Url,
+        credential: Option<(&str, &str)>,
         mut headers: HeaderMap,
         body: &Bytes,
         whole: usize,
@@ -74,7 +77,7 @@ impl Upstream {
         }
         match self {
             Upstream::Pool(pool) => {
-                let origin = Origin::of(&url).ok_or(ProxyError::Upstream(
+                let origin = Origin::of(url).ok_or(ProxyError::Upstream(
                     "api_base is not an http(s) URL".into(),
                 ))?;
                 let host = match url.port() {
@@ -89,7 +92,7 @@ impl Upstream {
                 );
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = method.clone();
-                *request.uri_mut() = url[Position::BeforePath..]
+                *request.uri_mut() = request_target(url, credential)
                     .parse()
                     .map_err(|_| ProxyError::BadPath("not a valid request target"))?;
                 *request.headers_mut() = headers;
@@ -99,6 +102,10 @@ impl Upstream {
             }
             Upstream::ViaProxy(client, timeout) => {
                 let failed = |err| reqwest_error(err, *timeout);
+                let mut url = url.clone();
+                if let Some((name, token)) = credential {
+                    url.query_pairs_mut().append_pair(name, token);
+                }
                 let response = client
                     .request(method.clone(), url)
                     .headers(headers)
@@ -117,6 +124,24 @@ impl Upstream {
     }
 }
 
+/// `url`'s path and query (origin form), with `credential` appended to
+/// the query, form-encoded as `url` would encode it.
+fn request_target(url: &reqwest::Url, credential: Option<(&str, &str)>) -> String {
+    let mut target = url[Position::BeforePath..].to_owned();
+    if let Some((name, token)) = credential {
+        target.reserve(name.len() + token.len() + 2);
+        match url.query() {
+            None => target.push('?'),
+            Some("") => {}
+            Some(_) => target.push('&'),
+        }
+        target.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        target.push('=');
+        target.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+    }
+    target
+}
+
 fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyError {
     // The URL holds the token: never let it into a message.
     let err = err.without_url();
@@ -124,5 +149,34 @@ fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyErro
         ProxyError::Timeout(timeout)
     } else {
         ProxyError::Upstream(Chain(&err).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_last_in_the_query_encoded_as_a_form() {
+        let url = reqwest::Url::parse("http://127.0.0.1:9/base/tcb/x?env=e%20").unwrap();
+        assert_eq!(
+            request_target(&url, Some(("access_token", "t/+ k"))),
+            "/base/tcb/x?env=e%20&access_token=t%2F%2B+k"
+        );
+        let bare = reqwest::Url::parse("http://127.0.0.1:9/cgi-bin/getcallbackip").unwrap();
+        assert_eq!(
+            request_target(&bare, Some(("component_access_token", "T"))),
+            "/cgi-bin/getcallbackip?component_access_token=T"
+        );
+        assert_eq!(request_target(&bare, None), "/cgi-bin/getcallbackip");
+        // What the URL itself would have made of it.
+        let mut appended = url.clone();
+        appended
+            .query_pairs_mut()
+            .append_pair("access_token", "t/+ k");
+        assert_eq!(
+            request_target(&url, Some(("access_token", "t/+ k"))),
+            appended[Position::BeforePath..]
+        );
     }
 }
