@@ -79,6 +79,16 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The first segment of `path` and what follows its slash, if any. A byte
+/// loop: segments are short, and this runs for every route a request
+/// passes.
+fn first_segment(path: &str) -> (&str, Option<&str>) {
+    match path.bytes().position(|b| b == b'/') {
+        Some(slash) => (&path[..slash], Some(&path[slash + 1..])),
+        None => (path, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,15 +113,5 @@ mod tests {
         assert_eq!(rest("/v1/platforms/a//b"), Some("a//b"));
         assert_eq!(rest("/v1/platforms"), None);
         assert!(Params::of("*", "anything at all").is_some());
-    }
-}
-
-/// The first segment of `path` and what follows its slash, if any. A byte
-/// loop: segments are short, and this runs for every route a request
-/// passes.
-fn first_segment(path: &str) -> (&str, Option<&str>) {
-    match path.bytes().position(|b| b == b'/') {
-        Some(slash) => (&path[..slash], Some(&path[slash + 1..])),
-        None => (path, None),
     }
 }
