@@ -309,13 +309,23 @@ pub fn normalise(path: &str) -> String {
 /// paths are, and are judged without decoding them four times.
 fn already_normal(path: &str) -> Option<&str> {
     let path = path.strip_prefix('/').unwrap_or(path);
-    let plain = path.bytes().all(|b| {
-        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'/')
-    });
-    let tidy = path
-        .split('/')
-        .all(|segment| !matches!(segment, "" | "." | ".."));
-    (plain && tidy).then_some(path)
+    let tidy = |segment: &[u8]| !matches!(segment, b"" | b"." | b"..");
+    let bytes = path.as_bytes();
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte == b'/' {
+            if !tidy(&bytes[start..at]) {
+                return None;
+            }
+            start = at + 1;
+        } else if !(byte.is_ascii_lowercase()
+            || byte.is_ascii_digit()
+            || matches!(byte, b'_' | b'-' | b'.'))
+        {
+            return None;
+        }
+    }
+    tidy(&bytes[start..]).then_some(path)
 }
 
 /// A decoded path with empty and `.` segments dropped, `..` applied,

@@ -217,6 +217,16 @@ fn remove_fields(value: &mut serde_json::Value, names: &[&str]) {
     }
 }
 
+/// Whether `body` may name `errcode` or `errmsg`: a key starting `"err`,
+/// or any escape (a key could hide behind one). One pass, no parsing.
+fn names_an_err_field(body: &[u8]) -> bool {
+    body.iter().enumerate().any(|(at, byte)| match byte {
+        b'\\' => true,
+        b'"' => body[at + 1..].starts_with(b"err"),
+        _ => false,
+    })
+}
+
 /// The fields of a WeChat answer the broker looks at, read once.
 #[derive(Debug)]
 pub(super) struct WxFields {
@@ -244,8 +254,7 @@ impl WxFields {
         }
         // Most answers name neither field (and escape nothing a key could
         // hide one in): nothing to parse for.
-        let names = |field: &[u8]| body.windows(field.len()).any(|w| w == field);
-        if !names(b"errcode") && !names(b"errmsg") && !body.contains(&b'\\') {
+        if !names_an_err_field(body) {
             return Some(WxFields {
                 errcode: None,
                 errmsg: None,
