@@ -80,13 +80,11 @@ impl Upstream {
                 let origin = Origin::of(url).ok_or(ProxyError::Upstream(
                     "api_base is not an http(s) URL".into(),
                 ))?;
-                let host = match url.port() {
-                    Some(port) => format!("{}:{port}", origin.host),
-                    None => origin.host.clone(),
-                };
+                // The host and any explicit port, as the URL spells them.
+                let host = &url[Position::BeforeHost..Position::AfterPort];
                 headers.insert(
                     header::HOST,
-                    HeaderValue::try_from(host).map_err(|_| {
+                    HeaderValue::from_str(host).map_err(|_| {
                         ProxyError::Upstream("api_base's host is not a valid Host header".into())
                     })?,
                 );

@@ -87,11 +87,19 @@ fn target_url(
         .unwrap_or_default();
     // The base's origin as parsed; only the path and query are set (and
     // encoded) here, so the host is never parsed twice.
+    let base_path = base.path().trim_end_matches('/');
+    let mut full_path = String::with_capacity(base_path.len() + 1 + path.len());
+    full_path.push_str(base_path);
+    full_path.push('/');
+    full_path.push_str(path);
     let mut url = base.clone();
-    url.set_path(&format!("{}/{path}", base.path().trim_end_matches('/')));
+    url.set_path(&full_path);
     url.set_query((!kept.is_empty()).then_some(kept.as_str()));
-    let prefix = format!("{}/", base.path().trim_end_matches('/'));
-    if url.origin() != base.origin() || !url.path().starts_with(&prefix) {
+    let under_base = url
+        .path()
+        .strip_prefix(base_path)
+        .is_some_and(|rest| rest.starts_with('/'));
+    if url.origin() != base.origin() || !under_base {
         return Err(ProxyError::BadPath("path leaves api_base"));
     }
     Ok(url)
