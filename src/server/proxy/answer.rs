@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, BodyStream, Either, StreamBody};
 use hyper::body::{Body as HttpBody, Frame};
 use serde::Deserialize;
 
-use super::headers::{connection_listed, is_hop_by_hop};
+use super::headers::{connection_listed, HOP_BY_HOP};
 use crate::audit::Reply;
 use crate::http_io::response::{self, Body};
 use crate::upstream::Read;
@@ -185,16 +185,19 @@ impl Answer {
                 )
             }
         };
+        let mut headers = headers;
         let connection = connection_listed(&headers);
+        for name in HOP_BY_HOP
+            .iter()
+            .copied()
+            .chain(connection.iter().map(String::as_str))
+        {
+            headers.remove(name);
+        }
         let mut response = Response::new(body);
         *response.status_mut() = status;
         response.extensions_mut().insert(reply);
-        let out = response.headers_mut();
-        for (name, value) in &headers {
-            if !is_hop_by_hop(name, &connection) {
-                out.append(name.clone(), value.clone());
-            }
-        }
+        *response.headers_mut() = headers;
         response
     }
 }
@@ -220,11 +223,8 @@ fn remove_fields(value: &mut serde_json::Value, names: &[&str]) {
 /// Whether `body` may name `errcode` or `errmsg`: a key starting `"err`,
 /// or any escape (a key could hide behind one). One pass, no parsing.
 fn names_an_err_field(body: &[u8]) -> bool {
-    body.iter().enumerate().any(|(at, byte)| match byte {
-        b'\\' => true,
-        b'"' => body[at + 1..].starts_with(b"err"),
-        _ => false,
-    })
+    memchr::memchr2_iter(b'"', b'\\', body)
+        .any(|at| body[at] == b'\\' || body[at + 1..].starts_with(b"err"))
 }
 
 /// The fields of a WeChat answer the broker looks at, read once.

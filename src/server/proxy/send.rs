@@ -133,11 +133,24 @@ fn request_target(url: &reqwest::Url, credential: Option<(&str, &str)>) -> Strin
             Some("") => {}
             Some(_) => target.push('&'),
         }
-        target.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        push_form_encoded(&mut target, name);
         target.push('=');
-        target.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
+        push_form_encoded(&mut target, token);
     }
     target
+}
+
+/// `value` form-encoded onto `target`; a value that needs no encoding
+/// (a token's usual alphabet) is copied as it is.
+fn push_form_encoded(target: &mut String, value: &str) {
+    let plain = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_'));
+    if plain {
+        target.push_str(value);
+    } else {
+        target.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
+    }
 }
 
 fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyError {
