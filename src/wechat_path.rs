@@ -176,15 +176,18 @@ pub fn withheld(path: &str) -> Option<Withheld> {
 /// WeCom's `/cgi-bin/service/`), version (`/v2`) or spelling
 /// (`clear-quota`, `clearquota`), and a `quota/clear` or `quota/reset`.
 fn is_operator_action(spelling: &str) -> bool {
-    // Every spelling of an action names a quota once separators are gone.
-    let letters = spelling
+    // Every spelling of an action names a quota once separators are gone:
+    // looked for in the last five letters seen, without a copy.
+    const QUOTA: u64 = u64::from_be_bytes([0, 0, 0, b'q', b'u', b'o', b't', b'a']);
+    let mut last_five = 0u64;
+    let names_quota = spelling
         .bytes()
-        .filter(|b| !matches!(b, b'_' | b'-' | b'.'));
-    if !letters
-        .collect::<Vec<u8>>()
-        .windows(5)
-        .any(|w| w == b"quota")
-    {
+        .filter(|b| !matches!(b, b'_' | b'-' | b'.'))
+        .any(|b| {
+            last_five = ((last_five << 8) | u64::from(b)) & 0xff_ffff_ffff;
+            last_five == QUOTA
+        });
+    if !names_quota {
         return false;
     }
     let squashed: Vec<String> = spelling

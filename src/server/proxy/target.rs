@@ -2,6 +2,7 @@
 //! app's `api_base`, the credential endpoints it may never reach, and the
 //! query with the pairs the broker sets itself removed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{LazyLock, RwLock};
 
@@ -49,8 +50,13 @@ pub fn check_path(path: &str) -> Result<(), ProxyError> {
         return Err(ProxyError::BadPath("backslash in path"));
     }
     for segment in path.split('/') {
-        let decoded = percent_decode(segment);
-        if decoded == b"." || decoded == b".." {
+        // Only a segment with a `%` has anything to decode.
+        let decoded: Cow<[u8]> = if segment.contains('%') {
+            Cow::Owned(percent_decode(segment))
+        } else {
+            Cow::Borrowed(segment.as_bytes())
+        };
+        if *decoded == *b"." || *decoded == *b".." {
             return Err(ProxyError::BadPath("dot segment in path"));
         }
         if decoded
