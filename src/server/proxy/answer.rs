@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, BodyStream, Either, StreamBody};
 use hyper::body::{Body as HttpBody, Frame};
 use serde::Deserialize;
 
-use super::headers::{connection_listed, HOP_BY_HOP};
+use super::headers::{connection_listed, is_hop_by_hop};
 use crate::audit::Reply;
 use crate::http_io::response::{self, Body};
 use crate::upstream::Read;
@@ -187,11 +187,14 @@ impl Answer {
         };
         let mut headers = headers;
         let connection = connection_listed(&headers);
-        for name in HOP_BY_HOP
-            .iter()
-            .copied()
-            .chain(connection.iter().map(String::as_str))
-        {
+        // An answer has a handful of headers, rarely a hop-by-hop one:
+        // those found are taken out, nothing else is touched.
+        let hop_by_hop: Vec<_> = headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name, &connection))
+            .cloned()
+            .collect();
+        for name in hop_by_hop {
             headers.remove(name);
         }
         let mut response = Response::new(body);

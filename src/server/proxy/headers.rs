@@ -11,7 +11,7 @@ pub const FORWARDED_MARK: HeaderName = HeaderName::from_static("wxbroker-forward
 pub(super) const FORWARDED_MARK_VALUE: HeaderValue = HeaderValue::from_static("1");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
-pub(super) const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
