@@ -110,6 +110,12 @@ impl AppHandle {
         context: &EngineContext,
         mut seed: Seed,
     ) -> AppHandle {
+        // Each credential's fetches show at 0 before the first, so that
+        // one is seen by `increase()`; and a follower's stay at 0.
+        let series = context.metrics.app(&config.name);
+        for spec in specs(&config) {
+            series.show_fetches(spec.credential.label());
+        }
         // A follower app's credentials, its tickets too, are all read
         // from its leader: no refresher, so no upstream call, ever.
         if let Some(follow) = &config.follow {

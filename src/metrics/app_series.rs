@@ -5,7 +5,8 @@
 //!
 //! A broker may hold ten thousand apps, so an app costs little here: one
 //! [`AppSeries`] with the counters it has used, nothing for those it has
-//! not. A series appears on the first event it counts (a counter created
+//! not (but its successful fetches, shown at 0 from the start). A series
+//! appears on the first event it counts (a counter created
 //! at 1 rather than seen at 0 first: the alert rules treat a series that
 //! is new in their window as an increase), and the histogram of fetch
 //! durations has a few buckets chosen for a token call. The families are
@@ -255,6 +256,25 @@ impl AppSeries {
         durations.count += 1;
     }
 
+    /// Shows `wxbroker_upstream_fetches_total{credential, result="ok"}`
+    /// at 0 until the first fetch: the one series every fetching app has
+    /// anyway, there from the start.
+    pub fn show_fetches(&self, credential: &'static str) {
+        let mut counts = self.counts();
+        let labels = [credential, "ok"];
+        if !counts
+            .counts
+            .iter()
+            .any(|count| count.family == Counted::UpstreamFetches && count.labels == labels)
+        {
+            counts.counts.push(Count {
+                family: Counted::UpstreamFetches,
+                labels,
+                value: 0,
+            });
+        }
+    }
+
     /// An upstream error not tied to one call's failure (an answer whose
     /// lifetime is too short to pace refreshes by).
     pub fn count_error(&self, credential: &'static str, errcode: &'static str) {
@@ -457,6 +477,19 @@ mod tests {
              # TYPE wxbroker_token_fights_total counter\n\
              wxbroker_token_fights_total{app=\"shop\"} 1\n"
         );
+    }
+
+    #[test]
+    fn fetches_shown_at_zero_count_on_from_there() {
+        let table = AppTable::default();
+        let shop = table.get("shop");
+        shop.show_fetches("access_token");
+        let at_zero = r#"wxbroker_upstream_fetches_total{app="shop",credential="access_token",result="ok"} 0"#;
+        assert!(written(&table).lines().any(|l| l == at_zero));
+        shop.fetched("access_token", "ok", None, Duration::from_millis(50));
+        shop.show_fetches("access_token");
+        assert_eq!(shop.fetches("access_token", "ok"), 1);
+        assert_eq!(written(&table).matches("wxbroker_upstream_fetches_total{").count(), 1);
     }
 
     #[test]
