@@ -532,7 +532,9 @@ async fn dashboard_and_alerts_query_only_metrics_the_daemon_exposes() {
         for name in metric_names(query) {
             // `up` is Prometheus's own, per scrape target.
             assert!(
-                name == "up" || exposed.contains_key(&name) || CLUSTER_ONLY.contains(&name.as_str()),
+                name == "up"
+                    || exposed.contains_key(&name)
+                    || CLUSTER_ONLY.contains(&name.as_str()),
                 "an alert queries {name}, which /metrics does not expose: {query}"
             );
         }

@@ -489,7 +489,12 @@ mod tests {
         shop.fetched("access_token", "ok", None, Duration::from_millis(50));
         shop.show_fetches("access_token");
         assert_eq!(shop.fetches("access_token", "ok"), 1);
-        assert_eq!(written(&table).matches("wxbroker_upstream_fetches_total{").count(), 1);
+        assert_eq!(
+            written(&table)
+                .matches("wxbroker_upstream_fetches_total{")
+                .count(),
+            1
+        );
     }
 
     #[test]
