@@ -93,13 +93,13 @@ pub fn register(broker: &Broker, metrics: &Metrics) {
 /// suites' families ([`AppGauges`] writes the apps'). It holds the broker
 /// weakly: the registry lives in the broker's own context, so a strong
 /// hold would keep both forever.
-pub struct BrokerGauges {
+struct BrokerGauges {
     kinds: Weak<Kinds>,
     descs: Vec<Desc>,
 }
 
 impl BrokerGauges {
-    pub fn new(broker: &Broker) -> BrokerGauges {
+    fn new(broker: &Broker) -> BrokerGauges {
         let gauges = APP_GAUGES
             .iter()
             .chain(&crate::platform::metrics::GAUGES)
