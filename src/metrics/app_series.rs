@@ -6,11 +6,11 @@
 //! A broker may hold ten thousand apps, so an app costs little here: one
 //! [`AppSeries`] with the counters it has used, nothing for those it has
 //! not (but its successful fetches, shown at 0 from the start). A series
-//! appears on the first event it counts (a counter created
-//! at 1 rather than seen at 0 first: the alert rules treat a series that
-//! is new in their window as an increase), and the histogram of fetch
-//! durations has a few buckets chosen for a token call. The families are
-//! written as text at each rendering ([`super::text`]).
+//! appears with the first event it counts, at 1 rather than seen at 0
+//! first (the alert rules treat a series new in their window as an
+//! increase), and the histogram of fetch durations has a few buckets
+//! chosen for a token call. The families are written as text at each
+//! rendering ([`super::text`]).
 //!
 //! An app's series outlive it: counters are history, and an app removed
 //! and added back by reloads counts on from where it was. The gauges, a
@@ -52,14 +52,7 @@ impl Counted {
 
     /// How many labels the family has, `app` included.
     fn arity(self) -> usize {
-        match self {
-            Counted::TokenFights => 1,
-            Counted::ForcedRefreshes
-            | Counted::TokenChecks
-            | Counted::FollowerFlips
-            | Counted::QuotaPolls => 2,
-            Counted::UpstreamFetches | Counted::UpstreamErrors => 3,
-        }
+        self.declaration().2.len()
     }
 
     fn family(self) -> TextFamily {
@@ -179,19 +172,28 @@ struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, family: Counted, labels: [&'static str; 2]) {
-        match self
+    /// The count of `family` with `labels`, made at 0 on first use.
+    fn entry(&mut self, family: Counted, labels: [&'static str; 2]) -> &mut u64 {
+        let at = match self
             .counts
-            .iter_mut()
-            .find(|count| count.family == family && count.labels == labels)
+            .iter()
+            .position(|count| count.family == family && count.labels == labels)
         {
-            Some(count) => count.value += 1,
-            None => self.counts.push(Count {
-                family,
-                labels,
-                value: 1,
-            }),
-        }
+            Some(at) => at,
+            None => {
+                self.counts.push(Count {
+                    family,
+                    labels,
+                    value: 0,
+                });
+                self.counts.len() - 1
+            }
+        };
+        &mut self.counts[at].value
+    }
+
+    fn add(&mut self, family: Counted, labels: [&'static str; 2]) {
+        *self.entry(family, labels) += 1;
     }
 }
 
@@ -260,19 +262,8 @@ impl AppSeries {
     /// at 0 until the first fetch: the one series every fetching app has
     /// anyway, there from the start.
     pub fn show_fetches(&self, credential: &'static str) {
-        let mut counts = self.counts();
-        let labels = [credential, "ok"];
-        if !counts
-            .counts
-            .iter()
-            .any(|count| count.family == Counted::UpstreamFetches && count.labels == labels)
-        {
-            counts.counts.push(Count {
-                family: Counted::UpstreamFetches,
-                labels,
-                value: 0,
-            });
-        }
+        self.counts()
+            .entry(Counted::UpstreamFetches, [credential, "ok"]);
     }
 
     /// An upstream error not tied to one call's failure (an answer whose
@@ -463,6 +454,13 @@ mod tests {
         let mut out = Vec::new();
         table.write(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn each_counted_family_is_written_where_its_index_says() {
+        for (at, family) in Counted::ALL.iter().enumerate() {
+            assert_eq!(*family as usize, at, "{family:?}");
+        }
     }
 
     #[test]
