@@ -1,6 +1,6 @@
 # The README's commands. `make test` is what CI runs.
 
-.PHONY: test test-deps fmt-check clippy doc unit bench bench-proxy bench-scale
+.PHONY: test test-deps fmt-check clippy doc unit bench bench-proxy bench-scale bench-apps
 
 test: test-deps fmt-check clippy doc unit
 
@@ -41,3 +41,11 @@ bench-scale:
 	mkdir -p docs/bench
 	target/release/examples/platform_scale --authorizers 10000 | tee docs/bench/platform-scale.md
 	target/release/examples/suite_scale --corps 10000 | tee docs/bench/suite-scale.md
+
+# The cost of a configured app: 10,000 classic apps in one broker against
+# one, memory and /metrics series per app, scrape time (a few minutes:
+# the daemon's quota poll runs a minute after start).
+bench-apps:
+	cargo build --release --locked --bin wxbroker --example app_scale
+	mkdir -p docs/bench
+	target/release/examples/app_scale --apps 10000 | tee docs/bench/app-scale.md

@@ -33,7 +33,22 @@ impl ScaleBroker {
     /// and its callbacks on a listener of their own, whose port is
     /// returned for the simulator's pushes.
     pub fn start(binary: &Path, state: &Path, section: &str) -> (ScaleBroker, u16) {
-        let (api, metrics, callback, compat) = (free_port(), free_port(), free_port(), free_port());
+        let callback = free_port();
+        let server = format!("callback_listen = \"127.0.0.1:{callback}\"\n");
+        (Self::start_with(binary, state, &server, section), callback)
+    }
+
+    /// `binary serve` on a file store in `state` (made 0700) with apps
+    /// only: `section` holds `[[apps]]` tables, and there is no callback
+    /// listener (it applies only to platforms and suites).
+    pub fn start_apps(binary: &Path, state: &Path, section: &str) -> ScaleBroker {
+        Self::start_with(binary, state, "", section)
+    }
+
+    /// `binary serve` on a file store in `state` with `server` added to
+    /// its `[server]` lines and `section` after them.
+    fn start_with(binary: &Path, state: &Path, server: &str, section: &str) -> ScaleBroker {
+        let (api, metrics, compat) = (free_port(), free_port(), free_port());
         std::fs::create_dir_all(state).unwrap();
         std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .unwrap();
@@ -41,7 +56,7 @@ impl ScaleBroker {
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\ncallback_listen = \"127.0.0.1:{callback}\"\nwechat_compat_listen = \"127.0.0.1:{compat}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{section}",
+                "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n{server}wechat_compat_listen = \"127.0.0.1:{compat}\"\n[store]\nbackend = \"file\"\npath = \"{}\"\n[log]\nlevel = \"warn\"\n{section}",
                 state.display(),
             ),
         )
@@ -53,14 +68,13 @@ impl ScaleBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("the release binary runs (cargo build --release --bin wxbroker)");
-        let broker = ScaleBroker {
+        ScaleBroker {
             child,
             api,
             metrics,
             compat,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
-        (broker, callback)
+        }
     }
 
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -138,6 +152,24 @@ impl ScaleBroker {
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The most resident memory the broker has had (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// How many files (sockets included) the broker holds open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|dir| dir.count())
             .unwrap_or(0)
     }
 

@@ -3,8 +3,9 @@
 //! any event shows as invalid at the next scrape, a scrape changes
 //! nothing anyone else can read, and a removed app simply is not there
 //! to be read. The families are built afresh for each scrape, each kind's
-//! from its own readings: the apps' here, the platforms' and suites'
-//! (per parent aggregates, never one series per child) in their modules.
+//! from its own readings: the apps' here, written as text directly (a
+//! broker may hold ten thousand apps), the platforms' and suites' (per
+//! parent aggregates, never one series per child) in their modules.
 
 use std::sync::Weak;
 
@@ -15,7 +16,7 @@ use super::{Broker, Kinds};
 use crate::children::Census;
 use crate::credential::Credential;
 use crate::engine::{AppHandle, CredentialHandle};
-use crate::metrics::{GaugeFamily, ScrapedGauge};
+use crate::metrics::{Metrics, ScrapedGauge, TextCollector, TextFamily};
 use crate::suite::metrics::SuiteReading;
 
 const TOKEN_VALID: ScrapedGauge = ScrapedGauge {
@@ -78,16 +79,27 @@ const APP_GAUGES: [ScrapedGauge; 8] = [
     LEADER_REACHABLE,
 ];
 
+/// Registers the credentials' gauges with `metrics`: the apps' as text,
+/// the platforms' and suites' as a collector.
+pub fn register(broker: &Broker, metrics: &Metrics) {
+    metrics.register(Box::new(BrokerGauges::new(broker)));
+    metrics.register_text(Box::new(AppGauges {
+        kinds: std::sync::Arc::downgrade(&broker.kinds),
+    }));
+}
+
 /// The collector of every credential gauge, registered once with the
-/// daemon's registry. It holds the broker weakly: the registry lives in
-/// the broker's own context, so a strong hold would keep both forever.
-pub struct BrokerGauges {
+/// daemon's registry: it declares them all, and builds the platforms' and
+/// suites' families ([`AppGauges`] writes the apps'). It holds the broker
+/// weakly: the registry lives in the broker's own context, so a strong
+/// hold would keep both forever.
+struct BrokerGauges {
     kinds: Weak<Kinds>,
     descs: Vec<Desc>,
 }
 
 impl BrokerGauges {
-    pub fn new(broker: &Broker) -> BrokerGauges {
+    fn new(broker: &Broker) -> BrokerGauges {
         let gauges = APP_GAUGES
             .iter()
             .chain(&crate::platform::metrics::GAUGES)
@@ -104,8 +116,8 @@ impl Collector for BrokerGauges {
         self.descs.iter().collect()
     }
 
-    /// Reads every credential as it is now. Nothing is written: not the
-    /// credentials, not the registry's other metrics.
+    /// Reads every platform and suite as it is now. Nothing is written:
+    /// not the credentials, not the registry's other metrics.
     fn collect(&self) -> Vec<MetricFamily> {
         // Gone once the daemon is stopped and dropped: a clone of the
         // registry may outlive it, and then has no credential to show.
@@ -113,13 +125,12 @@ impl Collector for BrokerGauges {
             return Vec::new();
         };
         let now_ms = kinds.apps.now_ms();
-        let mut families = app_families(&kinds.apps.apps(), now_ms);
         let platforms = kinds.platforms.load_full();
-        families.extend(crate::platform::metrics::gauge_families(
+        let mut families = crate::platform::metrics::gauge_families(
             platforms
                 .iter()
                 .map(|platform| (platform.name(), Census::of(platform.authorizers(), now_ms))),
-        ));
+        );
         let suites = kinds.suites.load_full();
         families.extend(crate::suite::metrics::gauge_families(suites.iter().map(
             |suite| SuiteReading {
@@ -132,38 +143,55 @@ impl Collector for BrokerGauges {
     }
 }
 
-/// The apps' gauges, each app's read from its credentials' views.
-fn app_families(apps: &[AppHandle], now_ms: u64) -> Vec<MetricFamily> {
+/// The apps' gauges ([`APP_GAUGES`]), written as text at each rendering;
+/// [`BrokerGauges`] declares their names. Holds the broker weakly, as
+/// that one does.
+struct AppGauges {
+    kinds: Weak<Kinds>,
+}
+
+impl TextCollector for AppGauges {
+    fn write(&self, out: &mut Vec<u8>) {
+        let Some(kinds) = self.kinds.upgrade() else {
+            return;
+        };
+        app_families(&kinds.apps.apps(), kinds.apps.now_ms(), out);
+    }
+}
+
+/// The apps' gauges, each app's read from its credentials' views, in
+/// the apps' order.
+fn app_families(apps: &[AppHandle], now_ms: u64, out: &mut Vec<u8>) {
     let mut families = AppFamilies::new();
     for app in apps {
         families.read(app, now_ms);
     }
-    families.finish()
+    families.finish(out);
 }
 
 /// One scrape's families of [`APP_GAUGES`].
 struct AppFamilies {
-    token_valid: GaugeFamily,
-    token_expiry: GaugeFamily,
-    token_last_refresh: GaugeFamily,
-    ticket_valid: GaugeFamily,
-    ticket_expiry: GaugeFamily,
-    fetches_today: GaugeFamily,
-    daily_budget: GaugeFamily,
-    leader_reachable: GaugeFamily,
+    token_valid: TextFamily,
+    token_expiry: TextFamily,
+    token_last_refresh: TextFamily,
+    ticket_valid: TextFamily,
+    ticket_expiry: TextFamily,
+    fetches_today: TextFamily,
+    daily_budget: TextFamily,
+    leader_reachable: TextFamily,
 }
 
 impl AppFamilies {
     fn new() -> AppFamilies {
         AppFamilies {
-            token_valid: TOKEN_VALID.family(),
-            token_expiry: TOKEN_EXPIRY.family(),
-            token_last_refresh: TOKEN_LAST_REFRESH.family(),
-            ticket_valid: TICKET_VALID.family(),
-            ticket_expiry: TICKET_EXPIRY.family(),
-            fetches_today: FETCHES_TODAY.family(),
-            daily_budget: DAILY_BUDGET.family(),
-            leader_reachable: LEADER_REACHABLE.family(),
+            token_valid: TOKEN_VALID.text(),
+            token_expiry: TOKEN_EXPIRY.text(),
+            token_last_refresh: TOKEN_LAST_REFRESH.text(),
+            ticket_valid: TICKET_VALID.text(),
+            ticket_expiry: TICKET_EXPIRY.text(),
+            fetches_today: FETCHES_TODAY.text(),
+            daily_budget: DAILY_BUDGET.text(),
+            leader_reachable: LEADER_REACHABLE.text(),
         }
     }
 
@@ -175,11 +203,11 @@ impl AppFamilies {
             .push(&[name], flag(view.valid_token(now_ms).is_some()));
         if let Some(token) = &view.token {
             self.token_expiry
-                .push(&[name], seconds(token.expires_at_ms));
+                .push_f64(&[name], seconds(token.expires_at_ms));
             // From the token, not the refresh event, so a token loaded
             // on a warm start shows when it was fetched.
             self.token_last_refresh
-                .push(&[name], seconds(token.fetched_at_ms));
+                .push_f64(&[name], seconds(token.fetched_at_ms));
         }
         if let Some(leader) = &view.leader {
             self.leader_reachable.push(&[name], flag(leader.reachable));
@@ -192,7 +220,7 @@ impl AppFamilies {
                 .push(&labels, flag(view.valid_token(now_ms).is_some()));
             if let Some(ticket) = &view.token {
                 self.ticket_expiry
-                    .push(&labels, seconds(ticket.expires_at_ms));
+                    .push_f64(&labels, seconds(ticket.expires_at_ms));
             }
             self.count(
                 ticket,
@@ -205,13 +233,13 @@ impl AppFamilies {
     /// A credential's upstream calls today against its daily budget.
     fn count(&mut self, handle: &CredentialHandle, credential: Credential, fetches: u32) {
         let labels = [handle.name(), credential.label()];
-        self.fetches_today.push(&labels, f64::from(fetches));
+        self.fetches_today.push(&labels, u64::from(fetches));
         self.daily_budget
-            .push(&labels, f64::from(handle.spec().daily_budget));
+            .push(&labels, u64::from(handle.spec().daily_budget));
     }
 
-    fn finish(self) -> Vec<MetricFamily> {
-        [
+    fn finish(self, out: &mut Vec<u8>) {
+        for family in [
             self.token_valid,
             self.token_expiry,
             self.token_last_refresh,
@@ -220,15 +248,14 @@ impl AppFamilies {
             self.fetches_today,
             self.daily_budget,
             self.leader_reachable,
-        ]
-        .into_iter()
-        .map(GaugeFamily::finish)
-        .collect()
+        ] {
+            family.finish(out);
+        }
     }
 }
 
-fn flag(on: bool) -> f64 {
-    f64::from(u8::from(on))
+fn flag(on: bool) -> u64 {
+    u64::from(on)
 }
 
 fn seconds(unix_ms: u64) -> f64 {

@@ -251,7 +251,7 @@ pub async fn start_with(
     };
     let broker = Broker::start(apps, &context);
     // The credentials' gauges are read from the broker at each scrape.
-    metrics.register(Box::new(crate::broker::gauges::BrokerGauges::new(&broker)));
+    crate::broker::gauges::register(&broker, &metrics);
     if let Some(redis) = &redis {
         spawn_other_prefix_check(redis.clone(), config, &tasks, &cancel);
     }

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
@@ -55,54 +54,18 @@ pub fn polled_paths(app: &AppConfig) -> Vec<&'static str> {
     paths
 }
 
-/// The poll's metrics, registered on the daemon's registry.
+/// The poll's metrics: `wxbroker_wechat_quota_remaining` and
+/// `_daily_limit{app,cgi_path}`, `wxbroker_wechat_quota_polls_total{app,result}`,
+/// kept with each app's other series.
 #[derive(Clone)]
 pub struct QuotaMetrics {
-    remaining: IntGaugeVec,
-    daily_limit: IntGaugeVec,
-    polls: IntCounterVec,
+    metrics: Metrics,
 }
 
 impl QuotaMetrics {
     pub fn new(metrics: &Metrics) -> Self {
-        let labels = &["app", "cgi_path"];
-        let remaining = IntGaugeVec::new(
-            Opts::new(
-                "wxbroker_wechat_quota_remaining",
-                "Calls left today of the API at cgi_path, as WeChat's quota/get counts them.",
-            ),
-            labels,
-        )
-        .expect("valid metric");
-        let daily_limit = IntGaugeVec::new(
-            Opts::new(
-                "wxbroker_wechat_quota_daily_limit",
-                "Daily limit of the API at cgi_path, as WeChat's quota/get reports it.",
-            ),
-            labels,
-        )
-        .expect("valid metric");
-        let polls = IntCounterVec::new(
-            Opts::new(
-                "wxbroker_wechat_quota_polls_total",
-                "Polls of WeChat's quota/get by result (ok, error, no_token).",
-            ),
-            &["app", "result"],
-        )
-        .expect("valid metric");
-        let registry = metrics.registry();
-        for metric in [&remaining, &daily_limit] {
-            registry
-                .register(Box::new(metric.clone()))
-                .expect("quota metrics register once");
-        }
-        registry
-            .register(Box::new(polls.clone()))
-            .expect("quota metrics register once");
         QuotaMetrics {
-            remaining,
-            daily_limit,
-            polls,
+            metrics: metrics.clone(),
         }
     }
 }
@@ -139,15 +102,19 @@ async fn round(diagnostics: &Diagnostics, broker: &Broker, metrics: &QuotaMetric
     // not even be on WeChat's IP whitelist.
     for app in apps.iter().filter(|app| app.config().follow.is_none()) {
         for path in polled_paths(app.config()) {
-            polled.insert((app.name().to_owned(), path.to_owned()));
+            polled.insert((app.name().to_owned(), path));
             poll_one(diagnostics, app, path, metrics).await;
         }
     }
     forget_unpolled(metrics, &polled);
 }
 
-async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metrics: &QuotaMetrics) {
-    let labels = [app.name(), path];
+async fn poll_one(
+    diagnostics: &Diagnostics,
+    app: &AppHandle,
+    path: &'static str,
+    metrics: &QuotaMetrics,
+) {
     let Some(token) = app.valid_token() else {
         debug!(
             app = app.name(),
@@ -161,14 +128,11 @@ async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metric
     match diagnostics.quota_with(app, token, &cgi_path).await {
         Ok(quota) => {
             let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
-            metrics
-                .remaining
-                .with_label_values(&labels)
-                .set(gauge(quota.remain));
-            metrics
-                .daily_limit
-                .with_label_values(&labels)
-                .set(gauge(quota.daily_limit));
+            metrics.metrics.app(app.name()).set_quota(
+                path,
+                gauge(quota.remain),
+                gauge(quota.daily_limit),
+            );
             debug!(
                 app = app.name(),
                 cgi_path = path,
@@ -185,41 +149,14 @@ async fn poll_one(diagnostics: &Diagnostics, app: &AppHandle, path: &str, metric
     }
 }
 
-fn count(metrics: &QuotaMetrics, app: &str, result: &str) {
-    metrics.polls.with_label_values(&[app, result]).inc();
+fn count(metrics: &QuotaMetrics, app: &str, result: &'static str) {
+    metrics.metrics.app(app).count_quota_poll(result);
 }
 
 /// Drops the gauges of apps or paths no longer polled (an app removed by
 /// a reload), so no alert fires on a stale figure.
-fn forget_unpolled(metrics: &QuotaMetrics, polled: &HashSet<(String, String)>) {
-    for gauge in [&metrics.remaining, &metrics.daily_limit] {
-        let stale: Vec<(String, String)> = gauge_labels(gauge)
-            .into_iter()
-            .filter(|labels| !polled.contains(labels))
-            .collect();
-        for (app, path) in stale {
-            let _ = gauge.remove_label_values(&[&app, &path]);
-        }
-    }
-}
-
-/// The (app, cgi_path) pairs a gauge has series for.
-fn gauge_labels(gauge: &IntGaugeVec) -> Vec<(String, String)> {
-    use prometheus::core::Collector;
-    gauge
-        .collect()
-        .iter()
-        .flat_map(|family| family.get_metric())
-        .map(|metric| {
-            let label = |name: &str| {
-                metric
-                    .get_label()
-                    .iter()
-                    .find(|pair| pair.get_name() == name)
-                    .map(|pair| pair.get_value().to_owned())
-                    .unwrap_or_default()
-            };
-            (label("app"), label("cgi_path"))
-        })
-        .collect()
+fn forget_unpolled(metrics: &QuotaMetrics, polled: &HashSet<(String, &'static str)>) {
+    metrics
+        .metrics
+        .keep_quotas(|app, path| polled.contains(&(app.to_owned(), path)));
 }

@@ -11,10 +11,9 @@ use futures_util::future::join_all;
 
 use super::follower::Leader;
 use super::schedule::Reissue;
-use super::{CredentialHandle, CredentialSpec, CredentialView, EngineContext, InvalidateOutcome};
+use super::{CredentialHandle, CredentialSpec, CredentialView, EngineContext};
 use crate::config::{AppConfig, AppKind, Grant, TicketConfig};
 use crate::credential::{Credential, TicketKind};
-use crate::metrics::AppLabels;
 use crate::store::{grant_label, StoreKey};
 use crate::wechat::TokenSource;
 
@@ -111,28 +110,17 @@ impl AppHandle {
         context: &EngineContext,
         mut seed: Seed,
     ) -> AppHandle {
-        let errcodes: Vec<&str> = crate::wechat::errcode_labels().collect();
-        let outcomes = InvalidateOutcome::ALL.map(InvalidateOutcome::metric_label);
-        let credentials: Vec<&str> = specs(&config).map(|spec| spec.credential.label()).collect();
-        context.metrics.init_app(
-            &config.name,
-            &AppLabels {
-                credentials: &credentials,
-                fetch_results: &crate::wechat::RESULT_LABELS,
-                errcodes: &errcodes,
-                forced_refresh_outcomes: &outcomes,
-            },
-        );
+        // Each credential's fetches show at 0 before the first, so that
+        // one is seen by `increase()`; and a follower's stay at 0.
+        let series = context.metrics.app(&config.name);
+        for spec in specs(&config) {
+            series.show_fetches(spec.credential.label());
+        }
         // A follower app's credentials, its tickets too, are all read
         // from its leader: no refresher, so no upstream call, ever.
         if let Some(follow) = &config.follow {
             let leader = Leader::new(follow);
             let mut follower = |spec: CredentialSpec| {
-                // At zero from the start, so an alert sees the first flip.
-                context
-                    .metrics
-                    .follower_flips
-                    .with_label_values(&[&config.name, spec.credential.label()]);
                 let seed = seed.take(spec.credential);
                 CredentialHandle::spawn_follower(Arc::new(spec), leader.clone(), context, seed)
             };

@@ -1,5 +1,4 @@
-//! The bounded values of the metrics' labels: the `status` of a request,
-//! and the per-app label sets whose series exist at zero from the start.
+//! The bounded values of the metrics' labels: the `status` of a request.
 
 /// The HTTP statuses that keep their own `status` label: those the broker
 /// answers itself. Any other status (an upstream's, relayed by a
@@ -40,19 +39,6 @@ pub fn status_label(status: http::StatusCode) -> &'static str {
         5 => "5xx",
         _ => "other",
     }
-}
-
-/// Every value the per-app labels can take, given by the modules that
-/// own them, so the series exist at zero from the start.
-pub struct AppLabels<'a> {
-    /// The app's credentials' `credential` labels.
-    pub credentials: &'a [&'a str],
-    /// `wxbroker_upstream_fetches_total{result}`.
-    pub fetch_results: &'a [&'a str],
-    /// `wxbroker_upstream_errors_total{errcode}`.
-    pub errcodes: &'a [&'a str],
-    /// `wxbroker_forced_refreshes_total{outcome}`.
-    pub forced_refresh_outcomes: &'a [&'a str],
 }
 
 #[cfg(test)]

@@ -4,19 +4,25 @@
 //! fixed list, client names are capped.
 //!
 //! Events (a fetch, a request, a store error) count into the vectors
-//! held here. State (is the token valid, when does it expire) is not
-//! kept here at all: a [`ScrapedGauge`] is read from the credentials by a
-//! collector when the registry is gathered, so a scrape changes nothing
-//! and a token that expires without any event shows so at once.
+//! held here; those with an `app` label into each app's [`AppSeries`],
+//! which costs an app nothing for a series it has not used. State (is the
+//! token valid, when does it expire) is not kept here at all: a
+//! [`ScrapedGauge`] is read from the credentials by a collector when the
+//! registry is gathered, so a scrape changes nothing and a token that
+//! expires without any event shows so at once.
 //!
-//! The bounded label values are in [`labels`], the scraped gauges'
-//! builder in [`scraped`].
+//! The families with a series per app are written as text directly
+//! ([`text`]), beside the registry's own, so a scrape of ten thousand apps
+//! stays cheap. The bounded label values are in [`labels`], the scraped
+//! gauges' builder in [`scraped`].
 
+pub mod app_series;
 pub mod labels;
 pub mod scraped;
+pub mod text;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -25,8 +31,12 @@ use prometheus::{
     TextEncoder,
 };
 
-pub use labels::{status_label, AppLabels};
+pub use app_series::AppSeries;
+pub use labels::status_label;
 pub use scraped::{GaugeFamily, ScrapedGauge};
+pub use text::{TextCollector, TextFamily};
+
+use app_series::AppTable;
 
 /// How many distinct `Wxbroker-Client` names get their own label.
 const MAX_CLIENT_LABELS: usize = 64;
@@ -34,27 +44,20 @@ const MAX_CLIENT_LABELS: usize = 64;
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub upstream_fetches: IntCounterVec,
-    pub upstream_errors: IntCounterVec,
-    pub upstream_fetch_duration: HistogramVec,
-    pub forced_refreshes: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub client_requests: IntCounterVec,
     pub proxy_requests: IntCounterVec,
     pub store_errors: IntCounterVec,
-    pub cluster_degraded: IntGaugeVec,
-    pub token_fights: IntCounterVec,
-    /// The refreshers' own checks of their held tokens, by result.
-    pub token_checks: IntCounterVec,
-    /// Follower apps only: answers of the leader that went back to the
-    /// value held before the current one.
-    pub follower_flips: IntCounterVec,
+    /// The counted series with an `app` label, by app.
+    apps: Arc<AppTable>,
+    /// Families written as text beside the registry's.
+    text: Arc<Mutex<Vec<Box<dyn TextCollector>>>>,
     /// Counters of the named clients seen so far: read with an atomic
     /// load on every request, replaced whole (rarely: at most 64 names)
     /// under `new_client` when a new name arrives.
-    known_clients: std::sync::Arc<ArcSwap<HashMap<String, IntCounter>>>,
-    new_client: std::sync::Arc<Mutex<()>>,
+    known_clients: Arc<ArcSwap<HashMap<String, IntCounter>>>,
+    new_client: Arc<Mutex<()>>,
 }
 
 impl Metrics {
@@ -75,48 +78,14 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
+        registry
+            .register(Box::new(text::Declared::new(app_series::declarations())))
+            .expect("the app families are declared once");
 
         let fast_buckets = vec![
             0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
         ];
-        let fetch_buckets = vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         Metrics {
-            upstream_fetches: register(
-                &registry,
-                counter(
-                    "wxbroker_upstream_fetches_total",
-                    "Upstream credential calls by credential and result (ok, errcode, transport).",
-                    &["app", "credential", "result"],
-                ),
-            ),
-            upstream_errors: register(
-                &registry,
-                counter(
-                    "wxbroker_upstream_errors_total",
-                    "Failed upstream credential calls by credential and errcode.",
-                    &["app", "credential", "errcode"],
-                ),
-            ),
-            upstream_fetch_duration: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "wxbroker_upstream_fetch_duration_seconds",
-                        "Duration of upstream token calls.",
-                    )
-                    .buckets(fetch_buckets),
-                    &["app"],
-                )
-                .expect("valid metric"),
-            ),
-            forced_refreshes: register(
-                &registry,
-                counter(
-                    "wxbroker_forced_refreshes_total",
-                    "Invalidations by outcome (refreshed, already_rotated, rate_limited).",
-                    &["app", "outcome"],
-                ),
-            ),
             requests: register(
                 &registry,
                 counter(
@@ -161,75 +130,33 @@ impl Metrics {
                     &["backend", "op"],
                 ),
             ),
-            cluster_degraded: register(
-                &registry,
-                int_gauge(
-                    "wxbroker_cluster_degraded",
-                    "1 while the app refreshes without the cluster store.",
-                    &["app"],
-                ),
-            ),
-            token_fights: register(
-                &registry,
-                counter(
-                    "wxbroker_token_fights_total",
-                    "Rejections of a token younger than WeChat's overlap that the broker did not supersede: something else fetches tokens for this appid.",
-                    &["app"],
-                ),
-            ),
-            token_checks: register(
-                &registry,
-                counter(
-                    "wxbroker_token_checks_total",
-                    "The broker's own upstream checks of its held access token, by result (valid, rejected, failed).",
-                    &["app", "result"],
-                ),
-            ),
-            follower_flips: register(
-                &registry,
-                counter(
-                    "wxbroker_follower_flips_total",
-                    "For an app that follows a leader: answers that went back to the value held before the current one (two brokers without a shared store answering at the leader's address).",
-                    &["app", "credential"],
-                ),
-            ),
+            apps: Default::default(),
+            text: Default::default(),
             known_clients: Default::default(),
             new_client: Default::default(),
             registry,
         }
     }
 
-    /// Creates the app's series whose label values are known up front, at
-    /// zero, so they are exposed before the first event: `increase()` then
-    /// sees the first error, and a panel shows 0 rather than "no data".
-    /// The label values are their owners' (the upstream protocol's results
-    /// and errcodes, the broker's invalidation outcomes): this module only
-    /// holds the registry.
-    pub fn init_app(&self, app: &str, labels: &AppLabels<'_>) {
-        self.upstream_fetch_duration.with_label_values(&[app]);
-        self.cluster_degraded.with_label_values(&[app]);
-        self.token_fights.with_label_values(&[app]);
-        for credential in labels.credentials {
-            for result in labels.fetch_results {
-                self.upstream_fetches
-                    .with_label_values(&[app, credential, result]);
-            }
-            for errcode in labels.errcodes {
-                self.upstream_errors
-                    .with_label_values(&[app, credential, errcode]);
-            }
-        }
-        for outcome in labels.forced_refresh_outcomes {
-            self.forced_refreshes.with_label_values(&[app, outcome]);
-        }
+    /// The counted series of `app` (an app's name, or a platform's or
+    /// suite's for their own credentials), made on first use. A holder
+    /// counts through it without any lookup.
+    pub fn app(&self, app: &str) -> Arc<AppSeries> {
+        self.apps.get(app)
     }
 
-    /// Drops a removed app's event-driven gauge, so a reload that removes
-    /// an app does not leave its last state (and the alerts on it)
-    /// behind. Counters stay: they are history. The scraped gauges need
+    /// Drops a removed app's event-driven gauges (cluster-degraded, its
+    /// quota figures), so a reload that removes an app does not leave its
+    /// last state (and the alerts on it) behind. Counters stay: they are history. The scraped gauges need
     /// nothing: a removed app is no longer there to be read.
     pub fn forget_app(&self, app: &str) {
-        let _ = self.cluster_degraded.remove_label_values(&[app]);
+        self.apps.forget(app);
+    }
+
+    /// Drops the quota figures of every (app, cgi_path) for which
+    /// `polled` is false, so no alert fires on a stale figure.
+    pub fn keep_quotas(&self, polled: impl Fn(&str, &'static str) -> bool) {
+        self.apps.keep_quotas(polled);
     }
 
     /// Counts a request from a named client, folding names past the cap
@@ -270,12 +197,31 @@ impl Metrics {
             .expect("each collector registers once");
     }
 
-    /// The Prometheus text exposition.
+    /// Adds families that `collector` writes as text at each rendering
+    /// (the apps' gauges), for those with a series per app.
+    pub fn register_text(&self, collector: Box<dyn TextCollector>) {
+        self.text
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(collector);
+    }
+
+    /// The Prometheus text exposition: the registry's families, then
+    /// those written as text.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
+        self.apps.write(&mut out);
+        for collector in self
+            .text
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            collector.write(&mut out);
+        }
         out
     }
 }
@@ -291,10 +237,6 @@ fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registr
         .register(Box::new(metric.clone()))
         .expect("each metric registers once");
     metric
-}
-
-fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -321,35 +263,53 @@ mod tests {
     }
 
     #[test]
-    fn app_series_exist_before_any_event() {
+    fn an_app_shows_the_series_it_used_and_no_others() {
         let metrics = Metrics::new();
-        metrics.init_app(
-            "shop",
-            &AppLabels {
-                credentials: &["access_token", "jsapi_ticket"],
-                fetch_results: &["ok"],
-                errcodes: &["40164", "other"],
-                forced_refresh_outcomes: &["rate_limited"],
-            },
+        let shop = metrics.app("shop");
+        let before = String::from_utf8(metrics.render()).unwrap();
+        assert!(!before.contains(r#"app="shop""#), "{before}");
+        shop.fetched(
+            "access_token",
+            "ok",
+            None,
+            std::time::Duration::from_millis(80),
         );
         let text = String::from_utf8(metrics.render()).unwrap();
-        for series in [
-            r#"wxbroker_upstream_fetches_total{app="shop",credential="access_token",result="ok"} 0"#,
-            r#"wxbroker_upstream_fetches_total{app="shop",credential="jsapi_ticket",result="ok"} 0"#,
-            r#"wxbroker_upstream_errors_total{app="shop",credential="access_token",errcode="40164"} 0"#,
-            r#"wxbroker_upstream_errors_total{app="shop",credential="jsapi_ticket",errcode="other"} 0"#,
-            r#"wxbroker_upstream_fetch_duration_seconds_count{app="shop"} 0"#,
-            r#"wxbroker_forced_refreshes_total{app="shop",outcome="rate_limited"} 0"#,
-            r#"wxbroker_cluster_degraded{app="shop"} 0"#,
-        ] {
-            assert!(text.contains(series), "{series} missing from\n{text}");
+        let shop_series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains(r#"app="shop""#))
+            .collect();
+        assert_eq!(
+            shop_series,
+            [
+                r#"wxbroker_upstream_fetches_total{app="shop",credential="access_token",result="ok"} 1"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_bucket{app="shop",le="0.25"} 1"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_bucket{app="shop",le="1"} 1"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_bucket{app="shop",le="5"} 1"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_bucket{app="shop",le="+Inf"} 1"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_sum{app="shop"} 0.08"#,
+                r#"wxbroker_upstream_fetch_duration_seconds_count{app="shop"} 1"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn the_app_families_names_are_kept_from_any_other_metric() {
+        let metrics = Metrics::new();
+        for (name, _, _) in app_series::declarations() {
+            let same_name = IntCounterVec::new(Opts::new(name, "Again."), &["app"]).unwrap();
+            assert!(
+                metrics.registry().register(Box::new(same_name)).is_err(),
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn two_registries_coexist() {
         let (a, b) = (Metrics::new(), Metrics::new());
-        a.cluster_degraded.with_label_values(&["shop"]).set(1);
+        a.app("shop").set_cluster_degraded(true);
+        assert!(String::from_utf8(a.render()).unwrap().contains("shop"));
         assert!(!String::from_utf8(b.render()).unwrap().contains("shop"));
     }
 }

@@ -1,12 +1,15 @@
 //! Gauges read at scrape time: a [`ScrapedGauge`] declares a gauge's
 //! name, help and labels, and builds a fresh [`GaugeFamily`] of its
 //! series for each scrape, written exactly as the registry's own gauge
-//! vectors are.
+//! vectors are; or, for a gauge with a series per app, a [`TextFamily`]
+//! that writes them as text directly.
 
 use std::collections::HashMap;
 
 use prometheus::core::Desc;
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+
+use super::text::{Kind, TextFamily};
 
 /// A gauge read when the registry is gathered, by the collector that
 /// declares it: its name, help and label names. Its series are built
@@ -33,6 +36,11 @@ impl ScrapedGauge {
             HashMap::new(),
         )
         .expect("valid metric")
+    }
+
+    /// An empty family of this gauge written as text, for one scrape.
+    pub fn text(&self) -> TextFamily {
+        TextFamily::new(self.name, self.help, Kind::Gauge, self.labels)
     }
 
     /// An empty family of this gauge, for one scrape.

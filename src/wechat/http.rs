@@ -8,6 +8,12 @@ use std::time::Duration;
 use super::answer::{parse_answer, AnswerField, TokenGrant};
 use super::fetch_error::FetchError;
 
+/// Idle connections kept to each upstream host. Every app fetches at
+/// start, at once, each on a connection of its own; kept, ten thousand
+/// apps would hold ten thousand idle connections (some 24 KiB each) for
+/// minutes, where a refresh every few seconds needs a handful.
+const IDLE_CONNECTIONS_PER_HOST: usize = 16;
+
 /// The HTTP client for credential fetches. It never follows a redirect
 /// (a classic token URL carries the secret in its query and a
 /// `stable_token` body carries it too: a 307 would send it on, and a 302
@@ -18,7 +24,8 @@ pub fn upstream_client(
     let builder = reqwest::Client::builder()
         .user_agent(concat!("wxbroker/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
-        .referer(false);
+        .referer(false)
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST);
     crate::upstream::build(builder, upstream)
 }
 

@@ -53,7 +53,7 @@ use super::{
 };
 use crate::credential::Credential;
 use crate::errors::Chain;
-use crate::metrics::Metrics;
+use crate::metrics::AppSeries;
 use crate::secret::AccessToken;
 
 /// Waits between attempts while the leader fails: short, since a
@@ -75,7 +75,8 @@ pub(super) struct Follower {
     /// Whether adopted credentials are kept across restarts: not in a
     /// shared store, whose fleet would take the record for its own.
     keeps: bool,
-    metrics: Metrics,
+    /// The counted series of the credential's `app` label.
+    series: Arc<AppSeries>,
     /// What the last answers were, to tell a flip from a change.
     flips: FlipWatch,
 }
@@ -87,6 +88,7 @@ impl Follower {
         commands: mpsc::Receiver<WriterCommand>,
         context: &EngineContext,
     ) -> Follower {
+        let series = context.metrics.app(&handle.spec().name);
         Follower {
             keeps: context.store.cluster().is_none(),
             spec: handle.spec().clone(),
@@ -96,7 +98,7 @@ impl Follower {
             writer: Writer::new(handle, context),
             commands,
             last_logged: None,
-            metrics: context.metrics.clone(),
+            series,
             flips: FlipWatch::default(),
         }
     }
@@ -264,10 +266,7 @@ impl Follower {
     /// one: more than one broker answers at its address, each with its
     /// own token (no shared store), and each fetch kills the other's.
     fn count_flip(&self, record: &CredentialRecord, new_episode: bool) {
-        self.metrics
-            .follower_flips
-            .with_label_values(&[&self.spec.name, self.credential.label()])
-            .inc();
+        self.series.count_flip(self.credential.label());
         if new_episode {
             error!(
                 appid = %self.spec.key.appid,

@@ -49,9 +49,6 @@ impl Default for TokenChecks {
     }
 }
 
-/// The `result` labels of `wxbroker_token_checks_total`.
-pub(crate) const CHECK_RESULTS: [&str; 3] = ["valid", "rejected", "failed"];
-
 impl Refresher {
     /// Whether this refresher checks its token: an access token whose
     /// source has a check.
@@ -113,10 +110,7 @@ impl Refresher {
             Err(FetchError::Api { errcode, .. }) if is_token_rejected(*errcode) => "rejected",
             Err(_) => "failed",
         };
-        self.metrics
-            .token_checks
-            .with_label_values(&[&self.spec.name, label])
-            .inc();
+        self.series.count_check(label);
         match result {
             Ok(()) => {
                 debug!(token = %held.value.fingerprint(), "the held token checks out upstream");

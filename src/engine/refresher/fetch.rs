@@ -88,26 +88,16 @@ impl Refresher {
         if matches!(result, Err(FetchError::Timeout(_))) {
             self.check_after_timeout();
         }
-        let app = self.spec.name.as_str();
-        let credential = self.credential.label();
-        self.metrics
-            .upstream_fetch_duration
-            .with_label_values(&[app])
-            .observe(started.elapsed().as_secs_f64());
-        let result_label = match &result {
-            Ok(_) => "ok",
-            Err(err) => err.result_label(),
+        let (result_label, errcode_label) = match &result {
+            Ok(_) => ("ok", None),
+            Err(err) => (err.result_label(), Some(err.errcode_label())),
         };
-        self.metrics
-            .upstream_fetches
-            .with_label_values(&[app, credential, result_label])
-            .inc();
-        if let Err(err) = &result {
-            self.metrics
-                .upstream_errors
-                .with_label_values(&[app, credential, err.errcode_label()])
-                .inc();
-        }
+        self.series.fetched(
+            self.credential.label(),
+            result_label,
+            errcode_label,
+            started.elapsed(),
+        );
         result
             .map(|grant| (grant, sent_at))
             .map_err(AttemptError::Upstream)
@@ -161,14 +151,8 @@ impl Refresher {
             next_fetch_in = ?wait,
             "upstream granted a lifetime no longer than refresh_before; serving it while it lives, pacing the next fetches by the error backoff"
         );
-        self.metrics
-            .upstream_errors
-            .with_label_values(&[
-                &self.spec.name,
-                self.credential.label(),
-                SHORT_LIFETIME_LABEL,
-            ])
-            .inc();
+        self.series
+            .count_error(self.credential.label(), SHORT_LIFETIME_LABEL);
     }
 
     /// Serves `stored`, a token another broker fetched and stored.

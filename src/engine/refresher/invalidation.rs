@@ -63,10 +63,7 @@ impl Refresher {
         let outcome = self
             .try_invalidate(coordination, reported, defer, seen_by)
             .await;
-        self.metrics
-            .forced_refreshes
-            .with_label_values(&[&self.spec.name, outcome.metric_label()])
-            .inc();
+        self.series.count_forced_refresh(outcome.metric_label());
         outcome
     }
 
@@ -181,10 +178,7 @@ impl Refresher {
     /// broker did not replace: something else fetches tokens for this
     /// appid (another environment, a fleet with another key prefix).
     pub(super) fn count_fight(&mut self, reported: &AccessToken, age: Duration, seen_by: SeenBy) {
-        self.metrics
-            .token_fights
-            .with_label_values(&[&self.spec.name])
-            .inc();
+        self.series.count_fight();
         let now = Instant::now();
         let new_episode = self
             .last_fight

@@ -41,7 +41,7 @@ use super::unsaved::Unsaved;
 use super::{CredentialHandle, CredentialRecord, CredentialSpec, EngineContext, Writer};
 use crate::clock::Clock;
 use crate::credential::Credential;
-use crate::metrics::Metrics;
+use crate::metrics::AppSeries;
 use crate::secret::AccessToken;
 use crate::store::StoreKey;
 use crate::wechat::TokenSource;
@@ -56,7 +56,8 @@ pub(super) struct Refresher {
     credential: Credential,
     key: StoreKey,
     source: Arc<dyn TokenSource>,
-    metrics: Metrics,
+    /// The counted series of the credential's `app` label.
+    series: Arc<AppSeries>,
     clock: Clock,
     /// Publishes, warm-starts and saves.
     writer: Writer,
@@ -109,21 +110,14 @@ impl Refresher {
         // window: an access token) is checked upstream.
         let checks = (spec.fight_window.is_some() && source.token_check().is_some())
             .then(|| context.token_checks.clone());
-        if checks.is_some() {
-            for result in checks::CHECK_RESULTS {
-                context
-                    .metrics
-                    .token_checks
-                    .with_label_values(&[&spec.name, result]);
-            }
-        }
+        let series = context.metrics.app(&spec.name);
         Refresher {
             key: spec.key.clone(),
             budget,
             credential: spec.credential,
             spec,
             source,
-            metrics: context.metrics.clone(),
+            series,
             clock: context.clock,
             writer: Writer::new(handle, context),
             commands,

@@ -6,13 +6,7 @@
 use super::*;
 
 fn fights(running: &Running) -> u64 {
-    running
-        .apps
-        .context()
-        .metrics
-        .token_fights
-        .with_label_values(&["shop"])
-        .get()
+    running.apps.context().metrics.app("shop").fights()
 }
 
 /// Sleeps until `secs` after `start`.

@@ -225,10 +225,7 @@ impl Fleet {
                 info!("cluster store reachable again");
             }
         }
-        r.metrics
-            .cluster_degraded
-            .with_label_values(&[&r.spec.name])
-            .set(i64::from(degraded));
+        r.series.set_cluster_degraded(degraded);
     }
 
     /// Takes over the shared record's token if it is newer than ours (and,
