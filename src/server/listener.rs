@@ -14,7 +14,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::Either as FutureEither;
+use futures_util::future::{Either as FutureEither, FutureExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -207,14 +207,19 @@ pub async fn serve<L: Accept, H: Handler>(
         let io = WriteStall::new(stream, deadlines.write_stall);
         let (http, mut drain) = (http.clone(), drain.subscribe());
         match &tls {
-            None => tokio::spawn(async move {
-                let _slot = slot;
-                let served =
-                    keep_alive::serve(io, service, &http, deadlines.idle, PARK_AFTER, &mut drain);
-                if let Err(err) = served.await {
-                    debug!(listener = name, error = %err, "connection ended with an error");
-                }
-            }),
+            // Not an async block: it would store every value it captures
+            // beside the future it hands them to, twice over for each idle
+            // connection.
+            None => tokio::spawn(
+                keep_alive::serve(io, service, http, deadlines.idle, PARK_AFTER, drain).map(
+                    move |ended| {
+                        drop(slot);
+                        if let Err(err) = ended {
+                            debug!(listener = name, error = %err, "connection ended with an error");
+                        }
+                    },
+                ),
+            ),
             Some(tls) => {
                 let tls = tls.clone();
                 tokio::spawn(async move {
