@@ -50,8 +50,12 @@ pub const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a keep-alive connection waits for its next request with its
 /// HTTP state (hyper's buffers) in hand before putting it down: a busy
 /// client's next request comes much sooner and finds it ready, an idle
-/// client's costs only its socket until it sends again.
-const PARK_AFTER: Duration = Duration::from_secs(1);
+/// client's costs only its socket until it sends again. Putting it down
+/// and taking it up again costs about a microsecond, so a client slower
+/// than four requests a second per connection pays that on each request;
+/// a flood of connections that each ask once holds the state of a
+/// quarter second's worth of them at a time, not of all of them.
+const PARK_AFTER: Duration = Duration::from_millis(250);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one `accept failed` line per listener this often: out of file
