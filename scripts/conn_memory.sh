@@ -7,25 +7,32 @@
 # target/release/examples/unix_load; `make bench` builds both), then:
 #   1. VmRSS idle, the token held and one request served;
 #   2. VmRSS while CONN_MEMORY_CONNECTIONS (5000) keep-alive TCP connections
-#      are open, each having made one `GET /v1/token` request;
+#      are open, each having made one `GET /v1/token` request: right after
+#      the last answer (`served`), and once they have been idle
+#      CONN_MEMORY_IDLE (15) seconds (`held`: the broker puts an idle
+#      connection's HTTP state down after a quarter second, and jemalloc
+#      hands freed pages back within about ten);
 #   3. VmRSS after they close, polled every 0.5 s until it is back within
 #      CONN_MEMORY_SLACK_KIB (1024) of the idle figure or
-#      CONN_MEMORY_SETTLE (30) seconds have passed.
-# Prints one `key=value` line (KiB, seconds). Everything listens on
-# 127.0.0.1; every process started here is stopped by PID on exit.
+#      CONN_MEMORY_SETTLE (30) seconds have passed; `after_5s_kib` is the
+#      figure 5 s after the close.
+# Prints one `key=value` line per round (KiB, seconds). Everything listens
+# on 127.0.0.1; every process started here is stopped by PID on exit.
 # CONN_MEMORY_PORT_BASE (20960): two consecutive ports. CONN_MEMORY_ROUNDS
-# (1): floods in a row against the same broker, one line each.
+# (1): floods in a row against the same broker. CONN_MEMORY_BIN: another
+# wxbroker binary to measure (an older build, say).
 
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 CONNECTIONS=${CONN_MEMORY_CONNECTIONS:-5000}
 SETTLE=${CONN_MEMORY_SETTLE:-30}
+IDLE_WAIT=${CONN_MEMORY_IDLE:-15}
 SLACK=${CONN_MEMORY_SLACK_KIB:-1024}
 ROUNDS=${CONN_MEMORY_ROUNDS:-1}
 PORT_BASE=${CONN_MEMORY_PORT_BASE:-20960}
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
-WX=$BIN/wxbroker
+WX=${CONN_MEMORY_BIN:-$BIN/wxbroker}
 UL=$BIN/examples/unix_load
 [[ -x $WX && -x $UL ]] || { echo "build first: cargo build --release --locked --bin wxbroker; cargo build --release --locked --example unix_load" >&2; exit 1; }
 
@@ -97,21 +104,20 @@ for round in $(seq 1 "$ROUNDS"); do
         kill -0 "$HOLDER" 2>/dev/null || { cat "$WORK/hold.log" >&2; exit 1; }
         sleep 0.05
     done
-    for i in $(seq 1 "${CONN_MEMORY_TRACE:-0}"); do
-        echo "t=${i}s rss_kib=$(rss_kib "$BROKER")" >&2
-        sleep 1
-    done
-    sleep 1
+    SERVED=$(rss_kib "$BROKER")
+    sleep "$IDLE_WAIT"
     HELD=$(rss_kib "$BROKER")
     kill "$HOLDER"
     wait "$HOLDER" 2>/dev/null || true
     CLOSED_AT=$(date +%s.%N)
+    AFTER_5S=
     for i in $(seq 1 $((SETTLE * 2))); do
         AFTER=$(rss_kib "$BROKER")
+        ((i != 10)) || AFTER_5S=$AFTER
         ((AFTER > IDLE + SLACK)) || break
         sleep 0.5
     done
     SETTLED=$(awk -v a="$CLOSED_AT" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     PER=$(awk -v h="$HELD" -v i="$IDLE" -v n="$CONNECTIONS" 'BEGIN { printf "%.2f", (h - i) / n }')
-    echo "round=$round connections=$CONNECTIONS idle_kib=$IDLE held_kib=$HELD per_connection_kib=$PER after_kib=$AFTER settled_s=$SETTLED"
+    echo "round=$round connections=$CONNECTIONS idle_kib=$IDLE served_kib=$SERVED held_kib=$HELD per_connection_kib=$PER after_5s_kib=${AFTER_5S:-$AFTER} after_kib=$AFTER settled_s=$SETTLED"
 done
