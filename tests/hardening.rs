@@ -612,3 +612,83 @@ async fn a_connection_flood_under_a_small_open_file_limit_leaves_livez_up() {
     broker.terminate().await;
     broker.wait().await;
 }
+
+/// The daemon's anonymous resident memory (its heap; the binary's own
+/// pages are left out), in KiB.
+fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("RssAnon:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("RssAnon in /proc/PID/status")
+}
+
+/// An idle keep-alive connection holds little more than its socket: once
+/// the daemon has put their HTTP state down (hyper's read and write
+/// buffers alone are 16 KiB a connection), connections that each made one
+/// request and went quiet cost it at most 8 KiB apiece.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_cost_at_most_8_kib_each() {
+    const CONNECTIONS: u64 = 400;
+    let sim = simulator(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (api, ops) = (free_port(), free_port());
+    let config = dir.path().join("wxbroker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{ops}\"\n\
+             max_connections = 1024\nidle_timeout = \"300s\"\n[store]\nbackend = \"memory\"\n{}",
+            classic_app("shop", &sim, "")
+        ),
+    )
+    .unwrap();
+    let mut broker = ChildBroker::spawn(&config, "info");
+    let token = format!("http://127.0.0.1:{api}/v1/apps/shop/token");
+    broker.wait_ready(&token).await;
+    let pid = broker.child.id();
+    let before = rss_anon_kib(pid);
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut stream = TcpStream::connect(("127.0.0.1", api)).await.unwrap();
+        stream
+            .write_all(
+                b"GET /v1/apps/shop/token HTTP/1.1\r\nHost: x\r\nWxbroker-Client: tests\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut buffer = vec![0; 4096];
+        let n = within(stream.read(&mut buffer)).await.unwrap();
+        let answer = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        assert_eq!(status_of(&answer), Some(200), "{answer}");
+        held.push(stream);
+    }
+    // The allocator hands freed pages back within seconds, not at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let per_connection = loop {
+        let per_connection = rss_anon_kib(pid).saturating_sub(before) / CONNECTIONS;
+        if per_connection <= 8 || Instant::now() > deadline {
+            break per_connection;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        per_connection <= 8,
+        "{per_connection} KiB per idle connection ({before} KiB before, {} KiB now)",
+        rss_anon_kib(pid)
+    );
+    // Still keep-alive: each connection answers its next request.
+    for stream in held.iter_mut().take(10) {
+        stream
+            .write_all(
+                b"GET /v1/apps/shop/token HTTP/1.1\r\nHost: x\r\nWxbroker-Client: tests\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut buffer = vec![0; 4096];
+        let n = within(stream.read(&mut buffer)).await.unwrap();
+        assert_eq!(status_of(&String::from_utf8_lossy(&buffer[..n])), Some(200));
+    }
+    assert!(broker.terminate().success());
+}

@@ -2,25 +2,29 @@
 //! own connection budget before each accept (backpressure at its limit),
 //! a short deadline for a TLS handshake, HTTP/1.1 with deadlines on every
 //! part of an exchange that a client paces (the head, the body, each
-//! write), and graceful draining on cancellation.
+//! write), idle keep-alive connections that hold little more than their
+//! socket ([`keep_alive`]), and graceful draining on cancellation.
+
+mod keep_alive;
 
 use std::convert::Infallible;
-use std::future::{ready, Future};
+use std::future::{poll_fn, ready, Future};
 use std::io;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::Either as FutureEither;
+use futures_util::future::{Either as FutureEither, FutureExt};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -31,6 +35,7 @@ use super::tcp_peer::TcpOrigin;
 use super::write_stall::WriteStall;
 use crate::http_io::RequestBody;
 use crate::identity::Peer;
+use keep_alive::{BoxError, Readable};
 
 /// The request line and headers together; token requests need a few
 /// hundred bytes, proxied SDK requests a few KiB.
@@ -42,6 +47,15 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 /// in this long (or never sent its ClientHello) gives its slot back,
 /// whatever `idle_timeout` allows a request head.
 pub const TLS_HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a keep-alive connection waits for its next request with its
+/// HTTP state (hyper's buffers) in hand before putting it down: a busy
+/// client's next request comes much sooner and finds it ready, an idle
+/// client's costs only its socket until it sends again. Putting it down
+/// and taking it up again costs about a microsecond, so a client slower
+/// than four requests a second per connection pays that on each request;
+/// a flood of connections that each ask once holds the state of a
+/// quarter second's worth of them at a time, not of all of them.
+const PARK_AFTER: Duration = Duration::from_millis(250);
 /// Pause after a failed accept (EMFILE and friends) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one `accept failed` line per listener this often: out of file
@@ -50,7 +64,7 @@ const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A listening socket of either family.
 pub trait Accept: Send + 'static {
-    type Io: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Io: AsyncRead + AsyncWrite + Readable + Unpin + Send + Sync + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
 
     /// Who is at the other end, where the kernel says (Unix sockets); each
@@ -96,8 +110,12 @@ impl Accept for UnixListener {
     }
 }
 
+/// An answer still being worked out, boxed so that hyper's slot for the
+/// answer in progress, which every connection holds, stays small.
+type Pending = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
 /// Answers one request; one value is shared by all of a listener's connections.
-pub trait Handler: Clone + Send + Sync + 'static {
+pub trait Handler: Clone + Send + Sync + Unpin + 'static {
     /// The answer, when it can be given at once (a token read while a
     /// valid token is held): no future to build, and no clone of the
     /// handler's shared state, whose reference count every request would
@@ -132,7 +150,8 @@ pub struct Deadlines {
 /// Serves `listener` until `cancel`, then drains open connections for up
 /// to [`DRAIN_DEADLINE`]. No client holds a connection longer than the
 /// [`Deadlines`] allow without making progress: hyper's header read timer
-/// bounds the head, [`RequestBody`] the body, [`WriteStall`] each write.
+/// (or, for a parked keep-alive connection, [`keep_alive`]'s) bounds the
+/// head, [`RequestBody`] the body, [`WriteStall`] each write.
 pub async fn serve<L: Accept, H: Handler>(
     name: &'static str,
     listener: L,
@@ -142,15 +161,16 @@ pub async fn serve<L: Accept, H: Handler>(
     tls: Option<TlsAcceptor>,
     cancel: CancellationToken,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Fired once to drain; closed once every connection is gone.
+    let (drain, _) = watch::channel(());
     let mut accept_errors = AcceptErrors::new(ACCEPT_ERROR_LOG_INTERVAL);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(deadlines.idle)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
+    let http = Arc::new(http);
     loop {
         let slot = tokio::select! {
             () = cancel.cancelled() => break,
@@ -183,39 +203,57 @@ pub async fn serve<L: Accept, H: Handler>(
                 Some(response) => FutureEither::Left(ready(Ok::<_, Infallible>(response))),
                 None => {
                     let handler = handler.clone();
-                    FutureEither::Right(async move { Ok(handler.call(request).await) })
+                    let pending: Pending = Box::pin(async move { Ok(handler.call(request).await) });
+                    FutureEither::Right(pending)
                 }
             }
         });
         let io = WriteStall::new(stream, deadlines.write_stall);
-        let (tls, builder, watcher) = (tls.clone(), builder.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let _slot = slot;
-            // The handshake runs in the connection's own task, so a client
-            // that stalls it holds only its own slot, and only briefly.
-            let handshake = TLS_HANDSHAKE_DEADLINE.min(deadlines.idle);
-            let io = match tls {
-                None => Either::Right(io),
-                Some(tls) => match tokio::time::timeout(handshake, tls.accept(io)).await {
-                    Ok(Ok(stream)) => Either::Left(stream),
-                    Ok(Err(err)) => {
-                        debug!(listener = name, error = %err, "tls handshake failed");
-                        return;
+        let (http, mut drain) = (http.clone(), drain.subscribe());
+        match &tls {
+            // Not an async block: it would store every value it captures
+            // beside the future it hands them to, twice over for each idle
+            // connection.
+            None => tokio::spawn(
+                keep_alive::serve(io, service, http, deadlines.idle, PARK_AFTER, drain).map(
+                    move |ended| {
+                        drop(slot);
+                        if let Err(err) = ended {
+                            debug!(listener = name, error = %err, "connection ended with an error");
+                        }
+                    },
+                ),
+            ),
+            Some(tls) => {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    // The handshake runs in the connection's own task, so a
+                    // client that stalls it holds only its own slot, and
+                    // only briefly.
+                    let handshake = TLS_HANDSHAKE_DEADLINE.min(deadlines.idle);
+                    let stream = match tokio::time::timeout(handshake, tls.accept(io)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            debug!(listener = name, error = %err, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(listener = name, "tls handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    if let Err(err) = until_drained(connection, &mut drain).await {
+                        debug!(listener = name, error = %err, "connection ended with an error");
                     }
-                    Err(_) => {
-                        debug!(listener = name, "tls handshake timed out");
-                        return;
-                    }
-                },
-            };
-            let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service));
-            if let Err(err) = connection.await {
-                debug!(listener = name, error = %err, "connection ended with an error");
+                })
             }
-        });
+        };
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+    let _ = drain.send(());
+    if tokio::time::timeout(DRAIN_DEADLINE, drain.closed())
         .await
         .is_err()
     {
@@ -224,4 +262,30 @@ pub async fn serve<L: Accept, H: Handler>(
             "connections still open after the drain deadline"
         );
     }
+}
+
+/// Runs `connection` to its end, shut down gracefully (the answer in
+/// progress finished, then closed) once `drain` fires.
+async fn until_drained<I, S, B>(
+    connection: http1::Connection<I, S>,
+    drain: &mut watch::Receiver<()>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut connection = pin!(connection);
+    let mut drained = pin!(drain.changed());
+    let mut draining = false;
+    poll_fn(|cx| {
+        if !draining && drained.as_mut().poll(cx).is_ready() {
+            draining = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
 }

@@ -35,6 +35,11 @@ impl<T> WriteStall<T> {
         }
     }
 
+    /// The socket itself.
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
     /// Passes progress through and resets the clock; on `Pending`, starts
     /// the clock (if this is a new stall) and fails once it runs out.
     fn guard<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
