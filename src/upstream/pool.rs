@@ -97,13 +97,13 @@ impl Pool {
                 None => (self.open(origin).await?, false),
             };
             match conn.exchange(request, &mut read).await {
-                Exchange::Answered(Read::Done(value), conn) => {
+                Ok((Read::Done(value), conn)) => {
                     if let Some(conn) = conn {
                         self.checkin(origin, conn);
                     }
                     return Ok(value);
                 }
-                Exchange::Answered(Read::Streaming(value), conn) => {
+                Ok((Read::Streaming(value), conn)) => {
                     if let Some(conn) = conn {
                         // The body is read by the caller after this returns;
                         // the connection ends with it (its sender is gone).
@@ -112,12 +112,12 @@ impl Pool {
                     }
                     return Ok(value);
                 }
-                Exchange::NotSent(unsent) if kept => {
+                Err(Unanswered::NotSent(unsent)) if kept => {
                     debug!(host = %origin.host, "a kept connection was closed; calling on another");
                     request = *unsent;
                 }
-                Exchange::NotSent(_) => return Err(CallError::Closed),
-                Exchange::Failed(err) => return Err(CallError::Http(err)),
+                Err(Unanswered::NotSent(_)) => return Err(CallError::Closed),
+                Err(Unanswered::Failed(err)) => return Err(CallError::Http(err)),
             }
         }
     }
@@ -158,10 +158,8 @@ impl Pool {
     }
 }
 
-enum Exchange<T> {
-    /// The answer, read as far as the caller wanted, and the connection
-    /// when it can carry more.
-    Answered(Read<T>, Option<Conn>),
+/// Why an exchange brought no answer.
+enum Unanswered {
     /// The connection could not take the request; not a byte was sent.
     NotSent(Box<Request<Full<Bytes>>>),
     Failed(hyper::Error),
@@ -169,12 +167,13 @@ enum Exchange<T> {
 
 impl Conn {
     /// Sends `request` and runs `read` on its answer while driving the
-    /// connection.
+    /// connection: the answer, read as far as the caller wanted, and the
+    /// connection when it can carry more.
     async fn exchange<T, F, Fut>(
         self,
         request: Request<Full<Bytes>>,
         read: &mut Option<F>,
-    ) -> Exchange<T>
+    ) -> Result<(Read<T>, Option<Conn>), Unanswered>
     where
         F: FnOnce(Response<Incoming>) -> Fut,
         Fut: Future<Output = Result<Read<T>, hyper::Error>>,
@@ -192,19 +191,19 @@ impl Conn {
             let driver = &mut driver;
             let call = async {
                 if sender.ready().await.is_err() {
-                    return Err(Ok(request));
+                    return Err(Unanswered::NotSent(Box::new(request)));
                 }
                 let response = match sender.try_send_request(request).await {
                     Ok(response) => response,
                     Err(mut err) => {
                         return Err(match err.take_message() {
-                            Some(unsent) => Ok(unsent),
-                            None => Err(err.into_error()),
+                            Some(unsent) => Unanswered::NotSent(Box::new(unsent)),
+                            None => Unanswered::Failed(err.into_error()),
                         })
                     }
                 };
                 let read = read.take().expect("an answer is read once");
-                read(response).await.map_err(Err)
+                read(response).await.map_err(Unanswered::Failed)
             };
             let mut call = pin!(call);
             poll_fn(|cx| {
@@ -220,18 +219,13 @@ impl Conn {
             })
             .await
         };
-        match outcome {
-            Ok(read) => {
-                let conn = driver.map(|driver| Conn {
-                    sender,
-                    driver,
-                    idle_since,
-                });
-                Exchange::Answered(read, conn)
-            }
-            Err(Ok(unsent)) => Exchange::NotSent(Box::new(unsent)),
-            Err(Err(err)) => Exchange::Failed(err),
-        }
+        let read = outcome?;
+        let conn = driver.map(|driver| Conn {
+            sender,
+            driver,
+            idle_since,
+        });
+        Ok((read, conn))
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::HeaderMap;
 use http::{Method, Response};
-use tokio::time::{timeout_at, Instant};
+use tokio::time::timeout;
 use tracing::debug;
 
 use crate::audit::{Auditor, Call, Target, Verdict};
@@ -415,14 +415,13 @@ impl Proxy {
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
         let scrub = wechat_path::scrubs_refresh_tokens(url.path());
-        let deadline = Instant::now() + self.timeout;
         let mut headers = headers.clone();
         // Refused by any broker this reaches, itself included: a loop
         // ends at its first turn.
         headers.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
         let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
-        let answer = timeout_at(
-            deadline,
+        let answer = timeout(
+            self.timeout,
             self.upstream
                 .call(method, url, credential, headers, body, whole),
         )

@@ -133,24 +133,11 @@ fn request_target(url: &reqwest::Url, credential: Option<(&str, &str)>) -> Strin
             Some("") => {}
             Some(_) => target.push('&'),
         }
-        push_form_encoded(&mut target, name);
+        target.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
         target.push('=');
-        push_form_encoded(&mut target, token);
+        target.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
     }
     target
-}
-
-/// `value` form-encoded onto `target`; a value that needs no encoding
-/// (a token's usual alphabet) is copied as it is.
-fn push_form_encoded(target: &mut String, value: &str) {
-    let plain = value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_'));
-    if plain {
-        target.push_str(value);
-    } else {
-        target.extend(url::form_urlencoded::byte_serialize(value.as_bytes()));
-    }
 }
 
 fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyError {
@@ -166,6 +153,74 @@ fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each request with its own head, lowercased,
+    /// as a small JSON-less body; one request per connection.
+    async fn echo_head() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{head}",
+                        head.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn both_ways_out_send_the_token_host_and_headers_alike() {
+        let addr = echo_head().await;
+        let url = reqwest::Url::parse(&format!("http://{addr}/cgi-bin/x?a=1")).unwrap();
+        let config = UpstreamConfig {
+            resolve: crate::config::Resolve::System,
+            connect_to: Vec::new(),
+        };
+        let timeout = std::time::Duration::from_secs(10);
+        let pool = Upstream::new(&config, timeout).unwrap();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let via_proxy = Upstream::ViaProxy(client, timeout);
+        let empty = Bytes::new();
+        for upstream in [pool, via_proxy] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-request-id", HeaderValue::from_static("r1"));
+            let call = upstream.call(
+                &Method::GET,
+                &url,
+                Some(("access_token", "T")),
+                headers,
+                &empty,
+                64 * 1024,
+            );
+            let answer = tokio::time::timeout(timeout, call).await.unwrap().unwrap();
+            let Answer::Whole { body, .. } = answer else {
+                panic!("a small answer is read whole")
+            };
+            let head = String::from_utf8_lossy(&body).into_owned();
+            assert!(
+                head.starts_with("get /cgi-bin/x?a=1&access_token=t http/1.1\r\n"),
+                "{head}"
+            );
+            assert!(head.contains(&format!("host: {addr}\r\n")), "{head}");
+            assert!(head.contains("x-request-id: r1\r\n"), "{head}");
+            assert!(head.contains("accept: */*\r\n"), "{head}");
+        }
+    }
 
     #[test]
     fn the_token_goes_last_in_the_query_encoded_as_a_form() {
