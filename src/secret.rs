@@ -71,6 +71,12 @@ impl AccessToken {
         &self.value
     }
 
+    /// Whether `other` is this very value (a clone of it), not merely an
+    /// equal one: a pointer comparison.
+    pub fn is(&self, other: &AccessToken) -> bool {
+        Arc::ptr_eq(&self.value, &other.value)
+    }
+
     /// True when the value needs no JSON escaping (WeChat's tokens never do).
     pub fn is_json_plain(&self) -> bool {
         self.json_plain

@@ -4,41 +4,37 @@
 /// answers itself. Any other status (an upstream's, relayed by a
 /// forwarding route) is counted in its class, so no upstream can grow
 /// `/metrics` by answering many distinct statuses.
-const LABELLED_STATUSES: [(u16, &str); 16] = [
-    (200, "200"),
-    (204, "204"),
-    (304, "304"),
-    (400, "400"),
-    (401, "401"),
-    (403, "403"),
-    (404, "404"),
-    (405, "405"),
-    (408, "408"),
-    (412, "412"),
-    (413, "413"),
-    (429, "429"),
-    (500, "500"),
-    (502, "502"),
-    (503, "503"),
-    (504, "504"),
+const LABELLED_STATUSES: [u16; 16] = [
+    200, 204, 304, 400, 401, 403, 404, 405, 408, 412, 413, 429, 500, 502, 503, 504,
 ];
+
+/// How many `status` labels there are.
+pub const STATUS_LABELS: usize = LABELLED_STATUSES.len() + 6;
+
+/// Every `status` label, by [`status_index`].
+pub const STATUS_LABEL_NAMES: [&str; STATUS_LABELS] = [
+    "200", "204", "304", "400", "401", "403", "404", "405", "408", "412", "413", "429", "500",
+    "502", "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx", "other",
+];
+
+/// The position of a status's label in [`STATUS_LABEL_NAMES`].
+pub fn status_index(status: http::StatusCode) -> usize {
+    let code = status.as_u16();
+    if let Some(at) = LABELLED_STATUSES.iter().position(|known| *known == code) {
+        return at;
+    }
+    LABELLED_STATUSES.len()
+        + match code / 100 {
+            class @ 1..=5 => usize::from(class) - 1,
+            _ => 5,
+        }
+}
 
 /// The bounded `status` label of `wxbroker_requests_total`: the status
 /// itself for the few the broker answers itself, else its class (`2xx` to
 /// `5xx`, `1xx`), else `other`.
 pub fn status_label(status: http::StatusCode) -> &'static str {
-    let code = status.as_u16();
-    if let Some((_, label)) = LABELLED_STATUSES.iter().find(|(known, _)| *known == code) {
-        return label;
-    }
-    match code / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        5 => "5xx",
-        _ => "other",
-    }
+    STATUS_LABEL_NAMES[status_index(status)]
 }
 
 #[cfg(test)]
@@ -58,5 +54,8 @@ mod tests {
         assert_eq!(label(418), "4xx");
         assert_eq!(label(599), "5xx");
         assert_eq!(label(999), "other");
+        for (at, code) in LABELLED_STATUSES.iter().enumerate() {
+            assert_eq!(STATUS_LABEL_NAMES[at], code.to_string());
+        }
     }
 }

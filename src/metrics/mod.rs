@@ -17,19 +17,16 @@
 //! gauges' builder in [`scraped`].
 
 pub mod app_series;
+pub mod clients;
 pub mod labels;
+pub mod requests;
 pub mod scraped;
+mod shards;
 pub mod text;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
-
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use app_series::AppSeries;
 pub use labels::status_label;
@@ -37,27 +34,21 @@ pub use scraped::{GaugeFamily, ScrapedGauge};
 pub use text::{TextCollector, TextFamily};
 
 use app_series::AppTable;
-
-/// How many distinct `Wxbroker-Client` names get their own label.
-const MAX_CLIENT_LABELS: usize = 64;
+use clients::ClientCounts;
+use requests::Requests;
 
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub client_requests: IntCounterVec,
+    /// Every listener's answers and their durations.
+    pub requests: Arc<Requests>,
+    clients: Arc<ClientCounts>,
     pub proxy_requests: IntCounterVec,
     pub store_errors: IntCounterVec,
     /// The counted series with an `app` label, by app.
     apps: Arc<AppTable>,
     /// Families written as text beside the registry's.
     text: Arc<Mutex<Vec<Box<dyn TextCollector>>>>,
-    /// Counters of the named clients seen so far: read with an atomic
-    /// load on every request, replaced whole (rarely: at most 64 names)
-    /// under `new_client` when a new name arrives.
-    known_clients: Arc<ArcSwap<HashMap<String, IntCounter>>>,
-    new_client: Arc<Mutex<()>>,
 }
 
 impl Metrics {
@@ -78,42 +69,18 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
+        let mut declared = app_series::declarations();
+        declared.extend([
+            requests::REQUESTS,
+            requests::DURATION,
+            clients::CLIENT_REQUESTS,
+        ]);
         registry
-            .register(Box::new(text::Declared::new(app_series::declarations())))
-            .expect("the app families are declared once");
-
-        let fast_buckets = vec![
-            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05, 0.25, 1.0,
-        ];
+            .register(Box::new(text::Declared::new(declared)))
+            .expect("the families written as text are declared once");
         Metrics {
-            requests: register(
-                &registry,
-                counter(
-                    "wxbroker_requests_total",
-                    "HTTP requests by listener, route template and status.",
-                    &["listener", "route", "status"],
-                ),
-            ),
-            request_duration: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "wxbroker_request_duration_seconds",
-                        "HTTP request handling time by route template.",
-                    )
-                    .buckets(fast_buckets),
-                    &["route"],
-                )
-                .expect("valid metric"),
-            ),
-            client_requests: register(
-                &registry,
-                counter(
-                    "wxbroker_client_requests_total",
-                    "Requests by Wxbroker-Client name (64 names, then \"other\").",
-                    &["client"],
-                ),
-            ),
+            requests: Default::default(),
+            clients: Default::default(),
             proxy_requests: register(
                 &registry,
                 counter(
@@ -132,8 +99,6 @@ impl Metrics {
             ),
             apps: Default::default(),
             text: Default::default(),
-            known_clients: Default::default(),
-            new_client: Default::default(),
             registry,
         }
     }
@@ -159,28 +124,9 @@ impl Metrics {
         self.apps.keep_quotas(polled);
     }
 
-    /// Counts a request from a named client, folding names past the cap
-    /// into "other" so a hostile client cannot grow the label set. Known
-    /// names (nearly every request) take no lock: an atomic load.
+    /// Counts a request from a named client (see [`clients`]).
     pub fn count_client(&self, client: &str) {
-        if let Some(counter) = self.known_clients.load().get(client) {
-            counter.inc();
-            return;
-        }
-        let _writer = self.new_client.lock().expect("client map poisoned");
-        let known = self.known_clients.load_full();
-        let label = if known.len() < MAX_CLIENT_LABELS {
-            client
-        } else {
-            "other"
-        };
-        let counter = self.client_requests.with_label_values(&[label]);
-        counter.inc();
-        if label == client && !known.contains_key(client) {
-            let mut grown = HashMap::clone(&known);
-            grown.insert(client.to_owned(), counter);
-            self.known_clients.store(std::sync::Arc::new(grown));
-        }
+        self.clients.count(client);
     }
 
     /// The registry, for a module that owns metrics of its own (the
@@ -214,6 +160,8 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         self.apps.write(&mut out);
+        self.requests.write(&mut out);
+        self.clients.write(&mut out);
         for collector in self
             .text
             .lock()
@@ -258,7 +206,7 @@ mod tests {
             .lines()
             .filter(|l| l.starts_with("wxbroker_client_requests_total{"))
             .count();
-        assert_eq!(labelled, MAX_CLIENT_LABELS + 1);
+        assert_eq!(labelled, clients::MAX_NAMED + 1);
         assert!(text.contains(r#"wxbroker_client_requests_total{client="other"} 36"#));
     }
 
@@ -294,9 +242,14 @@ mod tests {
     }
 
     #[test]
-    fn the_app_families_names_are_kept_from_any_other_metric() {
+    fn the_text_families_names_are_kept_from_any_other_metric() {
         let metrics = Metrics::new();
-        for (name, _, _) in app_series::declarations() {
+        let text_families = [
+            requests::REQUESTS,
+            requests::DURATION,
+            clients::CLIENT_REQUESTS,
+        ];
+        for (name, _, _) in app_series::declarations().into_iter().chain(text_families) {
             let same_name = IntCounterVec::new(Opts::new(name, "Again."), &["app"]).unwrap();
             assert!(
                 metrics.registry().register(Box::new(same_name)).is_err(),

@@ -11,6 +11,11 @@ use crate::errors::Chain;
 use crate::http_io::body::{BodyError, ReadError};
 use crate::http_io::RequestBody;
 
+/// Whether a header is one of the marks [`check_not_relayed`] refuses.
+pub fn is_relay_mark(name: &HeaderName) -> bool {
+    *name == http::header::FORWARDED || *name == X_FORWARDED_FOR || *name == FORWARDED_MARK
+}
+
 /// Token routes, and the compatible listener's token calls, take small
 /// JSON bodies only.
 pub const TOKEN_BODY_LIMIT: usize = 1024 * 1024;

@@ -35,7 +35,7 @@ use super::respond::{self, Body};
 use super::state::ApiState;
 use crate::http_io::RequestBody;
 use crate::identity::Peer;
-use context::{client_name, Ctx};
+use context::{client_name, unrelayed_client_name, Ctx};
 use counts::RouteCounts;
 use params::Params;
 use route::{Answer, Route};
@@ -100,9 +100,7 @@ impl Router {
         let route = &ROUTES[index];
         let now = route.now?;
         let state = &*self.state;
-        let headers = request.headers();
-        check_not_relayed(headers).ok()?;
-        let client = client_name(headers);
+        let client = unrelayed_client_name(request.headers())?;
         let require_header = ListenerKind::Tcp {
             require_client_header: true,
         };

@@ -32,6 +32,10 @@ pub(super) struct Route {
     pub template: &'static str,
     /// The paths it answers; [`Route::new`] makes it the template.
     pub pattern: &'static str,
+    /// How long the pattern's literal start is (before any `{`): most
+    /// paths are refused there, and a pattern without parameters is
+    /// matched there whole.
+    literal: usize,
     /// A probe (`/livez`, `/readyz`): no client header asked for or
     /// counted.
     pub probe: bool,
@@ -47,6 +51,7 @@ impl Route {
         Route {
             template,
             pattern: template,
+            literal: literal_len(template),
             probe: false,
             now: None,
             local,
@@ -57,6 +62,7 @@ impl Route {
     /// The route answers `pattern` (under its template's label).
     pub const fn matching(mut self, pattern: &'static str) -> Self {
         self.pattern = pattern;
+        self.literal = literal_len(pattern);
         self
     }
 
@@ -77,6 +83,27 @@ impl Route {
 
     /// The path's parameters, if `path` is one of this route's.
     pub fn matches<'a>(&self, path: &'a str) -> Option<Params<'a>> {
+        let literal = &self.pattern.as_bytes()[..self.literal];
+        if !path.as_bytes().starts_with(literal) {
+            return None;
+        }
+        if self.literal == self.pattern.len() {
+            return (path.len() == self.literal).then(Params::default);
+        }
         Params::of(self.pattern, path)
     }
+}
+
+/// Where `pattern`'s first parameter starts; its length if it has none.
+/// The lone pattern `*` (every path) has no literal start.
+const fn literal_len(pattern: &str) -> usize {
+    let bytes = pattern.as_bytes();
+    if bytes.len() == 1 && bytes[0] == b'*' {
+        return 0;
+    }
+    let mut at = 0;
+    while at < bytes.len() && bytes[at] != b'{' {
+        at += 1;
+    }
+    at
 }

@@ -44,12 +44,8 @@ pub async fn handle(state: &CompatState, request: Request<RequestBody>) -> Respo
     let status = response.status();
     metrics
         .requests
-        .with_label_values(&["compat", route, crate::metrics::status_label(status)])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(started.elapsed().as_secs_f64());
+        .series("compat", route)
+        .record(status, started.elapsed().as_secs_f64());
     debug!(
         listener = "compat",
         route,

@@ -111,7 +111,7 @@ where
         loop {
             if socket.ahead.is_empty() {
                 // Parked: wait for the client without holding any of HTTP.
-                let mut head_due = pin!(tokio::time::sleep_until(deadline.into()));
+                let mut head_due = socket.signals.timer_at(deadline);
                 let woken = poll_fn(|cx| {
                     if drained.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Woken::Drain);
@@ -122,6 +122,7 @@ where
                     head_due.as_mut().poll(cx).map(|()| Woken::Deadline)
                 })
                 .await;
+                socket.signals.keep_timer(head_due);
                 match woken {
                     Woken::Client(ready) => ready?,
                     Woken::Drain => return Ok(socket.shutdown().await?),
@@ -228,17 +229,36 @@ fn now() -> Instant {
 }
 
 /// What a session's timer tells the connection's task.
+/// What a connection's sessions and head waits share: a park asked for,
+/// and the connection's one timer. A tokio timer made and dropped for
+/// every request costs an entry put into the timer wheel and taken out
+/// again; one kept and moved later costs an atomic update, the wheel
+/// finding the new deadline when the old one comes round.
 #[derive(Default)]
 struct Signals {
-    /// A wait for a head has lasted `park_after`: the session may end.
-    /// Withdrawn when that wait ends or the client sends a byte, whichever
-    /// comes first.
     park: AtomicBool,
-    /// That wait's deadline, for the parked socket to keep.
     head_deadline: Mutex<Option<Instant>>,
+    timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 impl Signals {
+    /// The connection's timer, set for `at`: to be handed back with
+    /// [`Signals::keep_timer`] when the wait is over.
+    fn timer_at(&self, at: Instant) -> Pin<Box<tokio::time::Sleep>> {
+        let kept = self.timer.lock().expect("never poisoned").take();
+        match kept {
+            Some(mut timer) => {
+                timer.as_mut().reset(at.into());
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(at.into())),
+        }
+    }
+
+    fn keep_timer(&self, timer: Pin<Box<tokio::time::Sleep>>) {
+        *self.timer.lock().expect("never poisoned") = Some(timer);
+    }
+
     fn ask_to_park(&self, head_deadline: Instant) {
         *self.head_deadline.lock().expect("never poisoned") = Some(head_deadline);
         self.park.store(true, Ordering::Release);
@@ -355,17 +375,19 @@ impl Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        let signals = self.signals.clone();
         if self.waits.fetch_add(1, Ordering::Relaxed) == 0 {
-            return Box::pin(HeadWait::new(deadline.min(self.first_deadline), None));
+            return Box::pin(HeadWait::new(
+                signals,
+                deadline.min(self.first_deadline),
+                None,
+            ));
         }
         let park_at = deadline
             .checked_sub(self.idle)
             .map(|began| began + self.park_after)
             .filter(|park_at| *park_at < deadline);
-        Box::pin(HeadWait::new(
-            deadline,
-            park_at.map(|at| (at, self.signals.clone())),
-        ))
+        Box::pin(HeadWait::new(signals, deadline, park_at))
     }
 
     fn now(&self) -> Instant {
@@ -375,26 +397,26 @@ impl Timer for HeadTimer {
 
 /// One wait for a request head: fails the connection at its deadline,
 /// and first, when asked to, tells the task at `park_at` that the session
-/// may end.
+/// may end. It borrows the connection's timer and hands it back when
+/// dropped.
 struct HeadWait {
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// `Some` until the wait is dropped.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    signals: Arc<Signals>,
     deadline: Instant,
-    /// Set while the sleep is set for the park point.
-    park: Option<Arc<Signals>>,
-    asked: Option<Arc<Signals>>,
+    /// Set while the timer is set for the park point.
+    parks: bool,
+    asked: bool,
 }
 
 impl HeadWait {
-    fn new(deadline: Instant, park: Option<(Instant, Arc<Signals>)>) -> Self {
-        let (first, park) = match park {
-            Some((at, signals)) => (at, Some(signals)),
-            None => (deadline, None),
-        };
+    fn new(signals: Arc<Signals>, deadline: Instant, park_at: Option<Instant>) -> Self {
         HeadWait {
-            sleep: Box::pin(tokio::time::sleep_until(first.into())),
+            timer: Some(signals.timer_at(park_at.unwrap_or(deadline))),
+            signals,
             deadline,
-            park,
-            asked: None,
+            parks: park_at.is_some(),
+            asked: false,
         }
     }
 }
@@ -403,15 +425,16 @@ impl Future for HeadWait {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let timer = this.timer.as_mut().expect("kept until dropped");
         loop {
-            ready!(self.sleep.as_mut().poll(cx));
-            let Some(signals) = self.park.take() else {
+            ready!(timer.as_mut().poll(cx));
+            if !std::mem::take(&mut this.parks) {
                 return Poll::Ready(());
-            };
-            signals.ask_to_park(self.deadline);
-            self.asked = Some(signals);
-            let deadline = self.deadline;
-            self.sleep.as_mut().reset(deadline.into());
+            }
+            this.signals.ask_to_park(this.deadline);
+            this.asked = true;
+            timer.as_mut().reset(this.deadline.into());
         }
     }
 }
@@ -422,8 +445,11 @@ impl Drop for HeadWait {
     fn drop(&mut self) {
         // The wait is over (a head arrived, or the session ended): a park
         // asked for and not taken no longer holds.
-        if let Some(signals) = &self.asked {
-            signals.withdraw();
+        if self.asked {
+            self.signals.withdraw();
+        }
+        if let Some(timer) = self.timer.take() {
+            self.signals.keep_timer(timer);
         }
     }
 }
