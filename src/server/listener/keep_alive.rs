@@ -107,13 +107,15 @@ where
     async move {
         // One wait for the drain, parked or not: it fires once, and the
         // connection ends then.
+        let flag = drain.clone();
         let mut drained = pin!(drain.changed());
+        let mut waiting = false;
         loop {
             if socket.ahead.is_empty() {
                 // Parked: wait for the client without holding any of HTTP.
                 let mut head_due = socket.signals.timer_at(deadline);
                 let woken = poll_fn(|cx| {
-                    if drained.as_mut().poll(cx).is_ready() {
+                    if drain_fired(&flag, drained.as_mut(), &mut waiting, cx) {
                         return Poll::Ready(Woken::Drain);
                     }
                     if let Poll::Ready(ready) = socket.io.poll_read_ready(cx) {
@@ -140,7 +142,7 @@ where
             let mut draining = false;
             let mut parked_until = None;
             let ended = poll_fn(|cx| {
-                if !draining && drained.as_mut().poll(cx).is_ready() {
+                if !draining && drain_fired(&flag, drained.as_mut(), &mut waiting, cx) {
                     draining = true;
                     Pin::new(&mut *session).graceful_shutdown();
                 }
@@ -180,6 +182,29 @@ where
             }
         }
     }
+}
+
+/// Whether the server has begun to drain: `flag` (a copy of the drain's
+/// receiver) is read on every wake, and `waiter` (its `changed()`) polled
+/// only until it waits, which wakes this task when the drain fires. The
+/// connection's task is the waiter's only poller, so the waker it keeps
+/// stays the right one; polling it on every wake cost more than the rest
+/// of a wake's own bookkeeping.
+fn drain_fired<F: Future>(
+    flag: &watch::Receiver<()>,
+    waiter: Pin<&mut F>,
+    waiting: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    // A dropped sender drains too, as `changed()` then ends.
+    if flag.has_changed().unwrap_or(true) {
+        return true;
+    }
+    if *waiting {
+        return false;
+    }
+    *waiting = true;
+    waiter.poll(cx).is_ready()
 }
 
 #[derive(Clone, Copy)]
@@ -711,6 +736,31 @@ mod tests {
         drain.send(()).unwrap();
         closed_after(&mut client, Duration::from_secs(2)).await;
         ended.await.unwrap().unwrap();
+    }
+
+    /// The drain wakes a connection whose session waits for its next
+    /// head, as well as one parked: its waiter was polled once, on the
+    /// first wake, and never again.
+    #[tokio::test]
+    async fn draining_closes_a_waiting_session_at_once() {
+        let Served {
+            mut client,
+            parks,
+            drain,
+            ended,
+        } = served(Duration::from_secs(30), Duration::from_secs(30)).await;
+        for path in ["/first", "/second"] {
+            client
+                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            assert!(answer(&mut client).await.ends_with(path));
+        }
+        let in_session = parks.load(Ordering::Relaxed);
+        drain.send(()).unwrap();
+        closed_after(&mut client, Duration::from_secs(2)).await;
+        ended.await.unwrap().unwrap();
+        assert_eq!(parks.load(Ordering::Relaxed), in_session, "not parked");
     }
 
     #[test]
