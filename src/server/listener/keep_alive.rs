@@ -270,10 +270,21 @@ impl Signals {
     /// The connection's timer, set for `at`: to be handed back with
     /// [`Signals::keep_timer`] when the wait is over.
     fn timer_at(&self, at: Instant) -> Pin<Box<tokio::time::Sleep>> {
+        self.timer_near(at, Duration::ZERO)
+    }
+
+    /// [`Signals::timer_at`], left where it is if that is at most `slack`
+    /// before `at`: a busy connection, waiting for a head every few
+    /// hundred microseconds, then moves its timer once in `slack` rather
+    /// than on every request.
+    fn timer_near(&self, at: Instant, slack: Duration) -> Pin<Box<tokio::time::Sleep>> {
         let kept = self.timer.lock().expect("never poisoned").take();
         match kept {
             Some(mut timer) => {
-                timer.as_mut().reset(at.into());
+                let set = Instant::from(timer.deadline());
+                if !(set <= at && at <= set + slack) {
+                    timer.as_mut().reset(at.into());
+                }
                 timer
             }
             None => Box::pin(tokio::time::sleep_until(at.into())),
@@ -412,7 +423,10 @@ impl Timer for HeadTimer {
             .checked_sub(self.idle)
             .map(|began| began + self.park_after)
             .filter(|park_at| *park_at < deadline);
-        Box::pin(HeadWait::new(signals, deadline, park_at))
+        // A session may be told to park up to a tenth of `park_after`
+        // early.
+        let park = park_at.map(|at| (at, self.park_after / 10));
+        Box::pin(HeadWait::new(signals, deadline, park))
     }
 
     fn now(&self) -> Instant {
@@ -435,12 +449,18 @@ struct HeadWait {
 }
 
 impl HeadWait {
-    fn new(signals: Arc<Signals>, deadline: Instant, park_at: Option<Instant>) -> Self {
+    /// `park`: the park point, and how much earlier it may come (the
+    /// deadline never comes early).
+    fn new(signals: Arc<Signals>, deadline: Instant, park: Option<(Instant, Duration)>) -> Self {
+        let timer = match park {
+            Some((park_at, slack)) => signals.timer_near(park_at, slack),
+            None => signals.timer_at(deadline),
+        };
         HeadWait {
-            timer: Some(signals.timer_at(park_at.unwrap_or(deadline))),
+            timer: Some(timer),
             signals,
             deadline,
-            parks: park_at.is_some(),
+            parks: park.is_some(),
             asked: false,
         }
     }
