@@ -1,5 +1,5 @@
 //! `wxbroker_client_requests_total{client}`: requests by their
-//! `Wxbroker-Client` name, counted on [`Shards`] as every request is, and
+//! `Wxbroker-Client` name, counted on per-thread shards as every request is, and
 //! written as text. The first [`MAX_NAMED`] names get their own series;
 //! later names, and the name `other` itself, count as `other`, so a
 //! hostile client cannot grow the label set.

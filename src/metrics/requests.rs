@@ -1,6 +1,6 @@
 //! `wxbroker_requests_total{listener,route,status}` and
 //! `wxbroker_request_duration_seconds{route}`: every request a listener
-//! answers counts into them, so they are counted on [`Shards`] (no cache
+//! answers counts into them, so they are counted on per-thread shards (no cache
 //! line shared between the workers) and written as text.
 //!
 //! A (listener, route) pair's series is made on first use, or declared
