@@ -61,9 +61,7 @@ impl std::hash::Hash for AccessToken {
 impl AccessToken {
     pub fn new(value: impl Into<String>) -> Self {
         let value: Arc<str> = Arc::from(value.into());
-        let json_plain = value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let json_plain = is_json_plain(&value);
         AccessToken { value, json_plain }
     }
 
@@ -87,6 +85,14 @@ impl AccessToken {
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.value)
     }
+}
+
+/// Whether `value` can go into JSON between quotes as it is: nothing in
+/// it needs escaping.
+pub fn is_json_plain(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// The fingerprint of any token-like string (see [`AccessToken::fingerprint`]).

@@ -4,17 +4,16 @@
 //! that carries a token says `Cache-Control: no-store`.
 
 use std::cell::RefCell;
-use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{Response, StatusCode};
 
 use crate::engine::CredentialRecord;
 use crate::http_io::query;
+use crate::http_io::response::JSON;
 pub use crate::http_io::response::{full, json, no_store, text, Body};
-use crate::http_io::response::{JSON, NO_STORE};
-use crate::secret::AccessToken;
+use crate::secret::{is_json_plain, AccessToken};
 
 /// A ticket in the shape of WeChat's ticket endpoints:
 /// `{"errcode":0,"errmsg":"ok","ticket":..,"expires_in":..}`.
@@ -56,16 +55,15 @@ pub fn token(
             return token_response(body);
         }
     }
-    let app_name = app;
-    let app = JsonStr::new(app);
+    let app_json = JsonStr::new(app);
     let value = JsonStr::of_token(token);
     let (mut expires_in_digits, mut expires_at) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let [app_open, app, app_close] = app.parts();
+    let [app_open, app_text, app_close] = app_json.parts();
     let [value_open, value, value_close] = value.parts();
     let body = concat(&[
         "{\"app\":",
         app_open,
-        app,
+        app_text,
         app_close,
         ",\"access_token\":",
         value_open,
@@ -82,15 +80,16 @@ pub fn token(
         },
     ]);
     if refreshed.is_none() {
-        LastAnswer::keep(app_name, token, expires_in, &body);
+        LastAnswer::keep(app, token, expires_in, &body);
     }
     token_response(body)
 }
 
+/// A JSON answer that carries a token.
 fn token_response(body: Bytes) -> Response<Body> {
     let mut response = Response::new(full(body));
-    *response.headers_mut() = TOKEN_HEADERS.clone();
-    response
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    no_store(response)
 }
 
 thread_local! {
@@ -137,15 +136,6 @@ impl LastAnswer {
     }
 }
 
-/// A JSON token answer's headers, built once: a copy costs less than
-/// inserting each.
-static TOKEN_HEADERS: LazyLock<HeaderMap> = LazyLock::new(|| {
-    let mut headers = HeaderMap::with_capacity(2);
-    headers.insert(CONTENT_TYPE, JSON);
-    headers.insert(CACHE_CONTROL, NO_STORE);
-    headers
-});
-
 /// `parts` joined, in a buffer of exactly their length: a `Bytes` made
 /// from a fuller buffer allocates again to share it.
 fn concat(parts: &[&str]) -> Bytes {
@@ -176,9 +166,7 @@ pub fn wechat_token(token: &CredentialRecord, now_ms: u64, wecom: bool) -> Respo
         expires_in.format(token.expires_in(now_ms)),
         "}",
     ]);
-    let mut response = Response::new(full(body));
-    *response.headers_mut() = TOKEN_HEADERS.clone();
-    response
+    token_response(body)
 }
 
 /// A WeChat-shaped error, `{"errcode":..,"errmsg":..}`, sent with HTTP 200
@@ -199,10 +187,7 @@ enum JsonStr<'a> {
 
 impl<'a> JsonStr<'a> {
     fn new(value: &'a str) -> Self {
-        let plain = value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-        if plain {
+        if is_json_plain(value) {
             JsonStr::Plain(value)
         } else {
             JsonStr::Escaped(serde_json::to_string(value).expect("a string always serializes"))
@@ -232,7 +217,7 @@ impl<'a> JsonStr<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::AccessToken;
+    use http::header::CACHE_CONTROL;
     use http_body_util::BodyExt;
 
     #[tokio::test]

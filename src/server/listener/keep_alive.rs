@@ -253,7 +253,6 @@ fn now() -> Instant {
     tokio::time::Instant::now().into()
 }
 
-/// What a session's timer tells the connection's task.
 /// What a connection's sessions and head waits share: a park asked for,
 /// and the connection's one timer. A tokio timer made and dropped for
 /// every request costs an entry put into the timer wheel and taken out
@@ -261,8 +260,13 @@ fn now() -> Instant {
 /// finding the new deadline when the old one comes round.
 #[derive(Default)]
 struct Signals {
+    /// A wait for a head has lasted `park_after`: the session may end.
+    /// Withdrawn when that wait ends or the client sends a byte, whichever
+    /// comes first.
     park: AtomicBool,
+    /// That wait's deadline, for the parked socket to keep.
     head_deadline: Mutex<Option<Instant>>,
+    /// The connection's timer, while no wait has borrowed it.
     timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
@@ -595,6 +599,14 @@ mod tests {
         }
     }
 
+    /// Sends `GET path`.
+    async fn ask(client: &mut TcpStream, path: &str) {
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+    }
+
     /// Reads one answer (headers and a body of at most a few bytes).
     async fn answer(client: &mut TcpStream) -> String {
         let mut buffer = vec![0; 1024];
@@ -633,10 +645,7 @@ mod tests {
             drain: _drain,
             ended,
         } = served(Duration::from_secs(30), Duration::from_millis(50)).await;
-        client
-            .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ask(&mut client, "/first").await;
         let first = answer(&mut client).await;
         assert!(
             first.starts_with(ANSWER) && first.ends_with("/first"),
@@ -647,10 +656,7 @@ mod tests {
             parks.load(Ordering::Relaxed) >= 2
         })
         .await;
-        client
-            .write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ask(&mut client, "/second").await;
         let second = answer(&mut client).await;
         assert!(
             second.starts_with(ANSWER) && second.ends_with("/second"),
@@ -670,10 +676,7 @@ mod tests {
         } = served(Duration::from_secs(30), Duration::from_millis(300)).await;
         let mut in_session = None;
         for i in 0..20 {
-            client
-                .write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            ask(&mut client, &format!("/{i}")).await;
             let answered = answer(&mut client).await;
             assert!(answered.ends_with(&format!("/{i}")), "{answered}");
             let parks = parks.load(Ordering::Relaxed);
@@ -692,10 +695,7 @@ mod tests {
             drain: _drain,
             ..
         } = served(Duration::from_secs(30), Duration::from_millis(100)).await;
-        client
-            .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ask(&mut client, "/first").await;
         answer(&mut client).await;
         // Half a head before the session is put down, the rest after: the
         // next session reads what the last one had read.
@@ -720,10 +720,7 @@ mod tests {
             drain: _drain,
             ..
         } = served(Duration::from_secs(2), Duration::from_secs(1)).await;
-        client
-            .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ask(&mut client, "/first").await;
         answer(&mut client).await;
         let in_session = parks.load(Ordering::Relaxed);
         // Closed `idle` after the answer, not `idle` after the park point.
@@ -743,10 +740,7 @@ mod tests {
             drain,
             ended,
         } = served(Duration::from_secs(30), Duration::from_millis(50)).await;
-        client
-            .write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        ask(&mut client, "/first").await;
         answer(&mut client).await;
         let in_session = parks.load(Ordering::Relaxed);
         wait_for("parked after the exchange", || {
@@ -770,10 +764,7 @@ mod tests {
             ended,
         } = served(Duration::from_secs(30), Duration::from_secs(30)).await;
         for path in ["/first", "/second"] {
-            client
-                .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
+            ask(&mut client, path).await;
             assert!(answer(&mut client).await.ends_with(path));
         }
         let in_session = parks.load(Ordering::Relaxed);
