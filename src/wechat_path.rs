@@ -15,6 +15,8 @@
 //! Every spelling a hop might see (each round of decoding) is judged, so
 //! a path refused in one of them is refused.
 
+use std::borrow::Cow;
+
 /// The families of paths the forwarding routes treat differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathFamily {
@@ -134,17 +136,22 @@ const SCRUBBED_ANSWERS: [&str; 1] = ["api_get_authorizer_info"];
 /// Whether the answer to `path` is relayed only with its refresh tokens
 /// taken out (`SCRUBBED_ANSWERS`), judged in every spelling.
 pub fn scrubs_refresh_tokens(path: &str) -> bool {
-    spellings(path).iter().any(|spelling| {
-        spelling
-            .split('/')
-            .any(|segment| SCRUBBED_ANSWERS.contains(&segment))
+    judged(path, |spellings| {
+        spellings.iter().any(|spelling| {
+            spelling
+                .split('/')
+                .any(|segment| SCRUBBED_ANSWERS.contains(&segment))
+        })
     })
 }
 
 /// Why `path` may never be forwarded, if it may not: judged in every
 /// spelling a hop might route on ([`spellings`]).
 pub fn withheld(path: &str) -> Option<Withheld> {
-    let spellings = spellings(path);
+    judged(path, withheld_in)
+}
+
+fn withheld_in(spellings: &[&str]) -> Option<Withheld> {
     let fetch = spellings
         .iter()
         .map(|spelling| classify_normalised(spelling))
@@ -170,6 +177,17 @@ pub fn withheld(path: &str) -> Option<Withheld> {
             .find_map(|segment| SECRET_ANSWERS.into_iter().find(|name| *name == segment))
             .map(Withheld::SecretAnswer)
     })
+}
+
+/// `judge` run over `path`'s [`spellings`], without copying the one
+/// spelling of a path that is already normal (most are).
+fn judged<R>(path: &str, judge: impl FnOnce(&[&str]) -> R) -> R {
+    if let Some(plain) = already_normal(path) {
+        return judge(&[plain]);
+    }
+    let spellings = spellings(path);
+    let spellings: Vec<&str> = spellings.iter().map(String::as_str).collect();
+    judge(&spellings)
 }
 
 /// `clear_quota` in any family (`/cgi-bin/`, `/cgi-bin/component/`,
@@ -291,9 +309,10 @@ fn classify_normalised(path: &str) -> PathFamily {
 /// `path` as the upstream would see it after every normalisation a hop
 /// might apply: decoded (repeatedly), lowercased, with empty and `.`
 /// segments dropped, `..` applied, and no leading or trailing slash.
-pub fn normalise(path: &str) -> String {
+/// Borrowed from `path` when it is already so.
+pub fn normalise(path: &str) -> Cow<'_, str> {
     if let Some(plain) = already_normal(path) {
-        return plain.to_owned();
+        return Cow::Borrowed(plain);
     }
     let mut decoded = path.to_owned();
     for _ in 0..DECODE_ROUNDS {
@@ -303,7 +322,7 @@ pub fn normalise(path: &str) -> String {
         }
         decoded = next;
     }
-    segments(&decoded)
+    Cow::Owned(segments(&decoded))
 }
 
 /// `path` without its leading slash when that is already its one
@@ -311,24 +330,39 @@ pub fn normalise(path: &str) -> String {
 /// space or control character, and no empty, `.` or `..` segment. Most
 /// paths are, and are judged without decoding them four times.
 fn already_normal(path: &str) -> Option<&str> {
+    /// The bytes of a normal path: lowercase letters, digits, `_`, `-`,
+    /// `.` and the `/` between segments.
+    const NORMAL: [bool; 256] = {
+        let mut normal = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            let b = byte as u8;
+            normal[byte] = b.is_ascii_lowercase()
+                || b.is_ascii_digit()
+                || matches!(b, b'_' | b'-' | b'.' | b'/');
+            byte += 1;
+        }
+        normal
+    };
     let path = path.strip_prefix('/').unwrap_or(path);
-    let tidy = |segment: &[u8]| !matches!(segment, b"" | b"." | b"..");
+    // Every byte looked at, without a branch for each: paths are short.
+    let all_normal = path
+        .bytes()
+        .fold(true, |normal, byte| normal & NORMAL[usize::from(byte)]);
+    if !all_normal {
+        return None;
+    }
     let bytes = path.as_bytes();
     let mut start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        if byte == b'/' {
-            if !tidy(&bytes[start..at]) {
+    for end in 0..=bytes.len() {
+        if end == bytes.len() || bytes[end] == b'/' {
+            if matches!(&bytes[start..end], b"" | b"." | b"..") {
                 return None;
             }
-            start = at + 1;
-        } else if !(byte.is_ascii_lowercase()
-            || byte.is_ascii_digit()
-            || matches!(byte, b'_' | b'-' | b'.'))
-        {
-            return None;
+            start = end + 1;
         }
     }
-    tidy(&bytes[start..]).then_some(path)
+    Some(path)
 }
 
 /// A decoded path with empty and `.` segments dropped, `..` applied,

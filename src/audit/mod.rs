@@ -32,7 +32,7 @@ use tracing::{error, info};
 use crate::config::LogConfig;
 use crate::errors::Chain;
 use crate::identity::Clients;
-use crate::metrics::Metrics;
+use crate::metrics::{KeptCounterVec, Metrics};
 use file::AuditFile;
 pub use file::AuditFileError;
 pub use record::{Call, CallRecord, Outcome, Reply, Target, Verdict};
@@ -77,7 +77,7 @@ impl AuditSettings {
 /// The audit's metrics.
 #[derive(Clone)]
 struct AuditMetrics {
-    calls: IntCounterVec,
+    calls: KeptCounterVec,
     dropped: IntCounter,
     write_errors: IntCounter,
 }
@@ -106,7 +106,7 @@ impl AuditMetrics {
         metrics.register(Box::new(dropped.clone()));
         metrics.register(Box::new(write_errors.clone()));
         AuditMetrics {
-            calls,
+            calls: KeptCounterVec::new(calls),
             dropped,
             write_errors,
         }
@@ -133,14 +133,11 @@ impl Auditor {
         } else {
             UNKNOWN_CLIENT
         };
-        self.metrics
-            .calls
-            .with_label_values(&[
-                record.target().configured_name(),
-                client,
-                record.outcome().label(),
-            ])
-            .inc();
+        self.metrics.calls.inc(&[
+            record.target().configured_name(),
+            client,
+            record.outcome().label(),
+        ]);
         if self.queue.try_send(record).is_err() {
             self.metrics.dropped.inc();
         }

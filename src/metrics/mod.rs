@@ -18,6 +18,7 @@
 
 pub mod app_series;
 pub mod clients;
+pub mod kept;
 pub mod labels;
 pub mod requests;
 pub mod scraped;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use app_series::AppSeries;
+pub use kept::KeptCounterVec;
 pub use labels::status_label;
 pub use scraped::{GaugeFamily, ScrapedGauge};
 pub use text::{TextCollector, TextFamily};
@@ -43,7 +45,7 @@ pub struct Metrics {
     /// Every listener's answers and their durations.
     pub requests: Arc<Requests>,
     clients: Arc<ClientCounts>,
-    pub proxy_requests: IntCounterVec,
+    pub proxy_requests: KeptCounterVec,
     pub store_errors: IntCounterVec,
     /// The counted series with an `app` label, by app.
     apps: Arc<AppTable>,
@@ -81,14 +83,14 @@ impl Metrics {
         Metrics {
             requests: Default::default(),
             clients: Default::default(),
-            proxy_requests: register(
+            proxy_requests: KeptCounterVec::new(register(
                 &registry,
                 counter(
                     "wxbroker_proxy_requests_total",
                     "Proxied requests by outcome.",
                     &["app", "outcome"],
                 ),
-            ),
+            )),
             store_errors: register(
                 &registry,
                 counter(

@@ -199,7 +199,7 @@ impl<'a> Corp<'a> {
                 "access_token",
             )
             .await;
-        let (url, headers, body) = match prepared {
+        let (destination, headers, body) = match prepared {
             Ok(prepared) => prepared,
             Err(err) => return proxy_error(err),
         };
@@ -210,7 +210,7 @@ impl<'a> Corp<'a> {
             Err(err) => return (Err(err), Verdict::unanswered(Outcome::Refused)),
         };
         let (suite, corpid, wait) = (self.suite, self.corpid, self.state.token_wait);
-        let call = (forward.method, &url, &headers, &body);
+        let call = (forward.method, &destination, &headers, &body);
         let sent = self
             .state
             .proxy

@@ -18,12 +18,18 @@ pub(super) struct Params<'a> {
 impl<'a> Params<'a> {
     /// The parameters of `path`, if it matches `pattern`.
     pub fn of(pattern: &'static str, path: &'a str) -> Option<Self> {
-        let mut params = Params::default();
         if pattern == "*" {
-            return Some(params);
+            return Some(Params::default());
         }
-        let mut rest = Some(path.strip_prefix('/')?);
-        let mut wanted_rest = Some(pattern.strip_prefix('/')?);
+        Params::below(pattern.strip_prefix('/')?, path.strip_prefix('/')?)
+    }
+
+    /// [`Params::of`] for what follows a slash both have in the same
+    /// place: a route's literal start, matched already.
+    pub fn below(pattern: &'static str, path: &'a str) -> Option<Self> {
+        let mut params = Params::default();
+        let mut rest = Some(path);
+        let mut wanted_rest = Some(pattern);
         while let Some(patterns) = wanted_rest {
             let (wanted, after_wanted) = first_segment(patterns);
             wanted_rest = after_wanted;

@@ -168,7 +168,7 @@ async fn authorizer_call(
         .proxy
         .prepare_token_call(&platform.config().api_base, &forward, body, "access_token")
         .await;
-    let (url, headers, body) = match prepared {
+    let (destination, headers, body) = match prepared {
         Ok(prepared) => prepared,
         Err(err) => return proxy_error(err),
     };
@@ -179,7 +179,7 @@ async fn authorizer_call(
         Err(err) => return (Err(err), Verdict::unanswered(Outcome::Refused)),
     };
     let wait = state.token_wait;
-    let call = (forward.method, &url, &headers, &body);
+    let call = (forward.method, &destination, &headers, &body);
     let answer = state
         .proxy
         .send_as_child(call, &token, |reported| async move {

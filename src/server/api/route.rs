@@ -90,7 +90,11 @@ impl Route {
         if self.literal == self.pattern.len() {
             return (path.len() == self.literal).then(Params::default);
         }
-        Params::of(self.pattern, path)
+        match literal.last() {
+            // The rest is matched from the slash before the first parameter.
+            Some(b'/') => Params::below(&self.pattern[self.literal..], &path[self.literal..]),
+            _ => Params::of(self.pattern, path),
+        }
     }
 }
 

@@ -34,7 +34,7 @@ where
         .proxy
         .prepare_token_call(api_base, &forward, body, "access_token")
         .await;
-    let (url, headers, body) = match prepared {
+    let (destination, headers, body) = match prepared {
         Ok(prepared) => prepared,
         Err(err) => return audited_failure(&err),
     };
@@ -42,7 +42,7 @@ where
         Ok(token) => token,
         Err(err) => return audited(Err(failure(err))),
     };
-    let call = (&request.method, &url, &headers, &body);
+    let call = (&request.method, &destination, &headers, &body);
     match api.proxy.send_as_child(call, &token, invalidate).await {
         Ok(response) => audited(Ok(response)),
         // The child went away, or has no token, while its rejected token

@@ -31,7 +31,7 @@ use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Act, Resource};
 use crate::platform::{AuthorizerError, PlatformHandle};
-use crate::server::proxy::ProxyError;
+use crate::server::proxy::{Destination, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
@@ -218,7 +218,7 @@ async fn forward_component(asked: Asked<'_>, platform: &PlatformHandle, body: By
     let (api, request) = (asked.api(), asked.request);
     // The path is judged before the token is asked for: a refused call
     // makes no upstream call at all.
-    let (url, headers) = match prepare(asked, platform) {
+    let (destination, headers) = match prepare(asked, platform) {
         Ok(prepared) => prepared,
         Err(err) => return audited_failure(&err),
     };
@@ -229,7 +229,7 @@ async fn forward_component(asked: Asked<'_>, platform: &PlatformHandle, body: By
             format!("system error (wxbroker: {err})"),
         )));
     }
-    let call = (&request.method, &url, &headers, &body);
+    let call = (&request.method, &destination, &headers, &body);
     let sent = api
         .proxy
         .send_with_credential(component, call, "component_access_token", is_token_rejected)
@@ -257,7 +257,7 @@ fn authorizer_failure(err: AuthorizerError) -> WxError {
 fn prepare(
     asked: Asked<'_>,
     platform: &PlatformHandle,
-) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
+) -> Result<(Destination, HeaderMap), ProxyError> {
     asked.api().proxy.token_call_target(
         &platform.config().api_base,
         &asked.forward(),

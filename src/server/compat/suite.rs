@@ -40,7 +40,7 @@ use crate::engine::{CredentialHandle, TokenError};
 use crate::http_io::query;
 use crate::http_io::RequestBody;
 use crate::identity::{Access, Act, Resource};
-use crate::server::proxy::ProxyError;
+use crate::server::proxy::{Destination, ProxyError};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
@@ -453,7 +453,7 @@ async fn forward_credentialed(
     let (api, request) = (asked.api(), asked.request);
     // The path is judged before the token is asked for: a refused call
     // makes no upstream call at all.
-    let (url, headers) = match prepare(asked, suite, with.param) {
+    let (destination, headers) = match prepare(asked, suite, with.param) {
         Ok(prepared) => prepared,
         Err(err) => return audited_failure(&err),
     };
@@ -461,7 +461,7 @@ async fn forward_credentialed(
     if let Err(err) = handle.token(api.token_wait).await {
         return audited(Err(no_credential(suite, handle, &err)));
     }
-    let call = (&request.method, &url, &headers, &body);
+    let call = (&request.method, &destination, &headers, &body);
     let sent = api
         .proxy
         .send_with_credential(handle, call, with.param, suite_token_rejected)
@@ -478,7 +478,7 @@ fn prepare(
     asked: Asked<'_>,
     suite: &SuiteHandle,
     param: &str,
-) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
+) -> Result<(Destination, HeaderMap), ProxyError> {
     asked
         .api()
         .proxy

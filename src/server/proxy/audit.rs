@@ -77,8 +77,12 @@ pub fn failed(err: &ProxyError) -> Verdict {
 pub fn audited_path(path: &str) -> String {
     let normal = wechat_path::normalise(path);
     let path = normal.split(['?', '#']).next().unwrap_or_default();
-    let mut audited = String::with_capacity(path.len() + 1);
+    let mut audited = String::with_capacity(path.len().min(MAX_PATH) + 1);
     audited.push('/');
+    if path.is_ascii() {
+        audited.push_str(&path[..path.len().min(MAX_PATH - 1)]);
+        return audited;
+    }
     for c in path.chars() {
         if audited.len() + c.len_utf8() > MAX_PATH {
             break;
@@ -102,6 +106,12 @@ mod tests {
         );
         assert_eq!(audited_path("/cgi-bin/x%23frag"), "/cgi-bin/x");
         assert_eq!(audited_path(&"a/".repeat(500)).len(), MAX_PATH);
+        let wide = audited_path(&"\u{4f60}/".repeat(200));
+        assert!(
+            wide.len() <= MAX_PATH && wide.len() > MAX_PATH - 4,
+            "{wide}"
+        );
+        assert!(wide.ends_with(['\u{4f60}', '/']));
     }
 
     #[test]

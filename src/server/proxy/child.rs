@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::HeaderMap;
 use http::{Method, Response};
 
-use super::{Proxy, ProxyError};
+use super::{Destination, Proxy, ProxyError};
 use crate::children::ChildToken;
 use crate::http_io::Body;
 use crate::wechat::is_token_rejected;
@@ -27,9 +27,9 @@ pub enum ChildCallError<E> {
     Invalidate(E, Response<Body>),
 }
 
-/// A call ready to send (twice, if need be): its method, URL, headers
+/// A call ready to send (twice, if need be): its method, target, headers
 /// and whole body.
-pub type Prepared<'a> = (&'a Method, &'a reqwest::Url, &'a HeaderMap, &'a Bytes);
+pub type Prepared<'a> = (&'a Method, &'a Destination, &'a HeaderMap, &'a Bytes);
 
 /// The query parameter a child's token goes upstream in.
 const TOKEN_PARAM: &str = "access_token";

@@ -8,7 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// that carries it (a forwarding loop: an `api_base` that leads back to a
 /// broker), so no request is ever forwarded twice.
 pub const FORWARDED_MARK: HeaderName = HeaderName::from_static("wxbroker-forwarded");
-pub(super) const FORWARDED_MARK_VALUE: HeaderValue = HeaderValue::from_static("1");
+const FORWARDED_MARK_VALUE: HeaderValue = HeaderValue::from_static("1");
 
 /// Headers that describe one hop, not the message (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: [&str; 9] = [
@@ -40,13 +40,20 @@ pub(super) fn connection_listed(headers: &HeaderMap) -> Vec<String> {
 }
 
 /// The client's headers minus hop-by-hop ones, `Host` (the upstream's is
-/// set from the URL), `Wxbroker-Client` and `Wxbroker-Forwarded`, the length (the buffered body's
-/// is set again), `Expect` (answered here), and `Accept-Encoding`: the
-/// proxy must be able to read a JSON answer for a rejected token, so it
-/// asks for it uncompressed.
+/// set from `api_base`), `Wxbroker-Client` and `Wxbroker-Forwarded`, the
+/// length (the buffered body's is set again), `Expect` (answered here),
+/// and `Accept-Encoding`: the proxy must be able to read a JSON answer for
+/// a rejected token, so it asks for it uncompressed. Added: the
+/// [`FORWARDED_MARK`], refused by any broker the call reaches, itself
+/// included, so a loop ends at its first turn; and `Accept: */*` when the
+/// client sent none, as HTTP clients do, for upstreams that look.
 pub(super) fn forwarded_headers(headers: &HeaderMap) -> HeaderMap {
     let connection = connection_listed(headers);
-    let mut out = HeaderMap::with_capacity(headers.len());
+    let mut out = HeaderMap::with_capacity(headers.len() + 2);
+    out.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
+    if !headers.contains_key(header::ACCEPT) {
+        out.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    }
     for (name, value) in headers {
         let dropped = is_hop_by_hop(name, &connection)
             || name == header::HOST
@@ -79,6 +86,16 @@ mod tests {
         headers.insert("x-request-id", "abc".parse().unwrap());
         let out = forwarded_headers(&headers);
         let names: Vec<_> = out.keys().map(HeaderName::as_str).collect();
-        assert_eq!(names, ["content-type", "x-request-id"]);
+        assert_eq!(
+            names,
+            [
+                "wxbroker-forwarded",
+                "accept",
+                "content-type",
+                "x-request-id"
+            ]
+        );
+        headers.insert("accept", "application/json".parse().unwrap());
+        assert_eq!(forwarded_headers(&headers)["accept"], "application/json");
     }
 }

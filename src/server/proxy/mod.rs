@@ -39,11 +39,12 @@ use crate::wechat_path::{self, Carries, Withheld};
 use answer::{Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
 pub use child::{ChildCallError, Prepared};
+use headers::forwarded_headers;
 pub use headers::FORWARDED_MARK;
-use headers::{forwarded_headers, FORWARDED_MARK_VALUE};
 pub use send::Upstream;
 pub use target::check_path;
 use target::forward_target;
+pub use target::Destination;
 
 /// How long one upstream attempt may take to answer (its head, plus the
 /// body when the proxy reads it whole to look for a rejected token), and
@@ -194,10 +195,7 @@ impl Proxy {
             Ok((_, true)) => "retried",
             Err(err) => err.outcome(),
         };
-        self.metrics
-            .proxy_requests
-            .with_label_values(&[app.name(), outcome])
-            .inc();
+        self.metrics.proxy_requests.inc(&[app.name(), outcome]);
         match &result {
             Ok((response, retried)) => debug!(
                 app = app.name(),
@@ -221,30 +219,30 @@ impl Proxy {
     ) -> Result<(Response<Body>, bool), ProxyError> {
         let family = wechat_path::classify(request.path);
         let carries = family.carries();
-        let url = forward_target(&app.config().api_base, request.path, request.query, carries)?;
+        let destination =
+            forward_target(&app.config().api_base, request.path, request.query, carries)?;
         let body = read_body(body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {
             Carries::AppToken => {
-                self.forward_with_token(app, request.method, url, &headers, body)
+                self.forward_with_token(app, request.method, &destination, &headers, body)
                     .await
             }
             Carries::UserToken => {
                 // The user's OAuth token goes as the client sent it, and a
                 // 40001 is about that token: nothing for the broker to do.
                 let answer = self
-                    .send(request.method, &url, None, &headers, &body)
+                    .send(request.method, &destination, None, &headers, &body)
                     .await?;
                 Ok((answer.into_response(), false))
             }
             Carries::AppSecret => {
                 let config = app.config();
-                let mut url = url;
-                url.query_pairs_mut()
-                    .append_pair("appid", &config.appid)
-                    .append_pair("secret", config.secret.expose());
+                let mut destination = destination;
+                destination.append_pair("appid", &config.appid);
+                destination.append_pair("secret", config.secret.expose());
                 let answer = self
-                    .send(request.method, &url, None, &headers, &body)
+                    .send(request.method, &destination, None, &headers, &body)
                     .await?;
                 Ok((answer.into_response(), false))
             }
@@ -257,11 +255,11 @@ impl Proxy {
         &self,
         app: &AppHandle,
         method: &Method,
-        url: reqwest::Url,
+        destination: &Destination,
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let call = (method, &url, headers, &body);
+        let call = (method, destination, headers, &body);
         self.send_with_credential(app, call, "access_token", crate::wechat::is_token_rejected)
             .await
     }
@@ -330,18 +328,19 @@ impl Proxy {
         api_base: &str,
         request: &Forward<'_>,
         token_param: &str,
-    ) -> Result<(reqwest::Url, HeaderMap), ProxyError> {
+    ) -> Result<(Destination, HeaderMap), ProxyError> {
         let family = wechat_path::classify(request.path);
         let query = request
             .query
             .map(|query| query::without(query, &["access_token", token_param]));
-        let url = forward_target(api_base, request.path, query.as_deref(), Carries::AppToken)?;
+        let destination =
+            forward_target(api_base, request.path, query.as_deref(), Carries::AppToken)?;
         if family.carries() != Carries::AppToken {
             return Err(ProxyError::BadPath(
                 "this path does not carry an access token",
             ));
         }
-        Ok((url, forwarded_headers(request.headers)))
+        Ok((destination, forwarded_headers(request.headers)))
     }
 
     /// [`Proxy::token_call_target`], and the whole body, so the call can
@@ -352,10 +351,10 @@ impl Proxy {
         request: &Forward<'_>,
         body: RequestBody,
         token_param: &str,
-    ) -> Result<(reqwest::Url, HeaderMap, Bytes), ProxyError> {
-        let (url, headers) = self.token_call_target(api_base, request, token_param)?;
+    ) -> Result<(Destination, HeaderMap, Bytes), ProxyError> {
+        let (destination, headers) = self.token_call_target(api_base, request, token_param)?;
         let body = read_body(body).await?;
-        Ok((url, headers, body))
+        Ok((destination, headers, body))
     }
 
     /// One call with `token` put in; the answer, and whether it rejected
@@ -363,13 +362,13 @@ impl Proxy {
     pub async fn send_with_token(
         &self,
         method: &Method,
-        url: &reqwest::Url,
+        destination: &Destination,
         headers: &HeaderMap,
         body: &Bytes,
         token_param: &str,
         token: &str,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let call = (method, url, headers, body);
+        let call = (method, destination, headers, body);
         self.send_with_token_judged(call, token_param, token, crate::wechat::is_token_rejected)
             .await
     }
@@ -391,13 +390,15 @@ impl Proxy {
     /// errmsg when the answer rejects the token.
     async fn send_judged(
         &self,
-        (method, url, headers, body): Prepared<'_>,
+        (method, destination, headers, body): Prepared<'_>,
         token_param: &str,
         token: &str,
         rejects: fn(i64) -> bool,
     ) -> Result<(Response<Body>, Option<(i64, String)>), ProxyError> {
         let credential = Some((token_param, token));
-        let answer = self.send(method, url, credential, headers, body).await?;
+        let answer = self
+            .send(method, destination, credential, headers, body)
+            .await?;
         let rejection = answer.rejection_by(rejects);
         Ok((answer.into_response(), rejection))
     }
@@ -409,24 +410,26 @@ impl Proxy {
     async fn send(
         &self,
         method: &Method,
-        url: &reqwest::Url,
+        destination: &Destination,
         credential: Option<(&str, &str)>,
         headers: &HeaderMap,
         body: &Bytes,
     ) -> Result<Answer, ProxyError> {
-        let scrub = wechat_path::scrubs_refresh_tokens(url.path());
-        let mut headers = headers.clone();
-        // Refused by any broker this reaches, itself included: a loop
-        // ends at its first turn.
-        headers.insert(FORWARDED_MARK, FORWARDED_MARK_VALUE);
+        let scrub = wechat_path::scrubs_refresh_tokens(destination.path());
         let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
-        let answer = timeout(
-            self.timeout,
-            self.upstream
-                .call(method, url, credential, headers, body, whole),
-        )
-        .await
-        .map_err(|_| ProxyError::Timeout(self.timeout))??;
+        // Boxed: the call's state is large, and a box is moved in one
+        // word where the state would be copied whole at every await.
+        let call = Box::pin(self.upstream.call(
+            method,
+            destination,
+            credential,
+            headers.clone(),
+            body,
+            whole,
+        ));
+        let answer = timeout(self.timeout, call)
+            .await
+            .map_err(|_| ProxyError::Timeout(self.timeout))??;
         if !scrub {
             return Ok(answer);
         }

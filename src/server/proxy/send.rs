@@ -5,16 +5,16 @@
 //! so that every call leaves by the same way.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request};
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Uri};
 use http_body_util::Full;
-use url::Position;
 
 use super::answer::{peek, Answer};
+use super::Destination;
 use super::ProxyError;
 use crate::config::UpstreamConfig;
 use crate::errors::Chain;
-use crate::upstream::{ClientError, Connector, Origin, Pool, Read};
+use crate::upstream::{ClientError, Connector, Pool, Read};
 
 /// The variables reqwest takes a system proxy from.
 const PROXY_VARIABLES: [&str; 6] = [
@@ -59,53 +59,35 @@ impl Upstream {
         ))
     }
 
-    /// One call, with `credential` (a query parameter's name and the
-    /// token) added to `url`'s query; its answer read whole when at most
-    /// `whole` bytes.
+    /// One call to `destination`, with `credential` (a query parameter's name
+    /// and the token) added to its query; its answer read whole when at
+    /// most `whole` bytes.
     pub(super) async fn call(
         &self,
         method: &Method,
-        url: &reqwest::Url,
+        destination: &Destination,
         credential: Option<(&str, &str)>,
         mut headers: HeaderMap,
         body: &Bytes,
         whole: usize,
     ) -> Result<Answer, ProxyError> {
-        // What reqwest sent by default, kept for upstreams that look.
-        if !headers.contains_key(header::ACCEPT) {
-            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        }
         match self {
             Upstream::Pool(pool) => {
-                let origin = Origin::of(url).ok_or(ProxyError::Upstream(
-                    "api_base is not an http(s) URL".into(),
-                ))?;
-                // The host and any explicit port, as the URL spells them.
-                let host = &url[Position::BeforeHost..Position::AfterPort];
-                headers.insert(
-                    header::HOST,
-                    HeaderValue::from_str(host).map_err(|_| {
-                        ProxyError::Upstream("api_base's host is not a valid Host header".into())
-                    })?,
-                );
+                let origin = destination.origin()?;
+                headers.insert(header::HOST, destination.host()?.clone());
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = method.clone();
-                *request.uri_mut() = request_target(url, credential)
-                    .parse()
-                    .map_err(|_| ProxyError::BadPath("not a valid request target"))?;
+                *request.uri_mut() = Uri::try_from(destination.origin_form(credential))
+                    .map_err(|_| ProxyError::BadPath("not a valid request destination"))?;
                 *request.headers_mut() = headers;
-                pool.call(&origin, request, |response| peek(response, whole))
+                pool.call(origin, request, |response| peek(response, whole))
                     .await
                     .map_err(|err| ProxyError::Upstream(Chain(&err).to_string()))
             }
             Upstream::ViaProxy(client, timeout) => {
                 let failed = |err| reqwest_error(err, *timeout);
-                let mut url = url.clone();
-                if let Some((name, token)) = credential {
-                    url.query_pairs_mut().append_pair(name, token);
-                }
                 let response = client
-                    .request(method.clone(), url)
+                    .request(method.clone(), destination.url(credential)?)
                     .headers(headers)
                     .body(body.clone())
                     .send()
@@ -122,24 +104,6 @@ impl Upstream {
     }
 }
 
-/// `url`'s path and query (origin form), with `credential` appended to
-/// the query, form-encoded as `url` would encode it.
-fn request_target(url: &reqwest::Url, credential: Option<(&str, &str)>) -> String {
-    let mut target = url[Position::BeforePath..].to_owned();
-    if let Some((name, token)) = credential {
-        target.reserve(name.len() + token.len() + 2);
-        match url.query() {
-            None => target.push('?'),
-            Some("") => {}
-            Some(_) => target.push('&'),
-        }
-        target.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
-        target.push('=');
-        target.extend(url::form_urlencoded::byte_serialize(token.as_bytes()));
-    }
-    target
-}
-
 fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyError {
     // The URL holds the token: never let it into a message.
     let err = err.without_url();
@@ -153,6 +117,7 @@ fn reqwest_error(err: reqwest::Error, timeout: std::time::Duration) -> ProxyErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A server that answers each request with its own head, lowercased,
@@ -186,7 +151,13 @@ mod tests {
     #[tokio::test]
     async fn both_ways_out_send_the_token_host_and_headers_alike() {
         let addr = echo_head().await;
-        let url = reqwest::Url::parse(&format!("http://{addr}/cgi-bin/x?a=1")).unwrap();
+        let destination = super::super::forward_target(
+            &format!("http://{addr}"),
+            "cgi-bin/x",
+            Some("a=1"),
+            crate::wechat_path::Carries::AppToken,
+        )
+        .unwrap();
         let config = UpstreamConfig {
             resolve: crate::config::Resolve::System,
             connect_to: Vec::new(),
@@ -199,9 +170,10 @@ mod tests {
         for upstream in [pool, via_proxy] {
             let mut headers = HeaderMap::new();
             headers.insert("x-request-id", HeaderValue::from_static("r1"));
+            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
             let call = upstream.call(
                 &Method::GET,
-                &url,
+                &destination,
                 Some(("access_token", "T")),
                 headers,
                 &empty,
@@ -220,29 +192,5 @@ mod tests {
             assert!(head.contains("x-request-id: r1\r\n"), "{head}");
             assert!(head.contains("accept: */*\r\n"), "{head}");
         }
-    }
-
-    #[test]
-    fn the_token_goes_last_in_the_query_encoded_as_a_form() {
-        let url = reqwest::Url::parse("http://127.0.0.1:9/base/tcb/x?env=e%20").unwrap();
-        assert_eq!(
-            request_target(&url, Some(("access_token", "t/+ k"))),
-            "/base/tcb/x?env=e%20&access_token=t%2F%2B+k"
-        );
-        let bare = reqwest::Url::parse("http://127.0.0.1:9/cgi-bin/getcallbackip").unwrap();
-        assert_eq!(
-            request_target(&bare, Some(("component_access_token", "T"))),
-            "/cgi-bin/getcallbackip?component_access_token=T"
-        );
-        assert_eq!(request_target(&bare, None), "/cgi-bin/getcallbackip");
-        // What the URL itself would have made of it.
-        let mut appended = url.clone();
-        appended
-            .query_pairs_mut()
-            .append_pair("access_token", "t/+ k");
-        assert_eq!(
-            request_target(&url, Some(("access_token", "t/+ k"))),
-            appended[Position::BeforePath..]
-        );
     }
 }
