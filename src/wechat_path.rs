@@ -148,13 +148,13 @@ pub fn scrubs_refresh_tokens(path: &str) -> bool {
 /// Why `path` may never be forwarded, if it may not: judged in every
 /// spelling a hop might route on ([`spellings`]).
 pub fn withheld(path: &str) -> Option<Withheld> {
-    judged(path, withheld_in)
+    judged(path, |spellings| withheld_in(spellings))
 }
 
-fn withheld_in(spellings: &[&str]) -> Option<Withheld> {
+fn withheld_in<S: AsRef<str>>(spellings: &[S]) -> Option<Withheld> {
     let fetch = spellings
         .iter()
-        .map(|spelling| classify_normalised(spelling))
+        .map(|spelling| classify_normalised(spelling.as_ref()))
         .find(|family| family.fetches_credential());
     if let Some(family) = fetch {
         return Some(Withheld::CredentialFetch(match family {
@@ -167,12 +167,13 @@ fn withheld_in(spellings: &[&str]) -> Option<Withheld> {
     }
     if spellings
         .iter()
-        .any(|spelling| is_operator_action(spelling))
+        .any(|spelling| is_operator_action(spelling.as_ref()))
     {
         return Some(Withheld::OperatorAction);
     }
     spellings.iter().find_map(|spelling| {
         spelling
+            .as_ref()
             .split('/')
             .find_map(|segment| SECRET_ANSWERS.into_iter().find(|name| *name == segment))
             .map(Withheld::SecretAnswer)
@@ -242,11 +243,25 @@ impl ForwardPath {
         &self.spellings
     }
 
+    /// The path as the upstream would finally route it ([`normalise`]).
+    pub fn normal(&self) -> &str {
+        self.spellings.last().map_or("", String::as_str)
+    }
+
+    /// The path's family ([`classify`]).
+    pub fn family(&self) -> PathFamily {
+        classify_normalised(self.normal())
+    }
+
+    /// Why no forwarding route passes the path upstream ([`withheld`]).
+    pub fn withheld(&self) -> Option<Withheld> {
+        withheld_in(&self.spellings)
+    }
+
     /// The path as the upstream would finally route it, for messages:
     /// `/` and the most decoded spelling, cut at 256 characters.
     pub fn shown(&self) -> String {
-        let last = self.spellings.last().map_or("", String::as_str);
-        format!("/{}", last.chars().take(256).collect::<String>())
+        format!("/{}", self.normal().chars().take(256).collect::<String>())
     }
 }
 

@@ -16,7 +16,6 @@ use crate::server::api_error::ApiError;
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::store::grant_label;
-use crate::wechat_path::ForwardPath;
 
 /// `GET /v1/apps`: every app the caller may read, with its status.
 pub(super) async fn list(ctx: Ctx<'_>, _: RequestBody) -> Answer {
@@ -112,12 +111,11 @@ pub(super) fn default_token_now(
 pub(super) async fn proxy(ctx: Ctx<'_>, body: RequestBody) -> Answer {
     let name = ctx.param("app");
     let app = ctx.app(name)?;
-    let path = ctx.params.get_or_empty("path");
-    let judged = ForwardPath::new(path);
-    ctx.check(Resource::App(name), Act::Forward(&judged))?;
+    let forward = ctx.forward(ctx.params.get_or_empty("path"));
+    ctx.check(Resource::App(name), Act::Forward(&forward.judged))?;
     ctx.state
         .proxy
-        .forward(&app, &ctx.caller(), ctx.forward(path), body)
+        .forward(&app, &ctx.caller(), forward, body)
         .await
         .map_err(|err| ApiError::from_proxy_error(app.name(), err))
 }

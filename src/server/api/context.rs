@@ -159,12 +159,7 @@ impl<'a> Ctx<'a> {
 
     /// A call to forward to `path` below an `api_base`, as asked.
     pub fn forward(&self, path: &'a str) -> Forward<'a> {
-        Forward {
-            method: self.method(),
-            path,
-            query: self.query(),
-            headers: &self.request.headers,
-        }
+        Forward::new(self.method(), path, self.query(), &self.request.headers)
     }
 }
 

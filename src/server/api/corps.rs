@@ -25,7 +25,6 @@ use crate::server::proxy::{self as forwarding, ChildCallError, Forward, ProxyErr
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
 use crate::suite::{CorpError, SuiteHandle};
-use crate::wechat_path::ForwardPath;
 
 /// `POST .../corps/{corpid}/jssdk/config`.
 pub(super) async fn jssdk_config(ctx: Ctx<'_>, body: RequestBody) -> Answer {
@@ -40,10 +39,9 @@ pub(super) async fn jssdk_config(ctx: Ctx<'_>, body: RequestBody) -> Answer {
 pub(super) async fn proxy(ctx: Ctx<'_>, body: RequestBody) -> Answer {
     let suite = suite(&ctx)?;
     let corp = Corp::named(&ctx, &suite)?;
-    let path = ctx.params.get_or_empty("path");
-    let judged = ForwardPath::new(path);
-    ctx.check(Resource::Suite(suite.name()), Act::Forward(&judged))?;
-    corp.proxy(&ctx, ctx.forward(path), body).await
+    let forward = ctx.forward(ctx.params.get_or_empty("path"));
+    ctx.check(Resource::Suite(suite.name()), Act::Forward(&forward.judged))?;
+    corp.proxy(&ctx, forward, body).await
 }
 
 /// The corp id the path names; an empty one is no route.
@@ -170,7 +168,7 @@ impl<'a> Corp<'a> {
             corpid: self.shown_id(),
         };
         let proxy = &self.state.proxy;
-        let call = proxy.begin_call(&caller, target, forward.method, forward.path);
+        let call = proxy.begin_call(&caller, target, forward.method, &forward.judged);
         let (answer, verdict) = self.call(forward, body).await;
         proxy.finish_call(call, verdict);
         answer

@@ -17,7 +17,6 @@ use crate::server::api_error::ApiError;
 use crate::server::proxy::{self as forwarding, Caller, ChildCallError, Forward, ProxyError};
 use crate::server::respond::{self, Body};
 use crate::server::state::ApiState;
-use crate::wechat_path::ForwardPath;
 
 /// The platform the path names. The caller's access to it is checked
 /// first, before any route below it: every one of them hands out or uses
@@ -53,16 +52,18 @@ pub(super) async fn pre_auth_code(ctx: Ctx<'_>, _: RequestBody) -> Answer {
 /// `ANY /v1/platforms/{platform}/authorizers/{appid}/proxy/{path}`.
 pub(super) async fn proxy(ctx: Ctx<'_>, body: RequestBody) -> Answer {
     let platform = platform(&ctx)?;
-    let path = ctx.params.get_or_empty("path");
-    let judged = ForwardPath::new(path);
-    ctx.check(Resource::Platform(platform.name()), Act::Forward(&judged))?;
+    let asked = ctx.forward(ctx.params.get_or_empty("path"));
+    ctx.check(
+        Resource::Platform(platform.name()),
+        Act::Forward(&asked.judged),
+    )?;
     let caller = ctx.caller();
     forward(
         ctx.state,
         &caller,
         &platform,
         ctx.param("appid"),
-        ctx.forward(path),
+        asked,
         body,
     )
     .await
@@ -143,7 +144,7 @@ async fn forward(
     };
     let call = state
         .proxy
-        .begin_call(caller, target, forward.method, forward.path);
+        .begin_call(caller, target, forward.method, &forward.judged);
     let (answer, verdict) = authorizer_call(state, platform, appid, forward, body).await;
     state.proxy.finish_call(call, verdict);
     answer

@@ -36,6 +36,9 @@ pub(super) struct Route {
     /// paths are refused there, and a pattern without parameters is
     /// matched there whole.
     literal: usize,
+    /// Where the pattern's literal end starts (after its last `}`): a
+    /// path that does not end so is refused before its segments are.
+    literal_end: usize,
     /// A probe (`/livez`, `/readyz`): no client header asked for or
     /// counted.
     pub probe: bool,
@@ -52,6 +55,7 @@ impl Route {
             template,
             pattern: template,
             literal: literal_len(template),
+            literal_end: literal_end(template),
             probe: false,
             now: None,
             local,
@@ -63,6 +67,7 @@ impl Route {
     pub const fn matching(mut self, pattern: &'static str) -> Self {
         self.pattern = pattern;
         self.literal = literal_len(pattern);
+        self.literal_end = literal_end(pattern);
         self
     }
 
@@ -90,11 +95,30 @@ impl Route {
         if self.literal == self.pattern.len() {
             return (path.len() == self.literal).then(Params::default);
         }
+        let end = &self.pattern.as_bytes()[self.literal_end..];
+        if !path.as_bytes().ends_with(end) {
+            return None;
+        }
         match literal.last() {
             // The rest is matched from the slash before the first parameter.
             Some(b'/') => Params::below(&self.pattern[self.literal..], &path[self.literal..]),
             _ => Params::of(self.pattern, path),
         }
+    }
+}
+
+/// Where `pattern`'s literal end starts: after its last parameter's `}`
+/// (its length when it ends in one, or has none).
+const fn literal_end(pattern: &str) -> usize {
+    let bytes = pattern.as_bytes();
+    let mut at = bytes.len();
+    while at > 0 && bytes[at - 1] != b'}' {
+        at -= 1;
+    }
+    if at == 0 {
+        bytes.len()
+    } else {
+        at
     }
 }
 

@@ -18,7 +18,7 @@ use crate::server::proxy::{ProxyError, PROXY_BODY_LIMIT};
 use crate::server::request::{read_body, TOKEN_BODY_LIMIT};
 use crate::server::respond::{self, Body};
 use crate::wechat::is_token_rejected;
-use crate::wechat_path::{self, Carries, ForwardPath, PathFamily};
+use crate::wechat_path::{self, Carries, PathFamily};
 
 /// The route label of an app's call: its token endpoint or ticket
 /// family, else `/{path}`. Judged as WeChat would judge the path, so no
@@ -48,7 +48,7 @@ pub(super) async fn handle(asked: Asked<'_>, body: RequestBody) -> (&'static str
         PathFamily::StableToken => stable_token(asked, &request.method, body).await,
         PathFamily::WecomToken => wecom_token(asked, &request.method, query).await,
         PathFamily::Ticket => ticket(asked, request, body).await,
-        _ => proxied(asked, request, body, family.carries()).await,
+        _ => proxied(asked, body, family.carries()).await,
     };
     (route, answer.unwrap_or_else(WxError::into_response))
 }
@@ -268,7 +268,7 @@ async fn ticket(
         query::param(query, "type").as_deref(),
     );
     let Some(handle) = kind.and_then(|kind| app.ticket(kind)) else {
-        return proxied(asked, request, body, Carries::AppToken).await;
+        return proxied(asked, body, Carries::AppToken).await;
     };
     if request.method != Method::GET {
         return Err(WxError::new(43001, "require GET method"));
@@ -300,17 +300,16 @@ fn ticket_kind(kind: AppKind, path: &str, type_: Option<&str>) -> Option<TicketK
 /// when the caller may call that path of that app.
 async fn proxied(
     asked: Asked<'_>,
-    request: &http::request::Parts,
     body: RequestBody,
     carries: Carries,
 ) -> Result<Response<Body>, WxError> {
     let app = app_for_call(asked.state, asked.access, asked.query(), carries)?;
-    let judged = ForwardPath::new(request.uri.path());
-    asked.allow(Resource::App(app.name()), Act::Forward(&judged))?;
+    let forward = asked.forward();
+    asked.allow(Resource::App(app.name()), Act::Forward(&forward.judged))?;
     asked
         .api()
         .proxy
-        .forward(&app, &asked.caller(), asked.forward(), body)
+        .forward(&app, &asked.caller(), forward, body)
         .await
         .map_err(|err| from_proxy(app.name(), &err))
 }

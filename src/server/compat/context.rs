@@ -87,11 +87,11 @@ impl<'a> Asked<'a> {
     /// The call as asked, to forward below an `api_base`.
     pub fn forward(&self) -> Forward<'a> {
         let path = self.request.uri.path();
-        Forward {
-            method: &self.request.method,
-            path: path.strip_prefix('/').unwrap_or(path),
-            query: self.request.uri.query(),
-            headers: &self.request.headers,
-        }
+        Forward::new(
+            &self.request.method,
+            path.strip_prefix('/').unwrap_or(path),
+            self.request.uri.query(),
+            &self.request.headers,
+        )
     }
 }

@@ -82,7 +82,7 @@ pub(super) async fn handle(
     };
     let call = api
         .proxy
-        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+        .begin_call(&asked.caller(), target, &request.method, &judged);
     let (answer, verdict) = authorizer_call(asked, &platform, &appid, body).await;
     api.proxy.finish_call(call, verdict);
     Ok((
@@ -202,7 +202,7 @@ async fn component_call(
                 &asked.caller(),
                 target,
                 &request.method,
-                request.uri.path(),
+                &judged,
             );
             let (answer, verdict) = forward_component(asked, &platform, bytes).await;
             api.proxy.finish_call(call, verdict);

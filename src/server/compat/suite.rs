@@ -107,7 +107,7 @@ pub(super) async fn handle(
     };
     let call = api
         .proxy
-        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+        .begin_call(&asked.caller(), target, &request.method, &judged);
     let (answer, verdict) = corp_call(asked, &suite, &corpid, body).await;
     api.proxy.finish_call(call, verdict);
     Ok((CORP_ROUTE, answer.unwrap_or_else(WxError::into_response)))
@@ -316,9 +316,9 @@ async fn service_call(
             let target = Target::Suite {
                 suite: suite.name().to_owned(),
             };
-            let call =
-                api.proxy
-                    .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+            let call = api
+                .proxy
+                .begin_call(&asked.caller(), target, &request.method, &judged);
             let with = Credentialed {
                 handle: suite.suite_token(),
                 param: "suite_access_token",
@@ -425,7 +425,7 @@ async fn forward_provider_call(asked: Asked<'_>, suites: &[SuiteHandle], body: B
     };
     let call = api
         .proxy
-        .begin_call(&asked.caller(), target, &request.method, request.uri.path());
+        .begin_call(&asked.caller(), target, &request.method, &judged);
     let with = Credentialed {
         handle: &handle,
         param: "provider_access_token",

@@ -35,7 +35,7 @@ use crate::errors::Chain;
 use crate::http_io::body::{BodyError, ReadError};
 use crate::http_io::{query, Body, RequestBody};
 use crate::metrics::Metrics;
-use crate::wechat_path::{self, Carries, Withheld};
+use crate::wechat_path::{self, Carries, ForwardPath, Withheld};
 use answer::{Answer, PEEK_LIMIT, SCRUB_LIMIT};
 pub use audit::{audited_path, verdict, Caller};
 pub use child::{ChildCallError, Prepared};
@@ -116,8 +116,28 @@ pub struct Forward<'a> {
     pub method: &'a Method,
     /// The path below `api_base`, without its leading slash.
     pub path: &'a str,
+    /// The path judged in every spelling, once: what it is, whether it may
+    /// be forwarded, and whether the caller may call it.
+    pub judged: ForwardPath,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+}
+
+impl<'a> Forward<'a> {
+    pub fn new(
+        method: &'a Method,
+        path: &'a str,
+        query: Option<&'a str>,
+        headers: &'a HeaderMap,
+    ) -> Self {
+        Forward {
+            method,
+            path,
+            judged: ForwardPath::new(path),
+            query,
+            headers,
+        }
+    }
 }
 
 /// The proxy's shared state: one way upstream (one connection pool) for
@@ -149,21 +169,21 @@ impl Proxy {
         }
     }
 
-    /// Starts the audit record of a call `caller` asked for, to `path`
-    /// below `target`'s `api_base`.
+    /// Starts the audit record of a call `caller` asked for, to the
+    /// `judged` path below `target`'s `api_base`.
     pub fn begin_call(
         &self,
         caller: &Caller<'_>,
         target: Target,
         method: &Method,
-        path: &str,
+        judged: &ForwardPath,
     ) -> Call {
         Call::begin(
             caller.client_name(),
             caller.listener,
             target,
             method,
-            audited_path(path),
+            audited_path(judged.normal()),
         )
     }
 
@@ -186,7 +206,7 @@ impl Proxy {
             caller,
             Target::App(app.name().to_owned()),
             request.method,
-            request.path,
+            &request.judged,
         );
         let result = self.try_forward(app, &request, body).await;
         self.finish_call(call, verdict(result.as_ref().map(|(response, _)| response)));
@@ -217,10 +237,8 @@ impl Proxy {
         request: &Forward<'_>,
         body: RequestBody,
     ) -> Result<(Response<Body>, bool), ProxyError> {
-        let family = wechat_path::classify(request.path);
-        let carries = family.carries();
-        let destination =
-            forward_target(&app.config().api_base, request.path, request.query, carries)?;
+        let carries = request.judged.family().carries();
+        let destination = forward_target(&app.config().api_base, request, request.query, carries)?;
         let body = read_body(body).await?;
         let headers = forwarded_headers(request.headers);
         match carries {
@@ -329,13 +347,11 @@ impl Proxy {
         request: &Forward<'_>,
         token_param: &str,
     ) -> Result<(Destination, HeaderMap), ProxyError> {
-        let family = wechat_path::classify(request.path);
         let query = request
             .query
             .map(|query| query::without(query, &["access_token", token_param]));
-        let destination =
-            forward_target(api_base, request.path, query.as_deref(), Carries::AppToken)?;
-        if family.carries() != Carries::AppToken {
+        let destination = forward_target(api_base, request, query.as_deref(), Carries::AppToken)?;
+        if request.judged.family().carries() != Carries::AppToken {
             return Err(ProxyError::BadPath(
                 "this path does not carry an access token",
             ));

@@ -151,10 +151,12 @@ mod tests {
     #[tokio::test]
     async fn both_ways_out_send_the_token_host_and_headers_alike() {
         let addr = echo_head().await;
+        let no_headers = HeaderMap::new();
+        let asked = super::super::Forward::new(&Method::GET, "cgi-bin/x", Some("a=1"), &no_headers);
         let destination = super::super::forward_target(
             &format!("http://{addr}"),
-            "cgi-bin/x",
-            Some("a=1"),
+            &asked,
+            asked.query,
             crate::wechat_path::Carries::AppToken,
         )
         .unwrap();

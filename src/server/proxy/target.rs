@@ -13,10 +13,10 @@ use std::sync::{Arc, LazyLock, RwLock};
 use http::HeaderValue;
 use url::{form_urlencoded, Position};
 
-use super::ProxyError;
+use super::{Forward, ProxyError};
 use crate::http_io::query;
 use crate::upstream::Origin;
-use crate::wechat_path::{self, percent_decode, Carries, Withheld};
+use crate::wechat_path::{percent_decode, Carries, Withheld};
 
 /// Where a forwarded call goes: `api_base`'s origin, and the path and
 /// query below it (origin form), without the credential, which is put in
@@ -119,16 +119,16 @@ fn push_form_encoded(out: &mut String, value: &str) {
 /// refused (section 17: only the refresher fetches).
 pub(super) fn forward_target(
     api_base: &str,
-    path: &str,
+    request: &Forward<'_>,
     query: Option<&str>,
     carries: Carries,
 ) -> Result<Destination, ProxyError> {
-    let withheld = wechat_path::withheld(path);
+    let withheld = request.judged.withheld();
     match withheld {
         Some(Withheld::CredentialFetch(_)) | None => {}
         Some(withheld) => return Err(ProxyError::Withheld(withheld)),
     }
-    let target = target(api_base, path, query, carries)?;
+    let target = target(api_base, request.path, query, carries)?;
     match withheld {
         Some(Withheld::CredentialFetch(endpoint)) => Err(ProxyError::CredentialEndpoint(endpoint)),
         _ => Ok(target),
