@@ -345,39 +345,41 @@ pub fn normalise(path: &str) -> Cow<'_, str> {
 /// space or control character, and no empty, `.` or `..` segment. Most
 /// paths are, and are judged without decoding them four times.
 fn already_normal(path: &str) -> Option<&str> {
-    /// The bytes of a normal path: lowercase letters, digits, `_`, `-`,
-    /// `.` and the `/` between segments.
-    const NORMAL: [bool; 256] = {
-        let mut normal = [false; 256];
+    /// What a byte is to a normal path: any other byte, a letter, digit,
+    /// `_` or `-`, a `.`, or the `/` between segments.
+    const OTHER: u8 = 0;
+    const PLAIN: u8 = 1;
+    const DOT: u8 = 2;
+    const SLASH: u8 = 3;
+    const CLASS: [u8; 256] = {
+        let mut class = [OTHER; 256];
         let mut byte = 0;
         while byte < 256 {
             let b = byte as u8;
-            normal[byte] = b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || matches!(b, b'_' | b'-' | b'.' | b'/');
+            class[byte] = match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => PLAIN,
+                b'.' => DOT,
+                b'/' => SLASH,
+                _ => OTHER,
+            };
             byte += 1;
         }
-        normal
+        class
     };
+    // A segment is tidy unless it is empty, `.` or `..`: one made of one
+    // or two dots and nothing else.
+    let tidy = |length: usize, dots: usize| length > 0 && (dots < length || length > 2);
     let path = path.strip_prefix('/').unwrap_or(path);
-    // Every byte looked at, without a branch for each: paths are short.
-    let all_normal = path
-        .bytes()
-        .fold(true, |normal, byte| normal & NORMAL[usize::from(byte)]);
-    if !all_normal {
-        return None;
-    }
-    let bytes = path.as_bytes();
-    let mut start = 0;
-    for end in 0..=bytes.len() {
-        if end == bytes.len() || bytes[end] == b'/' {
-            if matches!(&bytes[start..end], b"" | b"." | b"..") {
-                return None;
-            }
-            start = end + 1;
+    let (mut length, mut dots) = (0, 0);
+    for &byte in path.as_bytes() {
+        match CLASS[usize::from(byte)] {
+            PLAIN => length += 1,
+            DOT => (length, dots) = (length + 1, dots + 1),
+            SLASH if tidy(length, dots) => (length, dots) = (0, 0),
+            _ => return None,
         }
     }
-    Some(path)
+    tidy(length, dots).then_some(path)
 }
 
 /// A decoded path with empty and `.` segments dropped, `..` applied,
@@ -633,6 +635,18 @@ mod tests {
         ] {
             assert!(already_normal(path).is_none(), "{path}");
             assert_eq!(classify(path), PathFamily::ClassicToken, "{path}");
+        }
+        // Dots are plain within a segment, and a segment of three is a name.
+        for (path, normal) in [
+            ("/a.b/.c/d./...", Some("a.b/.c/d./...")),
+            ("a/.", None),
+            (".", None),
+            ("..", None),
+            ("", None),
+            ("/", None),
+            ("a/ b", None),
+        ] {
+            assert_eq!(already_normal(path), normal, "{path}");
         }
     }
 }

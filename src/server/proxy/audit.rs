@@ -7,7 +7,7 @@ use http::Response;
 use super::ProxyError;
 use crate::audit::{Outcome, Reply, Verdict};
 use crate::http_io::Body;
-use crate::wechat_path;
+use crate::wechat_path::ForwardPath;
 
 /// The longest path a record keeps (WeChat's are far shorter).
 const MAX_PATH: usize = 256;
@@ -74,9 +74,8 @@ pub fn failed(err: &ProxyError) -> Verdict {
 /// The path as WeChat judges it (section 17's normalisation), with a
 /// leading slash and bounded; whatever a percent-encoded `?` or `#` would
 /// have started is cut off, so no query value rides in on the path.
-pub fn audited_path(path: &str) -> String {
-    let normal = wechat_path::normalise(path);
-    let path = normal.split(['?', '#']).next().unwrap_or_default();
+pub fn audited_path(judged: &ForwardPath) -> String {
+    let path = judged.normal().split(['?', '#']).next().unwrap_or_default();
     let mut audited = String::with_capacity(path.len().min(MAX_PATH) + 1);
     audited.push('/');
     if path.is_ascii() {
@@ -98,15 +97,29 @@ mod tests {
 
     #[test]
     fn the_path_carries_no_query_in_any_spelling() {
-        assert_eq!(audited_path("cgi-bin/user/info"), "/cgi-bin/user/info");
-        assert_eq!(audited_path("/cgi-bin/./user//info/"), "/cgi-bin/user/info");
         assert_eq!(
-            audited_path("/cgi-bin/user/info%3Faccess_token%3Dsecret"),
+            audited_path(&ForwardPath::new("cgi-bin/user/info")),
             "/cgi-bin/user/info"
         );
-        assert_eq!(audited_path("/cgi-bin/x%23frag"), "/cgi-bin/x");
-        assert_eq!(audited_path(&"a/".repeat(500)).len(), MAX_PATH);
-        let wide = audited_path(&"\u{4f60}/".repeat(200));
+        assert_eq!(
+            audited_path(&ForwardPath::new("/cgi-bin/./user//info/")),
+            "/cgi-bin/user/info"
+        );
+        assert_eq!(
+            audited_path(&ForwardPath::new(
+                "/cgi-bin/user/info%3Faccess_token%3Dsecret"
+            )),
+            "/cgi-bin/user/info"
+        );
+        assert_eq!(
+            audited_path(&ForwardPath::new("/cgi-bin/x%23frag")),
+            "/cgi-bin/x"
+        );
+        assert_eq!(
+            audited_path(&ForwardPath::new(&"a/".repeat(500))).len(),
+            MAX_PATH
+        );
+        let wide = audited_path(&ForwardPath::new(&"\u{4f60}/".repeat(200)));
         assert!(
             wide.len() <= MAX_PATH && wide.len() > MAX_PATH - 4,
             "{wide}"

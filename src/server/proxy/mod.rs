@@ -183,7 +183,7 @@ impl Proxy {
             caller.listener,
             target,
             method,
-            audited_path(judged.normal()),
+            audited_path(judged),
         )
     }
 
