@@ -20,7 +20,7 @@ use crate::wechat_path::{percent_decode, Carries, Withheld};
 
 /// Where a forwarded call goes: `api_base`'s origin, and the path and
 /// query below it (origin form), without the credential, which is put in
-/// at the last moment ([`Destination::origin_form`]) so it is never kept.
+/// at the last moment (`origin_form`) so it is never kept.
 pub struct Destination {
     base: Arc<Base>,
     path_and_query: String,
@@ -196,8 +196,7 @@ fn target(
     }
     // Checked, and spelled as a URL parser would leave it: below the base
     // path as it stands.
-    let mut path_and_query =
-        String::with_capacity(base.path.len() + path.len() + kept.len() + TOKEN_ROOM);
+    let mut path_and_query = String::with_capacity(base.path.len() + path.len() + kept.len() + 2);
     path_and_query.push_str(&base.path);
     path_and_query.push('/');
     path_and_query.push_str(path);
@@ -212,10 +211,6 @@ fn target(
         path_end,
     })
 }
-
-/// Room left in a target for the token put in last (WeChat's are up to
-/// about 160 characters), so that adding it copies nothing.
-const TOKEN_ROOM: usize = 192;
 
 /// A path byte no URL parser encodes or reads as anything but itself
 /// (RFC 3986's unreserved and sub-delimiters, `:`, `@`, `/` and `%`),
