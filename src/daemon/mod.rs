@@ -43,6 +43,9 @@ pub enum StartError {
     HttpClient(#[source] upstream::ClientError),
     #[error("server.compat_tls")]
     Tls(#[from] tls::TlsError),
+    /// The request threads could not be started on the listeners.
+    #[error("could not start the request threads")]
+    Serve(#[source] std::io::Error),
     /// An upstream that is one of the daemon's own listeners.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
@@ -349,7 +352,8 @@ pub async fn start_with(
         remote_tls,
         &tasks,
         &cancel,
-    );
+    )
+    .map_err(StartError::Serve)?;
     Ok(Daemon {
         broker,
         metrics,

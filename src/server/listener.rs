@@ -14,7 +14,7 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::{Either as FutureEither, FutureExt};
+use futures_util::future::{Either as FutureEither, FutureExt, OptionFuture};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -32,6 +32,7 @@ use super::accept_errors::AcceptErrors;
 use super::budget::Budget;
 use super::respond::Body;
 use super::tcp_peer::TcpOrigin;
+use super::workers::RequestThreads;
 use super::write_stall::WriteStall;
 use crate::http_io::RequestBody;
 use crate::identity::Peer;
@@ -65,7 +66,15 @@ const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// A listening socket of either family.
 pub trait Accept: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Readable + Unpin + Send + Sync + 'static;
+    /// An accepted connection's socket, between two runtimes.
+    type Socket: Send + 'static;
     fn accept(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
+
+    /// The connection's socket, taken from the runtime that accepted it.
+    fn detach(io: Self::Io) -> io::Result<Self::Socket>;
+
+    /// The connection on the calling thread's runtime.
+    fn attach(socket: Self::Socket) -> io::Result<Self::Io>;
 
     /// Who is at the other end, where the kernel says (Unix sockets); each
     /// request on the connection carries it as an extension.
@@ -82,11 +91,20 @@ pub trait Accept: Send + 'static {
 
 impl Accept for TcpListener {
     type Io = tokio::net::TcpStream;
+    type Socket = std::net::TcpStream;
     async fn accept(&self) -> io::Result<Self::Io> {
         let (stream, _) = TcpListener::accept(self).await?;
         // Token answers are one small write; waiting to coalesce only adds latency.
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    fn detach(io: Self::Io) -> io::Result<Self::Socket> {
+        io.into_std()
+    }
+
+    fn attach(socket: Self::Socket) -> io::Result<Self::Io> {
+        tokio::net::TcpStream::from_std(socket)
     }
 
     fn origin(io: &Self::Io) -> Option<TcpOrigin> {
@@ -96,8 +114,17 @@ impl Accept for TcpListener {
 
 impl Accept for UnixListener {
     type Io = tokio::net::UnixStream;
+    type Socket = std::os::unix::net::UnixStream;
     async fn accept(&self) -> io::Result<Self::Io> {
         UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+
+    fn detach(io: Self::Io) -> io::Result<Self::Socket> {
+        io.into_std()
+    }
+
+    fn attach(socket: Self::Socket) -> io::Result<Self::Io> {
+        tokio::net::UnixStream::from_std(socket)
     }
 
     fn peer(io: &Self::Io) -> Option<Peer> {
@@ -147,6 +174,14 @@ pub struct Deadlines {
     pub write_stall: Duration,
 }
 
+/// How a listener's connections run: over TLS or in clear, and on the
+/// request threads ([`RequestThreads`]) or on the accept loop's runtime.
+#[derive(Clone, Default)]
+pub struct Connections {
+    pub tls: Option<TlsAcceptor>,
+    pub threads: Option<Arc<RequestThreads>>,
+}
+
 /// Serves `listener` until `cancel`, then drains open connections for up
 /// to [`DRAIN_DEADLINE`]. No client holds a connection longer than the
 /// [`Deadlines`] allow without making progress: hyper's header read timer
@@ -158,7 +193,7 @@ pub async fn serve<L: Accept, H: Handler>(
     handler: H,
     budget: Budget,
     deadlines: Deadlines,
-    tls: Option<TlsAcceptor>,
+    connections: Connections,
     cancel: CancellationToken,
 ) {
     // Fired once to drain; closed once every connection is gone.
@@ -208,25 +243,29 @@ pub async fn serve<L: Accept, H: Handler>(
                 }
             }
         });
-        let io = WriteStall::new(stream, deadlines.write_stall);
         let (http, mut drain) = (http.clone(), drain.subscribe());
-        match &tls {
-            // Not an async block: it would store every value it captures
-            // beside the future it hands them to, twice over for each idle
-            // connection.
-            None => tokio::spawn(
-                keep_alive::serve(io, service, http, deadlines.idle, PARK_AFTER, drain).map(
-                    move |ended| {
-                        drop(slot);
-                        if let Err(err) = ended {
-                            debug!(listener = name, error = %err, "connection ended with an error");
-                        }
-                    },
+        let tls = connections.tls.clone();
+        // Made on the runtime the connection runs on: its write deadline's
+        // timer is that runtime's.
+        let connection = move |stream| {
+            let io = WriteStall::new(stream, deadlines.write_stall);
+            match tls {
+                // Not an async block: it would store every value it captures
+                // beside the future it hands them to, twice over for each
+                // idle connection.
+                None => FutureEither::Left(
+                    keep_alive::serve(io, service, http, deadlines.idle, PARK_AFTER, drain).map(
+                        move |ended| {
+                            drop(slot);
+                            if let Err(err) = ended {
+                                debug!(listener = name, error = %err, "connection ended with an error");
+                            }
+                        },
+                    ),
                 ),
-            ),
-            Some(tls) => {
-                let tls = tls.clone();
-                tokio::spawn(async move {
+                // Boxed: the clear connection, held by many idle clients,
+                // must not be as large as this one.
+                Some(tls) => FutureEither::Right(Box::pin(async move {
                     let _slot = slot;
                     // The handshake runs in the connection's own task, so a
                     // client that stalls it holds only its own slot, and
@@ -247,9 +286,24 @@ pub async fn serve<L: Accept, H: Handler>(
                     if let Err(err) = until_drained(connection, &mut drain).await {
                         debug!(listener = name, error = %err, "connection ended with an error");
                     }
-                })
+                })),
             }
         };
+        match &connections.threads {
+            None => {
+                tokio::spawn(connection(stream));
+            }
+            Some(threads) => match L::detach(stream) {
+                Ok(socket) => threads.spawn(move || {
+                    // Registered with this thread's reactor; a socket that
+                    // cannot be is a connection closed at once.
+                    OptionFuture::from(L::attach(socket).ok().map(connection)).map(drop)
+                }),
+                Err(err) => {
+                    debug!(listener = name, error = %err, "could not hand a connection over")
+                }
+            },
+        }
     }
     drop(listener);
     let _ = drain.send(());

@@ -19,6 +19,7 @@ mod state;
 mod tcp_peer;
 pub mod unix;
 mod watches;
+mod workers;
 mod write_stall;
 
 pub use listener::{DRAIN_DEADLINE, TLS_HANDSHAKE_DEADLINE};
@@ -42,11 +43,12 @@ pub use api::ListenerKind;
 use api::Router;
 use budget::BudgetMetrics;
 use compat::CompatState;
-use listener::{Deadlines, Handler};
+use listener::{Connections, Deadlines, Handler};
 use respond::Body;
 pub use state::ApiState;
 use tcp_peer::TcpOrigin;
 pub use unix::{UnixBindError, UnixSocket};
+use workers::RequestThreads;
 
 /// Probes and scrapes must get through even when clients hold every API
 /// connection, so the operations listener has its own small limit (and
@@ -285,7 +287,9 @@ impl Handler for OpsHandler {
 }
 
 /// Spawns a serving task per listener on `tasks`; each stops accepting on
-/// `cancel`, drains, and (for the Unix socket) removes its file.
+/// `cancel`, drains, and (for the Unix socket) removes its file. The
+/// request listeners' connections (the token API's, the compatible and
+/// the remote listeners') run on the request threads (`workers`).
 pub fn spawn(
     listeners: Listeners,
     state: Arc<ApiState>,
@@ -294,7 +298,7 @@ pub fn spawn(
     remote_tls: Option<tokio_rustls::TlsAcceptor>,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
-) {
+) -> std::io::Result<()> {
     // Each listener its own budget, so no listener's peers can take
     // another's slots; together they have to fit the open-file limit.
     let any_compat = listeners.compat.is_some() || !listeners.app_compat.is_empty();
@@ -333,6 +337,11 @@ pub fn spawn(
         write_stall: server.write_timeout,
     };
     let router = Arc::new(Router::new(state.clone()));
+    let threads = Some(Arc::new(RequestThreads::per_two_cores()?));
+    let requests = Connections {
+        tls: None,
+        threads: threads.clone(),
+    };
     if let Some(tcp) = listeners.api_tcp {
         let handler = ApiHandler {
             router: router.clone(),
@@ -347,7 +356,7 @@ pub fn spawn(
             handler,
             budget("tcp"),
             deadlines,
-            None,
+            requests.clone(),
             cancel.clone(),
         ));
     }
@@ -363,7 +372,7 @@ pub fn spawn(
             handler,
             budget("unix"),
             deadlines,
-            None,
+            requests.clone(),
             cancel.clone(),
         );
         tasks.spawn(async move {
@@ -396,7 +405,10 @@ pub fn spawn(
                 .clone()
                 .expect("a compatible listener is bound"),
             deadlines,
-            compat_tls.clone(),
+            Connections {
+                tls: compat_tls.clone(),
+                threads: threads.clone(),
+            },
             cancel.clone(),
         ));
     }
@@ -413,7 +425,10 @@ pub fn spawn(
             handler,
             budget("remote"),
             deadlines,
-            Some(tls),
+            Connections {
+                tls: Some(tls),
+                threads,
+            },
             cancel.clone(),
         ));
     }
@@ -427,7 +442,7 @@ pub fn spawn(
             handler,
             budget("callback"),
             deadlines,
-            None,
+            Connections::default(),
             cancel.clone(),
         ));
     }
@@ -442,8 +457,9 @@ pub fn spawn(
             handler,
             budgets.budget("metrics", OPS_CONNECTIONS),
             deadlines,
-            None,
+            Connections::default(),
             cancel.clone(),
         ));
     }
+    Ok(())
 }

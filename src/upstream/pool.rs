@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Mutex;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,9 +64,14 @@ struct Conn {
     idle_since: Instant,
 }
 
+/// Idle connections are kept by the thread that opened them as well as
+/// by origin: a connection is registered with its thread's reactor, and
+/// used from another thread it would wake that one on every answer.
+type Kept = HashMap<ThreadId, HashMap<Origin, Vec<Conn>>>;
+
 pub struct Pool {
     connector: Connector,
-    idle: Mutex<HashMap<Origin, Vec<Conn>>>,
+    idle: Mutex<Kept>,
 }
 
 impl Pool {
@@ -125,8 +131,9 @@ impl Pool {
     /// The most recently used idle connection to `origin` still young
     /// enough to trust.
     fn checkout(&self, origin: &Origin) -> Option<Conn> {
+        let thread = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = idle.get_mut(origin)?;
+        let conns = idle.get_mut(&thread)?.get_mut(origin)?;
         let now = Instant::now();
         while let Some(conn) = conns.pop() {
             if now.duration_since(conn.idle_since) < IDLE_TIMEOUT {
@@ -139,8 +146,15 @@ impl Pool {
     fn checkin(&self, origin: &Origin, mut conn: Conn) {
         let now = Instant::now();
         conn.idle_since = now;
+        let thread = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = idle.entry(origin.clone()).or_default();
+        let kept = idle.entry(thread).or_default();
+        if !kept.contains_key(origin) {
+            kept.insert(origin.clone(), Vec::new());
+        }
+        let Some(conns) = kept.get_mut(origin) else {
+            return;
+        };
         conns.retain(|kept| now.duration_since(kept.idle_since) < IDLE_TIMEOUT);
         if conns.len() < MAX_IDLE_PER_ORIGIN {
             conns.push(conn);

@@ -176,12 +176,43 @@ where
                     deadline = head_deadline;
                 }
                 // hyper is done with the connection (the client closed it
-                // or asked to, or the server is draining): hyper's own
-                // ending, without a session to do it.
-                _ => return Ok(socket.shutdown().await?),
+                // or asked to, the server answered without reading the
+                // whole body, or it is draining): hyper's own ending,
+                // without a session to do it, then what the client still
+                // sends read and dropped for a while.
+                _ => {
+                    socket.shutdown().await?;
+                    linger(&mut socket).await;
+                    return Ok(());
+                }
             }
         }
     }
+}
+
+/// How long a connection the server has ended (its answer sent, its side
+/// shut) still takes what the client sends, and how much of it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads and drops what the client still sends on a connection the server
+/// has shut, until the client closes its side, for at most [`LINGER`] and
+/// [`LINGER_BYTES`]. A client still writing a body the server refused
+/// (413 on its declared length) then finishes, and reads the answer,
+/// instead of having the connection reset under it by a close with its
+/// bytes unread. A client that is done closes at once, and costs a read.
+async fn linger<T: AsyncRead + Unpin>(io: &mut T) {
+    let mut buf = vec![0; 8 * 1024];
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while dropped < LINGER_BYTES {
+            match tokio::io::AsyncReadExt::read(io, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// Whether the server has begun to drain: `flag` (a copy of the drain's
