@@ -284,6 +284,46 @@ async fn errors_are_json_with_the_pinned_codes() {
     wait_until("both apps fetched", || sim.sim.total_token_calls() == 2).await;
 }
 
+/// A client still writing a body the broker refused by its declared length
+/// gets the answer, then finishes its body and closes, with no reset under
+/// it: the broker reads and drops what follows its answer for a while.
+#[tokio::test]
+async fn a_refused_body_is_answered_while_the_client_still_sends_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let sim = simulator(SimConfig::default()).await;
+    let broker = Broker::start(&classic_app("shop", &sim, "")).await;
+    let url = reqwest::Url::parse(&broker.url("/")).unwrap();
+    let address = (url.host_str().unwrap().to_owned(), url.port().unwrap());
+    let mut stream = within(tokio::net::TcpStream::connect(address))
+        .await
+        .unwrap();
+    const SIZE: usize = 4 * 1024 * 1024;
+    let head = format!(
+        "POST /v1/apps/shop/token/invalidate HTTP/1.1\r\nhost: broker\r\n\
+         wxbroker-client: tests\r\ncontent-type: application/json\r\n\
+         content-length: {SIZE}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The answer comes before a byte of the body is sent.
+    let mut answer = vec![0; 4096];
+    let read = within(stream.read(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The whole body still goes: every write is taken.
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        within(stream.write_all(&chunk))
+            .await
+            .expect("the broker still reads what the client sends");
+    }
+    stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection ends cleanly, not with a reset");
+}
+
 #[tokio::test]
 async fn apps_status_and_readiness_never_show_a_token_or_secret() {
     let sim = simulator(SimConfig::default()).await;
