@@ -101,12 +101,21 @@ impl Drop for RedisProcess {
 
 /// Polls the async `condition` every 50 ms until it holds, failing after
 /// [`WAIT`].
-pub async fn wait_async<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_async<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + WAIT;
+    wait_async_within(what, WAIT, condition).await;
+}
+
+/// [`wait_async`], failing after `limit`.
+pub async fn wait_async_within<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if tokio::time::timeout(Duration::from_secs(2), condition())
             .await
