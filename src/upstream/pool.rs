@@ -149,10 +149,9 @@ impl Pool {
         let thread = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let kept = idle.entry(thread).or_default();
-        if !kept.contains_key(origin) {
-            kept.insert(origin.clone(), Vec::new());
-        }
+        // The origin is copied only the first time it is kept.
         let Some(conns) = kept.get_mut(origin) else {
+            kept.insert(origin.clone(), vec![conn]);
             return;
         };
         conns.retain(|kept| now.duration_since(kept.idle_since) < IDLE_TIMEOUT);

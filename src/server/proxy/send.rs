@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
-use http::{Method, Request, Uri};
+use http::{Method, Request};
 use http_body_util::Full;
 
 use super::answer::{peek, Answer};
@@ -77,8 +77,7 @@ impl Upstream {
                 headers.insert(header::HOST, destination.host()?.clone());
                 let mut request = Request::new(Full::new(body.clone()));
                 *request.method_mut() = method.clone();
-                *request.uri_mut() = Uri::try_from(destination.origin_form(credential))
-                    .map_err(|_| ProxyError::BadPath("not a valid request destination"))?;
+                *request.uri_mut() = destination.uri(credential)?;
                 *request.headers_mut() = headers;
                 pool.call(origin, request, |response| peek(response, whole))
                     .await
@@ -169,10 +168,10 @@ mod tests {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let via_proxy = Upstream::ViaProxy(client, timeout);
         let empty = Bytes::new();
+        let mut asked_headers = HeaderMap::new();
+        asked_headers.insert("x-request-id", HeaderValue::from_static("r1"));
         for upstream in [pool, via_proxy] {
-            let mut headers = HeaderMap::new();
-            headers.insert("x-request-id", HeaderValue::from_static("r1"));
-            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            let headers = super::super::headers::forwarded_headers(&asked_headers);
             let call = upstream.call(
                 &Method::GET,
                 &destination,
