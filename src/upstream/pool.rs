@@ -162,7 +162,12 @@ impl Pool {
 
     async fn open(&self, origin: &Origin) -> Result<Conn, CallError> {
         let stream = self.connector.connect(origin).await?;
-        let (sender, driver) = http1::Builder::new().handshake(stream).await?;
+        // One buffer a request, sent with `send`, not `writev` (see the
+        // server's listener).
+        let (sender, driver) = http1::Builder::new()
+            .writev(false)
+            .handshake(stream)
+            .await?;
         Ok(Conn {
             sender,
             driver: Box::pin(driver),
