@@ -162,12 +162,10 @@ impl Pool {
 
     async fn open(&self, origin: &Origin) -> Result<Conn, CallError> {
         let stream = self.connector.connect(origin).await?;
-        // One buffer a request, sent with `send`, not `writev` (see the
-        // server's listener).
-        let (sender, driver) = http1::Builder::new()
-            .writev(false)
-            .handshake(stream)
-            .await?;
+        // Left to write vectored: flattened, a request's body (an upload
+        // of megabytes) would be copied into a write buffer that the kept
+        // connection then holds, at that size, until it is closed.
+        let (sender, driver) = http1::Builder::new().handshake(stream).await?;
         Ok(Conn {
             sender,
             driver: Box::pin(driver),
