@@ -10,11 +10,9 @@
 //! a request it could not take is sent again on another connection, and
 //! only when not a byte of it was written.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::sync::Mutex;
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +20,8 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
+use rustc_hash::FxHashMap;
+use thread_local::ThreadLocal;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -64,21 +64,25 @@ struct Conn {
     idle_since: Instant,
 }
 
-/// Idle connections are kept by the thread that opened them as well as
-/// by origin: a connection is registered with its thread's reactor, and
-/// used from another thread it would wake that one on every answer.
-type Kept = HashMap<ThreadId, HashMap<Origin, Vec<Conn>>>;
+/// One thread's idle connections, by origin. Origins come from the
+/// configuration, never from a client, so a fast hash is safe: SipHash's
+/// flood resistance cost more than the rest of a checkout.
+type Kept = FxHashMap<Origin, Vec<Conn>>;
 
 pub struct Pool {
     connector: Connector,
-    idle: Mutex<Kept>,
+    /// Idle connections are kept by the thread that last used them: a
+    /// connection is registered with its thread's reactor, and used from
+    /// another thread it would wake that one on every answer. A thread
+    /// takes from and returns to its own, so no call waits on a lock.
+    idle: ThreadLocal<RefCell<Kept>>,
 }
 
 impl Pool {
     pub fn new(connector: Connector) -> Self {
         Pool {
             connector,
-            idle: Mutex::new(HashMap::new()),
+            idle: ThreadLocal::new(),
         }
     }
 
@@ -131,9 +135,8 @@ impl Pool {
     /// The most recently used idle connection to `origin` still young
     /// enough to trust.
     fn checkout(&self, origin: &Origin) -> Option<Conn> {
-        let thread = std::thread::current().id();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let conns = idle.get_mut(&thread)?.get_mut(origin)?;
+        let mut kept = self.idle.get()?.borrow_mut();
+        let conns = kept.get_mut(origin)?;
         let now = Instant::now();
         while let Some(conn) = conns.pop() {
             if now.duration_since(conn.idle_since) < IDLE_TIMEOUT {
@@ -146,9 +149,7 @@ impl Pool {
     fn checkin(&self, origin: &Origin, mut conn: Conn) {
         let now = Instant::now();
         conn.idle_since = now;
-        let thread = std::thread::current().id();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = idle.entry(thread).or_default();
+        let mut kept = self.idle.get_or_default().borrow_mut();
         // The origin is copied only the first time it is kept.
         let Some(conns) = kept.get_mut(origin) else {
             kept.insert(origin.clone(), vec![conn]);
