@@ -199,16 +199,19 @@ pub(super) fn page(query: Option<&str>) -> (usize, usize) {
     (offset, limit.clamp(1, MAX_PAGE))
 }
 
-/// The `Wxbroker-Client` header, if present and well-formed.
-pub(super) fn client_name(headers: &HeaderMap) -> Option<&str> {
+/// The `Wxbroker-Client` header, if present and well-formed: the lookup
+/// [`unrelayed_client_name`], which the requests use, must agree with.
+#[cfg(test)]
+fn client_name(headers: &HeaderMap) -> Option<&str> {
     well_formed_client(headers.get(&WXBROKER_CLIENT)?)
 }
 
-/// For the token read answered at once: the client's name (see
-/// [`client_name`]), from one pass over the few headers a request
-/// carries rather than a lookup for each header asked about; `None` when
-/// the request bears a relay mark, which the full path refuses and
-/// explains.
+/// The client's name (the `Wxbroker-Client` header, if present and
+/// well-formed), from one pass over the few headers a request carries
+/// rather than a lookup for each header asked about; `None` when the
+/// request bears a relay mark, which [`check_not_relayed`] then explains.
+///
+/// [`check_not_relayed`]: crate::server::request::check_not_relayed
 pub(super) fn unrelayed_client_name(headers: &HeaderMap) -> Option<Option<&str>> {
     let mut client = None;
     for (name, value) in headers {

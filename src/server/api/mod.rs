@@ -35,7 +35,7 @@ use super::respond::{self, Body};
 use super::state::ApiState;
 use crate::http_io::RequestBody;
 use crate::identity::Peer;
-use context::{client_name, unrelayed_client_name, Ctx};
+use context::{unrelayed_client_name, Ctx};
 use counts::RouteCounts;
 use params::Params;
 use route::{Answer, Route};
@@ -185,9 +185,16 @@ impl Router {
             ListenerKind::Unix | ListenerKind::Tcp { .. } => {
                 let peer = request.extensions.get::<Peer>().copied();
                 let access = state.clients.load().local(peer);
-                check_not_relayed(&request.headers)?;
+                // One pass over the headers finds the client's name, or a
+                // relay mark; then the lookups say which refusal it is.
+                let client = match unrelayed_client_name(&request.headers) {
+                    Some(client) => client,
+                    None => {
+                        check_not_relayed(&request.headers)?;
+                        None
+                    }
+                };
                 if !route.probe {
-                    let client = client_name(&request.headers);
                     if let ListenerKind::Tcp {
                         require_client_header: true,
                     } = listener
