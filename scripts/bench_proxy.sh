@@ -6,6 +6,11 @@
 #           in, the answer peeked at for a rejection, then relayed)
 #   nginx:  GET /cgi-bin/getcallbackip, proxy_pass with upstream keepalive,
 #           2 workers
+#   hyper:  GET /cgi-bin/getcallbackip through examples/reference_proxy.rs,
+#           the least a hyper 1 proxy does to put a token in and relay the
+#           answer, on one thread as the broker's request path: the floor
+#           for a proxy built on hyper, to tell the broker's own cost apart
+#           from its HTTP library's
 #
 # The upstream is examples/reference_server.rs answering a small JSON body
 # that also parses as a token answer, so the broker fetches its token from
@@ -23,7 +28,7 @@ DURATION=${BENCH_DURATION:-8}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-64}
 PORT_BASE=${BENCH_PORT_BASE:-20960}
-UP=$PORT_BASE BROKER=$((PORT_BASE + 1)) NGINX=$((PORT_BASE + 2))
+UP=$PORT_BASE BROKER=$((PORT_BASE + 1)) NGINX=$((PORT_BASE + 2)) HYPER=$((PORT_BASE + 3))
 
 log() { printf '[bench-proxy %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -69,7 +74,7 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 CLK_TCK=$(getconf CLK_TCK)
 
 cargo build --release --locked --bin wxbroker >&2
-cargo build --release --locked --example reference_server >&2
+cargo build --release --locked --example reference_server --example reference_proxy >&2
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
 BODY='{"access_token":"bench-upstream-token-0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST","expires_in":7000}'
@@ -115,6 +120,11 @@ NGINX_PID=$LAST_PID
 NURL="http://127.0.0.1:$NGINX/cgi-bin/getcallbackip"
 wait_http "$NURL"
 
+start hyper "$BIN/examples/reference_proxy" --listen "127.0.0.1:$HYPER" --upstream "127.0.0.1:$UP"
+HYPER_PID=$LAST_PID
+HURL="http://127.0.0.1:$HYPER/cgi-bin/getcallbackip"
+wait_http "$HURL"
+
 # CPU of a process and its children (nginx's workers), in ticks.
 group_ticks() {
     local pid=$1 total child
@@ -149,26 +159,31 @@ measure() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    if ((round % 2)); then order=(broker nginx); else order=(nginx broker); fi
+    if ((round % 2)); then order=(broker nginx hyper); else order=(hyper nginx broker); fi
     for who in "${order[@]}"; do
-        if [[ $who == broker ]]; then
-            measure broker "$BURL" "$BROKER_PID" "$round" -H 'Wxbroker-Client: bench'
-        else
-            measure nginx "$NURL" "$NGINX_PID" "$round"
-        fi
+        case $who in
+        broker) measure broker "$BURL" "$BROKER_PID" "$round" -H 'Wxbroker-Client: bench' ;;
+        nginx) measure nginx "$NURL" "$NGINX_PID" "$round" ;;
+        hyper) measure hyper "$HURL" "$HYPER_PID" "$round" ;;
+        esac
     done
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { awk -F'\t' -v w="$1" -v k="$2" '$1 == w { print $k }' "$RUNS" | median; }
+# ratio KEY [WHO [OF]]: WHO's figure over OF's (broker over nginx), per
+# round, median.
 ratio() {
-    awk -F'\t' -v k="$1" '$1 == "broker" { b[$2] = $k } $1 == "nginx" { n[$2] = $k }
+    awk -F'\t' -v k="$1" -v who="${2:-broker}" -v of="${3:-nginx}" '$1 == who { b[$2] = $k } $1 == of { n[$2] = $k }
         END { for (r in b) if (n[r] > 0) printf "%.3f\n", b[r] / n[r] }' "$RUNS" | median
 }
 echo "| forwarding (wrk -t1, $CONNS connections, ${DURATION} s x $ROUNDS rounds) | req/s | p99 µs | CPU µs/req |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| broker \`/v1/apps/bench/proxy/cgi-bin/getcallbackip\` | $(col broker 3) | $(col broker 4) | $(col broker 5) |"
 echo "| nginx \`proxy_pass\`, 2 workers, upstream keepalive | $(col nginx 3) | $(col nginx 4) | $(col nginx 5) |"
+echo "| hyper 1 proxy (\`examples/reference_proxy.rs\`), one thread | $(col hyper 3) | $(col hyper 4) | $(col hyper 5) |"
 echo "| ratio broker/nginx, per round, median | $(ratio 3) | $(ratio 4) | $(ratio 5) |"
+echo "| ratio hyper proxy/nginx | $(ratio 3 hyper) | $(ratio 4 hyper) | $(ratio 5 hyper) |"
+echo "| ratio broker/hyper proxy | $(ratio 3 broker hyper) | $(ratio 4 broker hyper) | $(ratio 5 broker hyper) |"
 echo
 echo "forwarding: rps_ratio=$(ratio 3) p99_ratio=$(ratio 4) cpu_ratio=$(ratio 5) (targets: >= 0.8, <= 1.5, <= 1.5)"
