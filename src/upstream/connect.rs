@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -19,7 +18,7 @@ use super::{DnsOnly, ResolverError};
 use crate::config::{Resolve, UpstreamConfig};
 
 /// A connection's byte stream: plain, or TLS for an `https` origin.
-pub type Stream = TokioIo<Either<TcpStream, TlsStream<TcpStream>>>;
+pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
 
 /// Where a call goes: what a pooled connection is kept for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -115,7 +114,7 @@ impl Connector {
         // Calls are small writes answered at once; coalescing adds latency.
         let _ = tcp.set_nodelay(true);
         if !origin.tls {
-            return Ok(TokioIo::new(Either::Left(tcp)));
+            return Ok(Either::Left(tcp));
         }
         let name = ServerName::try_from(origin.host.clone())
             .map_err(|_| ConnectError::ServerName { host: host() })?;
@@ -126,7 +125,7 @@ impl Connector {
                 host: host(),
                 source,
             })?;
-        Ok(TokioIo::new(Either::Right(tls)))
+        Ok(Either::Right(tls))
     }
 
     /// A TCP connection to the first address of `origin` that accepts.

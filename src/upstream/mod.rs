@@ -5,11 +5,15 @@
 //! directly and never reads the hosts file: the broker must not call
 //! itself.
 
+mod body;
 mod connect;
+mod http1;
 mod pool;
 
+pub use body::AnswerBody;
 pub use connect::{ConnectError, Connector, Origin, Stream};
-pub use pool::{CallError, Pool, Read};
+pub use http1::{Http1Error, Outgoing};
+pub use pool::{CallError, Pool};
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,31 +1,34 @@
 //! Kept-alive HTTP/1.1 connections to upstream origins, for the calls the
-//! proxy forwards. A call runs its connection in its own task: the request
-//! is written, the answer read and the connection put back by the task that
-//! asked, with no hand-off to a connection task and back (what a pooled
-//! client's per-connection tasks cost on every call). Only an answer that
-//! is still streaming when the call returns gets a task for its connection,
-//! which then ends with it.
+//! proxy forwards. A call is written, and its answer's head read, by the
+//! task that makes it, on its own connection: no connection task, no
+//! channel, no hand-off and back. The answer's body ([`AnswerBody`])
+//! takes the connection with it and puts it back once read to its end, so
+//! a streamed answer's connection is kept too.
 //!
-//! A kept connection may have been closed by upstream while it sat idle:
-//! a request it could not take is sent again on another connection, and
-//! only when not a byte of it was written.
+//! A kept connection may have been closed by upstream while it sat idle.
+//! One the reactor has seen closed is dropped when taken; one that fails
+//! before a byte of the call is written is replaced, and the call sent on
+//! another.
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use bytes::BytesMut;
+use http::Response;
 use rustc_hash::FxHashMap;
 use thread_local::ThreadLocal;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 use tracing::debug;
 
+use super::body::AnswerBody;
 use super::connect::{ConnectError, Connector, Origin, Stream};
+use super::http1::{self, Http1Error, Outgoing, MAX_HEAD};
 
 /// How long a connection may sit unused and still be taken again; upstream
 /// servers close theirs after a minute or so.
@@ -35,107 +38,121 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// when more calls run at once, and closed after.
 const MAX_IDLE_PER_ORIGIN: usize = 128;
 
+/// How much room a read asks for: a small answer arrives in one read.
+const READ_SIZE: usize = 8 * 1024;
+
+/// A body up to this size goes out in the head's buffer, in one write;
+/// a larger one is written from where it is, after the head.
+const COPIED_BODY: usize = 16 * 1024;
+
 /// Why a call got no answer. Never carries the request's URL.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    #[error("upstream connection failed")]
-    Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Http(#[from] Http1Error),
     #[error("upstream closed a new connection before taking the request")]
     Closed,
 }
 
-/// What the caller made of an answer: done with the connection, or still
-/// reading a body that streams on after the call returns.
-pub enum Read<T> {
-    Done(T),
-    Streaming(T),
+/// One connection, and what has been read from it but not yet taken.
+pub(super) struct Conn {
+    io: Stream,
+    pub(super) buf: BytesMut,
+    origin: Arc<Origin>,
+    idle_since: Instant,
 }
 
-type Sender = http1::SendRequest<Full<Bytes>>;
-type Driver = http1::Connection<Stream, Full<Bytes>>;
+impl Conn {
+    /// Reads what has arrived into `buf`; 0 when upstream has closed.
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 2 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
 
-/// One connection: the side requests are sent on, and the side that moves
-/// its bytes, polled by whichever task is calling on it.
-struct Conn {
-    sender: Sender,
-    driver: Pin<Box<Driver>>,
-    idle_since: Instant,
+    /// Whether upstream closed (or wrote on) the connection while it was
+    /// idle, as far as the reactor has seen. A read that came up short
+    /// cleared the socket's readiness, so a quiet connection is judged
+    /// without a system call.
+    fn closed_while_idle(&self, cx: &mut Context<'_>) -> bool {
+        let tcp = match &self.io {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        if tcp.poll_read_ready(cx).is_pending() {
+            return false;
+        }
+        // Readable: the end of the stream, an error, or bytes nobody
+        // asked for. Only a read that would block says it is quiet.
+        !matches!(tcp.try_read(&mut [0; 1]), Err(err) if err.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes `head` and `body`; `Unsent` when the connection took none
+    /// of it.
+    async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Unanswered> {
+        let mut written = 0;
+        let first = poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, head)).await;
+        match first {
+            Ok(0) | Err(_) => return Err(Unanswered::Unsent),
+            Ok(n) => written += n,
+        }
+        let failed = |err: std::io::Error| Unanswered::Failed(err.into());
+        self.io.write_all(&head[written..]).await.map_err(failed)?;
+        self.io.write_all(body).await.map_err(failed)?;
+        self.io.flush().await.map_err(failed)
+    }
+
+    /// Reads until an answer's head has come.
+    async fn read_head(&mut self, method: &http::Method) -> Result<http1::Head, Http1Error> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = http1::parse(&mut self.buf, method)? {
+                    return Ok(head);
+                }
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(Http1Error::HeadTooLarge);
+            }
+            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(if self.buf.is_empty() {
+                    Http1Error::ClosedBeforeAnswer
+                } else {
+                    Http1Error::Truncated
+                });
+            }
+        }
+    }
+}
+
+/// Why a call on a connection brought no answer.
+enum Unanswered {
+    /// The connection took not a byte of the call.
+    Unsent,
+    Failed(Http1Error),
 }
 
 /// One thread's idle connections, by origin. Origins come from the
 /// configuration, never from a client, so a fast hash is safe: SipHash's
 /// flood resistance cost more than the rest of a checkout.
-type Kept = FxHashMap<Origin, Vec<Conn>>;
+type Kept = FxHashMap<Origin, Vec<Box<Conn>>>;
 
-pub struct Pool {
-    connector: Connector,
-    /// Idle connections are kept by the thread that last used them: a
-    /// connection is registered with its thread's reactor, and used from
-    /// another thread it would wake that one on every answer. A thread
-    /// takes from and returns to its own, so no call waits on a lock.
-    idle: ThreadLocal<RefCell<Kept>>,
+/// Idle connections, kept by the thread that last used them: a
+/// connection is registered with its thread's reactor, and used from
+/// another thread it would wake that one on every answer. A thread takes
+/// from and returns to its own, so no call waits on a lock.
+#[derive(Default)]
+pub(super) struct Idle {
+    kept: ThreadLocal<RefCell<Kept>>,
 }
 
-impl Pool {
-    pub fn new(connector: Connector) -> Self {
-        Pool {
-            connector,
-            idle: ThreadLocal::new(),
-        }
-    }
-
-    /// Sends `request` (origin-form URI, its `Host` header set) to
-    /// `origin` and hands the answer to `read`, on a kept connection when
-    /// one is free. `read` runs while the connection is driven, so it may
-    /// read the body; what it says decides whether the connection is kept.
-    pub async fn call<T, F, Fut>(
-        &self,
-        origin: &Origin,
-        mut request: Request<Full<Bytes>>,
-        read: F,
-    ) -> Result<T, CallError>
-    where
-        F: FnOnce(Response<Incoming>) -> Fut,
-        Fut: Future<Output = Result<Read<T>, hyper::Error>>,
-    {
-        let mut read = Some(read);
-        loop {
-            let (conn, kept) = match self.checkout(origin) {
-                Some(conn) => (conn, true),
-                None => (self.open(origin).await?, false),
-            };
-            match conn.exchange(request, &mut read).await {
-                Ok((Read::Done(value), conn)) => {
-                    if let Some(conn) = conn {
-                        self.checkin(origin, conn);
-                    }
-                    return Ok(value);
-                }
-                Ok((Read::Streaming(value), conn)) => {
-                    if let Some(conn) = conn {
-                        // The body is read by the caller after this returns;
-                        // the connection ends with it (its sender is gone).
-                        drop(conn.sender);
-                        tokio::spawn(conn.driver);
-                    }
-                    return Ok(value);
-                }
-                Err(Unanswered::NotSent(unsent)) if kept => {
-                    debug!(host = %origin.host, "a kept connection was closed; calling on another");
-                    request = *unsent;
-                }
-                Err(Unanswered::NotSent(_)) => return Err(CallError::Closed),
-                Err(Unanswered::Failed(err)) => return Err(CallError::Http(err)),
-            }
-        }
-    }
-
+impl Idle {
     /// The most recently used idle connection to `origin` still young
     /// enough to trust.
-    fn checkout(&self, origin: &Origin) -> Option<Conn> {
-        let mut kept = self.idle.get()?.borrow_mut();
+    fn checkout(&self, origin: &Origin) -> Option<Box<Conn>> {
+        let mut kept = self.kept.get()?.borrow_mut();
         let conns = kept.get_mut(origin)?;
         let now = Instant::now();
         while let Some(conn) = conns.pop() {
@@ -146,13 +163,15 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, origin: &Origin, mut conn: Conn) {
+    /// Keeps `conn`, whose last answer was read to its end.
+    pub(super) fn checkin(&self, mut conn: Box<Conn>) {
         let now = Instant::now();
         conn.idle_since = now;
-        let mut kept = self.idle.get_or_default().borrow_mut();
+        let mut kept = self.kept.get_or_default().borrow_mut();
         // The origin is copied only the first time it is kept.
-        let Some(conns) = kept.get_mut(origin) else {
-            kept.insert(origin.clone(), vec![conn]);
+        let Some(conns) = kept.get_mut(&*conn.origin) else {
+            let origin = Origin::clone(&conn.origin);
+            kept.insert(origin, vec![conn]);
             return;
         };
         conns.retain(|kept| now.duration_since(kept.idle_since) < IDLE_TIMEOUT);
@@ -160,89 +179,83 @@ impl Pool {
             conns.push(conn);
         }
     }
+}
 
-    async fn open(&self, origin: &Origin) -> Result<Conn, CallError> {
-        let stream = self.connector.connect(origin).await?;
-        // Left to write vectored: flattened, a request's body (an upload
-        // of megabytes) would be copied into a write buffer that the kept
-        // connection then holds, at that size, until it is closed.
-        let (sender, driver) = http1::Builder::new().handshake(stream).await?;
-        Ok(Conn {
-            sender,
-            driver: Box::pin(driver),
-            idle_since: Instant::now(),
-        })
+pub struct Pool {
+    connector: Connector,
+    idle: Arc<Idle>,
+}
+
+impl Pool {
+    pub fn new(connector: Connector) -> Self {
+        Pool {
+            connector,
+            idle: Arc::default(),
+        }
     }
-}
 
-/// Why an exchange brought no answer.
-enum Unanswered {
-    /// The connection could not take the request; not a byte was sent.
-    NotSent(Box<Request<Full<Bytes>>>),
-    Failed(hyper::Error),
-}
-
-impl Conn {
-    /// Sends `request` and runs `read` on its answer while driving the
-    /// connection: the answer, read as far as the caller wanted, and the
-    /// connection when it can carry more.
-    async fn exchange<T, F, Fut>(
-        self,
-        request: Request<Full<Bytes>>,
-        read: &mut Option<F>,
-    ) -> Result<(Read<T>, Option<Conn>), Unanswered>
+    /// Sends `call` to `origin` and hands its answer to `read`, on a kept
+    /// connection when one is free. The answer's body brings the
+    /// connection back when read to its end.
+    pub async fn call<T, F, Fut>(
+        &self,
+        origin: &Origin,
+        call: Outgoing<'_>,
+        read: F,
+    ) -> Result<T, CallError>
     where
-        F: FnOnce(Response<Incoming>) -> Fut,
-        Fut: Future<Output = Result<Read<T>, hyper::Error>>,
+        F: FnOnce(Response<AnswerBody>) -> Fut,
+        Fut: Future<Output = Result<T, Http1Error>>,
     {
-        // Taken out (and so dropped) once it ends: only then does a call
-        // waiting on the connection learn that it is gone.
-        let Conn {
-            mut sender,
-            driver,
-            idle_since,
-        } = self;
-        let mut driver = Some(driver);
-        let outcome = {
-            let sender = &mut sender;
-            let driver = &mut driver;
-            let call = async {
-                if sender.ready().await.is_err() {
-                    return Err(Unanswered::NotSent(Box::new(request)));
-                }
-                let response = match sender.try_send_request(request).await {
-                    Ok(response) => response,
-                    Err(mut err) => {
-                        return Err(match err.take_message() {
-                            Some(unsent) => Unanswered::NotSent(Box::new(unsent)),
-                            None => Unanswered::Failed(err.into_error()),
-                        })
-                    }
-                };
-                let read = read.take().expect("an answer is read once");
-                read(response).await.map_err(Unanswered::Failed)
-            };
-            let mut call = pin!(call);
-            poll_fn(|cx| {
-                if driver
-                    .as_mut()
-                    .is_some_and(|running| running.as_mut().poll(cx).is_ready())
-                {
-                    // Closed, or failed: whatever the call waits for now
-                    // fails too, and the connection is not kept.
-                    *driver = None;
-                }
-                call.as_mut().poll(cx)
-            })
-            .await
+        let mut head =
+            Vec::with_capacity(256 + call.target.len() + call.body.len().min(COPIED_BODY));
+        http1::encode(&call, &mut head)?;
+        let body: &[u8] = if call.body.len() <= COPIED_BODY {
+            head.extend_from_slice(call.body);
+            &[]
+        } else {
+            call.body
         };
-        let read = outcome?;
-        let conn = driver.map(|driver| Conn {
-            sender,
-            driver,
-            idle_since,
-        });
-        Ok((read, conn))
+        loop {
+            let (mut conn, kept) = match self.checkout(origin).await {
+                Some(conn) => (conn, true),
+                None => (self.open(origin).await?, false),
+            };
+            match conn.send(&head, body).await {
+                Ok(()) => {}
+                Err(Unanswered::Unsent) if kept => {
+                    debug!(host = %origin.host, "a kept connection was closed; calling on another");
+                    continue;
+                }
+                Err(Unanswered::Unsent) => return Err(CallError::Closed),
+                Err(Unanswered::Failed(err)) => return Err(err.into()),
+            }
+            let head = conn.read_head(call.method).await?;
+            let (parts, ()) = head.response.into_parts();
+            let body = AnswerBody::new(conn, head.framing, head.reusable, self.idle.clone());
+            return Ok(read(Response::from_parts(parts, body)).await?);
+        }
+    }
+
+    /// A kept connection to `origin` that upstream has not closed.
+    async fn checkout(&self, origin: &Origin) -> Option<Box<Conn>> {
+        loop {
+            let conn = self.idle.checkout(origin)?;
+            if !poll_fn(|cx| Poll::Ready(conn.closed_while_idle(cx))).await {
+                return Some(conn);
+            }
+            debug!(host = %origin.host, "a kept connection was closed by upstream; dropped");
+        }
+    }
+
+    async fn open(&self, origin: &Origin) -> Result<Box<Conn>, CallError> {
+        let io = self.connector.connect(origin).await?;
+        Ok(Box::new(Conn {
+            io,
+            buf: BytesMut::new(),
+            origin: Arc::new(origin.clone()),
+            idle_since: Instant::now(),
+        }))
     }
 }
 
@@ -251,6 +264,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method};
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -260,70 +275,92 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
-    /// A raw HTTP/1.1 server on loopback: answers each request on a
-    /// connection with `body`, keeping the connection open for at most
-    /// `per_connection` answers (then closing it without saying so, as
-    /// an upstream's idle timeout does). Counts the connections it took.
-    async fn upstream(body: &'static str, per_connection: usize) -> (Origin, Arc<AtomicUsize>) {
-        upstream_closing(body, per_connection).await.0
+    /// A raw HTTP/1.1 server on loopback, and what it has seen.
+    struct Scripted {
+        origin: Origin,
+        /// Connections taken.
+        accepted: Arc<AtomicUsize>,
+        /// Connections closed after their share of answers.
+        closed: Arc<AtomicUsize>,
+        /// When gated, a connection that has answered its share closes
+        /// only on a permit from here.
+        close: Arc<tokio::sync::Semaphore>,
     }
 
-    /// [`upstream`], told when to close a connection that has answered
-    /// its share, and how many it has closed.
-    async fn upstream_closing(
-        body: &'static str,
+    /// Answers each request on a connection with `answer`, written in
+    /// pieces of at most `piece` bytes, each flushed on its own; after
+    /// `per_connection` answers it closes the connection without saying
+    /// so, as an upstream's idle timeout does (once `gated` ones are let).
+    async fn scripted(
+        answer: Vec<u8>,
         per_connection: usize,
-    ) -> (
-        (Origin, Arc<AtomicUsize>),
-        (Arc<tokio::sync::Semaphore>, Arc<AtomicUsize>),
-    ) {
+        piece: usize,
+        gated: bool,
+    ) -> Scripted {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counted = accepted.clone();
-        let closed = Arc::new(AtomicUsize::new(0));
-        let closes = closed.clone();
-        let close_now = Arc::new(tokio::sync::Semaphore::new(0));
-        let closer = close_now.clone();
+        let answer = Arc::new(answer);
+        let seen = Scripted {
+            origin: Origin {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port,
+            },
+            accepted: Arc::default(),
+            closed: Arc::default(),
+            close: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        let (accepted, closed, close) = (
+            seen.accepted.clone(),
+            seen.closed.clone(),
+            seen.close.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let closed = closed.clone();
-                let close = close_now.clone();
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.set_nodelay(true);
+                let (answer, closed, close) = (answer.clone(), closed.clone(), close.clone());
                 tokio::spawn(async move {
                     let mut buf = vec![0; 4096];
-                    let answered = async {
-                        for _ in 0..per_connection {
-                            let mut head = Vec::new();
-                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                                match stream.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                                }
-                            }
-                            let answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                            body.len()
-                        );
-                            if stream.write_all(answer.as_bytes()).await.is_err() {
-                                return;
+                    for _ in 0..per_connection {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
                             }
                         }
-                    };
-                    answered.await;
-                    // Closed once the client has kept the connection.
-                    let _ = close.acquire().await.map(|permit| permit.forget());
+                        for part in answer.chunks(piece.max(1)) {
+                            if stream.write_all(part).await.is_err() {
+                                return;
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    if gated {
+                        let _ = close.acquire().await.map(|permit| permit.forget());
+                    }
                     drop(stream);
                     closed.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        let origin = Origin {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port,
-        };
-        ((origin, accepted), (closer, closes))
+        seen
+    }
+
+    fn json(body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Answers `body` as JSON, keeping each connection for at most
+    /// `per_connection` answers. Counts the connections it took.
+    async fn upstream(body: &str, per_connection: usize) -> (Origin, Arc<AtomicUsize>) {
+        let seen = scripted(json(body), per_connection, usize::MAX, false).await;
+        (seen.origin, seen.accepted)
     }
 
     fn pool() -> Pool {
@@ -334,23 +371,31 @@ mod tests {
         Pool::new(Connector::new(&config, WAIT).unwrap())
     }
 
-    fn get(origin: &Origin) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(Bytes::new()));
-        *request.uri_mut() = "/cgi-bin/getcallbackip?access_token=t".parse().unwrap();
-        request.headers_mut().insert(
-            http::header::HOST,
-            format!("{}:{}", origin.host, origin.port).parse().unwrap(),
-        );
-        request
+    /// A GET to `origin`, handing its answer to `read`.
+    async fn get<T, F, Fut>(pool: &Pool, origin: &Origin, read: F) -> Result<T, CallError>
+    where
+        F: FnOnce(Response<AnswerBody>) -> Fut,
+        Fut: Future<Output = Result<T, Http1Error>>,
+    {
+        let host = HeaderValue::from_str(&format!("{}:{}", origin.host, origin.port)).unwrap();
+        let (headers, body) = (HeaderMap::new(), Bytes::new());
+        let call = Outgoing {
+            method: &Method::GET,
+            target: "/cgi-bin/getcallbackip?access_token=t",
+            host: &host,
+            headers: &headers,
+            body: &body,
+        };
+        tokio::time::timeout(WAIT, pool.call(origin, call, read))
+            .await
+            .expect("answered in time")
     }
 
     async fn whole(pool: &Pool, origin: &Origin) -> Result<Bytes, CallError> {
-        let call = pool.call(origin, get(origin), |response| async move {
-            Ok(Read::Done(response.into_body().collect().await?.to_bytes()))
-        });
-        tokio::time::timeout(WAIT, call)
-            .await
-            .expect("answered in time")
+        get(pool, origin, |response| async move {
+            Ok(response.into_body().collect().await?.to_bytes())
+        })
+        .await
     }
 
     #[tokio::test]
@@ -367,7 +412,12 @@ mod tests {
     async fn a_connection_upstream_closed_while_kept_is_replaced_without_an_error() {
         // Every connection answers once, then closes as an idle timeout
         // would: each next call finds its kept connection gone.
-        let ((origin, accepted), (close, closed)) = upstream_closing(r#"{"errcode":0}"#, 1).await;
+        let Scripted {
+            origin,
+            accepted,
+            closed,
+            close,
+        } = scripted(json(r#"{"errcode":0}"#), 1, usize::MAX, true).await;
         let pool = pool();
         for round in 1..=5 {
             assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
@@ -405,18 +455,83 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_streaming_answer_is_read_after_the_call_returns() {
+    async fn an_answer_read_after_the_call_returns_brings_its_connection_back() {
         let (origin, accepted) = upstream(r#"{"media":"0123456789"}"#, usize::MAX).await;
         let pool = pool();
-        let call = pool.call(&origin, get(&origin), |response| async move {
-            Ok(Read::Streaming(response.into_body()))
-        });
-        let body = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
+        let body = get(&pool, &origin, |response| async move {
+            Ok(response.into_body())
+        })
+        .await
+        .unwrap();
         let read = tokio::time::timeout(WAIT, body.collect()).await.unwrap();
         assert_eq!(read.unwrap().to_bytes(), r#"{"media":"0123456789"}"#);
-        // Its connection was not kept: the next call opens another.
+        whole(&pool, &origin).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_left_unread_closes_its_connection() {
+        let (origin, accepted) = upstream(r#"{"media":"0123456789"}"#, usize::MAX).await;
+        let pool = pool();
+        let head_only = get(
+            &pool,
+            &origin,
+            |response| async move { Ok(response.status()) },
+        );
+        assert_eq!(head_only.await.unwrap(), 200);
+        // What is left of it would be taken for the next answer.
         whole(&pool, &origin).await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_in_pieces_is_read_and_its_connection_kept() {
+        let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                       4\r\n{\"er\r\n9\r\nrcode\":0}\r\n0\r\n\r\n";
+        for piece in [1, 5, answer.len()] {
+            let Scripted {
+                origin, accepted, ..
+            } = scripted(answer.to_vec(), usize::MAX, piece, false).await;
+            let pool = pool();
+            for _ in 0..3 {
+                assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1, "pieces of {piece}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_ended_by_its_close_is_read_and_its_connection_not_kept() {
+        let answer = b"HTTP/1.1 200 OK\r\n\r\n{\"errcode\":0}".to_vec();
+        let Scripted {
+            origin, accepted, ..
+        } = scripted(answer, 1, usize::MAX, false).await;
+        let pool = pool();
+        for round in 1..=2 {
+            assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_or_malformed_answer_is_an_error_and_not_kept() {
+        for (answer, expected) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n{\"errcode\""[..],
+                "in the middle",
+            ),
+            (b"HTTP/1.1 200 OK\r\ncontent-le", "in the middle"),
+            (b"", "before answering"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "not valid",
+            ),
+        ] {
+            let origin = scripted(answer.to_vec(), 1, usize::MAX, false).await.origin;
+            let err = whole(&pool(), &origin).await.unwrap_err();
+            let text = crate::errors::Chain(&err).to_string();
+            assert!(text.contains(expected), "{text}");
+        }
     }
 
     #[tokio::test]

@@ -17,7 +17,6 @@ use serde::Deserialize;
 use super::headers::{connection_listed, is_hop_by_hop};
 use crate::audit::Reply;
 use crate::http_io::response::{self, Body};
-use crate::upstream::Read;
 
 /// JSON answers up to this size are read whole to check for 40001, 40014
 /// and 42001; WeChat's error answers are a few dozen bytes. Larger or
@@ -50,9 +49,8 @@ pub(super) enum Answer {
 }
 
 /// The answer, read whole when it is at most `whole` bytes
-/// ([`PEEK_LIMIT`], or [`SCRUB_LIMIT`] for one to scrub); whether it was
-/// ([`Read::Done`]) or still streams ([`Read::Streaming`]).
-pub(super) async fn peek<B>(response: Response<B>, whole: usize) -> Result<Read<Answer>, B::Error>
+/// ([`PEEK_LIMIT`], or [`SCRUB_LIMIT`] for one to scrub).
+pub(super) async fn peek<B>(response: Response<B>, whole: usize) -> Result<Answer, B::Error>
 where
     B: HttpBody<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -74,12 +72,12 @@ where
                         _ => read.concat().into(),
                     };
                     let fields = WxFields::of(&body);
-                    return Ok(Read::Done(Answer::Whole {
+                    return Ok(Answer::Whole {
                         status,
                         headers,
                         body,
                         fields,
-                    }));
+                    });
                 }
                 Some(frame) => {
                     // Trailers carry nothing the proxy relays.
@@ -95,12 +93,12 @@ where
             }
         }
     }
-    Ok(Read::Streaming(Answer::Streaming {
+    Ok(Answer::Streaming {
         status,
         headers,
         read,
         rest: body.map_err(std::io::Error::other).boxed_unsync(),
-    }))
+    })
 }
 
 impl Answer {

@@ -435,14 +435,11 @@ impl Proxy {
         let whole = if scrub { SCRUB_LIMIT } else { PEEK_LIMIT };
         // Boxed: the call's state is large, and a box is moved in one
         // word where the state would be copied whole at every await.
-        let call = Box::pin(self.upstream.call(
-            method,
-            destination,
-            credential,
-            headers.clone(),
-            body,
-            whole,
-        ));
+        let call =
+            Box::pin(
+                self.upstream
+                    .call(method, destination, credential, headers, body, whole),
+            );
         let answer = timeout(self.timeout, call)
             .await
             .map_err(|_| ProxyError::Timeout(self.timeout))??;

@@ -5,16 +5,16 @@
 //! so that every call leaves by the same way.
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
-use http::{Method, Request};
-use http_body_util::Full;
+use http::header::HeaderMap;
+use http::Method;
 
 use super::answer::{peek, Answer};
+use super::target::NOT_A_TARGET;
 use super::Destination;
 use super::ProxyError;
 use crate::config::UpstreamConfig;
 use crate::errors::Chain;
-use crate::upstream::{ClientError, Connector, Pool, Read};
+use crate::upstream::{CallError, ClientError, Connector, Http1Error, Outgoing, Pool};
 
 /// The variables reqwest takes a system proxy from.
 const PROXY_VARIABLES: [&str; 6] = [
@@ -67,37 +67,41 @@ impl Upstream {
         method: &Method,
         destination: &Destination,
         credential: Option<(&str, &str)>,
-        mut headers: HeaderMap,
+        headers: &HeaderMap,
         body: &Bytes,
         whole: usize,
     ) -> Result<Answer, ProxyError> {
         match self {
             Upstream::Pool(pool) => {
-                let origin = destination.origin()?;
-                headers.insert(header::HOST, destination.host()?.clone());
-                let mut request = Request::new(Full::new(body.clone()));
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = destination.uri(credential)?;
-                *request.headers_mut() = headers;
-                pool.call(origin, request, |response| peek(response, whole))
-                    .await
-                    .map_err(|err| ProxyError::Upstream(Chain(&err).to_string()))
+                let target = destination.origin_form(credential);
+                let call = Outgoing {
+                    method,
+                    target: &target,
+                    host: destination.host()?,
+                    headers,
+                    body,
+                };
+                pool.call(destination.origin()?, call, |response| {
+                    peek(response, whole)
+                })
+                .await
+                .map_err(|err| match err {
+                    CallError::Http(Http1Error::Target) => NOT_A_TARGET,
+                    err => ProxyError::Upstream(Chain(&err).to_string()),
+                })
             }
             Upstream::ViaProxy(client, timeout) => {
                 let failed = |err| reqwest_error(err, *timeout);
                 let response = client
                     .request(method.clone(), destination.url(credential)?)
-                    .headers(headers)
+                    .headers(headers.clone())
                     .body(body.clone())
                     .send()
                     .await
                     .map_err(failed)?;
-                let answer = peek(http::Response::from(response), whole)
+                peek(http::Response::from(response), whole)
                     .await
-                    .map_err(failed)?;
-                Ok(match answer {
-                    Read::Done(answer) | Read::Streaming(answer) => answer,
-                })
+                    .map_err(failed)
             }
         }
     }
@@ -176,7 +180,7 @@ mod tests {
                 &Method::GET,
                 &destination,
                 Some(("access_token", "T")),
-                headers,
+                &headers,
                 &empty,
                 64 * 1024,
             );

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use url::{form_urlencoded, Position};
 
 use super::{Forward, ProxyError};
@@ -52,11 +52,6 @@ impl Destination {
         target
     }
 
-    /// The request target as an origin-form URI, for the proxy's own pool.
-    pub(super) fn uri(&self, credential: Option<(&str, &str)>) -> Result<Uri, ProxyError> {
-        Uri::try_from(self.origin_form(credential)).map_err(|_| NOT_A_TARGET)
-    }
-
     /// The whole URL, for a client that wants one (through an HTTP proxy).
     pub(super) fn url(&self, credential: Option<(&str, &str)>) -> Result<reqwest::Url, ProxyError> {
         let url = format!(
@@ -83,7 +78,7 @@ impl Destination {
 }
 
 /// A request target neither `http` nor `url` would take.
-const NOT_A_TARGET: ProxyError = ProxyError::BadPath("not a valid request target");
+pub(super) const NOT_A_TARGET: ProxyError = ProxyError::BadPath("not a valid request target");
 
 /// Appends `name=value`, form-encoded, to `target`'s query (starting one
 /// when the path, `path_end` bytes long, has none).
