@@ -11,8 +11,8 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
+use super::conn::{Conn, Idle};
 use super::http1::{Framing, Http1Error};
-use super::pool::{Conn, Idle};
 
 /// Longest chunk-size line taken (the size and any extensions).
 const MAX_CHUNK_LINE: usize = 4096;

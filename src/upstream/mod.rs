@@ -6,6 +6,7 @@
 //! itself.
 
 mod body;
+mod conn;
 mod connect;
 mod http1;
 mod pool;
