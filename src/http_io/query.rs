@@ -13,9 +13,13 @@ pub fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> 
 
 /// The decoded value of the first pair whose decoded key is `key`.
 pub fn param(query: &str, key: &str) -> Option<String> {
-    pairs(query)
-        .find(|(found, _)| found == key)
-        .map(|(_, value)| value.into_owned())
+    nonempty_pairs(query).find_map(|pair| {
+        if !might_decode_to(raw_key(pair), key) {
+            return None;
+        }
+        let (found, value) = pairs(pair).next()?;
+        (found == key).then(|| value.into_owned())
+    })
 }
 
 /// Whether some pair decodes to `key=value`.
@@ -26,15 +30,40 @@ pub fn has(query: &str, key: &str, value: &str) -> bool {
 /// `query` without the pairs whose decoded key is one of `keys`; the
 /// others kept byte for byte, in order.
 pub fn without(query: &str, keys: &[&str]) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split('=').next().unwrap_or(pair);
-            let decoded = pairs(key).next().map(|(key, _)| key);
-            !pair.is_empty() && !decoded.is_some_and(|key| keys.contains(&&*key))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut kept = String::with_capacity(query.len());
+    for pair in nonempty_pairs(query) {
+        let key = raw_key(pair);
+        let dropped = keys.iter().any(|&dropped| might_decode_to(key, dropped))
+            && pairs(key)
+                .next()
+                .is_some_and(|(key, _)| keys.contains(&&*key));
+        if !dropped {
+            if !kept.is_empty() {
+                kept.push('&');
+            }
+            kept.push_str(pair);
+        }
+    }
+    kept
+}
+
+/// The pairs of `query` as sent, the empty ones between two `&` skipped
+/// (as [`pairs`] skips them).
+fn nonempty_pairs(query: &str) -> impl Iterator<Item = &str> {
+    query.split('&').filter(|pair| !pair.is_empty())
+}
+
+/// A pair's key as sent: up to its first `=`.
+fn raw_key(pair: &str) -> &str {
+    pair.split_once('=').map_or(pair, |(key, _)| key)
+}
+
+/// Whether `raw` (a key as sent) may decode to `key`: only an escape or a
+/// `+` changes a key in decoding, so a key without either is compared as
+/// it is, and only one with them is decoded. Nearly every call's keys are
+/// plain, and decoding each cost more than the rest of the lookup.
+fn might_decode_to(raw: &str, key: &str) -> bool {
+    raw == key || raw.bytes().any(|byte| byte == b'%' || byte == b'+')
 }
 
 #[cfg(test)]
@@ -63,5 +92,38 @@ mod tests {
             "x=%41b&y"
         );
         assert_eq!(without("", &["access_token"]), "");
+        assert_eq!(without("&&a=1&&", &["b"]), "a=1");
+        assert_eq!(without("a+b=1&a%20b=2&c=3", &["a b"]), "c=3");
+    }
+
+    /// The decoded value of the first pair whose decoded key is `key`,
+    /// every pair decoded: what [`param`] must agree with.
+    fn param_by_decoding_all(query: &str, key: &str) -> Option<String> {
+        pairs(query)
+            .find(|(found, _)| found == key)
+            .map(|(_, value)| value.into_owned())
+    }
+
+    #[test]
+    fn looking_up_plain_keys_as_sent_agrees_with_decoding_every_key() {
+        let queries = [
+            "appid=wx1&access_token=t",
+            "a%70pid=wx2&appid=wx1",
+            "app+id=x&app%20id=y&appid",
+            "&&appid=&appid=wx3",
+            "access_token=a=b&access%5Ftoken=c",
+            "appid%=x&appid=%E4%BD%A0%ZZ",
+            "=v&appid==",
+            "",
+        ];
+        for query in queries {
+            for key in ["appid", "access_token", "app id", "", "appid%"] {
+                assert_eq!(
+                    param(query, key),
+                    param_by_decoding_all(query, key),
+                    "{query:?} {key:?}"
+                );
+            }
+        }
     }
 }
