@@ -14,7 +14,11 @@ pub fn pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> 
 /// The decoded value of the first pair whose decoded key is `key`.
 pub fn param(query: &str, key: &str) -> Option<String> {
     nonempty_pairs(query).find_map(|pair| {
-        if !might_decode_to(raw_key(pair), key) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        if is_plain(raw_key) && is_plain(raw_value) {
+            return (raw_key == key).then(|| raw_value.to_owned());
+        }
+        if is_plain(raw_key) && raw_key != key {
             return None;
         }
         let (found, value) = pairs(pair).next()?;
@@ -32,11 +36,14 @@ pub fn has(query: &str, key: &str, value: &str) -> bool {
 pub fn without(query: &str, keys: &[&str]) -> String {
     let mut kept = String::with_capacity(query.len());
     for pair in nonempty_pairs(query) {
-        let key = raw_key(pair);
-        let dropped = keys.iter().any(|&dropped| might_decode_to(key, dropped))
-            && pairs(key)
+        let raw_key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        let dropped = if is_plain(raw_key) {
+            keys.contains(&raw_key)
+        } else {
+            pairs(raw_key)
                 .next()
-                .is_some_and(|(key, _)| keys.contains(&&*key));
+                .is_some_and(|(key, _)| keys.contains(&&*key))
+        };
         if !dropped {
             if !kept.is_empty() {
                 kept.push('&');
@@ -53,17 +60,12 @@ fn nonempty_pairs(query: &str) -> impl Iterator<Item = &str> {
     query.split('&').filter(|pair| !pair.is_empty())
 }
 
-/// A pair's key as sent: up to its first `=`.
-fn raw_key(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(key, _)| key)
-}
-
-/// Whether `raw` (a key as sent) may decode to `key`: only an escape or a
-/// `+` changes a key in decoding, so a key without either is compared as
-/// it is, and only one with them is decoded. Nearly every call's keys are
-/// plain, and decoding each cost more than the rest of the lookup.
-fn might_decode_to(raw: &str, key: &str) -> bool {
-    raw == key || raw.bytes().any(|byte| byte == b'%' || byte == b'+')
+/// Whether `raw` (a key or value as sent) decodes to itself: only an
+/// escape or a `+` changes it. Nearly every call's keys and values are
+/// plain, and are then compared and copied as they are: decoding each
+/// cost more than the rest of the lookup.
+fn is_plain(raw: &str) -> bool {
+    !raw.bytes().any(|byte| byte == b'%' || byte == b'+')
 }
 
 #[cfg(test)]
@@ -114,6 +116,8 @@ mod tests {
             "access_token=a=b&access%5Ftoken=c",
             "appid%=x&appid=%E4%BD%A0%ZZ",
             "=v&appid==",
+            "appid=a=b&appid=c",
+            "appid=x%2By+z",
             "",
         ];
         for query in queries {
