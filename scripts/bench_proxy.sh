@@ -4,6 +4,9 @@
 #
 #   broker: GET /v1/apps/bench/proxy/cgi-bin/getcallbackip (the token put
 #           in, the answer peeked at for a rejection, then relayed)
+#   compat: the same call on the broker's WeChat-compatible listener,
+#           /cgi-bin/getcallbackip?appid=...&access_token=... (the client's
+#           token swapped for the broker's)
 #   nginx:  GET /cgi-bin/getcallbackip, proxy_pass with upstream keepalive,
 #           2 workers
 #   hyper:  GET /cgi-bin/getcallbackip through examples/reference_proxy.rs,
@@ -20,7 +23,7 @@
 # every process started here is stopped by PID.
 #
 # Knobs: BENCH_DURATION (seconds per run, 8), BENCH_ROUNDS (3),
-# BENCH_CONNECTIONS (64), BENCH_PORT_BASE (20960, four ports).
+# BENCH_CONNECTIONS (64), BENCH_PORT_BASE (20960, five ports).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +32,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 CONNS=${BENCH_CONNECTIONS:-64}
 PORT_BASE=${BENCH_PORT_BASE:-20960}
 UP=$PORT_BASE BROKER=$((PORT_BASE + 1)) NGINX=$((PORT_BASE + 2)) HYPER=$((PORT_BASE + 3))
+COMPAT=$((PORT_BASE + 4))
 
 log() { printf '[bench-proxy %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -84,6 +88,7 @@ wait_http "http://127.0.0.1:$UP/cgi-bin/getcallbackip"
 cat >"$WORK/broker.toml" <<EOF
 [server]
 listen = "127.0.0.1:$BROKER"
+wechat_compat_listen = "127.0.0.1:$COMPAT"
 
 [store]
 backend = "memory"
@@ -97,6 +102,7 @@ EOF
 RUST_LOG=warn start broker "$BIN/wxbroker" serve --config "$WORK/broker.toml"
 BROKER_PID=$LAST_PID
 BURL="http://127.0.0.1:$BROKER/v1/apps/bench/proxy/cgi-bin/getcallbackip"
+CURL="http://127.0.0.1:$COMPAT/cgi-bin/getcallbackip?appid=wxbench000000000&access_token=client-held"
 wait_http "$BURL" -H 'Wxbroker-Client: bench'
 
 mkdir -p "$WORK/nginx"
@@ -159,11 +165,12 @@ measure() {
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    if ((round % 2)); then order=(broker nginx hyper); else order=(hyper nginx broker); fi
+    if ((round % 2)); then order=(broker nginx compat hyper); else order=(hyper compat nginx broker); fi
     for who in "${order[@]}"; do
         case $who in
         broker) measure broker "$BURL" "$BROKER_PID" "$round" -H 'Wxbroker-Client: bench' ;;
         nginx) measure nginx "$NURL" "$NGINX_PID" "$round" ;;
+        compat) measure compat "$CURL" "$BROKER_PID" "$round" ;;
         hyper) measure hyper "$HURL" "$HYPER_PID" "$round" ;;
         esac
     done
@@ -181,9 +188,12 @@ echo "| forwarding (wrk -t1, $CONNS connections, ${DURATION} s x $ROUNDS rounds)
 echo "| --- | ---: | ---: | ---: |"
 echo "| broker \`/v1/apps/bench/proxy/cgi-bin/getcallbackip\` | $(col broker 3) | $(col broker 4) | $(col broker 5) |"
 echo "| nginx \`proxy_pass\`, 2 workers, upstream keepalive | $(col nginx 3) | $(col nginx 4) | $(col nginx 5) |"
+echo "| broker's compatible listener, the same call | $(col compat 3) | $(col compat 4) | $(col compat 5) |"
 echo "| hyper 1 proxy (\`examples/reference_proxy.rs\`), one thread | $(col hyper 3) | $(col hyper 4) | $(col hyper 5) |"
 echo "| ratio broker/nginx, per round, median | $(ratio 3) | $(ratio 4) | $(ratio 5) |"
+echo "| ratio compatible listener/nginx | $(ratio 3 compat) | $(ratio 4 compat) | $(ratio 5 compat) |"
 echo "| ratio hyper proxy/nginx | $(ratio 3 hyper) | $(ratio 4 hyper) | $(ratio 5 hyper) |"
 echo "| ratio broker/hyper proxy | $(ratio 3 broker hyper) | $(ratio 4 broker hyper) | $(ratio 5 broker hyper) |"
 echo
 echo "forwarding: rps_ratio=$(ratio 3) p99_ratio=$(ratio 4) cpu_ratio=$(ratio 5) (targets: >= 0.8, <= 1.5, <= 1.5)"
+echo "compatible listener: rps_ratio=$(ratio 3 compat) p99_ratio=$(ratio 4 compat) cpu_ratio=$(ratio 5 compat)"

@@ -85,6 +85,7 @@ fn the_full_example_parses_with_every_value() {
     assert_eq!(s.socket_group.as_deref(), Some("wxclients"));
     assert!(s.require_client_header);
     assert_eq!(s.max_connections, 2048);
+    assert_eq!(s.request_threads, Some(3));
     assert_eq!(s.metrics_listen, Some("127.0.0.1:9930".parse().unwrap()));
     assert_eq!(
         s.wechat_compat_listen,
@@ -144,6 +145,7 @@ fn defaults_fill_every_omitted_key() {
     assert_eq!(s.socket_group, None);
     assert!(s.require_client_header);
     assert_eq!(s.max_connections, 1024);
+    assert_eq!(s.request_threads, None, "one per two cores");
     assert_eq!(s.metrics_listen, None);
     assert_eq!(s.wechat_compat_listen, None);
     assert_eq!(s.token_wait_timeout, Duration::from_secs(10));
@@ -291,6 +293,8 @@ fn invalid_cases() -> Vec<(&'static str, String, &'static str, &'static str)> {
         ("long socket path", doc(&format!("unix_socket = \"/{}\"", "s".repeat(120)), APP, ""), "server.unix_socket", "limited to 107"),
         ("empty socket path", doc("unix_socket = \"\"", APP, ""), "server.unix_socket", "must not be empty"),
         ("zero connections", doc(&format!("{SERVER}\nmax_connections = 0"), APP, ""), "server.max_connections", "at least 1"),
+        ("no request threads", doc(&format!("{SERVER}\nrequest_threads = 0"), APP, ""), "server.request_threads", "from 1 to 256"),
+        ("request threads galore", doc(&format!("{SERVER}\nrequest_threads = 4096"), APP, ""), "server.request_threads", "from 1 to 256"),
         ("clashing listeners", doc(&format!("{SERVER}\nmetrics_listen = \"127.0.0.1:8930\""), APP, ""), "server.metrics_listen", "already used by server.listen"),
         ("bad compat addr", doc(&format!("{SERVER}\nwechat_compat_listen = \"8931\""), APP, ""), "server.wechat_compat_listen", "IP:PORT"),
         ("long wait", doc(&format!("{SERVER}\ntoken_wait_timeout = \"2m\""), APP, ""), "server.token_wait_timeout", "at most 1m"),

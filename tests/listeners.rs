@@ -398,3 +398,38 @@ async fn a_watch_reads_its_version_percent_decoded() {
     );
     broker.stop().await;
 }
+
+/// How many threads of the daemon `pid` serve request connections.
+fn request_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        // Thread names are cut to 15 bytes: "wxbroker-requests-N".
+        .filter(|name| name.starts_with("wxbroker-reques"))
+        .count()
+}
+
+#[tokio::test]
+async fn request_threads_sets_how_many_threads_serve_requests() {
+    let sim = simulator(SimConfig::default()).await;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    for (setting, expected) in [("request_threads = 3", 3), ("", cores.div_ceil(2))] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n{setting}\n\n{}",
+            classic_app("shop", &sim, "")
+        );
+        let path = dir.path().join("wxbroker.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut broker = ChildBroker::spawn(&path, "warn");
+        let token = format!("http://127.0.0.1:{port}/v1/apps/shop/token");
+        broker.wait_ready(&token).await;
+        assert_eq!(
+            request_threads_of(broker.child.id()),
+            expected,
+            "{setting:?}"
+        );
+        broker.kill();
+    }
+}

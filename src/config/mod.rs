@@ -135,6 +135,10 @@ pub struct ServerConfig {
     /// Where WeChat's Open Platform and WeCom's suite pushes arrive
     /// (`callback_listen`).
     pub callback_listen: Option<SocketAddr>,
+    /// The threads serving request connections (the token API, the Unix
+    /// socket, the compatible and remote listeners); `None` is one per
+    /// two cores.
+    pub request_threads: Option<usize>,
 }
 
 /// `Debug` is written by hand: a Redis URL may carry a password.

@@ -80,6 +80,7 @@ pub(crate) struct RawServer {
     pub remote_max_connections: Option<i64>,
     pub remote_max_watches_per_client: Option<i64>,
     pub callback_listen: Option<String>,
+    pub request_threads: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

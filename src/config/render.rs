@@ -35,6 +35,9 @@ pub(crate) fn effective(config: &Config) -> String {
         &server.require_client_header.to_string(),
     );
     out.raw("max_connections", &server.max_connections.to_string());
+    if let Some(threads) = server.request_threads {
+        out.raw("request_threads", &threads.to_string());
+    }
     out.addr("metrics_listen", server.metrics_listen);
     out.addr("wechat_compat_listen", server.wechat_compat_listen);
     out.duration("token_wait_timeout", server.token_wait_timeout);

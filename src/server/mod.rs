@@ -337,7 +337,10 @@ pub fn spawn(
         write_stall: server.write_timeout,
     };
     let router = Arc::new(Router::new(state.clone()));
-    let threads = Some(Arc::new(RequestThreads::per_two_cores()?));
+    let threads = Some(Arc::new(match server.request_threads {
+        Some(count) => RequestThreads::new(count)?,
+        None => RequestThreads::per_two_cores()?,
+    }));
     let requests = Connections {
         tls: None,
         threads: threads.clone(),

@@ -35,7 +35,12 @@ impl RequestThreads {
     /// and forwarded calls at a fifth less CPU than the shared runtime.
     pub fn per_two_cores() -> io::Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let count = cores.div_ceil(2);
+        Self::new(cores.div_ceil(2))
+    }
+
+    /// `count` threads (`[server] request_threads`), at least one.
+    pub fn new(count: usize) -> io::Result<Self> {
+        let count = count.max(1);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()

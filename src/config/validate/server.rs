@@ -17,6 +17,10 @@ const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// More request threads than this would be a typo: each is a thread and a
+/// runtime, and a connection is served by one alone.
+const MAX_REQUEST_THREADS: usize = 256;
+
 const DEFAULT_TOKEN_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Readers blocked longer than this are better served by a 503 they can
@@ -154,6 +158,21 @@ pub(super) fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
             .ok_or_else(|| Problem::new("server.max_connections", "must be at least 1"))?,
     };
 
+    let request_threads = raw
+        .request_threads
+        .map(|n| {
+            usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_REQUEST_THREADS).contains(n))
+                .ok_or_else(|| {
+                    Problem::new(
+                        "server.request_threads",
+                        format!("must be from 1 to {MAX_REQUEST_THREADS}"),
+                    )
+                })
+        })
+        .transpose()?;
+
     let metrics_listen = socket_addr("server.metrics_listen", raw.metrics_listen)?;
     let wechat_compat_listen =
         socket_addr("server.wechat_compat_listen", raw.wechat_compat_listen)?;
@@ -227,6 +246,7 @@ pub(super) fn server(raw: Option<RawServer>) -> Result<ServerConfig, Problem> {
         remote_max_connections: remote_limits.connections,
         remote_max_watches_per_client: remote_limits.watches_per_client,
         callback_listen,
+        request_threads,
     })
 }
 
