@@ -23,7 +23,9 @@
 # every process started here is stopped by PID.
 #
 # Knobs: BENCH_DURATION (seconds per run, 8), BENCH_ROUNDS (3),
-# BENCH_CONNECTIONS (64), BENCH_PORT_BASE (20960, five ports).
+# BENCH_CONNECTIONS (64), BENCH_PORT_BASE (20960, five ports),
+# BENCH_REQUEST_THREADS (the broker's [server] request_threads; its
+# default when unset).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +91,7 @@ cat >"$WORK/broker.toml" <<EOF
 [server]
 listen = "127.0.0.1:$BROKER"
 wechat_compat_listen = "127.0.0.1:$COMPAT"
+${BENCH_REQUEST_THREADS:+request_threads = $BENCH_REQUEST_THREADS}
 
 [store]
 backend = "memory"
