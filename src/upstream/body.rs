@@ -45,6 +45,7 @@ enum Step {
     End,
 }
 
+/// An upstream answer's body, as the pool hands it over with its head.
 pub struct AnswerBody {
     conn: Option<Box<Conn>>,
     decode: Decode,
