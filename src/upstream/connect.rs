@@ -83,12 +83,22 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(config: &UpstreamConfig, timeout: Duration) -> Result<Self, ResolverError> {
+        let roots =
+            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        Self::trusting(config, timeout, roots)
+    }
+
+    /// A connector that trusts `roots` instead of the web's (a test's
+    /// local CA).
+    pub(super) fn trusting(
+        config: &UpstreamConfig,
+        timeout: Duration,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, ResolverError> {
         let dns = match config.resolve {
             Resolve::Dns => Some(DnsOnly::new()?),
             Resolve::System => None,
         };
-        let roots =
-            rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

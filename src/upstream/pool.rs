@@ -119,6 +119,8 @@ mod tests {
     use bytes::Bytes;
     use http::{HeaderMap, HeaderValue, Method};
     use http_body_util::BodyExt;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
     use tokio::time::Instant;
@@ -174,21 +176,8 @@ mod tests {
                 let _ = stream.set_nodelay(true);
                 let (answer, closed, close) = (answer.clone(), closed.clone(), close.clone());
                 tokio::spawn(async move {
-                    let mut buf = vec![0; 4096];
-                    for _ in 0..per_connection {
-                        let mut head = Vec::new();
-                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => head.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        for part in answer.chunks(piece.max(1)) {
-                            if stream.write_all(part).await.is_err() {
-                                return;
-                            }
-                            tokio::task::yield_now().await;
-                        }
+                    if !answer_requests(&mut stream, &answer, per_connection, piece).await {
+                        return;
                     }
                     if gated {
                         let _ = close.acquire().await.map(|permit| permit.forget());
@@ -199,6 +188,37 @@ mod tests {
             }
         });
         seen
+    }
+
+    /// Answers each request on `stream` with `answer`, in pieces of at
+    /// most `piece` bytes, for `per_connection` requests; false when the
+    /// client left first.
+    async fn answer_requests<S>(
+        stream: &mut S,
+        answer: &[u8],
+        per_connection: usize,
+        piece: usize,
+    ) -> bool
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let mut buf = vec![0; 4096];
+        for _ in 0..per_connection {
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            for part in answer.chunks(piece.max(1)) {
+                if stream.write_all(part).await.is_err() || stream.flush().await.is_err() {
+                    return false;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        true
     }
 
     fn json(body: &str) -> Vec<u8> {
@@ -360,6 +380,75 @@ mod tests {
             origin, accepted, ..
         } = scripted(answer, 1, usize::MAX, false).await;
         let pool = pool();
+        for round in 1..=2 {
+            assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+        }
+    }
+
+    /// An `https` upstream for `api.weixin.qq.com` with a certificate from
+    /// a local CA, answering every request on a connection with `answer`
+    /// for `per_connection` requests (then closing, with a TLS
+    /// close_notify); the pool that trusts that CA and pins the name to
+    /// it; the origin; and the connections it took.
+    async fn tls_upstream(
+        answer: &'static [u8],
+        per_connection: usize,
+    ) -> (Pool, Origin, Arc<AtomicUsize>) {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = crate::tls::init(dir.path()).unwrap();
+        let server = crate::tls::server_config(&issued.cert, &issued.key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&issued.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    if answer_requests(&mut stream, answer, per_connection, 7).await {
+                        let _ = stream.shutdown().await;
+                    }
+                });
+            }
+        });
+        let config = UpstreamConfig {
+            resolve: crate::config::Resolve::System,
+            connect_to: vec![("api.weixin.qq.com".to_owned(), addr)],
+        };
+        let pool = Pool::new(Connector::trusting(&config, WAIT, roots).unwrap());
+        let origin = Origin {
+            tls: true,
+            host: "api.weixin.qq.com".into(),
+            port: 443,
+        };
+        (pool, origin, accepted)
+    }
+
+    #[tokio::test]
+    async fn answers_over_tls_in_pieces_are_read_and_their_connection_kept() {
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                        4\r\n{\"er\r\n9\r\nrcode\":0}\r\n0\r\n\r\n";
+        let (pool, origin, accepted) = tls_upstream(chunked, usize::MAX).await;
+        for _ in 0..5 {
+            assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_tls_ended_by_its_close_is_read_whole() {
+        let (pool, origin, accepted) =
+            tls_upstream(b"HTTP/1.1 200 OK\r\n\r\n{\"errcode\":0}", 1).await;
         for round in 1..=2 {
             assert_eq!(whole(&pool, &origin).await.unwrap(), r#"{"errcode":0}"#);
             assert_eq!(accepted.load(Ordering::SeqCst), round);
